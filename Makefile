@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make serve` and `make test`.
+# Both create .venv on first use and reinstall only when pyproject.toml or
+# constraints.txt change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: serve test lint typecheck bench clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: a looser requirement would let pip pick a multi-GB CUDA build.
+$(VENV)/.installed-%: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[$*]'
+	touch $@
+
+venv: $(VENV)/.installed-server,test,dev
+
+serve: $(VENV)/.installed-server
+	$(BIN)/sampleplan serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-server,test,dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-server,test,dev
+	$(BIN)/ruff check service client tests benchmarks
+	$(BIN)/mypy service client
+
+bench: $(VENV)/.installed-server,test,dev
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

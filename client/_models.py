@@ -1,0 +1,90 @@
+"""Value objects returned by the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A stored dataset: its id (content hash), size, sorted classes and their counts."""
+
+    id: str
+    size: int
+    label_type: str
+    classes: list[Any]
+    counts: list[int]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Dataset:
+        return cls(
+            id=data["id"],
+            size=data["size"],
+            label_type=data["label_type"],
+            classes=list(data["classes"]),
+            counts=list(data["counts"]),
+        )
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One class of a plan: count, weight per sample, and its expected share of draws."""
+
+    label: Any
+    count: int
+    class_weight: float | None
+    expected_share: float
+    expected_draws: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A stored plan: canonical config, population, per-class table and versions."""
+
+    id: str
+    dataset_id: str
+    config: dict[str, Any]
+    population_size: int
+    num_samples: int
+    classes: list[ClassRow]
+    versions: dict[str, str]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def replacement(self) -> bool:
+        return bool(self.config["replacement"])
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.config["algorithm"])
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        known = {"class", "count", "class_weight", "expected_share", "expected_draws"}
+        rows = [
+            ClassRow(
+                label=row["class"],
+                count=row["count"],
+                class_weight=row.get("class_weight"),
+                expected_share=row["expected_share"],
+                expected_draws=row["expected_draws"],
+                extra={k: v for k, v in row.items() if k not in known},
+            )
+            for row in data["classes"]
+        ]
+        return cls(
+            id=data["id"],
+            dataset_id=data["dataset_id"],
+            config=dict(data["config"]),
+            population_size=data["population_size"],
+            num_samples=data["num_samples"],
+            classes=rows,
+            versions=dict(data["versions"]),
+            raw=data,
+        )

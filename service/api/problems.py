@@ -1,0 +1,98 @@
+"""Every error response is ``application/problem+json`` (RFC 9457) in one shape.
+
+One handler covers the whole :class:`~service.errors.SamplePlanServiceError` tree (Starlette
+finds handlers along the MRO); the others translate framework errors (validation, unknown
+routes, wrong methods) and, as a last resort, unexpected exceptions into the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import SamplePlanServiceError
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_PREFIX = "urn:sampleplan:problem:"
+
+logger = logging.getLogger("sampleplan")
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": _TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SamplePlanServiceError)
+    return problem_response(request, exc.status, exc.title, exc.detail, exc.type_slug)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in raw):
+        ctx = next(e for e in raw if e.get("type") == "json_invalid").get("ctx", {})
+        return problem_response(
+            request,
+            400,
+            "Malformed request",
+            f"the request body is not valid JSON: {ctx.get('error', 'parse error')}",
+            "malformed-request",
+        )
+    errors = [{"loc": _location(tuple(e.get("loc", ()))), "msg": str(e.get("msg", ""))} for e in raw]
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+    if len(errors) > 5:
+        detail += f"; and {len(errors) - 5} more"
+    return problem_response(request, 422, "Invalid input", detail, "invalid-input", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no such endpoint: {request.method} {request.url.path}"
+    slug = title.lower().replace(" ", "-")
+    return problem_response(request, exc.status_code, title, detail, slug, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        request, 500, "Internal error", "the service failed unexpectedly; this is a bug", "internal-error"
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SamplePlanServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

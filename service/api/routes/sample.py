@@ -1,0 +1,46 @@
+"""``/v1/sample``: one stateless call from labels and config to counts, weights, indices."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from service.api.arrays import array_json_response
+from service.api.deps import CatalogDep
+from service.api.schemas import Problem, SampleOut, SampleRequest
+from service.api.views import plan_out
+from service.core.labels import labels_from_list
+
+router = APIRouter(prefix="/v1", tags=["sample"])
+
+
+@router.post(
+    "/sample",
+    response_model=SampleOut,
+    summary="One-shot: labels and config to counts, weights and indices",
+    description=(
+        "Computes the plan without storing anything and answers with its class counts, its "
+        "per-sample weights and a page of one rank's stream for one epoch (epoch 0, the whole "
+        "stream, by default)."
+    ),
+    responses={413: {"model": Problem}, 422: {"model": Problem}},
+)
+def sample(body: SampleRequest, catalog: CatalogDep) -> Response:
+    labels = labels_from_list(body.labels)
+    request = body.to_stream_request()
+    plan, _ = catalog.build_plan(labels, body.to_config())
+    indices = catalog.indices(plan, request)
+    weights = catalog.weights(plan)
+    head = plan_out(plan).model_dump(mode="json", by_alias=True)
+    meta = {
+        "plan": head,
+        "counts": plan.prepared.class_counts().tolist(),
+        "epoch": request.epoch,
+        "rank": request.rank,
+        "world_size": request.world_size,
+        "offset": request.offset,
+        "space": request.space,
+        "length": plan.prepared.rank_length(request.world_size),
+        "indices": indices.tolist(),
+    }
+    return array_json_response(meta, "weights", weights)

@@ -1,0 +1,224 @@
+"""The catalog: datasets and plans as the HTTP layer sees them.
+
+It joins the sampling core and the store: labels and configs are validated and hashed by
+the core, written by the store, and read back into prepared plans, which are kept in a
+small LRU because preparing one (decompressing labels, splitting, weighting) costs far
+more than drawing a page.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.config import Settings
+from service.core.labels import Labels, labels_from_codes
+from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
+from service.core.splitting import Split
+from service.core.streams import Int64Array, StreamRequest
+from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
+from service.storage import DatasetRecord, PlanRecord, PlanStore
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: str
+    label_kind: str
+    size: int
+    classes: list[Any]
+    counts: list[int]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A stored plan: its record and its prepared arrays."""
+
+    id: str
+    dataset_id: str
+    config: dict[str, Any]
+    versions: dict[str, str]
+    classes: list[Any]
+    prepared: PreparedPlan
+
+
+def dataset_record(labels: Labels) -> DatasetRecord:
+    return DatasetRecord(
+        id=labels.digest(),
+        label_kind=labels.kind,
+        size=labels.size,
+        classes=list(labels.classes),
+        counts=labels.class_counts().tolist(),
+        codes_dtype=labels.codes.dtype.str,
+        codes=np.ascontiguousarray(labels.codes, dtype=labels.codes.dtype.newbyteorder("<")).tobytes(),
+    )
+
+
+def labels_from_record(record: DatasetRecord) -> Labels:
+    codes = np.frombuffer(record.codes, dtype=np.dtype(record.codes_dtype))
+    kind = "int" if record.label_kind == "int" else "str"
+    return labels_from_codes(kind, record.classes, codes)
+
+
+def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -> PlanConfig:
+    """Rebuild the :class:`PlanConfig` a stored plan was created from."""
+    split = canonical.get("split")
+    return PlanConfig(
+        strategy=canonical["strategy"],
+        beta=canonical.get("beta"),
+        class_weights=canonical.get("class_weights"),
+        weights=np.frombuffer(weights, dtype="<f8") if weights is not None else None,
+        split=None
+        if split is None
+        else Split(
+            seed=split["seed"],
+            fractions=tuple(split["fractions"]) if "fractions" in split else None,
+            lengths=tuple(split["lengths"]) if "lengths" in split else None,
+        ),
+        num_samples=canonical["num_samples"],
+        replacement=canonical["replacement"],
+        seed=canonical["seed"],
+        algorithm=canonical["algorithm"],
+    )
+
+
+class Catalog:
+    """Creates and reads datasets and plans; draws streams from cached prepared plans."""
+
+    def __init__(self, store: PlanStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- datasets -------------------------------------------------------------------------
+
+    def check_size(self, labels: Labels) -> None:
+        if labels.size > self.settings.max_labels:
+            raise PayloadTooLarge(
+                f"the dataset has {labels.size} labels; this service takes at most {self.settings.max_labels}"
+            )
+
+    def create_dataset(self, labels: Labels) -> tuple[DatasetInfo, bool]:
+        self.check_size(labels)
+        record = dataset_record(labels)
+        created = self.store.put_dataset(record)
+        return _dataset_info(record), created
+
+    def get_dataset(self, dataset_id: str) -> DatasetInfo:
+        return _dataset_info(self._dataset_record(dataset_id))
+
+    def _dataset_record(self, dataset_id: str) -> DatasetRecord:
+        record = self.store.get_dataset(dataset_id)
+        if record is None:
+            raise DatasetNotFound(f"no dataset has id {dataset_id!r}")
+        return record
+
+    # -- plans ----------------------------------------------------------------------------
+
+    def build_plan(self, labels: Labels, config: PlanConfig) -> tuple[Plan, dict[str, Any]]:
+        """Validate and prepare a plan without storing it (``POST /v1/sample`` stops here)."""
+        self.check_size(labels)
+        limit = self.settings.max_num_samples if config.algorithm == "torch" else None
+        prepared = prepare_plan(labels, config, max_num_samples=limit)
+        canonical = config.canonical(prepared.num_samples)
+        dataset_id = labels.digest()
+        plan = Plan(
+            id=plan_id(dataset_id, canonical),
+            dataset_id=dataset_id,
+            config=canonical,
+            versions=runtime_versions(config.algorithm),
+            classes=list(labels.classes),
+            prepared=prepared,
+        )
+        return plan, canonical
+
+    def create_plan(
+        self, config: PlanConfig, *, dataset_id: str | None = None, labels: Labels | None = None
+    ) -> tuple[Plan, bool]:
+        """Create a plan from a stored dataset or inline labels; ``True`` if it is new."""
+        new_dataset: DatasetRecord | None = None
+        if labels is None:
+            assert dataset_id is not None
+            labels = labels_from_record(self._dataset_record(dataset_id))
+        else:
+            new_dataset = dataset_record(labels)
+        plan, canonical = self.build_plan(labels, config)
+        weights = config.weights
+        record = PlanRecord(
+            id=plan.id,
+            dataset_id=plan.dataset_id,
+            config=canonical,
+            versions=plan.versions,
+            weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if weights is not None else None,
+        )
+        created = self.store.put_plan(record, dataset=new_dataset)
+        if not created:
+            # Keep what was stored first: its versions say what defined its streams.
+            return self.get_plan(plan.id), False
+        self._remember(plan)
+        return plan, True
+
+    def get_plan(self, plan_id: str) -> Plan:
+        with self._lock:
+            cached = self._plans.get(plan_id)
+            if cached is not None:
+                self._plans.move_to_end(plan_id)
+                return cached
+        record = self.store.get_plan(plan_id)
+        if record is None:
+            raise PlanNotFound(f"no plan has id {plan_id!r}")
+        labels = labels_from_record(self._dataset_record(record.dataset_id))
+        prepared = prepare_plan(labels, config_from_canonical(record.config, record.weights))
+        plan = Plan(
+            id=record.id,
+            dataset_id=record.dataset_id,
+            config=record.config,
+            versions=record.versions,
+            classes=list(labels.classes),
+            prepared=prepared,
+        )
+        self._remember(plan)
+        return plan
+
+    def _remember(self, plan: Plan) -> None:
+        if self.settings.plan_cache_size == 0:
+            return
+        with self._lock:
+            self._plans[plan.id] = plan
+            self._plans.move_to_end(plan.id)
+            while len(self._plans) > self.settings.plan_cache_size:
+                self._plans.popitem(last=False)
+
+    # -- arrays ---------------------------------------------------------------------------
+
+    def check_page(self, length: int) -> None:
+        if length > self.settings.max_page:
+            raise InvalidStreamRequest(
+                f"the page would hold {length} values; this service returns at most "
+                f"{self.settings.max_page} per response: page with 'offset' and 'limit'"
+            )
+
+    def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
+        start, stop = request.page_bounds(plan.prepared.num_samples)
+        self.check_page(stop - start)
+        return plan.prepared.indices(request)
+
+    def weights(self, plan: Plan) -> npt.NDArray[np.float64]:
+        self.check_page(plan.prepared.population_size)
+        return plan.prepared.weights
+
+
+def _dataset_info(record: DatasetRecord) -> DatasetInfo:
+    return DatasetInfo(
+        id=record.id,
+        label_kind=record.label_kind,
+        size=record.size,
+        classes=record.classes,
+        counts=record.counts,
+    )

@@ -1,0 +1,257 @@
+"""Plans: a dataset plus how to weight it and draw from it.
+
+:class:`PlanConfig` is the validated, canonical configuration (its JSON form names the
+plan); :func:`prepare_plan` turns labels and a config into a :class:`PreparedPlan`, the
+arrays every stream of the plan is drawn from. Both the service and the client's offline
+fallback go through here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from service.core.labels import Labels
+from service.core.splitting import SEED_LIMIT, Split
+from service.core.streams import (
+    TORCH_MAX_CATEGORIES,
+    Int64Array,
+    StreamRequest,
+    draw_torch_epoch,
+    epoch_seed,
+    rank_length,
+    shard_positions,
+)
+from service.core.weighting import STRATEGIES, Strategy, resolve_class_weights, sample_weights
+from service.errors import InvalidPlanConfig, InvalidWeights
+
+Algorithm = Literal["torch", "hierarchical"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+
+#: Versions of the stream definitions. A change to how an algorithm draws must bump it.
+ALGORITHM_VERSIONS: dict[str, str] = {"torch": "torch-multinomial-v1", "hierarchical": "hierarchical-v1"}
+
+_PLAN_HASH_DOMAIN = b"sampleplan/plan/v1\n"
+
+
+def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
+    data = np.ascontiguousarray(weights, dtype="<f8")
+    return hashlib.sha256(data.data).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class PlanConfig:
+    """How to weight and draw. Validated on construction; defaults as in DESIGN.md."""
+
+    strategy: Strategy = "inverse_frequency"
+    beta: float | None = None
+    class_weights: Mapping[str, float] | None = None
+    weights: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+    split: Split | None = None
+    num_samples: int | None = None
+    replacement: bool = True
+    seed: int = 0
+    algorithm: Algorithm = "torch"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidPlanConfig(
+                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"
+            )
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidPlanConfig(
+                f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
+            )
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise InvalidPlanConfig(
+                f"seed should be in [0, 2**32) (torch's CPU generator keeps only the low 32 bits), "
+                f"but got seed={self.seed}"
+            )
+        if self.num_samples is not None and self.num_samples <= 0:
+            raise InvalidPlanConfig(
+                f"num_samples should be a positive integer value, but got num_samples={self.num_samples}"
+            )
+        if self.beta is not None and self.strategy != "effective_number":
+            raise InvalidPlanConfig("'beta' only applies to strategy 'effective_number'")
+        if self.beta is not None and not (math.isfinite(self.beta) and 0.0 <= self.beta < 1.0):
+            raise InvalidPlanConfig(f"beta should be in [0, 1), but got beta={self.beta}")
+        if self.class_weights is not None and self.strategy != "class_weights":
+            raise InvalidPlanConfig("'class_weights' only applies to strategy 'class_weights'")
+        if self.weights is not None and self.strategy != "sample_weights":
+            raise InvalidPlanConfig("'weights' only applies to strategy 'sample_weights'")
+        if self.strategy == "class_weights" and not self.class_weights:
+            raise InvalidPlanConfig("strategy 'class_weights' needs a non-empty 'class_weights' object")
+        if self.strategy == "sample_weights" and self.weights is None:
+            raise InvalidPlanConfig("strategy 'sample_weights' needs a 'weights' list, one per sample")
+        if self.algorithm == "hierarchical" and not self.replacement:
+            raise InvalidPlanConfig("algorithm 'hierarchical' draws with replacement; set replacement=true")
+
+    def canonical(self, num_samples: int) -> dict[str, Any]:
+        """The JSON form that names the plan: every default filled, ``num_samples`` resolved.
+
+        Per-sample weights enter by their SHA-256 (they are stored beside the plan).
+        """
+        out: dict[str, Any] = {"strategy": self.strategy}
+        if self.strategy == "effective_number":
+            out["beta"] = 0.999 if self.beta is None else float(self.beta)
+        if self.strategy == "class_weights":
+            assert self.class_weights is not None
+            out["class_weights"] = {str(k): float(v) for k, v in sorted(self.class_weights.items())}
+        if self.strategy == "sample_weights":
+            assert self.weights is not None
+            out["weights_sha256"] = _weights_digest(self.weights)
+        if self.split is not None:
+            split: dict[str, Any] = {"seed": self.split.seed}
+            if self.split.fractions is not None:
+                split["fractions"] = [float(f) for f in self.split.fractions]
+            else:
+                assert self.split.lengths is not None
+                split["lengths"] = [int(n) for n in self.split.lengths]
+            out["split"] = split
+        else:
+            out["split"] = None
+        out.update(
+            num_samples=num_samples,
+            replacement=self.replacement,
+            seed=self.seed,
+            algorithm=self.algorithm,
+        )
+        return out
+
+
+def plan_id(dataset_id: str, canonical_config: Mapping[str, Any]) -> str:
+    """SHA-256 of the dataset id and the canonical config: same inputs, same plan."""
+    h = hashlib.sha256(_PLAN_HASH_DOMAIN)
+    h.update(dataset_id.encode())
+    h.update(b"\n")
+    h.update(json.dumps(canonical_config, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def runtime_versions(algorithm: str) -> dict[str, str]:
+    """What defines a plan's streams here: reproducing them elsewhere needs the same."""
+    from service import __version__
+
+    return {
+        "algorithm": algorithm,
+        "algorithm_version": ALGORITHM_VERSIONS[algorithm],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "sampleplan": __version__,
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPlan:
+    """Everything a stream is drawn from, computed once per plan.
+
+    ``population`` holds the dataset index of every population position (``None`` when
+    the population is the whole dataset); ``weights`` and ``codes`` are per position.
+    """
+
+    config: PlanConfig
+    dataset_size: int
+    num_classes: int
+    population: Int64Array | None
+    codes: npt.NDArray[np.unsignedinteger]
+    weights: npt.NDArray[np.float64]
+    num_samples: int
+
+    @property
+    def population_size(self) -> int:
+        return int(self.codes.shape[0])
+
+    def class_counts(self) -> npt.NDArray[np.int64]:
+        """Class counts of the population (the training part when split)."""
+        return np.bincount(self.codes, minlength=self.num_classes).astype(np.int64)
+
+    def rank_length(self, world_size: int) -> int:
+        return rank_length(self.num_samples, world_size)
+
+    def draw_epoch(self, epoch: int) -> Int64Array:
+        """The whole epoch stream (population positions)."""
+        if self.config.algorithm != "torch":
+            raise NotImplementedError(f"algorithm {self.config.algorithm!r} is drawn by pages")
+        return draw_torch_epoch(
+            self.weights, self.num_samples, self.config.replacement, epoch_seed(self.config.seed, epoch)
+        )
+
+    def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
+        """The requested page of a rank's stream, in the requested index space."""
+        positions = shard_positions(self.num_samples, request)
+        stream = self.draw_epoch(request.epoch) if epoch_stream is None else epoch_stream
+        page = stream[positions]
+        if request.space == "dataset" and self.population is not None:
+            page = self.population[page]
+        return page
+
+
+def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> PreparedPlan:
+    """Validate ``config`` against ``labels`` and compute the population and its weights."""
+    population: Int64Array | None = None
+    codes = labels.codes
+    if config.split is not None:
+        population = config.split.training_indices(labels.size)
+        codes = codes[population]
+
+    per_sample: npt.NDArray[np.float64] | None = None
+    if config.weights is not None:
+        if config.weights.shape != (labels.size,):
+            raise InvalidWeights(
+                f"weights must have one entry per sample of the dataset ({labels.size}), "
+                f"got {config.weights.shape[0] if config.weights.ndim == 1 else config.weights.shape}"
+            )
+        per_sample = config.weights if population is None else config.weights[population]
+
+    class_weights = None
+    if config.class_weights is not None:
+        class_weights = resolve_class_weights(labels, config.class_weights)
+
+    counts = np.bincount(codes, minlength=labels.num_classes).astype(np.int64)
+    weights = sample_weights(
+        config.strategy,
+        codes,
+        counts,
+        beta=config.beta,
+        class_weights=class_weights,
+        per_sample=per_sample,
+    )
+    size = int(codes.shape[0])
+    num_samples = size if config.num_samples is None else config.num_samples
+    if max_num_samples is not None and num_samples > max_num_samples:
+        raise InvalidPlanConfig(
+            f"num_samples={num_samples} is over this service's limit of {max_num_samples} draws per epoch"
+        )
+    if config.algorithm == "torch":
+        if size > TORCH_MAX_CATEGORIES:
+            raise InvalidPlanConfig(
+                f"algorithm 'torch' draws with torch.multinomial, which takes at most 2**24 "
+                f"({TORCH_MAX_CATEGORIES}) samples, but the population has {size}; "
+                f"use algorithm 'hierarchical' for datasets this large"
+            )
+        if not config.replacement:
+            positive = int(np.count_nonzero(weights))
+            if num_samples > positive:
+                raise InvalidPlanConfig(
+                    f"replacement=false cannot draw num_samples={num_samples} distinct samples: "
+                    f"only {positive} of the population's {size} samples have a positive weight"
+                )
+    return PreparedPlan(
+        config=config,
+        dataset_size=labels.size,
+        num_classes=labels.num_classes,
+        population=population,
+        codes=codes,
+        weights=weights,
+        num_samples=num_samples,
+    )

@@ -1,0 +1,115 @@
+"""Index streams: drawing an epoch, sharding it across ranks, and cutting pages.
+
+NOTE [Stream definition]
+    For algorithm ``torch`` the epoch-``e`` stream of a plan is exactly::
+
+        list(WeightedRandomSampler(weights_f64, num_samples, replacement,
+                                   generator=torch.Generator().manual_seed(seed + e)))
+
+    which is ``torch.multinomial(weights_f64, num_samples, replacement, generator=g)``
+    drawn whole. ``seed + e`` is the derivation ``DistributedSampler`` uses. The weights
+    must be a float64 tensor: float32 weights give a different stream.
+
+NOTE [Sharding]
+    A rank's stream is the epoch stream sharded as ``DistributedSampler(drop_last=False)``
+    shards its list: pad by repeating from the start up to a multiple of ``world_size``,
+    then rank ``r`` takes ``padded[r::world_size]``. Padding repeats the stream
+    cyclically (both of DistributedSampler's padding branches do), so position ``p`` of
+    the padded list is position ``p % num_samples`` of the stream, and a page of a rank's
+    stream never needs the padded list itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from service.errors import InvalidStreamRequest
+
+Space = Literal["population", "dataset"]
+Int64Array = npt.NDArray[np.int64]
+
+#: ``torch.multinomial`` refuses more categories than this.
+TORCH_MAX_CATEGORIES = 2**24
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The generator seed of an epoch, as ``DistributedSampler`` derives it."""
+    return seed + epoch
+
+
+def rank_length(num_samples: int, world_size: int) -> int:
+    """How many indices each rank gets: ``ceil(num_samples / world_size)``."""
+    return -(-num_samples // world_size)
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """Which part of which stream: an epoch, a rank of a world, and a page of it."""
+
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    offset: int = 0
+    limit: int | None = None
+    space: Space = "population"
+
+    def __post_init__(self) -> None:
+        if self.epoch < 0:
+            raise InvalidStreamRequest(f"epoch should be a non-negative integer, but got epoch={self.epoch}")
+        if self.epoch >= 2**32:
+            raise InvalidStreamRequest(f"epoch should be below 2**32, but got epoch={self.epoch}")
+        if self.world_size < 1:
+            raise InvalidStreamRequest(
+                f"world_size should be a positive integer, but got world_size={self.world_size}"
+            )
+        if not 0 <= self.rank < self.world_size:
+            raise InvalidStreamRequest(
+                f"rank should be in [0, world_size), but got rank={self.rank} with world_size={self.world_size}"
+            )
+        if self.offset < 0:
+            raise InvalidStreamRequest(f"offset should be a non-negative integer, but got offset={self.offset}")
+        if self.limit is not None and self.limit < 0:
+            raise InvalidStreamRequest(f"limit should be a non-negative integer, but got limit={self.limit}")
+        if self.space not in ("population", "dataset"):
+            raise InvalidStreamRequest(f"space should be 'population' or 'dataset', but got space={self.space!r}")
+
+    def page_bounds(self, num_samples: int) -> tuple[int, int]:
+        """``[start, stop)`` of the page within the rank's stream (clipped to its length)."""
+        length = rank_length(num_samples, self.world_size)
+        start = min(self.offset, length)
+        stop = length if self.limit is None else min(length, start + self.limit)
+        return start, stop
+
+
+def shard_positions(num_samples: int, request: StreamRequest) -> Int64Array:
+    """Epoch-stream positions of the requested page of a rank's shard.
+
+    Sharded exactly like ``DistributedSampler(drop_last=False)``; see NOTE [Sharding].
+    """
+    start, stop = request.page_bounds(num_samples)
+    padded = request.rank + request.world_size * np.arange(start, stop, dtype=np.int64)
+    if request.world_size > 1:
+        padded %= num_samples
+    return padded
+
+
+def draw_torch_epoch(
+    weights: npt.NDArray[np.float64], num_samples: int, replacement: bool, seed: int
+) -> Int64Array:
+    """The whole epoch stream of algorithm ``torch`` for generator seed ``seed``.
+
+    See NOTE [Stream definition]: this is ``WeightedRandomSampler``'s draw, made once.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.multinomial(
+        torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float64)),
+        num_samples,
+        replacement,
+        generator=generator,
+    )
+    return drawn.numpy().astype(np.int64, copy=False)

@@ -1,0 +1,140 @@
+"""Per-sample weights: the six strategies, all float64 and unnormalised.
+
+``inverse_frequency`` gives every sample exactly ``1.0 / count(its class)`` in float64,
+as the classic recipe does, so that streams match ``WeightedRandomSampler`` to the bit.
+Normalising (dividing by the total) would change the cumulative sums torch computes and
+with them the stream, so no strategy normalises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from service.core.labels import Labels
+from service.errors import InvalidPlanConfig, InvalidWeights
+
+Strategy = Literal[
+    "inverse_frequency",
+    "inverse_sqrt_frequency",
+    "effective_number",
+    "uniform",
+    "class_weights",
+    "sample_weights",
+]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+Float64Array = npt.NDArray[np.float64]
+
+
+def class_weight_table(
+    strategy: Strategy,
+    counts: npt.NDArray[np.int64],
+    *,
+    beta: float | None = None,
+    class_weights: Mapping[int, float] | None = None,
+) -> Float64Array | None:
+    """The weight of one sample of each class, or ``None`` for ``sample_weights``.
+
+    ``counts`` are the class counts of the population being drawn from. A class with no
+    member in it gets the weight its formula gives for a count of 1; it is never drawn.
+    """
+    safe = np.maximum(counts, 1).astype(np.float64)
+    if strategy == "inverse_frequency":
+        return 1.0 / safe
+    if strategy == "inverse_sqrt_frequency":
+        return 1.0 / np.sqrt(safe)
+    if strategy == "effective_number":
+        # Cui et al. (2019): w_c = (1 - beta) / (1 - beta ** n_c).
+        b = 0.999 if beta is None else float(beta)
+        if not 0.0 <= b < 1.0:
+            raise InvalidPlanConfig(f"beta should be in [0, 1), but got beta={b}")
+        return (1.0 - b) / (1.0 - np.power(b, safe))
+    if strategy == "uniform":
+        return np.ones(counts.shape[0], dtype=np.float64)
+    if strategy == "class_weights":
+        table = np.ones(counts.shape[0], dtype=np.float64)
+        for code, weight in (class_weights or {}).items():
+            table[code] = weight
+        return table
+    if strategy == "sample_weights":
+        return None
+    raise InvalidPlanConfig(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+def resolve_class_weights(labels: Labels, given: Mapping[str, float]) -> dict[int, float]:
+    """Map user-given ``{class name: weight}`` (JSON keys are strings) onto class codes.
+
+    Classes not named keep weight 1.0; a name that is not a class of the dataset is an
+    error, since it is almost always a typo.
+    """
+    if not given:
+        raise InvalidPlanConfig("strategy 'class_weights' needs a non-empty 'class_weights' object")
+    by_name = {str(name): code for code, name in enumerate(labels.classes)}
+    unknown = [name for name in given if str(name) not in by_name]
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:5])
+        known = ", ".join(repr(str(c)) for c in labels.classes[:10])
+        raise InvalidWeights(
+            f"class_weights names classes the dataset does not have: {shown}; its classes are {known}"
+            + (" ..." if labels.num_classes > 10 else "")
+        )
+    resolved = {by_name[str(name)]: float(w) for name, w in given.items()}
+    check_weights(np.fromiter(resolved.values(), dtype=np.float64), what="class_weights", allow_all_zero=True)
+    return resolved
+
+
+def check_weights(weights: Float64Array, *, what: str, allow_all_zero: bool = False) -> None:
+    """Weights must be finite and non-negative; a draw needs a positive, finite total."""
+    if weights.size and not np.isfinite(weights).all():
+        bad = int(np.flatnonzero(~np.isfinite(weights))[0])
+        raise InvalidWeights(f"{what} must be finite numbers; {what}[{bad}] is {weights[bad]}")
+    if weights.size and (weights < 0).any():
+        bad = int(np.flatnonzero(weights < 0)[0])
+        raise InvalidWeights(f"{what} must be non-negative; {what}[{bad}] is {weights[bad]}")
+    if allow_all_zero:
+        return
+    with np.errstate(over="ignore"):  # an overflowing total is reported below
+        total = float(np.cumsum(weights)[-1]) if weights.size else 0.0
+    if not total > 0:
+        raise InvalidWeights(f"{what} must not be all zero: at least one sample needs a positive weight")
+    if not np.isfinite(total):
+        raise InvalidWeights(f"{what} add up to more than float64 can hold; scale them down")
+
+
+def sample_weights(
+    strategy: Strategy,
+    codes: npt.NDArray[np.integer],
+    counts: npt.NDArray[np.int64],
+    *,
+    beta: float | None = None,
+    class_weights: Mapping[int, float] | None = None,
+    per_sample: Float64Array | None = None,
+) -> Float64Array:
+    """A float64 weight per sample of the population, validated for drawing."""
+    table = class_weight_table(strategy, counts, beta=beta, class_weights=class_weights)
+    if table is None:
+        if per_sample is None:
+            raise InvalidPlanConfig("strategy 'sample_weights' needs a 'weights' list")
+        weights = np.ascontiguousarray(per_sample, dtype=np.float64)
+    else:
+        weights = table[codes]
+    check_weights(weights, what="weights")
+    return weights
+
+
+def weights_from_list(values: object) -> Float64Array:
+    """Per-sample weights from a JSON-like list of numbers (booleans and strings refused)."""
+    if not isinstance(values, list | tuple):
+        raise InvalidWeights(f"weights must be a list of numbers, got {type(values).__name__}")
+    bad = next((i for i, v in enumerate(values) if type(v) not in (int, float)), None)
+    if bad is not None:
+        value = values[bad]
+        raise InvalidWeights(f"weights must be numbers; weights[{bad}] is a {type(value).__name__} ({value!r:.40})")
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError as exc:
+        raise InvalidWeights("weights must fit in float64") from exc

@@ -1,0 +1,75 @@
+"""The application factory and the ``sampleplan`` command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.problems import install_problem_handlers
+from service.api.routes import datasets, health, plans, sample
+from service.catalog import Catalog
+from service.config import Settings, get_settings
+from service.storage import PlanStore
+
+DESCRIPTION = """\
+Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
+streams drawn exactly as `torch.utils.data.WeightedRandomSampler` draws them, sharded like
+`DistributedSampler`, resumable at any offset. Errors are `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. The lifespan opens the store; nothing is opened at import time."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = PlanStore.open(settings.database_url)
+        app.state.settings = settings
+        app.state.catalog = Catalog(store, settings)
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(
+        title="sampleplan",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (datasets.router, plans.router, sample.router, health.router):
+        app.include_router(router)
+    return app
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``sampleplan serve [--host H] [--port P]``."""
+    parser = argparse.ArgumentParser(prog="sampleplan", description="sampleplan service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "service.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

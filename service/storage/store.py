@@ -1,0 +1,258 @@
+"""SQLAlchemy tables and the queries the service makes of them.
+
+Every write is one transaction: a plan created with inline labels writes its dataset and
+itself together or not at all. Ids are content hashes, so creating the same thing twice
+is an ``INSERT ... ON CONFLICT DO NOTHING`` that reports whether a row was added; two
+replicas racing on the same plan both succeed and leave one row.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from service.errors import StorageUnavailable
+
+metadata = sa.MetaData()
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("label_kind", sa.String(8), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("classes", sa.Text, nullable=False),  # JSON list, sorted
+    sa.Column("counts", sa.Text, nullable=False),  # JSON list, in class order
+    sa.Column("codes_dtype", sa.String(8), nullable=False),
+    sa.Column("codes", sa.LargeBinary, nullable=False),  # zlib-compressed little-endian codes
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("dataset_id", sa.String(64), sa.ForeignKey("datasets.id"), nullable=False, index=True),
+    sa.Column("config", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("versions", sa.Text, nullable=False),  # JSON: what defines the streams
+    sa.Column("weights", sa.LargeBinary, nullable=True),  # zlib-compressed float64, sample_weights only
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Serialises schema creation when several replicas start against one PostgreSQL.
+_SCHEMA_LOCK_KEY = 0x5A3F_1E00
+
+
+def compress(data: bytes) -> bytes:
+    # Level 1: labels are large and mostly incompressible codes; speed matters more.
+    return zlib.compress(data, 1)
+
+
+def decompress(data: bytes) -> bytes:
+    return zlib.decompress(data)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: str
+    label_kind: str
+    size: int
+    classes: list[Any]
+    counts: list[int]
+    codes_dtype: str
+    codes: bytes  # raw, uncompressed
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    id: str
+    dataset_id: str
+    config: dict[str, Any]
+    versions: dict[str, str]
+    weights: bytes | None  # raw float64 little-endian, uncompressed
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer, and a committed transaction survives a
+    # killed process. NORMAL sync is durable against process crashes in WAL mode.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for ``url``, with SQLite tuned for a service and its parent folder made."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # Plain postgresql:// means psycopg 3 here, the driver the server extra installs.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class PlanStore:
+    """Datasets and plans, keyed by content hash."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> PlanStore:
+        store = cls(create_engine_for(url))
+        store.create_schema()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def create_schema(self) -> None:
+        """Create missing tables; safe when several replicas start at once."""
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+                metadata.create_all(conn)
+        except OperationalError as exc:
+            raise StorageUnavailable(f"cannot open the database: {exc.orig}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"the database does not answer: {exc.orig}") from exc
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _insert_ignore(self, conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+        else:  # pragma: no cover - other databases are not supported targets
+            exists = conn.execute(sa.select(table.c.id).where(table.c.id == values["id"])).first()
+            if exists:
+                return False
+            stmt = table.insert().values(**values)
+        return bool(conn.execute(stmt).rowcount)
+
+    def _dataset_values(self, record: DatasetRecord) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "label_kind": record.label_kind,
+            "size": record.size,
+            "classes": json.dumps(record.classes, ensure_ascii=False),
+            "counts": json.dumps(record.counts),
+            "codes_dtype": record.codes_dtype,
+            "codes": compress(record.codes),
+            "created_at": _now(),
+        }
+
+    def put_dataset(self, record: DatasetRecord) -> bool:
+        """Store a dataset; ``True`` if it was new."""
+        values = self._dataset_values(record)
+        with self._transaction() as conn:
+            return self._insert_ignore(conn, datasets, values)
+
+    def put_plan(self, record: PlanRecord, dataset: DatasetRecord | None = None) -> bool:
+        """Store a plan (and its dataset, in the same transaction, if given); ``True`` if new."""
+        dataset_values = self._dataset_values(dataset) if dataset is not None else None
+        values = {
+            "id": record.id,
+            "dataset_id": record.dataset_id,
+            "config": json.dumps(record.config, sort_keys=True),
+            "versions": json.dumps(record.versions, sort_keys=True),
+            "weights": compress(record.weights) if record.weights is not None else None,
+            "created_at": _now(),
+        }
+        with self._transaction() as conn:
+            if dataset_values is not None:
+                self._insert_ignore(conn, datasets, dataset_values)
+            return self._insert_ignore(conn, plans, values)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).mappings().first()
+        if row is None:
+            return None
+        return DatasetRecord(
+            id=row["id"],
+            label_kind=row["label_kind"],
+            size=int(row["size"]),
+            classes=json.loads(row["classes"]),
+            counts=json.loads(row["counts"]),
+            codes_dtype=row["codes_dtype"],
+            codes=decompress(row["codes"]),
+        )
+
+    def dataset_exists(self, dataset_id: str) -> bool:
+        with self._connection() as conn:
+            return conn.execute(sa.select(datasets.c.id).where(datasets.c.id == dataset_id)).first() is not None
+
+    def get_plan(self, plan_id: str) -> PlanRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(sa.select(plans).where(plans.c.id == plan_id)).mappings().first()
+        if row is None:
+            return None
+        return PlanRecord(
+            id=row["id"],
+            dataset_id=row["dataset_id"],
+            config=json.loads(row["config"]),
+            versions=json.loads(row["versions"]),
+            weights=decompress(row["weights"]) if row["weights"] is not None else None,
+        )
+
+    def count(self) -> tuple[int, int]:
+        """``(datasets, plans)`` stored, for readiness checks and tests."""
+        with self._connection() as conn:
+            n_datasets = conn.execute(sa.select(sa.func.count()).select_from(datasets)).scalar_one()
+            n_plans = conn.execute(sa.select(sa.func.count()).select_from(plans)).scalar_one()
+        return int(n_datasets), int(n_plans)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with _storage_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        with _storage_errors(), self.engine.connect() as conn:
+            yield conn
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Driver-level failures (database down, disk full, locked) become a 503."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StorageUnavailable(f"the database failed: {exc.orig}") from exc
