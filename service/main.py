@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.docs import install_offline_docs
 from service.api.problems import install_problem_handlers
 from service.api.routes import datasets, health, plans, sample
 from service.catalog import Catalog
@@ -41,8 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served from local files by install_offline_docs: the defaults load from CDNs.
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_offline_docs(app)
     for router in (datasets.router, plans.router, sample.router, health.router):
         app.include_router(router)
     return app

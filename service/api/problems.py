@@ -23,6 +23,11 @@ _TYPE_PREFIX = "urn:sampleplan:problem:"
 logger = logging.getLogger("sampleplan")
 
 
+def problem_type(slug: str) -> str:
+    """The ``type`` URI of a problem: a URN, so that nothing suggests fetching it."""
+    return _TYPE_PREFIX + slug
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -34,7 +39,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
-        "type": _TYPE_PREFIX + slug,
+        "type": problem_type(slug),
         "title": title,
         "status": status,
         "detail": detail,

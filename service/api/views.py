@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api.schemas import ClassRow, DatasetOut, PlanOut
+from service.api.schemas import ClassRow, DatasetOut, EpochCoverage, PlanOut
 from service.catalog import DatasetInfo, Plan
-from service.core.stats import class_table
+from service.core.stats import PlanStats, plan_statistics
 
 
 def dataset_out(info: DatasetInfo) -> DatasetOut:
@@ -20,29 +20,41 @@ def dataset_out(info: DatasetInfo) -> DatasetOut:
     )
 
 
-def class_rows(plan: Plan) -> list[ClassRow]:
+def class_rows(plan: Plan, stats: PlanStats | None = None) -> list[ClassRow]:
+    stats = stats or plan_statistics(plan.prepared)
     return [
         ClassRow.model_validate(
             {
                 "class": plan.classes[row.code],
                 "count": row.count,
                 "class_weight": row.class_weight,
+                "data_share": row.data_share,
                 "expected_share": row.expected_share,
                 "expected_draws": row.expected_draws,
+                "expected_distinct_samples": row.expected_distinct_samples,
+                "expected_coverage": row.expected_coverage,
+                "mean_repeats_per_drawn_sample": row.mean_repeats_per_drawn_sample,
             }
         )
-        for row in class_table(plan.prepared)
+        for row in stats.classes
     ]
 
 
 def plan_out(plan: Plan) -> PlanOut:
+    stats = plan_statistics(plan.prepared)
     return PlanOut(
         id=plan.id,
         dataset_id=plan.dataset_id,
         config=plan.config,
         population_size=plan.prepared.population_size,
         num_samples=plan.prepared.num_samples,
-        classes=class_rows(plan),
+        classes=class_rows(plan, stats),
+        epoch_coverage=EpochCoverage(
+            expected_distinct_samples=stats.expected_distinct_samples,
+            expected_coverage=stats.expected_coverage,
+            mean_repeats_per_drawn_sample=stats.mean_repeats_per_drawn_sample,
+            exact=stats.exact,
+        ),
         versions=plan.versions,
     )
 

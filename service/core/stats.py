@@ -1,51 +1,223 @@
-"""Statistics of a plan: what each class gets from the draw."""
+"""Statistics of a plan: what each class gets from the draw, and how much of it is new.
+
+NOTE [Coverage statistics]
+    Let ``p_i = w_i / sum(w)`` be the probability that one draw picks population sample
+    ``i`` and ``N`` the draws per epoch (``num_samples``).
+
+    With replacement (every ``torch`` plan with ``replacement=true``, and every
+    ``hierarchical`` plan) the draws are independent, so, exactly:
+
+    - expected draws of class ``c``: ``N * sum_{i in c} p_i``;
+    - probability that sample ``i`` is drawn at least once in an epoch:
+      ``1 - (1 - p_i)^N``, computed as ``-expm1(N * log1p(-p_i))`` so that tiny ``p_i``
+      and huge ``N`` keep their precision;
+    - expected distinct samples of class ``c``: the sum of that over its samples; its
+      coverage is that over the class count; its mean repeats per drawn sample is
+      expected draws over expected distinct samples (a ratio of expectations).
+
+    Without replacement every draw is a new sample (repeats are exactly 1), and sample
+    ``i`` is drawn with its *inclusion probability* ``pi_i``. For successive sampling
+    proportional to weight, which is what ``torch.multinomial`` does, ``pi_i`` has no
+    closed form. It is exact here in two cases: every positive-weight sample is drawn
+    (``pi_i = 1``), or all positive weights are equal (``pi_i = N / n_positive``).
+    Otherwise we use the standard approximation ``pi_i = 1 - exp(-w_i t)`` with ``t``
+    solving ``sum_i pi_i = N`` (exact in expectation of the total, within about 2 % of
+    the empirical per-class figures on plans of a few samples, closer on larger ones),
+    and report ``exact = False``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from service.core.plan import PreparedPlan
+
+Float64Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class ClassStats:
-    """One row of a plan's class table (classes in canonical order)."""
+    """One row of a plan's class table (classes in canonical order).
+
+    ``expected_coverage`` is ``None`` for a class with no sample in the population, and
+    ``mean_repeats_per_drawn_sample`` is ``None`` for a class that is never drawn.
+    """
 
     code: int
     count: int
     class_weight: float | None
+    data_share: float
     expected_share: float
     expected_draws: float
+    expected_distinct_samples: float
+    expected_coverage: float | None
+    mean_repeats_per_drawn_sample: float | None
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    """The class table and the epoch-wide coverage of a plan; see NOTE [Coverage statistics]."""
+
+    classes: list[ClassStats]
+    num_samples: int
+    population_size: int
+    expected_distinct_samples: float
+    exact: bool
+
+    @property
+    def expected_coverage(self) -> float:
+        """Expected fraction of the population drawn at least once per epoch."""
+        return self.expected_distinct_samples / self.population_size
+
+    @property
+    def mean_repeats_per_drawn_sample(self) -> float:
+        """Draws per epoch over expected distinct samples drawn."""
+        return self.num_samples / self.expected_distinct_samples
+
+
+def _seen_with_replacement(p: Float64Array, num_samples: int) -> Float64Array:
+    """``1 - (1 - p)^N`` for each ``p``, accurate for tiny ``p`` and large ``N``."""
+    with np.errstate(divide="ignore"):  # p == 1 gives log1p(-1) = -inf, and a result of 1
+        return -np.expm1(num_samples * np.log1p(-p))
+
+
+def _inclusion_without_replacement(
+    weights: Float64Array, multiplicity: Float64Array, num_samples: int
+) -> tuple[Float64Array, bool]:
+    """Inclusion probability per weight value, and whether it is exact.
+
+    ``weights[g]`` is shared by ``multiplicity[g]`` samples. See NOTE [Coverage statistics].
+    """
+    positive = weights > 0
+    n_positive = float(multiplicity[positive].sum())
+    if num_samples >= n_positive:
+        return positive.astype(np.float64), True
+    distinct_weights = np.unique(weights[positive])
+    if distinct_weights.shape[0] == 1:
+        return np.where(positive, num_samples / n_positive, 0.0), True
+    # Scale so that the largest weight is 1: t then starts near 1 whatever the units.
+    w = weights / distinct_weights[-1]
+
+    def excess(t: float) -> tuple[float, float]:
+        seen = -np.expm1(-w * t)
+        slope = float(np.dot(multiplicity, w * np.exp(-w * t)))
+        return float(np.dot(multiplicity, seen)) - num_samples, slope
+
+    lo, hi = 0.0, 1.0
+    while excess(hi)[0] < 0:
+        lo, hi = hi, hi * 2.0
+    t = hi
+    # Safeguarded Newton: the excess is increasing and concave in t, so a Newton step
+    # from below stays below the root; fall back to bisection whenever a step leaves
+    # the bracket.
+    for _ in range(200):
+        value, slope = excess(t)
+        if value == 0:
+            break
+        if value < 0:
+            lo = t
+        else:
+            hi = t
+        step = t - value / slope if slope > 0 else -1.0
+        t_next = step if lo < step < hi else 0.5 * (lo + hi)
+        if abs(t_next - t) <= 1e-15 * t:
+            t = t_next
+            break
+        t = t_next
+    return -np.expm1(-w * t), False
+
+
+def plan_statistics(plan: PreparedPlan) -> PlanStats:
+    """The class table and the epoch coverage of ``plan``; see NOTE [Coverage statistics]."""
+    k = plan.num_classes
+    n = plan.num_samples
+    counts = plan.class_counts()
+    codes = plan.codes
+    weights = plan.weights
+    total = float(weights.sum())
+    per_class_weights = plan.config.strategy != "sample_weights"
+
+    class_weight: list[float | None] = [None] * k
+    if per_class_weights:
+        # Every member of a class has the same weight: read it off its first member.
+        first = np.full(k, -1, dtype=np.int64)
+        order = np.arange(codes.shape[0] - 1, -1, -1)
+        first[codes[order]] = order
+        class_weight = [float(weights[i]) if i >= 0 else None for i in first]
+        # One group per class: O(classes) instead of O(samples).
+        group_w = np.array([w if w is not None else 0.0 for w in class_weight], dtype=np.float64)
+        group_n = counts.astype(np.float64)
+    else:
+        group_w = weights
+        group_n = np.ones(weights.shape[0], dtype=np.float64)
+
+    exact = True
+    if plan.config.replacement:
+        p = group_w / total
+        per_draw = group_n * p
+        seen = _seen_with_replacement(p, n)
+        draws_g = n * per_draw
+    else:
+        seen, exact = _inclusion_without_replacement(group_w, group_n, n)
+        draws_g = group_n * seen
+    distinct_g = group_n * seen
+
+    if per_class_weights:
+        draws = draws_g
+        distinct = distinct_g
+    else:
+        draws = np.bincount(codes, weights=draws_g, minlength=k)
+        distinct = np.bincount(codes, weights=distinct_g, minlength=k)
+
+    population = plan.population_size
+    rows = []
+    for c in range(k):
+        count = int(counts[c])
+        drawn = float(draws[c])
+        unique = float(distinct[c])
+        rows.append(
+            ClassStats(
+                code=c,
+                count=count,
+                class_weight=class_weight[c],
+                data_share=count / population,
+                expected_share=drawn / n,
+                expected_draws=drawn,
+                expected_distinct_samples=unique,
+                expected_coverage=unique / count if count else None,
+                mean_repeats_per_drawn_sample=(
+                    (1.0 if not plan.config.replacement else drawn / unique) if unique > 0 else None
+                ),
+            )
+        )
+    return PlanStats(
+        classes=rows,
+        num_samples=n,
+        population_size=population,
+        expected_distinct_samples=float(distinct.sum()),
+        exact=exact,
+    )
 
 
 def class_table(plan: PreparedPlan) -> list[ClassStats]:
-    """Per class: population count, per-sample weight, and its share of the draws.
+    """Per class: count, per-sample weight, share of draws and coverage (see :func:`plan_statistics`)."""
+    return plan_statistics(plan).classes
 
-    ``expected_share`` is the probability that one draw lands in the class (its share of
-    the total weight); ``expected_draws`` is that times ``num_samples``, exact for draws
-    with replacement.
+
+def stream_digest(indices: npt.NDArray[np.integer]) -> str:
+    """SHA-256 of a stream as little-endian int64 values, one after another.
+
+    Anyone can check the stream they trained on with
+    ``hashlib.sha256(np.asarray(list(sampler), dtype="<i8").tobytes()).hexdigest()``.
     """
-    counts = plan.class_counts()
-    mass = np.bincount(plan.codes, weights=plan.weights, minlength=plan.num_classes)
-    share = mass / mass.sum()
-    class_weight: list[float | None]
-    if plan.config.strategy == "sample_weights":
-        class_weight = [None] * plan.num_classes
-    else:
-        # Every member of a class has the same weight: read it off its first member.
-        first = np.full(plan.num_classes, -1, dtype=np.int64)
-        order = np.arange(plan.codes.shape[0] - 1, -1, -1)
-        first[plan.codes[order]] = order
-        class_weight = [float(plan.weights[i]) if i >= 0 else None for i in first]
-    return [
-        ClassStats(
-            code=c,
-            count=int(counts[c]),
-            class_weight=class_weight[c],
-            expected_share=float(share[c]),
-            expected_draws=float(share[c] * plan.num_samples),
-        )
-        for c in range(plan.num_classes)
-    ]
+    data = np.ascontiguousarray(indices, dtype="<i8")
+    return hashlib.sha256(data.data).hexdigest()
+
+
+def stream_class_counts(plan: PreparedPlan, positions: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """How many draws of each class a stream of population positions holds."""
+    return np.bincount(plan.codes[positions], minlength=plan.num_classes).astype(np.int64)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
+from fastapi import APIRouter, Body, Path, Response, status
+
+from service.api import examples
 from service.api.deps import CatalogDep
 from service.api.schemas import DatasetCreate, DatasetOut, Problem
 from service.api.views import dataset_out
@@ -26,9 +29,29 @@ _PROBLEMS = {
         "Stores the labels in sample order, named by the SHA-256 of their canonical content. "
         "201 the first time, 200 when the same labels were uploaded before."
     ),
-    responses={200: {"model": DatasetOut, "description": "The dataset existed already."}, **_PROBLEMS},
+    responses={
+        201: {"content": {"application/json": {"example": examples.DATASET}}},
+        200: {
+            "model": DatasetOut,
+            "description": "The dataset existed already.",
+            "content": {"application/json": {"example": examples.DATASET}},
+        },
+        **_PROBLEMS,
+    },
 )
-def create_dataset(body: DatasetCreate, catalog: CatalogDep, response: Response) -> DatasetOut:
+def create_dataset(
+    body: Annotated[
+        DatasetCreate,
+        Body(
+            openapi_examples={
+                "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
+                "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 0, 1, 1, 2]}),
+            }
+        ),
+    ],
+    catalog: CatalogDep,
+    response: Response,
+) -> DatasetOut:
     labels = labels_from_list(body.labels)
     info, created = catalog.create_dataset(labels)
     if not created:
@@ -40,7 +63,16 @@ def create_dataset(body: DatasetCreate, catalog: CatalogDep, response: Response)
     "/{dataset_id}",
     response_model=DatasetOut,
     summary="A dataset's size, classes and class counts",
-    responses={404: {"model": Problem, "description": "No dataset has this id."}},
+    description="Classes in canonical order (sorted, as ImageFolder sorts class folders) and their counts.",
+    responses={
+        200: {"content": {"application/json": {"example": examples.DATASET}}},
+        404: {"model": Problem, "description": "No dataset has this id."},
+    },
 )
-def get_dataset(dataset_id: str, catalog: CatalogDep) -> DatasetOut:
+def get_dataset(
+    dataset_id: Annotated[
+        str, Path(description="The dataset's id.", openapi_examples=examples.DATASET_ID_EXAMPLES)
+    ],
+    catalog: CatalogDep,
+) -> DatasetOut:
     return dataset_out(catalog.get_dataset(dataset_id))

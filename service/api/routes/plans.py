@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi.responses import HTMLResponse
 
+from service.api import examples
 from service.api.arrays import array_json_response
 from service.api.deps import CatalogDep
-from service.api.schemas import PlanCreate, PlanOut, Problem
+from service.api.report import REPORT_CSP, render_report
+from service.api.schemas import PlanCreate, PlanOut, Problem, StreamSummaryOut
 from service.api.views import plan_out
 from service.core.labels import labels_from_list
+from service.core.stats import stream_class_counts, stream_digest
 from service.core.streams import Space, StreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 _NOT_FOUND = {404: {"model": Problem, "description": "No plan has this id."}}
+
+PlanId = Annotated[str, Path(description="The plan's id.", openapi_examples=examples.PLAN_ID_EXAMPLES)]
 
 
 @router.post(
@@ -26,16 +32,41 @@ _NOT_FOUND = {404: {"model": Problem, "description": "No plan has this id."}}
     description=(
         "A plan is a dataset (by `dataset_id`, or inline `labels`) plus how to weight and draw "
         "from it. Its id is the hash of the dataset id and the canonical config: creating the "
-        "same plan again answers 200 with the same id."
+        "same plan again answers 200 with the same id. The answer carries the class table "
+        "(counts, weights, expected shares, draws and coverage per epoch) and the plan's "
+        "reproducibility manifest (`versions`)."
     ),
     responses={
-        200: {"model": PlanOut, "description": "The plan existed already."},
+        201: {"content": {"application/json": {"example": examples.PLAN}}},
+        200: {
+            "model": PlanOut,
+            "description": "The plan existed already.",
+            "content": {"application/json": {"example": examples.PLAN}},
+        },
         404: {"model": Problem, "description": "No dataset has this `dataset_id`."},
         413: {"model": Problem, "description": "More inline labels than the service takes."},
         422: {"model": Problem, "description": "The config or the labels are invalid."},
     },
 )
-def create_plan(body: PlanCreate, catalog: CatalogDep, response: Response) -> PlanOut:
+def create_plan(
+    body: Annotated[
+        PlanCreate,
+        Body(
+            openapi_examples={
+                "labels": examples.openapi_example(
+                    "Inline labels, 70/30 split", examples.PLAN_CREATE, "Creates the example plan."
+                ),
+                "dataset": examples.openapi_example(
+                    "A stored dataset, effective number weights",
+                    {"dataset_id": examples.DATASET_ID, "strategy": "effective_number", "beta": 0.9},
+                    "Needs the example dataset (POST /v1/datasets first).",
+                ),
+            }
+        ),
+    ],
+    catalog: CatalogDep,
+    response: Response,
+) -> PlanOut:
     config = body.to_config()
     labels = labels_from_list(body.labels) if body.labels is not None else None
     plan, created = catalog.create_plan(config, dataset_id=body.dataset_id, labels=labels)
@@ -47,10 +78,17 @@ def create_plan(body: PlanCreate, catalog: CatalogDep, response: Response) -> Pl
 @router.get(
     "/{plan_id}",
     response_model=PlanOut,
-    summary="A plan: config, class table and versions",
-    responses=_NOT_FOUND,
+    summary="A plan: config, class table, coverage and versions",
+    description=(
+        "The plan's canonical config and, per class: its count, the weight of each of its samples, "
+        "its share of the data before balancing and of the draws after, its expected draws per "
+        "epoch, the expected fraction of its samples seen in one epoch and the mean repeats per "
+        "drawn sample; overall, the expected number of distinct samples per epoch "
+        "(`epoch_coverage`). `versions` is the reproducibility manifest."
+    ),
+    responses={200: {"content": {"application/json": {"example": examples.PLAN}}}, **_NOT_FOUND},
 )
-def get_plan(plan_id: str, catalog: CatalogDep) -> PlanOut:
+def get_plan(plan_id: PlanId, catalog: CatalogDep) -> PlanOut:
     return plan_out(catalog.get_plan(plan_id))
 
 
@@ -59,11 +97,11 @@ def get_plan(plan_id: str, catalog: CatalogDep) -> PlanOut:
     summary="Per-sample weights of the plan's population",
     description="float64 weights, one per population position (the training part when split).",
     responses={
-        200: {"content": {"application/json": {"example": {"plan_id": "…", "weights": [0.25, 0.25, 1.0]}}}},
+        200: {"content": {"application/json": {"example": examples.WEIGHTS}}},
         **_NOT_FOUND,
     },
 )
-def get_weights(plan_id: str, catalog: CatalogDep) -> Response:
+def get_weights(plan_id: PlanId, catalog: CatalogDep) -> Response:
     plan = catalog.get_plan(plan_id)
     weights = catalog.weights(plan)
     return array_json_response({"plan_id": plan.id, "length": int(weights.shape[0])}, "weights", weights)
@@ -79,20 +117,13 @@ def get_weights(plan_id: str, catalog: CatalogDep) -> Response:
         "`space=dataset` maps population positions back to dataset indices."
     ),
     responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {"plan_id": "…", "epoch": 0, "rank": 0, "world_size": 1, "offset": 0,
-                                "length": 5, "space": "population", "indices": [3, 0, 4, 4, 1]}
-                }
-            }
-        },
+        200: {"content": {"application/json": {"example": examples.INDICES}}},
         **_NOT_FOUND,
         422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
     },
 )
 def get_indices(
-    plan_id: str,
+    plan_id: PlanId,
     catalog: CatalogDep,
     epoch: Annotated[int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")] = 0,
     rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
@@ -114,3 +145,70 @@ def get_indices(
         "space": space,
     }
     return array_json_response(meta, "indices", indices)
+
+
+@router.get(
+    "/{plan_id}/indices/summary",
+    response_model=StreamSummaryOut,
+    summary="What one (epoch, rank) stream holds: class counts and SHA-256",
+    description=(
+        "Draws the rank's whole stream for the epoch (as `/indices` would serve it) and answers "
+        "with the draws of each class and the stream's SHA-256 (of its little-endian int64 "
+        "indices in `space`), so anyone can check the stream they trained on without "
+        "downloading it: `hashlib.sha256(np.asarray(list(sampler), dtype='<i8').tobytes())`."
+    ),
+    responses={
+        200: {"content": {"application/json": {"example": examples.STREAM_SUMMARY}}},
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "Bad epoch, rank or world size."},
+    },
+)
+def get_indices_summary(
+    plan_id: PlanId,
+    catalog: CatalogDep,
+    epoch: Annotated[int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")] = 0,
+    rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
+    world_size: Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")] = 1,
+    space: Annotated[Space, Query(description="Digest population positions or dataset indices.")] = "population",
+) -> StreamSummaryOut:
+    plan = catalog.get_plan(plan_id)
+    prepared = plan.prepared
+    positions = prepared.indices(StreamRequest(epoch=epoch, rank=rank, world_size=world_size))
+    indices = positions
+    if space == "dataset" and prepared.population is not None:
+        indices = prepared.population[positions]
+    return StreamSummaryOut(
+        plan_id=plan.id,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        space=space,
+        length=int(positions.shape[0]),
+        classes=plan.classes,
+        counts=stream_class_counts(prepared, positions).tolist(),
+        sha256=stream_digest(indices),
+        versions=plan.versions,
+    )
+
+
+@router.get(
+    "/{plan_id}/report",
+    response_class=HTMLResponse,
+    summary="An HTML report: class shares before and after balancing",
+    description=(
+        "A self-contained HTML page (no JavaScript, no external assets) with the class table, "
+        "a chart of each class's share of the data before balancing and of the draws after, "
+        "the expected coverage per epoch with a warning when minority samples are repeated many "
+        "times per epoch, and the plan's reproducibility manifest. Open it in a browser."
+    ),
+    responses={
+        200: {"content": {"text/html": {"example": examples.REPORT_HTML}}},
+        **_NOT_FOUND,
+    },
+)
+def get_report(
+    plan_id: PlanId,
+    catalog: CatalogDep,
+) -> HTMLResponse:
+    html = render_report(plan_out(catalog.get_plan(plan_id)))
+    return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})

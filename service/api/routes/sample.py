@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
+from service.api import examples
 from service.api.arrays import array_json_response
 from service.api.deps import CatalogDep
 from service.api.schemas import Problem, SampleOut, SampleRequest
@@ -23,9 +26,27 @@ router = APIRouter(prefix="/v1", tags=["sample"])
         "per-sample weights and a page of one rank's stream for one epoch (epoch 0, the whole "
         "stream, by default)."
     ),
-    responses={413: {"model": Problem}, 422: {"model": Problem}},
+    responses={
+        200: {"content": {"application/json": {"example": examples.SAMPLE}}},
+        413: {"model": Problem, "description": "More labels than the service takes."},
+        422: {"model": Problem, "description": "The config, the labels or the stream request are invalid."},
+    },
 )
-def sample(body: SampleRequest, catalog: CatalogDep) -> Response:
+def sample(
+    body: Annotated[
+        SampleRequest,
+        Body(
+            openapi_examples={
+                "epoch0": examples.openapi_example("Epoch 0, one rank", examples.SAMPLE_REQUEST),
+                "rank": examples.openapi_example(
+                    "Rank 1 of 2, epoch 3, dataset indices",
+                    {**examples.SAMPLE_REQUEST, "epoch": 3, "rank": 1, "world_size": 2, "space": "dataset"},
+                ),
+            }
+        ),
+    ],
+    catalog: CatalogDep,
+) -> Response:
     labels = labels_from_list(body.labels)
     request = body.to_stream_request()
     plan, _ = catalog.build_plan(labels, body.to_config())

@@ -1,0 +1,215 @@
+"""A plan's report: one self-contained HTML page a person can read a plan's balance from.
+
+Plain HTML, inline CSS and an inline SVG chart: no JavaScript and no external asset, so it
+opens from a file on an offline machine and is safe to serve with a strict
+``Content-Security-Policy``. Everything taken from the plan (class names above all) is
+escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from html import escape
+
+from service.api.schemas import ClassRow, PlanOut
+
+#: A drawn sample of a class seen more often than this per epoch, on average, is flagged.
+REPEAT_WARNING = 3.0
+
+#: The chart draws at most this many classes (in class order); the table has them all.
+MAX_CHART_CLASSES = 100
+
+#: Nothing but the page itself: no script, no fetch, no external style or image.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
+h1 { font-size: 1.5rem; margin-bottom: .25rem; }
+h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d8dce4; padding-bottom: .2rem; }
+code { font-family: ui-monospace, monospace; font-size: .9em; word-break: break-all; }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: .3rem .5rem; border-bottom: 1px solid #e6e9ef; text-align: right; }
+th { background: #f4f6f9; font-weight: 600; }
+td.class, th.class, td.key { text-align: left; }
+.warning { background: #fff4e0; border-left: 4px solid #e89a1c; padding: .6rem .9rem; margin: 1rem 0; }
+.ok { background: #eaf6ec; border-left: 4px solid #3a9a4a; padding: .6rem .9rem; margin: 1rem 0; }
+.muted { color: #5b6475; }
+svg text { font: 12px system-ui, sans-serif; fill: #1d2330; }
+svg .bar-before { fill: #9aa5b8; }
+svg .bar-after { fill: #2f6fd6; }
+"""
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _weight(value: float | None) -> str:
+    return "per sample" if value is None else f"{value:.6g}"
+
+
+def _short(label: object, width: int = 22) -> str:
+    text = str(label)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_report(plan: PlanOut) -> str:
+    """The whole HTML page for ``plan``."""
+    config = plan.config
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # An empty icon: otherwise the browser asks the server for /favicon.ico.
+        '<link rel="icon" href="data:,">',
+        f"<title>sampleplan report: plan {escape(plan.id[:12])}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Sampling plan <code>{escape(plan.id)}</code></h1>",
+        f'<p class="muted">{escape(_describe(plan))}</p>',
+        *_coverage_notes(plan),
+        "<h2>Class shares before and after balancing</h2>",
+        _chart(plan.classes),
+        "<h2>Class table</h2>",
+        _class_table(plan),
+        "<h2>Reproducibility manifest</h2>",
+        '<p class="muted">Streams are recomputed from these; reproducing one elsewhere needs the same '
+        "algorithm version and, for algorithm <code>torch</code>, the same torch version and CPU "
+        "architecture. Check a stream against the SHA-256 that "
+        "<code>GET /v1/plans/{plan_id}/indices/summary</code> answers.</p>",
+        _key_values(
+            [("plan id", plan.id), ("dataset id", plan.dataset_id)]
+            + list(plan.versions.items())
+            + [("config", json.dumps(config, sort_keys=True))]
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _describe(plan: PlanOut) -> str:
+    config = plan.config
+    drawn = "with" if config.get("replacement", True) else "without"
+    split = config.get("split")
+    where = "the whole dataset"
+    if split:
+        parts = split.get("fractions") or split.get("lengths")
+        where = f"the training part of a split {parts} (split seed {split.get('seed')})"
+    return (
+        f"{plan.num_samples:,} draws per epoch {drawn} replacement from {plan.population_size:,} samples "
+        f"({where}) in {len(plan.classes):,} classes; strategy {config.get('strategy')}, "
+        f"seed {config.get('seed')}, algorithm {config.get('algorithm')}."
+    )
+
+
+def _coverage_notes(plan: PlanOut) -> list[str]:
+    cov = plan.epoch_coverage
+    approx = "" if cov.exact else " (approximate: see the schema's note on sampling without replacement)"
+    notes = [
+        f"<p><strong>Distinct samples per epoch:</strong> {_num(cov.expected_distinct_samples, 1)} expected "
+        f"of {plan.population_size:,} ({_pct(cov.expected_coverage)}); a drawn sample is seen "
+        f"{_num(cov.mean_repeats_per_drawn_sample)} times per epoch on average{escape(approx)}.</p>"
+    ]
+    flagged = [
+        row
+        for row in plan.classes
+        if row.mean_repeats_per_drawn_sample is not None and row.mean_repeats_per_drawn_sample > REPEAT_WARNING
+    ]
+    if flagged:
+        flagged.sort(key=lambda r: -(r.mean_repeats_per_drawn_sample or 0.0))
+        items = "".join(
+            f"<li>class <strong>{escape(str(row.label))}</strong>: {row.count:,} samples, about "
+            f"{_num(row.expected_draws, 1)} draws per epoch, so each drawn sample is seen "
+            f"{_num(row.mean_repeats_per_drawn_sample, 1)} times per epoch "
+            f"({_pct(row.expected_coverage)} of its samples seen)</li>"
+            for row in flagged[:20]
+        )
+        more = f"<p>and {len(flagged) - 20} more classes.</p>" if len(flagged) > 20 else ""
+        notes.append(
+            f'<div class="warning"><strong>Minority samples repeat many times per epoch</strong> '
+            f"(more than {REPEAT_WARNING:g} times on average):<ul>{items}</ul>{more}"
+            "Repeating few samples invites overfitting to them; consider a milder strategy "
+            "(<code>inverse_sqrt_frequency</code>, <code>effective_number</code>), fewer draws per "
+            "epoch, or augmentation.</div>"
+        )
+    else:
+        notes.append(
+            f'<div class="ok">No class has its drawn samples repeated more than {REPEAT_WARNING:g} times '
+            "per epoch on average.</div>"
+        )
+    return notes
+
+
+def _chart(rows: list[ClassRow]) -> str:
+    """Horizontal grouped bars: per class, its share of the data and of the draws."""
+    shown = rows[:MAX_CHART_CLASSES]
+    label_w, bar_w, value_w = 170, 460, 70
+    bar_h, gap, top = 13, 12, 34
+    row_h = 2 * bar_h + gap
+    width = label_w + bar_w + value_w
+    height = top + row_h * len(shown) + 4
+    peak = max([max(r.data_share, r.expected_share) for r in shown] + [1e-12])
+    out = [
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Share of each class in the data before balancing and in the draws after">',
+        f'<rect class="legend-before bar-before" x="{label_w}" y="6" width="12" height="12"/>',
+        f'<text x="{label_w + 18}" y="16">share of the data (before)</text>',
+        f'<rect class="legend-after bar-after" x="{label_w + 210}" y="6" width="12" height="12"/>',
+        f'<text x="{label_w + 228}" y="16">expected share of the draws (after)</text>',
+    ]
+    for i, row in enumerate(shown):
+        y = top + i * row_h
+        label = escape(str(row.label))
+        out.append(f'<g class="class-bars" data-class="{label}"><title>{label}</title>')
+        out.append(
+            f'<text x="{label_w - 8}" y="{y + bar_h + 4}" text-anchor="end">{escape(_short(row.label))}</text>'
+        )
+        for j, (kind, share) in enumerate((("before", row.data_share), ("after", row.expected_share))):
+            w = bar_w * share / peak
+            yy = y + j * bar_h
+            out.append(
+                f'<rect class="bar-{kind}" x="{label_w}" y="{yy}" width="{w:.2f}" height="{bar_h - 1}"/>'
+            )
+            out.append(f'<text x="{label_w + w + 4:.2f}" y="{yy + bar_h - 2}">{_pct(share)}</text>')
+        out.append("</g>")
+    out.append("</svg>")
+    if len(rows) > len(shown):
+        out.append(
+            f'<p class="muted">The chart shows the first {len(shown)} of {len(rows):,} classes; '
+            "the table below has them all.</p>"
+        )
+    return "".join(out)
+
+
+def _class_table(plan: PlanOut) -> str:
+    head = (
+        '<table class="classes"><thead><tr><th class="class">class</th><th>count</th>'
+        "<th>weight per sample</th><th>share of data</th><th>share of draws</th>"
+        "<th>draws per epoch</th><th>distinct seen per epoch</th><th>share of class seen</th>"
+        "<th>repeats per drawn sample</th></tr></thead><tbody>"
+    )
+    body = "".join(
+        f'<tr><td class="class">{escape(str(r.label))}</td><td>{r.count:,}</td>'
+        f"<td>{_weight(r.class_weight)}</td><td>{_pct(r.data_share)}</td><td>{_pct(r.expected_share)}</td>"
+        f"<td>{_num(r.expected_draws, 1)}</td><td>{_num(r.expected_distinct_samples, 1)}</td>"
+        f"<td>{_pct(r.expected_coverage)}</td><td>{_num(r.mean_repeats_per_drawn_sample)}</td></tr>"
+        for r in plan.classes
+    )
+    cov = plan.epoch_coverage
+    foot = (
+        f'<tfoot><tr><th class="class">all</th><th>{plan.population_size:,}</th><th></th><th>100.0%</th>'
+        f"<th>100.0%</th><th>{plan.num_samples:,}</th><th>{_num(cov.expected_distinct_samples, 1)}</th>"
+        f"<th>{_pct(cov.expected_coverage)}</th><th>{_num(cov.mean_repeats_per_drawn_sample)}</th></tr></tfoot>"
+    )
+    return head + body + "</tbody>" + foot + "</table>"
+
+
+def _key_values(items: Iterable[tuple[str, str]]) -> str:
+    rows = "".join(
+        f'<tr><td class="key">{escape(k)}</td><td class="key"><code>{escape(v)}</code></td></tr>' for k, v in items
+    )
+    return f'<table class="manifest">{rows}</table>'
