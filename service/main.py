@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    """``sampleplan serve [--host H] [--port P]``."""
+    """``sampleplan serve [--host H] [--port P]``; ``plan`` and ``report`` live in service.cli."""
+    from service.cli import add_commands, run_command
+
     parser = argparse.ArgumentParser(prog="sampleplan", description="sampleplan service")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
@@ -62,6 +64,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
+    add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         import uvicorn
@@ -74,6 +77,8 @@ def cli(argv: Sequence[str] | None = None) -> None:
             workers=args.workers,
             log_level=args.log_level,
         )
+    else:
+        raise SystemExit(run_command(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,15 +42,17 @@ svg .bar-after { fill: #2f6fd6; }
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{100 * value:.{digits}f}%"
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _weight(value: float | None) -> str:
-    return "per sample" if value is None else f"{value:.6g}"
+def _weight(value: float | None, strategy: object) -> str:
+    if value is None:
+        return "per sample" if strategy == "sample_weights" else "-"
+    return f"{value:.6g}"
 
 
 def _short(label: object, width: int = 22) -> str:
@@ -194,7 +196,7 @@ def _class_table(plan: PlanOut) -> str:
     )
     body = "".join(
         f'<tr><td class="class">{escape(str(r.label))}</td><td>{r.count:,}</td>'
-        f"<td>{_weight(r.class_weight)}</td><td>{_pct(r.data_share)}</td><td>{_pct(r.expected_share)}</td>"
+        f"<td>{_weight(r.class_weight, plan.config.get('strategy'))}</td><td>{_pct(r.data_share)}</td><td>{_pct(r.expected_share)}</td>"
         f"<td>{_num(r.expected_draws, 1)}</td><td>{_num(r.expected_distinct_samples, 1)}</td>"
         f"<td>{_pct(r.expected_coverage)}</td><td>{_num(r.mean_repeats_per_drawn_sample)}</td></tr>"
         for r in plan.classes

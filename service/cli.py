@@ -1,0 +1,389 @@
+"""The ``sampleplan plan`` and ``sampleplan report`` commands: a plan's balance, for people.
+
+``sampleplan plan LABELS_FILE`` reads labels from a manifest (CSV, JSON Lines, ``.npy``
+or an ImageFolder path list), builds the plan on a service (``--url``) or locally with
+the same sampling core, and prints its class table. ``sampleplan report PLAN_ID`` fetches
+a plan's HTML report from a service and writes it to a file or opens it in a browser.
+``service.main.cli`` registers these next to ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from client import SamplePlanClient, SamplePlanError
+from service.core import manifests
+from service.core.labels import Labels
+from service.core.plan import ALGORITHMS, PlanConfig
+from service.core.splitting import Split
+from service.core.weighting import STRATEGIES
+from service.errors import InvalidLabels, SamplePlanServiceError
+
+#: Where ``--url`` points when neither it nor ``SAMPLEPLAN_URL`` is given (``report`` only).
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+#: Manifest formats by file extension; anything else needs ``--format``.
+FORMATS_BY_SUFFIX = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".npy": "npy",
+    ".txt": "paths",
+    ".lst": "paths",
+}
+FORMATS = ("csv", "jsonl", "npy", "paths")
+
+#: Repeats per drawn sample above which the table flags a class (as the report does).
+REPEAT_WARNING = 3.0
+
+Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers' result
+
+
+class CommandError(Exception):
+    """A problem to report in one line and exit with status 1."""
+
+
+def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
+    """Register ``plan`` and ``report`` on the ``sampleplan`` parser's subcommands."""
+    plan = commands.add_parser(
+        "plan",
+        help="build a plan from a labels file and print its class table",
+        description="Read labels from LABELS_FILE, build the plan (on a service with --url, "
+        "locally otherwise) and print each class's count, weight, share of the data and of "
+        "the draws, draws per epoch and coverage.",
+    )
+    plan.add_argument("labels_file", metavar="LABELS_FILE", help="CSV, JSON Lines, .npy or path list ('-': stdin)")
+    plan.add_argument("--format", choices=FORMATS, help="the file's format (default: from its extension)")
+    plan.add_argument("--column", help="label column of a CSV or key of JSON Lines (default: 'label' or the only one)")
+    plan.add_argument("--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'")
+    plan.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
+    plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
+    plan.add_argument(
+        "--strategy",
+        choices=[s for s in STRATEGIES if s != "sample_weights"],
+        default="inverse_frequency",
+        help="how to weight the classes (default inverse_frequency)",
+    )
+    plan.add_argument("--beta", type=float, help="effective_number's beta (default 0.999)")
+    plan.add_argument(
+        "--class-weight",
+        action="append",
+        default=[],
+        metavar="CLASS=WEIGHT",
+        help="a class's weight for strategy class_weights (repeat for more classes)",
+    )
+    plan.add_argument("--num-samples", type=int, help="draws per epoch (default: the population size)")
+    plan.add_argument("--no-replacement", action="store_true", help="draw without replacement")
+    plan.add_argument("--algorithm", choices=ALGORITHMS, default="torch", help="default torch")
+    plan.add_argument("--url", help="a sampleplan service to create the plan on (default: compute locally)")
+    plan.add_argument("--token", default=os.environ.get("SAMPLEPLAN_TOKEN"), help="bearer token for --url")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    plan.add_argument("--report", metavar="HTML_FILE", help="also write the plan's HTML report here")
+
+    report = commands.add_parser(
+        "report",
+        help="write or open a plan's HTML report",
+        description="Fetch the HTML report of PLAN_ID from a service; write it to --output, "
+        "or open it in a browser.",
+    )
+    report.add_argument("plan_id", metavar="PLAN_ID")
+    report.add_argument(
+        "--url",
+        default=os.environ.get("SAMPLEPLAN_URL", DEFAULT_URL),
+        help=f"the service (default: $SAMPLEPLAN_URL or {DEFAULT_URL})",
+    )
+    report.add_argument("--token", default=os.environ.get("SAMPLEPLAN_TOKEN"), help="bearer token")
+    report.add_argument("-o", "--output", help="write the HTML here ('-': stdout) instead of opening it")
+
+
+def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``plan`` or ``report``; print errors in one line; return the exit status."""
+    out = out or sys.stdout
+    try:
+        if args.command == "plan":
+            plan_command(args, out)
+        elif args.command == "report":
+            report_command(args, out)
+        else:  # pragma: no cover - argparse only hands over registered commands
+            raise CommandError(f"unknown command {args.command!r}")
+    except (CommandError, SamplePlanServiceError, SamplePlanError) as exc:
+        print(f"sampleplan {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- plan -----------------------------------------------------------------------------------
+
+
+def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
+    """Labels from a manifest file (``-``: standard input), parsed by ``service.core.manifests``."""
+    if fmt is None:
+        if path == "-":
+            raise CommandError("reading standard input needs --format")
+        fmt = FORMATS_BY_SUFFIX.get(Path(path).suffix.lower())
+        if fmt is None:
+            raise CommandError(
+                f"cannot tell the format of {path!r} from its extension; give --format "
+                f"({', '.join(FORMATS)})"
+            )
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+    if fmt == "npy":
+        return manifests.labels_from_npy(data)
+    if column is not None and fmt == "paths":
+        raise CommandError("--column applies to csv and jsonl files, not to path lists")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidLabels(f"{path!r} is not UTF-8 text: {exc}") from exc
+    if fmt == "csv":
+        return manifests.labels_from_csv(text, column)
+    if fmt == "jsonl":
+        return manifests.labels_from_jsonl(text, column)
+    return manifests.labels_from_paths(text)
+
+
+def parse_split(text: str | None, seed: int) -> dict[str, Any] | None:
+    """``"0.7,0.3"`` -> fractions, ``"414,178"`` -> lengths (as the plan request takes them)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all(p.isdigit() for p in parts):
+            return {"lengths": [int(p) for p in parts], "seed": seed}
+        return {"fractions": [float(p) for p in parts], "seed": seed}
+    except ValueError as exc:
+        raise CommandError(f"--split takes numbers separated by commas, e.g. 0.7,0.3; got {text!r}") from exc
+
+
+def parse_class_weights(items: Sequence[str]) -> dict[str, float] | None:
+    if not items:
+        return None
+    weights: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            weights[name] = float(value)
+        except ValueError as exc:
+            raise CommandError(f"--class-weight takes CLASS=WEIGHT, e.g. cat=2.0; got {item!r}") from exc
+    return weights
+
+
+def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The plan request's fields (as JSON would carry them) from the command line."""
+    fields: dict[str, Any] = {
+        "strategy": args.strategy,
+        "seed": args.seed,
+        "replacement": not args.no_replacement,
+        "algorithm": args.algorithm,
+    }
+    class_weights = parse_class_weights(args.class_weight)
+    if class_weights is not None:
+        if args.strategy != "class_weights":
+            raise CommandError("--class-weight needs --strategy class_weights")
+        fields["class_weights"] = class_weights
+    if args.beta is not None:
+        fields["beta"] = args.beta
+    split = parse_split(args.split, args.split_seed)
+    if split is not None:
+        fields["split"] = split
+    if args.num_samples is not None:
+        fields["num_samples"] = args.num_samples
+    return fields
+
+
+def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
+    """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
+    from service.api.views import plan_out
+    from service.catalog import Plan
+    from service.core.plan import plan_id, prepare_plan, runtime_versions
+
+    split = fields.get("split")
+    config = PlanConfig(
+        strategy=fields["strategy"],
+        beta=fields.get("beta"),
+        class_weights=fields.get("class_weights"),
+        split=None
+        if split is None
+        else Split(
+            seed=split["seed"],
+            fractions=tuple(split["fractions"]) if "fractions" in split else None,
+            lengths=tuple(split["lengths"]) if "lengths" in split else None,
+        ),
+        num_samples=fields.get("num_samples"),
+        replacement=fields["replacement"],
+        seed=fields["seed"],
+        algorithm=fields["algorithm"],
+    )
+    prepared = prepare_plan(labels, config)
+    canonical = config.canonical(prepared.num_samples)
+    dataset_id = labels.digest()
+    plan = Plan(
+        id=plan_id(dataset_id, canonical),
+        dataset_id=dataset_id,
+        config=canonical,
+        versions=runtime_versions(config.algorithm),
+        classes=list(labels.classes),
+        prepared=prepared,
+    )
+    body: dict[str, Any] = plan_out(plan).model_dump(mode="json", by_alias=True)
+    return body
+
+
+def remote_plan(url: str, token: str | None, labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
+    """Create the plan on the service at ``url`` and return its JSON."""
+    with SamplePlanClient(url, token=token, retries=1) as api:
+        raw: dict[str, Any] = api.create_plan(labels=labels.values(), **fields).raw
+        return raw
+
+
+def plan_command(args: argparse.Namespace, out: TextIO) -> None:
+    labels = read_labels(args.labels_file, args.format, args.column)
+    fields = plan_fields(args)
+    if args.url:
+        plan = remote_plan(args.url, args.token, labels, fields)
+        source = f"created on {args.url}"
+    else:
+        plan = local_plan(labels, fields)
+        source = "computed locally"
+    if args.report:
+        write_local_report(plan, args.report)
+    if args.json:
+        json.dump(plan, out, indent=2)
+        out.write("\n")
+        return
+    out.write(format_plan(plan, dataset_size=labels.size, source=source))
+    if args.report:
+        out.write(f"\nreport written to {args.report}\n")
+
+
+def write_local_report(plan: dict[str, Any], path: str) -> None:
+    from service.api.report import render_report
+    from service.api.schemas import PlanOut
+
+    html = render_report(PlanOut.model_validate(plan))
+    try:
+        Path(path).write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+
+
+def _weight(value: float | None, strategy: str) -> str:
+    if value is None:
+        return "per sample" if strategy == "sample_weights" else "-"
+    return f"{value:.6g}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source: str = "") -> str:
+    """A plan's class table as aligned text, with its coverage and any warning."""
+    config = plan["config"]
+    split = config.get("split")
+    population = f"{plan['population_size']:,} samples"
+    if split:
+        parts = split.get("fractions") or split.get("lengths")
+        population += f" (the training part of split {parts}, split seed {split['seed']})"
+    head = [
+        f"plan {plan['id']}" + (f"  ({source})" if source else ""),
+        (f"{dataset_size:,} labels; " if dataset_size is not None else "")
+        + f"population {population}; {plan['num_samples']:,} draws per epoch "
+        + ("with" if config["replacement"] else "without")
+        + f" replacement; strategy {config['strategy']}, seed {config['seed']}, "
+        + f"algorithm {config['algorithm']}",
+        "",
+    ]
+    columns = ["class", "count", "weight", "data share", "draw share", "draws/epoch",
+               "distinct/epoch", "coverage", "repeats"]
+    rows = [
+        [
+            str(row["class"]),
+            f"{row['count']:,}",
+            _weight(row["class_weight"], config["strategy"]),
+            _pct(row["data_share"]),
+            _pct(row["expected_share"]),
+            _num(row["expected_draws"], 1),
+            _num(row["expected_distinct_samples"], 1),
+            _pct(row["expected_coverage"]),
+            _num(row["mean_repeats_per_drawn_sample"]),
+        ]
+        for row in plan["classes"]
+    ]
+    cov = plan["epoch_coverage"]
+    total = [
+        "all",
+        f"{plan['population_size']:,}",
+        "",
+        "100.0%",
+        "100.0%",
+        f"{plan['num_samples']:,}",
+        _num(cov["expected_distinct_samples"], 1),
+        _pct(cov["expected_coverage"]),
+        _num(cov["mean_repeats_per_drawn_sample"]),
+    ]
+    widths = [max(len(r[i]) for r in [columns, *rows, total]) for i in range(len(columns))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    body = [line(columns), line(["-" * w for w in widths]), *map(line, rows), line(total)]
+    notes = [
+        "",
+        f"expected distinct samples per epoch: {_num(cov['expected_distinct_samples'], 1)} of "
+        f"{plan['population_size']:,} ({_pct(cov['expected_coverage'])})"
+        + ("" if cov["exact"] else " (approximate: drawn without replacement)"),
+    ]
+    for row in plan["classes"]:
+        repeats = row["mean_repeats_per_drawn_sample"]
+        if repeats is not None and repeats > REPEAT_WARNING:
+            notes.append(
+                f"warning: class {row['class']}: each drawn sample is seen {repeats:.1f} times per "
+                f"epoch on average ({row['count']:,} samples, {row['expected_draws']:.1f} draws)"
+            )
+    return "\n".join(head + body + notes) + "\n"
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def report_command(args: argparse.Namespace, out: TextIO) -> None:
+    with SamplePlanClient(args.url, token=args.token, retries=1) as api:
+        html = api.request("GET", f"/v1/plans/{args.plan_id}/report").text
+    if args.output == "-":
+        out.write(html)
+        return
+    if args.output:
+        path = Path(args.output)
+    else:
+        handle, name = tempfile.mkstemp(prefix=f"sampleplan-{args.plan_id[:12]}-", suffix=".html")
+        os.close(handle)
+        path = Path(name)
+    try:
+        path.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+    if args.output:
+        out.write(f"report written to {path}\n")
+        return
+    opened = webbrowser.open(path.resolve().as_uri())
+    out.write(f"report written to {path}" + (" and opened in a browser\n" if opened else "\n"))
