@@ -107,13 +107,13 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
             for status, response in operation.get("responses", {}).items():
                 if status[:1] not in ("4", "5"):
                     continue
-                content = response.get("content", {})
-                old = content.pop("application/json", {})
-                media = content.setdefault(PROBLEM_JSON, {})
-                media["schema"] = problem_ref
-                if "example" not in media and "examples" not in media:
-                    media["example"] = old.get("example") or _problem_example(status, path)
-                response["content"] = content
+                # Errors are problem+json whatever the route's own media type (the
+                # report's is text/html): one media type, one schema, one example.
+                given = response.get("content", {})
+                example = next((m["example"] for m in given.values() if "example" in m), None)
+                response["content"] = {
+                    PROBLEM_JSON: {"schema": problem_ref, "example": example or _problem_example(status, path)}
+                }
                 if status == "422" and response.get("description") == "Validation Error":
                     response["description"] = "The request's parameters or body are invalid."
     components = schema.setdefault("components", {}).setdefault("schemas", {})

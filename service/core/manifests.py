@@ -69,7 +69,7 @@ def labels_from_csv(text: str, column: str | None = None) -> Labels:
     ``column`` names the label column; by default the column ``label``, or the only
     column. See NOTE [Labels from text] for how cells become integer or string labels.
     """
-    reader = csv.reader(io.StringIO(_strip_bom(text), newline=""))
+    reader = csv.reader(io.StringIO(_strip_bom(text), newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):

@@ -1,0 +1,169 @@
+"""The API docs: every operation documented with examples, and pages that need no internet."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api import examples
+from service.api.schemas import Problem
+from service.config import Settings
+from service.main import create_app
+
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+@pytest.fixture(scope="module")
+def module_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    db = tmp_path_factory.mktemp("db") / "openapi.sqlite3"
+    with TestClient(create_app(Settings(database_url=f"sqlite:///{db}"))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def schema(module_api: TestClient) -> dict[str, Any]:
+    body: dict[str, Any] = module_api.get("/openapi.json").json()
+    return body
+
+
+def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, op)
+        for path, item in schema["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    ]
+
+
+def has_example(media: dict[str, Any]) -> bool:
+    return "example" in media or bool(media.get("examples"))
+
+
+def test_every_operation_is_documented(schema: dict[str, Any]) -> None:
+    ops = operations(schema)
+    assert len(ops) >= 11
+    for method, path, op in ops:
+        where = f"{method.upper()} {path}"
+        assert op.get("summary"), f"{where} has no summary"
+        assert op.get("description"), f"{where} has no description"
+        if "requestBody" in op:
+            for media_type, media in op["requestBody"]["content"].items():
+                assert has_example(media), f"{where}: request body {media_type} has no example"
+        successes = [s for s in op["responses"] if s.startswith("2")]
+        assert successes, f"{where} documents no success response"
+        for status in successes:
+            for media_type, media in op["responses"][status].get("content", {}).items():
+                assert has_example(media), f"{where}: response {status} {media_type} has no example"
+        params = op.get("parameters", [])
+        if any(p["in"] == "path" for p in params):
+            assert "404" in op["responses"], f"{where} does not document its 404"
+            for p in params:
+                if p["in"] == "path":
+                    assert p.get("examples") or p.get("example"), f"{where}: {p['name']} has no example"
+        if params or "requestBody" in op:
+            assert "422" in op["responses"], f"{where} does not document its 422"
+
+
+def test_error_responses_are_problem_json_with_examples(schema: dict[str, Any]) -> None:
+    for method, path, op in operations(schema):
+        for status, response in op["responses"].items():
+            if status[0] not in "45":
+                continue
+            where = f"{method.upper()} {path} {status}"
+            assert set(response["content"]) == {"application/problem+json"}, where
+            media = response["content"]["application/problem+json"]
+            assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, where
+            example = Problem.model_validate(media["example"])
+            assert example.status == int(status), where
+            assert response["description"], where
+
+
+def test_every_reference_resolves(schema: dict[str, Any]) -> None:
+    text = repr(schema)
+    refs = set(re.findall(r"'\$ref': '#/components/schemas/([^']+)'", text))
+    assert refs
+    assert refs <= set(schema["components"]["schemas"])
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def _without_versions(value: Any) -> Any:
+    """Drop ``versions`` (this machine's) and nulls (FastAPI leaves them out of the schema)."""
+    if isinstance(value, dict):
+        return {k: _without_versions(v) for k, v in value.items() if k != "versions" and v is not None}
+    if isinstance(value, list):
+        return [_without_versions(v) for v in value]
+    return value
+
+
+def _approx(value: Any) -> Any:
+    """Floats compared to 1e-9 relative: the figures are computed, not copied."""
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-9, abs=1e-12)
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    return value
+
+
+def _path_values(op: dict[str, Any]) -> dict[str, str]:
+    values = {}
+    for p in op.get("parameters", []):
+        if p["in"] == "path":
+            values[p["name"]] = next(iter(p["examples"].values()))["value"]
+    return values
+
+
+def test_trying_every_example_answers_as_documented(module_api: TestClient, schema: dict[str, Any]) -> None:
+    """What a newcomer does in /docs: create the example dataset and plan, then try the rest."""
+    ops = operations(schema)
+    # POSTs first: they create what the other operations' path examples name.
+    ops.sort(key=lambda o: (o[0] != "post", o[1] != "/v1/datasets"))
+    tried = 0
+    for method, path, op in ops:
+        url = path.format(**_path_values(op))
+        media = op.get("requestBody", {}).get("content", {}).get("application/json")
+        bodies = [e["value"] for e in media["examples"].values()] if media else [None]
+        for i, body in enumerate(bodies):
+            response = module_api.request(method.upper(), url, json=body)
+            where = f"{method.upper()} {path} example {i}"
+            assert str(response.status_code) in op["responses"], f"{where}: {response.status_code} {response.text}"
+            assert response.status_code < 300, f"{where}: {response.text}"
+            tried += 1
+            documented = op["responses"][str(response.status_code)].get("content", {})
+            if i == 0 and "application/json" in documented:
+                expected = documented["application/json"]["example"]
+                assert _without_versions(response.json()) == _approx(_without_versions(expected)), where
+            if "text/html" in documented:
+                assert response.text.startswith(documented["text/html"]["example"][:40])
+    assert tried >= len(ops)
+
+
+def test_documented_examples_match_their_ids() -> None:
+    assert examples.PLAN["id"] == examples.PLAN_ID
+    assert examples.DATASET["id"] == examples.DATASET_ID == examples.PLAN["dataset_id"]
+
+
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [
+        ("/docs", ["/static/docs/swagger-ui-bundle.js", "/static/docs/swagger-ui.css", "/static/docs/favicon.png"]),
+        ("/redoc", ["/static/docs/redoc.standalone.js", "/static/docs/favicon.png"]),
+    ],
+)
+def test_docs_pages_load_only_local_assets(module_api: TestClient, page: str, assets: list[str]) -> None:
+    html = module_api.get(page).text
+    links = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sorted(set(links)) == sorted(assets)
+    assert "fonts.googleapis" not in html
+    assert re.search(r"https?://", html) is None
+    for asset in assets:
+        response = module_api.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.content) > 500, asset
+    if page == "/docs":
+        assert '"validatorUrl": null' in html  # no badge fetched from validator.swagger.io
