@@ -9,7 +9,11 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean venv
+.PHONY: serve test lint typecheck bench clean venv browser
+
+# tests/browser drive Debian's Chromium (headless, with no network). Installed once when
+# missing; quick when it is there. apt needs root: sudo is used when we are not.
+CHROMIUM ?= /usr/bin/chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +29,15 @@ venv: $(VENV)/.installed-server,test,dev
 serve: $(VENV)/.installed-server
 	$(BIN)/sampleplan serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-server,test,dev
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: $(VENV)/.installed-server,test,dev browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-server,test,dev

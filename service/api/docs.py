@@ -30,6 +30,16 @@ DOCS_STATIC_URL = "/static/docs"
 
 _OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 
+#: The docs pages may load from this service only. ReDoc's sidebar shows a logo from
+#: cdn.redoc.ly whatever its options say; this keeps the browser from asking for it (the
+#: image then hides itself). Inline script and styles: Swagger UI's page starts it with an
+#: inline script and both tools inject styles; ReDoc's search runs in a blob: worker.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "base-uri 'self'; form-action 'self'"
+)
+
 #: The error each status stands for in examples, and an example detail.
 _PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplePlanServiceError], str]] = {
     "400": (errors.MalformedRequest, "the request body is not valid JSON: EOF while parsing"),
@@ -59,7 +69,7 @@ def install_offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{DOCS_STATIC_URL}/swagger-ui-bundle.js",
@@ -69,6 +79,8 @@ def install_offline_docs(app: FastAPI) -> None:
             # validatorUrl: Swagger UI would otherwise ask validator.swagger.io for a badge.
             swagger_ui_parameters={"validatorUrl": None, "displayRequestDuration": True},
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     @app.get(_OAUTH2_REDIRECT_URL, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -77,13 +89,15 @@ def install_offline_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{DOCS_STATIC_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{DOCS_STATIC_URL}/favicon.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -112,7 +126,10 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
                 given = response.get("content", {})
                 example = next((m["example"] for m in given.values() if "example" in m), None)
                 response["content"] = {
-                    PROBLEM_JSON: {"schema": problem_ref, "example": example or _problem_example(status, path)}
+                    PROBLEM_JSON: {
+                        "schema": problem_ref,
+                        "example": example or _problem_example(status, path, response.get("description", "")),
+                    }
                 }
                 if status == "422" and response.get("description") == "Validation Error":
                     response["description"] = "The request's parameters or body are invalid."
@@ -127,12 +144,12 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _problem_example(status: str, path: str) -> dict[str, Any]:
+def _problem_example(status: str, path: str, description: str) -> dict[str, Any]:
     error, detail = _PROBLEM_EXAMPLES.get(status, (errors.SamplePlanServiceError, "the request failed"))
-    if status == "404" and path.startswith("/v1/plans"):
-        error, detail = errors.PlanNotFound, "no plan has id '0123abcd'"
-    elif status == "404" and path.startswith("/v1/datasets"):
+    if status == "404" and ("dataset" in description.lower() or path.startswith("/v1/datasets")):
         error, detail = errors.DatasetNotFound, "no dataset has id '0123abcd'"
+    elif status == "404" and path.startswith("/v1/plans"):
+        error, detail = errors.PlanNotFound, "no plan has id '0123abcd'"
     return {
         "type": problem_type(error.type_slug),
         "title": error.title,

@@ -30,7 +30,10 @@ _PROBLEMS = {
         "201 the first time, 200 when the same labels were uploaded before."
     ),
     responses={
-        201: {"content": {"application/json": {"example": examples.DATASET}}},
+        201: {
+            "description": "The dataset was created.",
+            "content": {"application/json": {"example": examples.DATASET}},
+        },
         200: {
             "model": DatasetOut,
             "description": "The dataset existed already.",

@@ -37,7 +37,10 @@ PlanId = Annotated[str, Path(description="The plan's id.", openapi_examples=exam
         "reproducibility manifest (`versions`)."
     ),
     responses={
-        201: {"content": {"application/json": {"example": examples.PLAN}}},
+        201: {
+            "description": "The plan was created.",
+            "content": {"application/json": {"example": examples.PLAN}},
+        },
         200: {
             "model": PlanOut,
             "description": "The plan existed already.",
