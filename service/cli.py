@@ -60,10 +60,19 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "locally otherwise) and print each class's count, weight, share of the data and of "
         "the draws, draws per epoch and coverage.",
     )
-    plan.add_argument("labels_file", metavar="LABELS_FILE", help="CSV, JSON Lines, .npy or path list ('-': stdin)")
-    plan.add_argument("--format", choices=FORMATS, help="the file's format (default: from its extension)")
-    plan.add_argument("--column", help="label column of a CSV or key of JSON Lines (default: 'label' or the only one)")
-    plan.add_argument("--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'")
+    plan.add_argument(
+        "labels_file", metavar="LABELS_FILE", help="CSV, JSON Lines, .npy or path list ('-': stdin)"
+    )
+    plan.add_argument(
+        "--format", choices=FORMATS, help="the file's format (default: from its extension)"
+    )
+    plan.add_argument(
+        "--column",
+        help="label column of a CSV or key of JSON Lines (default: 'label' or the only one)",
+    )
+    plan.add_argument(
+        "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
+    )
     plan.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
     plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
     plan.add_argument(
@@ -80,13 +89,23 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         metavar="CLASS=WEIGHT",
         help="a class's weight for strategy class_weights (repeat for more classes)",
     )
-    plan.add_argument("--num-samples", type=int, help="draws per epoch (default: the population size)")
+    plan.add_argument(
+        "--num-samples", type=int, help="draws per epoch (default: the population size)"
+    )
     plan.add_argument("--no-replacement", action="store_true", help="draw without replacement")
     plan.add_argument("--algorithm", choices=ALGORITHMS, default="torch", help="default torch")
-    plan.add_argument("--url", help="a sampleplan service to create the plan on (default: compute locally)")
-    plan.add_argument("--token", default=os.environ.get("SAMPLEPLAN_TOKEN"), help="bearer token for --url")
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
-    plan.add_argument("--report", metavar="HTML_FILE", help="also write the plan's HTML report here")
+    plan.add_argument(
+        "--url", help="a sampleplan service to create the plan on (default: compute locally)"
+    )
+    plan.add_argument(
+        "--token", default=os.environ.get("SAMPLEPLAN_TOKEN"), help="bearer token for --url"
+    )
+    plan.add_argument(
+        "--json", action="store_true", help="print the plan as JSON instead of a table"
+    )
+    plan.add_argument(
+        "--report", metavar="HTML_FILE", help="also write the plan's HTML report here"
+    )
 
     report = commands.add_parser(
         "report",
@@ -101,7 +120,9 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         help=f"the service (default: $SAMPLEPLAN_URL or {DEFAULT_URL})",
     )
     report.add_argument("--token", default=os.environ.get("SAMPLEPLAN_TOKEN"), help="bearer token")
-    report.add_argument("-o", "--output", help="write the HTML here ('-': stdout) instead of opening it")
+    report.add_argument(
+        "-o", "--output", help="write the HTML here ('-': stdout) instead of opening it"
+    )
 
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -163,7 +184,9 @@ def parse_split(text: str | None, seed: int) -> dict[str, Any] | None:
             return {"lengths": [int(p) for p in parts], "seed": seed}
         return {"fractions": [float(p) for p in parts], "seed": seed}
     except ValueError as exc:
-        raise CommandError(f"--split takes numbers separated by commas, e.g. 0.7,0.3; got {text!r}") from exc
+        raise CommandError(
+            f"--split takes numbers separated by commas, e.g. 0.7,0.3; got {text!r}"
+        ) from exc
 
 
 def parse_class_weights(items: Sequence[str]) -> dict[str, float] | None:
@@ -177,7 +200,9 @@ def parse_class_weights(items: Sequence[str]) -> dict[str, float] | None:
                 raise ValueError
             weights[name] = float(value)
         except ValueError as exc:
-            raise CommandError(f"--class-weight takes CLASS=WEIGHT, e.g. cat=2.0; got {item!r}") from exc
+            raise CommandError(
+                f"--class-weight takes CLASS=WEIGHT, e.g. cat=2.0; got {item!r}"
+            ) from exc
     return weights
 
 
@@ -242,7 +267,9 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def remote_plan(url: str, token: str | None, labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
+def remote_plan(
+    url: str, token: str | None, labels: Labels, fields: dict[str, Any]
+) -> dict[str, Any]:
     """Create the plan on the service at ``url`` and return its JSON."""
     with SamplePlanClient(url, token=token, retries=1) as api:
         raw: dict[str, Any] = api.create_plan(labels=labels.values(), **fields).raw
@@ -311,8 +338,17 @@ def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source
         + f"algorithm {config['algorithm']}",
         "",
     ]
-    columns = ["class", "count", "weight", "data share", "draw share", "draws/epoch",
-               "distinct/epoch", "coverage", "repeats"]
+    columns = [
+        "class",
+        "count",
+        "weight",
+        "data share",
+        "draw share",
+        "draws/epoch",
+        "distinct/epoch",
+        "coverage",
+        "repeats",
+    ]
     rows = [
         [
             str(row["class"]),

@@ -17,7 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -46,7 +50,10 @@ _PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplePlanServiceError], str]] = 
     "401": (errors.Unauthorized, "this service needs a bearer token"),
     "404": (errors.NotFound, "no such endpoint"),
     "406": (errors.NotAcceptable, "cannot answer with the requested media type"),
-    "413": (errors.PayloadTooLarge, "the dataset has 200000000 labels; this service takes at most 100000000"),
+    "413": (
+        errors.PayloadTooLarge,
+        "the dataset has 200000000 labels; this service takes at most 100000000",
+    ),
     "415": (errors.UnsupportedMediaType, "unsupported Content-Type"),
     "422": (errors.InvalidInput, "seed: Input should be greater than or equal to 0"),
     "503": (errors.StorageUnavailable, "the database is unreachable"),
@@ -128,7 +135,8 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
                 response["content"] = {
                     PROBLEM_JSON: {
                         "schema": problem_ref,
-                        "example": example or _problem_example(status, path, response.get("description", "")),
+                        "example": example
+                        or _problem_example(status, path, response.get("description", "")),
                     }
                 }
                 if status == "422" and response.get("description") == "Validation Error":
@@ -137,7 +145,9 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
     if "Problem" not in components:
         from service.api.schemas import Problem
 
-        components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
     # Nothing refers to FastAPI's own validation-error shapes any more.
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
@@ -145,7 +155,9 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _problem_example(status: str, path: str, description: str) -> dict[str, Any]:
-    error, detail = _PROBLEM_EXAMPLES.get(status, (errors.SamplePlanServiceError, "the request failed"))
+    error, detail = _PROBLEM_EXAMPLES.get(
+        status, (errors.SamplePlanServiceError, "the request failed")
+    )
     if status == "404" and ("dataset" in description.lower() or path.startswith("/v1/datasets")):
         error, detail = errors.DatasetNotFound, "no dataset has id '0123abcd'"
     elif status == "404" and path.startswith("/v1/plans"):

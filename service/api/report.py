@@ -21,18 +21,24 @@ REPEAT_WARNING = 3.0
 MAX_CHART_CLASSES = 100
 
 #: Nothing but the page itself: no script, no fetch, no external style or image.
-REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+REPORT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'"
+)
 
 _STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
+body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330;
+       margin: 2rem auto; max-width: 60rem; padding: 0 1rem; }
 h1 { font-size: 1.5rem; margin-bottom: .25rem; }
-h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d8dce4; padding-bottom: .2rem; }
+h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d8dce4;
+     padding-bottom: .2rem; }
 code { font-family: ui-monospace, monospace; font-size: .9em; word-break: break-all; }
 table { border-collapse: collapse; width: 100%; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid #e6e9ef; text-align: right; }
 th { background: #f4f6f9; font-weight: 600; }
 td.class, th.class, td.key { text-align: left; }
-.warning { background: #fff4e0; border-left: 4px solid #e89a1c; padding: .6rem .9rem; margin: 1rem 0; }
+.warning { background: #fff4e0; border-left: 4px solid #e89a1c; padding: .6rem .9rem;
+           margin: 1rem 0; }
 .ok { background: #eaf6ec; border-left: 4px solid #3a9a4a; padding: .6rem .9rem; margin: 1rem 0; }
 .muted { color: #5b6475; }
 svg text { font: 12px system-ui, sans-serif; fill: #1d2330; }
@@ -79,14 +85,18 @@ def render_report(plan: PlanOut) -> str:
         "<h2>Class table</h2>",
         _class_table(plan),
         "<h2>Reproducibility manifest</h2>",
-        '<p class="muted">Streams are recomputed from these; reproducing one elsewhere needs the same '
+        '<p class="muted">Streams are recomputed from these; reproducing one elsewhere needs '
+        "the same "
         "algorithm version and, for algorithm <code>torch</code>, the same torch version and CPU "
         "architecture. Check a stream against the SHA-256 that "
         "<code>GET /v1/plans/{plan_id}/indices/summary</code> answers.</p>",
         _key_values(
-            [("plan id", plan.id), ("dataset id", plan.dataset_id)]
-            + list(plan.versions.items())
-            + [("config", json.dumps(config, sort_keys=True))]
+            [
+                ("plan id", plan.id),
+                ("dataset id", plan.dataset_id),
+                *plan.versions.items(),
+                ("config", json.dumps(config, sort_keys=True)),
+            ]
         ),
         "</body></html>",
     ]
@@ -102,7 +112,8 @@ def _describe(plan: PlanOut) -> str:
         parts = split.get("fractions") or split.get("lengths")
         where = f"the training part of a split {parts} (split seed {split.get('seed')})"
     return (
-        f"{plan.num_samples:,} draws per epoch {drawn} replacement from {plan.population_size:,} samples "
+        f"{plan.num_samples:,} draws per epoch {drawn} replacement from "
+        f"{plan.population_size:,} samples "
         f"({where}) in {len(plan.classes):,} classes; strategy {config.get('strategy')}, "
         f"seed {config.get('seed')}, algorithm {config.get('algorithm')}."
     )
@@ -110,16 +121,20 @@ def _describe(plan: PlanOut) -> str:
 
 def _coverage_notes(plan: PlanOut) -> list[str]:
     cov = plan.epoch_coverage
-    approx = "" if cov.exact else " (approximate: see the schema's note on sampling without replacement)"
+    approx = (
+        "" if cov.exact else " (approximate: see the schema's note on sampling without replacement)"
+    )
     notes = [
-        f"<p><strong>Distinct samples per epoch:</strong> {_num(cov.expected_distinct_samples, 1)} expected "
+        "<p><strong>Distinct samples per epoch:</strong> "
+        f"{_num(cov.expected_distinct_samples, 1)} expected "
         f"of {plan.population_size:,} ({_pct(cov.expected_coverage)}); a drawn sample is seen "
         f"{_num(cov.mean_repeats_per_drawn_sample)} times per epoch on average{escape(approx)}.</p>"
     ]
     flagged = [
         row
         for row in plan.classes
-        if row.mean_repeats_per_drawn_sample is not None and row.mean_repeats_per_drawn_sample > REPEAT_WARNING
+        if row.mean_repeats_per_drawn_sample is not None
+        and row.mean_repeats_per_drawn_sample > REPEAT_WARNING
     ]
     if flagged:
         flagged.sort(key=lambda r: -(r.mean_repeats_per_drawn_sample or 0.0))
@@ -140,7 +155,8 @@ def _coverage_notes(plan: PlanOut) -> list[str]:
         )
     else:
         notes.append(
-            f'<div class="ok">No class has its drawn samples repeated more than {REPEAT_WARNING:g} times '
+            '<div class="ok">No class has its drawn samples repeated more than '
+            f"{REPEAT_WARNING:g} times "
             "per epoch on average.</div>"
         )
     return notes
@@ -156,7 +172,8 @@ def _chart(rows: list[ClassRow]) -> str:
     height = top + row_h * len(shown) + 4
     peak = max([max(r.data_share, r.expected_share) for r in shown] + [1e-12])
     out = [
-        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg class="chart" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="Share of each class in the data before balancing and in the draws after">',
         f'<rect class="legend-before bar-before" x="{label_w}" y="6" width="12" height="12"/>',
         f'<text x="{label_w + 18}" y="16">share of the data (before)</text>',
@@ -168,13 +185,17 @@ def _chart(rows: list[ClassRow]) -> str:
         label = escape(str(row.label))
         out.append(f'<g class="class-bars" data-class="{label}"><title>{label}</title>')
         out.append(
-            f'<text x="{label_w - 8}" y="{y + bar_h + 4}" text-anchor="end">{escape(_short(row.label))}</text>'
+            f'<text x="{label_w - 8}" y="{y + bar_h + 4}" text-anchor="end">'
+            f"{escape(_short(row.label))}</text>"
         )
-        for j, (kind, share) in enumerate((("before", row.data_share), ("after", row.expected_share))):
+        for j, (kind, share) in enumerate(
+            (("before", row.data_share), ("after", row.expected_share))
+        ):
             w = bar_w * share / peak
             yy = y + j * bar_h
             out.append(
-                f'<rect class="bar-{kind}" x="{label_w}" y="{yy}" width="{w:.2f}" height="{bar_h - 1}"/>'
+                f'<rect class="bar-{kind}" x="{label_w}" y="{yy}" width="{w:.2f}" '
+                f'height="{bar_h - 1}"/>'
             )
             out.append(f'<text x="{label_w + w + 4:.2f}" y="{yy + bar_h - 2}">{_pct(share)}</text>')
         out.append("</g>")
@@ -196,22 +217,25 @@ def _class_table(plan: PlanOut) -> str:
     )
     body = "".join(
         f'<tr><td class="class">{escape(str(r.label))}</td><td>{r.count:,}</td>'
-        f"<td>{_weight(r.class_weight, plan.config.get('strategy'))}</td><td>{_pct(r.data_share)}</td><td>{_pct(r.expected_share)}</td>"
+        f"<td>{_weight(r.class_weight, plan.config.get('strategy'))}</td>"
+        f"<td>{_pct(r.data_share)}</td><td>{_pct(r.expected_share)}</td>"
         f"<td>{_num(r.expected_draws, 1)}</td><td>{_num(r.expected_distinct_samples, 1)}</td>"
         f"<td>{_pct(r.expected_coverage)}</td><td>{_num(r.mean_repeats_per_drawn_sample)}</td></tr>"
         for r in plan.classes
     )
     cov = plan.epoch_coverage
     foot = (
-        f'<tfoot><tr><th class="class">all</th><th>{plan.population_size:,}</th><th></th><th>100.0%</th>'
-        f"<th>100.0%</th><th>{plan.num_samples:,}</th><th>{_num(cov.expected_distinct_samples, 1)}</th>"
-        f"<th>{_pct(cov.expected_coverage)}</th><th>{_num(cov.mean_repeats_per_drawn_sample)}</th></tr></tfoot>"
+        f'<tfoot><tr><th class="class">all</th><th>{plan.population_size:,}</th><th></th>'
+        f"<th>100.0%</th><th>100.0%</th><th>{plan.num_samples:,}</th>"
+        f"<th>{_num(cov.expected_distinct_samples, 1)}</th><th>{_pct(cov.expected_coverage)}</th>"
+        f"<th>{_num(cov.mean_repeats_per_drawn_sample)}</th></tr></tfoot>"
     )
     return head + body + "</tbody>" + foot + "</table>"
 
 
 def _key_values(items: Iterable[tuple[str, str]]) -> str:
     rows = "".join(
-        f'<tr><td class="key">{escape(k)}</td><td class="key"><code>{escape(v)}</code></td></tr>' for k, v in items
+        f'<tr><td class="key">{escape(k)}</td><td class="key"><code>{escape(v)}</code></td></tr>'
+        for k, v in items
     )
     return f'<table class="manifest">{rows}</table>'

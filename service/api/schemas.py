@@ -144,12 +144,19 @@ class ClassRow(BaseModel):
     """One class of a plan's class table. See the plan's ``epoch_coverage`` for the totals."""
 
     label: Label = Field(alias="class", description="The class, as in the dataset's labels.")
-    count: int = Field(description="Samples of the class in the population (the training part when split).")
-    class_weight: float | None = Field(description="Weight of each of its samples; null for sample_weights.")
-    data_share: float = Field(description="Its share of the population before balancing: count / population_size.")
+    count: int = Field(
+        description="Samples of the class in the population (the training part when split)."
+    )
+    class_weight: float | None = Field(
+        description="Weight of each of its samples; null for sample_weights."
+    )
+    data_share: float = Field(
+        description="Its share of the population before balancing: count / population_size."
+    )
     expected_share: float = Field(
-        description="Its expected share of an epoch's draws after balancing: expected_draws / num_samples "
-        "(with replacement, the probability that one draw lands in this class)."
+        description="Its expected share of an epoch's draws after balancing: "
+        "expected_draws / num_samples (with replacement, the probability that one draw "
+        "lands in this class)."
     )
     expected_draws: float = Field(description="Expected draws of this class per epoch.")
     expected_distinct_samples: float = Field(
@@ -158,13 +165,13 @@ class ClassRow(BaseModel):
         "inclusion probabilities without."
     )
     expected_coverage: float | None = Field(
-        description="Expected fraction of its samples seen in one epoch: expected_distinct_samples / count "
-        "(null for a class with no sample in the population)."
+        description="Expected fraction of its samples seen in one epoch: "
+        "expected_distinct_samples / count (null for a class with no sample in the population)."
     )
     mean_repeats_per_drawn_sample: float | None = Field(
         description="How often a drawn sample of this class is seen per epoch on average: "
-        "expected_draws / expected_distinct_samples (1 without replacement; null if never drawn). "
-        "Large values mean few minority samples repeated many times."
+        "expected_draws / expected_distinct_samples (1 without replacement; null if never "
+        "drawn). Large values mean few minority samples repeated many times."
     )
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
@@ -174,15 +181,17 @@ class EpochCoverage(BaseModel):
     """How much of the population one epoch sees, over all classes."""
 
     expected_distinct_samples: float = Field(
-        description="Effective number of distinct samples per epoch: the expected number of population "
-        "samples drawn at least once."
+        description="Effective number of distinct samples per epoch: the expected number of "
+        "population samples drawn at least once."
     )
     expected_coverage: float = Field(description="expected_distinct_samples / population_size.")
-    mean_repeats_per_drawn_sample: float = Field(description="num_samples / expected_distinct_samples.")
+    mean_repeats_per_drawn_sample: float = Field(
+        description="num_samples / expected_distinct_samples."
+    )
     exact: bool = Field(
-        description="True when every figure is exact. Without replacement, and unequal weights, the "
-        "inclusion probabilities use the approximation 1 - exp(-w_i t), with t such that they add up "
-        "to num_samples."
+        description="True when every figure is exact. Without replacement and with unequal "
+        "weights, the inclusion probabilities use the approximation 1 - exp(-w_i t), with t "
+        "such that they add up to num_samples."
     )
 
 
@@ -192,14 +201,16 @@ class PlanOut(BaseModel):
     config: dict[str, Any] = Field(description="The canonical config, every default filled in.")
     population_size: int = Field(description="Samples drawn from: the training part when split.")
     num_samples: int = Field(description="Draws per epoch.")
-    classes: list[ClassRow] = Field(description="The class table, classes in canonical (sorted) order.")
+    classes: list[ClassRow] = Field(
+        description="The class table, classes in canonical (sorted) order."
+    )
     epoch_coverage: EpochCoverage
     versions: dict[str, str] = Field(
-        description="The reproducibility manifest: what defines this plan's streams (algorithm and its "
-        "version, torch, numpy, CPU architecture as `machine`, sampleplan). Reproducing a stream "
-        "elsewhere needs the same algorithm version, and for algorithm `torch` the same torch "
-        "version and CPU architecture; check a stream with the SHA-256 from "
-        "`/v1/plans/{plan_id}/indices/summary`."
+        description="The reproducibility manifest: what defines this plan's streams (algorithm "
+        "and its version, torch, numpy, CPU architecture as `machine`, sampleplan). "
+        "Reproducing a stream elsewhere needs the same algorithm version, and for algorithm "
+        "`torch` the same torch version and CPU architecture; check a stream with the SHA-256 "
+        "from `/v1/plans/{plan_id}/indices/summary`."
     )
 
 
@@ -215,7 +226,8 @@ class StreamSummaryOut(BaseModel):
     classes: list[Label] = Field(description="The classes, in canonical order.")
     counts: list[int] = Field(description="Draws of each class in this stream, in class order.")
     sha256: str = Field(
-        description="SHA-256 of the stream as little-endian int64 indices (in `space`), one after another: "
+        description="SHA-256 of the stream as little-endian int64 indices (in `space`), one "
+        "after another: "
         "`hashlib.sha256(np.asarray(list(sampler), dtype='<i8').tobytes()).hexdigest()`."
     )
     versions: dict[str, str] = Field(description="The plan's reproducibility manifest.")

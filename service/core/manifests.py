@@ -73,7 +73,9 @@ def labels_from_csv(text: str, column: str | None = None) -> Labels:
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
-            raise InvalidLabels("the CSV manifest is empty: expected a header row, then one row per sample")
+            raise InvalidLabels(
+                "the CSV manifest is empty: expected a header row, then one row per sample"
+            )
         names = [cell.strip() for cell in header]
         index = names.index(_pick_column(names, column, "the CSV header"))
         values: list[str] = []
@@ -83,12 +85,14 @@ def labels_from_csv(text: str, column: str | None = None) -> Labels:
             line = reader.line_num
             if index >= len(row):
                 raise InvalidLabels(
-                    f"CSV line {line} has {len(row)} cells, but the label column {names[index]!r} is cell "
-                    f"{index + 1}"
+                    f"CSV line {line} has {len(row)} cells, but the label column "
+                    f"{names[index]!r} is cell {index + 1}"
                 )
             value = row[index].strip()
             if not value:
-                raise InvalidLabels(f"CSV line {line} has an empty label in column {names[index]!r}")
+                raise InvalidLabels(
+                    f"CSV line {line} has an empty label in column {names[index]!r}"
+                )
             values.append(value)
     except csv.Error as exc:
         raise InvalidLabels(f"the CSV manifest cannot be parsed: {exc}") from exc
@@ -116,7 +120,8 @@ def _jsonl_values(text: str, column: str | None) -> Iterator[object]:
             value = item  # a bare label per line
         else:
             raise InvalidLabels(
-                f"JSON Lines line {number} is a {type(item).__name__}, not an object with key {column!r}"
+                f"JSON Lines line {number} is a {type(item).__name__}, "
+                f"not an object with key {column!r}"
             )
         if type(value) not in (int, str):
             shown = json.dumps(value)[:40]

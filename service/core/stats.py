@@ -82,7 +82,8 @@ class PlanStats:
 def _seen_with_replacement(p: Float64Array, num_samples: int) -> Float64Array:
     """``1 - (1 - p)^N`` for each ``p``, accurate for tiny ``p`` and large ``N``."""
     with np.errstate(divide="ignore"):  # p == 1 gives log1p(-1) = -inf, and a result of 1
-        return -np.expm1(num_samples * np.log1p(-p))
+        seen: Float64Array = -np.expm1(num_samples * np.log1p(-p))
+    return seen
 
 
 def _inclusion_without_replacement(
@@ -166,12 +167,11 @@ def plan_statistics(plan: PreparedPlan) -> PlanStats:
         draws_g = group_n * seen
     distinct_g = group_n * seen
 
-    if per_class_weights:
-        draws = draws_g
-        distinct = distinct_g
-    else:
-        draws = np.bincount(codes, weights=draws_g, minlength=k)
-        distinct = np.bincount(codes, weights=distinct_g, minlength=k)
+    draws: Float64Array = draws_g
+    distinct: Float64Array = distinct_g
+    if not per_class_weights:
+        draws = np.bincount(codes, weights=draws_g, minlength=k).astype(np.float64)
+        distinct = np.bincount(codes, weights=distinct_g, minlength=k).astype(np.float64)
 
     population = plan.population_size
     rows = []
@@ -204,7 +204,7 @@ def plan_statistics(plan: PreparedPlan) -> PlanStats:
 
 
 def class_table(plan: PreparedPlan) -> list[ClassStats]:
-    """Per class: count, per-sample weight, share of draws and coverage (see :func:`plan_statistics`)."""
+    """Per class: count, weight, share of draws and coverage; see :func:`plan_statistics`."""
     return plan_statistics(plan).classes
 
 
@@ -218,6 +218,8 @@ def stream_digest(indices: npt.NDArray[np.integer]) -> str:
     return hashlib.sha256(data.data).hexdigest()
 
 
-def stream_class_counts(plan: PreparedPlan, positions: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+def stream_class_counts(
+    plan: PreparedPlan, positions: npt.NDArray[np.integer]
+) -> npt.NDArray[np.int64]:
     """How many draws of each class a stream of population positions holds."""
     return np.bincount(plan.codes[positions], minlength=plan.num_classes).astype(np.int64)

@@ -63,7 +63,9 @@ def test_every_operation_is_documented(schema: dict[str, Any]) -> None:
             assert "404" in op["responses"], f"{where} does not document its 404"
             for p in params:
                 if p["in"] == "path":
-                    assert p.get("examples") or p.get("example"), f"{where}: {p['name']} has no example"
+                    assert p.get("examples") or p.get("example"), (
+                        f"{where}: {p['name']} has no example"
+                    )
         if params or "requestBody" in op:
             assert "422" in op["responses"], f"{where} does not document its 422"
 
@@ -93,7 +95,9 @@ def test_every_reference_resolves(schema: dict[str, Any]) -> None:
 def _without_versions(value: Any) -> Any:
     """Drop ``versions`` (this machine's) and nulls (FastAPI leaves them out of the schema)."""
     if isinstance(value, dict):
-        return {k: _without_versions(v) for k, v in value.items() if k != "versions" and v is not None}
+        return {
+            k: _without_versions(v) for k, v in value.items() if k != "versions" and v is not None
+        }
     if isinstance(value, list):
         return [_without_versions(v) for v in value]
     return value
@@ -118,7 +122,9 @@ def _path_values(op: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-def test_trying_every_example_answers_as_documented(module_api: TestClient, schema: dict[str, Any]) -> None:
+def test_trying_every_example_answers_as_documented(
+    module_api: TestClient, schema: dict[str, Any]
+) -> None:
     """What a newcomer does in /docs: create the example dataset and plan, then try the rest."""
     ops = operations(schema)
     # POSTs first: they create what the other operations' path examples name.
@@ -131,13 +137,17 @@ def test_trying_every_example_answers_as_documented(module_api: TestClient, sche
         for i, body in enumerate(bodies):
             response = module_api.request(method.upper(), url, json=body)
             where = f"{method.upper()} {path} example {i}"
-            assert str(response.status_code) in op["responses"], f"{where}: {response.status_code} {response.text}"
+            assert str(response.status_code) in op["responses"], (
+                f"{where}: {response.status_code} {response.text}"
+            )
             assert response.status_code < 300, f"{where}: {response.text}"
             tried += 1
             documented = op["responses"][str(response.status_code)].get("content", {})
             if i == 0 and "application/json" in documented:
                 expected = documented["application/json"]["example"]
-                assert _without_versions(response.json()) == _approx(_without_versions(expected)), where
+                assert _without_versions(response.json()) == _approx(_without_versions(expected)), (
+                    where
+                )
             if "text/html" in documented:
                 assert response.text.startswith(documented["text/html"]["example"][:40])
     assert tried >= len(ops)
@@ -151,11 +161,20 @@ def test_documented_examples_match_their_ids() -> None:
 @pytest.mark.parametrize(
     ("page", "assets"),
     [
-        ("/docs", ["/static/docs/swagger-ui-bundle.js", "/static/docs/swagger-ui.css", "/static/docs/favicon.png"]),
+        (
+            "/docs",
+            [
+                "/static/docs/swagger-ui-bundle.js",
+                "/static/docs/swagger-ui.css",
+                "/static/docs/favicon.png",
+            ],
+        ),
         ("/redoc", ["/static/docs/redoc.standalone.js", "/static/docs/favicon.png"]),
     ],
 )
-def test_docs_pages_load_only_local_assets(module_api: TestClient, page: str, assets: list[str]) -> None:
+def test_docs_pages_load_only_local_assets(
+    module_api: TestClient, page: str, assets: list[str]
+) -> None:
     html = module_api.get(page).text
     links = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert sorted(set(links)) == sorted(assets)

@@ -45,7 +45,9 @@ def test_plan_has_statistics_and_manifest(module_api: TestClient, plan: dict[str
     for name, row in rows.items():
         assert row["count"] == counts[name]
         assert row["data_share"] == pytest.approx(counts[name] / len(population))
-        assert row["expected_share"] == pytest.approx(1 / 4)  # inverse frequency: classes draw equally
+        assert row["expected_share"] == pytest.approx(
+            1 / 4
+        )  # inverse frequency: classes draw equally
         assert 0 < row["expected_coverage"] <= 1
         assert row["mean_repeats_per_drawn_sample"] >= 1
     coverage = body["epoch_coverage"]
@@ -53,7 +55,14 @@ def test_plan_has_statistics_and_manifest(module_api: TestClient, plan: dict[str
     assert coverage["expected_distinct_samples"] == pytest.approx(
         sum(r["expected_distinct_samples"] for r in body["classes"])
     )
-    assert set(body["versions"]) == {"algorithm", "algorithm_version", "torch", "numpy", "machine", "sampleplan"}
+    assert set(body["versions"]) == {
+        "algorithm",
+        "algorithm_version",
+        "torch",
+        "numpy",
+        "machine",
+        "sampleplan",
+    }
 
 
 @pytest.mark.parametrize(("epoch", "rank", "world_size"), [(0, 0, 1), (3, 1, 3), (2, 2, 3)])
@@ -62,7 +71,9 @@ def test_stream_summary_matches_torch(
 ) -> None:
     population = reference.population(len(LABELS), SPLIT, 7)
     targets = [LABELS[i] for i in population]
-    stream = reference.weighted_stream(reference.inverse_frequency(targets), len(targets), True, seed=11 + epoch)
+    stream = reference.weighted_stream(
+        reference.inverse_frequency(targets), len(targets), True, seed=11 + epoch
+    )
     shard = reference.distributed_shard(stream, rank, world_size)
     params = {"epoch": epoch, "rank": rank, "world_size": world_size}
 
@@ -70,13 +81,18 @@ def test_stream_summary_matches_torch(
     assert summary["length"] == len(shard)
     assert summary["sha256"] == hashlib.sha256(np.asarray(shard, dtype="<i8").tobytes()).hexdigest()
     drawn = Counter(targets[i] for i in shard)
-    assert dict(zip(summary["classes"], summary["counts"], strict=True)) == {c: drawn[c] for c in summary["classes"]}
+    assert dict(zip(summary["classes"], summary["counts"], strict=True)) == {
+        c: drawn[c] for c in summary["classes"]
+    }
 
     in_dataset = module_api.get(
         f"/v1/plans/{plan['id']}/indices/summary", params={**params, "space": "dataset"}
     ).json()
     mapped = [population[i] for i in shard]
-    assert in_dataset["sha256"] == hashlib.sha256(np.asarray(mapped, dtype="<i8").tobytes()).hexdigest()
+    assert (
+        in_dataset["sha256"]
+        == hashlib.sha256(np.asarray(mapped, dtype="<i8").tobytes()).hexdigest()
+    )
     assert in_dataset["counts"] == summary["counts"]
     # The digest is the digest of what /indices serves.
     served = module_api.get(f"/v1/plans/{plan['id']}/indices", params=params).json()["indices"]

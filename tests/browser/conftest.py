@@ -52,7 +52,8 @@ LOCAL_SCHEMES = {"blob", "data", "about"}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "browser: drives headless Chromium (Debian's chromium package; make test installs it)"
+        "markers",
+        "browser: drives headless Chromium (Debian's chromium package; make test installs it)",
     )
 
 
@@ -78,8 +79,12 @@ class NetworkLog:
             parts = urlsplit(url)
             if parts.scheme in LOCAL_SCHEMES or parts.hostname in ("127.0.0.1", "localhost"):
                 continue
-            assert self.failures.get(url) == "csp", f"a request left for {url} ({self.failures.get(url)})"
-        local_failures = {u: f for u, f in self.failures.items() if urlsplit(u).hostname == "127.0.0.1"}
+            assert self.failures.get(url) == "csp", (
+                f"a request left for {url} ({self.failures.get(url)})"
+            )
+        local_failures = {
+            u: f for u, f in self.failures.items() if urlsplit(u).hostname == "127.0.0.1"
+        }
         assert not local_failures, f"local requests failed: {local_failures}"
 
 
@@ -107,7 +112,9 @@ def browser_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
 def browser(chromium_path: str) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         # Playwright gives every launch a fresh, temporary profile (user data dir).
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_FLAGS
+        )
         try:
             yield browser
         finally:
@@ -123,7 +130,10 @@ def network() -> NetworkLog:
 def page(browser: Browser, network: NetworkLog) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
     context.on("request", lambda request: network.requests.append(request.url))
-    context.on("requestfailed", lambda request: network.failures.__setitem__(request.url, request.failure or ""))
+    context.on(
+        "requestfailed",
+        lambda request: network.failures.__setitem__(request.url, request.failure or ""),
+    )
     page = context.new_page()
     try:
         yield page

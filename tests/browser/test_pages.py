@@ -18,7 +18,12 @@ TIMEOUT_MS = 30_000
 
 def operation_count(server: LiveServer) -> int:
     schema = httpx.get(f"{server.url}/openapi.json").json()
-    return sum(1 for item in schema["paths"].values() for method in item if method in {"get", "post", "put", "delete"})
+    return sum(
+        1
+        for item in schema["paths"].values()
+        for method in item
+        if method in {"get", "post", "put", "delete"}
+    )
 
 
 def test_swagger_ui_renders_every_operation(
@@ -46,7 +51,10 @@ def test_swagger_ui_tries_an_endpoint(
     status = operation.locator(".live-responses-table tbody .response-col_status").first
     status.wait_for(timeout=TIMEOUT_MS)
     assert status.inner_text().strip() in {"200", "201"}
-    assert '"epoch_coverage"' in operation.locator(".live-responses-table .microlight").first.inner_text()
+    assert (
+        '"epoch_coverage"'
+        in operation.locator(".live-responses-table .microlight").first.inner_text()
+    )
     operation.screenshot(path=str(artifacts / "docs-try-it-out.png"))
     network.assert_nothing_left_the_machine()
 

@@ -36,13 +36,19 @@ def class_table(out: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_plan_on_a_csv_prints_the_class_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_on_a_csv_prints_the_class_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(0)
     labels = rng.choice(["cat", "dog", "emu"], p=[0.8, 0.15, 0.05], size=300).tolist()
     manifest = tmp_path / "train.csv"
-    manifest.write_text("path,label\n" + "".join(f"img/{i}.png,{c}\n" for i, c in enumerate(labels)))
+    manifest.write_text(
+        "path,label\n" + "".join(f"img/{i}.png,{c}\n" for i, c in enumerate(labels))
+    )
 
-    code, out, err = run(["plan", str(manifest), "--split", "0.7,0.3", "--split-seed", "42", "--seed", "42"], capsys)
+    code, out, err = run(
+        ["plan", str(manifest), "--split", "0.7,0.3", "--split-seed", "42", "--seed", "42"], capsys
+    )
     assert code == 0, err
     population = reference.population(len(labels), [0.7, 0.3], 42)
     counts = Counter(labels[i] for i in population)
@@ -63,7 +69,11 @@ def test_plan_on_a_csv_prints_the_class_table(tmp_path: Path, capsys: pytest.Cap
 def test_plan_on_a_path_list_indexes_classes_like_imagefolder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = [f"zebra/{i}.jpg" for i in range(7)] + [f"Ant/{i}.jpg" for i in range(2)] + [f"bee/{i}.jpg" for i in range(5)]
+    files = (
+        [f"zebra/{i}.jpg" for i in range(7)]
+        + [f"Ant/{i}.jpg" for i in range(2)]
+        + [f"bee/{i}.jpg" for i in range(5)]
+    )
     np.random.default_rng(1).shuffle(files)
     listing = tmp_path / "files.txt"
     listing.write_text("\n".join(files) + "\n")
@@ -75,14 +85,18 @@ def test_plan_on_a_path_list_indexes_classes_like_imagefolder(
     assert list(table) == ["Ant", "bee", "zebra", "all"]
     assert [table[c][0] for c in ("Ant", "bee", "zebra")] == ["2", "5", "7"]
     # uniform: draw shares equal data shares.
-    assert [table[c][2] for c in ("Ant", "bee", "zebra")] == [table[c][3] for c in ("Ant", "bee", "zebra")]
+    assert [table[c][2] for c in ("Ant", "bee", "zebra")] == [
+        table[c][3] for c in ("Ant", "bee", "zebra")
+    ]
 
 
 def test_plan_locally_and_on_a_service_agree(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], live_server: LiveServer
 ) -> None:
     manifest = tmp_path / "labels.jsonl"
-    manifest.write_text("".join(json.dumps({"label": int(c)}) + "\n" for c in [0] * 30 + [1] * 6 + [2] * 2))
+    manifest.write_text(
+        "".join(json.dumps({"label": int(c)}) + "\n" for c in [0] * 30 + [1] * 6 + [2] * 2)
+    )
     args = ["plan", str(manifest), "--split", "30,8", "--json"]
     code, local, err = run(args, capsys)
     assert code == 0, err
@@ -92,7 +106,10 @@ def test_plan_locally_and_on_a_service_agree(
     assert local_plan == remote_plan
     assert local_plan["population_size"] == 30
 
-    code, out, err = run(["report", local_plan["id"], "--url", live_server.url, "-o", str(tmp_path / "r.html")], capsys)
+    code, out, err = run(
+        ["report", local_plan["id"], "--url", live_server.url, "-o", str(tmp_path / "r.html")],
+        capsys,
+    )
     assert code == 0, err
     html = (tmp_path / "r.html").read_text()
     assert html.count('<rect class="bar-after"') == 3
@@ -118,7 +135,11 @@ def test_plan_writes_a_local_report(tmp_path: Path, capsys: pytest.CaptureFixtur
         (lambda d: d / "ok.csv", ["--split", "0.5,0.6"], "must add up to 1"),
         (lambda d: d / "ok.csv", ["--column", "nope"], "no column 'nope'"),
         (lambda d: d / "ok.csv", ["--class-weight", "a=2"], "needs --strategy class_weights"),
-        (lambda d: d / "ok.csv", ["--strategy", "class_weights", "--class-weight", "zzz=2"], "does not have: 'zzz'"),
+        (
+            lambda d: d / "ok.csv",
+            ["--strategy", "class_weights", "--class-weight", "zzz=2"],
+            "does not have: 'zzz'",
+        ),
     ],
 )
 def test_plan_errors_are_one_line(
@@ -127,15 +148,17 @@ def test_plan_errors_are_one_line(
     (tmp_path / "ok.csv").write_text("label\na\nb\na\n")
     (tmp_path / "labels.parquet").write_bytes(b"PAR1")
     path = make(tmp_path)  # type: ignore[operator]
-    code, out, err = run(["plan", str(path), *args], capsys)
+    code, _, err = run(["plan", str(path), *args], capsys)
     assert code == 1
     assert err.startswith("sampleplan plan: error: ")
     assert message in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_report_of_an_unknown_plan(capsys: pytest.CaptureFixture[str], live_server: LiveServer) -> None:
-    code, out, err = run(["report", "0" * 64, "--url", live_server.url, "-o", "-"], capsys)
+def test_report_of_an_unknown_plan(
+    capsys: pytest.CaptureFixture[str], live_server: LiveServer
+) -> None:
+    code, _, err = run(["report", "0" * 64, "--url", live_server.url, "-o", "-"], capsys)
     assert code == 1
     assert "no plan has id" in err
 

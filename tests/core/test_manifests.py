@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from service.core.labels import labels_from_list
-from service.core.manifests import labels_from_csv, labels_from_jsonl, labels_from_npy, labels_from_paths
+from service.core.manifests import (
+    labels_from_csv,
+    labels_from_jsonl,
+    labels_from_npy,
+    labels_from_paths,
+)
 from service.errors import InvalidLabels
 
 
@@ -75,7 +80,11 @@ def test_jsonl_objects_and_bare_values() -> None:
     ("text", "column", "message"),
     [
         ("", None, "no lines"),
-        ('{"label": 1}\n{"label": 2.0}\n', None, "line 2: labels must be integers or strings, got 2.0"),
+        (
+            '{"label": 1}\n{"label": 2.0}\n',
+            None,
+            "line 2: labels must be integers or strings, got 2.0",
+        ),
         ('{"label": true}\n', None, "got true"),
         ('{"label": null}\n', None, "got null"),
         ('{"label": 1}\n{"other": 2}\n', None, "line 2 has no key 'label'"),

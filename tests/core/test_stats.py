@@ -38,7 +38,8 @@ def brute_force(plan: PreparedPlan, epochs: int = EPOCHS) -> Empirical:
     weights = plan.weights.tolist()
     for e in range(epochs):
         stream = np.asarray(
-            reference.weighted_stream(weights, plan.num_samples, plan.config.replacement, seed=e), dtype=np.int64
+            reference.weighted_stream(weights, plan.num_samples, plan.config.replacement, seed=e),
+            dtype=np.int64,
         )
         draws[e] = np.bincount(plan.codes[stream], minlength=k)
         seen = np.unique(stream)
@@ -91,7 +92,9 @@ def test_with_replacement_matches_brute_force(case: str) -> None:
     assert stats.exact
     for c, row in enumerate(stats.classes):
         # 4.5 standard errors: a false alarm about once in 150,000 comparisons.
-        assert row.expected_draws == pytest.approx(empirical.draws[c], abs=4.5 * empirical.draws_se[c] + 1e-9)
+        assert row.expected_draws == pytest.approx(
+            empirical.draws[c], abs=4.5 * empirical.draws_se[c] + 1e-9
+        )
         assert row.expected_distinct_samples == pytest.approx(
             empirical.distinct[c], abs=4.5 * empirical.distinct_se[c] + 1e-9
         )
@@ -129,8 +132,12 @@ def test_class_weight_and_counts() -> None:
         ([30, 6, 2], 38, True),  # every sample drawn: exact
     ],
 )
-def test_without_replacement_matches_brute_force(counts: list[int], num_samples: int, exact: bool) -> None:
-    plan = prepare_plan(labels_from_list(_labels(counts)), PlanConfig(replacement=False, num_samples=num_samples))
+def test_without_replacement_matches_brute_force(
+    counts: list[int], num_samples: int, exact: bool
+) -> None:
+    plan = prepare_plan(
+        labels_from_list(_labels(counts)), PlanConfig(replacement=False, num_samples=num_samples)
+    )
     stats = plan_statistics(plan)
     empirical = brute_force(plan, epochs=2000)
     assert stats.exact is exact
@@ -182,6 +189,9 @@ def test_stream_digest_and_counts_match_torch() -> None:
     weights = reference.inverse_frequency(labels)
     stream = reference.weighted_stream(weights, len(labels), True, seed=5 + 2)
     drawn = plan.draw_epoch(2)
-    assert stream_digest(drawn) == hashlib.sha256(np.asarray(stream, dtype="<i8").tobytes()).hexdigest()
+    assert (
+        stream_digest(drawn)
+        == hashlib.sha256(np.asarray(stream, dtype="<i8").tobytes()).hexdigest()
+    )
     expected = np.bincount(np.asarray(labels)[stream], minlength=3)
     assert stream_class_counts(plan, drawn).tolist() == expected.tolist()

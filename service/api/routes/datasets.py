@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Response, status
 
@@ -14,7 +14,7 @@ from service.core.labels import labels_from_list
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-_PROBLEMS = {
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "More labels than the service takes."},
     422: {"model": Problem, "description": "The labels are empty, mixed, floats, or not a list."},
 }
@@ -48,7 +48,9 @@ def create_dataset(
         Body(
             openapi_examples={
                 "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
-                "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 0, 1, 1, 2]}),
+                "ints": examples.openapi_example(
+                    "Integer labels", {"labels": [0, 0, 0, 0, 1, 1, 2]}
+                ),
             }
         ),
     ],
@@ -66,7 +68,9 @@ def create_dataset(
     "/{dataset_id}",
     response_model=DatasetOut,
     summary="A dataset's size, classes and class counts",
-    description="Classes in canonical order (sorted, as ImageFolder sorts class folders) and their counts.",
+    description=(
+        "Classes in canonical order (sorted, as ImageFolder sorts class folders) and their counts."
+    ),
     responses={
         200: {"content": {"application/json": {"example": examples.DATASET}}},
         404: {"model": Problem, "description": "No dataset has this id."},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 from fastapi.responses import HTMLResponse
@@ -19,9 +19,13 @@ from service.core.streams import Space, StreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
-_NOT_FOUND = {404: {"model": Problem, "description": "No plan has this id."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No plan has this id."}
+}
 
-PlanId = Annotated[str, Path(description="The plan's id.", openapi_examples=examples.PLAN_ID_EXAMPLES)]
+PlanId = Annotated[
+    str, Path(description="The plan's id.", openapi_examples=examples.PLAN_ID_EXAMPLES)
+]
 
 
 @router.post(
@@ -61,7 +65,11 @@ def create_plan(
                 ),
                 "dataset": examples.openapi_example(
                     "A stored dataset, effective number weights",
-                    {"dataset_id": examples.DATASET_ID, "strategy": "effective_number", "beta": 0.9},
+                    {
+                        "dataset_id": examples.DATASET_ID,
+                        "strategy": "effective_number",
+                        "beta": 0.9,
+                    },
                     "Needs the example dataset (POST /v1/datasets first).",
                 ),
             }
@@ -169,10 +177,14 @@ def get_indices(
 def get_indices_summary(
     plan_id: PlanId,
     catalog: CatalogDep,
-    epoch: Annotated[int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")] = 0,
+    epoch: Annotated[
+        int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")
+    ] = 0,
     rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
     world_size: Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")] = 1,
-    space: Annotated[Space, Query(description="Digest population positions or dataset indices.")] = "population",
+    space: Annotated[
+        Space, Query(description="Digest population positions or dataset indices.")
+    ] = "population",
 ) -> StreamSummaryOut:
     plan = catalog.get_plan(plan_id)
     prepared = plan.prepared

@@ -29,7 +29,10 @@ router = APIRouter(prefix="/v1", tags=["sample"])
     responses={
         200: {"content": {"application/json": {"example": examples.SAMPLE}}},
         413: {"model": Problem, "description": "More labels than the service takes."},
-        422: {"model": Problem, "description": "The config, the labels or the stream request are invalid."},
+        422: {
+            "model": Problem,
+            "description": "The config, the labels or the stream request are invalid.",
+        },
     },
 )
 def sample(
@@ -40,7 +43,13 @@ def sample(
                 "epoch0": examples.openapi_example("Epoch 0, one rank", examples.SAMPLE_REQUEST),
                 "rank": examples.openapi_example(
                     "Rank 1 of 2, epoch 3, dataset indices",
-                    {**examples.SAMPLE_REQUEST, "epoch": 3, "rank": 1, "world_size": 2, "space": "dataset"},
+                    {
+                        **examples.SAMPLE_REQUEST,
+                        "epoch": 3,
+                        "rank": 1,
+                        "world_size": 2,
+                        "space": "dataset",
+                    },
                 ),
             }
         ),
