@@ -26,10 +26,10 @@ from service.core.streams import (
     TORCH_MAX_CATEGORIES,
     Int64Array,
     StreamRequest,
+    cut_page,
     draw_torch_epoch,
     epoch_seed,
     rank_length,
-    shard_positions,
 )
 from service.core.weighting import STRATEGIES, Strategy, resolve_class_weights, sample_weights
 from service.errors import InvalidPlanConfig, InvalidWeights
@@ -151,6 +151,39 @@ def runtime_versions(algorithm: str) -> dict[str, str]:
     }
 
 
+def _public_version(version: str) -> str:
+    """``2.13.0+cpu`` -> ``2.13.0``: the local build tag does not change the CPU kernels."""
+    return version.split("+", 1)[0]
+
+
+def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
+    """Why a plan's streams, defined by ``versions``, cannot be reproduced here (empty: they can).
+
+    ``versions`` is what :func:`runtime_versions` recorded where the plan was created.
+    ``torch.multinomial`` is promised neither across torch releases nor across CPU
+    architectures, so both must match, and the algorithm's definition must be the one
+    this code implements.
+    """
+    algorithm = versions.get("algorithm")
+    if algorithm not in ALGORITHMS:
+        return [f"unknown algorithm {algorithm!r}"]
+    here = runtime_versions(algorithm)
+    problems: list[str] = []
+    if versions.get("algorithm_version") != here["algorithm_version"]:
+        problems.append(
+            f"the plan's stream is defined by {versions.get('algorithm_version')!r}, "
+            f"this code implements {here['algorithm_version']!r}"
+        )
+    recorded_torch = versions.get("torch", "?")
+    if _public_version(recorded_torch) != _public_version(here["torch"]):
+        problems.append(f"the plan was drawn with torch {recorded_torch}, this is torch {here['torch']}")
+    if versions.get("machine") != here["machine"]:
+        problems.append(
+            f"the plan was drawn on CPU architecture {versions.get('machine')!r}, this is {here['machine']!r}"
+        )
+    return problems
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedPlan:
     """Everything a stream is drawn from, computed once per plan.
@@ -188,12 +221,8 @@ class PreparedPlan:
 
     def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
         """The requested page of a rank's stream, in the requested index space."""
-        positions = shard_positions(self.num_samples, request)
         stream = self.draw_epoch(request.epoch) if epoch_stream is None else epoch_stream
-        page = stream[positions]
-        if request.space == "dataset" and self.population is not None:
-            page = self.population[page]
-        return page
+        return cut_page(stream, self.num_samples, request, self.population)
 
 
 def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> PreparedPlan:

@@ -113,3 +113,21 @@ def draw_torch_epoch(
         generator=generator,
     )
     return drawn.numpy().astype(np.int64, copy=False)
+
+
+def cut_page(
+    epoch_stream: Int64Array,
+    num_samples: int,
+    request: StreamRequest,
+    population: Int64Array | None = None,
+) -> Int64Array:
+    """The requested page of a rank's shard of a whole epoch stream, in the requested space.
+
+    ``population`` maps population positions to dataset indices (``None``: the population
+    is the whole dataset). The service and the client's offline fallback both cut pages
+    here, so a page means the same thing on either side.
+    """
+    page = epoch_stream[shard_positions(num_samples, request)]
+    if request.space == "dataset" and population is not None:
+        page = population[page]
+    return page
