@@ -176,10 +176,13 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
         )
     recorded_torch = versions.get("torch", "?")
     if _public_version(recorded_torch) != _public_version(here["torch"]):
-        problems.append(f"the plan was drawn with torch {recorded_torch}, this is torch {here['torch']}")
+        problems.append(
+            f"the plan was drawn with torch {recorded_torch}, this is torch {here['torch']}"
+        )
     if versions.get("machine") != here["machine"]:
         problems.append(
-            f"the plan was drawn on CPU architecture {versions.get('machine')!r}, this is {here['machine']!r}"
+            f"the plan was drawn on CPU architecture {versions.get('machine')!r}, "
+            f"this is {here['machine']!r}"
         )
     return problems
 
