@@ -81,7 +81,9 @@ def test_space_dataset_and_sharding_offline(
     live_server: LiveServer, api: SamplePlanClient, plan: Plan, dataset: Items
 ) -> None:
     samplers = [
-        RemoteWeightedSampler(plan.id, api, epoch=5, rank=r, world_size=3, space="dataset", chunk_size=16)
+        RemoteWeightedSampler(
+            plan.id, api, epoch=5, rank=r, world_size=3, space="dataset", chunk_size=16
+        )
         for r in range(3)
     ]
     live_server.stop()
@@ -96,7 +98,10 @@ def test_space_dataset_and_sharding_offline(
     [
         ({"versions.torch": "1.13.1"}, "drawn with torch 1.13.1, this is torch 2."),
         ({"versions.machine": "riscv64"}, "drawn on CPU architecture 'riscv64'"),
-        ({"versions.algorithm_version": "torch-multinomial-v0"}, "defined by 'torch-multinomial-v0'"),
+        (
+            {"versions.algorithm_version": "torch-multinomial-v0"},
+            "defined by 'torch-multinomial-v0'",
+        ),
         (
             {"config.algorithm": "hierarchical", "versions.algorithm": "hierarchical"},
             "uses algorithm 'hierarchical', which this client cannot reproduce offline",
@@ -135,9 +140,13 @@ def test_offline_from_the_start_and_without_a_client(
     assert list(RemoteWeightedSampler(plan.id, None, epoch=3)) == classic_stream(dataset, 3)
 
 
-def test_unreachable_and_not_cached(live_server: LiveServer, api: SamplePlanClient, plan: Plan) -> None:
+def test_unreachable_and_not_cached(
+    live_server: LiveServer, api: SamplePlanClient, plan: Plan
+) -> None:
     live_server.stop()
-    with pytest.raises(CacheError, match="no offline fallback: plan .* is not in the cache") as info:
+    with pytest.raises(
+        CacheError, match=r"no offline fallback: plan \w+ is not in the cache"
+    ) as info:
         RemoteWeightedSampler(plan.id, api)
     assert isinstance(info.value.__cause__, TransportError)
     with pytest.raises(TransportError):
@@ -167,7 +176,9 @@ def test_a_service_answering_5xx_falls_back_too(
 
     with real, httpx.Client(transport=httpx.MockTransport(handler)) as http:
         api = SamplePlanClient(live_server.url, retries=1, backoff=0.0, http_client=http)
-        assert list(RemoteWeightedSampler(plan.id, api, chunk_size=25)) == classic_stream(dataset, 0)
+        assert list(RemoteWeightedSampler(plan.id, api, chunk_size=25)) == classic_stream(
+            dataset, 0
+        )
         with pytest.raises(ServerError):
             list(RemoteWeightedSampler(plan.id, api, chunk_size=25, fallback=False))
 
@@ -175,7 +186,12 @@ def test_a_service_answering_5xx_falls_back_too(
 def test_the_cache_entry(api: SamplePlanClient, plan: Plan, private_cache: Path) -> None:
     RemoteWeightedSampler(plan.id, api)
     entry = private_cache / "plans" / plan.id
-    assert sorted(os.listdir(entry)) == ["dataset.json", "manifest.json", "plan.json", "weights.npy"]
+    assert sorted(os.listdir(entry)) == [
+        "dataset.json",
+        "manifest.json",
+        "plan.json",
+        "weights.npy",
+    ]
     cached = PlanCache(private_cache).load(plan.id)
     np.testing.assert_array_equal(cached.weights, api.weights(plan.id))
     assert cached.plan == plan and cached.dataset.size == len(imbalanced_labels())

@@ -61,16 +61,22 @@ def test_resume_by_hand_continues_with_the_rest_of_the_epoch(
         assert list(restored) == full
 
 
-def test_resume_at_a_chunk_boundary_and_at_the_end(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
+def test_resume_at_a_chunk_boundary_and_at_the_end(
+    client: SamplePlanClient, plan: Plan, dataset: Items
+) -> None:
     full = classic_stream(dataset, 0)
     for position in (0, 32, 64, len(full) - 1, len(full)):
         sampler = RemoteWeightedSampler(plan.id, client, chunk_size=32)
-        sampler.load_state_dict({"plan_id": plan.id, "epoch": 0, "position": position, "world_size": 1})
+        sampler.load_state_dict(
+            {"plan_id": plan.id, "epoch": 0, "position": position, "world_size": 1}
+        )
         assert sampler.state_dict()["position"] == position
         assert list(sampler) == full[position:]
 
 
-def test_a_new_epoch_drops_a_pending_resume(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
+def test_a_new_epoch_drops_a_pending_resume(
+    client: SamplePlanClient, plan: Plan, dataset: Items
+) -> None:
     sampler = RemoteWeightedSampler(plan.id, client)
     sampler.load_state_dict({"plan_id": plan.id, "epoch": 2, "position": 50, "world_size": 1})
     assert sampler.epoch == 2
@@ -79,7 +85,9 @@ def test_a_new_epoch_drops_a_pending_resume(client: SamplePlanClient, plan: Plan
     assert list(sampler) == classic_stream(dataset, 3)
 
 
-def test_a_rank_resumes_from_rank_0s_checkpoint(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
+def test_a_rank_resumes_from_rank_0s_checkpoint(
+    client: SamplePlanClient, plan: Plan, dataset: Items
+) -> None:
     rank0 = RemoteWeightedSampler(plan.id, client, rank=0, world_size=2, chunk_size=16)
     iterator = iter(rank0)
     for _ in range(40):
@@ -100,7 +108,9 @@ def test_a_rank_resumes_from_rank_0s_checkpoint(client: SamplePlanClient, plan: 
         ({"epoch": "1"}, "epoch should be a non-negative integer value"),
     ],
 )
-def test_bad_states_are_refused(client: SamplePlanClient, plan: Plan, change: dict[str, Any], message: str) -> None:
+def test_bad_states_are_refused(
+    client: SamplePlanClient, plan: Plan, change: dict[str, Any], message: str
+) -> None:
     sampler = RemoteWeightedSampler(plan.id, client)
     with pytest.raises(ValueError, match=message):
         sampler.load_state_dict({**sampler.state_dict(), **change})
@@ -119,7 +129,9 @@ def test_resume_through_torchdatas_stateful_dataloader(
 
     def loader() -> Any:
         sampler = RemoteWeightedSampler(plan.id, client, epoch=1, chunk_size=24)
-        return stateful.StatefulDataLoader(train, batch_size=BATCH, sampler=sampler, num_workers=num_workers)
+        return stateful.StatefulDataLoader(
+            train, batch_size=BATCH, sampler=sampler, num_workers=num_workers
+        )
 
     first = loader()
     iterator = iter(first)

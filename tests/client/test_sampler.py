@@ -78,15 +78,19 @@ def test_num_samples_and_explicit_sharding(client: SamplePlanClient, dataset: It
     stream = classic_stream(dataset, epoch=4, num_samples=101)
     shards = []
     for rank in range(3):
-        sampler = RemoteWeightedSampler(plan.id, client, epoch=4, rank=rank, world_size=3, chunk_size=8)
+        sampler = RemoteWeightedSampler(
+            plan.id, client, epoch=4, rank=rank, world_size=3, chunk_size=8
+        )
         assert len(sampler) == 34  # ceil(101 / 3)
         shards.append(list(sampler))
         assert shards[-1] == reference.distributed_shard(stream, rank, 3)
     # The padded epoch: 102 positions, the first one repeated at the end.
-    assert sorted(sum(shards, [])) == sorted([*stream, stream[0]])
+    assert sorted(i for shard in shards for i in shard) == sorted([*stream, stream[0]])
 
 
-def test_rank_and_world_size_default_to_a_single_process(client: SamplePlanClient, plan: Plan) -> None:
+def test_rank_and_world_size_default_to_a_single_process(
+    client: SamplePlanClient, plan: Plan
+) -> None:
     assert not torch.distributed.is_initialized()
     sampler = RemoteWeightedSampler(plan.id, client)
     assert (sampler.rank, sampler.world_size) == (0, 1)
@@ -125,11 +129,17 @@ def test_fallback_false_writes_nothing(
     ("kwargs", "message"),
     [
         ({"chunk_size": 0}, "chunk_size should be a positive integer value, but got chunk_size=0"),
-        ({"chunk_size": 2.5}, "chunk_size should be a positive integer value, but got chunk_size=2.5"),
+        (
+            {"chunk_size": 2.5},
+            "chunk_size should be a positive integer value, but got chunk_size=2.5",
+        ),
         ({"epoch": -1}, "epoch should be a non-negative integer value, but got epoch=-1"),
         ({"world_size": 0}, "world_size should be a positive integer value, but got world_size=0"),
         ({"rank": 2, "world_size": 2}, r"Invalid rank 2, rank should be in the interval \[0, 1\]"),
-        ({"rank": -1, "world_size": 2}, "rank should be a non-negative integer value, but got rank=-1"),
+        (
+            {"rank": -1, "world_size": 2},
+            "rank should be a non-negative integer value, but got rank=-1",
+        ),
         ({"space": "rows"}, "space should be 'population' or 'dataset', but got space='rows'"),
     ],
 )
