@@ -66,6 +66,7 @@ class _ClientOptions:
             self.base_url + call.path,
             params=call.params,
             json=call.json,
+            content=call.content,
             headers={**self._headers, **call.headers},
         )
 

@@ -33,6 +33,7 @@ class Call(Generic[T_co]):
     parse: Callable[[httpx.Response], T_co]
     params: Mapping[str, Any] | None = None
     json: Any = None
+    content: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @property

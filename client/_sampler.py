@@ -66,7 +66,8 @@ logger = logging.getLogger("client")
 
 T = TypeVar("T")
 
-#: Indices per request when iterating: 512 KiB of int64, a few ms on a local network.
+#: Indices per request when iterating (512 KiB as int64): few requests per epoch, and a
+#: small first wait before the first batch.
 DEFAULT_CHUNK_SIZE = 65536
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
@@ -77,7 +78,7 @@ class _Prefetch(Generic[T]):
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
-        self._value: T | None = None
+        self._value: T
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="sampleplan-prefetch", daemon=True)
         self._thread.start()
@@ -92,7 +93,6 @@ class _Prefetch(Generic[T]):
         self._thread.join()
         if self._error is not None:
             raise self._error
-        assert self._value is not None
         return self._value
 
 

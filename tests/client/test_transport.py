@@ -316,3 +316,15 @@ async def test_async_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_error_is_a_sampleplan_error() -> None:
     for error in (TransportError, TimeoutError, ServerError, NotFoundError, BadRequestError):
         assert issubclass(error, SamplePlanError)
+
+
+def test_request_sends_raw_content() -> None:
+    script = Script(httpx.Response(201, json={"id": "x"}))
+    api = sync_client(script)
+    body = np.arange(3, dtype="<i8").tobytes()
+    response = api.request(
+        "POST", "/v1/datasets", content=body, headers={"content-type": "application/octet-stream"}
+    )
+    assert response.json() == {"id": "x"}
+    assert script.requests[0].content == body
+    assert script.requests[0].headers["content-type"] == "application/octet-stream"
