@@ -152,7 +152,7 @@ def runtime_versions(algorithm: str) -> dict[str, str]:
 
 
 def _public_version(version: str) -> str:
-    """``2.13.0+cpu`` -> ``2.13.0``: builds of a release (``+cpu``, ``+cu128``) share its CPU code."""
+    """``2.13.0+cu128`` -> ``2.13.0``: the builds of one release share its CPU code."""
     return version.split("+", 1)[0]
 
 
