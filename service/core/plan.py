@@ -30,8 +30,10 @@ from service.core.streams import (
     TORCH_MAX_CATEGORIES,
     Int64Array,
     StreamRequest,
+    cut_page,
     draw_torch_epoch,
     epoch_seed,
+    in_space,
     rank_length,
     shard_positions,
 )
@@ -158,6 +160,42 @@ def runtime_versions(algorithm: str) -> dict[str, str]:
     }
 
 
+def _public_version(version: str) -> str:
+    """``2.13.0+cu128`` -> ``2.13.0``: the builds of one release share its CPU code."""
+    return version.split("+", 1)[0]
+
+
+def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
+    """Why a plan's streams, defined by ``versions``, cannot be reproduced here (empty: they can).
+
+    ``versions`` is what :func:`runtime_versions` recorded where the plan was created.
+    ``torch.multinomial`` is promised neither across torch releases nor across CPU
+    architectures, so both must match, and the algorithm's definition must be the one
+    this code implements.
+    """
+    algorithm = versions.get("algorithm")
+    if algorithm not in ALGORITHMS:
+        return [f"unknown algorithm {algorithm!r}"]
+    here = runtime_versions(algorithm)
+    problems: list[str] = []
+    if versions.get("algorithm_version") != here["algorithm_version"]:
+        problems.append(
+            f"the plan's stream is defined by {versions.get('algorithm_version')!r}, "
+            f"this code implements {here['algorithm_version']!r}"
+        )
+    recorded_torch = versions.get("torch", "?")
+    if _public_version(recorded_torch) != _public_version(here["torch"]):
+        problems.append(
+            f"the plan was drawn with torch {recorded_torch}, this is torch {here['torch']}"
+        )
+    if versions.get("machine") != here["machine"]:
+        problems.append(
+            f"the plan was drawn on CPU architecture {versions.get('machine')!r}, "
+            f"this is {here['machine']!r}"
+        )
+    return problems
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedPlan:
     """Everything a stream is drawn from, computed once per plan.
@@ -250,14 +288,10 @@ class PreparedPlan:
 
         ``epoch_stream``, when the caller holds the whole epoch already, saves drawing.
         """
-        positions = shard_positions(self.num_samples, request)
         if epoch_stream is not None:
-            page = epoch_stream[positions]
-        else:
-            page = self.draw_positions(request.epoch, positions)
-        if request.space == "dataset" and self.population is not None:
-            page = self.population[page]
-        return page
+            return cut_page(epoch_stream, self.num_samples, request, self.population)
+        page = self.draw_positions(request.epoch, shard_positions(self.num_samples, request))
+        return in_space(page, request.space, self.population)
 
 
 def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> PreparedPlan:
