@@ -41,7 +41,7 @@ test: $(VENV)/.installed-server,test,dev browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-server,test,dev
-	$(BIN)/ruff check service client tests benchmarks
+	$(BIN)/ruff check service client tests benchmarks examples
 	$(BIN)/mypy service client
 
 bench: $(VENV)/.installed-server,test,dev

@@ -1,15 +1,19 @@
 """sampleplan client: talk to the service and draw from its plans in a ``DataLoader``.
 
->>> from client import SamplePlanClient
->>> api = SamplePlanClient("http://127.0.0.1:8000")          # doctest: +SKIP
->>> plan = api.create_plan(labels=[0, 0, 0, 1], seed=0)     # doctest: +SKIP
->>> api.indices(plan.id, epoch=0)                           # doctest: +SKIP
+>>> from client import SamplePlanClient, RemoteWeightedSampler
+>>> api = SamplePlanClient("http://127.0.0.1:8000")            # doctest: +SKIP
+>>> plan = api.create_plan(labels=[0, 0, 0, 1], seed=0)       # doctest: +SKIP
+>>> loader = DataLoader(data, sampler=RemoteWeightedSampler(plan.id, api))  # doctest: +SKIP
+
+Everything public is re-exported here; the modules behind it are private.
 """
 
-from client._client import SamplePlanClient
+from client._cache import PlanCache, default_cache_dir
+from client._client import AsyncSamplePlanClient, SamplePlanClient
 from client._exceptions import (
     APIError,
     BadRequestError,
+    CacheError,
     NotFoundError,
     SamplePlanError,
     ServerError,
@@ -18,18 +22,26 @@ from client._exceptions import (
     TransportError,
 )
 from client._models import ClassRow, Dataset, Plan
+from client._retry import RetryPolicy
+from client._sampler import RemoteWeightedSampler
 
 __all__ = [
     "APIError",
+    "AsyncSamplePlanClient",
     "BadRequestError",
+    "CacheError",
     "ClassRow",
     "Dataset",
     "NotFoundError",
     "Plan",
+    "PlanCache",
+    "RemoteWeightedSampler",
+    "RetryPolicy",
     "SamplePlanClient",
     "SamplePlanError",
     "ServerError",
     "StreamMismatchError",
     "TimeoutError",
     "TransportError",
+    "default_cache_dir",
 ]

@@ -1,143 +1,120 @@
-"""``SamplePlanClient``: typed methods for every endpoint of the sampleplan service."""
+"""``SamplePlanClient`` and ``AsyncSamplePlanClient``: typed methods for every endpoint.
+
+Both clients send the same :class:`~client._endpoints.Call` objects and retry them under
+the same :class:`~client._retry.RetryPolicy`; each method here is one line that hands a
+call to :meth:`send`. Only sending and sleeping differ between the two.
+"""
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 import numpy as np
 import numpy.typing as npt
 
-from client._exceptions import (
-    APIError,
-    BadRequestError,
-    NotFoundError,
-    SamplePlanError,
-    ServerError,
-    TimeoutError,
-    TransportError,
-)
+from client import _endpoints as endpoints
+from client._endpoints import Call, LabelsLike
+from client._exceptions import SamplePlanError
 from client._models import Dataset, Plan
+from client._progress import attach_progress, require_tqdm
+from client._retry import RetryPolicy
 
-__all__ = ["SamplePlanClient"]
+__all__ = ["AsyncSamplePlanClient", "SamplePlanClient"]
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_MAX_RETRY_AFTER = 60.0
+T = TypeVar("T")
 
-LabelsLike = Sequence[int] | Sequence[str] | npt.NDArray[Any] | Any
-
-
-def labels_to_json(labels: LabelsLike) -> list[Any]:
-    """Labels as a JSON list: accepts lists, numpy arrays and torch tensors."""
-    if hasattr(labels, "tolist"):
-        values = labels.tolist()
-    else:
-        values = list(labels)
-    if not isinstance(values, list):
-        raise TypeError(f"labels must be a 1-d sequence, got {type(labels).__name__}")
-    return values
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 60.0
 
 
-def error_from_response(response: httpx.Response) -> APIError:
-    """The :class:`APIError` subclass for an error response (problem+json or not)."""
-    try:
-        problem = response.json()
-        if not isinstance(problem, dict):
-            raise ValueError
-    except ValueError:
-        problem = {"title": response.reason_phrase, "detail": response.text[:500]}
-    status = response.status_code
-    if status == 404:
-        return NotFoundError(status, problem)
-    if 400 <= status < 500 and status != 429:
-        return BadRequestError(status, problem)
-    return ServerError(status, problem)
+class _ClientOptions:
+    """What both clients are configured with; builds the request for a call."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float | httpx.Timeout,
+        retries: int,
+        backoff: float,
+        progress: bool,
+    ) -> None:
+        if progress:
+            require_tqdm()
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = RetryPolicy(retries=retries, backoff=backoff)
+        self.progress = progress
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    @property
+    def retries(self) -> int:
+        return self.retry.retries
+
+    @property
+    def backoff(self) -> float:
+        return self.retry.backoff
+
+    def _build(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+        return http.build_request(
+            call.method,
+            self.base_url + call.path,
+            params=call.params,
+            json=call.json,
+            content=call.content,
+            headers={**self._headers, **call.headers},
+        )
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {"timeout": self.timeout}
 
 
-def retry_delay(attempt: int, backoff: float, response: httpx.Response | None) -> float:
-    """Exponential backoff with full jitter; a ``Retry-After`` header wins when present."""
-    if response is not None:
-        header = response.headers.get("retry-after")
-        if header is not None:
-            try:
-                return min(max(float(header), 0.0), _MAX_RETRY_AFTER)
-            except ValueError:
-                pass
-    return random.uniform(0, backoff * (2**attempt))
-
-
-def plan_body(
-    dataset_id: str | None, labels: LabelsLike | None, config: Mapping[str, Any]
-) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    if dataset_id is not None:
-        body["dataset_id"] = dataset_id
-    if labels is not None:
-        body["labels"] = labels_to_json(labels)
-    for key, value in config.items():
-        if key == "weights" and value is not None:
-            value = np.asarray(value, dtype=np.float64).tolist()
-        body[key] = value
-    return body
-
-
-def stream_params(
-    epoch: int, rank: int, world_size: int, offset: int, limit: int | None, space: str
-) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "epoch": epoch,
-        "rank": rank,
-        "world_size": world_size,
-        "offset": offset,
-        "space": space,
-    }
-    if limit is not None:
-        params["limit"] = limit
-    return params
-
-
-class SamplePlanClient:
+class SamplePlanClient(_ClientOptions):
     """A synchronous client for the sampleplan service.
 
     Args:
         base_url: where the service listens, e.g. ``"http://127.0.0.1:8000"``.
         token: a bearer token, if the service requires one.
-        timeout: seconds for connect and for each read.
-        retries: further attempts after a connection error, a 5xx or a 429.
-        backoff: base of the exponential backoff between attempts, in seconds.
+        timeout: seconds for connect and for each read (or an ``httpx.Timeout``).
+        retries: further attempts after a connection error, a timeout, a 5xx or a 429.
+        backoff: base of the exponential backoff between attempts, in seconds (with full
+            jitter; a ``Retry-After`` header wins).
+        progress: show a tqdm progress bar while a large body (over 1 MiB) downloads;
+            needs ``tqdm`` (the ``progress`` extra).
         http_client: an ``httpx.Client`` to use instead of a new one (tests inject one
-            with an ``httpx.MockTransport``); it is not closed by :meth:`close`.
+            with an ``httpx.MockTransport``). Its own timeout applies, and :meth:`close`
+            leaves it open.
 
-    Raises :class:`~client.SamplePlanError` subclasses only.
+    Usable as a context manager, which closes it. Raises :class:`~client.SamplePlanError`
+    subclasses only; see :mod:`client._exceptions` for the tree.
     """
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str = DEFAULT_URL,
         token: str | None = None,
         *,
-        timeout: float = 60.0,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retries: int = 3,
         backoff: float = 0.25,
+        progress: bool = False,
         http_client: httpx.Client | None = None,
     ) -> None:
-        if retries < 0:
-            raise ValueError(f"retries should be a non-negative integer, but got retries={retries}")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base_url = base_url.rstrip("/")
-        self.retries = retries
-        self.backoff = backoff
+        super().__init__(
+            base_url, token, timeout=timeout, retries=retries, backoff=backoff, progress=progress
+        )
         self._owns_client = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout)
-        self._headers = headers
-
-    # -- context management ---------------------------------------------------------------
+        self._http = (
+            http_client if http_client is not None else httpx.Client(**self._client_kwargs())
+        )
 
     def close(self) -> None:
+        """Close the connection pool (not an injected ``http_client``)."""
         if self._owns_client:
             self._http.close()
 
@@ -152,55 +129,59 @@ class SamplePlanClient:
     ) -> None:
         self.close()
 
-    # -- transport ------------------------------------------------------------------------
+    def send(self, call: Call[T]) -> T:
+        """Send ``call``, retrying under the policy, and parse its answer."""
+        return call.parse(self._response(call))
+
+    def _response(self, call: Call[Any]) -> httpx.Response:
+        request = self._build(self._http, call)
+        for attempt in range(self.retry.attempts):
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    if self.progress:
+                        attach_progress(response, call.short_name, asynchronous=False)
+                    response.read()
+                finally:
+                    response.close()
+            except httpx.HTTPError as exc:
+                delay = self.retry.after_error(attempt, exc, call.name, self.base_url)
+            else:
+                wait = self.retry.after_response(attempt, response)
+                if wait is None:
+                    return response
+                delay = wait
+            time.sleep(delay)
+        raise AssertionError("the retry policy raises on the last attempt")  # pragma: no cover
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request with retries; return the successful response or raise."""
-        headers = {**self._headers, **kwargs.pop("headers", {})}
-        url = self.base_url + path
-        for attempt in range(self.retries + 1):
-            response: httpx.Response | None = None
-            try:
-                response = self._http.request(method, url, headers=headers, **kwargs)
-            except httpx.TimeoutException as exc:
-                if attempt == self.retries:
-                    raise TimeoutError(f"{method} {path}: no answer in time ({exc})") from exc
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise TransportError(f"{method} {path}: cannot reach {self.base_url} ({exc})") from exc
-            else:
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
-                    raise error_from_response(response)
-            time.sleep(retry_delay(attempt, self.backoff, response))
-        raise SamplePlanError("unreachable")  # pragma: no cover
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        """Send any request with retries; the successful response, or raise."""
+        call: Call[httpx.Response] = Call(method, path, lambda r: r, **kwargs)
+        return self.send(call)
 
     # -- endpoints ------------------------------------------------------------------------
 
     def create_dataset(self, labels: LabelsLike) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id."""
-        return Dataset.from_json(self._json("POST", "/v1/datasets", json={"labels": labels_to_json(labels)}))
+        return self.send(endpoints.create_dataset(labels))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
-        return Dataset.from_json(self._json("GET", f"/v1/datasets/{dataset_id}"))
+        """A stored dataset's size, classes and class counts."""
+        return self.send(endpoints.get_dataset(dataset_id))
 
     def create_plan(
         self, *, dataset_id: str | None = None, labels: LabelsLike | None = None, **config: Any
     ) -> Plan:
         """Create (or find) a plan; ``config`` takes any field of the plan request."""
-        return Plan.from_json(self._json("POST", "/v1/plans", json=plan_body(dataset_id, labels, config)))
+        return self.send(endpoints.create_plan(dataset_id, labels, config))
 
     def get_plan(self, plan_id: str) -> Plan:
-        return Plan.from_json(self._json("GET", f"/v1/plans/{plan_id}"))
+        """A plan's config, class table and the versions that define its streams."""
+        return self.send(endpoints.get_plan(plan_id))
 
     def weights(self, plan_id: str) -> npt.NDArray[np.float64]:
         """Per-sample float64 weights of the plan's population."""
-        data = self._json("GET", f"/v1/plans/{plan_id}/weights")
-        return np.asarray(data["weights"], dtype=np.float64)
+        return self.send(endpoints.weights(plan_id))
 
     def indices(
         self,
@@ -214,19 +195,157 @@ class SamplePlanClient:
         space: str = "population",
     ) -> npt.NDArray[np.int64]:
         """A page of a rank's stream for an epoch, as int64."""
-        params = stream_params(epoch, rank, world_size, offset, limit, space)
-        data = self._json("GET", f"/v1/plans/{plan_id}/indices", params=params)
-        return np.asarray(data["indices"], dtype=np.int64)
+        return self.send(
+            endpoints.indices(
+                plan_id,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                offset=offset,
+                limit=limit,
+                space=space,
+            )
+        )
 
     def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
         """``POST /v1/sample``: counts, weights and indices, nothing stored."""
-        result: dict[str, Any] = self._json("POST", "/v1/sample", json=plan_body(None, labels, fields))
-        return result
+        return self.send(endpoints.sample(labels, fields))
 
     def health(self) -> bool:
         """``True`` when the service is live and its database reachable."""
         try:
-            self.request("GET", "/readyz")
+            return self.send(endpoints.ready())
         except SamplePlanError:
             return False
-        return True
+
+
+class AsyncSamplePlanClient(_ClientOptions):
+    """The asynchronous twin of :class:`SamplePlanClient`, on ``httpx.AsyncClient``.
+
+    The same arguments (``http_client`` is an ``httpx.AsyncClient``), the same methods as
+    coroutines, the same errors. Use ``async with`` or ``await client.aclose()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        backoff: float = 0.25,
+        progress: bool = False,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, token, timeout=timeout, retries=retries, backoff=backoff, progress=progress
+        )
+        self._owns_client = http_client is None
+        self._http = (
+            http_client if http_client is not None else httpx.AsyncClient(**self._client_kwargs())
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool (not an injected ``http_client``)."""
+        if self._owns_client:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncSamplePlanClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        """Send ``call``, retrying under the policy, and parse its answer."""
+        return call.parse(await self._response(call))
+
+    async def _response(self, call: Call[Any]) -> httpx.Response:
+        request = self._build(self._http, call)
+        for attempt in range(self.retry.attempts):
+            try:
+                response = await self._http.send(request, stream=True)
+                try:
+                    if self.progress:
+                        attach_progress(response, call.short_name, asynchronous=True)
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            except httpx.HTTPError as exc:
+                delay = self.retry.after_error(attempt, exc, call.name, self.base_url)
+            else:
+                wait = self.retry.after_response(attempt, response)
+                if wait is None:
+                    return response
+                delay = wait
+            await anyio.sleep(delay)
+        raise AssertionError("the retry policy raises on the last attempt")  # pragma: no cover
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send any request with retries; the successful response, or raise."""
+        call: Call[httpx.Response] = Call(method, path, lambda r: r, **kwargs)
+        return await self.send(call)
+
+    # -- endpoints: see SamplePlanClient for what each returns ----------------------------
+
+    async def create_dataset(self, labels: LabelsLike) -> Dataset:
+        """Upload labels (ints or strings, in sample order); the same labels give the same id."""
+        return await self.send(endpoints.create_dataset(labels))
+
+    async def get_dataset(self, dataset_id: str) -> Dataset:
+        """A stored dataset's size, classes and class counts."""
+        return await self.send(endpoints.get_dataset(dataset_id))
+
+    async def create_plan(
+        self, *, dataset_id: str | None = None, labels: LabelsLike | None = None, **config: Any
+    ) -> Plan:
+        """Create (or find) a plan; ``config`` takes any field of the plan request."""
+        return await self.send(endpoints.create_plan(dataset_id, labels, config))
+
+    async def get_plan(self, plan_id: str) -> Plan:
+        """A plan's config, class table and the versions that define its streams."""
+        return await self.send(endpoints.get_plan(plan_id))
+
+    async def weights(self, plan_id: str) -> npt.NDArray[np.float64]:
+        """Per-sample float64 weights of the plan's population."""
+        return await self.send(endpoints.weights(plan_id))
+
+    async def indices(
+        self,
+        plan_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: str = "population",
+    ) -> npt.NDArray[np.int64]:
+        """A page of a rank's stream for an epoch, as int64."""
+        return await self.send(
+            endpoints.indices(
+                plan_id,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                offset=offset,
+                limit=limit,
+                space=space,
+            )
+        )
+
+    async def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
+        """``POST /v1/sample``: counts, weights and indices, nothing stored."""
+        return await self.send(endpoints.sample(labels, fields))
+
+    async def health(self) -> bool:
+        """``True`` when the service is live and its database reachable."""
+        try:
+            return await self.send(endpoints.ready())
+        except SamplePlanError:
+            return False

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from service.config import Settings
 from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
-from service.core.splitting import Split
+from service.core.splitting import split_from_canonical
 from service.core.streams import Int64Array, StreamRequest
 from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
 from service.storage import DatasetRecord, PlanRecord, PlanStore
@@ -67,19 +67,12 @@ def labels_from_record(record: DatasetRecord) -> Labels:
 
 def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -> PlanConfig:
     """Rebuild the :class:`PlanConfig` a stored plan was created from."""
-    split = canonical.get("split")
     return PlanConfig(
         strategy=canonical["strategy"],
         beta=canonical.get("beta"),
         class_weights=canonical.get("class_weights"),
         weights=np.frombuffer(weights, dtype="<f8") if weights is not None else None,
-        split=None
-        if split is None
-        else Split(
-            seed=split["seed"],
-            fractions=tuple(split["fractions"]) if "fractions" in split else None,
-            lengths=tuple(split["lengths"]) if "lengths" in split else None,
-        ),
+        split=split_from_canonical(canonical.get("split")),
         num_samples=canonical["num_samples"],
         replacement=canonical["replacement"],
         seed=canonical["seed"],

@@ -14,20 +14,26 @@ import math
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from service.core.exact import CumulativeTable, draw_exact_with_replacement
+from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
+from service.core.hierarchical import HierarchicalTable, draw_hierarchical
 from service.core.labels import Labels
 from service.core.splitting import SEED_LIMIT, Split
 from service.core.streams import (
     TORCH_MAX_CATEGORIES,
     Int64Array,
     StreamRequest,
+    cut_page,
     draw_torch_epoch,
     epoch_seed,
+    in_space,
     rank_length,
     shard_positions,
 )
@@ -38,9 +44,12 @@ Algorithm = Literal["torch", "hierarchical"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 #: Versions of the stream definitions. A change to how an algorithm draws must bump it.
-ALGORITHM_VERSIONS: dict[str, str] = {"torch": "torch-multinomial-v1", "hierarchical": "hierarchical-v1"}
+ALGORITHM_VERSIONS: dict[str, str] = {"torch": "torch-multinomial-v1", "hierarchical": HIERARCHICAL_VERSION}
 
 _PLAN_HASH_DOMAIN = b"sampleplan/plan/v1\n"
+
+#: Draws per epoch, at most: stream positions (and rank offsets on top) stay int64.
+MAX_NUM_SAMPLES = 2**62
 
 
 def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
@@ -151,6 +160,42 @@ def runtime_versions(algorithm: str) -> dict[str, str]:
     }
 
 
+def _public_version(version: str) -> str:
+    """``2.13.0+cu128`` -> ``2.13.0``: the builds of one release share its CPU code."""
+    return version.split("+", 1)[0]
+
+
+def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
+    """Why a plan's streams, defined by ``versions``, cannot be reproduced here (empty: they can).
+
+    ``versions`` is what :func:`runtime_versions` recorded where the plan was created.
+    ``torch.multinomial`` is promised neither across torch releases nor across CPU
+    architectures, so both must match, and the algorithm's definition must be the one
+    this code implements.
+    """
+    algorithm = versions.get("algorithm")
+    if algorithm not in ALGORITHMS:
+        return [f"unknown algorithm {algorithm!r}"]
+    here = runtime_versions(algorithm)
+    problems: list[str] = []
+    if versions.get("algorithm_version") != here["algorithm_version"]:
+        problems.append(
+            f"the plan's stream is defined by {versions.get('algorithm_version')!r}, "
+            f"this code implements {here['algorithm_version']!r}"
+        )
+    recorded_torch = versions.get("torch", "?")
+    if _public_version(recorded_torch) != _public_version(here["torch"]):
+        problems.append(
+            f"the plan was drawn with torch {recorded_torch}, this is torch {here['torch']}"
+        )
+    if versions.get("machine") != here["machine"]:
+        problems.append(
+            f"the plan was drawn on CPU architecture {versions.get('machine')!r}, "
+            f"this is {here['machine']!r}"
+        )
+    return problems
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedPlan:
     """Everything a stream is drawn from, computed once per plan.
@@ -178,22 +223,75 @@ class PreparedPlan:
     def rank_length(self, world_size: int) -> int:
         return rank_length(self.num_samples, world_size)
 
+    @cached_property
+    def _cumulative_table(self) -> CumulativeTable:
+        return CumulativeTable.from_weights(self.weights)
+
+    @cached_property
+    def _hierarchical_table(self) -> HierarchicalTable:
+        return HierarchicalTable.build(self.codes, self.weights)
+
+    @property
+    def draws_by_range(self) -> bool:
+        """Whether any range of an epoch can be drawn without drawing what precedes it.
+
+        True for ``hierarchical`` and for ``torch`` with replacement (the exact path skips
+        ahead in the generator); ``torch`` without replacement, or a single draw, must go
+        through ``torch.multinomial`` whole. See NOTE [Why the stream is torch's, bit for bit]
+        in ``exact.py``.
+        """
+        if self.config.algorithm == "hierarchical":
+            return True
+        return self.config.replacement and self.num_samples > 1
+
+    def draw_range(self, epoch: int, start: int, stop: int) -> Int64Array:
+        """Population positions ``[start, stop)`` of the epoch stream."""
+        seed = self.config.seed
+        if self.config.algorithm == "hierarchical":
+            return draw_hierarchical(self._hierarchical_table, seed, epoch, start, stop)
+        if self.draws_by_range:
+            # Bit-identical to torch.multinomial's stream (tested against torch), faster,
+            # and a late page costs only the skipped generator outputs.
+            return draw_exact_with_replacement(self._cumulative_table, epoch_seed(seed, epoch), start, stop)
+        return self.draw_epoch(epoch)[start:stop]
+
     def draw_epoch(self, epoch: int) -> Int64Array:
-        """The whole epoch stream (population positions)."""
+        """The whole epoch stream (population positions). Only for algorithm ``torch``."""
         if self.config.algorithm != "torch":
-            raise NotImplementedError(f"algorithm {self.config.algorithm!r} is drawn by pages")
+            raise ValueError("algorithm 'hierarchical' epochs are never materialised; draw ranges")
+        if self.draws_by_range:
+            return self.draw_range(epoch, 0, self.num_samples)
         return draw_torch_epoch(
             self.weights, self.num_samples, self.config.replacement, epoch_seed(self.config.seed, epoch)
         )
 
+    def draw_positions(self, epoch: int, positions: Int64Array) -> Int64Array:
+        """The epoch stream at ``positions`` (increasing, but for wrap-arounds).
+
+        Sharded pages ask for ``r, r + w, r + 2w, ...`` modulo ``num_samples``: each run
+        between wrap-arounds is drawn as one range, so a page costs O(world_size * limit)
+        draws wherever it is.
+        """
+        out = np.empty(positions.shape[0], dtype=np.int64)
+        if positions.shape[0] == 0:
+            return out
+        if not self.draws_by_range:
+            return self.draw_epoch(epoch)[positions]
+        breaks = np.flatnonzero(np.diff(positions) < 0) + 1
+        for run in np.split(np.arange(positions.shape[0]), breaks):
+            lo, hi = int(positions[run[0]]), int(positions[run[-1]]) + 1
+            out[run] = self.draw_range(epoch, lo, hi)[positions[run] - lo]
+        return out
+
     def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
-        """The requested page of a rank's stream, in the requested index space."""
-        positions = shard_positions(self.num_samples, request)
-        stream = self.draw_epoch(request.epoch) if epoch_stream is None else epoch_stream
-        page = stream[positions]
-        if request.space == "dataset" and self.population is not None:
-            page = self.population[page]
-        return page
+        """The requested page of a rank's stream, in the requested index space.
+
+        ``epoch_stream``, when the caller holds the whole epoch already, saves drawing.
+        """
+        if epoch_stream is not None:
+            return cut_page(epoch_stream, self.num_samples, request, self.population)
+        page = self.draw_positions(request.epoch, shard_positions(self.num_samples, request))
+        return in_space(page, request.space, self.population)
 
 
 def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> PreparedPlan:
@@ -231,6 +329,10 @@ def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | N
     if max_num_samples is not None and num_samples > max_num_samples:
         raise InvalidPlanConfig(
             f"num_samples={num_samples} is over this service's limit of {max_num_samples} draws per epoch"
+        )
+    if num_samples > MAX_NUM_SAMPLES:
+        raise InvalidPlanConfig(
+            f"num_samples should be at most 2**62 (positions are int64), but got num_samples={num_samples}"
         )
     if config.algorithm == "torch":
         if size > TORCH_MAX_CATEGORIES:

@@ -10,7 +10,9 @@ re-implementing it, so the selection is torch's own.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -77,3 +79,14 @@ class Split:
         generator = torch.Generator().manual_seed(self.seed)
         perm = torch.randperm(n, generator=generator)
         return perm[: lengths[0]].numpy().astype(np.int64, copy=False)
+
+
+def split_from_canonical(canonical: Mapping[str, Any] | None) -> Split | None:
+    """The :class:`Split` of a plan's canonical config (its ``"split"`` value), or ``None``."""
+    if canonical is None:
+        return None
+    return Split(
+        seed=canonical["seed"],
+        fractions=tuple(canonical["fractions"]) if "fractions" in canonical else None,
+        lengths=tuple(canonical["lengths"]) if "lengths" in canonical else None,
+    )

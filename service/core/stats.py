@@ -29,12 +29,13 @@ NOTE [Coverage statistics]
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from service.core.plan import PreparedPlan
+from service.core.streams import StreamRequest
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -216,6 +217,39 @@ def stream_digest(indices: npt.NDArray[np.integer]) -> str:
     """
     data = np.ascontiguousarray(indices, dtype="<i8")
     return hashlib.sha256(data.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """What one rank's epoch stream holds: its length, draws per class and SHA-256."""
+
+    length: int
+    class_counts: npt.NDArray[np.int64]
+    sha256: str
+
+
+def summarize_stream(
+    plan: PreparedPlan,
+    request: StreamRequest,
+    *,
+    chunk: int = 1 << 20,
+) -> StreamSummary:
+    """Summarise the rank's whole stream for ``request``'s epoch (its page is ignored).
+
+    Drawn in chunks, so memory stays bounded however long the stream; the digest is
+    :func:`stream_digest` of the stream in ``request.space``.
+    """
+    length = plan.rank_length(request.world_size)
+    counts = np.zeros(plan.num_classes, dtype=np.int64)
+    digest = hashlib.sha256()
+    for offset in range(0, length, chunk):
+        page = replace(request, offset=offset, limit=chunk, space="population")
+        positions = plan.indices(page)
+        counts += stream_class_counts(plan, positions)
+        if request.space == "dataset" and plan.population is not None:
+            positions = plan.population[positions]
+        digest.update(np.ascontiguousarray(positions, dtype="<i8").data)
+    return StreamSummary(length=length, class_counts=counts, sha256=digest.hexdigest())
 
 
 def stream_class_counts(

@@ -113,3 +113,25 @@ def draw_torch_epoch(
         generator=generator,
     )
     return drawn.numpy().astype(np.int64, copy=False)
+
+
+def cut_page(
+    epoch_stream: Int64Array,
+    num_samples: int,
+    request: StreamRequest,
+    population: Int64Array | None = None,
+) -> Int64Array:
+    """The requested page of a rank's shard of a whole epoch stream, in the requested space.
+
+    ``population`` maps population positions to dataset indices (``None``: the population
+    is the whole dataset). The service and the client's offline fallback both cut pages
+    here, so a page means the same thing on either side.
+    """
+    return in_space(epoch_stream[shard_positions(num_samples, request)], request.space, population)
+
+
+def in_space(page: Int64Array, space: Space, population: Int64Array | None) -> Int64Array:
+    """Population positions as they are, or mapped to dataset indices for ``space="dataset"``."""
+    if space == "dataset" and population is not None:
+        return population[page]
+    return page

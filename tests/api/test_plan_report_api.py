@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,17 @@ def test_report_warns_when_minority_samples_repeat(module_api: TestClient) -> No
     balanced = module_api.post("/v1/plans", json={"labels": ["a", "b"] * 50}).json()
     html = module_api.get(f"/v1/plans/{balanced['id']}/report").text
     assert 'class="warning"' not in html
+
+
+def test_stream_summary_has_a_size_limit(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", max_num_samples=50)
+    with TestClient(create_app(settings)) as client:
+        plan = client.post(
+            "/v1/plans",
+            json={"labels": [0, 1] * 10, "algorithm": "hierarchical", "num_samples": 80},
+        ).json()
+        response = client.get(f"/v1/plans/{plan['id']}/indices/summary")
+        assert response.status_code == 422
+        assert "at most 50" in response.json()["detail"]
+        ok = client.get(f"/v1/plans/{plan['id']}/indices/summary", params={"world_size": 2})
+        assert ok.status_code == 200 and ok.json()["length"] == 40

@@ -173,3 +173,19 @@ def test_restart_on_the_same_sqlite_file_serves_identical_streams(tmp_path: Path
         assert again.json() == plan.json()
         assert client.get(f"/v1/plans/{plan.json()['id']}/indices", params=params).json() == before
         assert client.get(f"/v1/plans/{plan.json()['id']}/weights").json() == weights_before
+
+
+def test_hierarchical_plans_page_anywhere(module_api: TestClient) -> None:
+    labels = [0] * 90 + [1] * 9 + [2]
+    r = module_api.post("/v1/plans", json={"labels": labels, "algorithm": "hierarchical", "num_samples": 10**12, "seed": 4})
+    assert r.status_code in (200, 201), r.text
+    plan = r.json()
+    assert plan["versions"]["algorithm_version"] == "hierarchical-v1"
+    deep = {"epoch": 2, "rank": 1, "world_size": 2, "offset": 10**11, "limit": 1000}
+    page = module_api.get(f"/v1/plans/{plan['id']}/indices", params=deep).json()
+    assert page["length"] == 5 * 10**11
+    assert len(page["indices"]) == 1000
+    # Two half pages are the page, and pages repeat exactly.
+    first = module_api.get(f"/v1/plans/{plan['id']}/indices", params={**deep, "limit": 500}).json()
+    second = module_api.get(f"/v1/plans/{plan['id']}/indices", params={**deep, "offset": 10**11 + 500, "limit": 500}).json()
+    assert first["indices"] + second["indices"] == page["indices"]

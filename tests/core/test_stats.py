@@ -16,7 +16,13 @@ import pytest
 from service.core.labels import labels_from_list
 from service.core.plan import PlanConfig, PreparedPlan, prepare_plan
 from service.core.splitting import Split
-from service.core.stats import plan_statistics, stream_class_counts, stream_digest
+from service.core.stats import (
+    plan_statistics,
+    stream_class_counts,
+    stream_digest,
+    summarize_stream,
+)
+from service.core.streams import StreamRequest
 from tests import reference
 
 EPOCHS = 3000
@@ -195,3 +201,39 @@ def test_stream_digest_and_counts_match_torch() -> None:
     )
     expected = np.bincount(np.asarray(labels)[stream], minlength=3)
     assert stream_class_counts(plan, drawn).tolist() == expected.tolist()
+
+
+def test_hierarchical_draws_match_the_same_statistics() -> None:
+    """Algorithm hierarchical draws the same distribution (its own generator, no torch oracle)."""
+    labels = _labels([50, 10, 3])
+    plan = prepare_plan(labels_from_list(labels), PlanConfig(algorithm="hierarchical", seed=9))
+    stats = plan_statistics(plan)
+    epochs = 2000
+    draws = np.zeros((epochs, 3))
+    distinct = np.zeros((epochs, 3))
+    for e in range(epochs):
+        stream = plan.draw_range(e, 0, plan.num_samples)
+        draws[e] = np.bincount(plan.codes[stream], minlength=3)
+        distinct[e] = np.bincount(plan.codes[np.unique(stream)], minlength=3)
+    for c, row in enumerate(stats.classes):
+        se_draws = draws[:, c].std() / np.sqrt(epochs)
+        se_distinct = distinct[:, c].std() / np.sqrt(epochs)
+        assert row.expected_draws == pytest.approx(draws[:, c].mean(), abs=4.5 * se_draws)
+        assert row.expected_distinct_samples == pytest.approx(
+            distinct[:, c].mean(), abs=4.5 * se_distinct
+        )
+
+
+@pytest.mark.parametrize("algorithm", ["torch", "hierarchical"])
+@pytest.mark.parametrize("space", ["population", "dataset"])
+def test_summary_in_chunks_equals_the_whole_stream(algorithm: str, space: str) -> None:
+    labels = _labels([40, 8, 2])
+    config = PlanConfig(algorithm=algorithm, split=Split(seed=1, fractions=(0.8, 0.2)))  # type: ignore[arg-type]
+    plan = prepare_plan(labels_from_list(labels), config)
+    request = StreamRequest(epoch=4, rank=2, world_size=3, space=space)  # type: ignore[arg-type]
+    whole = plan.indices(request)
+    summary = summarize_stream(plan, request, chunk=5)
+    assert summary.length == whole.shape[0] == plan.rank_length(3)
+    assert summary.sha256 == stream_digest(whole)
+    positions = plan.indices(StreamRequest(epoch=4, rank=2, world_size=3))
+    assert summary.class_counts.tolist() == stream_class_counts(plan, positions).tolist()

@@ -14,8 +14,9 @@ from service.api.report import REPORT_CSP, render_report
 from service.api.schemas import PlanCreate, PlanOut, Problem, StreamSummaryOut
 from service.api.views import plan_out
 from service.core.labels import labels_from_list
-from service.core.stats import stream_class_counts, stream_digest
+from service.core.stats import summarize_stream
 from service.core.streams import Space, StreamRequest
+from service.errors import InvalidStreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
@@ -171,7 +172,11 @@ def get_indices(
     responses={
         200: {"content": {"application/json": {"example": examples.STREAM_SUMMARY}}},
         **_NOT_FOUND,
-        422: {"model": Problem, "description": "Bad epoch, rank or world size."},
+        422: {
+            "model": Problem,
+            "description": "Bad epoch, rank or world size, or a stream longer than "
+            "SAMPLEPLAN_MAX_NUM_SAMPLES.",
+        },
     },
 )
 def get_indices_summary(
@@ -186,22 +191,25 @@ def get_indices_summary(
         Space, Query(description="Digest population positions or dataset indices.")
     ] = "population",
 ) -> StreamSummaryOut:
+    request = StreamRequest(epoch=epoch, rank=rank, world_size=world_size, space=space)
     plan = catalog.get_plan(plan_id)
-    prepared = plan.prepared
-    positions = prepared.indices(StreamRequest(epoch=epoch, rank=rank, world_size=world_size))
-    indices = positions
-    if space == "dataset" and prepared.population is not None:
-        indices = prepared.population[positions]
+    length = plan.prepared.rank_length(world_size)
+    if length > catalog.settings.max_num_samples:
+        raise InvalidStreamRequest(
+            f"the stream has {length} draws; this service summarises at most "
+            f"{catalog.settings.max_num_samples} (SAMPLEPLAN_MAX_NUM_SAMPLES) in one request"
+        )
+    summary = summarize_stream(plan.prepared, request)
     return StreamSummaryOut(
         plan_id=plan.id,
         epoch=epoch,
         rank=rank,
         world_size=world_size,
         space=space,
-        length=int(positions.shape[0]),
+        length=summary.length,
         classes=plan.classes,
-        counts=stream_class_counts(prepared, positions).tolist(),
-        sha256=stream_digest(indices),
+        counts=summary.class_counts.tolist(),
+        sha256=summary.sha256,
         versions=plan.versions,
     )
 

@@ -1,0 +1,155 @@
+"""The local plan cache: what the offline fallback draws a plan's streams from.
+
+A plan is named by the hash of its dataset and its canonical config, so its cached copy
+never goes stale: an entry is written once and only ever read afterwards. One directory
+per plan::
+
+    <cache_dir>/plans/<plan_id>/
+        plan.json       GET /v1/plans/{id}: config, num_samples, versions
+        dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
+        weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
+        manifest.json   written last: the entry is complete; the weights' SHA-256
+
+Every file is written to a temporary name and renamed into place, so a reader (another
+rank on the same machine, a job killed mid-write) sees a whole file or none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from client._exceptions import CacheError
+from client._models import Dataset, Plan
+
+__all__ = ["CachedPlan", "PlanCache", "default_cache_dir"]
+
+_FORMAT = 1
+_PLAN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def default_cache_dir() -> Path:
+    """Where plans are cached unless told otherwise.
+
+    ``$SAMPLEPLAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/sampleplan``, else ``~/.cache/sampleplan``.
+    """
+    explicit = os.environ.get("SAMPLEPLAN_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "sampleplan"
+
+
+def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, eq=False)
+class CachedPlan:
+    """A plan as cached: its JSON, its dataset's size and its population's weights."""
+
+    plan: Plan
+    dataset: Dataset
+    weights: npt.NDArray[np.float64]
+
+
+class PlanCache:
+    """Plans cached on disk under ``root`` (default: :func:`default_cache_dir`)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def directory(self, plan_id: str) -> Path:
+        """Where the plan's entry lives; refuses ids that could escape the cache."""
+        if not _PLAN_ID.fullmatch(plan_id):
+            raise CacheError(f"not a plan id: {plan_id!r}")
+        return self.root / "plans" / plan_id
+
+    def has(self, plan_id: str) -> bool:
+        """Whether a complete entry exists (its manifest, written last, is there)."""
+        return (self.directory(plan_id) / "manifest.json").is_file()
+
+    def store(self, plan: Plan, dataset: Dataset, weights: npt.NDArray[np.float64]) -> None:
+        """Write the plan's entry; rewriting an existing one writes the same bytes."""
+        if not plan.raw:
+            raise CacheError("only a Plan read from the service (Plan.from_json) can be cached")
+        if weights.shape != (plan.population_size,):
+            raise CacheError(
+                f"plan {plan.id} has {plan.population_size} population positions, "
+                f"but {weights.shape} weights were given"
+            )
+        directory = self.directory(plan.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(weights, dtype="<f8"), allow_pickle=False)
+        _write_atomically(directory / "weights.npy", buffer.getvalue())
+        _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
+        _write_atomically(directory / "dataset.json", _json_bytes(dataclasses.asdict(dataset)))
+        manifest = {
+            "format": _FORMAT,
+            "plan_id": plan.id,
+            "weights_sha256": _weights_digest(weights),
+        }
+        _write_atomically(directory / "manifest.json", _json_bytes(manifest))
+
+    def load(self, plan_id: str) -> CachedPlan:
+        """Read and check the plan's entry; :class:`~client.CacheError` if absent or damaged."""
+        directory = self.directory(plan_id)
+        if not self.has(plan_id):
+            raise CacheError(f"plan {plan_id} is not in the cache at {self.root}")
+        try:
+            manifest = json.loads((directory / "manifest.json").read_bytes())
+            plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
+            dataset = Dataset(**json.loads((directory / "dataset.json").read_bytes()))
+            weights = np.load(directory / "weights.npy", allow_pickle=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CacheError(
+                f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"
+            ) from exc
+        problems = []
+        if manifest.get("format") != _FORMAT:
+            problems.append(f"cache format {manifest.get('format')!r}, expected {_FORMAT}")
+        if plan.id != plan_id or manifest.get("plan_id") != plan_id:
+            problems.append("it belongs to another plan")
+        if weights.dtype != np.dtype("<f8") or weights.shape != (plan.population_size,):
+            problems.append(f"its weights are {weights.dtype} {weights.shape}")
+        elif manifest.get("weights_sha256") != _weights_digest(weights):
+            problems.append("its weights do not match their checksum")
+        if problems:
+            raise CacheError(
+                f"the cached copy of plan {plan_id} in {directory} is damaged "
+                f"({'; '.join(problems)}); delete that directory to fetch it again"
+            )
+        return CachedPlan(
+            plan=plan, dataset=dataset, weights=weights.astype(np.float64, copy=False)
+        )

@@ -1,0 +1,155 @@
+"""What each endpoint sends and how its answer is read, shared by both clients.
+
+Every function here returns a :class:`Call`: the request to send and the function that
+turns the successful response into the method's result. :class:`~client.SamplePlanClient`
+and :class:`~client.AsyncSamplePlanClient` differ only in how they send a call (and
+retry it), so the two can never disagree about a path, a parameter or a parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from client._models import Dataset, Plan
+
+T_co = TypeVar("T_co", covariant=True)
+
+LabelsLike = Sequence[int] | Sequence[str] | npt.NDArray[Any] | Any
+
+
+@dataclass(frozen=True)
+class Call(Generic[T_co]):
+    """One request of the API and how to read its successful answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T_co]
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    content: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """``"GET /v1/plans/<id>/indices"``, for error messages."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def short_name(self) -> str:
+        """:attr:`name` with long ids cut to 8 characters, for a progress bar's label."""
+        segments = [s if len(s) <= 16 else s[:8] + "…" for s in self.path.split("/")]
+        return f"{self.method} {'/'.join(segments)}"
+
+
+def labels_to_json(labels: LabelsLike) -> list[Any]:
+    """Labels as a JSON list: accepts lists, numpy arrays and torch tensors."""
+    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    if not isinstance(values, list):
+        raise TypeError(f"labels must be a 1-d sequence, got {type(labels).__name__}")
+    return values
+
+
+def plan_body(
+    dataset_id: str | None, labels: LabelsLike | None, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/plans`` (and ``POST /v1/sample``)."""
+    body: dict[str, Any] = {}
+    if dataset_id is not None:
+        body["dataset_id"] = dataset_id
+    if labels is not None:
+        body["labels"] = labels_to_json(labels)
+    for key, value in config.items():
+        if key == "weights" and value is not None:
+            # float64 end to end: a float32 detour would change the weights, hence the plan.
+            value = np.asarray(value, dtype=np.float64).tolist()
+        body[key] = value
+    return body
+
+
+def _segment(value: str) -> str:
+    """A path segment: ids are hex, but a stray ``/`` or ``?`` must not change the route."""
+    return quote(str(value), safe="")
+
+
+def create_dataset(labels: LabelsLike) -> Call[Dataset]:
+    return Call(
+        "POST",
+        "/v1/datasets",
+        lambda r: Dataset.from_json(r.json()),
+        json={"labels": labels_to_json(labels)},
+    )
+
+
+def get_dataset(dataset_id: str) -> Call[Dataset]:
+    return Call(
+        "GET", f"/v1/datasets/{_segment(dataset_id)}", lambda r: Dataset.from_json(r.json())
+    )
+
+
+def create_plan(
+    dataset_id: str | None, labels: LabelsLike | None, config: Mapping[str, Any]
+) -> Call[Plan]:
+    return Call(
+        "POST",
+        "/v1/plans",
+        lambda r: Plan.from_json(r.json()),
+        json=plan_body(dataset_id, labels, config),
+    )
+
+
+def get_plan(plan_id: str) -> Call[Plan]:
+    return Call("GET", f"/v1/plans/{_segment(plan_id)}", lambda r: Plan.from_json(r.json()))
+
+
+def _weights(response: httpx.Response) -> npt.NDArray[np.float64]:
+    return np.asarray(response.json()["weights"], dtype=np.float64)
+
+
+def weights(plan_id: str) -> Call[npt.NDArray[np.float64]]:
+    return Call("GET", f"/v1/plans/{_segment(plan_id)}/weights", _weights)
+
+
+def _indices(response: httpx.Response) -> npt.NDArray[np.int64]:
+    return np.asarray(response.json()["indices"], dtype=np.int64)
+
+
+def indices(
+    plan_id: str,
+    *,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    offset: int,
+    limit: int | None,
+    space: str,
+) -> Call[npt.NDArray[np.int64]]:
+    params: dict[str, Any] = {
+        "epoch": epoch,
+        "rank": rank,
+        "world_size": world_size,
+        "offset": offset,
+        "space": space,
+    }
+    if limit is not None:
+        params["limit"] = limit
+    return Call("GET", f"/v1/plans/{_segment(plan_id)}/indices", _indices, params=params)
+
+
+def _sample_result(response: httpx.Response) -> dict[str, Any]:
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def sample(labels: LabelsLike, fields: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    return Call("POST", "/v1/sample", _sample_result, json=plan_body(None, labels, fields))
+
+
+def ready() -> Call[bool]:
+    return Call("GET", "/readyz", lambda r: True)

@@ -1,0 +1,367 @@
+"""``RemoteWeightedSampler``: a plan's stream as a ``torch.utils.data.Sampler[int]``.
+
+NOTE [Iteration]
+    ``__iter__`` fetches the rank's stream for the current epoch in chunks of
+    ``chunk_size`` indices. While the ``DataLoader`` consumes one chunk, the next one is
+    fetched by a background (daemon) thread, so once started the loader does not wait on
+    the network. A chunk is a page ``[offset, offset + chunk_size)`` of the rank's stream:
+    the service draws the epoch whole and cuts it, so chunks of any size, even 1, join up
+    into exactly the rank's stream. When the loop stops early the generator is closed,
+    nothing more is fetched, and a chunk already in flight is dropped when it arrives.
+
+NOTE [Resumption]
+    ``state_dict()`` is ``{"plan_id", "epoch", "position", "world_size"}``, ``position``
+    being how many indices of the epoch this sampler has handed out. After
+    ``load_state_dict()``, the next ``iter()`` starts at that position, exactly as
+    torchdata's ``StatefulDistributedSampler`` does, so a job restored mid-epoch
+    continues with exactly the indices it had not consumed; every later ``iter()`` starts
+    at 0 again. ``set_epoch`` to another epoch drops a pending resume. The position is
+    the same for every rank (each rank gets ``len(sampler)`` indices), so a checkpoint
+    written by rank 0 restores every rank. With a plain ``DataLoader`` and
+    ``num_workers=0`` the position after ``k`` batches is ``k * batch_size``; with worker
+    processes the loader prefetches ahead of what was consumed, and only torchdata's
+    ``StatefulDataLoader`` (which snapshots the sampler batch by batch) knows the
+    consumed position.
+
+NOTE [Offline fallback]
+    At construction the plan, its dataset's size and its weights are cached on disk
+    (once per plan and machine: a plan's content never changes). When the service
+    cannot be reached, or keeps answering 5xx, the rest of the epoch is drawn locally by
+    :class:`~client._offline.OfflineStream` with the service's own core, after checking
+    that this torch version and CPU architecture are the plan's; otherwise
+    :class:`~client.StreamMismatchError` is raised. Each new ``iter()`` tries the service
+    again first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Sampler
+
+from client._cache import PlanCache
+from client._client import SamplePlanClient
+from client._exceptions import (
+    BadRequestError,
+    CacheError,
+    SamplePlanError,
+    ServerError,
+    TransportError,
+)
+from client._models import Plan
+from client._offline import OfflineStream
+from service.core.streams import Space, rank_length
+
+__all__ = ["RemoteWeightedSampler"]
+
+logger = logging.getLogger("client")
+
+T = TypeVar("T")
+
+#: Indices per request when iterating (512 KiB as int64): few requests per epoch, and a
+#: small first wait before the first batch.
+DEFAULT_CHUNK_SIZE = 65536
+
+_STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
+
+
+class _Prefetch(Generic[T]):
+    """``fn()`` run in a daemon thread; :meth:`result` waits for it (and re-raises)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._value: T
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sampleplan-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _distributed_default(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if initialised else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialised else 0
+    return rank, world_size
+
+
+def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} should be a {what} integer value, but got {name}={value!r}")
+    return value
+
+
+class RemoteWeightedSampler(Sampler[int]):
+    """A sampleplan plan's index stream for one rank, as a ``Sampler[int]``.
+
+    A drop-in for ``WeightedRandomSampler`` (the plan's epoch-``e`` stream is
+    ``WeightedRandomSampler(weights, num_samples, replacement,
+    generator=torch.Generator().manual_seed(seed + e))``) that also shards across ranks
+    as ``DistributedSampler`` does, resumes mid-epoch, and keeps working from a local
+    cache when the service goes away::
+
+        api = SamplePlanClient("http://sampleplan:8000")
+        sampler = RemoteWeightedSampler(plan.id, api)
+        loader = DataLoader(train_subset, batch_size=64, sampler=sampler)
+
+    Args:
+        plan: the plan's id (or the :class:`~client.Plan` itself).
+        api: the client to fetch it with; ``None`` draws from the cache only.
+        epoch: the epoch to start with; change it with :meth:`set_epoch`.
+        rank: this process's rank; default: ``torch.distributed``'s when initialised,
+            else 0.
+        world_size: how many ranks share each epoch; default: ``torch.distributed``'s
+            when initialised, else 1.
+        space: ``"population"`` yields positions in the plan's population (index a
+            training ``Subset`` with them); ``"dataset"`` yields dataset indices.
+        chunk_size: indices per request; the next chunk is prefetched in the background.
+        cache_dir: where plans are cached for the offline fallback; default
+            ``$SAMPLEPLAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/sampleplan``, else
+            ``~/.cache/sampleplan``.
+        fallback: cache the plan and draw locally when the service is unreachable. With
+            ``False`` nothing is written to disk and errors surface as they come.
+
+    Raises:
+        ValueError: bad arguments, in ``torch.utils.data``'s words.
+        SamplePlanError: the plan cannot be read (from the service or, offline, the
+            cache); while iterating, :class:`~client.StreamMismatchError` when the
+            offline fallback cannot reproduce the plan's stream on this machine.
+    """
+
+    def __init__(
+        self,
+        plan: str | Plan,
+        api: SamplePlanClient | None,
+        *,
+        epoch: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        space: Space = "population",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fallback: bool = True,
+    ) -> None:
+        plan_id = plan.id if isinstance(plan, Plan) else plan
+        if not isinstance(plan_id, str) or not plan_id:
+            raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
+        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        _check_int("chunk_size", chunk_size, minimum=1, what="positive")
+        if space not in ("population", "dataset"):
+            raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
+        if api is None and not fallback:
+            raise ValueError(
+                "with api=None the sampler draws from its cache: fallback must be True"
+            )
+        rank, world_size = _distributed_default(rank, world_size)
+        _check_int("world_size", world_size, minimum=1, what="positive")
+        _check_int("rank", rank, minimum=0, what="non-negative")
+        if rank >= world_size:
+            raise ValueError(
+                f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
+            )
+
+        self.plan_id = plan_id
+        self.rank = rank
+        self.world_size = world_size
+        self.space: Space = space
+        self.chunk_size = chunk_size
+        self.api = api
+        self.fallback = fallback
+        self.cache = PlanCache(cache_dir) if fallback else None
+        self._epoch = epoch
+        self._position = 0
+        self._resume_pending = False
+        self._offline: OfflineStream | None = None
+        self._offline_lock = threading.Lock()
+        self.plan = self._load_plan()
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _load_plan(self) -> Plan:
+        if self.api is None:
+            return self._offline_stream(None).plan
+        try:
+            plan = self.api.get_plan(self.plan_id)
+            if self.cache is not None and not self.cache.has(plan.id):
+                self._fill_cache(self.api, self.cache, plan)
+        except (TransportError, ServerError) as exc:
+            if self.cache is None:
+                raise
+            logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
+            return self._offline_stream(exc).plan
+        return plan
+
+    @staticmethod
+    def _fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
+        try:
+            weights = api.weights(plan.id)
+        except BadRequestError as exc:
+            # The service refuses to send them (more weights than its page limit): the
+            # sampler works, only without an offline fallback.
+            logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
+            return
+        cache.store(plan, api.get_dataset(plan.dataset_id), weights)
+
+    def _offline_stream(self, cause: SamplePlanError | None) -> OfflineStream:
+        """The offline stream, built once; raises (from ``cause``) when it cannot be."""
+        with self._offline_lock:
+            if self._offline is None:
+                assert self.cache is not None
+                try:
+                    self._offline = OfflineStream(self.cache.load(self.plan_id))
+                except SamplePlanError as exc:
+                    if cause is None:
+                        raise
+                    if isinstance(exc, CacheError):
+                        raise CacheError(f"{cause}; and no offline fallback: {exc}") from cause
+                    raise exc from cause
+            return self._offline
+
+    # -- the Sampler protocol --------------------------------------------------------------
+
+    @property
+    def num_samples(self) -> int:
+        """Draws per epoch, over all ranks (the plan's ``num_samples``)."""
+        return self.plan.num_samples
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def __len__(self) -> int:
+        """This rank's share of an epoch: ``ceil(num_samples / world_size)``."""
+        return rank_length(self.plan.num_samples, self.world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
+        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._position = 0
+            self._resume_pending = False
+
+    def __iter__(self) -> Iterator[int]:
+        start = self._position if self._resume_pending else 0
+        self._resume_pending = False
+        self._position = start
+        return self._iterate(self._epoch, start)
+
+    def _iterate(self, epoch: int, start: int) -> Iterator[int]:
+        fetch = _ChunkFetcher(self, epoch)
+        length = len(self)
+        offset = start
+        pending = _Prefetch(functools.partial(fetch, offset)) if offset < length else None
+        while pending is not None:
+            chunk = pending.result()
+            if chunk.shape[0] == 0:
+                raise SamplePlanError(
+                    f"the stream of plan {self.plan_id} ended at {offset} of {length}"
+                )
+            offset += int(chunk.shape[0])
+            pending = _Prefetch(functools.partial(fetch, offset)) if offset < length else None
+            for index in chunk.tolist():
+                self._position += 1
+                yield index
+
+    # -- resumption --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"plan_id", "epoch", "position", "world_size"}``; see NOTE [Resumption]."""
+        return {
+            "plan_id": self.plan_id,
+            "epoch": self._epoch,
+            "position": self._position,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Continue from ``state_dict``: the next ``iter()`` starts where it stopped."""
+        missing = [key for key in _STATE_KEYS if key not in state_dict]
+        if missing:
+            raise ValueError(
+                f"state_dict lacks {', '.join(missing)}; expected {', '.join(_STATE_KEYS)}"
+            )
+        if state_dict["plan_id"] != self.plan_id:
+            raise ValueError(
+                f"state_dict is for plan {state_dict['plan_id']!r}, "
+                f"this sampler draws plan {self.plan_id!r}"
+            )
+        if state_dict["world_size"] != self.world_size:
+            raise ValueError(
+                f"state_dict was saved with world_size={state_dict['world_size']}, this sampler "
+                f"has world_size={self.world_size}: positions in a rank's stream do not carry over"
+            )
+        epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
+        if position > len(self):
+            raise ValueError(
+                f"position should be at most len(sampler)={len(self)}, but got position={position}"
+            )
+        self._epoch = epoch
+        self._position = position
+        self._resume_pending = True
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(plan={self.plan_id[:12]}…, epoch={self._epoch}, "
+            f"rank={self.rank}, world_size={self.world_size}, len={len(self)})"
+        )
+
+
+class _ChunkFetcher:
+    """Fetches chunks of one epoch: from the service, or offline once it is unreachable."""
+
+    def __init__(self, sampler: RemoteWeightedSampler, epoch: int) -> None:
+        self.sampler = sampler
+        self.epoch = epoch
+        self.online = sampler.api is not None
+
+    def __call__(self, offset: int) -> npt.NDArray[np.int64]:
+        s = self.sampler
+        page: dict[str, Any] = {
+            "epoch": self.epoch,
+            "rank": s.rank,
+            "world_size": s.world_size,
+            "offset": offset,
+            "limit": s.chunk_size,
+            "space": s.space,
+        }
+        if self.online:
+            assert s.api is not None
+            try:
+                return s.api.indices(s.plan_id, **page)
+            except (TransportError, ServerError) as exc:
+                # Only an unreachable or failing service is a reason to go offline: a 4xx
+                # means the request is wrong, on any replica and offline alike.
+                if not s.fallback:
+                    raise
+                offline = s._offline_stream(exc)
+                self.online = False
+                logger.warning(
+                    "sampleplan: %s; drawing the rest of epoch %d of plan %s from the local cache",
+                    exc,
+                    self.epoch,
+                    s.plan_id,
+                )
+                return offline.indices(**page)
+        return s._offline_stream(None).indices(**page)

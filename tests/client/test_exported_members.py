@@ -1,0 +1,43 @@
+"""The public surface: everything in ``client`` is in ``__all__``, and it stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_all_imports_are_exported() -> None:
+    public = sorted(name for name in vars(client) if not name.startswith("_"))
+    assert public == sorted(client.__all__)
+    assert client.__all__ == sorted(client.__all__)
+
+
+def test_every_export_has_a_docstring() -> None:
+    for name in client.__all__:
+        assert getattr(client, name).__doc__, name
+
+
+def test_importing_the_client_pulls_in_no_server_dependency() -> None:
+    # In a fresh interpreter: this process has the server imported already.
+    code = (
+        "import sys, client\n"
+        "from client import RemoteWeightedSampler, SamplePlanClient, AsyncSamplePlanClient\n"
+        "heavy = sorted(m for m in ('fastapi', 'starlette', 'sqlalchemy', 'pydantic',\n"
+        "    'pydantic_settings', 'uvicorn', 'psycopg', 'service.catalog', 'service.api')\n"
+        "    if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.strip() == ""

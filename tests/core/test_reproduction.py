@@ -1,0 +1,31 @@
+"""reproduction_problems: what must match before a stream is reproduced on another machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from service.core.plan import reproduction_problems, runtime_versions
+
+
+def test_this_machine_can_reproduce_its_own_plans() -> None:
+    assert reproduction_problems(runtime_versions("torch")) == []
+
+
+def test_a_local_build_tag_is_the_same_release() -> None:
+    release = torch.__version__.split("+")[0]
+    assert reproduction_problems({**runtime_versions("torch"), "torch": f"{release}+cu128"}) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"torch": "2.6.0"}, "the plan was drawn with torch 2.6.0, this is torch"),
+        ({"machine": "aarch64-or-other"}, "drawn on CPU architecture 'aarch64-or-other'"),
+        ({"algorithm_version": "torch-multinomial-v0"}, "defined by 'torch-multinomial-v0'"),
+        ({"algorithm": "alias"}, "unknown algorithm 'alias'"),
+    ],
+)
+def test_each_difference_is_named(change: dict[str, str], problem: str) -> None:
+    problems = reproduction_problems({**runtime_versions("torch"), **change})
+    assert len(problems) == 1 and problem in problems[0]
