@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 
+from client._arrays import BINARY, binary_labels, manifest_media_type, read_array
 from client._exceptions import (
     APIError,
     BadRequestError,
@@ -24,6 +27,8 @@ from client._exceptions import (
 from client._models import Dataset, Plan
 
 __all__ = ["SamplePlanClient"]
+
+T = TypeVar("T")
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 60.0
@@ -56,6 +61,24 @@ def error_from_response(response: httpx.Response) -> APIError:
     if 400 <= status < 500 and status != 429:
         return BadRequestError(status, problem)
     return ServerError(status, problem)
+
+
+class _RetryableStatus(Exception):
+    """An attempt got a status worth retrying (5xx, 429); carries the response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _check_status(response: httpx.Response) -> None:
+    """Raise for an error status: retryable ones for the retry loop, others as API errors."""
+    if response.status_code < 400:
+        return
+    response.read()
+    if response.status_code in _RETRY_STATUSES:
+        raise _RetryableStatus(response)
+    raise error_from_response(response)
 
 
 def retry_delay(attempt: int, backoff: float, response: httpx.Response | None) -> float:
@@ -158,32 +181,103 @@ class SamplePlanClient:
         """Send a request with retries; return the successful response or raise."""
         headers = {**self._headers, **kwargs.pop("headers", {})}
         url = self.base_url + path
-        for attempt in range(self.retries + 1):
+
+        def attempt() -> httpx.Response:
+            response = self._http.request(method, url, headers=headers, **kwargs)
+            _check_status(response)
+            return response
+
+        return self._retrying(method, path, attempt)
+
+    def _retrying(self, method: str, path: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it succeeds, retrying transport errors, 5xx and 429."""
+        for number in range(self.retries + 1):
             response: httpx.Response | None = None
             try:
-                response = self._http.request(method, url, headers=headers, **kwargs)
+                return attempt()
+            except _RetryableStatus as exc:
+                response = exc.response
+                if number == self.retries:
+                    raise error_from_response(response) from None
             except httpx.TimeoutException as exc:
-                if attempt == self.retries:
+                if number == self.retries:
                     raise TimeoutError(f"{method} {path}: no answer in time ({exc})") from exc
             except httpx.TransportError as exc:
-                if attempt == self.retries:
+                if number == self.retries:
                     raise TransportError(f"{method} {path}: cannot reach {self.base_url} ({exc})") from exc
-            else:
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
-                    raise error_from_response(response)
-            time.sleep(retry_delay(attempt, self.backoff, response))
+            time.sleep(retry_delay(number, self.backoff, response))
         raise SamplePlanError("unreachable")  # pragma: no cover
+
+    def _array(
+        self, path: str, key: str, dtype: npt.DTypeLike, *, params: Mapping[str, Any] | None, binary: bool
+    ) -> npt.NDArray[Any]:
+        """An array endpoint's values: streamed into a preallocated array, or from JSON."""
+        if not binary:
+            data = self._json("GET", path, params=params)
+            return np.asarray(data[key], dtype=dtype)
+        # identity: see NOTE [Reading speed] in client/_arrays.py.
+        headers = {**self._headers, "Accept": BINARY, "Accept-Encoding": "identity"}
+        url = self.base_url + path
+
+        def attempt() -> npt.NDArray[Any]:
+            with self._http.stream("GET", url, params=params, headers=headers) as response:
+                _check_status(response)
+                return read_array(response, dtype, key)
+
+        return self._retrying("GET", path, attempt)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def create_dataset(self, labels: LabelsLike) -> Dataset:
-        """Upload labels (ints or strings, in sample order); the same labels give the same id."""
-        return Dataset.from_json(self._json("POST", "/v1/datasets", json={"labels": labels_to_json(labels)}))
+    def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+        """Upload labels (ints or strings, in sample order); the same labels give the same id.
+
+        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
+        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        """
+        encoded = binary_labels(labels) if binary else None
+        if encoded is None:
+            body = {"labels": labels_to_json(labels)}
+            return Dataset.from_json(self._json("POST", "/v1/datasets", json=body))
+        data, dtype = encoded
+        return Dataset.from_json(
+            self._json(
+                "POST",
+                "/v1/datasets",
+                content=data,
+                params={"dtype": dtype},
+                headers={"Content-Type": BINARY},
+            )
+        )
+
+    def create_dataset_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str | None = None,
+        label_column: str = "label",
+        dtype: str = "int64",
+    ) -> Dataset:
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+
+        ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
+        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
+        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
+        in ``ImageFolder`` layout, ``class_name/file``.
+        """
+        file = Path(path)
+        media_type = media_type or manifest_media_type(file)
+        return Dataset.from_json(
+            self._json(
+                "POST",
+                "/v1/datasets",
+                content=file.read_bytes(),
+                params={"label_column": label_column, "dtype": dtype},
+                headers={"Content-Type": media_type},
+            )
+        )
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         return Dataset.from_json(self._json("GET", f"/v1/datasets/{dataset_id}"))
@@ -197,10 +291,10 @@ class SamplePlanClient:
     def get_plan(self, plan_id: str) -> Plan:
         return Plan.from_json(self._json("GET", f"/v1/plans/{plan_id}"))
 
-    def weights(self, plan_id: str) -> npt.NDArray[np.float64]:
-        """Per-sample float64 weights of the plan's population."""
-        data = self._json("GET", f"/v1/plans/{plan_id}/weights")
-        return np.asarray(data["weights"], dtype=np.float64)
+    def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
+        """Per-sample float64 weights of the plan's population (binary transport unless
+        ``binary=False``, which asks for JSON; the values are the same)."""
+        return self._array(f"/v1/plans/{plan_id}/weights", "weights", np.float64, params=None, binary=binary)
 
     def indices(
         self,
@@ -212,11 +306,12 @@ class SamplePlanClient:
         offset: int = 0,
         limit: int | None = None,
         space: str = "population",
+        binary: bool = True,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64."""
+        """A page of a rank's stream for an epoch, as int64 (binary transport unless
+        ``binary=False``)."""
         params = stream_params(epoch, rank, world_size, offset, limit, space)
-        data = self._json("GET", f"/v1/plans/{plan_id}/indices", params=params)
-        return np.asarray(data["indices"], dtype=np.int64)
+        return self._array(f"/v1/plans/{plan_id}/indices", "indices", np.int64, params=params, binary=binary)
 
     def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
         """``POST /v1/sample``: counts, weights and indices, nothing stored."""

@@ -3,7 +3,9 @@
 It joins the sampling core and the store: labels and configs are validated and hashed by
 the core, written by the store, and read back into prepared plans, which are kept in a
 small LRU because preparing one (decompressing labels, splitting, weighting) costs far
-more than drawing a page.
+more than drawing a page. Drawn epochs of algorithm ``torch`` are kept too, in an
+:class:`~service.epoch_cache.EpochCache` bounded by bytes, so that paging through an
+epoch draws it once; see NOTE [When an epoch is drawn whole].
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
 from service.core.splitting import Split
 from service.core.streams import Int64Array, StreamRequest
+from service.epoch_cache import EpochCache
 from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
 from service.storage import DatasetRecord, PlanRecord, PlanStore
 
@@ -95,6 +98,7 @@ class Catalog:
         self.settings = settings
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._lock = threading.Lock()
+        self.epochs = EpochCache(settings.epoch_cache_bytes)
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -204,10 +208,46 @@ class Catalog:
                 f"{self.settings.max_page} per response: page with 'offset' and 'limit'"
             )
 
+    # NOTE [When an epoch is drawn whole]
+    #     Only algorithm ``torch`` materialises epochs. For it, a page is cut from the
+    #     whole epoch stream, which comes from the epoch cache (drawn once however many
+    #     requests page through it or arrive together; see NOTE [Single flight]).
+    #     A prepared plan that can draw a page without drawing the epoch says so with a
+    #     true ``draws_pages_cheaply`` attribute (the exact path: skipping draws costs
+    #     only generator outputs). Then the first request for a cold epoch, if it wants
+    #     less than half of the epoch, gets its page drawn on its own: a job resuming at
+    #     an offset pays for one page. A second request for the same epoch means someone
+    #     is paging through it, and the epoch is drawn whole and cached.
+
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
-        start, stop = request.page_bounds(plan.prepared.num_samples)
+        """A page of a rank's stream, checked against ``max_page``."""
+        prepared = plan.prepared
+        start, stop = request.page_bounds(prepared.num_samples)
         self.check_page(stop - start)
-        return plan.prepared.indices(request)
+        if prepared.config.algorithm != "torch":
+            return prepared.indices(request)
+        key = (plan.id, request.epoch)
+        stream = self.epochs.get(key)
+        if stream is None:
+            span = (stop - start) * request.world_size
+            if (
+                getattr(prepared, "draws_pages_cheaply", False)
+                and 2 * span < prepared.num_samples
+                and self.epochs.first_touch(key)
+            ):
+                return prepared.indices(request)
+            stream = self.epoch_stream(plan, request.epoch)
+        if request.world_size == 1:
+            # One rank: the page is a contiguous slice of the epoch, shared without a copy.
+            page = stream[start:stop]
+            if request.space == "dataset" and prepared.population is not None:
+                page = prepared.population[page]
+            return page
+        return prepared.indices(request, epoch_stream=stream)
+
+    def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
+        """The whole epoch stream of a ``torch`` plan (read-only), drawn at most once while cached."""
+        return self.epochs.get_or_draw((plan.id, epoch), lambda: plan.prepared.draw_epoch(epoch))
 
     def weights(self, plan: Plan) -> npt.NDArray[np.float64]:
         self.check_page(plan.prepared.population_size)

@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."
     )
+    max_upload_bytes: int = Field(
+        default=2**30,
+        ge=0,
+        description="Largest request body, in bytes (413 beyond, told by Content-Length or found while reading).",
+    )
+    epoch_cache_bytes: int = Field(
+        default=2**30,
+        ge=0,
+        description="Memory for drawn 'torch' epochs kept per replica, so paging an epoch draws it once (0: off).",
+    )
 
 
 @lru_cache

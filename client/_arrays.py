@@ -1,0 +1,105 @@
+"""Arrays on the wire: binary downloads into preallocated arrays, binary label uploads.
+
+The service answers array endpoints with raw little-endian values when asked with
+``Accept: application/octet-stream``, announcing their dtype (``X-Sampleplan-Dtype``) and
+count (``X-Sampleplan-Length``). The client allocates the result once and copies each
+received piece into it: no list of chunks, no join, no second buffer.
+
+NOTE [Reading speed]
+    Measured on loopback with 1e7 int64 values (80 MB): copying ``iter_raw()`` pieces,
+    as the transport delivers them, into a memoryview ran at about 0.5-1 GB/s;
+    ``iter_raw(chunk_size)`` (re-chunking) and ``response.content`` (accumulate, join,
+    then ``np.frombuffer``) were 1.5-3x slower. So no ``chunk_size`` is passed, and
+    ``Accept-Encoding: identity`` keeps compression (and its decoder) out of the way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["BINARY", "MANIFEST_MEDIA_TYPES", "binary_labels", "read_array", "manifest_media_type"]
+
+BINARY = "application/octet-stream"
+
+#: Media types the service reads datasets from, by file suffix.
+MANIFEST_MEDIA_TYPES: dict[str, str] = {
+    ".npy": "application/x-npy",
+    ".csv": "text/csv",
+    ".jsonl": "application/x-ndjson",
+    ".ndjson": "application/x-ndjson",
+    ".txt": "text/plain",
+    ".json": "application/json",
+}
+
+_INT32 = np.iinfo(np.int32)
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def read_array(response: httpx.Response, dtype: npt.DTypeLike, key: str) -> npt.NDArray[Any]:
+    """The array in a streamed array response, as ``dtype``.
+
+    Binary bodies are read into a preallocated array (see NOTE [Reading speed]); a JSON
+    body (a service that ignored ``Accept``) is parsed and ``key`` taken from it. A body
+    shorter or longer than announced raises ``httpx.RemoteProtocolError``, a transport
+    failure the caller may retry.
+    """
+    want = np.dtype(dtype)
+    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != BINARY:
+        response.read()
+        return np.asarray(response.json()[key], dtype=want)
+    wire = np.dtype(response.headers.get("x-sampleplan-dtype", want.newbyteorder("<").str))
+    if "x-sampleplan-length" in response.headers:
+        length = int(response.headers["x-sampleplan-length"])
+    else:
+        length = int(response.headers["content-length"]) // wire.itemsize
+    out = np.empty(length, dtype=wire)
+    view = out.data.cast("B")
+    size = len(view)
+    filled = 0
+    for piece in response.iter_raw():
+        end = filled + len(piece)
+        if end > size:
+            raise httpx.RemoteProtocolError(f"the array body is longer than the announced {size} bytes")
+        view[filled:end] = piece
+        filled = end
+    if filled != size:
+        raise httpx.RemoteProtocolError(f"the array body ended after {filled} of {size} bytes")
+    return out if wire == want else out.astype(want)
+
+
+def binary_labels(labels: Any) -> tuple[bytes, str] | None:
+    """``(raw little-endian bytes, "int32" | "int64")`` for integer labels, else ``None``.
+
+    Lists, numpy arrays and tensors of integers qualify; strings, booleans, floats, mixed
+    or nested values do not (they go as JSON, where the service explains what is wrong).
+    """
+    if hasattr(labels, "numpy") and callable(labels.numpy):  # a torch tensor
+        labels = labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels.numpy()
+    try:
+        array = np.asarray(labels)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
+        return None
+    low, high = int(array.min()), int(array.max())
+    if high > _INT64_MAX:
+        return None
+    name, wire = ("int32", "<i4") if _INT32.min <= low and high <= _INT32.max else ("int64", "<i8")
+    return np.ascontiguousarray(array, dtype=wire).tobytes(), name
+
+
+def manifest_media_type(path: Path) -> str:
+    """The upload media type of a file, from its suffix."""
+    media_type = MANIFEST_MEDIA_TYPES.get(path.suffix.lower())
+    if media_type is None:
+        known = ", ".join(sorted(MANIFEST_MEDIA_TYPES))
+        raise ValueError(
+            f"cannot tell the format of {path.name!r} from its suffix (known: {known}); pass media_type="
+        )
+    return media_type
