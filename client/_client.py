@@ -209,7 +209,13 @@ class SamplePlanClient:
         raise SamplePlanError("unreachable")  # pragma: no cover
 
     def _array(
-        self, path: str, key: str, dtype: npt.DTypeLike, *, params: Mapping[str, Any] | None, binary: bool
+        self,
+        path: str,
+        key: str,
+        dtype: npt.DTypeLike,
+        *,
+        params: Mapping[str, Any] | None,
+        binary: bool,
     ) -> npt.NDArray[Any]:
         """An array endpoint's values: streamed into a preallocated array, or from JSON."""
         if not binary:
@@ -294,7 +300,8 @@ class SamplePlanClient:
     def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
         """Per-sample float64 weights of the plan's population (binary transport unless
         ``binary=False``, which asks for JSON; the values are the same)."""
-        return self._array(f"/v1/plans/{plan_id}/weights", "weights", np.float64, params=None, binary=binary)
+        path = f"/v1/plans/{plan_id}/weights"
+        return self._array(path, "weights", np.float64, params=None, binary=binary)
 
     def indices(
         self,
@@ -311,7 +318,8 @@ class SamplePlanClient:
         """A page of a rank's stream for an epoch, as int64 (binary transport unless
         ``binary=False``)."""
         params = stream_params(epoch, rank, world_size, offset, limit, space)
-        return self._array(f"/v1/plans/{plan_id}/indices", "indices", np.int64, params=params, binary=binary)
+        path = f"/v1/plans/{plan_id}/indices"
+        return self._array(path, "indices", np.int64, params=params, binary=binary)
 
     def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
         """``POST /v1/sample``: counts, weights and indices, nothing stored."""

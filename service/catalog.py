@@ -246,7 +246,7 @@ class Catalog:
         return prepared.indices(request, epoch_stream=stream)
 
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
-        """The whole epoch stream of a ``torch`` plan (read-only), drawn at most once while cached."""
+        """The whole epoch stream of a ``torch`` plan (read-only), drawn once while cached."""
         return self.epochs.get_or_draw((plan.id, epoch), lambda: plan.prepared.draw_epoch(epoch))
 
     def weights(self, plan: Plan) -> npt.NDArray[np.float64]:

@@ -34,12 +34,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=2**30,
         ge=0,
-        description="Largest request body, in bytes (413 beyond, told by Content-Length or found while reading).",
+        description="Largest request body in bytes (413 beyond: by Content-Length, or while read).",
     )
     epoch_cache_bytes: int = Field(
         default=2**30,
         ge=0,
-        description="Memory for drawn 'torch' epochs kept per replica, so paging an epoch draws it once (0: off).",
+        description="Bytes of drawn 'torch' epochs kept per replica, so paging draws one once (0: off).",
     )
 
 

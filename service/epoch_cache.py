@@ -56,7 +56,9 @@ class EpochCache:
 
     def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:
-            raise ValueError(f"max_bytes should be a non-negative integer, but got max_bytes={max_bytes}")
+            raise ValueError(
+                f"max_bytes should be a non-negative integer, but got max_bytes={max_bytes}"
+            )
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, Int64Array] = OrderedDict()

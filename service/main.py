@@ -32,7 +32,7 @@ def limits_description(settings: Settings) -> str:
 | --- | --- | --- |
 | `max_upload_bytes` (largest request body) | {settings.max_upload_bytes} bytes | 413 |
 | `max_labels` (labels per dataset) | {settings.max_labels} | 413 |
-| `max_page` (values per array response) | {settings.max_page} | 422: page with `offset` and `limit` |
+| `max_page` (values per array response) | {settings.max_page} | 422: page with `offset`, `limit` |
 | `max_num_samples` (draws per epoch, algorithm `torch`) | {settings.max_num_samples} | 422 |
 
 Arrays (`/weights`, `/indices`) answer `application/json` by default, and

@@ -202,10 +202,10 @@ def array_response(
 ) -> Response:
     """``values`` in the negotiated ``media_type`` (see the module docstring).
 
-    ``meta`` and ``key`` shape the JSON body ``{**meta, key: [...]}``; binary bodies carry
-    only the values, and ``headers`` (route-specific ``X-Sampleplan-*`` metadata) go on
-    every format. ``head_only`` answers a ``HEAD`` request for a binary type with the same
-headers (``Content-Length`` included) and no body.
+        ``meta`` and ``key`` shape the JSON body ``{**meta, key: [...]}``; binary bodies carry
+        only the values, and ``headers`` (route-specific ``X-Sampleplan-*`` metadata) go on
+        every format. ``head_only`` answers a ``HEAD`` request for a binary type with the same
+    headers (``Content-Length`` included) and no body.
     """
     wire = little_endian(values)
     all_headers = {
@@ -221,7 +221,10 @@ headers (``Content-Length`` included) and no body.
         if head_only:
             return Response(status_code=status_code, media_type=media_type, headers=all_headers)
         return StreamingResponse(
-            _memory_chunks(prefix, data), status_code=status_code, media_type=media_type, headers=all_headers
+            _memory_chunks(prefix, data),
+            status_code=status_code,
+            media_type=media_type,
+            headers=all_headers,
         )
     head = json.dumps(dict(meta), separators=(",", ":"))[:-1]
     head = f'{head}{"," if meta else ""}"{key}":['
@@ -229,7 +232,9 @@ headers (``Content-Length`` included) and no body.
     # only known once the text is written.
     if wire.shape[0] <= JSON_CHUNK_VALUES:
         content = f"{head}{_json_number_text(wire)}]}}"
-        return Response(content=content, status_code=status_code, media_type=JSON, headers=all_headers)
+        return Response(
+            content=content, status_code=status_code, media_type=JSON, headers=all_headers
+        )
     return StreamingResponse(
         _json_chunks(head, wire), status_code=status_code, media_type=JSON, headers=all_headers
     )
@@ -245,7 +250,9 @@ def array_json_response(
 _BINARY_SCHEMA = {"type": "string", "format": "binary"}
 
 
-def array_responses(what: str, dtype: str, json_example: Mapping[str, Any]) -> dict[int | str, dict[str, Any]]:
+def array_responses(
+    what: str, dtype: str, json_example: Mapping[str, Any]
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` of an array endpoint: its three media types and headers, and 406."""
     return {
         200: {

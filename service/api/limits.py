@@ -31,7 +31,10 @@ class BodyTooLarge(HTTPException):
 
 
 def _detail(limit: int) -> str:
-    return f"the request body is over this service's limit of {limit} bytes (max_upload_bytes); send less per request"
+    return (
+        f"the request body is over this service's limit of {limit} bytes (max_upload_bytes); "
+        f"send less per request"
+    )
 
 
 class RequestBodyLimit:
@@ -48,7 +51,9 @@ class RequestBodyLimit:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
             request = Request(scope, receive)
-            response = problem_response(request, 413, "Payload too large", _detail(self.max_bytes), "payload-too-large")
+            response = problem_response(
+                request, 413, "Payload too large", _detail(self.max_bytes), "payload-too-large"
+            )
             await response(scope, receive, send)
             return
         received = 0

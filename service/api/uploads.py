@@ -40,7 +40,9 @@ NDJSON = "application/x-ndjson"
 PATHS = "text/plain"
 
 #: Accepted spellings of JSON Lines, all parsed alike.
-_NDJSON_ALIASES = frozenset({NDJSON, "application/jsonl", "application/x-jsonlines", "application/jsonlines"})
+_NDJSON_ALIASES = frozenset(
+    {NDJSON, "application/jsonl", "application/x-jsonlines", "application/jsonlines"}
+)
 
 UPLOAD_MEDIA_TYPES: tuple[str, ...] = (JSON, NPY, OCTET_STREAM, CSV, NDJSON, PATHS)
 
@@ -51,11 +53,17 @@ _TEXT = {"type": "string"}
 UPLOAD_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
-        JSON: {"schema": DatasetCreate.model_json_schema(), "example": {"labels": [0, 0, 0, 1, 2, 2]}},
+        JSON: {
+            "schema": DatasetCreate.model_json_schema(),
+            "example": {"labels": [0, 0, 0, 1, 2, 2]},
+        },
         NPY: {"schema": _BINARY},
         OCTET_STREAM: {"schema": _BINARY},
         CSV: {"schema": _TEXT, "example": "path,label\na.png,cat\nb.png,dog\n"},
-        NDJSON: {"schema": _TEXT, "example": '{"path": "a.png", "label": "cat"}\n{"path": "b.png", "label": "dog"}\n'},
+        NDJSON: {
+            "schema": _TEXT,
+            "example": '{"path": "a.png", "label": "cat"}\n{"path": "b.png", "label": "dog"}\n',
+        },
         PATHS: {"schema": _TEXT, "example": "cat/0001.png\ncat/0002.png\ndog/0001.png\n"},
     },
 }
@@ -76,7 +84,9 @@ def parse_content_type(value: str | None) -> tuple[str | None, dict[str, str]]:
 def _labels_from_json(body: bytes) -> Labels:
     # The same errors FastAPI gives a JSON body it validates itself (see api/problems.py).
     if not body:
-        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -115,21 +125,30 @@ def labels_from_upload(
     if media_type is None:
         if not body:
             return _labels_from_json(body)
-        raise UnsupportedMediaType(f"the request has no Content-Type; send one of {', '.join(UPLOAD_MEDIA_TYPES)}")
-    if media_type == JSON or (media_type.startswith("application/") and media_type.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"the request has no Content-Type; send one of {', '.join(UPLOAD_MEDIA_TYPES)}"
+        )
+    if media_type == JSON or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
         return _labels_from_json(body)
     if media_type == NPY:
         return manifests.labels_from_npy(body)
     if media_type == OCTET_STREAM:
         return manifests.labels_from_raw(body, dtype)
     if media_type == CSV:
-        return manifests.labels_from_csv(manifests.decode_text(body, charset, "CSV manifest"), label_column)
+        return manifests.labels_from_csv(
+            manifests.decode_text(body, charset, "CSV manifest"), label_column
+        )
     if media_type in _NDJSON_ALIASES:
-        return manifests.labels_from_jsonl(manifests.decode_text(body, charset, "JSON Lines manifest"), label_column)
+        return manifests.labels_from_jsonl(
+            manifests.decode_text(body, charset, "JSON Lines manifest"), label_column
+        )
     if media_type == PATHS:
         return manifests.labels_from_paths(manifests.decode_text(body, charset, "path list"))
     raise UnsupportedMediaType(
-        f"cannot read a dataset from Content-Type {media_type!r}; send one of {', '.join(UPLOAD_MEDIA_TYPES)}"
+        f"cannot read a dataset from Content-Type {media_type!r}; "
+        f"send one of {', '.join(UPLOAD_MEDIA_TYPES)}"
     )
 
 
@@ -142,13 +161,18 @@ def upload_description() -> str:
         "The `Content-Type` picks the format:\n\n"
         "| Content-Type | body |\n| --- | --- |\n"
         '| `application/json` | `{"labels": [...]}`, all integers or all strings |\n'
-        "| `application/x-npy` | a `.npy` file: a 1-d array of integers or unicode strings (never unpickled) |\n"
-        "| `application/octet-stream` | raw little-endian integers; `dtype=int32` or `int64` (default) |\n"
-        "| `text/csv` | a CSV file with a header line; `label_column` (default `label`) names the column |\n"
-        "| `application/x-ndjson` | JSON Lines, one object per line; `label_column` names the key |\n"
+        "| `application/x-npy` | a `.npy` file: a 1-d array of integers or unicode strings "
+        "(never unpickled) |\n"
+        "| `application/octet-stream` | raw little-endian integers; `dtype=int32` or `int64` "
+        "(default) |\n"
+        "| `text/csv` | a CSV file with a header line; `label_column` (default `label`) names "
+        "the column |\n"
+        "| `application/x-ndjson` | JSON Lines, one object per line; `label_column` names the "
+        "key |\n"
         "| `text/plain` | one path per line in `ImageFolder` layout, `class_name/file` |\n\n"
-        "CSV cells that are all plain integers (`-?(0|[1-9][0-9]*)`) make integer labels; otherwise "
-        "labels are strings. Path lists give string labels (the class folder names) in line order; "
-        "classes are sorted and indexed exactly as `torchvision.datasets.ImageFolder` indexes them. "
+        "CSV cells that are all plain integers (`-?(0|[1-9][0-9]*)`) make integer labels; "
+        "otherwise labels are strings. Path lists give string labels (the class folder names) "
+        "in line order; classes are sorted and indexed exactly as "
+        "`torchvision.datasets.ImageFolder` indexes them. "
         "Text is UTF-8 unless the Content-Type names a `charset`."
     )

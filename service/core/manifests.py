@@ -89,11 +89,17 @@ def decode_text(data: bytes, charset: str | None, what: str) -> str:
     try:
         return data.decode(codec)
     except LookupError as exc:
-        raise UnsupportedMediaType(f"unknown charset {charset!r} for the {what}; send UTF-8") from exc
+        raise UnsupportedMediaType(
+            f"unknown charset {charset!r} for the {what}; send UTF-8"
+        ) from exc
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         byte = data[exc.start : exc.start + 1].hex()
-        hint = "" if charset else " (or name its charset, e.g. Content-Type: text/csv; charset=latin-1)"
+        hint = (
+            ""
+            if charset
+            else " (or name its charset, e.g. Content-Type: text/csv; charset=latin-1)"
+        )
         raise InvalidLabels(
             f"the {what} is not valid {name.upper() if charset else 'UTF-8'}: byte 0x{byte} at "
             f"offset {exc.start} (line {line}); send UTF-8{hint}"
@@ -120,7 +126,8 @@ def labels_from_csv(text: str, column: str = "label") -> Labels:
         header = next((row for row in reader if row), None)
         if header is None:
             raise InvalidLabels(
-                "the CSV manifest is empty: it needs a header line naming the columns, then one line per sample"
+                "the CSV manifest is empty: it needs a header line naming the columns, "
+                "then one line per sample"
             )
         if header.count(column) != 1:
             if column in header:
@@ -142,10 +149,14 @@ def labels_from_csv(text: str, column: str = "label") -> Labels:
                 )
             value = row[at]
             if value == "":
-                raise InvalidLabels(f"line {reader.line_num} of the CSV manifest has an empty {column!r} field")
+                raise InvalidLabels(
+                    f"line {reader.line_num} of the CSV manifest has an empty {column!r} field"
+                )
             values.append(value)
     except csv.Error as exc:
-        raise InvalidLabels(f"line {reader.line_num} of the CSV manifest is not valid CSV: {exc}") from exc
+        raise InvalidLabels(
+            f"line {reader.line_num} of the CSV manifest is not valid CSV: {exc}"
+        ) from exc
     if not values:
         raise InvalidLabels("the CSV manifest has a header but no rows")
     return _typed(values)
@@ -168,10 +179,13 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InvalidLabels(f"line {number} of the JSON Lines manifest is not valid JSON: {exc.msg}") from exc
+            raise InvalidLabels(
+                f"line {number} of the JSON Lines manifest is not valid JSON: {exc.msg}"
+            ) from exc
         if not isinstance(record, dict):
             raise InvalidLabels(
-                f"line {number} of the JSON Lines manifest is a {type(record).__name__}, not a JSON object"
+                f"line {number} of the JSON Lines manifest is a {type(record).__name__}, "
+                f"not a JSON object"
             )
         if column not in record:
             raise InvalidLabels(
@@ -181,16 +195,22 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels:
         value = record[column]
         kind = type(value)
         if kind is not int and kind is not str:
-            what = "null" if value is None else f"a {'boolean' if kind is bool else kind.__name__} ({value!r})"
+            what = (
+                "null"
+                if value is None
+                else f"a {'boolean' if kind is bool else kind.__name__} ({value!r})"
+            )
             raise InvalidLabels(
-                f"line {number} of the JSON Lines manifest: {column!r} is {what}; labels must be integers or strings"
+                f"line {number} of the JSON Lines manifest: {column!r} is {what}; "
+                f"labels must be integers or strings"
             )
         if first_kind is None:
             first_kind, first_line = kind, number
         elif kind is not first_kind:
             raise InvalidLabels(
-                f"line {number} of the JSON Lines manifest: {column!r} is a {kind.__name__} but on line "
-                f"{first_line} it is a {first_kind.__name__}; labels must be all integers or all strings"
+                f"line {number} of the JSON Lines manifest: {column!r} is a {kind.__name__} "
+                f"but on line {first_line} it is a {first_kind.__name__}; "
+                f"labels must be all integers or all strings"
             )
         values.append(value)
     if not values:
@@ -202,7 +222,9 @@ def labels_from_npy(data: bytes) -> Labels:
     """Labels from a ``.npy`` file: a 1-d array of integers or unicode strings."""
     if not data.startswith(_NPY_MAGIC):
         hint = " (that is a .npz archive; send one array as .npy)" if data.startswith(b"PK") else ""
-        raise InvalidLabels(f"the body is not a .npy file: it does not start with the .npy magic string{hint}")
+        raise InvalidLabels(
+            f"the body is not a .npy file: it does not start with the .npy magic string{hint}"
+        )
     try:
         array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
     except (ValueError, EOFError, OSError, SyntaxError) as exc:
@@ -230,13 +252,18 @@ def labels_from_raw(data: bytes, dtype: str = "int64") -> Labels:
     """Labels from the raw bytes of a little-endian ``int32`` or ``int64`` array."""
     wire = RAW_DTYPES.get(dtype)
     if wire is None:
-        raise InvalidLabels(f"dtype should be one of {', '.join(RAW_DTYPES)}, but got dtype={dtype!r}")
+        raise InvalidLabels(
+            f"dtype should be one of {', '.join(RAW_DTYPES)}, but got dtype={dtype!r}"
+        )
     if len(data) % wire.itemsize:
         raise InvalidLabels(
-            f"raw {dtype} labels take {wire.itemsize} bytes each, but the body has {len(data)} bytes, "
+            f"raw {dtype} labels take {wire.itemsize} bytes each, "
+            f"but the body has {len(data)} bytes, "
             f"which is not a multiple of {wire.itemsize}"
         )
-    return labels_from_array(np.frombuffer(data, dtype=wire).astype(wire.newbyteorder("="), copy=False))
+    return labels_from_array(
+        np.frombuffer(data, dtype=wire).astype(wire.newbyteorder("="), copy=False)
+    )
 
 
 def labels_from_paths(text: str) -> Labels:
@@ -264,9 +291,13 @@ def labels_from_paths(text: str) -> Labels:
                 f"ImageFolder paths are class_name/file"
             )
         if name in ("", ".", ".."):
-            raise InvalidLabels(f"line {number} of the path list ({_show(line)}) has no class folder name")
+            raise InvalidLabels(
+                f"line {number} of the path list ({_show(line)}) has no class folder name"
+            )
         if not rest or rest.endswith("/"):
-            raise InvalidLabels(f"line {number} of the path list ({_show(line)}) names a folder, not a file")
+            raise InvalidLabels(
+                f"line {number} of the path list ({_show(line)}) names a folder, not a file"
+            )
         classes.append(name)
     if not classes:
         raise InvalidLabels("the path list is empty: it needs one class_name/file path per line")

@@ -54,7 +54,9 @@ def test_npy_integer_arrays_of_every_width_and_byte_order() -> None:
         same(labels_from_npy(npy_bytes(np.array(INT_LABELS, dtype=dtype))), expected)
     unsigned = [5, 0, 9, 9]
     for dtype in ("<u1", "<u2", ">u4", "<u8"):
-        same(labels_from_npy(npy_bytes(np.array(unsigned, dtype=dtype))), labels_from_list(unsigned))
+        same(
+            labels_from_npy(npy_bytes(np.array(unsigned, dtype=dtype))), labels_from_list(unsigned)
+        )
 
 
 def test_npy_unicode_strings() -> None:
@@ -133,7 +135,10 @@ def test_csv_details() -> None:
         ("label\n", "has a header but no rows"),
         ("path,cls\na,1\n", "no column 'label' (its columns: 'path', 'cls')"),
         ("label,label\n1,2\n", "more than once"),
-        ("path,label\na,1\nb,2,3\n", "line 3 of the CSV manifest has 3 fields, but the header has 2"),
+        (
+            "path,label\na,1\nb,2,3\n",
+            "line 3 of the CSV manifest has 3 fields, but the header has 2",
+        ),
         ("path,label\na,1\nb\n", "line 3 of the CSV manifest has 1 fields"),
         ("path,label\na,1\nb,\n", "line 3 of the CSV manifest has an empty 'label' field"),
         ('label\n"unterminated\n', "not valid CSV"),
@@ -164,7 +169,10 @@ def test_jsonl() -> None:
         ('{"label": 1.5}\n', "line 1 of the JSON Lines manifest: 'label' is a float (1.5)"),
         ('{"label": true}\n', "'label' is a boolean"),
         ('{"label": null}\n', "'label' is null"),
-        ('{"label": 1}\n\n{"label": "cat"}\n', "line 3 of the JSON Lines manifest: 'label' is a str but on line 1"),
+        (
+            '{"label": 1}\n\n{"label": "cat"}\n',
+            "line 3 of the JSON Lines manifest: 'label' is a str but on line 1",
+        ),
         ('{"label": 36893488147419103232}\n', "int64"),
     ],
 )
@@ -181,7 +189,16 @@ def image_folder_classes(root: Path) -> list[str]:
 
 def test_paths_index_classes_as_image_folder(tmp_path: Path) -> None:
     # Names chosen so that naive orders differ: case, digits, accents, a nested folder.
-    files = ["dog/1.png", "Zebra/a.jpg", "cat/x/2.png", "10/x.png", "2/y.png", "cat/1.png", "éclair/e.png", "dog/0.png"]
+    files = [
+        "dog/1.png",
+        "Zebra/a.jpg",
+        "cat/x/2.png",
+        "10/x.png",
+        "2/y.png",
+        "cat/1.png",
+        "éclair/e.png",
+        "dog/0.png",
+    ]
     for name in files:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).touch()
@@ -195,7 +212,10 @@ def test_paths_index_classes_as_image_folder(tmp_path: Path) -> None:
 
 
 def test_paths_details() -> None:
-    same(labels_from_paths("./cat/1.png\r\ncat/2.png\r\n\r\ndog/3.png"), labels_from_list(["cat", "cat", "dog"]))
+    same(
+        labels_from_paths("./cat/1.png\r\ncat/2.png\r\n\r\ndog/3.png"),
+        labels_from_list(["cat", "cat", "dog"]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -231,13 +251,19 @@ def test_decode_text() -> None:
 @given(
     st.one_of(
         st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=30),
-        st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=6), min_size=1, max_size=30),
+        st.lists(
+            st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=6),
+            min_size=1,
+            max_size=30,
+        ),
     )
 )
 def test_every_format_gives_the_json_dataset(values: list[int] | list[str]) -> None:
     expected = labels_from_list(values)
     formats = [labels_from_npy(npy_bytes(np.array(values)))]
-    formats.append(labels_from_jsonl("".join(json.dumps({"label": v}) + "\n" for v in values), "label"))
+    formats.append(
+        labels_from_jsonl("".join(json.dumps({"label": v}) + "\n" for v in values), "label")
+    )
     if isinstance(values[0], int):
         formats.append(labels_from_raw(np.array(values, "<i8").tobytes(), "int64"))
         formats.append(labels_from_csv("label\n" + "".join(f"{v}\n" for v in values), "label"))
@@ -249,7 +275,10 @@ def test_every_format_gives_the_json_dataset(values: list[int] | list[str]) -> N
             writer.writerow(["label", "other"])
             writer.writerows([v, "x"] for v in strings)
             formats.append(labels_from_csv(buffer.getvalue(), "label"))
-        if all(v.strip() and "/" not in v and v not in (".", "..") and not ({"\n", "\r"} & set(v)) for v in strings):
+        if all(
+            v.strip() and "/" not in v and v not in (".", "..") and not ({"\n", "\r"} & set(v))
+            for v in strings
+        ):
             formats.append(labels_from_paths("".join(f"{v}/img.png\n" for v in strings)))
     for labels in formats:
         same(labels, expected)

@@ -9,7 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import CatalogDep
 from service.api.schemas import DatasetOut, Problem
-from service.api.uploads import UPLOAD_REQUEST_BODY, RawDtype, labels_from_upload, upload_description
+from service.api.uploads import (
+    UPLOAD_REQUEST_BODY,
+    RawDtype,
+    labels_from_upload,
+    upload_description,
+)
 from service.api.views import dataset_out
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -18,13 +23,13 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The JSON body cannot be parsed."},
     413: {
         "model": Problem,
-        "description": "The body is over `max_upload_bytes`, or it holds more labels than `max_labels`.",
+        "description": "The body is over `max_upload_bytes`, or has more labels than `max_labels`.",
     },
     415: {"model": Problem, "description": "A Content-Type (or charset) the service cannot read."},
     422: {
         "model": Problem,
-        "description": "The labels are empty, mixed, floats, or not a list; a manifest is empty, ragged, "
-        "misses its label column, or is not valid in its charset.",
+        "description": "The labels are empty, mixed, floats, or not a list; a manifest is empty, "
+        "ragged, misses its label column, or is not valid in its charset.",
     },
 }
 
@@ -35,7 +40,10 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     summary="Upload a dataset's labels",
     description=upload_description(),
-    responses={200: {"model": DatasetOut, "description": "The dataset existed already."}, **_PROBLEMS},
+    responses={
+        200: {"model": DatasetOut, "description": "The dataset existed already."},
+        **_PROBLEMS,
+    },
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
 )
 async def create_dataset(
@@ -46,7 +54,8 @@ async def create_dataset(
         str, Query(min_length=1, description="CSV column or JSON Lines key holding the labels.")
     ] = "label",
     dtype: Annotated[
-        RawDtype, Query(description="Element type of an `application/octet-stream` body (little-endian).")
+        RawDtype,
+        Query(description="Element type of an `application/octet-stream` body (little-endian)."),
     ] = "int64",
 ) -> DatasetOut:
     # Async only to read the raw body; parsing and storing run in the threadpool.

@@ -15,7 +15,9 @@ from service.core.streams import Space, StreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No plan has this id."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No plan has this id."}
+}
 
 
 @router.post(
@@ -80,7 +82,9 @@ _INDICES_EXAMPLE = {
         422: {"model": Problem, "description": "More weights than `max_page`."},
     },
 )
-def get_weights(plan_id: str, catalog: CatalogDep, media_type: ArrayMediaType, request: Request) -> Response:
+def get_weights(
+    plan_id: str, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+) -> Response:
     plan = catalog.get_plan(plan_id)
     weights = catalog.weights(plan)
     return array_response(
@@ -107,7 +111,10 @@ def get_weights(plan_id: str, catalog: CatalogDep, media_type: ArrayMediaType, r
     responses={
         **array_responses("The page of indices", "<i8", _INDICES_EXAMPLE),
         **_NOT_FOUND,
-        422: {"model": Problem, "description": "Bad epoch, rank, world size or page, or a page over `max_page`."},
+        422: {
+            "model": Problem,
+            "description": "Bad epoch, rank, world size or page, or a page over `max_page`.",
+        },
     },
 )
 def get_indices(
@@ -142,7 +149,10 @@ def get_indices(
         indices,
         meta=meta,
         key="indices",
-        headers={"X-Sampleplan-Stream-Length": str(stream_length), "X-Sampleplan-Offset": str(offset)},
+        headers={
+            "X-Sampleplan-Stream-Length": str(stream_length),
+            "X-Sampleplan-Offset": str(offset),
+        },
         head_only=request.method == "HEAD",
     )
 
