@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     epoch_cache_bytes: int = Field(
         default=2**30,
         ge=0,
-        description="Bytes of drawn 'torch' epochs kept per replica; paging draws each once (0: off).",
+        description="Bytes of drawn 'torch' epochs kept per replica, LRU (0: keep none).",
     )
 
 
