@@ -90,6 +90,31 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
     )
 
 
+#: Memory for the labels of recently uploaded datasets (see :class:`_RecentLabels`).
+_RECENT_LABELS_BYTES = 256 << 20
+
+
+class _RecentLabels:
+    """Labels of the last datasets uploaded, so the plan that usually follows an upload
+    does not read them back and decompress them. Bounded by bytes of codes; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Labels] = OrderedDict()
+
+    def put(self, dataset_id: str, labels: Labels) -> None:
+        with self._lock:
+            self._entries[dataset_id] = labels
+            self._entries.move_to_end(dataset_id)
+            while sum(entry.codes.nbytes for entry in self._entries.values()) > self.max_bytes:
+                self._entries.popitem(last=False)
+
+    def get(self, dataset_id: str) -> Labels | None:
+        with self._lock:
+            return self._entries.get(dataset_id)
+
+
 class Catalog:
     """Creates and reads datasets and plans; draws streams from cached prepared plans."""
 
@@ -99,6 +124,7 @@ class Catalog:
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._lock = threading.Lock()
         self.epochs = EpochCache(settings.epoch_cache_bytes)
+        self._recent_labels = _RecentLabels(_RECENT_LABELS_BYTES)
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -111,7 +137,9 @@ class Catalog:
     def create_dataset(self, labels: Labels) -> tuple[DatasetInfo, bool]:
         self.check_size(labels)
         record = dataset_record(labels)
-        created = self.store.put_dataset(record)
+        # Compressing a large dataset costs more than asking whether it is there already.
+        created = not self.store.dataset_exists(record.id) and self.store.put_dataset(record)
+        self._recent_labels.put(record.id, labels)
         return _dataset_info(record), created
 
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
@@ -149,7 +177,9 @@ class Catalog:
         new_dataset: DatasetRecord | None = None
         if labels is None:
             assert dataset_id is not None
-            labels = labels_from_record(self._dataset_record(dataset_id))
+            labels = self._recent_labels.get(dataset_id) or labels_from_record(
+                self._dataset_record(dataset_id)
+            )
         else:
             new_dataset = dataset_record(labels)
         plan, canonical = self.build_plan(labels, config)
