@@ -42,7 +42,8 @@ def test_rows_from_mappings_objects_and_rows(run: ModuleType) -> None:
 def test_modules_with_rows_and_scripts(run: ModuleType, tmp_path: Path) -> None:
     with_rows = tmp_path / "bench_a.py"
     with_rows.write_text(
-        "def rows(quick=False):\n    return [{'name': 'a', 'value': 2 if quick else 1, 'unit': 's'}]\n"
+        "def rows(quick=False):\n"
+        "    return [{'name': 'a', 'value': 2 if quick else 1, 'unit': 's'}]\n"
     )
     script = tmp_path / "bench_b.py"
     script.write_text("import sys\nprint('hello', sys.argv[1:])\n")
