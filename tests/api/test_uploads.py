@@ -303,3 +303,24 @@ def test_a_streamed_body_is_cut_off_at_the_cap(client: TestClient) -> None:
     # The same cap protects every other body.
     big_plan = client.post("/v1/plans", json={"labels": [0] * MAX_UPLOAD})
     assert big_plan.status_code == 413
+
+
+def test_a_known_dataset_is_not_rewritten_and_a_new_one_is_not_read_back(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.app.state.catalog.store  # type: ignore[attr-defined]
+    writes: list[str] = []
+    reads: list[str] = []
+    put, get_record = store.put_dataset, store.get_dataset
+    monkeypatch.setattr(
+        store, "put_dataset", lambda record: writes.append(record.id) or put(record)
+    )
+    monkeypatch.setattr(store, "get_dataset", lambda i: reads.append(i) or get_record(i))
+    labels = np.arange(120, dtype="<i8") % 11
+    first = post(client, labels.tobytes(), "application/octet-stream")
+    second = post(client, npy(labels), "application/x-npy")
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert writes == [first.json()["id"]]  # the second upload found it stored
+    plan = client.post("/v1/plans", json={"dataset_id": first.json()["id"], "seed": 3})
+    assert plan.status_code == 201
+    assert reads == []  # the labels just uploaded were still in memory
