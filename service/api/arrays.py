@@ -202,9 +202,9 @@ def array_response(
 ) -> Response:
     """``values`` in the negotiated ``media_type`` (see the module docstring).
 
-        ``meta`` and ``key`` shape the JSON body ``{**meta, key: [...]}``; binary bodies carry
-        only the values, and ``headers`` (route-specific ``X-Sampleplan-*`` metadata) go on
-        every format. ``head_only`` answers a ``HEAD`` request for a binary type with the same
+    ``meta`` and ``key`` shape the JSON body ``{**meta, key: [...]}``; binary bodies carry
+    only the values, and ``headers`` (route-specific ``X-Sampleplan-*`` metadata) go on
+    every format. ``head_only`` answers a ``HEAD`` request for a binary type with the same
     headers (``Content-Length`` included) and no body.
     """
     wire = little_endian(values)
