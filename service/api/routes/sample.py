@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api.arrays import array_json_response
+from service.api.arrays import JSON, array_json_response, negotiate
 from service.api.deps import CatalogDep
 from service.api.schemas import Problem, SampleOut, SampleRequest
 from service.api.views import plan_out
@@ -21,11 +21,13 @@ router = APIRouter(prefix="/v1", tags=["sample"])
     description=(
         "Computes the plan without storing anything and answers with its class counts, its "
         "per-sample weights and a page of one rank's stream for one epoch (epoch 0, the whole "
-        "stream, by default)."
+        "stream, by default). The answer holds several arrays, so it is JSON only; fetch a stored "
+        "plan's `/indices` or `/weights` for binary arrays."
     ),
-    responses={413: {"model": Problem}, 422: {"model": Problem}},
+    responses={406: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}},
 )
-def sample(body: SampleRequest, catalog: CatalogDep) -> Response:
+def sample(body: SampleRequest, catalog: CatalogDep, http_request: Request) -> Response:
+    negotiate(http_request.headers.get("accept"), (JSON,))
     labels = labels_from_list(body.labels)
     request = body.to_stream_request()
     plan, _ = catalog.build_plan(labels, body.to_config())
