@@ -7,7 +7,9 @@ call to :meth:`send`. Only sending and sleeping differ between the two.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -130,10 +132,12 @@ class SamplePlanClient(_ClientOptions):
         self.close()
 
     def send(self, call: Call[T]) -> T:
-        """Send ``call``, retrying under the policy, and parse its answer."""
-        return call.parse(self._response(call))
+        """Send ``call``, retrying under the policy, and parse its answer.
 
-    def _response(self, call: Call[Any]) -> httpx.Response:
+        Array calls read a successful body straight into a preallocated array as it
+        streams in (NOTE [Reading speed] in ``client/_arrays.py``); a body cut short is a
+        transport error and is retried like one.
+        """
         request = self._build(self._http, call)
         for attempt in range(self.retry.attempts):
             try:
@@ -141,6 +145,8 @@ class SamplePlanClient(_ClientOptions):
                 try:
                     if self.progress:
                         attach_progress(response, call.short_name, asynchronous=False)
+                    if call.array is not None and response.is_success:
+                        return call.array.read(response)  # type: ignore[return-value]
                     response.read()
                 finally:
                     response.close()
@@ -149,7 +155,7 @@ class SamplePlanClient(_ClientOptions):
             else:
                 wait = self.retry.after_response(attempt, response)
                 if wait is None:
-                    return response
+                    return call.parse(response)
                 delay = wait
             time.sleep(delay)
         raise AssertionError("the retry policy raises on the last attempt")  # pragma: no cover
@@ -161,9 +167,34 @@ class SamplePlanClient(_ClientOptions):
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def create_dataset(self, labels: LabelsLike) -> Dataset:
-        """Upload labels (ints or strings, in sample order); the same labels give the same id."""
-        return self.send(endpoints.create_dataset(labels))
+    def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+        """Upload labels (ints or strings, in sample order); the same labels give the same id.
+
+        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
+        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        """
+        return self.send(endpoints.create_dataset(labels, binary=binary))
+
+    def create_dataset_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str | None = None,
+        label_column: str = "label",
+        dtype: str = "int64",
+    ) -> Dataset:
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+
+        ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
+        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
+        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
+        in ``ImageFolder`` layout, ``class_name/file``.
+        """
+        return self.send(
+            endpoints.create_dataset_from_file(
+                Path(path), media_type=media_type, label_column=label_column, dtype=dtype
+            )
+        )
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """A stored dataset's size, classes and class counts."""
@@ -179,9 +210,9 @@ class SamplePlanClient(_ClientOptions):
         """A plan's config, class table and the versions that define its streams."""
         return self.send(endpoints.get_plan(plan_id))
 
-    def weights(self, plan_id: str) -> npt.NDArray[np.float64]:
-        """Per-sample float64 weights of the plan's population."""
-        return self.send(endpoints.weights(plan_id))
+    def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
+        """Per-sample float64 weights of the plan's population (``binary=False``: via JSON)."""
+        return self.send(endpoints.weights(plan_id, binary=binary))
 
     def indices(
         self,
@@ -193,8 +224,9 @@ class SamplePlanClient(_ClientOptions):
         offset: int = 0,
         limit: int | None = None,
         space: str = "population",
+        binary: bool = True,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64."""
+        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON)."""
         return self.send(
             endpoints.indices(
                 plan_id,
@@ -204,6 +236,7 @@ class SamplePlanClient(_ClientOptions):
                 offset=offset,
                 limit=limit,
                 space=space,
+                binary=binary,
             )
         )
 
@@ -262,10 +295,7 @@ class AsyncSamplePlanClient(_ClientOptions):
         await self.aclose()
 
     async def send(self, call: Call[T]) -> T:
-        """Send ``call``, retrying under the policy, and parse its answer."""
-        return call.parse(await self._response(call))
-
-    async def _response(self, call: Call[Any]) -> httpx.Response:
+        """Send ``call``, retrying under the policy, and parse its answer (as the sync one)."""
         request = self._build(self._http, call)
         for attempt in range(self.retry.attempts):
             try:
@@ -273,6 +303,8 @@ class AsyncSamplePlanClient(_ClientOptions):
                 try:
                     if self.progress:
                         attach_progress(response, call.short_name, asynchronous=True)
+                    if call.array is not None and response.is_success:
+                        return await call.array.aread(response)  # type: ignore[return-value]
                     await response.aread()
                 finally:
                     await response.aclose()
@@ -281,7 +313,7 @@ class AsyncSamplePlanClient(_ClientOptions):
             else:
                 wait = self.retry.after_response(attempt, response)
                 if wait is None:
-                    return response
+                    return call.parse(response)
                 delay = wait
             await anyio.sleep(delay)
         raise AssertionError("the retry policy raises on the last attempt")  # pragma: no cover
@@ -293,9 +325,34 @@ class AsyncSamplePlanClient(_ClientOptions):
 
     # -- endpoints: see SamplePlanClient for what each returns ----------------------------
 
-    async def create_dataset(self, labels: LabelsLike) -> Dataset:
-        """Upload labels (ints or strings, in sample order); the same labels give the same id."""
-        return await self.send(endpoints.create_dataset(labels))
+    async def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+        """Upload labels (ints or strings, in sample order); the same labels give the same id.
+
+        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
+        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        """
+        return await self.send(endpoints.create_dataset(labels, binary=binary))
+
+    async def create_dataset_from_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str | None = None,
+        label_column: str = "label",
+        dtype: str = "int64",
+    ) -> Dataset:
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+
+        ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
+        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
+        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
+        in ``ImageFolder`` layout, ``class_name/file``.
+        """
+        return await self.send(
+            endpoints.create_dataset_from_file(
+                Path(path), media_type=media_type, label_column=label_column, dtype=dtype
+            )
+        )
 
     async def get_dataset(self, dataset_id: str) -> Dataset:
         """A stored dataset's size, classes and class counts."""
@@ -311,9 +368,9 @@ class AsyncSamplePlanClient(_ClientOptions):
         """A plan's config, class table and the versions that define its streams."""
         return await self.send(endpoints.get_plan(plan_id))
 
-    async def weights(self, plan_id: str) -> npt.NDArray[np.float64]:
-        """Per-sample float64 weights of the plan's population."""
-        return await self.send(endpoints.weights(plan_id))
+    async def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
+        """Per-sample float64 weights of the plan's population (``binary=False``: via JSON)."""
+        return await self.send(endpoints.weights(plan_id, binary=binary))
 
     async def indices(
         self,
@@ -325,8 +382,9 @@ class AsyncSamplePlanClient(_ClientOptions):
         offset: int = 0,
         limit: int | None = None,
         space: str = "population",
+        binary: bool = True,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64."""
+        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON)."""
         return await self.send(
             endpoints.indices(
                 plan_id,
@@ -336,6 +394,7 @@ class AsyncSamplePlanClient(_ClientOptions):
                 offset=offset,
                 limit=limit,
                 space=space,
+                binary=binary,
             )
         )
 

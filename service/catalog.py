@@ -3,7 +3,9 @@
 It joins the sampling core and the store: labels and configs are validated and hashed by
 the core, written by the store, and read back into prepared plans, which are kept in a
 small LRU because preparing one (decompressing labels, splitting, weighting) costs far
-more than drawing a page.
+more than drawing a page. Drawn epochs of algorithm ``torch`` are kept too, in an
+:class:`~service.epoch_cache.EpochCache` bounded by bytes, so that paging through an
+epoch draws it once; see NOTE [When an epoch is drawn whole].
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
 from service.core.splitting import split_from_canonical
 from service.core.streams import Int64Array, StreamRequest
+from service.epoch_cache import EpochCache
 from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
 from service.storage import DatasetRecord, PlanRecord, PlanStore
 
@@ -80,6 +83,31 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
     )
 
 
+#: Memory for the labels of recently uploaded datasets (see :class:`_RecentLabels`).
+_RECENT_LABELS_BYTES = 256 << 20
+
+
+class _RecentLabels:
+    """Labels of the last datasets uploaded, so the plan that usually follows an upload
+    does not read them back and decompress them. Bounded by bytes of codes; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Labels] = OrderedDict()
+
+    def put(self, dataset_id: str, labels: Labels) -> None:
+        with self._lock:
+            self._entries[dataset_id] = labels
+            self._entries.move_to_end(dataset_id)
+            while sum(entry.codes.nbytes for entry in self._entries.values()) > self.max_bytes:
+                self._entries.popitem(last=False)
+
+    def get(self, dataset_id: str) -> Labels | None:
+        with self._lock:
+            return self._entries.get(dataset_id)
+
+
 class Catalog:
     """Creates and reads datasets and plans; draws streams from cached prepared plans."""
 
@@ -88,6 +116,8 @@ class Catalog:
         self.settings = settings
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._lock = threading.Lock()
+        self.epochs = EpochCache(settings.epoch_cache_bytes)
+        self._recent_labels = _RecentLabels(_RECENT_LABELS_BYTES)
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -100,7 +130,9 @@ class Catalog:
     def create_dataset(self, labels: Labels) -> tuple[DatasetInfo, bool]:
         self.check_size(labels)
         record = dataset_record(labels)
-        created = self.store.put_dataset(record)
+        # Compressing a large dataset costs more than asking whether it is there already.
+        created = not self.store.dataset_exists(record.id) and self.store.put_dataset(record)
+        self._recent_labels.put(record.id, labels)
         return _dataset_info(record), created
 
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
@@ -138,7 +170,9 @@ class Catalog:
         new_dataset: DatasetRecord | None = None
         if labels is None:
             assert dataset_id is not None
-            labels = labels_from_record(self._dataset_record(dataset_id))
+            labels = self._recent_labels.get(dataset_id) or labels_from_record(
+                self._dataset_record(dataset_id)
+            )
         else:
             new_dataset = dataset_record(labels)
         plan, canonical = self.build_plan(labels, config)
@@ -197,10 +231,46 @@ class Catalog:
                 f"{self.settings.max_page} per response: page with 'offset' and 'limit'"
             )
 
+    # NOTE [When an epoch is drawn whole]
+    #     Only algorithm ``torch`` materialises epochs. For it, a page is cut from the
+    #     whole epoch stream, which comes from the epoch cache (drawn once however many
+    #     requests page through it or arrive together; see NOTE [Single flight]).
+    #     A prepared plan that can draw a page without drawing the epoch says so with
+    #     ``draws_by_range`` (the exact path: skipping draws costs only generator
+    #     outputs). Then the first request for a cold epoch, if it wants
+    #     less than half of the epoch, gets its page drawn on its own: a job resuming at
+    #     an offset pays for one page. A second request for the same epoch means someone
+    #     is paging through it, and the epoch is drawn whole and cached.
+
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
-        start, stop = request.page_bounds(plan.prepared.num_samples)
+        """A page of a rank's stream, checked against ``max_page``."""
+        prepared = plan.prepared
+        start, stop = request.page_bounds(prepared.num_samples)
         self.check_page(stop - start)
-        return plan.prepared.indices(request)
+        if prepared.config.algorithm != "torch":
+            return prepared.indices(request)
+        key = (plan.id, request.epoch)
+        stream = self.epochs.get(key)
+        if stream is None:
+            span = (stop - start) * request.world_size
+            if (
+                prepared.draws_by_range
+                and 2 * span < prepared.num_samples
+                and self.epochs.first_touch(key)
+            ):
+                return prepared.indices(request)
+            stream = self.epoch_stream(plan, request.epoch)
+        if request.world_size == 1:
+            # One rank: the page is a contiguous slice of the epoch, shared without a copy.
+            page = stream[start:stop]
+            if request.space == "dataset" and prepared.population is not None:
+                page = prepared.population[page]
+            return page
+        return prepared.indices(request, epoch_stream=stream)
+
+    def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
+        """The whole epoch stream of a ``torch`` plan (read-only), drawn once while cached."""
+        return self.epochs.get_or_draw((plan.id, epoch), lambda: plan.prepared.draw_epoch(epoch))
 
     def weights(self, plan: Plan) -> npt.NDArray[np.float64]:
         self.check_page(plan.prepared.population_size)

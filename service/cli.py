@@ -68,7 +68,7 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     )
     plan.add_argument(
         "--column",
-        help="label column of a CSV or key of JSON Lines (default: 'label' or the only one)",
+        help="label column of a CSV or key of JSON Lines (default: 'label')",
     )
     plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
@@ -163,15 +163,17 @@ def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
         return manifests.labels_from_npy(data)
     if column is not None and fmt == "paths":
         raise CommandError("--column applies to csv and jsonl files, not to path lists")
+    text = manifests.decode_text(data, None, f"file {path!r}")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidLabels(f"{path!r} is not UTF-8 text: {exc}") from exc
-    if fmt == "csv":
-        return manifests.labels_from_csv(text, column)
-    if fmt == "jsonl":
-        return manifests.labels_from_jsonl(text, column)
-    return manifests.labels_from_paths(text)
+        if fmt == "csv":
+            return manifests.labels_from_csv(text, column or "label")
+        if fmt == "jsonl":
+            return manifests.labels_from_jsonl(text, column or "label")
+        return manifests.labels_from_paths(text)
+    except InvalidLabels as exc:
+        # The parser speaks to HTTP clients; here the option is --column.
+        detail = exc.detail.replace("with the 'label_column' query parameter", "with --column")
+        raise InvalidLabels(detail) from exc
 
 
 def parse_split(text: str | None, seed: int) -> dict[str, Any] | None:

@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."
     )
+    max_upload_bytes: int = Field(
+        default=2**30,
+        ge=0,
+        description="Largest request body in bytes (413 beyond: by Content-Length, or while read).",
+    )
+    epoch_cache_bytes: int = Field(
+        default=2**30,
+        ge=0,
+        description="Bytes of drawn 'torch' epochs kept per replica, LRU (0: keep none).",
+    )
 
 
 @lru_cache

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.docs import install_offline_docs
+from service.api.limits import RequestBodyLimit
 from service.api.problems import install_problem_handlers
 from service.api.routes import datasets, health, plans, sample
 from service.catalog import Catalog
@@ -20,6 +21,24 @@ DESCRIPTION = """\
 Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
 streams drawn exactly as `torch.utils.data.WeightedRandomSampler` draws them, sharded like
 `DistributedSampler`, resumable at any offset. Errors are `application/problem+json`.
+"""
+
+
+def limits_description(settings: Settings) -> str:
+    """The caps this instance enforces, for the API docs."""
+    return f"""
+## Limits of this instance
+
+| setting | value | beyond it |
+| --- | --- | --- |
+| `max_upload_bytes` (largest request body) | {settings.max_upload_bytes} bytes | 413 |
+| `max_labels` (labels per dataset) | {settings.max_labels} | 413 |
+| `max_page` (values per array response) | {settings.max_page} | 422: page with `offset`, `limit` |
+| `max_num_samples` (draws per epoch, algorithm `torch`) | {settings.max_num_samples} | 422 |
+
+Arrays (`/weights`, `/indices`) answer `application/json` by default, and
+`application/octet-stream` (raw little-endian values) or `application/x-npy` on request
+through `Accept`; binary answers carry `X-Sampleplan-Dtype` and `X-Sampleplan-Length`.
 """
 
 
@@ -40,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="sampleplan",
         version=__version__,
-        description=DESCRIPTION,
+        description=DESCRIPTION + limits_description(settings),
         lifespan=lifespan,
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
@@ -48,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     install_offline_docs(app)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes)
     for router in (datasets.router, plans.router, sample.router, health.router):
         app.include_router(router)
     return app

@@ -1,16 +1,41 @@
-"""Labels from manifest files: CSV, JSON Lines, ``.npy`` and ImageFolder path lists.
+"""Manifests: labels given as a file rather than a JSON list, parsed into :class:`Labels`.
 
-Pure parsing (text or bytes in, :class:`~service.core.labels.Labels` out, no file I/O), so
-that the HTTP layer and the ``sampleplan`` CLI read manifests the same way. Every problem
-is an :class:`~service.errors.InvalidLabels` that names the line or row at fault.
+Pure functions from text or bytes to canonical labels; each raises
+:class:`~service.errors.InvalidLabels` with a message that names the line (or byte) at
+fault. The same labels give the same dataset whatever the format they came in:
 
-NOTE [Labels from text]
-    CSV cells are text. A column whose every value is a canonical decimal integer
-    (``0``, ``17``, ``-3``; not ``007`` or ``+1``, which would merge with ``7`` and
-    ``1``) gives integer labels, so a CSV of ``0/1/2`` targets names the same dataset as
-    the JSON list ``[0, 1, 2]``; any other column gives string labels. Surrounding
-    whitespace is dropped and an empty cell is an error. JSON Lines values keep their
-    JSON type: integers or strings, never floats, booleans or null.
+``labels_from_npy(data)``
+    A NumPy ``.npy`` file (never unpickled) holding a 1-d array of integers (any width,
+    either byte order) or of unicode strings (``<U…``). Byte strings (``S``), booleans,
+    floats and objects are refused. (NumPy's unicode arrays cannot hold a trailing NUL
+    character in a string; labels with one must go as JSON.)
+``labels_from_raw(data, dtype)``
+    The bytes of a little-endian ``int32`` or ``int64`` array, nothing else.
+``labels_from_csv(text, column)``
+    A CSV file with a header line; the labels are the column named ``column``.
+``labels_from_jsonl(text, column)``
+    JSON Lines: one JSON object per line; the labels are the values under ``column``.
+``labels_from_paths(text)``
+    One file path per line, relative to an ``ImageFolder`` root: ``class_name/file``.
+
+NOTE [Integers in text manifests]
+    A CSV cell is text. A label column whose every cell is an integer written plainly
+    (``-?(0|[1-9][0-9]*)``: no sign ``+``, no leading zeros, no spaces) holds integer
+    labels, exactly as if ``[0, 3, 1, ...]`` had been uploaded as JSON. Any other cell
+    makes the whole column strings, so ``"007"`` and ``"7"`` stay two classes. Cells are
+    taken as written: no whitespace is stripped. In JSON Lines the JSON type decides.
+
+NOTE [ImageFolder order]
+    ``torchvision.datasets.ImageFolder`` names classes after the root's sub-folders,
+    sorted as Python sorts strings, and indexes them ``0..K-1`` in that order; that is
+    exactly how string labels are canonicalised here, so class ``i`` of the dataset is
+    ``ImageFolder.classes[i]``. The *samples* keep the order of the lines (ImageFolder
+    itself walks classes in order, then sorted file names; list the paths in that order
+    to index samples as it does). The class is the first path component; deeper folders
+    belong to it, as ``os.walk`` under a class folder finds them. Every line is a
+    sample: filter by file extension before uploading. Separators are ``/``; a leading
+    ``./`` is dropped; absolute paths are refused. A class folder ImageFolder would
+    find empty cannot appear here (ImageFolder refuses those by default anyway).
 """
 
 from __future__ import annotations
@@ -19,185 +44,261 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from service.core.labels import Labels, labels_from_array, labels_from_list, labels_from_strings
-from service.errors import InvalidLabels
+from service.errors import InvalidLabels, UnsupportedMediaType
 
-#: The column read when none is named and the header has one called this.
-DEFAULT_COLUMN = "label"
+__all__ = [
+    "RAW_DTYPES",
+    "decode_text",
+    "labels_from_csv",
+    "labels_from_jsonl",
+    "labels_from_npy",
+    "labels_from_paths",
+    "labels_from_raw",
+]
 
-_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
-_INT64 = np.iinfo(np.int64)
+#: The element types of a raw upload, by the name the API takes.
+RAW_DTYPES: dict[str, np.dtype[np.signedinteger]] = {
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+}
 
-
-def _strip_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
-
-
-def _pick_column(columns: Sequence[str], column: str | None, where: str) -> str:
-    if column is not None:
-        if column not in columns:
-            raise InvalidLabels(
-                f"{where} has no column {column!r}; its columns are {', '.join(map(repr, columns))}"
-            )
-        return column
-    if DEFAULT_COLUMN in columns:
-        return DEFAULT_COLUMN
-    if len(columns) == 1:
-        return columns[0]
-    raise InvalidLabels(
-        f"{where} has columns {', '.join(map(repr, columns))}: name the label column "
-        f"(none is called {DEFAULT_COLUMN!r})"
-    )
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_INT64_MAX = np.iinfo(np.int64).max
+_NPY_MAGIC = b"\x93NUMPY"
+_BOM = "\ufeff"
 
 
-def _typed(values: list[str]) -> Labels:
-    """String cells to labels: integers when every cell is one; see NOTE [Labels from text]."""
-    if all(_CANONICAL_INT.fullmatch(v) for v in values):
-        ints = [int(v) for v in values]
-        if all(_INT64.min <= v <= _INT64.max for v in ints):
-            return labels_from_array(np.array(ints, dtype=np.int64))
+def _show(value: str, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_text(data: bytes, charset: str | None, what: str) -> str:
+    """``data`` as text: UTF-8 (a leading BOM dropped) unless ``charset`` names another.
+
+    Raises :class:`InvalidLabels` (422) for bytes that are not valid in the charset and
+    :class:`UnsupportedMediaType` (415) for a charset Python does not know.
+    """
+    name = (charset or "utf-8").strip().strip('"').lower()
+    codec = "utf-8-sig" if name in ("utf-8", "utf8") else name
+    try:
+        return data.decode(codec)
+    except LookupError as exc:
+        raise UnsupportedMediaType(
+            f"unknown charset {charset!r} for the {what}; send UTF-8"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        hint = (
+            ""
+            if charset
+            else " (or name its charset, e.g. Content-Type: text/csv; charset=latin-1)"
+        )
+        raise InvalidLabels(
+            f"the {what} is not valid {name.upper() if charset else 'UTF-8'}: byte 0x{byte} at "
+            f"offset {exc.start} (line {line}); send UTF-8{hint}"
+        ) from exc
+
+
+def _typed(values: Sequence[str]) -> Labels:
+    """Labels from text cells: integers if every cell is one, else strings (NOTE above)."""
+    if all(_INTEGER.fullmatch(v) for v in values):
+        return labels_from_list([int(v) for v in values])
     return labels_from_strings(values)
 
 
-def labels_from_csv(text: str, column: str | None = None) -> Labels:
-    """Labels from a CSV manifest with a header row, one sample per row, in row order.
+def labels_from_csv(text: str, column: str = "label") -> Labels:
+    """Labels from the column ``column`` of a CSV file with a header line.
 
-    ``column`` names the label column; by default the column ``label``, or the only
-    column. See NOTE [Labels from text] for how cells become integer or string labels.
+    Blank lines are skipped. Every other line must have as many fields as the header.
     """
-    reader = csv.reader(io.StringIO(_strip_bom(text), newline=""), strict=True)
+    if text.startswith(_BOM):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    values: list[str] = []
     try:
-        header = next(reader, None)
-        if header is None or not any(cell.strip() for cell in header):
+        header = next((row for row in reader if row), None)
+        if header is None:
             raise InvalidLabels(
-                "the CSV manifest is empty: expected a header row, then one row per sample"
+                "the CSV manifest is empty: it needs a header line naming the columns, "
+                "then one line per sample"
             )
-        names = [cell.strip() for cell in header]
-        index = names.index(_pick_column(names, column, "the CSV header"))
-        values: list[str] = []
+        if header.count(column) != 1:
+            if column in header:
+                raise InvalidLabels(f"the CSV header names the column {column!r} more than once")
+            shown = ", ".join(_show(name) for name in header[:20])
+            raise InvalidLabels(
+                f"the CSV header has no column {column!r} (its columns: {shown}); "
+                f"name the label column with the 'label_column' query parameter"
+            )
+        at = header.index(column)
+        width = len(header)
         for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank lines, e.g. a trailing newline
-            line = reader.line_num
-            if index >= len(row):
+            if not row:
+                continue
+            if len(row) != width:
                 raise InvalidLabels(
-                    f"CSV line {line} has {len(row)} cells, but the label column "
-                    f"{names[index]!r} is cell {index + 1}"
+                    f"line {reader.line_num} of the CSV manifest has {len(row)} fields, "
+                    f"but the header has {width}"
                 )
-            value = row[index].strip()
-            if not value:
+            value = row[at]
+            if value == "":
                 raise InvalidLabels(
-                    f"CSV line {line} has an empty label in column {names[index]!r}"
+                    f"line {reader.line_num} of the CSV manifest has an empty {column!r} field"
                 )
             values.append(value)
     except csv.Error as exc:
-        raise InvalidLabels(f"the CSV manifest cannot be parsed: {exc}") from exc
+        raise InvalidLabels(
+            f"line {reader.line_num} of the CSV manifest is not valid CSV: {exc}"
+        ) from exc
     if not values:
-        raise InvalidLabels("the CSV manifest has a header but no rows: labels must not be empty")
+        raise InvalidLabels("the CSV manifest has a header but no rows")
     return _typed(values)
 
 
-def _jsonl_values(text: str, column: str | None) -> Iterator[object]:
-    key: str | None = None
-    for number, line in enumerate(_strip_bom(text).splitlines(), start=1):
+def labels_from_jsonl(text: str, column: str = "label") -> Labels:
+    """Labels from JSON Lines: the value under ``column`` in each line's object.
+
+    Blank lines are skipped. Values must be all integers or all strings (not booleans,
+    floats or null), as in a JSON upload.
+    """
+    if text.startswith(_BOM):
+        text = text[1:]
+    values: list[int | str] = []
+    first_kind: type | None = None
+    first_line = 0
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InvalidLabels(f"JSON Lines line {number} is not valid JSON: {exc.msg}") from exc
-        if isinstance(item, dict):
-            if key is None:
-                key = _pick_column(list(item), column, f"JSON Lines line {number}")
-            if key not in item:
-                raise InvalidLabels(f"JSON Lines line {number} has no key {key!r}")
-            value = item[key]
-        elif column is None:
-            value = item  # a bare label per line
-        else:
             raise InvalidLabels(
-                f"JSON Lines line {number} is a {type(item).__name__}, "
-                f"not an object with key {column!r}"
-            )
-        if type(value) not in (int, str):
-            shown = json.dumps(value)[:40]
+                f"line {number} of the JSON Lines manifest is not valid JSON: {exc.msg}"
+            ) from exc
+        if not isinstance(record, dict):
             raise InvalidLabels(
-                f"JSON Lines line {number}: labels must be integers or strings, got {shown}"
+                f"line {number} of the JSON Lines manifest is a {type(record).__name__}, "
+                f"not a JSON object"
             )
-        yield value
-
-
-def labels_from_jsonl(text: str, column: str | None = None) -> Labels:
-    """Labels from JSON Lines: one object per line (``{"path": …, "label": 3}``), in line order.
-
-    ``column`` names the key; by default ``label``, or the only key. Without ``column``,
-    lines may also be bare labels (``3`` or ``"cat"``). Labels keep their JSON type.
-    """
-    values = list(_jsonl_values(text, column))
+        if column not in record:
+            raise InvalidLabels(
+                f"line {number} of the JSON Lines manifest has no {column!r} key; "
+                f"name the label key with the 'label_column' query parameter"
+            )
+        value = record[column]
+        kind = type(value)
+        if kind is not int and kind is not str:
+            what = (
+                "null"
+                if value is None
+                else f"a {'boolean' if kind is bool else kind.__name__} ({value!r})"
+            )
+            raise InvalidLabels(
+                f"line {number} of the JSON Lines manifest: {column!r} is {what}; "
+                f"labels must be integers or strings"
+            )
+        if first_kind is None:
+            first_kind, first_line = kind, number
+        elif kind is not first_kind:
+            raise InvalidLabels(
+                f"line {number} of the JSON Lines manifest: {column!r} is a {kind.__name__} "
+                f"but on line {first_line} it is a {first_kind.__name__}; "
+                f"labels must be all integers or all strings"
+            )
+        values.append(value)
     if not values:
-        raise InvalidLabels("the JSON Lines manifest has no lines: labels must not be empty")
+        raise InvalidLabels("the JSON Lines manifest is empty: it needs one JSON object per line")
     return labels_from_list(values)
 
 
 def labels_from_npy(data: bytes) -> Labels:
-    """Labels from a ``.npy`` file's bytes: a 1-d integer or unicode string array.
-
-    Pickled (object) arrays are refused: loading them would run code from the upload.
-    """
-    if data.startswith(b"PK"):
-        raise InvalidLabels("this is an .npz archive, not a .npy file: save one array with np.save")
-    if not data.startswith(b"\x93NUMPY"):
-        raise InvalidLabels("not a .npy file: it does not start with the .npy magic bytes")
+    """Labels from a ``.npy`` file: a 1-d array of integers or unicode strings."""
+    if not data.startswith(_NPY_MAGIC):
+        hint = " (that is a .npz archive; send one array as .npy)" if data.startswith(b"PK") else ""
+        raise InvalidLabels(
+            f"the body is not a .npy file: it does not start with the .npy magic string{hint}"
+        )
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise InvalidLabels(
-                "the .npy array holds Python objects, which are not loaded; save integer or "
-                "unicode string labels (np.asarray(labels, dtype=str))"
-            ) from exc
-        raise InvalidLabels(f"not a valid .npy file: {exc}") from exc
-    except (OSError, EOFError) as exc:
-        raise InvalidLabels(f"not a valid .npy file: {exc}") from exc
-    if array.dtype.kind == "U":
-        if array.ndim != 1:
-            raise InvalidLabels(f"labels must be a 1-d array, got shape {array.shape}")
+        array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError, SyntaxError) as exc:
+        raise InvalidLabels(f"the .npy file cannot be read: {exc}") from exc
+    if array.ndim != 1:
+        raise InvalidLabels(f"labels must be a 1-d array, got shape {array.shape}")
+    kind = array.dtype.kind
+    if kind == "U":
+        if array.size == 0:
+            raise InvalidLabels("labels must not be empty")
         return labels_from_strings(array.tolist())
+    if kind == "S":
+        raise InvalidLabels(
+            f"labels must be integers or unicode strings, got byte strings ({array.dtype.str}); "
+            f"save them as a unicode array (e.g. array.astype(str))"
+        )
+    if kind == "u" and array.size and int(array.max()) > _INT64_MAX:
+        raise InvalidLabels("integer labels must fit in 64 bits (int64)")
+    if kind in "iu":
+        array = array.astype(array.dtype.newbyteorder("="), copy=False)
     return labels_from_array(array)
 
 
-def labels_from_paths(text: str) -> Labels:
-    """Labels from a list of file paths in ImageFolder layout ``class_name/file``, one a line.
+def labels_from_raw(data: bytes, dtype: str = "int64") -> Labels:
+    """Labels from the raw bytes of a little-endian ``int32`` or ``int64`` array."""
+    wire = RAW_DTYPES.get(dtype)
+    if wire is None:
+        raise InvalidLabels(
+            f"dtype should be one of {', '.join(RAW_DTYPES)}, but got dtype={dtype!r}"
+        )
+    if len(data) % wire.itemsize:
+        raise InvalidLabels(
+            f"raw {dtype} labels take {wire.itemsize} bytes each, "
+            f"but the body has {len(data)} bytes, "
+            f"which is not a multiple of {wire.itemsize}"
+        )
+    return labels_from_array(
+        np.frombuffer(data, dtype=wire).astype(wire.newbyteorder("="), copy=False)
+    )
 
-    A sample's class is its first path component; classes are sorted and indexed exactly as
-    ``torchvision.datasets.ImageFolder`` indexes its class folders (``class_to_idx``).
-    Samples keep the order of the lines (ImageFolder itself walks files sorted by class
-    and name: sort the list first to get its sample order). Paths are relative to the
-    ImageFolder root; ``./`` prefixes and Windows separators are accepted.
+
+def labels_from_paths(text: str) -> Labels:
+    """Labels from file paths in ``ImageFolder`` layout, one per line (NOTE [ImageFolder order]).
+
+    The labels are class names (strings), in line order; blank lines are skipped.
     """
+    if text.startswith(_BOM):
+        text = text[1:]
     classes: list[str] = []
-    for number, line in enumerate(_strip_bom(text).splitlines(), start=1):
-        path = line.strip().replace("\\", "/")
-        if not path:
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
             continue
-        while path.startswith("./"):
-            path = path[2:]
-        if path.startswith("/") or re.match(r"[A-Za-z]:/", path):
+        path = line[2:] if line.startswith("./") else line
+        if path.startswith("/"):
             raise InvalidLabels(
-                f"path list line {number} is absolute ({line.strip()!r}): write paths relative to "
-                "the ImageFolder root, as class_name/file"
+                f"line {number} of the path list is absolute ({_show(line)}); "
+                f"list paths relative to the ImageFolder root: class_name/file"
             )
-        name, sep, rest = path.partition("/")
-        if not sep or not name or not rest.strip("/"):
+        name, slash, rest = path.partition("/")
+        if not slash:
             raise InvalidLabels(
-                f"path list line {number} ({line.strip()!r}) is not in ImageFolder layout "
-                "class_name/file"
+                f"line {number} of the path list ({_show(line)}) has no class folder; "
+                f"ImageFolder paths are class_name/file"
+            )
+        if name in ("", ".", ".."):
+            raise InvalidLabels(
+                f"line {number} of the path list ({_show(line)}) has no class folder name"
+            )
+        if not rest or rest.endswith("/"):
+            raise InvalidLabels(
+                f"line {number} of the path list ({_show(line)}) names a folder, not a file"
             )
         classes.append(name)
     if not classes:
-        raise InvalidLabels("the path list is empty: labels must not be empty")
+        raise InvalidLabels("the path list is empty: it needs one class_name/file path per line")
     return labels_from_strings(classes)

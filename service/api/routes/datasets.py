@@ -1,22 +1,37 @@
-"""``/v1/datasets``: upload labels, read their classes and counts."""
+"""``/v1/datasets``: upload labels (JSON, binary arrays or manifests), read their counts."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from service.api import examples
 from service.api.deps import CatalogDep
-from service.api.schemas import DatasetCreate, DatasetOut, Problem
+from service.api.schemas import DatasetOut, Problem
+from service.api.uploads import (
+    UPLOAD_REQUEST_BODY,
+    RawDtype,
+    labels_from_upload,
+    upload_description,
+)
 from service.api.views import dataset_out
-from service.core.labels import labels_from_list
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
-    413: {"model": Problem, "description": "More labels than the service takes."},
-    422: {"model": Problem, "description": "The labels are empty, mixed, floats, or not a list."},
+    400: {"model": Problem, "description": "The JSON body cannot be parsed."},
+    413: {
+        "model": Problem,
+        "description": "The body is over `max_upload_bytes`, or has more labels than `max_labels`.",
+    },
+    415: {"model": Problem, "description": "A Content-Type (or charset) the service cannot read."},
+    422: {
+        "model": Problem,
+        "description": "The labels are empty, mixed, floats, or not a list; a manifest is empty, "
+        "ragged, misses its label column, or is not valid in its charset.",
+    },
 }
 
 
@@ -25,10 +40,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     response_model=DatasetOut,
     status_code=status.HTTP_201_CREATED,
     summary="Upload a dataset's labels",
-    description=(
-        "Stores the labels in sample order, named by the SHA-256 of their canonical content. "
-        "201 the first time, 200 when the same labels were uploaded before."
-    ),
+    description=upload_description(),
     responses={
         201: {
             "description": "The dataset was created.",
@@ -41,24 +53,30 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
         },
         **_PROBLEMS,
     },
+    openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
 )
-def create_dataset(
-    body: Annotated[
-        DatasetCreate,
-        Body(
-            openapi_examples={
-                "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
-                "ints": examples.openapi_example(
-                    "Integer labels", {"labels": [0, 0, 0, 0, 1, 1, 2]}
-                ),
-            }
-        ),
-    ],
+async def create_dataset(
+    request: Request,
     catalog: CatalogDep,
     response: Response,
+    label_column: Annotated[
+        str, Query(min_length=1, description="CSV column or JSON Lines key holding the labels.")
+    ] = "label",
+    dtype: Annotated[
+        RawDtype,
+        Query(description="Element type of an `application/octet-stream` body (little-endian)."),
+    ] = "int64",
 ) -> DatasetOut:
-    labels = labels_from_list(body.labels)
-    info, created = catalog.create_dataset(labels)
+    # Async only to read the raw body; parsing and storing run in the threadpool.
+    body = await request.body()
+    labels = await run_in_threadpool(
+        labels_from_upload,
+        body,
+        request.headers.get("content-type"),
+        label_column=label_column,
+        dtype=dtype,
+    )
+    info, created = await run_in_threadpool(catalog.create_dataset, labels)
     if not created:
         response.status_code = status.HTTP_200_OK
     return dataset_out(info)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
 from service.api import examples
-from service.api.arrays import array_json_response
+from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import CatalogDep
 from service.api.report import REPORT_CSP, render_report
 from service.api.schemas import PlanCreate, PlanOut, Problem, StreamSummaryOut
@@ -107,16 +107,28 @@ def get_plan(plan_id: PlanId, catalog: CatalogDep) -> PlanOut:
 @router.get(
     "/{plan_id}/weights",
     summary="Per-sample weights of the plan's population",
-    description="float64 weights, one per population position (the training part when split).",
+    description=(
+        "float64 weights, one per population position (the training part when split). "
+        "At most `max_page` values per response (422 beyond)."
+    ),
     responses={
-        200: {"content": {"application/json": {"example": examples.WEIGHTS}}},
+        **array_responses("The weights", "<f8", examples.WEIGHTS),
         **_NOT_FOUND,
+        422: {"model": Problem, "description": "More weights than `max_page`."},
     },
 )
-def get_weights(plan_id: PlanId, catalog: CatalogDep) -> Response:
+def get_weights(
+    plan_id: PlanId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+) -> Response:
     plan = catalog.get_plan(plan_id)
     weights = catalog.weights(plan)
-    return array_json_response({"plan_id": plan.id, "length": int(weights.shape[0])}, "weights", weights)
+    return array_response(
+        media_type,
+        weights,
+        meta={"plan_id": plan.id, "length": int(weights.shape[0])},
+        key="weights",
+        head_only=request.method == "HEAD",
+    )
 
 
 @router.get(
@@ -126,17 +138,25 @@ def get_weights(plan_id: PlanId, catalog: CatalogDep) -> Response:
         "The epoch's stream equals `list(WeightedRandomSampler(weights, num_samples, replacement, "
         "generator=torch.Generator().manual_seed(seed + epoch)))` (algorithm `torch`), sharded as "
         "`DistributedSampler(drop_last=False)` shards it, then cut to `[offset, offset + limit)`. "
-        "`space=dataset` maps population positions back to dataset indices."
+        "`space=dataset` maps population positions back to dataset indices. At most `max_page` "
+        "indices per response (422 beyond): page with `offset` and `limit`. Every format also "
+        "carries `X-Sampleplan-Stream-Length` (the length of the rank's whole stream, `length` in "
+        "JSON) and `X-Sampleplan-Offset`."
     ),
     responses={
-        200: {"content": {"application/json": {"example": examples.INDICES}}},
+        **array_responses("The page of indices", "<i8", examples.INDICES),
         **_NOT_FOUND,
-        422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
+        422: {
+            "model": Problem,
+            "description": "Bad epoch, rank, world size or page, or a page over `max_page`.",
+        },
     },
 )
 def get_indices(
     plan_id: PlanId,
     catalog: CatalogDep,
+    media_type: ArrayMediaType,
+    request: Request,
     epoch: Annotated[int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")] = 0,
     rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
     world_size: Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")] = 1,
@@ -144,19 +164,39 @@ def get_indices(
     limit: Annotated[int | None, Query(ge=0, description="Page length; default: to the end.")] = None,
     space: Annotated[Space, Query(description="population positions or dataset indices.")] = "population",
 ) -> Response:
-    request = StreamRequest(epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space)
+    stream_request = StreamRequest(
+        epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+    )
     plan = catalog.get_plan(plan_id)
-    indices = catalog.indices(plan, request)
+    indices = catalog.indices(plan, stream_request)
+    stream_length = plan.prepared.rank_length(world_size)
     meta = {
         "plan_id": plan.id,
         "epoch": epoch,
         "rank": rank,
         "world_size": world_size,
         "offset": offset,
-        "length": plan.prepared.rank_length(world_size),
+        "length": stream_length,
         "space": space,
     }
-    return array_json_response(meta, "indices", indices)
+    return array_response(
+        media_type,
+        indices,
+        meta=meta,
+        key="indices",
+        headers={
+            "X-Sampleplan-Stream-Length": str(stream_length),
+            "X-Sampleplan-Offset": str(offset),
+        },
+        head_only=request.method == "HEAD",
+    )
+
+
+# HEAD answers with GET's headers and no body (with Content-Length for binary types), so
+# a client can size a download first. Kept out of the schema, which would otherwise list
+# each operation twice under one operation id.
+for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indices", get_indices)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get(

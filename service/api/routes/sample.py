@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 
 from service.api import examples
-from service.api.arrays import array_json_response
+from service.api.arrays import JSON, array_json_response, negotiate
 from service.api.deps import CatalogDep
 from service.api.schemas import Problem, SampleOut, SampleRequest
 from service.api.views import plan_out
@@ -24,10 +24,12 @@ router = APIRouter(prefix="/v1", tags=["sample"])
     description=(
         "Computes the plan without storing anything and answers with its class counts, its "
         "per-sample weights and a page of one rank's stream for one epoch (epoch 0, the whole "
-        "stream, by default)."
+        "stream, by default). The answer holds several arrays, so it is JSON only; fetch a stored "
+        "plan's `/indices` or `/weights` for binary arrays."
     ),
     responses={
         200: {"content": {"application/json": {"example": examples.SAMPLE}}},
+        406: {"model": Problem, "description": "The answer is JSON only."},
         413: {"model": Problem, "description": "More labels than the service takes."},
         422: {
             "model": Problem,
@@ -55,7 +57,9 @@ def sample(
         ),
     ],
     catalog: CatalogDep,
+    http_request: Request,
 ) -> Response:
+    negotiate(http_request.headers.get("accept"), (JSON,))
     labels = labels_from_list(body.labels)
     request = body.to_stream_request()
     plan, _ = catalog.build_plan(labels, body.to_config())

@@ -1,0 +1,158 @@
+"""A bounded, thread-safe cache of drawn epoch streams, filled at most once per key.
+
+Algorithm ``torch`` can only produce a page of an epoch by drawing the epoch (or, with the
+exact path, by skipping everything before the page). A client paging through an epoch
+of 1e7 draws in pages of 1e5 would otherwise pay for a hundred draws. The cache keeps
+whole epoch streams, keyed by ``(plan_id, epoch)``, in least-recently-used order within
+a budget of bytes.
+
+NOTE [Single flight]
+    Several requests for the same cold epoch (ranks of one job starting together, or a
+    client prefetching pages) must not each draw it. The first request registers a
+    :class:`~concurrent.futures.Future` for the key and draws outside the lock; the others
+    find the future and wait on it. A failed draw is handed to every waiter and nothing
+    is cached, so the next request tries again.
+
+Cached arrays are made read-only: they are shared by every request that reads them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["EpochCache", "EpochCacheStats"]
+
+Int64Array = npt.NDArray[np.int64]
+
+#: How many cold keys :meth:`EpochCache.first_touch` remembers.
+_TOUCHED_KEYS = 4096
+
+
+@dataclass(frozen=True)
+class EpochCacheStats:
+    """Counters since the cache was made, and what it holds now."""
+
+    hits: int
+    misses: int
+    draws: int
+    evictions: int
+    entries: int
+    bytes: int
+    max_bytes: int
+
+
+class EpochCache:
+    """Epoch streams by key, at most ``max_bytes`` of them, least recently used evicted.
+
+    ``max_bytes=0`` keeps nothing, but concurrent requests still share one draw.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(
+                f"max_bytes should be a non-negative integer, but got max_bytes={max_bytes}"
+            )
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, Int64Array] = OrderedDict()
+        self._pending: dict[Hashable, Future[Int64Array]] = {}
+        self._touched: OrderedDict[Hashable, None] = OrderedDict()
+        self._bytes = 0
+        self._hits = 0
+        self._misses = 0
+        self._draws = 0
+        self._evictions = 0
+
+    def get(self, key: Hashable) -> Int64Array | None:
+        """The cached stream, or ``None``; never draws. A hit refreshes the key."""
+        with self._lock:
+            stream = self._entries.get(key)
+            if stream is not None:
+                self._entries.move_to_end(key)
+                self._hits += 1
+            return stream
+
+    def first_touch(self, key: Hashable) -> bool:
+        """``True`` the first time a key that is neither cached nor being drawn is asked about.
+
+        Lets the catalog serve a lone page of a cold epoch without drawing all of it, and
+        fill the cache once the same epoch is asked for again.
+        """
+        with self._lock:
+            if key in self._entries or key in self._pending or key in self._touched:
+                return False
+            self._touched[key] = None
+            while len(self._touched) > _TOUCHED_KEYS:
+                self._touched.popitem(last=False)
+            return True
+
+    def get_or_draw(self, key: Hashable, draw: Callable[[], Int64Array]) -> Int64Array:
+        """The stream for ``key``, calling ``draw()`` only if no one has it or is drawing it.
+
+        See NOTE [Single flight]. Exceptions from ``draw`` reach every waiting caller.
+        """
+        with self._lock:
+            stream = self._entries.get(key)
+            if stream is not None:
+                self._entries.move_to_end(key)
+                self._hits += 1
+                return stream
+            self._misses += 1
+            pending = self._pending.get(key)
+            if pending is None:
+                future: Future[Int64Array] = Future()
+                self._pending[key] = future
+                self._draws += 1
+        if pending is not None:
+            return pending.result()
+        try:
+            stream = draw()
+            stream.flags.writeable = False
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            del self._pending[key]
+            self._touched.pop(key, None)
+            self._store(key, stream)
+        future.set_result(stream)
+        return stream
+
+    def _store(self, key: Hashable, stream: Int64Array) -> None:
+        # Called with the lock held.
+        if stream.nbytes > self.max_bytes:
+            return
+        self._entries[key] = stream
+        self._bytes += stream.nbytes
+        while self._bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= evicted.nbytes
+            self._evictions += 1
+
+    def clear(self) -> None:
+        """Forget every cached stream (draws in flight finish and are cached)."""
+        with self._lock:
+            self._entries.clear()
+            self._touched.clear()
+            self._bytes = 0
+
+    def stats(self) -> EpochCacheStats:
+        with self._lock:
+            return EpochCacheStats(
+                hits=self._hits,
+                misses=self._misses,
+                draws=self._draws,
+                evictions=self._evictions,
+                entries=len(self._entries),
+                bytes=self._bytes,
+                max_bytes=self.max_bytes,
+            )

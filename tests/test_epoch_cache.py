@@ -1,0 +1,71 @@
+"""EpochCache on its own: single flight, failures, byte budget."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from service.epoch_cache import EpochCache
+
+
+def test_a_failed_draw_reaches_every_waiter_and_is_not_cached() -> None:
+    cache = EpochCache(1 << 20)
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def failing() -> np.ndarray:
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        raise ValueError("boom")
+
+    errors: list[str] = []
+
+    def waiter() -> None:
+        try:
+            cache.get_or_draw("k", lambda: np.arange(3))
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    first = threading.Thread(target=waiter)
+
+    def drawing() -> None:
+        with pytest.raises(ValueError):
+            cache.get_or_draw("k", failing)
+
+    drawer = threading.Thread(target=drawing)
+    drawer.start()
+    started.wait(5)
+    first.start()
+    while cache.stats().misses < 2:  # the waiter found the draw in flight
+        threading.Event().wait(0.001)
+    release.set()
+    drawer.join()
+    first.join()
+    assert errors == ["boom"] and calls == [1]
+    assert cache.get("k") is None
+    assert cache.get_or_draw("k", lambda: np.arange(3)).tolist() == [0, 1, 2]  # tried again
+    assert cache.stats().draws == 2
+
+
+def test_an_epoch_larger_than_the_budget_is_served_but_not_kept() -> None:
+    cache = EpochCache(100)
+    stream = cache.get_or_draw("big", lambda: np.arange(50, dtype=np.int64))
+    assert stream.shape == (50,) and cache.get("big") is None
+    assert cache.stats().bytes == 0
+
+
+def test_first_touch() -> None:
+    cache = EpochCache(1 << 20)
+    assert cache.first_touch("a") is True
+    assert cache.first_touch("a") is False
+    cache.get_or_draw("b", lambda: np.arange(2))
+    assert cache.first_touch("b") is False
+
+
+def test_negative_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_bytes should be a non-negative integer"):
+        EpochCache(-1)
