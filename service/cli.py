@@ -396,7 +396,8 @@ def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source
         if repeats is not None and repeats > REPEAT_WARNING:
             notes.append(
                 f"warning: class {row['class']}: each drawn sample is seen {repeats:.1f} times per "
-                f"epoch on average ({row['count']:,} samples, {row['expected_draws']:.1f} draws)"
+                f"epoch on average ({row['count']:,} sample{'' if row['count'] == 1 else 's'}, "
+                f"{row['expected_draws']:.1f} draws)"
             )
     return "\n".join(head + body + notes) + "\n"
 

@@ -61,6 +61,10 @@ def _weight(value: float | None, strategy: object) -> str:
     return f"{value:.6g}"
 
 
+def _samples(count: int) -> str:
+    return f"{count:,} sample" + ("" if count == 1 else "s")
+
+
 def _short(label: object, width: int = 22) -> str:
     text = str(label)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -139,7 +143,7 @@ def _coverage_notes(plan: PlanOut) -> list[str]:
     if flagged:
         flagged.sort(key=lambda r: -(r.mean_repeats_per_drawn_sample or 0.0))
         items = "".join(
-            f"<li>class <strong>{escape(str(row.label))}</strong>: {row.count:,} samples, about "
+            f"<li>class <strong>{escape(str(row.label))}</strong>: {_samples(row.count)}, about "
             f"{_num(row.expected_draws, 1)} draws per epoch, so each drawn sample is seen "
             f"{_num(row.mean_repeats_per_drawn_sample, 1)} times per epoch "
             f"({_pct(row.expected_coverage)} of its samples seen)</li>"
