@@ -6,6 +6,7 @@ import argparse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from service import __version__
@@ -14,6 +15,7 @@ from service.api.limits import RequestBodyLimit
 from service.api.problems import install_problem_handlers
 from service.api.routes import datasets, health, plans, sample
 from service.catalog import Catalog
+from service.core import exact
 from service.config import Settings, get_settings
 from service.storage import PlanStore
 
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = PlanStore.open(settings.database_url)
+        await anyio.to_thread.run_sync(exact.warm_up)
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings)
         try:

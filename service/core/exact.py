@@ -436,3 +436,14 @@ def draw_exact_with_replacement(
     if start and stop > start:
         generator.random_raw(2 * start, output=False)
     return _draw_from_generator(table, generator, stop - start, backend=resolved)
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time on a machine) the kernels with a tiny draw.
+
+    The first draw in a process pays 0.2-0.4 s to load cached numba kernels (about 1.6 s
+    to compile them where no cache exists yet); the service does this at start-up so no
+    request pays it.
+    """
+    table = CumulativeTable.from_weights(np.array([1.0, 2.0], dtype=np.float64))
+    draw_exact_with_replacement(table, 0, 0, 4)
