@@ -9,6 +9,7 @@ more than drawing a page.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, r
 from service.core.splitting import Split
 from service.core.streams import Int64Array, StreamRequest
 from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
+from service.metrics import ServiceMetrics
 from service.storage import DatasetRecord, PlanRecord, PlanStore
 
 
@@ -90,9 +92,12 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
 class Catalog:
     """Creates and reads datasets and plans; draws streams from cached prepared plans."""
 
-    def __init__(self, store: PlanStore, settings: Settings) -> None:
+    def __init__(
+        self, store: PlanStore, settings: Settings, metrics: ServiceMetrics | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -108,6 +113,8 @@ class Catalog:
         self.check_size(labels)
         record = dataset_record(labels)
         created = self.store.put_dataset(record)
+        if created and self.metrics is not None:
+            self.metrics.datasets_created.inc()
         return _dataset_info(record), created
 
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
@@ -157,7 +164,10 @@ class Catalog:
             versions=plan.versions,
             weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if weights is not None else None,
         )
-        created = self.store.put_plan(record, dataset=new_dataset)
+        created, dataset_created = self.store.put_plan_and_dataset(record, new_dataset)
+        if self.metrics is not None:
+            self.metrics.plans_created.inc(int(created))
+            self.metrics.datasets_created.inc(int(dataset_created))
         if not created:
             # Keep what was stored first: its versions say what defined its streams.
             return self.get_plan(plan.id), False
@@ -207,7 +217,13 @@ class Catalog:
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         start, stop = request.page_bounds(plan.prepared.num_samples)
         self.check_page(stop - start)
-        return plan.prepared.indices(request)
+        began = time.perf_counter()
+        indices = plan.prepared.indices(request)
+        if self.metrics is not None:
+            algorithm = plan.prepared.config.algorithm
+            self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
+            self.metrics.indices_served.labels(algorithm).inc(int(indices.shape[0]))
+        return indices
 
     def weights(self, plan: Plan) -> npt.NDArray[np.float64]:
         self.check_page(plan.prepared.population_size)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +32,31 @@ class Settings(BaseSettings):
     )
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."
+    )
+    # -- operations (auth, limits, logs) ---------------------------------------------------
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens; when any is set, /v1 needs one (401 without).",
+    )
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="A file of bearer tokens, one per line ('#' comments); joins api_tokens.",
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Largest request body in bytes (413 before the body is read whole).",
+    )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request whose response has not started by then gets a 504.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines to stderr: JSON objects, or plain text."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level written."
     )
 
 
