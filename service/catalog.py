@@ -23,7 +23,13 @@ from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
 from service.core.splitting import Split
 from service.core.streams import Int64Array, StreamRequest
-from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
+from service.errors import (
+    DatasetNotFound,
+    InvalidPlanConfig,
+    InvalidStreamRequest,
+    PayloadTooLarge,
+    PlanNotFound,
+)
 from service.metrics import ServiceMetrics
 from service.storage import DatasetRecord, PlanRecord, PlanStore
 
@@ -218,7 +224,15 @@ class Catalog:
         start, stop = request.page_bounds(plan.prepared.num_samples)
         self.check_page(stop - start)
         began = time.perf_counter()
-        indices = plan.prepared.indices(request)
+        try:
+            indices = plan.prepared.indices(request)
+        except NotImplementedError as exc:
+            # An algorithm this release accepts in a plan but cannot draw yet: a clear
+            # 4xx, not a 500 (found by the schemathesis fuzz test).
+            raise InvalidPlanConfig(
+                f"this release cannot draw streams of algorithm {plan.prepared.config.algorithm!r} "
+                f"yet ({exc}); use algorithm 'torch'"
+            ) from exc
         if self.metrics is not None:
             algorithm = plan.prepared.config.algorithm
             self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)

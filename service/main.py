@@ -15,6 +15,7 @@ from service import __version__
 from service.api.auth import BearerAuthMiddleware, load_api_tokens
 from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
+from service.api.openapi import install_problem_openapi
 from service.api.problems import install_problem_handlers
 from service.api.routes import datasets, health, metrics, plans, sample
 from service.api.schemas import Problem
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = service_metrics
     install_problem_handlers(app)
+    install_problem_openapi(app)
     v1_extra: dict[str, Any] = {}
     if tokens:
         # Enforced by BearerAuthMiddleware; this only documents it (and gives /docs its

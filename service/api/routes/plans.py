@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from service.api.arrays import array_json_response
 from service.api.deps import CatalogDep
-from service.api.schemas import PlanCreate, PlanOut, Problem
+from service.api.schemas import IndicesOut, PlanCreate, PlanOut, Problem, WeightsOut
 from service.api.views import plan_out
 from service.core.labels import labels_from_list
 from service.core.streams import Space, StreamRequest
@@ -59,7 +59,10 @@ def get_plan(plan_id: str, catalog: CatalogDep) -> PlanOut:
     summary="Per-sample weights of the plan's population",
     description="float64 weights, one per population position (the training part when split).",
     responses={
-        200: {"content": {"application/json": {"example": {"plan_id": "…", "weights": [0.25, 0.25, 1.0]}}}},
+        200: {
+            "model": WeightsOut,
+            "content": {"application/json": {"example": {"plan_id": "…", "length": 3, "weights": [0.25, 0.25, 1.0]}}},
+        },
         **_NOT_FOUND,
     },
 )
@@ -80,6 +83,7 @@ def get_weights(plan_id: str, catalog: CatalogDep) -> Response:
     ),
     responses={
         200: {
+            "model": IndicesOut,
             "content": {
                 "application/json": {
                     "example": {"plan_id": "…", "epoch": 0, "rank": 0, "world_size": 1, "offset": 0,
