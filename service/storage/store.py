@@ -219,7 +219,9 @@ class PlanStore:
             if exists:
                 return False
             stmt = table.insert().values(**values)
-        return bool(conn.execute(stmt).rowcount)
+        # A returned row, not ``rowcount``, says whether the row is new: psycopg 3 under
+        # SQLAlchemy reports rowcount -1 for these statements, which reads as "inserted".
+        return conn.execute(stmt.returning(table.c.id)).first() is not None
 
     def _dataset_values(self, record: DatasetRecord) -> dict[str, Any]:
         return {
