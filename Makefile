@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean venv
+.PHONY: serve test lint typecheck bench load clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(VENV)/.installed-server,test,dev
 
 bench: $(VENV)/.installed-server,test,dev
 	$(BIN)/python benchmarks/run.py
+
+# 64 clients on warm pages, then /healthz during a cold 1e7-draw epoch (loopback only).
+load: $(VENV)/.installed-server,test,dev
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

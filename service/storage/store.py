@@ -139,7 +139,11 @@ class PlanStore:
     @classmethod
     def open(cls, url: str) -> PlanStore:
         store = cls(create_engine_for(url))
-        store.create_schema()
+        try:
+            store.create_schema()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:

@@ -63,7 +63,13 @@ def test_without_a_token_every_v1_route_is_refused(secured: TestClient) -> None:
 
 
 def test_a_wrong_token_is_refused(secured: TestClient) -> None:
-    for token in ["wrong", "alpha-token-", "alpha-token-1x", "ALPHA-TOKEN-1", "alpha-token-1,beta-token-2"]:
+    for token in [
+        "wrong",
+        "alpha-token-",
+        "alpha-token-1x",
+        "ALPHA-TOKEN-1",
+        "alpha-token-1,beta-token-2",
+    ]:
         response = secured.post("/v1/datasets", json={"labels": LABELS}, headers=_bearer(token))
         _is_problem_401(response, invalid_token=True)
     # Not a bearer credential at all.
@@ -110,7 +116,12 @@ def test_tokens_come_from_the_environment_and_a_file(
     monkeypatch.setenv("SAMPLEPLAN_API_TOKENS_FILE", str(path))
     settings = Settings()
     assert "env-token" not in repr(settings)  # a secret: never printed with the settings
-    assert load_api_tokens(settings) == ("env-token", "alpha-token-1", "file-token-1", "file-token-2")
+    assert load_api_tokens(settings) == (
+        "env-token",
+        "alpha-token-1",
+        "file-token-1",
+        "file-token-2",
+    )
 
 
 def test_a_missing_or_empty_tokens_file_stops_the_start(tmp_path: Path, sqlite_url: str) -> None:
@@ -137,9 +148,14 @@ def test_the_client_sends_its_token(sqlite_url: str) -> None:
         with SamplePlanClient(server.url, token="beta-token-2", retries=0) as api:
             plan = api.create_plan(labels=LABELS, seed=4)
             got = api.indices(plan.id, epoch=1)
-        expected = reference.weighted_stream(reference.inverse_frequency(LABELS), len(LABELS), True, 5)
+        expected = reference.weighted_stream(
+            reference.inverse_frequency(LABELS), len(LABELS), True, 5
+        )
         assert got.tolist() == expected
-        with SamplePlanClient(server.url, retries=0) as anonymous, pytest.raises(BadRequestError) as caught:
+        with (
+            SamplePlanClient(server.url, retries=0) as anonymous,
+            pytest.raises(BadRequestError) as caught,
+        ):
             anonymous.get_plan(plan.id)
         assert caught.value.status_code == 401
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,7 +47,9 @@ def _is_413(response: object) -> None:
 def test_a_declared_oversize_body_is_refused_and_writes_nothing(limited: TestClient) -> None:
     body = _labels_body(5_000)
     assert len(body) > MAX_BODY
-    response = limited.post("/v1/datasets", content=body, headers={"content-type": "application/json"})
+    response = limited.post(
+        "/v1/datasets", content=body, headers={"content-type": "application/json"}
+    )
     _is_413(response)
     assert response.headers["connection"] == "close"
     assert limited.app.state.catalog.store.count() == (0, 0)  # type: ignore[attr-defined]
@@ -56,7 +58,9 @@ def test_a_declared_oversize_body_is_refused_and_writes_nothing(limited: TestCli
 def test_a_chunked_oversize_body_is_refused(limited: TestClient) -> None:
     body = _labels_body(5_000)
     chunks = (body[i : i + 1000] for i in range(0, len(body), 1000))  # no Content-Length
-    response = limited.post("/v1/plans", content=chunks, headers={"content-type": "application/json"})
+    response = limited.post(
+        "/v1/plans", content=chunks, headers={"content-type": "application/json"}
+    )
     _is_413(response)
     assert limited.app.state.catalog.store.count() == (0, 0)  # type: ignore[attr-defined]
 
@@ -65,11 +69,13 @@ def test_a_body_at_the_limit_is_accepted(limited: TestClient) -> None:
     body = _labels_body(100)
     body = body[:-1] + b" " * (MAX_BODY - len(body)) + b"}"  # padded to exactly the limit
     assert len(body) == MAX_BODY
-    response = limited.post("/v1/datasets", content=body, headers={"content-type": "application/json"})
+    response = limited.post(
+        "/v1/datasets", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 201
 
 
-def _http_exchange(port: int, head: bytes, body_chunks: Iterator[bytes] = iter(())) -> bytes:
+def _http_exchange(port: int, head: bytes, body_chunks: Iterable[bytes] = ()) -> bytes:
     """Send ``head`` and chunks on a raw socket; return what the server answers."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head)
@@ -115,11 +121,15 @@ def test_a_real_server_answers_413_without_reading_the_body(small_body_settings:
 def test_a_request_without_a_response_in_time_gets_504(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'slow.sqlite3'}"
     with TestClient(create_app(Settings(database_url=url))) as patient:
-        plan = patient.post("/v1/plans", json={"labels": [0, 1, 1, 2] * 50, "num_samples": 4_000_000})
+        plan = patient.post(
+            "/v1/plans", json={"labels": [0, 1, 1, 2] * 50, "num_samples": 4_000_000}
+        )
         plan_id = plan.json()["id"]
     # A cold epoch of 4e6 draws takes far longer than 10 ms.
     with TestClient(create_app(Settings(database_url=url, request_timeout_seconds=0.01))) as hasty:
-        response = hasty.get(f"/v1/plans/{plan_id}/indices", params={"offset": 3_999_990, "limit": 5})
+        response = hasty.get(
+            f"/v1/plans/{plan_id}/indices", params={"offset": 3_999_990, "limit": 5}
+        )
         assert response.status_code == 504
         assert response.headers["content-type"] == "application/problem+json"
         problem = response.json()

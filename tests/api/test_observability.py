@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -35,9 +34,9 @@ def _access_lines(stderr: str) -> list[dict[str, object]]:
 def test_every_response_carries_a_request_id(api: TestClient) -> None:
     generated = {api.get("/healthz").headers["x-request-id"] for _ in range(3)}
     assert len(generated) == 3
-    assert api.get("/v1/plans/nope", headers={"X-Request-ID": "job-7/rank-3"}).headers["x-request-id"] == (
-        "job-7/rank-3"
-    )
+    assert api.get("/v1/plans/nope", headers={"X-Request-ID": "job-7/rank-3"}).headers[
+        "x-request-id"
+    ] == ("job-7/rank-3")
     # Ids that could forge log structure are replaced, not echoed.
     replaced = api.get("/healthz", headers={"X-Request-ID": 'a" b'}).headers["x-request-id"]
     assert replaced != 'a" b' and len(replaced) == 32
@@ -67,9 +66,13 @@ def test_metrics_count_requests_plans_datasets_and_indices(sqlite_url: str) -> N
         dataset = client.post("/v1/datasets", json={"labels": LABELS}, headers=auth).json()["id"]
         client.post("/v1/datasets", json={"labels": LABELS}, headers=auth)  # 200: not new
         plan = client.post("/v1/plans", json={"dataset_id": dataset}, headers=auth).json()["id"]
-        client.post("/v1/plans", json={"labels": [5, 6, 6]}, headers=auth)  # inline: new dataset too
+        client.post(
+            "/v1/plans", json={"labels": [5, 6, 6]}, headers=auth
+        )  # inline: new dataset too
         for epoch in range(3):
-            client.get(f"/v1/plans/{plan}/indices", params={"epoch": epoch, "limit": 7}, headers=auth)
+            client.get(
+                f"/v1/plans/{plan}/indices", params={"epoch": epoch, "limit": 7}, headers=auth
+            )
         client.get(f"/v1/plans/{plan}/indices")  # no token: 401
         client.get("/v1/nowhere", headers=auth)
         response = client.get("/metrics")
@@ -80,14 +83,31 @@ def test_metrics_count_requests_plans_datasets_and_indices(sqlite_url: str) -> N
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    assert value("sampleplan_http_requests_total", method="POST", route="/v1/datasets", status="201") == 1
-    assert value("sampleplan_http_requests_total", method="POST", route="/v1/datasets", status="200") == 1
+    assert (
+        value("sampleplan_http_requests_total", method="POST", route="/v1/datasets", status="201")
+        == 1
+    )
+    assert (
+        value("sampleplan_http_requests_total", method="POST", route="/v1/datasets", status="200")
+        == 1
+    )
     indices_route = "/v1/plans/{plan_id}/indices"
-    assert value("sampleplan_http_requests_total", method="GET", route=indices_route, status="200") == 3
+    assert (
+        value("sampleplan_http_requests_total", method="GET", route=indices_route, status="200")
+        == 3
+    )
     # Refused before routing, still counted under the route's template, not the raw path.
-    assert value("sampleplan_http_requests_total", method="GET", route=indices_route, status="401") == 1
-    assert value("sampleplan_http_requests_total", method="GET", route="unmatched", status="404") == 1
-    assert value("sampleplan_http_request_duration_seconds_count", method="GET", route=indices_route) == 4
+    assert (
+        value("sampleplan_http_requests_total", method="GET", route=indices_route, status="401")
+        == 1
+    )
+    assert (
+        value("sampleplan_http_requests_total", method="GET", route="unmatched", status="404") == 1
+    )
+    assert (
+        value("sampleplan_http_request_duration_seconds_count", method="GET", route=indices_route)
+        == 4
+    )
     assert value("sampleplan_plans_created_total") == 2
     assert value("sampleplan_datasets_created_total") == 2
     assert value("sampleplan_indices_served_total", algorithm="torch") == 21
@@ -105,24 +125,9 @@ def test_apps_side_by_side_keep_their_own_metrics(sqlite_url: str) -> None:
     assert _samples(text).get(("sampleplan_datasets_created_total", ()), 0.0) == 0.0
 
 
-@pytest.fixture
-def doomed_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database of its own, which the test may drop while the app runs."""
-    name = f"sampleplan_doomed_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def test_readyz_fails_when_the_database_goes_away(doomed_postgres_url: str) -> None:
-    name = sa.engine.make_url(doomed_postgres_url).database
-    with TestClient(create_app(Settings(database_url=doomed_postgres_url))) as client:
+def test_readyz_fails_when_the_database_goes_away(fresh_postgres_url: str) -> None:
+    name = sa.engine.make_url(fresh_postgres_url).database
+    with TestClient(create_app(Settings(database_url=fresh_postgres_url))) as client:
         assert client.get("/readyz").json() == {"status": "ready"}
         admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:

@@ -20,7 +20,6 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from schemathesis.checks import positive_data_acceptance
 
 from service.config import Settings
@@ -43,7 +42,9 @@ def _settings(db: Path) -> Settings:
 
 def _operations() -> list[tuple[str, str]]:
     # An app that is never started: building it opens nothing, and its schema is the same.
-    paths: dict[str, dict[str, Any]] = create_app(_settings(Path("unused.sqlite3"))).openapi()["paths"]
+    paths: dict[str, dict[str, Any]] = create_app(_settings(Path("unused.sqlite3"))).openapi()[
+        "paths"
+    ]
     return sorted((method.upper(), path) for path, methods in paths.items() for method in methods)
 
 
@@ -77,7 +78,10 @@ def test_every_answer_matches_the_schema(
     def check(case: schemathesis.Case, aim_at_known: bool) -> None:
         # Random ids only ever reach the 404 branch; half the cases use ids that exist.
         if aim_at_known and case.path_parameters:
-            case.path_parameters = {**case.path_parameters, **{k: v for k, v in known.items() if k in case.path_parameters}}
+            case.path_parameters = {
+                **case.path_parameters,
+                **{k: v for k, v in known.items() if k in case.path_parameters},
+            }
         case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
     check()

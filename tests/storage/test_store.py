@@ -140,7 +140,9 @@ def test_large_arrays_round_trip_compressed(store: PlanStore, database_url: str)
     # Three classes in 32-bit codes compress well: the column holds far less than the raw bytes.
     with store.engine.connect() as conn:
         stored = conn.execute(
-            sa.select(sa.func.length(store_module.datasets.c.codes)).where(store_module.datasets.c.id == big.id)
+            sa.select(sa.func.length(store_module.datasets.c.codes)).where(
+                store_module.datasets.c.id == big.id
+            )
         ).scalar_one()
     assert stored < len(big.codes) / 4
 
@@ -151,7 +153,9 @@ def test_the_schema_is_versioned(store: PlanStore, database_url: str) -> None:
     try:
         assert again.current_schema_version() == store_module.SCHEMA_VERSION
         with again.engine.connect() as conn:
-            rows = conn.execute(sa.select(sa.func.count()).select_from(store_module.schema_version)).scalar_one()
+            rows = conn.execute(
+                sa.select(sa.func.count()).select_from(store_module.schema_version)
+            ).scalar_one()
         assert rows == 1
     finally:
         again.close()
@@ -193,7 +197,9 @@ def test_a_database_from_before_versioning_is_migrated(
     try:
         assert migrated.current_schema_version() == 2 and steps == [2]
         assert migrated.count() == (1, 0)  # the data survived
-        assert "ix_datasets_size" in {ix["name"] for ix in sa.inspect(migrated.engine).get_indexes("datasets")}
+        assert "ix_datasets_size" in {
+            ix["name"] for ix in sa.inspect(migrated.engine).get_indexes("datasets")
+        }
     finally:
         migrated.close()
     PlanStore.open(database_url).close()
