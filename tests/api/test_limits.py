@@ -8,9 +8,13 @@ import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
+from service.api.limits import RequestTimeoutMiddleware
 from service.config import Settings
 from service.main import create_app
 from tests.conftest import LiveServer
@@ -152,3 +156,34 @@ def test_the_docs_show_the_configured_limits(sqlite_url: str) -> None:
         description = client.get("/openapi.json").json()["info"]["description"]
     for text in ["123457 bytes", "98765", "4321", "55555", "7.5 s", "No token is required"]:
         assert text in description
+
+
+async def _slow_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers ``/late-start`` after 0.3 s; ``/slow-body`` starts at once, then streams slowly."""
+    if scope["path"] == "/late-start":
+        await anyio.sleep(0.3)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    for part in (b"first ", b"second ", b"third"):
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+        await anyio.sleep(0.1)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_the_timeout_bounds_the_wait_for_the_start_not_the_streaming() -> None:
+    app = RequestTimeoutMiddleware(_slow_app, timeout_seconds=0.15)
+
+    async def fetch(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(path)
+
+    late = anyio.run(fetch, "/late-start")
+    assert late.status_code == 504 and late.json()["type"].endswith(":request-timeout")
+    streamed = anyio.run(fetch, "/slow-body")  # 0.3 s of body, after a prompt start
+    assert streamed.status_code == 200 and streamed.text == "first second third"

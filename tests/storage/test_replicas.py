@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def _expected_stream(body: dict[str, Any], epoch: int) -> list[int]:
 
 
 def test_two_replicas_agree_on_plans_and_streams(fresh_postgres_url: str, tmp_path: Path) -> None:
-    env = {"SAMPLEPLAN_DATABASE_URL": fresh_postgres_url}
+    env = {"SAMPLEPLAN_DATABASE_URL": fresh_postgres_url, "SAMPLEPLAN_LOG_LEVEL": "info"}
     # Both start at the same moment on an empty database: the schema is created once.
     replicas = [ServerProcess(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
     try:
@@ -108,3 +109,14 @@ def test_two_replicas_agree_on_plans_and_streams(fresh_postgres_url: str, tmp_pa
     finally:
         for replica in replicas:
             replica.stop()
+
+    # `sampleplan serve` writes JSON lines only, uvicorn's own included; requests carry ids.
+    for replica in replicas:
+        lines = [
+            json.loads(line) for line in replica.log_path.read_text().splitlines() if line.strip()
+        ]
+        assert any(line["logger"].startswith("uvicorn") for line in lines)
+        access = [line for line in lines if line["logger"] == "sampleplan.access"]
+        assert any(
+            line["route"] == "/v1/plans/{plan_id}/indices" and line["request_id"] for line in access
+        )

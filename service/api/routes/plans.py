@@ -61,7 +61,11 @@ def get_plan(plan_id: str, catalog: CatalogDep) -> PlanOut:
     responses={
         200: {
             "model": WeightsOut,
-            "content": {"application/json": {"example": {"plan_id": "…", "length": 3, "weights": [0.25, 0.25, 1.0]}}},
+            "content": {
+                "application/json": {
+                    "example": {"plan_id": "…", "length": 3, "weights": [0.25, 0.25, 1.0]}
+                }
+            },
         },
         **_NOT_FOUND,
     },
