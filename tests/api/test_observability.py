@@ -140,3 +140,10 @@ def test_readyz_fails_when_the_database_goes_away(fresh_postgres_url: str) -> No
         assert client.get("/healthz").status_code == 200  # alive, just not ready
         # Requests that need the database say so too, as a 503 rather than a 500.
         assert client.get("/v1/plans/whatever").status_code == 503
+
+
+def test_log_settings_accept_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMPLEPLAN_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("SAMPLEPLAN_LOG_FORMAT", "Text")
+    settings = Settings()
+    assert (settings.log_level, settings.log_format) == ("warning", "text")
