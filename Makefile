@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean venv browser
+.PHONY: serve test lint typecheck bench load clean venv browser
 
 # tests/browser drive Debian's Chromium (headless, with no network). Installed once when
 # missing; quick when it is there. apt needs root: sudo is used when we are not.
@@ -46,6 +46,10 @@ lint: $(VENV)/.installed-server,test,dev
 
 bench: $(VENV)/.installed-server,test,dev
 	$(BIN)/python benchmarks/run.py
+
+# 64 clients on warm pages, then /healthz during a cold 1e7-draw epoch (loopback only).
+load: $(VENV)/.installed-server,test,dev
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

@@ -147,7 +147,7 @@ def epoch_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
     weights = 1.0 / counts[labels].astype(np.float64)
     rows: list[dict[str, Any]] = []
     with (
-        service(folder, max_page=draws, max_upload_bytes=2**31) as (url, _pid),
+        service(folder, max_page=draws, max_body_bytes=2**31) as (url, _pid),
         SamplePlanClient(url, timeout=600) as api,
     ):
         api.create_dataset(np.arange(8) % 3)  # warm up imports and the database
@@ -225,7 +225,7 @@ def memory_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
     size = 50_000_000 // scale
     labels = long_tailed_labels(size).astype(np.int32)
     with (
-        service(folder, max_upload_bytes=2**31, max_labels=size) as (url, pid),
+        service(folder, max_body_bytes=2**31, max_labels=size) as (url, pid),
         SamplePlanClient(url, timeout=600, retries=0) as api,
     ):
         idle = peak_rss_mb(pid)

@@ -11,6 +11,7 @@ epoch draws it once; see NOTE [When an epoch is drawn whole].
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from service.config import Settings
 from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
 from service.core.splitting import split_from_canonical
-from service.core.streams import Int64Array, StreamRequest
+from service.core.streams import Int64Array, StreamRequest, in_space
 from service.epoch_cache import EpochCache
 from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
+from service.metrics import ServiceMetrics
 from service.storage import DatasetRecord, PlanRecord, PlanStore
 
 
@@ -111,9 +113,12 @@ class _RecentLabels:
 class Catalog:
     """Creates and reads datasets and plans; draws streams from cached prepared plans."""
 
-    def __init__(self, store: PlanStore, settings: Settings) -> None:
+    def __init__(
+        self, store: PlanStore, settings: Settings, metrics: ServiceMetrics | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._lock = threading.Lock()
         self.epochs = EpochCache(settings.epoch_cache_bytes)
@@ -133,6 +138,8 @@ class Catalog:
         # Compressing a large dataset costs more than asking whether it is there already.
         created = not self.store.dataset_exists(record.id) and self.store.put_dataset(record)
         self._recent_labels.put(record.id, labels)
+        if created and self.metrics is not None:
+            self.metrics.datasets_created.inc()
         return _dataset_info(record), created
 
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
@@ -184,7 +191,10 @@ class Catalog:
             versions=plan.versions,
             weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if weights is not None else None,
         )
-        created = self.store.put_plan(record, dataset=new_dataset)
+        created, dataset_created = self.store.put_plan_and_dataset(record, new_dataset)
+        if self.metrics is not None:
+            self.metrics.plans_created.inc(int(created))
+            self.metrics.datasets_created.inc(int(dataset_created))
         if not created:
             # Keep what was stored first: its versions say what defined its streams.
             return self.get_plan(plan.id), False
@@ -243,10 +253,20 @@ class Catalog:
     #     is paging through it, and the epoch is drawn whole and cached.
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
-        """A page of a rank's stream, checked against ``max_page``."""
-        prepared = plan.prepared
-        start, stop = request.page_bounds(prepared.num_samples)
+        """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""
+        start, stop = request.page_bounds(plan.prepared.num_samples)
         self.check_page(stop - start)
+        began = time.perf_counter()
+        page = self._page(plan, request, start, stop)
+        if self.metrics is not None:
+            algorithm = plan.prepared.config.algorithm
+            self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
+            self.metrics.indices_served.labels(algorithm).inc(int(page.shape[0]))
+        return page
+
+    def _page(self, plan: Plan, request: StreamRequest, start: int, stop: int) -> Int64Array:
+        """See NOTE [When an epoch is drawn whole]."""
+        prepared = plan.prepared
         if prepared.config.algorithm != "torch":
             return prepared.indices(request)
         key = (plan.id, request.epoch)
@@ -262,10 +282,7 @@ class Catalog:
             stream = self.epoch_stream(plan, request.epoch)
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
-            page = stream[start:stop]
-            if request.space == "dataset" and prepared.population is not None:
-                page = prepared.population[page]
-            return page
+            return in_space(stream[start:stop], request.space, prepared.population)
         return prepared.indices(request, epoch_stream=stream)
 
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:

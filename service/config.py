@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,16 +33,43 @@ class Settings(BaseSettings):
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."
     )
-    max_upload_bytes: int = Field(
-        default=2**30,
-        ge=0,
-        description="Largest request body in bytes (413 beyond: by Content-Length, or while read).",
-    )
     epoch_cache_bytes: int = Field(
         default=2**30,
         ge=0,
         description="Bytes of drawn 'torch' epochs kept per replica, LRU (0: keep none).",
     )
+    # -- operations (auth, limits, logs) ---------------------------------------------------
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens; when any is set, /v1 needs one (401 without).",
+    )
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="A file of bearer tokens, one per line ('#' comments); joins api_tokens.",
+    )
+    max_body_bytes: int = Field(
+        default=2**30,
+        gt=0,
+        description="Largest request body in bytes, uploads included (413 by Content-Length, "
+        "or while a chunked body is read, before it is read whole).",
+    )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request whose response has not started by then gets a 504.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines to stderr: JSON objects, or plain text."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level written."
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        # SAMPLEPLAN_LOG_LEVEL=INFO is as good as info.
+        return value.lower() if isinstance(value, str) else value
 
 
 @lru_cache

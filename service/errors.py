@@ -20,7 +20,8 @@ sampling core raises them too, because they are plain Python (no web framework):
      ├── NotFound                           (404)
      │    ├── DatasetNotFound
      │    └── PlanNotFound
-     └── StorageUnavailable                 (503)
+     ├── StorageUnavailable                 (503)
+     └── RequestTimeout                     (504)  no response within the request timeout
 """
 
 from __future__ import annotations
@@ -119,3 +120,9 @@ class StorageUnavailable(SamplePlanServiceError):
     status = 503
     title = "Storage unavailable"
     type_slug = "storage-unavailable"
+
+
+class RequestTimeout(SamplePlanServiceError):
+    status = 504
+    title = "Request timeout"
+    type_slug = "request-timeout"

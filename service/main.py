@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Security
+from fastapi.security import HTTPBearer
 
 from service import __version__
+from service.api.auth import BearerAuthMiddleware, load_api_tokens
 from service.api.docs import install_offline_docs
-from service.api.limits import RequestBodyLimit
+from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
+from service.api.observability import ObservabilityMiddleware, RouteTemplates
+from service.api.openapi import install_problem_openapi
 from service.api.problems import install_problem_handlers
-from service.api.routes import datasets, health, plans, sample
+from service.api.routes import datasets, health, metrics, plans, sample
+from service.api.schemas import Problem
 from service.catalog import Catalog
-from service.core import exact
 from service.config import Settings, get_settings
+from service.core import exact
+from service.logs import configure_logging, uvicorn_log_config
+from service.metrics import ServiceMetrics
 from service.storage import PlanStore
 
 DESCRIPTION = """\
@@ -26,34 +35,52 @@ streams drawn exactly as `torch.utils.data.WeightedRandomSampler` draws them, sh
 """
 
 
-def limits_description(settings: Settings) -> str:
-    """The caps this instance enforces, for the API docs."""
-    return f"""
-## Limits of this instance
-
-| setting | value | beyond it |
-| --- | --- | --- |
-| `max_upload_bytes` (largest request body) | {settings.max_upload_bytes} bytes | 413 |
-| `max_labels` (labels per dataset) | {settings.max_labels} | 413 |
-| `max_page` (values per array response) | {settings.max_page} | 422: page with `offset`, `limit` |
-| `max_num_samples` (draws per epoch, algorithm `torch`) | {settings.max_num_samples} | 422 |
-
-Arrays (`/weights`, `/indices`) answer `application/json` by default, and
-`application/octet-stream` (raw little-endian values) or `application/x-npy` on request
-through `Accept`; binary answers carry `X-Sampleplan-Dtype` and `X-Sampleplan-Length`.
-"""
+def limits_description(settings: Settings, *, auth: bool) -> str:
+    """The configured limits, as a section of the API docs."""
+    rows = [
+        ("request body", f"{settings.max_body_bytes} bytes", "413", "SAMPLEPLAN_MAX_BODY_BYTES"),
+        ("labels per dataset", str(settings.max_labels), "413", "SAMPLEPLAN_MAX_LABELS"),
+        ("values per response", str(settings.max_page), "422", "SAMPLEPLAN_MAX_PAGE"),
+        ("draws per epoch", str(settings.max_num_samples), "422", "SAMPLEPLAN_MAX_NUM_SAMPLES"),
+        (
+            "time to the response's start",
+            f"{settings.request_timeout_seconds:g} s",
+            "504",
+            "SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS",
+        ),
+    ]
+    arrays = (
+        "\n\nArrays (`/weights`, `/indices`) answer `application/json` by default, and "
+        "`application/octet-stream` (raw little-endian values) or `application/x-npy` on "
+        "request through `Accept`; binary answers carry `X-Sampleplan-Dtype` and "
+        "`X-Sampleplan-Length`.\n"
+    )
+    table = "\n".join(f"| {what} | {value} | {code} | `{env}` |" for what, value, code, env in rows)
+    access = (
+        "Every `/v1` request needs `Authorization: Bearer <token>` (401 without); "
+        "`/healthz`, `/readyz`, `/metrics` and these docs stay open."
+        if auth
+        else "No token is required (`SAMPLEPLAN_API_TOKENS` is not set)."
+    )
+    return (
+        "\n\n## Limits of this deployment\n\n| limit | value | beyond it | set by |\n"
+        f"| --- | --- | --- | --- |\n{table}\n{arrays}\n## Access\n\n{access}\n"
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The lifespan opens the store; nothing is opened at import time."""
     settings = settings or get_settings()
+    tokens = load_api_tokens(settings)
+    configure_logging(settings.log_format, settings.log_level)
+    service_metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = PlanStore.open(settings.database_url)
         await anyio.to_thread.run_sync(exact.warm_up)
         app.state.settings = settings
-        app.state.catalog = Catalog(store, settings)
+        app.state.catalog = Catalog(store, settings, service_metrics)
         try:
             yield
         finally:
@@ -62,17 +89,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="sampleplan",
         version=__version__,
-        description=DESCRIPTION + limits_description(settings),
+        description=DESCRIPTION + limits_description(settings, auth=bool(tokens)),
         lifespan=lifespan,
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
         redoc_url=None,
     )
+    app.state.metrics = service_metrics
     install_problem_handlers(app)
+    install_problem_openapi(app)
     install_offline_docs(app)
-    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_upload_bytes)
-    for router in (datasets.router, plans.router, sample.router, health.router):
-        app.include_router(router)
+    v1_extra: dict[str, Any] = {}
+    if tokens:
+        # Enforced by BearerAuthMiddleware; this only documents it (and gives /docs its
+        # "Authorize" button): HTTPBearer(auto_error=False) never refuses anything.
+        v1_extra = {
+            "dependencies": [Security(HTTPBearer(auto_error=False))],
+            "responses": {401: {"model": Problem, "description": "No valid bearer token."}},
+        }
+    for router in (datasets.router, plans.router, sample.router):
+        app.include_router(router, **v1_extra)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+
+    # add_middleware wraps what is there, so the last added runs first: observability
+    # (request id, logs, metrics) sees every answer; auth refuses before the body limit
+    # reads a byte; the timeout covers the handler and its reading of the body.
+    app.add_middleware(RequestTimeoutMiddleware, timeout_seconds=settings.request_timeout_seconds)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if tokens:
+        app.add_middleware(BearerAuthMiddleware, tokens=tokens)
+    app.add_middleware(ObservabilityMiddleware, metrics=service_metrics, routes=RouteTemplates(app))
     return app
 
 
@@ -86,19 +133,33 @@ def cli(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: SAMPLEPLAN_LOG_LEVEL",
+    )
     add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         import uvicorn
 
+        if args.log_level is not None:
+            # The app (in this process or in workers) reads its level from the settings.
+            os.environ["SAMPLEPLAN_LOG_LEVEL"] = args.log_level
+            get_settings.cache_clear()
+        settings = get_settings()
+        level = settings.log_level
         uvicorn.run(
             "service.main:create_app",
             factory=True,
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_level=args.log_level,
+            log_level=level,
+            # The service logs each request itself (JSON, with its request id).
+            access_log=False,
+            log_config=uvicorn_log_config(settings.log_format, level),
         )
     else:
         raise SystemExit(run_command(args))

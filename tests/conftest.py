@@ -129,3 +129,21 @@ def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
         return sqlite_url
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own (which the test may even drop)."""
+    import sqlalchemy as sa
+
+    name = f"sampleplan_fresh_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(postgres_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import Depends, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
 from service.api.schemas import Problem
 from service.errors import NotAcceptable
@@ -251,11 +252,16 @@ _BINARY_SCHEMA = {"type": "string", "format": "binary"}
 
 
 def array_responses(
-    what: str, dtype: str, json_example: Mapping[str, Any]
+    what: str, dtype: str, json_example: Mapping[str, Any], model: type[BaseModel]
 ) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of an array endpoint: its three media types and headers, and 406."""
+    """OpenAPI ``responses`` of an array endpoint: its three media types and headers, and 406.
+
+    ``model`` is the JSON body's schema (the route returns a raw ``Response``, so FastAPI
+    cannot infer it, and the fuzz test checks answers against it).
+    """
     return {
         200: {
+            "model": model,
             "description": (
                 f"{what}. JSON by default; with `Accept: application/octet-stream` the raw "
                 f"little-endian `{dtype}` values, with `Accept: application/x-npy` a `.npy` file."

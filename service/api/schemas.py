@@ -246,6 +246,27 @@ class SampleOut(BaseModel):
     indices: list[int]
 
 
+class WeightsOut(BaseModel):
+    """``GET /v1/plans/{plan_id}/weights`` as JSON (written directly, without this model)."""
+
+    plan_id: str
+    length: int = Field(description="Population size: one weight per population position.")
+    weights: list[float]
+
+
+class IndicesOut(BaseModel):
+    """``GET /v1/plans/{plan_id}/indices`` as JSON (written directly, without this model)."""
+
+    plan_id: str
+    epoch: int
+    rank: int
+    world_size: int
+    offset: int
+    length: int = Field(description="Length of the rank's whole epoch stream.")
+    space: Space
+    indices: list[int] = Field(description="The page: positions in the population (or dataset).")
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, the body of every error response."""
 

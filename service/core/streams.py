@@ -36,6 +36,9 @@ Int64Array = npt.NDArray[np.int64]
 #: ``torch.multinomial`` refuses more categories than this.
 TORCH_MAX_CATEGORIES = 2**24
 
+#: Most ranks a stream is sharded across; positions are int64 arithmetic on ranks.
+MAX_WORLD_SIZE = 2**31
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The generator seed of an epoch, as ``DistributedSampler`` derives it."""
@@ -66,6 +69,10 @@ class StreamRequest:
         if self.world_size < 1:
             raise InvalidStreamRequest(
                 f"world_size should be a positive integer, but got world_size={self.world_size}"
+            )
+        if self.world_size > MAX_WORLD_SIZE:
+            raise InvalidStreamRequest(
+                f"world_size should be at most 2**31, but got world_size={self.world_size}"
             )
         if not 0 <= self.rank < self.world_size:
             raise InvalidStreamRequest(

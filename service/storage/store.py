@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,6 +49,23 @@ plans = sa.Table(
     sa.Column("weights", sa.LargeBinary, nullable=True),  # zlib-compressed float64, sample_weights only
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1: a one-row table
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: The schema this release reads and writes. A change to the tables bumps it and adds
+#: the step that brings a database from the previous version to :data:`MIGRATIONS`.
+SCHEMA_VERSION = 1
+
+#: ``{n: step}``: the step from version ``n - 1`` to ``n``, run in order on start-up, in
+#: the same transaction (and under the same lock) as the version bump. Version 1 is the
+#: tables above; a database made before ``schema_version`` existed is version 1 too.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
 #: Serialises schema creation when several replicas start against one PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x5A3F_1E00
@@ -122,21 +139,68 @@ class PlanStore:
     @classmethod
     def open(cls, url: str) -> PlanStore:
         store = cls(create_engine_for(url))
-        store.create_schema()
+        try:
+            store.create_schema()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:
         self.engine.dispose()
 
     def create_schema(self) -> None:
-        """Create missing tables; safe when several replicas start at once."""
+        """Create missing tables and migrate to :data:`SCHEMA_VERSION`.
+
+        Safe when several replicas (or workers) start at once: it all happens in one
+        transaction holding a database-wide lock (a PostgreSQL advisory lock; SQLite's
+        write lock, taken up front with ``BEGIN IMMEDIATE``), so one of them creates or
+        migrates and the others then find the work done.
+        """
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+                elif conn.dialect.name == "sqlite":
+                    # pysqlite begins transactions lazily, at the first write; DDL would
+                    # run outside one and two processes could both try to create a table.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                had_tables = sa.inspect(conn).has_table(plans.name)
                 metadata.create_all(conn)
+                self._migrate(conn, baseline=1 if had_tables else SCHEMA_VERSION)
         except OperationalError as exc:
             raise StorageUnavailable(f"cannot open the database: {exc.orig}") from exc
+
+    def _migrate(self, conn: Connection, *, baseline: int) -> None:
+        query = sa.select(schema_version.c.version).where(schema_version.c.id == 1)
+        row = conn.execute(query).first()
+        if row is None:
+            # A new database (made at the current version just now), or one from before
+            # versioning (version 1).
+            current = baseline
+            conn.execute(schema_version.insert().values(id=1, version=current, updated_at=_now()))
+        else:
+            current = int(row[0])
+        if current > SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"the database's schema is version {current}, newer than this release's "
+                f"{SCHEMA_VERSION}: run a sampleplan release that knows it"
+            )
+        if current == SCHEMA_VERSION:
+            return
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn)
+        conn.execute(
+            schema_version.update()
+            .where(schema_version.c.id == 1)
+            .values(version=SCHEMA_VERSION, updated_at=_now())
+        )
+
+    def current_schema_version(self) -> int:
+        """The schema version the database is at."""
+        query = sa.select(schema_version.c.version).where(schema_version.c.id == 1)
+        with self._connection() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def ping(self) -> None:
         """Raise :class:`StorageUnavailable` unless the database answers."""
@@ -159,7 +223,9 @@ class PlanStore:
             if exists:
                 return False
             stmt = table.insert().values(**values)
-        return bool(conn.execute(stmt).rowcount)
+        # A returned row, not ``rowcount``, says whether the row is new: psycopg 3 under
+        # SQLAlchemy reports rowcount -1 for these statements, which reads as "inserted".
+        return conn.execute(stmt.returning(table.c.id)).first() is not None
 
     def _dataset_values(self, record: DatasetRecord) -> dict[str, Any]:
         return {
@@ -181,6 +247,12 @@ class PlanStore:
 
     def put_plan(self, record: PlanRecord, dataset: DatasetRecord | None = None) -> bool:
         """Store a plan (and its dataset, in the same transaction, if given); ``True`` if new."""
+        return self.put_plan_and_dataset(record, dataset)[0]
+
+    def put_plan_and_dataset(
+        self, record: PlanRecord, dataset: DatasetRecord | None = None
+    ) -> tuple[bool, bool]:
+        """As :meth:`put_plan`; ``(plan is new, dataset is new)``."""
         dataset_values = self._dataset_values(dataset) if dataset is not None else None
         values = {
             "id": record.id,
@@ -191,9 +263,10 @@ class PlanStore:
             "created_at": _now(),
         }
         with self._transaction() as conn:
+            dataset_new = False
             if dataset_values is not None:
-                self._insert_ignore(conn, datasets, dataset_values)
-            return self._insert_ignore(conn, plans, values)
+                dataset_new = self._insert_ignore(conn, datasets, dataset_values)
+            return self._insert_ignore(conn, plans, values), dataset_new
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ MAX_LABELS = 300
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     db: Path = tmp_path_factory.mktemp("uploads") / "uploads.sqlite3"
     settings = Settings(
-        database_url=f"sqlite:///{db}", max_upload_bytes=MAX_UPLOAD, max_labels=MAX_LABELS
+        database_url=f"sqlite:///{db}", max_body_bytes=MAX_UPLOAD, max_labels=MAX_LABELS
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -256,12 +256,12 @@ BAD: list[tuple[str, bytes, str | None, dict[str, str], int, str]] = [
         "x: Extra inputs",
     ),
     (
-        "body over max_upload_bytes",
+        "body over max_body_bytes",
         b"0" * (MAX_UPLOAD + 1),
         "text/plain",
         {},
         413,
-        f"limit of {MAX_UPLOAD} bytes",
+        f"at most {MAX_UPLOAD} bytes",
     ),
     ("empty label column", b"label\n1\n", "text/csv", {"label_column": ""}, 422, "label_column"),
 ]

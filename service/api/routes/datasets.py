@@ -24,7 +24,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The JSON body cannot be parsed."},
     413: {
         "model": Problem,
-        "description": "The body is over `max_upload_bytes`, or has more labels than `max_labels`.",
+        "description": "The body is over `max_body_bytes`, or has more labels than `max_labels`.",
     },
     415: {"model": Problem, "description": "A Content-Type (or charset) the service cannot read."},
     422: {

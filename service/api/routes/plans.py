@@ -11,7 +11,14 @@ from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import CatalogDep
 from service.api.report import REPORT_CSP, render_report
-from service.api.schemas import PlanCreate, PlanOut, Problem, StreamSummaryOut
+from service.api.schemas import (
+    IndicesOut,
+    PlanCreate,
+    PlanOut,
+    Problem,
+    StreamSummaryOut,
+    WeightsOut,
+)
 from service.api.views import plan_out
 from service.core.labels import labels_from_list
 from service.core.stats import summarize_stream
@@ -112,7 +119,7 @@ def get_plan(plan_id: PlanId, catalog: CatalogDep) -> PlanOut:
         "At most `max_page` values per response (422 beyond)."
     ),
     responses={
-        **array_responses("The weights", "<f8", examples.WEIGHTS),
+        **array_responses("The weights", "<f8", examples.WEIGHTS, WeightsOut),
         **_NOT_FOUND,
         422: {"model": Problem, "description": "More weights than `max_page`."},
     },
@@ -144,7 +151,7 @@ def get_weights(
         "JSON) and `X-Sampleplan-Offset`."
     ),
     responses={
-        **array_responses("The page of indices", "<i8", examples.INDICES),
+        **array_responses("The page of indices", "<i8", examples.INDICES, IndicesOut),
         **_NOT_FOUND,
         422: {
             "model": Problem,

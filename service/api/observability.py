@@ -1,0 +1,131 @@
+"""Request ids, access logs and request metrics, as the outermost pure ASGI middleware.
+
+Being outermost, it sees every answer the service gives, the 401s, 413s and 504s of the
+inner middlewares included, and times each request to its response's last byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.auth import OPEN_PATHS
+from service.logs import request_id_var
+from service.metrics import ServiceMetrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+access_logger = logging.getLogger("sampleplan.access")
+
+# A caller's id is kept when it is short and plain, so it cannot forge log structure.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+#: The route label of requests that match no route: raw paths would be unbounded.
+UNMATCHED_ROUTE = "unmatched"
+
+
+def request_id_from(scope: Scope) -> str:
+    """The caller's ``X-Request-ID`` when it is acceptable, else a fresh random one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1").strip()
+            if _VALID_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RouteTemplates:
+    """Finds the path template (``/v1/plans/{plan_id}``) of the route a request went to.
+
+    The router records the route in the scope. Requests refused before routing (a 401, a
+    413) have none, so their path is matched here against the documented paths, and
+    they are counted under their route too.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+
+    def _documented(self) -> list[tuple[re.Pattern[str], str]]:
+        if self._patterns is None:
+            # Built on first use: by then every router has been included.
+            paths = self._app.openapi()["paths"]
+            self._patterns = [(compile_path(path)[0], path) for path in paths]
+        return self._patterns
+
+    def __call__(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return path
+        for pattern, template in self._documented():
+            if pattern.match(scope["path"]):
+                return template
+        return UNMATCHED_ROUTE
+
+
+class ObservabilityMiddleware:
+    """Gives every request an id (returned in ``X-Request-ID``), logs it and counts it."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: RouteTemplates) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_template = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope)
+        # Not reset afterwards: each request runs in its own task and context, and an
+        # error handler further out still logs under this id.
+        request_id_var.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        self.metrics.requests_in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.requests_in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self._record(scope, status, elapsed, request_id)
+
+    def _record(self, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+        method = str(scope["method"])
+        route = self.route_template(scope)
+        self.metrics.requests.labels(method, route, str(status)).inc()
+        self.metrics.request_seconds.labels(method, route).observe(elapsed)
+        # Probes and scrapes arrive every few seconds; they would drown the real traffic.
+        level = logging.DEBUG if scope["path"] in OPEN_PATHS and status < 400 else logging.INFO
+        if access_logger.isEnabledFor(level):
+            access_logger.log(
+                level,
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or (None,))[0],
+                },
+            )

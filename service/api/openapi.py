@@ -1,0 +1,74 @@
+"""Make ``/openapi.json`` say what the service really answers on errors.
+
+FastAPI documents every response under the route's media type (``application/json``)
+and adds its own 422 schema (``HTTPValidationError``); this service answers every error
+as ``application/problem+json`` in the :class:`~service.api.schemas.Problem` shape, and
+its middlewares add answers no route declares (413 for a large body, 504 for a timeout,
+401 without a token). The schema is rewritten once, after FastAPI builds it, so that
+clients and fuzzers (schemathesis, in the tests) can hold the service to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.problems import PROBLEM_JSON
+from service.api.schemas import Problem
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+# Answers any operation can give, whatever its route declares.
+_COMMON_ERRORS = {
+    "503": "The database is unreachable.",
+    "504": "No response within the request timeout (SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS).",
+}
+# Answers any operation with a request body can give.
+_BODY_ERRORS = {
+    "400": "The body is not valid JSON.",
+    "413": "The body is larger than SAMPLEPLAN_MAX_BODY_BYTES, or holds too many labels.",
+    "422": "The body is well-formed but invalid; `detail` says what to fix.",
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}}}
+
+
+def problem_responses(schema: dict[str, Any], *, versioned_prefix: str = "/v1/") -> dict[str, Any]:
+    """``schema`` with every error response documented as problem+json (in place)."""
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            if path.startswith(versioned_prefix):
+                for code, description in _COMMON_ERRORS.items():
+                    responses.setdefault(code, _problem(description))
+                if "requestBody" in operation:
+                    for code, description in _BODY_ERRORS.items():
+                        responses.setdefault(code, _problem(description))
+            if operation.get("parameters"):
+                responses.setdefault("422", _problem("A parameter is invalid."))
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.setdefault("Problem", problem)
+    # FastAPI's own 422 shapes are never sent: validation errors are problems too.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """Serve the rewritten schema at ``/openapi.json`` (built once, on first request)."""
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_responses(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

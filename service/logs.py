@@ -1,0 +1,116 @@
+"""Structured logs: one JSON object per line on stderr, each carrying its request id.
+
+The request id lives in a context variable set by the HTTP layer for the length of a
+request; worker threads see it too (anyio runs them in a copy of the caller's context),
+so any line logged while serving a request names that request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any, Literal, TextIO
+
+LogFormat = Literal["json", "text"]
+
+#: The id of the request being served, or ``None`` outside requests.
+request_id_var: ContextVar[str | None] = ContextVar("sampleplan_request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is
+# written out as a field of its own.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", "request_id", ...extra fields}`` per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, timezone.utc)
+        entry: dict[str, Any] = {
+            "time": created.isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines for a terminal, with the request id when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        return f"{line} [request_id={request_id}]" if request_id else line
+
+
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock, so the swap cannot race another record.
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_FORMATTERS: dict[str, str] = {
+    "json": "service.logs.JsonFormatter",
+    "text": "service.logs.TextFormatter",
+}
+
+
+def formatter_for(log_format: LogFormat) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def configure_logging(log_format: LogFormat, level: str) -> None:
+    """Send the ``sampleplan`` loggers to stderr in ``log_format``; safe to call again."""
+    logger = logging.getLogger("sampleplan")
+    for handler in list(logger.handlers):
+        if isinstance(handler, StderrHandler):
+            logger.removeHandler(handler)
+    handler = StderrHandler()
+    handler.setFormatter(formatter_for(log_format))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    # Our own handler writes every line once; the root logger would write it again.
+    logger.propagate = False
+
+
+def uvicorn_log_config(log_format: LogFormat, level: str) -> dict[str, Any]:
+    """A ``logging.config`` dict for uvicorn's own loggers, in the service's format.
+
+    uvicorn's access log is off (``sampleplan serve`` passes ``access_log=False``): the
+    service writes its own access lines, with route, status, duration and request id.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"service": {"()": _FORMATTERS[log_format]}},
+        "handlers": {"stderr": {"()": "service.logs.StderrHandler", "formatter": "service"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+        },
+    }

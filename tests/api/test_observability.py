@@ -1,0 +1,149 @@
+"""Request ids, JSON access logs, Prometheus metrics and readiness."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.config import Settings
+from service.main import create_app
+from tests.conftest import POSTGRES_ADMIN_URL
+
+LABELS = [0] * 12 + [1] * 5 + [2] * 2
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``{(sample name, sorted labels): value}`` of a Prometheus text exposition."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _access_lines(stderr: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "sampleplan.access"]
+
+
+def test_every_response_carries_a_request_id(api: TestClient) -> None:
+    generated = {api.get("/healthz").headers["x-request-id"] for _ in range(3)}
+    assert len(generated) == 3
+    assert api.get("/v1/plans/nope", headers={"X-Request-ID": "job-7/rank-3"}).headers[
+        "x-request-id"
+    ] == ("job-7/rank-3")
+    # Ids that could forge log structure are replaced, not echoed.
+    replaced = api.get("/healthz", headers={"X-Request-ID": 'a" b'}).headers["x-request-id"]
+    assert replaced != 'a" b' and len(replaced) == 32
+
+
+def test_requests_are_logged_as_json_lines_with_their_id(
+    api: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    rid = uuid.uuid4().hex
+    created = api.post("/v1/plans", json={"labels": LABELS}, headers={"X-Request-ID": rid})
+    missing = api.get("/v1/plans/unknown")
+    lines = _access_lines(capsys.readouterr().err)
+    by_id = {line["request_id"]: line for line in lines}
+    line = by_id[rid]
+    assert line["method"] == "POST" and line["route"] == "/v1/plans" and line["status"] == 201
+    assert line["level"] == "info" and isinstance(line["duration_ms"], float)
+    other = by_id[missing.headers["x-request-id"]]
+    assert other["route"] == "/v1/plans/{plan_id}" and other["status"] == 404
+    assert created.status_code == 201
+
+
+def test_metrics_count_requests_plans_datasets_and_indices(sqlite_url: str) -> None:
+    settings = Settings(database_url=sqlite_url, api_tokens="secret")
+    auth = {"Authorization": "Bearer secret"}
+    with TestClient(create_app(settings)) as client:
+        dataset = client.post("/v1/datasets", json={"labels": LABELS}, headers=auth).json()["id"]
+        client.post("/v1/datasets", json={"labels": LABELS}, headers=auth)  # 200: not new
+        plan = client.post("/v1/plans", json={"dataset_id": dataset}, headers=auth).json()["id"]
+        client.post(
+            "/v1/plans", json={"labels": [5, 6, 6]}, headers=auth
+        )  # inline: new dataset too
+        for epoch in range(3):
+            client.get(
+                f"/v1/plans/{plan}/indices", params={"epoch": epoch, "limit": 7}, headers=auth
+            )
+        client.get(f"/v1/plans/{plan}/indices")  # no token: 401
+        client.get("/v1/nowhere", headers=auth)
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = _samples(response.text)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert (
+        value("sampleplan_http_requests_total", method="POST", route="/v1/datasets", status="201")
+        == 1
+    )
+    assert (
+        value("sampleplan_http_requests_total", method="POST", route="/v1/datasets", status="200")
+        == 1
+    )
+    indices_route = "/v1/plans/{plan_id}/indices"
+    assert (
+        value("sampleplan_http_requests_total", method="GET", route=indices_route, status="200")
+        == 3
+    )
+    # Refused before routing, still counted under the route's template, not the raw path.
+    assert (
+        value("sampleplan_http_requests_total", method="GET", route=indices_route, status="401")
+        == 1
+    )
+    assert (
+        value("sampleplan_http_requests_total", method="GET", route="unmatched", status="404") == 1
+    )
+    assert (
+        value("sampleplan_http_request_duration_seconds_count", method="GET", route=indices_route)
+        == 4
+    )
+    assert value("sampleplan_plans_created_total") == 2
+    assert value("sampleplan_datasets_created_total") == 2
+    assert value("sampleplan_indices_served_total", algorithm="torch") == 21
+    assert value("sampleplan_draw_duration_seconds_count", algorithm="torch") == 3
+    assert value("sampleplan_http_requests_in_flight") == 1  # the scrape itself
+    assert any(name == "sampleplan_build_info" for name, _ in samples)
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)
+
+
+def test_apps_side_by_side_keep_their_own_metrics(sqlite_url: str) -> None:
+    with TestClient(create_app(Settings(database_url=sqlite_url))) as first:
+        first.post("/v1/datasets", json={"labels": LABELS})
+        with TestClient(create_app(Settings(database_url=sqlite_url))) as second:
+            text = second.get("/metrics").text
+    assert _samples(text).get(("sampleplan_datasets_created_total", ()), 0.0) == 0.0
+
+
+def test_readyz_fails_when_the_database_goes_away(fresh_postgres_url: str) -> None:
+    name = sa.engine.make_url(fresh_postgres_url).database
+    with TestClient(create_app(Settings(database_url=fresh_postgres_url))) as client:
+        assert client.get("/readyz").json() == {"status": "ready"}
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"].endswith(":storage-unavailable")
+        assert client.get("/healthz").status_code == 200  # alive, just not ready
+        # Requests that need the database say so too, as a 503 rather than a 500.
+        assert client.get("/v1/plans/whatever").status_code == 503
+
+
+def test_log_settings_accept_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMPLEPLAN_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("SAMPLEPLAN_LOG_FORMAT", "Text")
+    settings = Settings()
+    assert (settings.log_level, settings.log_format) == ("warning", "text")

@@ -1,0 +1,81 @@
+"""``sampleplan serve`` in a subprocess of its own, for tests that need a real process:
+several replicas side by side, or one to ``kill -9``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    """One replica: ``python -m service.main serve`` on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "SAMPLEPLAN_LOG_LEVEL": "warning",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it (so that several can start at once)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service.main", "serve", "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> ServerProcess:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {self.process.returncode}:\n{self.log()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"the server was not ready within {timeout} s:\n{self.log()}")
+
+    def start(self) -> ServerProcess:
+        return self.launch().wait_ready()
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown handler, no flush, nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""

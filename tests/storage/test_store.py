@@ -1,0 +1,216 @@
+"""The plan store against SQLite and a real PostgreSQL (``database_url`` runs each test on both)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from service.errors import StorageUnavailable
+from service.storage import DatasetRecord, PlanRecord, PlanStore
+from service.storage import store as store_module
+
+T = TypeVar("T")
+
+
+def dataset(seed: int, size: int = 100, dtype: str = "<u1") -> DatasetRecord:
+    codes = np.random.default_rng(seed).integers(0, 3, size=size).astype(dtype)
+    return DatasetRecord(
+        id=f"dataset-{seed}-{size}".ljust(64, "0"),
+        label_kind="int",
+        size=size,
+        classes=[0, 1, 2],
+        counts=np.bincount(codes, minlength=3).tolist(),
+        codes_dtype=np.dtype(dtype).str,
+        codes=codes.tobytes(),
+    )
+
+
+def plan(dataset_id: str, seed: int, weights: bytes | None = None) -> PlanRecord:
+    return PlanRecord(
+        id=f"plan-{dataset_id[:20]}-{seed}".ljust(64, "0"),
+        dataset_id=dataset_id,
+        config={"strategy": "inverse_frequency", "seed": seed, "split": None},
+        versions={"algorithm_version": "torch-multinomial-v1", "torch": "2.13.0"},
+        weights=weights,
+    )
+
+
+def drop_everything(url: str) -> None:
+    """An empty database: the PostgreSQL one is shared by the whole session."""
+    engine = store_module.create_engine_for(url)
+    store_module.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[PlanStore]:
+    drop_everything(database_url)
+    opened = PlanStore.open(database_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def in_threads(n: int, work: Callable[[int], T]) -> list[T]:
+    """Run ``work(i)`` in ``n`` threads released together; results in order, errors re-raised."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_writes_are_idempotent_and_read_back(store: PlanStore) -> None:
+    ds = dataset(1)
+    assert store.put_dataset(ds) is True
+    assert store.put_dataset(ds) is False
+    assert store.get_dataset(ds.id) == ds
+    record = plan(ds.id, 7)
+    assert store.put_plan(record) is True
+    assert store.put_plan(record) is False
+    assert store.get_plan(record.id) == record
+    assert store.count() == (1, 1)
+    assert store.get_plan("absent") is None and store.get_dataset("absent") is None
+
+
+def test_a_plan_and_its_dataset_land_together(store: PlanStore) -> None:
+    ds = dataset(2)
+    assert store.put_plan_and_dataset(plan(ds.id, 1), ds) == (True, True)
+    assert store.put_plan_and_dataset(plan(ds.id, 2), ds) == (True, False)
+    assert store.put_plan_and_dataset(plan(ds.id, 2), ds) == (False, False)
+    assert store.count() == (1, 2)
+
+
+def test_a_failed_plan_write_leaves_no_dataset_behind(store: PlanStore) -> None:
+    ds = dataset(3)
+    # The plan names a dataset that does not exist: the database's foreign key refuses it
+    # after the dataset row was inserted in the same transaction, which must roll back.
+    orphan = plan("no-such-dataset".ljust(64, "0"), 1)
+    with pytest.raises(sa.exc.IntegrityError):
+        store.put_plan(orphan, dataset=ds)
+    assert store.count() == (0, 0)
+    assert store.get_dataset(ds.id) is None
+    # The store is still usable afterwards.
+    assert store.put_plan(plan(ds.id, 1), dataset=ds) is True
+
+
+def test_concurrent_creation_of_one_plan_leaves_one_row(store: PlanStore) -> None:
+    ds = dataset(4, size=50_000)
+    record = plan(ds.id, 3)
+    outcomes = in_threads(8, lambda _: store.put_plan_and_dataset(record, ds))
+    assert sorted(outcomes) == [(False, False)] * 7 + [(True, True)]
+    assert store.count() == (1, 1)
+    assert store.get_plan(record.id) == record
+
+
+def test_concurrent_creation_of_different_plans_keeps_them_all(store: PlanStore) -> None:
+    ds = dataset(5)
+    created = in_threads(8, lambda i: store.put_plan(plan(ds.id, i), dataset=ds))
+    assert created == [True] * 8
+    assert store.count() == (1, 8)
+
+
+def test_large_arrays_round_trip_compressed(store: PlanStore, database_url: str) -> None:
+    big = dataset(6, size=4_000_000, dtype="<u4")
+    weights = np.random.default_rng(6).random(4_000_000).tobytes()
+    assert store.put_plan(plan(big.id, 1, weights=weights), dataset=big)
+    assert store.get_dataset(big.id) == big
+    got = store.get_plan(plan(big.id, 1).id)
+    assert got is not None and got.weights == weights
+    # Three classes in 32-bit codes compress well: the column holds far less than the raw bytes.
+    with store.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(sa.func.length(store_module.datasets.c.codes)).where(
+                store_module.datasets.c.id == big.id
+            )
+        ).scalar_one()
+    assert stored < len(big.codes) / 4
+
+
+def test_the_schema_is_versioned(store: PlanStore, database_url: str) -> None:
+    assert store.current_schema_version() == store_module.SCHEMA_VERSION
+    again = PlanStore.open(database_url)  # a second start finds everything in place
+    try:
+        assert again.current_schema_version() == store_module.SCHEMA_VERSION
+        with again.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sa.func.count()).select_from(store_module.schema_version)
+            ).scalar_one()
+        assert rows == 1
+    finally:
+        again.close()
+
+
+def test_replicas_starting_at_once_create_the_schema_once(database_url: str) -> None:
+    drop_everything(database_url)
+    stores = in_threads(6, lambda _: PlanStore.open(database_url))
+    try:
+        assert {s.current_schema_version() for s in stores} == {store_module.SCHEMA_VERSION}
+        assert stores[0].put_dataset(dataset(7))
+        assert all(s.count() == (1, 0) for s in stores)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_database_from_before_versioning_is_migrated(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_everything(database_url)
+    engine = store_module.create_engine_for(database_url)
+    # The first release's tables: everything but schema_version, with a row in them.
+    old_tables = [store_module.datasets, store_module.plans]
+    store_module.metadata.create_all(engine, tables=old_tables)
+    PlanStore(engine).put_dataset(dataset(8))
+    engine.dispose()
+
+    # This "release" knows a version 2, whose step adds an index; it must run exactly once.
+    steps: list[int] = []
+
+    def to_v2(conn: sa.Connection) -> None:
+        steps.append(2)
+        conn.execute(sa.text("CREATE INDEX ix_datasets_size ON datasets (size)"))
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {2: to_v2})
+    migrated = PlanStore.open(database_url)
+    try:
+        assert migrated.current_schema_version() == 2 and steps == [2]
+        assert migrated.count() == (1, 0)  # the data survived
+        assert "ix_datasets_size" in {
+            ix["name"] for ix in sa.inspect(migrated.engine).get_indexes("datasets")
+        }
+    finally:
+        migrated.close()
+    PlanStore.open(database_url).close()
+    assert steps == [2]
+
+    # An older release refuses a database it does not understand, rather than corrupt it.
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
+    with pytest.raises(StorageUnavailable, match="newer than this release"):
+        PlanStore.open(database_url)
+
+
+def test_an_unreachable_database_is_storage_unavailable() -> None:
+    with pytest.raises(StorageUnavailable, match="cannot open the database"):
+        PlanStore.open("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
