@@ -2,8 +2,9 @@
 
 :class:`PlanConfig` is the validated, canonical configuration (its JSON form names the
 plan); :func:`prepare_plan` turns labels and a config into a :class:`PreparedPlan`, the
-arrays every stream of the plan is drawn from. Both the service and the client's offline
-fallback go through here, so they cannot drift apart.
+arrays every stream of the plan is drawn from. The client's offline fallback draws from
+the cached weights with the same functions of :mod:`service.core.streams` (see NOTE
+[Offline streams] in ``client/_offline.py``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
