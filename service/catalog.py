@@ -60,7 +60,9 @@ def dataset_record(labels: Labels) -> DatasetRecord:
         classes=list(labels.classes),
         counts=labels.class_counts().tolist(),
         codes_dtype=labels.codes.dtype.str,
-        codes=np.ascontiguousarray(labels.codes, dtype=labels.codes.dtype.newbyteorder("<")).tobytes(),
+        codes=np.ascontiguousarray(
+            labels.codes, dtype=labels.codes.dtype.newbyteorder("<")
+        ).tobytes(),
     )
 
 
@@ -144,7 +146,8 @@ class Catalog:
     def check_size(self, labels: Labels) -> None:
         if labels.size > self.settings.max_labels:
             raise PayloadTooLarge(
-                f"the dataset has {labels.size} labels; this service takes at most {self.settings.max_labels}"
+                f"the dataset has {labels.size} labels; "
+                f"this service takes at most {self.settings.max_labels}"
             )
 
     def create_dataset(self, labels: Labels) -> tuple[DatasetInfo, bool]:
@@ -193,7 +196,9 @@ class Catalog:
             dataset_id=plan.dataset_id,
             config=plan.config,
             versions=plan.versions,
-            weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if weights is not None else None,
+            weights=np.ascontiguousarray(weights, dtype="<f8").tobytes()
+            if weights is not None
+            else None,
         )
         created, dataset_created = self.store.put_plan_and_dataset(record, new_dataset)
         if self.metrics is not None:
