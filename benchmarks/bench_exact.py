@@ -21,10 +21,8 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,22 +32,11 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-T = TypeVar("T")
+from benchmarks.timing import best_of  # noqa: E402
+
 TARGET = 5.0
 PAGE_OFFSET = 5_000_000
 PAGE_SIZE = 100_000
-
-
-def best_of(repeat: int, fn: Callable[[], T]) -> tuple[float, T]:
-    """Smallest wall time of ``repeat`` runs, and the last result."""
-    times: list[float] = []
-    result: T | None = None
-    for _ in range(repeat):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    assert result is not None
-    return min(times), result
 
 
 def make_weights(size: int) -> npt.NDArray[np.float64]:

@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,13 +35,13 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import best_of  # noqa: E402
 from service.core.hierarchical import (  # noqa: E402
     ALGORITHM_VERSION,
     HierarchicalTable,
     draw_hierarchical,
 )
 
-T = TypeVar("T")
 TARGET_MS = 20.0
 PAGE_SIZE = 100_000
 REPEAT = 11
@@ -100,18 +99,6 @@ def reset_peak_resident() -> bool:
     except OSError:
         return False
     return True
-
-
-def best_of(repeat: int, fn: Callable[[], T]) -> tuple[float, T]:
-    """Smallest wall time of ``repeat`` runs, and the last result."""
-    times: list[float] = []
-    result: T | None = None
-    for _ in range(repeat):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    assert result is not None
-    return min(times), result
 
 
 def run_case(name: str, size: int) -> list[str]:

@@ -18,19 +18,14 @@ folder), then measures, in one run so that every ratio compares like with like:
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 
@@ -38,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client import SamplePlanClient  # noqa: E402
+from benchmarks.server_process import server_process  # noqa: E402
+from client import RemoteWeightedSampler, SamplePlanClient  # noqa: E402
 
 SEED = 0
 
@@ -48,49 +44,6 @@ def long_tailed_labels(size: int) -> npt.NDArray[np.int64]:
     rng = np.random.default_rng(20240501)
     labels: npt.NDArray[np.int64] = np.minimum(rng.zipf(1.3, size), 1000) - 1
     return labels
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def service(folder: Path, **settings: Any) -> Iterator[tuple[str, int]]:
-    """A server process on loopback: yields its URL and its pid."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SAMPLEPLAN_DATABASE_URL": f"sqlite:///{folder / f'bench-{port}.sqlite3'}",
-        **{f"SAMPLEPLAN_{k.upper()}": str(v) for k, v in settings.items()},
-    }
-    command = [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    log_path = folder / f"server-{port}.log"
-    log = log_path.open("wb")
-    # The server's log goes to a file: a failed page is reported in the table instead.
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                tail = log_path.read_text()[-2000:]
-                raise RuntimeError(f"the benchmark server did not start:\n{tail}")
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -122,21 +75,11 @@ def local_sampler_seconds(weights: npt.NDArray[np.float64], draws: int, seed: in
     return timed(lambda: iterate(sampler))
 
 
-def remote_iterator(
-    api: SamplePlanClient, plan_id: str, epoch: int
-) -> tuple[Callable[[], None], str]:
-    """Iterating one epoch through the client: its sampler when it has one, else one page."""
-    try:
-        from client import RemoteWeightedSampler  # type: ignore[attr-defined]
-    except ImportError:
-
-        def by_page() -> None:
-            iterate(api.indices(plan_id, epoch=epoch).tolist())
-
-        return by_page, "client.indices(binary) + iterate; no RemoteWeightedSampler in this tree"
+def remote_iterator(api: SamplePlanClient, plan_id: str, epoch: int) -> Callable[[], None]:
+    """Iterating one epoch through the client's ``RemoteWeightedSampler``."""
     sampler = RemoteWeightedSampler(plan_id, api)
     sampler.set_epoch(epoch)
-    return lambda: iterate(sampler), "RemoteWeightedSampler"
+    return lambda: iterate(sampler)
 
 
 def epoch_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
@@ -147,7 +90,7 @@ def epoch_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
     weights = 1.0 / counts[labels].astype(np.float64)
     rows: list[dict[str, Any]] = []
     with (
-        service(folder, max_page=draws, max_body_bytes=2**31) as (url, _pid),
+        server_process(folder, max_page=draws, max_body_bytes=2**31) as (url, _pid),
         SamplePlanClient(url, timeout=600) as api,
     ):
         api.create_dataset(np.arange(8) % 3)  # warm up imports and the database
@@ -171,17 +114,15 @@ def epoch_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
         rows.append(
             {"name": f"local WeightedRandomSampler, {draws:.0e} draws", "value": local, "unit": "s"}
         )
-        cold, how = remote_iterator(api, plan.id, 1)
-        cold_seconds = timed(cold)
-        warm, _ = remote_iterator(api, plan.id, 1)
-        warm_seconds = timed(warm)
+        cold_seconds = timed(remote_iterator(api, plan.id, 1))
+        warm_seconds = timed(remote_iterator(api, plan.id, 1))
         rows.append(
             {
                 "name": "remote epoch, cold / local",
                 "value": cold_seconds / local,
                 "unit": "x",
                 "limit": 0.6,
-                "note": f"{cold_seconds:.2f} s; {how}",
+                "note": f"{cold_seconds:.2f} s; RemoteWeightedSampler",
             }
         )
         rows.append(
@@ -225,7 +166,7 @@ def memory_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
     size = 50_000_000 // scale
     labels = long_tailed_labels(size).astype(np.int32)
     with (
-        service(folder, max_body_bytes=2**31, max_labels=size) as (url, pid),
+        server_process(folder, max_body_bytes=2**31, max_labels=size) as (url, pid),
         SamplePlanClient(url, timeout=600, retries=0) as api,
     ):
         idle = peak_rss_mb(pid)
@@ -237,7 +178,7 @@ def memory_rows(folder: Path, scale: int) -> list[dict[str, Any]]:
             api.indices(plan.id, epoch=0, offset=size // 2, limit=100_000)
             note += ", page of 1e5 drawn"
         except Exception as exc:  # reported in the table, not raised: the row still counts
-            note += f"; PAGE NOT DRAWN ({type(exc).__name__}: is 'hierarchical' wired?)"
+            note += f"; PAGE NOT DRAWN ({type(exc).__name__}: {exc})"
         peak = peak_rss_mb(pid)
     return [
         {

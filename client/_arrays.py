@@ -74,7 +74,7 @@ class _ArrayFill:
 
 
 def _is_binary(response: httpx.Response) -> bool:
-    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type: str = response.headers.get("content-type", "").split(";")[0].strip().lower()
     return media_type == BINARY
 
 

@@ -146,7 +146,9 @@ def _array_call(
     """An array endpoint: streamed into an array when ``binary``, else parsed from JSON."""
     if binary:
         return Call("GET", path, read.read, params=params, headers=_BINARY_HEADERS, array=read)
-    return Call("GET", path, lambda r: np.asarray(r.json()[read.key], dtype=read.dtype), params=params)
+    return Call(
+        "GET", path, lambda r: np.asarray(r.json()[read.key], dtype=read.dtype), params=params
+    )
 
 
 def weights(plan_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.float64]]:

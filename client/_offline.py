@@ -1,17 +1,19 @@
 """A plan's streams drawn on this machine, from its cached copy, by the service's own core.
 
 NOTE [Offline streams]
-    For algorithm ``torch`` a page of a rank's stream is, on the service and here alike::
+    For algorithm ``torch`` a page of a rank's stream is, here::
 
         cut_page(draw_torch_epoch(weights, num_samples, replacement, epoch_seed(seed, epoch)),
                  num_samples, StreamRequest(...), population)
 
-    with every function from :mod:`service.core`, so the two cannot drift apart. What
-    they cannot share is the machine: ``torch.multinomial`` is not promised across torch
-    releases or CPU architectures, so the versions the plan recorded are checked
-    (:func:`service.core.plan.reproduction_problems`) before anything is drawn, and a
-    mismatch is refused with :class:`~client.StreamMismatchError` rather than producing
-    a stream that silently differs. Algorithms other than ``torch`` are refused too:
+    with every function from :mod:`service.core`, as the service cuts pages. The service
+    draws with replacement through :mod:`service.core.exact` instead, which reproduces
+    ``torch.multinomial`` bit for bit (``tests/core/test_exact.py``), so the two cannot
+    drift apart. What they cannot share is the machine: ``torch.multinomial`` is not
+    promised across torch releases or CPU architectures, so the versions the plan recorded
+    are checked (:func:`service.core.plan.reproduction_problems`) before anything is
+    drawn, and a mismatch is refused with :class:`~client.StreamMismatchError` rather
+    than producing a stream that silently differs. Algorithms other than ``torch`` are refused too:
     their streams cannot be rebuilt from per-sample weights alone.
 """
 

@@ -5,9 +5,11 @@ NOTE [Iteration]
     ``chunk_size`` indices. While the ``DataLoader`` consumes one chunk, the next one is
     fetched by a background (daemon) thread, so once started the loader does not wait on
     the network. A chunk is a page ``[offset, offset + chunk_size)`` of the rank's stream:
-    the service draws the epoch whole and cuts it, so chunks of any size, even 1, join up
-    into exactly the rank's stream. When the loop stops early the generator is closed,
-    nothing more is fetched, and a chunk already in flight is dropped when it arrives.
+    the service serves every page as a slice of the whole epoch's stream (cut from it, or
+    drawn by skipping ahead to it; never drawn as a short stream of its own), so chunks of
+    any size, even 1, join up into exactly the rank's stream. When the loop stops early
+    the generator is closed, nothing more is fetched, and a chunk already in flight is
+    dropped when it arrives.
 
 NOTE [Resumption]
     ``state_dict()`` is ``{"plan_id", "epoch", "position", "world_size"}``, ``position``

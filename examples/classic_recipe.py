@@ -20,14 +20,13 @@ the batches are exactly those of the recipe written by hand with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from local_service import service_url
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, random_split
 
@@ -67,18 +66,6 @@ def make_folders(root: Path, counts: dict[str, int]) -> None:
         for n in range(count):
             image = torch.randn(3, 8, 8, generator=generator) + k
             torch.save(image, root / name / f"{n:05d}.pt")
-
-
-@contextlib.contextmanager
-def service_url(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    from local_service import local_service
-
-    with local_service() as local:
-        print(f"started a throwaway sampleplan service at {local}")
-        yield local
 
 
 def shares(targets: list[int], classes: list[str]) -> str:

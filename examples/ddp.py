@@ -14,16 +14,15 @@ Each rank prints how many samples of each class it drew in each epoch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import socket
 import sys
 from collections import Counter
-from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from local_service import service_url
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
@@ -81,18 +80,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-@contextlib.contextmanager
-def service_url(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    from local_service import local_service
-
-    with local_service() as local:
-        print(f"started a throwaway sampleplan service at {local}")
-        yield local
 
 
 def main(argv: list[str] | None = None) -> int:

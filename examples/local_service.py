@@ -46,3 +46,14 @@ def local_service() -> Iterator[str]:
         finally:
             server.should_exit = True
             thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def service_url(url: str | None) -> Iterator[str]:
+    """``url`` when given; otherwise a :func:`local_service` for the duration of the block."""
+    if url is not None:
+        yield url
+        return
+    with local_service() as local:
+        print(f"started a throwaway sampleplan service at {local}")
+        yield local

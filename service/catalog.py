@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -60,13 +60,15 @@ def dataset_record(labels: Labels) -> DatasetRecord:
         classes=list(labels.classes),
         counts=labels.class_counts().tolist(),
         codes_dtype=labels.codes.dtype.str,
-        codes=np.ascontiguousarray(labels.codes, dtype=labels.codes.dtype.newbyteorder("<")).tobytes(),
+        codes=np.ascontiguousarray(
+            labels.codes, dtype=labels.codes.dtype.newbyteorder("<")
+        ).tobytes(),
     )
 
 
 def labels_from_record(record: DatasetRecord) -> Labels:
     codes = np.frombuffer(record.codes, dtype=np.dtype(record.codes_dtype))
-    kind = "int" if record.label_kind == "int" else "str"
+    kind: Literal["int", "str"] = "int" if record.label_kind == "int" else "str"
     return labels_from_codes(kind, record.classes, codes)
 
 
@@ -82,6 +84,21 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
         replacement=canonical["replacement"],
         seed=canonical["seed"],
         algorithm=canonical["algorithm"],
+    )
+
+
+def build_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> Plan:
+    """Prepare a plan and name it, storing nothing (the catalog and ``sampleplan plan`` use it)."""
+    prepared = prepare_plan(labels, config, max_num_samples=max_num_samples)
+    canonical = config.canonical(prepared.num_samples)
+    dataset_id = labels.digest()
+    return Plan(
+        id=plan_id(dataset_id, canonical),
+        dataset_id=dataset_id,
+        config=canonical,
+        versions=runtime_versions(config.algorithm),
+        classes=list(labels.classes),
+        prepared=prepared,
     )
 
 
@@ -129,7 +146,8 @@ class Catalog:
     def check_size(self, labels: Labels) -> None:
         if labels.size > self.settings.max_labels:
             raise PayloadTooLarge(
-                f"the dataset has {labels.size} labels; this service takes at most {self.settings.max_labels}"
+                f"the dataset has {labels.size} labels; "
+                f"this service takes at most {self.settings.max_labels}"
             )
 
     def create_dataset(self, labels: Labels) -> tuple[DatasetInfo, bool]:
@@ -153,22 +171,11 @@ class Catalog:
 
     # -- plans ----------------------------------------------------------------------------
 
-    def build_plan(self, labels: Labels, config: PlanConfig) -> tuple[Plan, dict[str, Any]]:
+    def build_plan(self, labels: Labels, config: PlanConfig) -> Plan:
         """Validate and prepare a plan without storing it (``POST /v1/sample`` stops here)."""
         self.check_size(labels)
         limit = self.settings.max_num_samples if config.algorithm == "torch" else None
-        prepared = prepare_plan(labels, config, max_num_samples=limit)
-        canonical = config.canonical(prepared.num_samples)
-        dataset_id = labels.digest()
-        plan = Plan(
-            id=plan_id(dataset_id, canonical),
-            dataset_id=dataset_id,
-            config=canonical,
-            versions=runtime_versions(config.algorithm),
-            classes=list(labels.classes),
-            prepared=prepared,
-        )
-        return plan, canonical
+        return build_plan(labels, config, max_num_samples=limit)
 
     def create_plan(
         self, config: PlanConfig, *, dataset_id: str | None = None, labels: Labels | None = None
@@ -182,14 +189,16 @@ class Catalog:
             )
         else:
             new_dataset = dataset_record(labels)
-        plan, canonical = self.build_plan(labels, config)
+        plan = self.build_plan(labels, config)
         weights = config.weights
         record = PlanRecord(
             id=plan.id,
             dataset_id=plan.dataset_id,
-            config=canonical,
+            config=plan.config,
             versions=plan.versions,
-            weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if weights is not None else None,
+            weights=np.ascontiguousarray(weights, dtype="<f8").tobytes()
+            if weights is not None
+            else None,
         )
         created, dataset_created = self.store.put_plan_and_dataset(record, new_dataset)
         if self.metrics is not None:

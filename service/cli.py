@@ -23,7 +23,7 @@ from client import SamplePlanClient, SamplePlanError
 from service.core import manifests
 from service.core.labels import Labels
 from service.core.plan import ALGORITHMS, PlanConfig
-from service.core.splitting import Split
+from service.core.splitting import split_from_canonical
 from service.core.weighting import STRATEGIES
 from service.errors import InvalidLabels, SamplePlanServiceError
 
@@ -234,38 +234,22 @@ def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
 def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
     """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
     from service.api.views import plan_out
-    from service.catalog import Plan
-    from service.core.plan import plan_id, prepare_plan, runtime_versions
+    from service.catalog import build_plan
 
-    split = fields.get("split")
     config = PlanConfig(
         strategy=fields["strategy"],
         beta=fields.get("beta"),
         class_weights=fields.get("class_weights"),
-        split=None
-        if split is None
-        else Split(
-            seed=split["seed"],
-            fractions=tuple(split["fractions"]) if "fractions" in split else None,
-            lengths=tuple(split["lengths"]) if "lengths" in split else None,
-        ),
+        # parse_split writes the split as the canonical config does.
+        split=split_from_canonical(fields.get("split")),
         num_samples=fields.get("num_samples"),
         replacement=fields["replacement"],
         seed=fields["seed"],
         algorithm=fields["algorithm"],
     )
-    prepared = prepare_plan(labels, config)
-    canonical = config.canonical(prepared.num_samples)
-    dataset_id = labels.digest()
-    plan = Plan(
-        id=plan_id(dataset_id, canonical),
-        dataset_id=dataset_id,
-        config=canonical,
-        versions=runtime_versions(config.algorithm),
-        classes=list(labels.classes),
-        prepared=prepared,
+    body: dict[str, Any] = plan_out(build_plan(labels, config)).model_dump(
+        mode="json", by_alias=True
     )
-    body: dict[str, Any] = plan_out(plan).model_dump(mode="json", by_alias=True)
     return body
 
 

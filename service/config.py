@@ -17,7 +17,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite:///data/sampleplan.sqlite3",
-        description="SQLAlchemy URL. SQLite (a local file) by default; postgresql://… for replicas.",
+        description="SQLAlchemy URL. SQLite (a local file) by default; "
+        "postgresql://… for replicas.",
     )
     max_labels: int = Field(
         default=100_000_000, gt=0, description="Most labels one dataset may have (413 beyond)."
@@ -25,10 +26,13 @@ class Settings(BaseSettings):
     max_num_samples: int = Field(
         default=100_000_000,
         gt=0,
-        description="Most draws per epoch for algorithm 'torch', which materialises the epoch (422 beyond).",
+        description="Most draws per epoch for algorithm 'torch', which materialises the epoch "
+        "(422 beyond).",
     )
     max_page: int = Field(
-        default=10_000_000, gt=0, description="Most indices or weights in one response (422 beyond)."
+        default=10_000_000,
+        gt=0,
+        description="Most indices or weights in one response (422 beyond).",
     )
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."

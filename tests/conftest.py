@@ -75,14 +75,25 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
-    server = LiveServer(create_app(settings)).start()
-    try:
+    with LiveServer(create_app(settings)) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server on a SQLite database of its own, shared by a module's tests."""
+    db = tmp_path_factory.mktemp("db") / "sampleplan.sqlite3"
+    with LiveServer(create_app(Settings(database_url=f"sqlite:///{db}"))) as server:
+        yield server
 
 
 def _postgres_reachable() -> str | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ast
 import json
 import re
-import tomllib
 import shlex
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

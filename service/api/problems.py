@@ -72,7 +72,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             f"the request body is not valid JSON: {ctx.get('error', 'parse error')}",
             "malformed-request",
         )
-    errors = [{"loc": _location(tuple(e.get("loc", ()))), "msg": str(e.get("msg", ""))} for e in raw]
+    errors = [
+        {"loc": _location(tuple(e.get("loc", ()))), "msg": str(e.get("msg", ""))} for e in raw
+    ]
     detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
     if len(errors) > 5:
         detail += f"; and {len(errors) - 5} more"
@@ -95,7 +97,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
-        request, 500, "Internal error", "the service failed unexpectedly; this is a bug", "internal-error"
+        request,
+        500,
+        "Internal error",
+        "the service failed unexpectedly; this is a bug",
+        "internal-error",
     )
 
 

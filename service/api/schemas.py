@@ -28,12 +28,15 @@ class SplitSpec(_Request):
     """Selects the training population as ``torch.utils.data.random_split`` does."""
 
     fractions: list[float] | None = Field(
-        default=None, description="Fractions adding up to 1, e.g. [0.7, 0.3]; the first part is drawn from."
+        default=None,
+        description="Fractions adding up to 1, e.g. [0.7, 0.3]; the first part is drawn from.",
     )
     lengths: list[int] | None = Field(
         default=None, description="Part lengths adding up to the dataset size, e.g. [414, 178]."
     )
-    seed: int = Field(default=0, description="Seed of random_split's torch.Generator, in [0, 2**32).")
+    seed: int = Field(
+        default=0, description="Seed of random_split's torch.Generator, in [0, 2**32)."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SplitSpec:
@@ -55,13 +58,16 @@ class PlanFields(_Request):
     strategy: Strategy = "inverse_frequency"
     beta: float | None = Field(default=None, description="effective_number only; default 0.999.")
     class_weights: dict[str, float] | None = Field(
-        default=None, description="class_weights only: {class name: weight}; unnamed classes weigh 1."
+        default=None,
+        description="class_weights only: {class name: weight}; unnamed classes weigh 1.",
     )
     weights: SkipValidation[list[float]] | None = Field(
         default=None, description="sample_weights only: one weight per dataset sample."
     )
     split: SplitSpec | None = None
-    num_samples: int | None = Field(default=None, description="Draws per epoch; null: the population size.")
+    num_samples: int | None = Field(
+        default=None, description="Draws per epoch; null: the population size."
+    )
     replacement: bool = True
     seed: int = Field(default=0, description="Base seed in [0, 2**32); epoch e uses seed + e.")
     algorithm: Algorithm = "torch"
@@ -103,7 +109,11 @@ class PlanCreate(PlanFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"labels": [0, 0, 0, 0, 1, 1, 2], "split": {"fractions": [0.7, 0.3], "seed": 42}, "seed": 0}
+                {
+                    "labels": [0, 0, 0, 0, 1, 1, 2],
+                    "split": {"fractions": [0.7, 0.3], "seed": 42},
+                    "seed": 0,
+                }
             ]
         }
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from service.api.schemas import ClassRow, DatasetOut, EpochCoverage, PlanOut
 from service.catalog import DatasetInfo, Plan
 from service.core.stats import PlanStats, plan_statistics
@@ -57,7 +55,3 @@ def plan_out(plan: Plan) -> PlanOut:
         ),
         versions=plan.versions,
     )
-
-
-def stream_meta(plan: Plan, **fields: Any) -> dict[str, Any]:
-    return {"plan_id": plan.id, **fields}

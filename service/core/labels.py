@@ -77,7 +77,9 @@ def labels_from_codes(
 ) -> Labels:
     """Rebuild :class:`Labels` from stored parts (already canonical)."""
     dtype = _code_dtype(len(classes))
-    return Labels(kind=kind, classes=tuple(classes), codes=np.asarray(codes).astype(dtype, copy=False))
+    return Labels(
+        kind=kind, classes=tuple(classes), codes=np.asarray(codes).astype(dtype, copy=False)
+    )
 
 
 def labels_from_array(values: npt.NDArray[np.generic]) -> Labels:
@@ -90,7 +92,9 @@ def labels_from_array(values: npt.NDArray[np.generic]) -> Labels:
     if arr.dtype.kind == "b":
         raise InvalidLabels("labels must be integers or strings, got booleans")
     if arr.dtype.kind not in "iu":
-        raise InvalidLabels(f"labels must be integers or strings, got an array of dtype {arr.dtype}")
+        raise InvalidLabels(
+            f"labels must be integers or strings, got an array of dtype {arr.dtype}"
+        )
     lo, hi = int(arr.min()), int(arr.max())
     if lo >= 0 and hi <= max(4 * arr.size, 1 << 16):
         # Dense non-negative labels (the usual 0..K-1 targets): a counting pass is
@@ -133,7 +137,9 @@ def labels_from_list(values: object) -> Labels:
     nested lists, mixed ints and strings, and integers outside int64.
     """
     if not isinstance(values, list | tuple):
-        raise InvalidLabels(f"labels must be a list of integers or strings, got {type(values).__name__}")
+        raise InvalidLabels(
+            f"labels must be a list of integers or strings, got {type(values).__name__}"
+        )
     if len(values) == 0:
         raise InvalidLabels("labels must not be empty")
     first = values[0]

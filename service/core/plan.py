@@ -2,8 +2,9 @@
 
 :class:`PlanConfig` is the validated, canonical configuration (its JSON form names the
 plan); :func:`prepare_plan` turns labels and a config into a :class:`PreparedPlan`, the
-arrays every stream of the plan is drawn from. Both the service and the client's offline
-fallback go through here, so they cannot drift apart.
+arrays every stream of the plan is drawn from. The client's offline fallback draws from
+the cached weights with the same functions of :mod:`service.core.streams` (see NOTE
+[Offline streams] in ``client/_offline.py``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ Algorithm = Literal["torch", "hierarchical"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 #: Versions of the stream definitions. A change to how an algorithm draws must bump it.
-ALGORITHM_VERSIONS: dict[str, str] = {"torch": "torch-multinomial-v1", "hierarchical": HIERARCHICAL_VERSION}
+ALGORITHM_VERSIONS: dict[str, str] = {
+    "torch": "torch-multinomial-v1",
+    "hierarchical": HIERARCHICAL_VERSION,
+}
 
 _PLAN_HASH_DOMAIN = b"sampleplan/plan/v1\n"
 
@@ -87,7 +91,8 @@ class PlanConfig:
             )
         if self.num_samples is not None and self.num_samples <= 0:
             raise InvalidPlanConfig(
-                f"num_samples should be a positive integer value, but got num_samples={self.num_samples}"
+                "num_samples should be a positive integer value, "
+                f"but got num_samples={self.num_samples}"
             )
         if self.beta is not None and self.strategy != "effective_number":
             raise InvalidPlanConfig("'beta' only applies to strategy 'effective_number'")
@@ -98,11 +103,17 @@ class PlanConfig:
         if self.weights is not None and self.strategy != "sample_weights":
             raise InvalidPlanConfig("'weights' only applies to strategy 'sample_weights'")
         if self.strategy == "class_weights" and not self.class_weights:
-            raise InvalidPlanConfig("strategy 'class_weights' needs a non-empty 'class_weights' object")
+            raise InvalidPlanConfig(
+                "strategy 'class_weights' needs a non-empty 'class_weights' object"
+            )
         if self.strategy == "sample_weights" and self.weights is None:
-            raise InvalidPlanConfig("strategy 'sample_weights' needs a 'weights' list, one per sample")
+            raise InvalidPlanConfig(
+                "strategy 'sample_weights' needs a 'weights' list, one per sample"
+            )
         if self.algorithm == "hierarchical" and not self.replacement:
-            raise InvalidPlanConfig("algorithm 'hierarchical' draws with replacement; set replacement=true")
+            raise InvalidPlanConfig(
+                "algorithm 'hierarchical' draws with replacement; set replacement=true"
+            )
 
     def canonical(self, num_samples: int) -> dict[str, Any]:
         """The JSON form that names the plan: every default filled, ``num_samples`` resolved.
@@ -252,7 +263,9 @@ class PreparedPlan:
         if self.draws_by_range:
             # Bit-identical to torch.multinomial's stream (tested against torch), faster,
             # and a late page costs only the skipped generator outputs.
-            return draw_exact_with_replacement(self._cumulative_table, epoch_seed(seed, epoch), start, stop)
+            return draw_exact_with_replacement(
+                self._cumulative_table, epoch_seed(seed, epoch), start, stop
+            )
         return self.draw_epoch(epoch)[start:stop]
 
     def draw_epoch(self, epoch: int) -> Int64Array:
@@ -262,7 +275,10 @@ class PreparedPlan:
         if self.draws_by_range:
             return self.draw_range(epoch, 0, self.num_samples)
         return draw_torch_epoch(
-            self.weights, self.num_samples, self.config.replacement, epoch_seed(self.config.seed, epoch)
+            self.weights,
+            self.num_samples,
+            self.config.replacement,
+            epoch_seed(self.config.seed, epoch),
         )
 
     def draw_positions(self, epoch: int, positions: Int64Array) -> Int64Array:
@@ -294,7 +310,9 @@ class PreparedPlan:
         return in_space(page, request.space, self.population)
 
 
-def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> PreparedPlan:
+def prepare_plan(
+    labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None
+) -> PreparedPlan:
     """Validate ``config`` against ``labels`` and compute the population and its weights."""
     population: Int64Array | None = None
     codes = labels.codes
@@ -305,9 +323,10 @@ def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | N
     per_sample: npt.NDArray[np.float64] | None = None
     if config.weights is not None:
         if config.weights.shape != (labels.size,):
+            shape = config.weights.shape
             raise InvalidWeights(
                 f"weights must have one entry per sample of the dataset ({labels.size}), "
-                f"got {config.weights.shape[0] if config.weights.ndim == 1 else config.weights.shape}"
+                f"got {shape[0] if config.weights.ndim == 1 else shape}"
             )
         per_sample = config.weights if population is None else config.weights[population]
 
@@ -328,11 +347,13 @@ def prepare_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | N
     num_samples = size if config.num_samples is None else config.num_samples
     if max_num_samples is not None and num_samples > max_num_samples:
         raise InvalidPlanConfig(
-            f"num_samples={num_samples} is over this service's limit of {max_num_samples} draws per epoch"
+            f"num_samples={num_samples} is over this service's limit of {max_num_samples} "
+            "draws per epoch"
         )
     if num_samples > MAX_NUM_SAMPLES:
         raise InvalidPlanConfig(
-            f"num_samples should be at most 2**62 (positions are int64), but got num_samples={num_samples}"
+            "num_samples should be at most 2**62 (positions are int64), "
+            f"but got num_samples={num_samples}"
         )
     if config.algorithm == "torch":
         if size > TORCH_MAX_CATEGORIES:

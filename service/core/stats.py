@@ -237,14 +237,17 @@ def summarize_stream(
     """Summarise the rank's whole stream for ``request``'s epoch (its page is ignored).
 
     Drawn in chunks, so memory stays bounded however long the stream; the digest is
-    :func:`stream_digest` of the stream in ``request.space``.
+    :func:`stream_digest` of the stream in ``request.space``. A plan that cannot draw
+    ranges (``torch`` without replacement, at most 2**24 draws, or a single draw) has its
+    epoch drawn once and cut, rather than drawn again for every chunk.
     """
     length = plan.rank_length(request.world_size)
     counts = np.zeros(plan.num_classes, dtype=np.int64)
     digest = hashlib.sha256()
+    epoch_stream = None if plan.draws_by_range else plan.draw_epoch(request.epoch)
     for offset in range(0, length, chunk):
         page = replace(request, offset=offset, limit=chunk, space="population")
-        positions = plan.indices(page)
+        positions = plan.indices(page, epoch_stream)
         counts += stream_class_counts(plan, positions)
         if request.space == "dataset" and plan.population is not None:
             positions = plan.population[positions]

@@ -63,7 +63,9 @@ class StreamRequest:
 
     def __post_init__(self) -> None:
         if self.epoch < 0:
-            raise InvalidStreamRequest(f"epoch should be a non-negative integer, but got epoch={self.epoch}")
+            raise InvalidStreamRequest(
+                f"epoch should be a non-negative integer, but got epoch={self.epoch}"
+            )
         if self.epoch >= 2**32:
             raise InvalidStreamRequest(f"epoch should be below 2**32, but got epoch={self.epoch}")
         if self.world_size < 1:
@@ -76,14 +78,21 @@ class StreamRequest:
             )
         if not 0 <= self.rank < self.world_size:
             raise InvalidStreamRequest(
-                f"rank should be in [0, world_size), but got rank={self.rank} with world_size={self.world_size}"
+                f"rank should be in [0, world_size), but got rank={self.rank} "
+                f"with world_size={self.world_size}"
             )
         if self.offset < 0:
-            raise InvalidStreamRequest(f"offset should be a non-negative integer, but got offset={self.offset}")
+            raise InvalidStreamRequest(
+                f"offset should be a non-negative integer, but got offset={self.offset}"
+            )
         if self.limit is not None and self.limit < 0:
-            raise InvalidStreamRequest(f"limit should be a non-negative integer, but got limit={self.limit}")
+            raise InvalidStreamRequest(
+                f"limit should be a non-negative integer, but got limit={self.limit}"
+            )
         if self.space not in ("population", "dataset"):
-            raise InvalidStreamRequest(f"space should be 'population' or 'dataset', but got space={self.space!r}")
+            raise InvalidStreamRequest(
+                f"space should be 'population' or 'dataset', but got space={self.space!r}"
+            )
 
     def page_bounds(self, num_samples: int) -> tuple[int, int]:
         """``[start, stop)`` of the page within the rank's stream (clipped to its length)."""

@@ -62,7 +62,9 @@ def class_weight_table(
         return table
     if strategy == "sample_weights":
         return None
-    raise InvalidPlanConfig(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    raise InvalidPlanConfig(
+        f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}"
+    )
 
 
 def resolve_class_weights(labels: Labels, given: Mapping[str, float]) -> dict[int, float]:
@@ -79,11 +81,14 @@ def resolve_class_weights(labels: Labels, given: Mapping[str, float]) -> dict[in
         shown = ", ".join(repr(n) for n in unknown[:5])
         known = ", ".join(repr(str(c)) for c in labels.classes[:10])
         raise InvalidWeights(
-            f"class_weights names classes the dataset does not have: {shown}; its classes are {known}"
+            f"class_weights names classes the dataset does not have: {shown}; "
+            f"its classes are {known}"
             + (" ..." if labels.num_classes > 10 else "")
         )
     resolved = {by_name[str(name)]: float(w) for name, w in given.items()}
-    check_weights(np.fromiter(resolved.values(), dtype=np.float64), what="class_weights", allow_all_zero=True)
+    check_weights(
+        np.fromiter(resolved.values(), dtype=np.float64), what="class_weights", allow_all_zero=True
+    )
     return resolved
 
 
@@ -100,7 +105,9 @@ def check_weights(weights: Float64Array, *, what: str, allow_all_zero: bool = Fa
     with np.errstate(over="ignore"):  # an overflowing total is reported below
         total = float(np.cumsum(weights)[-1]) if weights.size else 0.0
     if not total > 0:
-        raise InvalidWeights(f"{what} must not be all zero: at least one sample needs a positive weight")
+        raise InvalidWeights(
+            f"{what} must not be all zero: at least one sample needs a positive weight"
+        )
     if not np.isfinite(total):
         raise InvalidWeights(f"{what} add up to more than float64 can hold; scale them down")
 
@@ -133,7 +140,9 @@ def weights_from_list(values: object) -> Float64Array:
     bad = next((i for i, v in enumerate(values) if type(v) not in (int, float)), None)
     if bad is not None:
         value = values[bad]
-        raise InvalidWeights(f"weights must be numbers; weights[{bad}] is a {type(value).__name__} ({value!r:.40})")
+        raise InvalidWeights(
+            f"weights must be numbers; weights[{bad}] is a {type(value).__name__} ({value!r:.40})"
+        )
     try:
         return np.array(values, dtype=np.float64)
     except OverflowError as exc:

@@ -43,10 +43,13 @@ plans = sa.Table(
     "plans",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("dataset_id", sa.String(64), sa.ForeignKey("datasets.id"), nullable=False, index=True),
+    sa.Column(
+        "dataset_id", sa.String(64), sa.ForeignKey("datasets.id"), nullable=False, index=True
+    ),
     sa.Column("config", sa.Text, nullable=False),  # canonical JSON
     sa.Column("versions", sa.Text, nullable=False),  # JSON: what defines the streams
-    sa.Column("weights", sa.LargeBinary, nullable=True),  # zlib-compressed float64, sample_weights only
+    # zlib-compressed float64, sample_weights only
+    sa.Column("weights", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -272,7 +275,11 @@ class PlanStore:
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
         with self._connection() as conn:
-            row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
         return DatasetRecord(
@@ -287,7 +294,10 @@ class PlanStore:
 
     def dataset_exists(self, dataset_id: str) -> bool:
         with self._connection() as conn:
-            return conn.execute(sa.select(datasets.c.id).where(datasets.c.id == dataset_id)).first() is not None
+            return (
+                conn.execute(sa.select(datasets.c.id).where(datasets.c.id == dataset_id)).first()
+                is not None
+            )
 
     def get_plan(self, plan_id: str) -> PlanRecord | None:
         with self._connection() as conn:

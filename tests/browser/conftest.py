@@ -20,10 +20,6 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from service.config import Settings
-from service.main import create_app
-from tests.conftest import LiveServer
-
 CHROMIUM = os.environ.get("SAMPLEPLAN_CHROMIUM", "/usr/bin/chromium")
 
 #: Where screenshots go: the repository's artifacts/ (gitignored), for CI to keep.
@@ -96,16 +92,6 @@ def chromium_path() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def browser_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    db = tmp_path_factory.mktemp("browser") / "browser.sqlite3"
-    server = LiveServer(create_app(Settings(database_url=f"sqlite:///{db}"))).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,10 @@ def operation_count(server: LiveServer) -> int:
 
 
 def test_swagger_ui_renders_every_operation(
-    page: Page, browser_server: LiveServer, network: NetworkLog, artifacts: Path
+    page: Page, module_server: LiveServer, network: NetworkLog, artifacts: Path
 ) -> None:
-    expected = operation_count(browser_server)
-    page.goto(f"{browser_server.url}/docs")
+    expected = operation_count(module_server)
+    page.goto(f"{module_server.url}/docs")
     page.locator(".opblock").nth(expected - 1).wait_for(timeout=TIMEOUT_MS)
     assert page.locator(".opblock").count() == expected
     assert page.locator(".opblock-summary-path").first.is_visible()
@@ -39,10 +39,10 @@ def test_swagger_ui_renders_every_operation(
 
 
 def test_swagger_ui_tries_an_endpoint(
-    page: Page, browser_server: LiveServer, network: NetworkLog, artifacts: Path
+    page: Page, module_server: LiveServer, network: NetworkLog, artifacts: Path
 ) -> None:
     """A newcomer opens POST /v1/plans, presses Try it out and Execute with the example."""
-    page.goto(f"{browser_server.url}/docs")
+    page.goto(f"{module_server.url}/docs")
     operation = page.locator("#operations-plans-create_plan_v1_plans_post")
     operation.wait_for(timeout=TIMEOUT_MS)
     operation.locator(".opblock-summary").click()
@@ -60,10 +60,10 @@ def test_swagger_ui_tries_an_endpoint(
 
 
 def test_redoc_renders_every_operation(
-    page: Page, browser_server: LiveServer, network: NetworkLog, artifacts: Path
+    page: Page, module_server: LiveServer, network: NetworkLog, artifacts: Path
 ) -> None:
-    expected = operation_count(browser_server)
-    page.goto(f"{browser_server.url}/redoc")
+    expected = operation_count(module_server)
+    page.goto(f"{module_server.url}/redoc")
     selector = '[data-section-id^="operation/"]'
     page.locator(selector).nth(expected - 1).wait_for(state="attached", timeout=TIMEOUT_MS)
     assert page.locator(selector).count() == expected
@@ -73,14 +73,14 @@ def test_redoc_renders_every_operation(
 
 
 def test_report_shows_one_bar_per_class(
-    page: Page, browser_server: LiveServer, network: NetworkLog, artifacts: Path
+    page: Page, module_server: LiveServer, network: NetworkLog, artifacts: Path
 ) -> None:
     labels = ["cat"] * 120 + ["dog"] * 30 + ["emu"] * 6 + ["yak"] * 2
     plan = httpx.post(
-        f"{browser_server.url}/v1/plans",
+        f"{module_server.url}/v1/plans",
         json={"labels": labels, "split": {"fractions": [0.8, 0.2], "seed": 1}},
     ).json()
-    page.goto(f"{browser_server.url}/v1/plans/{plan['id']}/report")
+    page.goto(f"{module_server.url}/v1/plans/{plan['id']}/report")
     classes = [row["class"] for row in plan["classes"]]
     for kind in ("before", "after"):
         bars = page.locator(f"svg.chart g.class-bars rect.bar-{kind}")

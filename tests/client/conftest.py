@@ -1,4 +1,4 @@
-"""Fixtures for the client's tests: one live service per module, a private plan cache."""
+"""Fixtures for the client's tests: a client of the module's live server, a private plan cache."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from client import SamplePlanClient
-from service.config import Settings
-from service.main import create_app
 from tests.conftest import LiveServer
 
 
@@ -21,19 +19,8 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The real service, uvicorn on a loopback port, shared by a module's tests."""
-    db = tmp_path_factory.mktemp("db") / "client.sqlite3"
-    server = LiveServer(create_app(Settings(database_url=f"sqlite:///{db}"))).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def client(service: LiveServer) -> Iterator[SamplePlanClient]:
-    """A client of ``service`` that gives up fast (tests stop services on purpose)."""
-    with SamplePlanClient(service.url, retries=1, backoff=0.0, timeout=10.0) as api:
+def client(module_server: LiveServer) -> Iterator[SamplePlanClient]:
+    """A client of the module's live server that gives up fast (tests stop services on purpose)."""
+    with SamplePlanClient(module_server.url, retries=1, backoff=0.0, timeout=10.0) as api:
         yield api

@@ -12,10 +12,10 @@ from tests.conftest import LiveServer
 
 @pytest.mark.anyio
 async def test_async_client_matches_the_sync_client(
-    service: LiveServer, client: SamplePlanClient
+    module_server: LiveServer, client: SamplePlanClient
 ) -> None:
     labels = imbalanced_labels(counts=(40, 12, 3))
-    async with AsyncSamplePlanClient(service.url, retries=0) as api:
+    async with AsyncSamplePlanClient(module_server.url, retries=0) as api:
         assert await api.health()
         ds = await api.create_dataset(labels)
         assert ds == client.create_dataset(labels)

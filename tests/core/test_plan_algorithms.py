@@ -102,4 +102,4 @@ def test_hierarchical_needs_replacement_and_accepts_huge_populations() -> None:
     object.__setattr__(labels, "codes", np.zeros(2**24 + 1, dtype=np.uint8))
     plan = prepare_plan(labels, PlanConfig(algorithm="hierarchical"))
     page = plan.indices(StreamRequest(offset=2**24 - 1))
-    assert page.shape == (2,) and 0 <= page.min() and page.max() <= 2**24
+    assert page.shape == (2,) and page.min() >= 0 and page.max() <= 2**24

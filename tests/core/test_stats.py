@@ -237,3 +237,25 @@ def test_summary_in_chunks_equals_the_whole_stream(algorithm: str, space: str) -
     assert summary.sha256 == stream_digest(whole)
     positions = plan.indices(StreamRequest(epoch=4, rank=2, world_size=3))
     assert summary.class_counts.tolist() == stream_class_counts(plan, positions).tolist()
+
+
+def test_summary_of_a_stream_without_replacement_draws_its_epoch_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    labels = _labels([40, 8, 2])
+    plan = prepare_plan(labels_from_list(labels), PlanConfig(replacement=False, num_samples=30))
+    weights = plan.weights.tolist()
+    stream = reference.weighted_stream(weights, 30, False, seed=plan.config.seed + 4)
+    whole = reference.distributed_shard(stream, 1, 4)
+    draws: list[int] = []
+    draw_epoch = PreparedPlan.draw_epoch
+
+    def counted(self: PreparedPlan, epoch: int) -> np.ndarray:
+        draws.append(epoch)
+        return draw_epoch(self, epoch)
+
+    monkeypatch.setattr(PreparedPlan, "draw_epoch", counted)
+    summary = summarize_stream(plan, StreamRequest(epoch=4, rank=1, world_size=4), chunk=3)
+    assert summary.length == len(whole) == 8
+    assert summary.sha256 == stream_digest(np.asarray(whole, dtype=np.int64))
+    assert draws == [4]

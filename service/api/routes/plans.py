@@ -164,12 +164,20 @@ def get_indices(
     catalog: CatalogDep,
     media_type: ArrayMediaType,
     request: Request,
-    epoch: Annotated[int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")] = 0,
+    epoch: Annotated[
+        int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")
+    ] = 0,
     rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
     world_size: Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")] = 1,
-    offset: Annotated[int, Query(ge=0, description="First position of the page in the rank's stream.")] = 0,
-    limit: Annotated[int | None, Query(ge=0, description="Page length; default: to the end.")] = None,
-    space: Annotated[Space, Query(description="population positions or dataset indices.")] = "population",
+    offset: Annotated[
+        int, Query(ge=0, description="First position of the page in the rank's stream.")
+    ] = 0,
+    limit: Annotated[
+        int | None, Query(ge=0, description="Page length; default: to the end.")
+    ] = None,
+    space: Annotated[
+        Space, Query(description="population positions or dataset indices.")
+    ] = "population",
 ) -> Response:
     stream_request = StreamRequest(
         epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space

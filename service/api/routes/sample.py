@@ -62,7 +62,7 @@ def sample(
     negotiate(http_request.headers.get("accept"), (JSON,))
     labels = labels_from_list(body.labels)
     request = body.to_stream_request()
-    plan, _ = catalog.build_plan(labels, body.to_config())
+    plan = catalog.build_plan(labels, body.to_config())
     indices = catalog.indices(plan, request)
     weights = catalog.weights(plan)
     head = plan_out(plan).model_dump(mode="json", by_alias=True)
