@@ -1,8 +1,10 @@
 """``RemoteWeightedSampler``: a plan's stream as a ``torch.utils.data.Sampler[int]``.
 
 NOTE [Iteration]
-    ``__iter__`` fetches the rank's stream for the current epoch in chunks of
-    ``chunk_size`` indices. While the ``DataLoader`` consumes one chunk, the next one is
+    ``__iter__`` fetches the rank's stream for the current epoch in chunks: the first of
+    ``chunk_size`` indices, so the first batch comes quickly, then each twice the last,
+    up to ``max_chunk_size``, so a long epoch costs few requests. While the
+    ``DataLoader`` consumes one chunk, the next one is
     fetched by a background (daemon) thread, so once started the loader does not wait on
     the network. A chunk is a page ``[offset, offset + chunk_size)`` of the rank's stream:
     the service serves every page as a slice of the whole epoch's stream (cut from it, or
@@ -68,9 +70,11 @@ logger = logging.getLogger("client")
 
 T = TypeVar("T")
 
-#: Indices per request when iterating (512 KiB as int64): few requests per epoch, and a
-#: small first wait before the first batch.
+#: Indices in the first request of an epoch (512 KiB as int64): a small first wait.
 DEFAULT_CHUNK_SIZE = 65536
+#: The most indices per request once chunks have grown (8 MiB as int64): few requests
+#: per epoch. It must not exceed the service's SAMPLEPLAN_MAX_PAGE (10**7 by default).
+DEFAULT_MAX_CHUNK_SIZE = 1 << 20
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
 
@@ -136,7 +140,10 @@ class RemoteWeightedSampler(Sampler[int]):
             when initialised, else 1.
         space: ``"population"`` yields positions in the plan's population (index a
             training ``Subset`` with them); ``"dataset"`` yields dataset indices.
-        chunk_size: indices per request; the next chunk is prefetched in the background.
+        chunk_size: indices in an epoch's first request; the next chunk, twice as large
+            (up to ``max_chunk_size``), is prefetched in the background.
+        max_chunk_size: the most indices per request; at most the service's
+            ``SAMPLEPLAN_MAX_PAGE``.
         cache_dir: where plans are cached for the offline fallback; default
             ``$SAMPLEPLAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/sampleplan``, else
             ``~/.cache/sampleplan``.
@@ -160,6 +167,7 @@ class RemoteWeightedSampler(Sampler[int]):
         world_size: int | None = None,
         space: Space = "population",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         cache_dir: str | os.PathLike[str] | None = None,
         fallback: bool = True,
     ) -> None:
@@ -168,6 +176,8 @@ class RemoteWeightedSampler(Sampler[int]):
             raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
         _check_int("epoch", epoch, minimum=0, what="non-negative")
         _check_int("chunk_size", chunk_size, minimum=1, what="positive")
+        _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
+        max_chunk_size = max(max_chunk_size, chunk_size)
         if space not in ("population", "dataset"):
             raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
         if api is None and not fallback:
@@ -187,6 +197,7 @@ class RemoteWeightedSampler(Sampler[int]):
         self.world_size = world_size
         self.space: Space = space
         self.chunk_size = chunk_size
+        self.max_chunk_size = max_chunk_size
         self.api = api
         self.fallback = fallback
         self.cache = PlanCache(cache_dir) if fallback else None
@@ -271,8 +282,8 @@ class RemoteWeightedSampler(Sampler[int]):
     def _iterate(self, epoch: int, start: int) -> Iterator[int]:
         fetch = _ChunkFetcher(self, epoch)
         length = len(self)
-        offset = start
-        pending = _Prefetch(functools.partial(fetch, offset)) if offset < length else None
+        offset, limit = start, self.chunk_size
+        pending = _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
         while pending is not None:
             chunk = pending.result()
             if chunk.shape[0] == 0:
@@ -280,7 +291,10 @@ class RemoteWeightedSampler(Sampler[int]):
                     f"the stream of plan {self.plan_id} ended at {offset} of {length}"
                 )
             offset += int(chunk.shape[0])
-            pending = _Prefetch(functools.partial(fetch, offset)) if offset < length else None
+            limit = min(2 * limit, self.max_chunk_size)
+            pending = (
+                _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
+            )
             for index in chunk.tolist():
                 self._position += 1
                 yield index
@@ -338,14 +352,14 @@ class _ChunkFetcher:
         self.epoch = epoch
         self.online = sampler.api is not None
 
-    def __call__(self, offset: int) -> npt.NDArray[np.int64]:
+    def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
         page: dict[str, Any] = {
             "epoch": self.epoch,
             "rank": s.rank,
             "world_size": s.world_size,
             "offset": offset,
-            "limit": s.chunk_size,
+            "limit": limit,
             "space": s.space,
         }
         if self.online:

@@ -71,6 +71,9 @@ def train(
                     f"rank {rank} epoch {epoch}: {len(sampler)} samples ({per_class}), "
                     f"loss {loss.item():.3f}"
                 )
+        # Leave together: a rank that tears gloo down while its peer still talks to it
+        # can abort the peer at exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

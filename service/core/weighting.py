@@ -102,14 +102,18 @@ def check_weights(weights: Float64Array, *, what: str, allow_all_zero: bool = Fa
         raise InvalidWeights(f"{what} must be non-negative; {what}[{bad}] is {weights[bad]}")
     if allow_all_zero:
         return
-    with np.errstate(over="ignore"):  # an overflowing total is reported below
-        total = float(np.cumsum(weights)[-1]) if weights.size else 0.0
-    if not total > 0:
+    largest = float(weights.max()) if weights.size else 0.0
+    if not largest > 0:
         raise InvalidWeights(
             f"{what} must not be all zero: at least one sample needs a positive weight"
         )
-    if not np.isfinite(total):
-        raise InvalidWeights(f"{what} add up to more than float64 can hold; scale them down")
+    # torch adds the weights left to right; a running sum can overflow only when
+    # n * max does not fit, so only then is the full sequential pass needed.
+    if largest * weights.size >= np.finfo(np.float64).max:
+        with np.errstate(over="ignore"):  # the overflow is what is being checked
+            total = float(np.cumsum(weights)[-1])
+        if not np.isfinite(total):
+            raise InvalidWeights(f"{what} add up to more than float64 can hold; scale them down")
 
 
 def sample_weights(

@@ -37,5 +37,6 @@ def rank_main(rank: int, url: str, plan_id: str, port: int, out: str, cache: str
                 dist.all_gather_object(counts, len(seen[str(epoch)]))
                 assert counts == [len(sampler)] * WORLD_SIZE
         Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
+        dist.barrier()  # leave together (a lone teardown can abort the peer at exit)
     finally:
         dist.destroy_process_group()

@@ -154,3 +154,22 @@ def test_set_epoch_is_validated(client: SamplePlanClient, plan: Plan) -> None:
     sampler = RemoteWeightedSampler(plan.id, client)
     with pytest.raises(ValueError, match="epoch should be a non-negative integer value"):
         sampler.set_epoch(-3)
+
+
+def test_chunks_grow_from_chunk_size_to_max_chunk_size(
+    client: SamplePlanClient, plan: Plan, dataset: Items, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small first request for a quick first batch, then doubling: few requests per epoch."""
+    limits: list[int] = []
+    original = client.indices
+
+    def indices(plan_id: str, **page: Any) -> Any:
+        limits.append(page["limit"])
+        return original(plan_id, **page)
+
+    monkeypatch.setattr(client, "indices", indices)
+    sampler = RemoteWeightedSampler(plan.id, client, chunk_size=5, max_chunk_size=40)
+    assert list(sampler) == classic_stream(dataset, 0)
+    assert limits[:4] == [5, 10, 20, 40]
+    assert set(limits[4:]) <= {40}
+    assert sum(limits[:-1]) < len(sampler) <= sum(limits)
