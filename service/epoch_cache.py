@@ -73,11 +73,15 @@ class EpochCache:
     def get(self, key: Hashable) -> Int64Array | None:
         """The cached stream, or ``None``; never draws. A hit refreshes the key."""
         with self._lock:
-            stream = self._entries.get(key)
-            if stream is not None:
-                self._entries.move_to_end(key)
-                self._hits += 1
-            return stream
+            return self._lookup(key)
+
+    def _lookup(self, key: Hashable) -> Int64Array | None:
+        """The cached stream (counted and refreshed as a hit), or ``None``; lock held."""
+        stream = self._entries.get(key)
+        if stream is not None:
+            self._entries.move_to_end(key)
+            self._hits += 1
+        return stream
 
     def first_touch(self, key: Hashable) -> bool:
         """``True`` the first time a key that is neither cached nor being drawn is asked about.
@@ -99,10 +103,8 @@ class EpochCache:
         See NOTE [Single flight]. Exceptions from ``draw`` reach every waiting caller.
         """
         with self._lock:
-            stream = self._entries.get(key)
+            stream = self._lookup(key)
             if stream is not None:
-                self._entries.move_to_end(key)
-                self._hits += 1
                 return stream
             self._misses += 1
             pending = self._pending.get(key)
