@@ -214,6 +214,10 @@ class SamplePlanClient(_ClientOptions):
         """Per-sample float64 weights of the plan's population (``binary=False``: via JSON)."""
         return self.send(endpoints.weights(plan_id, binary=binary))
 
+    def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
+        return self.send(endpoints.codes(dataset_id, binary=binary))
+
     def indices(
         self,
         plan_id: str,
@@ -371,6 +375,10 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
         """Per-sample float64 weights of the plan's population (``binary=False``: via JSON)."""
         return await self.send(endpoints.weights(plan_id, binary=binary))
+
+    async def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
+        return await self.send(endpoints.codes(dataset_id, binary=binary))
 
     async def indices(
         self,

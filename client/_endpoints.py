@@ -135,6 +135,7 @@ def get_plan(plan_id: str) -> Call[Plan]:
 
 
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
+_CODES = ArrayRead(np.dtype(np.int64), "codes")
 _INDICES = ArrayRead(np.dtype(np.int64), "indices")
 # identity: no decoder between the socket and the array (NOTE [Reading speed]).
 _BINARY_HEADERS = {"Accept": BINARY, "Accept-Encoding": "identity"}
@@ -153,6 +154,10 @@ def _array_call(
 
 def weights(plan_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.float64]]:
     return _array_call(f"/v1/plans/{_segment(plan_id)}/weights", _WEIGHTS, binary)
+
+
+def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
+    return _array_call(f"/v1/datasets/{_segment(dataset_id)}/codes", _CODES, binary)
 
 
 def indices(

@@ -163,6 +163,16 @@ class Catalog:
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
         return _dataset_info(self._dataset_record(dataset_id))
 
+    def codes(self, dataset_id: str) -> npt.NDArray[np.int64]:
+        """Class index of every sample of the dataset (into its sorted classes), as int64.
+
+        The offline fallback needs them for ``hierarchical`` plans, whose table depends on
+        the population's classes, not only on its weights.
+        """
+        record = self._dataset_record(dataset_id)
+        self.check_page(record.size)
+        return np.frombuffer(record.codes, dtype=np.dtype(record.codes_dtype)).astype(np.int64)
+
     def _dataset_record(self, dataset_id: str) -> DatasetRecord:
         record = self.store.get_dataset(dataset_id)
         if record is None:

@@ -45,6 +45,12 @@ DATASET: dict[str, Any] = {
     "counts": [10, 3, 2],
 }
 
+CODES: dict[str, Any] = {
+    "dataset_id": DATASET_ID,
+    "length": 15,
+    "codes": [0] * 10 + [1] * 3 + [2] * 2,
+}
+
 PLAN_ID = "e7a3f2290d9f33e7511dd221b60e89bfba753b39619dcb86fd00c1a6a0fd44bb"
 
 PLAN: dict[str, Any] = {

@@ -150,6 +150,14 @@ class DatasetOut(BaseModel):
     counts: list[int]
 
 
+class CodesOut(BaseModel):
+    """``GET /v1/datasets/{dataset_id}/codes`` as JSON (written directly, without this model)."""
+
+    dataset_id: str
+    length: int = Field(description="Dataset size: one code per sample.")
+    codes: list[int] = Field(description="Index of each sample's class in `classes`.")
+
+
 class ClassRow(BaseModel):
     """One class of a plan's class table. See the plan's ``epoch_coverage`` for the totals."""
 

@@ -180,9 +180,9 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
     """Why a plan's streams, defined by ``versions``, cannot be reproduced here (empty: they can).
 
     ``versions`` is what :func:`runtime_versions` recorded where the plan was created.
+    The algorithm's definition must be the one this code implements. For ``torch``,
     ``torch.multinomial`` is promised neither across torch releases nor across CPU
-    architectures, so both must match, and the algorithm's definition must be the one
-    this code implements.
+    architectures, so both must match too.
     """
     algorithm = versions.get("algorithm")
     if algorithm not in ALGORITHMS:
@@ -194,6 +194,12 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
             f"the plan's stream is defined by {versions.get('algorithm_version')!r}, "
             f"this code implements {here['algorithm_version']!r}"
         )
+    if algorithm == "hierarchical":
+        # Not torch's stream: NOTE [hierarchical-v1] defines it with binary64 arithmetic,
+        # uint64 integers and Philox4x64-10 only (numpy, no torch), so that every replica
+        # and release keeping the version gives the same stream (DESIGN.md). The version
+        # is the whole contract; torch release and CPU architecture play no part.
+        return problems
     recorded_torch = versions.get("torch", "?")
     if _public_version(recorded_torch) != _public_version(here["torch"]):
         problems.append(

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from service.api import examples
+from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import CatalogDep
-from service.api.schemas import DatasetOut, Problem
+from service.api.schemas import CodesOut, DatasetOut, Problem
 from service.api.uploads import (
     UPLOAD_REQUEST_BODY,
     RawDtype,
@@ -82,6 +83,11 @@ async def create_dataset(
     return dataset_out(info)
 
 
+DatasetId = Annotated[
+    str, Path(description="The dataset's id.", openapi_examples=examples.DATASET_ID_EXAMPLES)
+]
+
+
 @router.get(
     "/{dataset_id}",
     response_model=DatasetOut,
@@ -94,10 +100,36 @@ async def create_dataset(
         404: {"model": Problem, "description": "No dataset has this id."},
     },
 )
-def get_dataset(
-    dataset_id: Annotated[
-        str, Path(description="The dataset's id.", openapi_examples=examples.DATASET_ID_EXAMPLES)
-    ],
-    catalog: CatalogDep,
-) -> DatasetOut:
+def get_dataset(dataset_id: DatasetId, catalog: CatalogDep) -> DatasetOut:
     return dataset_out(catalog.get_dataset(dataset_id))
+
+
+@router.get(
+    "/{dataset_id}/codes",
+    summary="The class of every sample of a dataset",
+    description=(
+        "int64 class indices, one per sample in sample order, into the dataset's `classes`. "
+        "The client caches them to draw `hierarchical` plans offline. At most `max_page` "
+        "values per response (422 beyond)."
+    ),
+    responses={
+        **array_responses("The class codes", "<i8", examples.CODES, CodesOut),
+        404: {"model": Problem, "description": "No dataset has this id."},
+        422: {"model": Problem, "description": "More samples than `max_page`."},
+    },
+)
+def get_codes(
+    dataset_id: DatasetId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+) -> Response:
+    codes = catalog.codes(dataset_id)
+    return array_response(
+        media_type,
+        codes,
+        meta={"dataset_id": dataset_id, "length": int(codes.shape[0])},
+        key="codes",
+        head_only=request.method == "HEAD",
+    )
+
+
+# HEAD like the plans' array endpoints: GET's headers, no body, kept out of the schema.
+router.add_api_route("/{dataset_id}/codes", get_codes, methods=["HEAD"], include_in_schema=False)
