@@ -8,7 +8,9 @@ per plan::
         plan.json       GET /v1/plans/{id}: config, num_samples, versions
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
-        manifest.json   written last: the entry is complete; the weights' SHA-256
+        codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
+                        (``hierarchical`` plans only: their table depends on the classes)
+        manifest.json   written last: the entry is complete; the arrays' SHA-256
 
 Every file is written to a temporary name and renamed into place, so a reader (another
 rank on the same machine, a job killed mid-write) sees a whole file or none.
@@ -57,6 +59,16 @@ def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
 
 
+def _codes_digest(codes: npt.NDArray[np.int64]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").data).hexdigest()
+
+
+def _npy_bytes(values: npt.NDArray[Any], dtype: str) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(values, dtype=dtype), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -76,11 +88,15 @@ def _json_bytes(value: Any) -> bytes:
 
 @dataclass(frozen=True, eq=False)
 class CachedPlan:
-    """A plan as cached: its JSON, its dataset's size and its population's weights."""
+    """A plan as cached: its JSON, its dataset's size and its population's weights.
+
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans only.
+    """
 
     plan: Plan
     dataset: Dataset
     weights: npt.NDArray[np.float64]
+    codes: npt.NDArray[np.int64] | None = None
 
 
 class PlanCache:
@@ -99,8 +115,18 @@ class PlanCache:
         """Whether a complete entry exists (its manifest, written last, is there)."""
         return (self.directory(plan_id) / "manifest.json").is_file()
 
-    def store(self, plan: Plan, dataset: Dataset, weights: npt.NDArray[np.float64]) -> None:
-        """Write the plan's entry; rewriting an existing one writes the same bytes."""
+    def store(
+        self,
+        plan: Plan,
+        dataset: Dataset,
+        weights: npt.NDArray[np.float64],
+        codes: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        """Write the plan's entry; rewriting an existing one writes the same bytes.
+
+        ``codes``, the dataset's class codes, are needed (and only kept) for
+        ``hierarchical`` plans.
+        """
         if not plan.raw:
             raise CacheError("only a Plan read from the service (Plan.from_json) can be cached")
         if weights.shape != (plan.population_size,):
@@ -108,18 +134,26 @@ class PlanCache:
                 f"plan {plan.id} has {plan.population_size} population positions, "
                 f"but {weights.shape} weights were given"
             )
+        hierarchical = plan.algorithm == "hierarchical"
+        if hierarchical and (codes is None or codes.shape != (dataset.size,)):
+            raise CacheError(
+                f"plan {plan.id} is 'hierarchical': its dataset's {dataset.size} class codes "
+                f"are needed, but {None if codes is None else codes.shape} were given"
+            )
         directory = self.directory(plan.id)
         directory.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(weights, dtype="<f8"), allow_pickle=False)
-        _write_atomically(directory / "weights.npy", buffer.getvalue())
-        _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
-        _write_atomically(directory / "dataset.json", _json_bytes(dataclasses.asdict(dataset)))
+        _write_atomically(directory / "weights.npy", _npy_bytes(weights, "<f8"))
         manifest = {
             "format": _FORMAT,
             "plan_id": plan.id,
             "weights_sha256": _weights_digest(weights),
         }
+        if hierarchical:
+            assert codes is not None
+            _write_atomically(directory / "codes.npy", _npy_bytes(codes, "<i8"))
+            manifest["codes_sha256"] = _codes_digest(codes)
+        _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
+        _write_atomically(directory / "dataset.json", _json_bytes(dataclasses.asdict(dataset)))
         _write_atomically(directory / "manifest.json", _json_bytes(manifest))
 
     def load(self, plan_id: str) -> CachedPlan:
@@ -132,6 +166,8 @@ class PlanCache:
             plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
             dataset = Dataset(**json.loads((directory / "dataset.json").read_bytes()))
             weights = np.load(directory / "weights.npy", allow_pickle=False)
+            hierarchical = plan.algorithm == "hierarchical"
+            codes = np.load(directory / "codes.npy", allow_pickle=False) if hierarchical else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
                 f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"
@@ -145,11 +181,23 @@ class PlanCache:
             problems.append(f"its weights are {weights.dtype} {weights.shape}")
         elif manifest.get("weights_sha256") != _weights_digest(weights):
             problems.append("its weights do not match their checksum")
+        if codes is not None:
+            if codes.dtype != np.dtype("<i8") or codes.shape != (dataset.size,):
+                problems.append(f"its class codes are {codes.dtype} {codes.shape}")
+            elif manifest.get("codes_sha256") != _codes_digest(codes):
+                problems.append("its class codes do not match their checksum")
+            elif codes.shape[0] and not 0 <= int(codes.min()) <= int(codes.max()) < len(
+                dataset.classes
+            ):
+                problems.append("its class codes are not indices of the dataset's classes")
         if problems:
             raise CacheError(
                 f"the cached copy of plan {plan_id} in {directory} is damaged "
                 f"({'; '.join(problems)}); delete that directory to fetch it again"
             )
         return CachedPlan(
-            plan=plan, dataset=dataset, weights=weights.astype(np.float64, copy=False)
+            plan=plan,
+            dataset=dataset,
+            weights=weights.astype(np.float64, copy=False),
+            codes=None if codes is None else codes.astype(np.int64, copy=False),
         )

@@ -13,8 +13,16 @@ NOTE [Offline streams]
     promised across torch releases or CPU architectures, so the versions the plan recorded
     are checked (:func:`service.core.plan.reproduction_problems`) before anything is
     drawn, and a mismatch is refused with :class:`~client.StreamMismatchError` rather
-    than producing a stream that silently differs. Algorithms other than ``torch`` are refused too:
-    their streams cannot be rebuilt from per-sample weights alone.
+    than producing a stream that silently differs.
+
+    For algorithm ``hierarchical`` the table depends on the population's class codes
+    (its mode and grouping), not only on its weights, so the cache holds the dataset's
+    codes too. The population's codes are those at the population positions (the split
+    recomputed with :func:`~service.core.splitting.split_from_canonical`), and the page is
+    drawn by the service's own :class:`~service.core.plan.PreparedPlan` (its
+    ``HierarchicalTable.build(codes, weights)`` and ``draw_hierarchical``), built from
+    exactly the arrays the service builds it from. That stream is defined by its version
+    alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import numpy.typing as npt
 
 from client._cache import CachedPlan
 from client._exceptions import StreamMismatchError
-from service.core.plan import reproduction_problems
+from service.core.labels import LabelKind, labels_from_codes
+from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
 from service.core.splitting import split_from_canonical
 from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
@@ -38,22 +47,74 @@ class OfflineStream:
 
     def __init__(self, cached: CachedPlan) -> None:
         plan = cached.plan
-        if plan.algorithm != "torch":
+        if plan.algorithm not in ("torch", "hierarchical"):
             raise StreamMismatchError(
                 f"plan {plan.id} uses algorithm {plan.algorithm!r}, which this client cannot "
-                f"reproduce offline (only 'torch' plans can be)"
+                f"reproduce offline (only 'torch' and 'hierarchical' plans can be)"
+            )
+        if plan.algorithm == "hierarchical" and cached.codes is None:
+            raise StreamMismatchError(
+                f"the cached copy of plan {plan.id} has no class codes, which its "
+                f"'hierarchical' stream needs"
             )
         problems = reproduction_problems(plan.versions)
         if problems:
+            why = (
+                "the version of its stream's definition differs"
+                if plan.algorithm == "hierarchical"
+                else "torch does not promise the same stream across versions or CPU architectures"
+            )
             raise StreamMismatchError(
-                f"cannot reproduce the stream of plan {plan.id} here, since torch does not promise "
-                f"the same stream across versions or CPU architectures: {'; '.join(problems)}"
+                f"cannot reproduce the stream of plan {plan.id} here, since {why}: "
+                f"{'; '.join(problems)}"
             )
         self.plan = plan
         self._cached = cached
         self._lock = threading.Lock()
         self._epoch: tuple[int, npt.NDArray[np.int64]] | None = None
         self._population: npt.NDArray[np.int64] | None = None
+        self._prepared: PreparedPlan | None = None
+
+    def _hierarchical_plan(self) -> PreparedPlan:
+        """The service's prepared plan, rebuilt from the cache (built once, under the lock)."""
+        if self._prepared is None:
+            cached, plan = self._cached, self.plan
+            assert cached.codes is not None
+            kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
+            labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
+            # The dataset's id is the hash of its labels: these are the service's labels,
+            # in the service's code dtype, or the entry is refused.
+            if labels.digest() != plan.dataset_id:
+                raise StreamMismatchError(
+                    f"the cached class codes of plan {plan.id} are not those of its dataset "
+                    f"{plan.dataset_id}"
+                )
+            split = split_from_canonical(plan.config.get("split"))
+            population = self._dataset_indices()
+            codes = labels.codes if population is None else labels.codes[population]
+            if codes.shape != cached.weights.shape:
+                raise StreamMismatchError(
+                    f"the cached copy of plan {plan.id} has {cached.weights.shape[0]} weights "
+                    f"for a population of {codes.shape[0]}"
+                )
+            self._prepared = PreparedPlan(
+                # Drawing reads the algorithm, seed and replacement only: the weights are
+                # given, so PlanConfig's default strategy stands in for the one that made them.
+                config=PlanConfig(
+                    split=split,
+                    num_samples=plan.num_samples,
+                    replacement=plan.replacement,
+                    seed=plan.seed,
+                    algorithm="hierarchical",
+                ),
+                dataset_size=cached.dataset.size,
+                num_classes=len(cached.dataset.classes),
+                population=population,
+                codes=codes,
+                weights=cached.weights,
+                num_samples=plan.num_samples,
+            )
+        return self._prepared
 
     def _epoch_stream(self, epoch: int) -> npt.NDArray[np.int64]:
         # A sampler asks for an epoch page by page: draw the epoch once, keep the last one.
@@ -89,6 +150,10 @@ class OfflineStream:
         request = StreamRequest(
             epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
         )
+        if self.plan.algorithm == "hierarchical":
+            # Never materialised: each page is drawn on its own, as the service draws it.
+            with self._lock:
+                return self._hierarchical_plan().indices(request)
         with self._lock:
             stream = self._epoch_stream(epoch)
             population = self._dataset_indices() if space == "dataset" else None

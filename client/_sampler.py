@@ -28,11 +28,13 @@ NOTE [Resumption]
     consumed position.
 
 NOTE [Offline fallback]
-    At construction the plan, its dataset's size and its weights are cached on disk
-    (once per plan and machine: a plan's content never changes). When the service
-    cannot be reached, or keeps answering 5xx, the rest of the epoch is drawn locally by
+    At construction the plan, its dataset's size and its weights (and, for
+    ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
+    and machine: a plan's content never changes). When the service cannot be reached,
+    or keeps answering 5xx, the rest of the epoch is drawn locally by
     :class:`~client._offline.OfflineStream` with the service's own core, after checking
-    that this torch version and CPU architecture are the plan's; otherwise
+    that this machine reproduces the plan's streams (for ``torch`` plans: the same torch
+    version and CPU architecture); otherwise
     :class:`~client.StreamMismatchError` is raised. Each new ``iter()`` tries the service
     again first.
 """
@@ -228,12 +230,15 @@ class RemoteWeightedSampler(Sampler[int]):
     def _fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
         try:
             weights = api.weights(plan.id)
+            # A hierarchical table depends on the population's classes, not only on its
+            # weights (NOTE [Offline streams] in client/_offline.py).
+            codes = api.codes(plan.dataset_id) if plan.algorithm == "hierarchical" else None
         except BadRequestError as exc:
-            # The service refuses to send them (more weights than its page limit): the
+            # The service refuses to send them (more values than its page limit): the
             # sampler works, only without an offline fallback.
             logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
             return
-        cache.store(plan, api.get_dataset(plan.dataset_id), weights)
+        cache.store(plan, api.get_dataset(plan.dataset_id), weights, codes)
 
     def _offline_stream(self, cause: SamplePlanError | None) -> OfflineStream:
         """The offline stream, built once; raises (from ``cause``) when it cannot be."""

@@ -24,6 +24,8 @@ from client import (
     TransportError,
     default_cache_dir,
 )
+from service.core.hierarchical import HierarchicalTable
+from service.core.splitting import split_from_canonical
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
 from tests.conftest import LiveServer
@@ -103,8 +105,8 @@ def test_space_dataset_and_sharding_offline(
             "defined by 'torch-multinomial-v0'",
         ),
         (
-            {"config.algorithm": "hierarchical", "versions.algorithm": "hierarchical"},
-            "uses algorithm 'hierarchical', which this client cannot reproduce offline",
+            {"config.algorithm": "alias", "versions.algorithm": "alias"},
+            "uses algorithm 'alias', which this client cannot reproduce offline",
         ),
     ],
 )
@@ -126,6 +128,110 @@ def test_a_plan_this_machine_cannot_reproduce_is_refused(
         list(iterator)
     # The refusal says why the service was not asked.
     assert isinstance(info.value.__cause__, TransportError)
+
+
+_SAMPLE_WEIGHTS = [float(w) for w in np.random.default_rng(11).uniform(0.0, 3.0, 415)]
+
+
+@pytest.mark.parametrize(
+    ("config", "mode"),
+    [
+        ({**PLAN_CONFIG, "algorithm": "hierarchical", "num_samples": 300}, "class"),
+        (
+            {
+                "strategy": "sample_weights",
+                "weights": _SAMPLE_WEIGHTS,
+                "split": {"lengths": [350, 65], "seed": 3},
+                "seed": 2**32 - 1,
+                "algorithm": "hierarchical",
+            },
+            "sample",
+        ),
+    ],
+    ids=["class-mode-split", "sample-mode-split"],
+)
+def test_hierarchical_offline_is_the_services_stream(
+    live_server: LiveServer,
+    api: SamplePlanClient,
+    dataset: Items,
+    private_cache: Path,
+    config: dict[str, Any],
+    mode: str,
+) -> None:
+    plan = api.create_plan(labels=dataset.targets, **config)
+    assert plan.algorithm == "hierarchical" and plan.config["split"] is not None
+    # Both table modes are covered: per class, and the alias table over samples.
+    split = split_from_canonical(plan.config["split"])
+    assert split is not None
+    population = split.training_indices(len(dataset))
+    codes = api.codes(plan.dataset_id)
+    np.testing.assert_array_equal(codes, dataset.targets)  # classes 0, 1, 2 sort as themselves
+    assert HierarchicalTable.build(codes[population], api.weights(plan.id)).mode == mode
+    # What the service serves, fetched before it stops.
+    served = {epoch: api.indices(plan.id, epoch=epoch).tolist() for epoch in (0, 1)}
+    shards = [
+        api.indices(plan.id, epoch=4, rank=r, world_size=3, space="dataset").tolist()
+        for r in range(3)
+    ]
+    sampler = RemoteWeightedSampler(plan.id, api, chunk_size=25)
+    sharded = [
+        RemoteWeightedSampler(
+            plan.id, api, epoch=4, rank=r, world_size=3, space="dataset", chunk_size=16
+        )
+        for r in range(3)
+    ]
+    assert "codes.npy" in os.listdir(private_cache / "plans" / plan.id)
+    iterator = iter(sampler)
+    before = [next(iterator) for _ in range(60)]
+    live_server.stop()
+    after = list(iterator)
+    assert before + after == served[0]
+    sampler.set_epoch(1)
+    assert list(sampler) == served[1]
+    sampler.load_state_dict({**sampler.state_dict(), "epoch": 1, "position": 111})
+    assert list(sampler) == served[1][111:]
+    for rank, shard_sampler in enumerate(sharded):
+        assert list(shard_sampler) == shards[rank]
+    # Offline from the start, without a client: the same again.
+    assert list(RemoteWeightedSampler(plan.id, None, epoch=1)) == served[1]
+
+
+def test_hierarchical_is_not_tied_to_torch_or_the_machine(
+    live_server: LiveServer, api: SamplePlanClient, dataset: Items, private_cache: Path
+) -> None:
+    plan = api.create_plan(labels=dataset.targets, **{**PLAN_CONFIG, "algorithm": "hierarchical"})
+    served = api.indices(plan.id, epoch=2).tolist()
+    RemoteWeightedSampler(plan.id, api)  # caches the plan
+    live_server.stop()
+    # The stream is defined by its version alone (NOTE [hierarchical-v1]).
+    _edit_cached_plan(
+        private_cache, plan.id, {"versions.torch": "1.13.1", "versions.machine": "riscv64"}
+    )
+    assert list(RemoteWeightedSampler(plan.id, None, epoch=2)) == served
+    _edit_cached_plan(private_cache, plan.id, {"versions.algorithm_version": "hierarchical-v0"})
+    with pytest.raises(StreamMismatchError, match="defined by 'hierarchical-v0'"):
+        list(RemoteWeightedSampler(plan.id, None, epoch=2))
+
+
+def test_hierarchical_cache_entry_checks_its_codes(
+    api: SamplePlanClient, dataset: Items, private_cache: Path
+) -> None:
+    plan = api.create_plan(labels=dataset.targets, **{**PLAN_CONFIG, "algorithm": "hierarchical"})
+    RemoteWeightedSampler(plan.id, api)
+    entry = private_cache / "plans" / plan.id
+    cached = PlanCache(private_cache).load(plan.id)
+    assert cached.codes is not None
+    np.testing.assert_array_equal(cached.codes, dataset.targets)
+    codes = np.load(entry / "codes.npy")
+    codes[0] = (codes[0] + 1) % 3
+    np.save(entry / "codes.npy", codes)
+    with pytest.raises(CacheError, match=r"class codes do not match their checksum"):
+        PlanCache(private_cache).load(plan.id)
+    (entry / "codes.npy").unlink()
+    with pytest.raises(CacheError, match="cannot be read"):
+        PlanCache(private_cache).load(plan.id)
+    with pytest.raises(CacheError, match="its dataset's 415 class codes are needed"):
+        PlanCache(private_cache).store(cached.plan, cached.dataset, cached.weights)
 
 
 def test_offline_from_the_start_and_without_a_client(

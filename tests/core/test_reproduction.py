@@ -29,3 +29,13 @@ def test_a_local_build_tag_is_the_same_release() -> None:
 def test_each_difference_is_named(change: dict[str, str], problem: str) -> None:
     problems = reproduction_problems({**runtime_versions("torch"), **change})
     assert len(problems) == 1 and problem in problems[0]
+
+
+def test_hierarchical_needs_only_its_version() -> None:
+    # NOTE [hierarchical-v1]: binary64, uint64 and Philox only; torch draws nothing.
+    other_machine = {"torch": "1.13.1", "machine": "riscv64"}
+    assert reproduction_problems({**runtime_versions("hierarchical"), **other_machine}) == []
+    problems = reproduction_problems(
+        {**runtime_versions("hierarchical"), "algorithm_version": "hierarchical-v0"}
+    )
+    assert len(problems) == 1 and "defined by 'hierarchical-v0'" in problems[0]
