@@ -3,8 +3,9 @@
 :class:`PlanConfig` is the validated, canonical configuration (its JSON form names the
 plan); :func:`prepare_plan` turns labels and a config into a :class:`PreparedPlan`, the
 arrays every stream of the plan is drawn from. The client's offline fallback draws from
-the cached weights with the same functions of :mod:`service.core.streams` (see NOTE
-[Offline streams] in ``client/_offline.py``), so the two cannot drift apart.
+the cached weights with the same functions of :mod:`service.core.streams`, and a
+``hierarchical`` plan's pages with a :class:`PreparedPlan` rebuilt from the cache (see
+NOTE [Offline streams] in ``client/_offline.py``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
