@@ -27,6 +27,13 @@ from service.errors import InvalidStreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
+# Which stream: shared by the indices and their summary.
+EpochQuery = Annotated[
+    int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")
+]
+RankQuery = Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")]
+WorldSizeQuery = Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")]
+
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No plan has this id."}
 }
@@ -164,11 +171,9 @@ def get_indices(
     catalog: CatalogDep,
     media_type: ArrayMediaType,
     request: Request,
-    epoch: Annotated[
-        int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")
-    ] = 0,
-    rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
-    world_size: Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")] = 1,
+    epoch: EpochQuery = 0,
+    rank: RankQuery = 0,
+    world_size: WorldSizeQuery = 1,
     offset: Annotated[
         int, Query(ge=0, description="First position of the page in the rank's stream.")
     ] = 0,
@@ -237,11 +242,9 @@ for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indic
 def get_indices_summary(
     plan_id: PlanId,
     catalog: CatalogDep,
-    epoch: Annotated[
-        int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")
-    ] = 0,
-    rank: Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")] = 0,
-    world_size: Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")] = 1,
+    epoch: EpochQuery = 0,
+    rank: RankQuery = 0,
+    world_size: WorldSizeQuery = 1,
     space: Annotated[
         Space, Query(description="Digest population positions or dataset indices.")
     ] = "population",
