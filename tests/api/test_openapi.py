@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,17 +10,8 @@ from fastapi.testclient import TestClient
 
 from service.api import examples
 from service.api.schemas import Problem
-from service.config import Settings
-from service.main import create_app
 
 METHODS = {"get", "post", "put", "patch", "delete"}
-
-
-@pytest.fixture(scope="module")
-def module_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    db = tmp_path_factory.mktemp("db") / "openapi.sqlite3"
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{db}"))) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

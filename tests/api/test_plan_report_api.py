@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,6 @@ from tests import reference
 
 LABELS = ["cat"] * 40 + ["dog"] * 12 + ["emu"] * 3 + ["<b>yak</b>"] * 5
 SPLIT = [0.75, 0.25]
-
-
-@pytest.fixture(scope="module")
-def module_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    db = tmp_path_factory.mktemp("db") / "report.sqlite3"
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{db}"))) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -36,13 +34,6 @@ class FakeImageFolder(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return torch.zeros(3, 4, 4), self.targets[i]
-
-
-@pytest.fixture(scope="module")
-def module_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    db = tmp_path_factory.mktemp("db") / "streams.sqlite3"
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{db}"))) as client:
-        yield client
 
 
 def test_classic_recipe_end_to_end(module_api: TestClient) -> None:
