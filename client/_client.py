@@ -215,8 +215,15 @@ class SamplePlanClient(_ClientOptions):
         return self.send(endpoints.weights(plan_id, binary=binary))
 
     def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
-        """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
+        """The int64 class index of every sample of a dataset (``binary=False``: via JSON).
+
+        For label sets: one code per label occurrence; :meth:`offsets` delimits samples.
+        """
         return self.send(endpoints.codes(dataset_id, binary=binary))
+
+    def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
+        return self.send(endpoints.offsets(dataset_id, binary=binary))
 
     def indices(
         self,
@@ -379,6 +386,10 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
         return await self.send(endpoints.codes(dataset_id, binary=binary))
+
+    async def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
+        return await self.send(endpoints.offsets(dataset_id, binary=binary))
 
     async def indices(
         self,

@@ -136,6 +136,7 @@ def get_plan(plan_id: str) -> Call[Plan]:
 
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
 _CODES = ArrayRead(np.dtype(np.int64), "codes")
+_OFFSETS = ArrayRead(np.dtype(np.int64), "offsets")
 _INDICES = ArrayRead(np.dtype(np.int64), "indices")
 # identity: no decoder between the socket and the array (NOTE [Reading speed]).
 _BINARY_HEADERS = {"Accept": BINARY, "Accept-Encoding": "identity"}
@@ -158,6 +159,10 @@ def weights(plan_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.float64
 
 def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
     return _array_call(f"/v1/datasets/{_segment(dataset_id)}/codes", _CODES, binary)
+
+
+def offsets(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
+    return _array_call(f"/v1/datasets/{_segment(dataset_id)}/offsets", _OFFSETS, binary)
 
 
 def indices(

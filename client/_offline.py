@@ -23,6 +23,12 @@ NOTE [Offline streams]
     ``HierarchicalTable.build(codes, weights)`` and ``draw_hierarchical``), built from
     exactly the arrays the service builds it from. That stream is defined by its version
     alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
+
+    Label-set datasets cache their offsets beside the codes; the population's codes are
+    then :func:`~service.core.labelsets.hierarchical_codes` of its label sets, as the
+    service computes them. A stratified split's population depends on the labels too
+    (NOTE [stratified-v1]), so its plans cache the codes whatever their algorithm, and the
+    population is recomputed by :func:`~service.core.stratify.population_indices`.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ import threading
 import numpy as np
 import numpy.typing as npt
 
-from client._cache import CachedPlan
+from client._cache import CachedPlan, needs_labels
 from client._exceptions import StreamMismatchError
-from service.core.labels import LabelKind, labels_from_codes
+from service.core.labels import LabelKind, Labels, labels_from_codes
+from service.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
 from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
 from service.core.splitting import split_from_canonical
+from service.core.stratify import population_indices
 from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
 __all__ = ["OfflineStream"]
@@ -52,10 +60,10 @@ class OfflineStream:
                 f"plan {plan.id} uses algorithm {plan.algorithm!r}, which this client cannot "
                 f"reproduce offline (only 'torch' and 'hierarchical' plans can be)"
             )
-        if plan.algorithm == "hierarchical" and cached.codes is None:
+        if needs_labels(plan) and cached.codes is None:
             raise StreamMismatchError(
                 f"the cached copy of plan {plan.id} has no class codes, which its "
-                f"'hierarchical' stream needs"
+                f"{'stream' if plan.algorithm == 'hierarchical' else 'stratified split'} needs"
             )
         problems = reproduction_problems(plan.versions)
         if problems:
@@ -74,14 +82,21 @@ class OfflineStream:
         self._epoch: tuple[int, npt.NDArray[np.int64]] | None = None
         self._population: npt.NDArray[np.int64] | None = None
         self._prepared: PreparedPlan | None = None
+        self._labels: Labels | LabelSets | None = None
 
-    def _hierarchical_plan(self) -> PreparedPlan:
-        """The service's prepared plan, rebuilt from the cache (built once, under the lock)."""
-        if self._prepared is None:
+    def _dataset_labels(self) -> Labels | LabelSets:
+        """The dataset's labels rebuilt from the cached codes (and offsets), checked by id."""
+        if self._labels is None:
             cached, plan = self._cached, self.plan
             assert cached.codes is not None
             kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
-            labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
+            labels: Labels | LabelSets
+            if cached.offsets is not None:
+                labels = label_sets_from_parts(
+                    kind, cached.dataset.classes, cached.offsets, cached.codes
+                )
+            else:
+                labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
             # The dataset's id is the hash of its labels: these are the service's labels,
             # in the service's code dtype, or the entry is refused.
             if labels.digest() != plan.dataset_id:
@@ -89,9 +104,22 @@ class OfflineStream:
                     f"the cached class codes of plan {plan.id} are not those of its dataset "
                     f"{plan.dataset_id}"
                 )
+            self._labels = labels
+        return self._labels
+
+    def _hierarchical_plan(self) -> PreparedPlan:
+        """The service's prepared plan, rebuilt from the cache (built once, under the lock)."""
+        if self._prepared is None:
+            cached, plan = self._cached, self.plan
+            labels = self._dataset_labels()
             split = split_from_canonical(plan.config.get("split"))
             population = self._dataset_indices()
-            codes = labels.codes if population is None else labels.codes[population]
+            label_sets: LabelSets | None = None
+            if isinstance(labels, LabelSets):
+                label_sets = labels if population is None else labels.subset(population)
+                codes = hierarchical_codes(label_sets)
+            else:
+                codes = labels.codes if population is None else labels.codes[population]
             if codes.shape != cached.weights.shape:
                 raise StreamMismatchError(
                     f"the cached copy of plan {plan.id} has {cached.weights.shape[0]} weights "
@@ -113,6 +141,7 @@ class OfflineStream:
                 codes=codes,
                 weights=cached.weights,
                 num_samples=plan.num_samples,
+                label_sets=label_sets,
             )
         return self._prepared
 
@@ -133,7 +162,10 @@ class OfflineStream:
         if split is None:
             return None
         if self._population is None:
-            self._population = split.training_indices(self._cached.dataset.size)
+            if split.stratify:
+                self._population = population_indices(split, self._dataset_labels())
+            else:
+                self._population = split.training_indices(self._cached.dataset.size)
         return self._population
 
     def indices(

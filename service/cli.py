@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from client import SamplePlanClient, SamplePlanError
 from service.core import manifests
 from service.core.labels import Labels
+from service.core.labelsets import LABEL_REDUCES, LabelSets
 from service.core.plan import ALGORITHMS, PlanConfig
 from service.core.splitting import split_from_canonical
 from service.core.weighting import STRATEGIES
@@ -36,10 +37,11 @@ FORMATS_BY_SUFFIX = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".npy": "npy",
+    ".npz": "npz",
     ".txt": "paths",
     ".lst": "paths",
 }
-FORMATS = ("csv", "jsonl", "npy", "paths")
+FORMATS = ("csv", "jsonl", "npy", "npz", "paths")
 
 #: Repeats per drawn sample above which the table flags a class (as the report does).
 REPEAT_WARNING = 3.0
@@ -71,7 +73,15 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         help="label column of a CSV or key of JSON Lines (default: 'label')",
     )
     plan.add_argument(
+        "--label-separator",
+        metavar="CHAR",
+        help="CSV only: split each label cell on this character into a label set",
+    )
+    plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
+    )
+    plan.add_argument(
+        "--stratify", action="store_true", help="stratify the split by class (label)"
     )
     plan.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
     plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
@@ -82,6 +92,17 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         help="how to weight the classes (default inverse_frequency)",
     )
     plan.add_argument("--beta", type=float, help="effective_number's beta (default 0.999)")
+    plan.add_argument(
+        "--label-reduce",
+        choices=LABEL_REDUCES,
+        help="label sets: combine a sample's class weights by sum (default), max or mean",
+    )
+    plan.add_argument(
+        "--unlabelled-weight", type=float, help="label sets: the weight of a sample with no label"
+    )
+    plan.add_argument(
+        "--threshold", type=float, help="repeat_factor's frequency threshold (default 0.001)"
+    )
     plan.add_argument(
         "--class-weight",
         action="append",
@@ -144,7 +165,9 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 # -- plan -----------------------------------------------------------------------------------
 
 
-def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
+def read_labels(
+    path: str, fmt: str | None, column: str | None, label_separator: str | None = None
+) -> Labels | LabelSets:
     """Labels from a manifest file (``-``: standard input), parsed by ``service.core.manifests``."""
     if fmt is None:
         if path == "-":
@@ -159,14 +182,18 @@ def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+    if label_separator is not None and fmt != "csv":
+        raise CommandError("--label-separator applies to csv files only")
     if fmt == "npy":
         return manifests.labels_from_npy(data)
+    if fmt == "npz":
+        return manifests.label_sets_from_npz(data)
     if column is not None and fmt == "paths":
         raise CommandError("--column applies to csv and jsonl files, not to path lists")
     text = manifests.decode_text(data, None, f"file {path!r}")
     try:
         if fmt == "csv":
-            return manifests.labels_from_csv(text, column or "label")
+            return manifests.labels_from_csv(text, column or "label", label_separator)
         if fmt == "jsonl":
             return manifests.labels_from_jsonl(text, column or "label")
         return manifests.labels_from_paths(text)
@@ -225,13 +252,20 @@ def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["beta"] = args.beta
     split = parse_split(args.split, args.split_seed)
     if split is not None:
+        if args.stratify:
+            split["stratify"] = True
         fields["split"] = split
+    elif args.stratify:
+        raise CommandError("--stratify needs --split")
+    for name in ("label_reduce", "unlabelled_weight", "threshold"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
     if args.num_samples is not None:
         fields["num_samples"] = args.num_samples
     return fields
 
 
-def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
+def local_plan(labels: Labels | LabelSets, fields: dict[str, Any]) -> dict[str, Any]:
     """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
     from service.api.views import plan_out
     from service.catalog import build_plan
@@ -246,6 +280,9 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
         replacement=fields["replacement"],
         seed=fields["seed"],
         algorithm=fields["algorithm"],
+        label_reduce=fields.get("label_reduce"),
+        unlabelled_weight=fields.get("unlabelled_weight"),
+        threshold=fields.get("threshold"),
     )
     body: dict[str, Any] = plan_out(build_plan(labels, config)).model_dump(
         mode="json", by_alias=True
@@ -254,7 +291,7 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def remote_plan(
-    url: str, token: str | None, labels: Labels, fields: dict[str, Any]
+    url: str, token: str | None, labels: Labels | LabelSets, fields: dict[str, Any]
 ) -> dict[str, Any]:
     """Create the plan on the service at ``url`` and return its JSON."""
     with SamplePlanClient(url, token=token, retries=1) as api:
@@ -263,7 +300,7 @@ def remote_plan(
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> None:
-    labels = read_labels(args.labels_file, args.format, args.column)
+    labels = read_labels(args.labels_file, args.format, args.column, args.label_separator)
     fields = plan_fields(args)
     if args.url:
         plan = remote_plan(args.url, args.token, labels, fields)

@@ -12,12 +12,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
+from service.core.labelsets import LabelReduce
 from service.core.plan import Algorithm, PlanConfig
 from service.core.splitting import Split
 from service.core.streams import Space, StreamRequest
 from service.core.weighting import Strategy, weights_from_list
 
 Label = int | str
+#: Labels in sample order: single labels, or label sets (a list of labels per sample).
+LabelList = SkipValidation[list[int] | list[str] | list[list[int]] | list[list[str]]]
 
 
 class _Request(BaseModel):
@@ -37,6 +40,11 @@ class SplitSpec(_Request):
     seed: int = Field(
         default=0, description="Seed of random_split's torch.Generator, in [0, 2**32)."
     )
+    stratify: bool = Field(
+        default=False,
+        description="Stratify the parts by class (label sets: iterative stratification), "
+        "as NOTE [stratified-v1] defines; false: exactly random_split.",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SplitSpec:
@@ -46,8 +54,9 @@ class SplitSpec(_Request):
 
 
 class DatasetCreate(_Request):
-    labels: SkipValidation[list[int] | list[str]] = Field(
-        description="Labels in sample order: all integers or all strings.",
+    labels: LabelList = Field(
+        description="Labels in sample order: all integers or all strings; or label sets, "
+        "a list of labels per sample ([[0, 3], [2], []]).",
         examples=[[0, 0, 0, 1, 2, 2]],
     )
 
@@ -71,6 +80,20 @@ class PlanFields(_Request):
     replacement: bool = True
     seed: int = Field(default=0, description="Base seed in [0, 2**32); epoch e uses seed + e.")
     algorithm: Algorithm = "torch"
+    label_reduce: LabelReduce | None = Field(
+        default=None,
+        description="Label sets: how a sample's class weights combine (sum, max, mean); "
+        "default sum. Class-based strategies only.",
+    )
+    unlabelled_weight: float | None = Field(
+        default=None,
+        description="Label sets: the weight of a sample with no label; default 0 for "
+        "class-based strategies, 1 for repeat_factor and uniform.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        description="repeat_factor only: LVIS's frequency threshold t; default 0.001.",
+    )
 
     def to_config(self) -> PlanConfig:
         """The core's validated config (raises the core's 4xx errors)."""
@@ -80,6 +103,7 @@ class PlanFields(_Request):
                 seed=self.split.seed,
                 fractions=tuple(self.split.fractions) if self.split.fractions is not None else None,
                 lengths=tuple(self.split.lengths) if self.split.lengths is not None else None,
+                stratify=self.split.stratify,
             )
         return PlanConfig(
             strategy=self.strategy,
@@ -91,6 +115,9 @@ class PlanFields(_Request):
             replacement=self.replacement,
             seed=self.seed,
             algorithm=self.algorithm,
+            label_reduce=self.label_reduce,
+            unlabelled_weight=self.unlabelled_weight,
+            threshold=self.threshold,
         )
 
 
@@ -98,7 +125,7 @@ class PlanCreate(PlanFields):
     """A plan over a stored dataset (``dataset_id``) or over inline ``labels``."""
 
     dataset_id: str | None = None
-    labels: SkipValidation[list[int] | list[str]] | None = None
+    labels: LabelList | None = None
 
     @model_validator(mode="after")
     def _source(self) -> PlanCreate:
@@ -122,7 +149,7 @@ class PlanCreate(PlanFields):
 class SampleRequest(PlanFields):
     """``POST /v1/sample``: labels and config, plus which stream to return."""
 
-    labels: SkipValidation[list[int] | list[str]]
+    labels: LabelList
     epoch: int = Field(default=0, ge=0)
     rank: int = Field(default=0, ge=0)
     world_size: int = Field(default=1, ge=1)
@@ -147,7 +174,16 @@ class DatasetOut(BaseModel):
     label_type: Literal["int", "str"]
     num_classes: int
     classes: list[Label]
-    counts: list[int]
+    counts: list[int] = Field(
+        description="Samples of each class; for label sets, samples carrying each label."
+    )
+    multi_label: bool = Field(default=False, description="Whether samples carry label sets.")
+    unlabelled: int | None = Field(
+        default=None, description="Label sets only: samples with no label."
+    )
+    label_cardinality: float | None = Field(
+        default=None, description="Label sets only: labels per sample on average."
+    )
 
 
 class CodesOut(BaseModel):
@@ -156,6 +192,16 @@ class CodesOut(BaseModel):
     dataset_id: str
     length: int = Field(description="Dataset size: one code per sample.")
     codes: list[int] = Field(description="Index of each sample's class in `classes`.")
+
+
+class OffsetsOut(BaseModel):
+    """``GET /v1/datasets/{dataset_id}/offsets`` as JSON (written directly, without this model)."""
+
+    dataset_id: str
+    length: int = Field(description="Dataset size plus one.")
+    offsets: list[int] = Field(
+        description="Sample i's labels are codes[offsets[i]:offsets[i + 1]] of /codes."
+    )
 
 
 class ClassRow(BaseModel):
@@ -213,6 +259,19 @@ class EpochCoverage(BaseModel):
     )
 
 
+class LabelSetSummary(BaseModel):
+    """A label-set plan's population and draws, beyond the per-label table."""
+
+    unlabelled: int = Field(description="Population samples with no label.")
+    label_cardinality: float = Field(description="Labels per population sample on average.")
+    expected_unlabelled_draws: float = Field(
+        description="Expected draws of unlabelled samples per epoch."
+    )
+    expected_label_cardinality: float = Field(
+        description="Labels per drawn sample on average (expected)."
+    )
+
+
 class PlanOut(BaseModel):
     id: str = Field(description="SHA-256 of the dataset id and the canonical config.")
     dataset_id: str
@@ -223,6 +282,13 @@ class PlanOut(BaseModel):
         description="The class table, classes in canonical (sorted) order."
     )
     epoch_coverage: EpochCoverage
+    label_sets: LabelSetSummary | None = Field(
+        default=None,
+        description="Label-set plans only. Their class table counts label occurrences: "
+        "`count` samples carrying the label, `data_share` and `expected_share` its share of "
+        "the label occurrences before and after, `expected_draws` its expected occurrences "
+        "per epoch, `class_weight` the label's weight before the reduce.",
+    )
     versions: dict[str, str] = Field(
         description="The reproducibility manifest: what defines this plan's streams (algorithm "
         "and its version, torch, numpy, CPU architecture as `machine`, sampleplan). "
