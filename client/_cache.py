@@ -151,6 +151,7 @@ class PlanCache:
                 f"but {weights.shape} weights were given"
             )
         hierarchical = needs_labels(plan)
+        why = "'hierarchical'" if plan.algorithm == "hierarchical" else "stratified"
         if hierarchical and dataset.multi_label:
             if offsets is None or offsets.shape != (dataset.size + 1,):
                 raise CacheError(
@@ -164,9 +165,8 @@ class PlanCache:
                 )
         elif hierarchical and (codes is None or codes.shape != (dataset.size,)):
             raise CacheError(
-                f"plan {plan.id} needs its dataset's {dataset.size} class codes "
-                f"(hierarchical or stratified), but {None if codes is None else codes.shape} "
-                f"were given"
+                f"plan {plan.id} is {why}: its dataset's {dataset.size} class codes "
+                f"are needed, but {None if codes is None else codes.shape} were given"
             )
         directory = self.directory(plan.id)
         directory.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,9 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
             "examples": {
                 "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
                 "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 1, 2, 2]}),
+                "label_sets": examples.openapi_example(
+                    "Label sets", examples.LABEL_SETS_CREATE, "Multi-label: a list per sample."
+                ),
             },
         },
         NPY: {"schema": _BINARY},

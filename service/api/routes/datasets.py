@@ -139,6 +139,12 @@ def get_codes(
     )
 
 
+LabelSetsId = Annotated[
+    str,
+    Path(description="The dataset's id.", openapi_examples=examples.LABEL_SETS_ID_EXAMPLES),
+]
+
+
 @router.get(
     "/{dataset_id}/offsets",
     summary="Where each sample's labels start, for a label-set dataset",
@@ -148,14 +154,13 @@ def get_codes(
         "At most `max_page` values per response (422 beyond)."
     ),
     responses={
-        **array_responses("The offsets", "<i8", {"dataset_id": examples.DATASET_ID, "length": 4,
-                                                  "offsets": [0, 2, 3, 3]}, OffsetsOut),
+        **array_responses("The offsets", "<i8", examples.OFFSETS, OffsetsOut),
         404: {"model": Problem, "description": "No label-set dataset has this id."},
         422: {"model": Problem, "description": "More samples than `max_page`."},
     },
 )
 def get_offsets(
-    dataset_id: DatasetId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+    dataset_id: LabelSetsId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
 ) -> Response:
     offsets = catalog.offsets(dataset_id)
     return array_response(
