@@ -103,6 +103,8 @@ def test_plan_streams_are_torch_wrs_on_the_label_set_weights(
     report = module_api.get(f"/v1/plans/{body['id']}/report")
     assert report.status_code == 200
     assert "emu" in report.text
+    assert "Label shares before and after balancing" in report.text
+    assert "labels per sample on average" in report.text
 
 
 def test_repeat_factor_and_stratified_plans_survive_a_restart(tmp_path: Path) -> None:
