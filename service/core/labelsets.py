@@ -203,7 +203,12 @@ def _check_offsets(offsets: npt.ArrayLike, num_values: int) -> Int64Array:
     return out
 
 
-def label_sets_from_csr(offsets: npt.ArrayLike, values: npt.ArrayLike | Sequence[Any]) -> LabelSets:
+def label_sets_from_csr(
+    offsets: npt.ArrayLike,
+    values: npt.ArrayLike | Sequence[Any],
+    *,
+    dictionary: Sequence[Any] | npt.NDArray[Any] | None = None,
+) -> LabelSets:
     """Canonical label sets from CSR parts: ``offsets`` (``n + 1``) and the flat label ``values``.
 
     ``values`` holds the labels themselves (integers or strings, as a numpy array or a
@@ -211,7 +216,19 @@ def label_sets_from_csr(offsets: npt.ArrayLike, values: npt.ArrayLike | Sequence
     entry point for list columns (an Arrow ``ListArray``'s ``offsets`` and ``values``).
     Duplicates within a sample are dropped and each set sorted (NOTE [Canonical label
     sets]); classes are sorted as for single-label data.
+
+    With ``dictionary`` (a dictionary-encoded column: Arrow ``DictionaryArray``'s
+    ``dictionary``), ``values`` are integer indices into it and the labels are
+    ``dictionary[values]``; the result is the same as for the decoded labels.
     """
+    if dictionary is not None:
+        indices = np.asarray(values)
+        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+            raise InvalidLabels("dictionary-encoded label values must be integer indices")
+        names = np.asarray(dictionary)
+        if indices.size and not 0 <= int(indices.min()) <= int(indices.max()) < names.shape[0]:
+            raise InvalidLabels("a dictionary index of the label values is out of range")
+        values = names[indices.astype(np.int64)] if indices.size else names[:0]
     if isinstance(values, np.ndarray):
         flat = values
         if flat.ndim != 1:

@@ -112,6 +112,11 @@ def test_csr_entry_point_takes_arrow_like_parts() -> None:
     assert names.values() == [["a", "b"], [], ["a", "b", "c"]]
     assert label_sets_from_csr(offsets, ["b", "a", "a", "c", "b"]).digest() == names.digest()
     assert names.digest() == label_sets_from_list([["a", "b"], [], ["c", "b", "a"]]).digest()
+    # A dictionary-encoded column (Arrow DictionaryArray): indices into its dictionary.
+    encoded = label_sets_from_csr(offsets, np.array([1, 0, 0, 2, 1]), dictionary=["a", "b", "c"])
+    assert encoded.digest() == names.digest()
+    with pytest.raises(InvalidLabels, match="out of range"):
+        label_sets_from_csr(offsets, np.array([1, 0, 0, 3, 1]), dictionary=["a", "b", "c"])
 
 
 @pytest.mark.parametrize(
