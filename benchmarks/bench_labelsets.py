@@ -42,7 +42,9 @@ def make_csr(size: int, seed: int = 0) -> tuple[npt.NDArray[np.int64], npt.NDArr
     return offsets, values.astype(np.int64)
 
 
-def plan_from_csr(offsets: npt.NDArray[np.int64], values: npt.NDArray[np.int64], config: PlanConfig) -> str:
+def plan_from_csr(
+    offsets: npt.NDArray[np.int64], values: npt.NDArray[np.int64], config: PlanConfig
+) -> str:
     labels = label_sets_from_csr(offsets, values)
     plan = build_plan(labels, config)
     plan_statistics(plan.prepared)
@@ -53,7 +55,9 @@ def torch_by_hand(offsets: npt.NDArray[np.int64], values: npt.NDArray[np.int64])
     """Class-aware weights, sum of 1 / n_c over each sample's labels, in torch."""
     codes = torch.from_numpy(values)
     counts = torch.bincount(codes).to(torch.float64)
-    owner = torch.repeat_interleave(torch.arange(offsets.shape[0] - 1), torch.from_numpy(np.diff(offsets)))
+    owner = torch.repeat_interleave(
+        torch.arange(offsets.shape[0] - 1), torch.from_numpy(np.diff(offsets))
+    )
     weights = torch.zeros(offsets.shape[0] - 1, dtype=torch.float64)
     weights.index_add_(0, owner, 1.0 / counts[codes])
     return weights
@@ -88,7 +92,10 @@ def rows(quick: bool = False) -> list[dict[str, Any]]:
                 "hashes and summarises",
             }
         )
-    lists = [values[a:b].tolist() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+    lists = [
+        values[a:b].tolist()
+        for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    ]
     seconds, _ = best_of(1, lambda: build_plan(label_sets_from_list(lists), PlanConfig()).id)
     out.append(
         {

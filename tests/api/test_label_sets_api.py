@@ -125,14 +125,14 @@ def test_repeat_factor_and_stratified_plans_survive_a_restart(tmp_path: Path) ->
     with TestClient(create_app(settings)) as api:
         again = api.get(f"/v1/plans/{plan_id}")
         assert again.json()["classes"] == first.json()["classes"]
-        assert api.get(f"/v1/plans/{plan_id}/indices", params={"limit": 50}).json()["indices"] == page
+        assert (
+            api.get(f"/v1/plans/{plan_id}/indices", params={"limit": 50}).json()["indices"] == page
+        )
         assert api.post("/v1/plans", json=request).status_code == 200
 
 
 def test_sample_endpoint_takes_label_sets(module_api: TestClient) -> None:
-    answer = module_api.post(
-        "/v1/sample", json={"labels": SETS, "label_reduce": "max", "seed": 1}
-    )
+    answer = module_api.post("/v1/sample", json={"labels": SETS, "label_reduce": "max", "seed": 1})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["counts"] == [5, 3, 2]

@@ -1,4 +1,4 @@
-"""Label sets and stratified splits through the client: the offline fallback's stream is the service's."""
+"""Label sets and stratified splits through the client: offline streams are the service's."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def api(live_server: LiveServer) -> Iterator[SamplePlanClient]:
     "config",
     [
         {"algorithm": "hierarchical", "strategy": "repeat_factor", "threshold": 0.2},
-        {"algorithm": "hierarchical", "split": {"fractions": [0.7, 0.3], "seed": 2, "stratify": True}},
+        {
+            "algorithm": "hierarchical",
+            "split": {"fractions": [0.7, 0.3], "seed": 2, "stratify": True},
+        },
         {"label_reduce": "mean", "split": {"fractions": [0.7, 0.3], "seed": 2, "stratify": True}},
     ],
     ids=["hierarchical", "hierarchical-stratified", "torch-stratified"],

@@ -54,7 +54,11 @@ def test_a_label_set_dataset_written_with_its_plan_is_one_transaction(store: Pla
     sets = label_sets_from_list([[0, 1], [1], [2, 0]])
     record = dataset_record(sets)
     plan = store_module.PlanRecord(
-        id="p".ljust(64, "0"), dataset_id=record.id, config={"split": None}, versions={}, weights=None
+        id="p".ljust(64, "0"),
+        dataset_id=record.id,
+        config={"split": None},
+        versions={},
+        weights=None,
     )
     assert store.put_plan_and_dataset(plan, record) == (True, True)
     back = store.get_dataset(record.id)
