@@ -126,6 +126,11 @@ def build_plan(
 _RECENT_LABELS_BYTES = 256 << 20
 
 
+def _nbytes(labels: Labels | LabelSets) -> int:
+    extra = labels.offsets.nbytes if isinstance(labels, LabelSets) else 0
+    return int(labels.codes.nbytes) + int(extra)
+
+
 class _RecentLabels:
     """Labels of the last datasets uploaded, so the plan that usually follows an upload
     does not read them back and decompress them. Bounded by bytes of codes; thread-safe."""
@@ -139,7 +144,7 @@ class _RecentLabels:
         with self._lock:
             self._entries[dataset_id] = labels
             self._entries.move_to_end(dataset_id)
-            while sum(entry.codes.nbytes for entry in self._entries.values()) > self.max_bytes:
+            while sum(_nbytes(entry) for entry in self._entries.values()) > self.max_bytes:
                 self._entries.popitem(last=False)
 
     def get(self, dataset_id: str) -> Labels | LabelSets | None:

@@ -306,9 +306,8 @@ def label_sets_from_list(values: object) -> LabelSets:
     for i, item in enumerate(values):
         if not isinstance(item, list | tuple):
             raise InvalidLabels(
-                f"label sets must be a list of lists; labels[{i}] is a "
-                f"{type(item).__name__} ({item!r:.40}), not a list (write [{item!r:.20}] "
-                f"for one label)"
+                f"label sets must be a list of lists; labels[{i}] is {item!r:.40} "
+                f"({type(item).__name__}), not a list (write [{item!r:.20}] for one label)"
             )
         lengths[i] = len(item)
         flat.extend(item)

@@ -19,8 +19,9 @@ fault. The same labels give the same dataset whatever the format they came in:
     JSON Lines: one JSON object per line; the labels are the values under ``column``
     (arrays make label sets).
 ``label_sets_from_npz(data)``
-    A NumPy ``.npz`` archive with two arrays, ``offsets`` (``n + 1`` integers) and
-    ``values`` (the labels, integers or unicode strings): label sets as CSR.
+    A NumPy ``.npz`` archive (``np.savez``, uncompressed, never unpickled) with two
+    arrays, ``offsets`` (``n + 1`` integers) and ``values`` (the labels, integers or
+    unicode strings): label sets as CSR.
 ``labels_from_paths(text)``
     One file path per line, relative to an ``ImageFolder`` root: ``class_name/file``.
 
@@ -50,6 +51,7 @@ import csv
 import io
 import json
 import re
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -264,6 +266,13 @@ def label_sets_from_npz(data: bytes) -> LabelSets:
     if not data.startswith(b"PK"):
         raise InvalidLabels("the body is not a .npz archive (np.savez): it is not a zip file")
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as members:
+            # Compressed members could expand far beyond the body limit: refuse them.
+            if any(info.compress_type != zipfile.ZIP_STORED for info in members.infolist()):
+                raise InvalidLabels(
+                    "the .npz archive is compressed; save it with np.savez, not "
+                    "np.savez_compressed (the upload's size limit must bound its arrays)"
+                )
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             names = set(archive.files)
             if not {"offsets", "values"} <= names:
@@ -274,7 +283,7 @@ def label_sets_from_npz(data: bytes) -> LabelSets:
             offsets, values = archive["offsets"], archive["values"]
     except InvalidLabels:
         raise
-    except (ValueError, EOFError, OSError, KeyError) as exc:
+    except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile) as exc:
         raise InvalidLabels(f"the .npz archive cannot be read: {exc}") from exc
     if values.dtype.kind == "S":
         raise InvalidLabels(

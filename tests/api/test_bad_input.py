@@ -53,7 +53,7 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("labels nested after a label", "POST", "/v1/datasets", {"labels": [0, [1]]}, 422, "labels[1] is a list"),
     # -- label sets (issue 10)
     ("label sets nested too deep", "POST", "/v1/datasets", {"labels": [[[0]], [1]]}, 422, "nest one level"),
-    ("label sets ragged", "POST", "/v1/datasets", {"labels": [[0], 1]}, 422, "labels[1] is a int"),
+    ("label sets ragged", "POST", "/v1/datasets", {"labels": [[0], 1]}, 422, "labels[1] is 1 (int), not a list"),
     ("label sets mixed", "POST", "/v1/datasets", {"labels": [[0, 1], ["cat"]]}, 422, "labels[1] holds a str"),
     ("label sets mixed in one", "POST", "/v1/datasets", {"labels": [[0, "cat"]]}, 422, "all integers or all strings"),
     ("label sets float", "POST", "/v1/datasets", {"labels": [[0], [1.5]]}, 422, "labels[1] holds a float"),

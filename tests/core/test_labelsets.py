@@ -8,6 +8,7 @@ torch's ``WeightedRandomSampler`` on those weights (``tests/reference.py``).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -139,7 +140,7 @@ def test_csr_refuses_bad_parts(offsets: object, values: object, words: str) -> N
     ("values", "words"),
     [
         ([], "must not be empty"),
-        ([[0], 1], "labels[1] is a int"),
+        ([[0], 1], "labels[1] is 1 (int), not a list"),
         ([[[0]], [1]], "nest one level"),
         ([[0, 1], ["a"]], "all integers or all strings"),
         ([[0], [None]], "labels[1] holds null"),
@@ -149,7 +150,7 @@ def test_csr_refuses_bad_parts(offsets: object, values: object, words: str) -> N
     ],
 )
 def test_list_refusals(values: object, words: str) -> None:
-    with pytest.raises(InvalidLabels, match=words.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InvalidLabels, match=re.escape(words)):
         label_sets_from_list(values)
 
 
@@ -356,3 +357,20 @@ def test_subsets_keep_each_samples_labels(sets: list[list[int]], data: st.DataOb
     canon = label_sets_from_list(sets)
     positions = np.array(data.draw(st.lists(st.integers(0, len(sets) - 1), max_size=30)), dtype=np.int64)
     assert canon.subset(positions).values() == [sorted(set(sets[i])) for i in positions.tolist()]
+
+
+def test_npz_label_sets_are_csr_and_compressed_archives_are_refused() -> None:
+    import io
+
+    from service.core.manifests import label_sets_from_npz
+
+    plain, packed = io.BytesIO(), io.BytesIO()
+    np.savez(plain, offsets=np.array([0, 2, 2, 3]), values=np.array(["b", "a", "c"]))
+    np.savez_compressed(packed, offsets=np.array([0, 2, 2, 3]), values=np.array(["b", "a", "c"]))
+    assert label_sets_from_npz(plain.getvalue()).values() == [["a", "b"], [], ["c"]]
+    with pytest.raises(InvalidLabels, match="np.savez_compressed"):
+        label_sets_from_npz(packed.getvalue())
+    with pytest.raises(InvalidLabels, match="'offsets'"):
+        other = io.BytesIO()
+        np.savez(other, codes=np.array([0]))
+        label_sets_from_npz(other.getvalue())
