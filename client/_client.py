@@ -182,17 +182,24 @@ class SamplePlanClient(_ClientOptions):
         media_type: str | None = None,
         label_column: str = "label",
         dtype: str = "int64",
+        label_separator: str | None = None,
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+        """Upload a dataset file: ``.npy``, ``.npz``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt``.
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
         with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
-        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
-        in ``ImageFolder`` layout, ``class_name/file``.
+        the CSV column or JSON Lines key holding the labels; ``label_separator`` (one
+        character) splits CSV cells into label sets; a ``.npz`` holds label sets as
+        ``offsets`` and ``values``; a ``.txt`` file lists paths in ``ImageFolder`` layout,
+        ``class_name/file``.
         """
         return self.send(
             endpoints.create_dataset_from_file(
-                Path(path), media_type=media_type, label_column=label_column, dtype=dtype
+                Path(path),
+                media_type=media_type,
+                label_column=label_column,
+                dtype=dtype,
+                label_separator=label_separator,
             )
         )
 
@@ -351,17 +358,24 @@ class AsyncSamplePlanClient(_ClientOptions):
         media_type: str | None = None,
         label_column: str = "label",
         dtype: str = "int64",
+        label_separator: str | None = None,
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+        """Upload a dataset file: ``.npy``, ``.npz``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt``.
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
         with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
-        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
-        in ``ImageFolder`` layout, ``class_name/file``.
+        the CSV column or JSON Lines key holding the labels; ``label_separator`` (one
+        character) splits CSV cells into label sets; a ``.npz`` holds label sets as
+        ``offsets`` and ``values``; a ``.txt`` file lists paths in ``ImageFolder`` layout,
+        ``class_name/file``.
         """
         return await self.send(
             endpoints.create_dataset_from_file(
-                Path(path), media_type=media_type, label_column=label_column, dtype=dtype
+                Path(path),
+                media_type=media_type,
+                label_column=label_column,
+                dtype=dtype,
+                label_separator=label_separator,
             )
         )
 

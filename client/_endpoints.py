@@ -103,13 +103,21 @@ def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
 
 
 def create_dataset_from_file(
-    path: Path, *, media_type: str | None, label_column: str, dtype: str
+    path: Path,
+    *,
+    media_type: str | None,
+    label_column: str,
+    dtype: str,
+    label_separator: str | None = None,
 ) -> Call[Dataset]:
+    params = {"label_column": label_column, "dtype": dtype}
+    if label_separator is not None:
+        params["label_separator"] = label_separator
     return Call(
         "POST",
         "/v1/datasets",
         _dataset,
-        params={"label_column": label_column, "dtype": dtype},
+        params=params,
         content=path.read_bytes(),
         headers={"Content-Type": media_type or manifest_media_type(path)},
     )

@@ -65,3 +65,21 @@ def test_offline_label_set_streams_are_the_services(
             plan.id, None, epoch=1, rank=rank, world_size=2, space="dataset"
         )
         assert list(offline) == shards[rank]
+
+
+def test_label_set_files_upload_from_the_client(api: SamplePlanClient, tmp_path: Path) -> None:
+    sets = _label_sets(30)
+    expected = api.create_dataset(sets)
+    csv = tmp_path / "tags.csv"
+    # A one-column CSV writes an empty cell as "" (a blank line would be skipped).
+    cells = [";".join(map(str, s)) or '""' for s in sets]
+    csv.write_text("tags\n" + "".join(cell + "\n" for cell in cells))
+    from_csv = api.create_dataset_from_file(csv, label_column="tags", label_separator=";")
+    npz = tmp_path / "tags.npz"
+    np.savez(
+        npz,
+        offsets=np.cumsum([0] + [len(s) for s in sets]),
+        values=np.array([c for s in sets for c in s], dtype=np.int64),
+    )
+    from_npz = api.create_dataset_from_file(npz)
+    assert from_csv.id == from_npz.id == expected.id
