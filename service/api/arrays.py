@@ -17,9 +17,10 @@ Every array response carries ``X-Sampleplan-Dtype`` (the NumPy dtype string of t
 values on the wire, ``<i8`` or ``<f8``) and ``X-Sampleplan-Length`` (how many values the
 body holds), plus ``Vary: Accept``. A 2-d array (a page of batches) also carries
 ``X-Sampleplan-Shape: rows,columns``: its binary body is the values row-major, its
-``.npy`` file has that shape, and its JSON value is a list of rows. Binary bodies are streamed as slices of a memoryview
-over the array itself, so the array is never copied into a second buffer; their
-``Content-Length`` is exact, so a client can allocate the result before reading.
+``.npy`` file has that shape, and its JSON value is a list of rows. Binary bodies are
+streamed as slices of a memoryview over the array itself, so the array is never copied
+into a second buffer; their ``Content-Length`` is exact, so a client can allocate the
+result before reading.
 
 An ``Accept`` header that allows none of the three answers 406. Negotiation follows
 RFC 9110: the most specific matching media range gives an offered type its ``q``; among

@@ -465,7 +465,7 @@ class BatchTable:
         if not (0 <= seed < 2**64 and 0 <= epoch < 2**64):
             raise ValueError(f"seed and epoch should be in [0, 2**64), got {seed}, {epoch}")
         b = np.asarray(batch_indices, dtype=np.int64).reshape(-1)
-        if b.shape[0] and not (0 <= int(b.min()) and int(b.max()) < self.num_batches):
+        if b.shape[0] and not (int(b.min()) >= 0 and int(b.max()) < self.num_batches):
             raise ValueError(f"batch indices should be in [0, {self.num_batches})")
         if b.shape[0] == 0:
             return np.empty((0, self.batch_size), dtype=np.int64)
