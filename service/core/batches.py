@@ -313,9 +313,9 @@ def keyed_permutation(x: Int64Array, n: Int64Array | int, key: UInt64Array | int
         np.asarray(key, dtype=np.uint64),
     )
     n_flat = n_arr.reshape(-1)
-    return _permute(
-        x_arr.reshape(-1), n_flat, _ceil_sqrt(n_flat), key_arr.reshape(-1)
-    ).reshape(x_arr.shape)
+    return _permute(x_arr.reshape(-1), n_flat, _ceil_sqrt(n_flat), key_arr.reshape(-1)).reshape(
+        x_arr.shape
+    )
 
 
 def _permute(x: Int64Array, n: Int64Array, s: Int64Array, key: UInt64Array) -> Int64Array:

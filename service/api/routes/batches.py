@@ -119,9 +119,7 @@ def get_batches(
     )
 
 
-router.add_api_route(
-    "/{plan_id}/batches", get_batches, methods=["HEAD"], include_in_schema=False
-)
+router.add_api_route("/{plan_id}/batches", get_batches, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get(
