@@ -86,6 +86,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from service.core.streams import StreamRequest, in_space, shard_positions
 from service.errors import InvalidPlanConfig
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "Batching",
     "ClassQuota",
     "MPerClass",
+    "batch_page",
     "batching_from_json",
     "default_num_batches",
 ]
@@ -527,3 +529,18 @@ class BatchTable:
         if self.slot_class is None:
             return None
         return np.bincount(self.slot_class, minlength=self.counts.shape[0]).astype(np.int64)
+
+
+def batch_page(
+    table: BatchTable, seed: int, request: StreamRequest, population: Int64Array | None
+) -> Int64Array:
+    """A page of a rank's batches, ``(rows, batch_size)``, in the requested index space.
+
+    ``request``'s offset and limit count batches. Ranks take whole batches as
+    ``DistributedSampler`` takes indices (NOTE [Sharding] in ``streams.py``): padded by
+    repeating from the first batch to a multiple of ``world_size``, then rank ``r`` takes
+    ``batches[r::world_size]``, so every rank gets ``ceil(num_batches / world_size)``.
+    The service and the client's offline fallback both cut pages here.
+    """
+    positions = shard_positions(table.num_batches, request)
+    return in_space(table.draw(seed, request.epoch, positions), request.space, population)

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.core.batches import BATCHES_VERSION, Batching, BatchTable
+from service.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
 from service.core.exact import CumulativeTable, draw_exact_with_replacement
 from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
 from service.core.hierarchical import HierarchicalTable, draw_hierarchical
@@ -352,19 +352,10 @@ class PreparedPlan:
         return rank_length(self.batch_table.num_batches, world_size)
 
     def batches(self, request: StreamRequest) -> Int64Array:
-        """A page of a rank's batches, ``(rows, batch_size)``, in the requested index space.
-
-        ``request``'s offset and limit count batches. Ranks take whole batches as
-        ``DistributedSampler`` takes indices (NOTE [Sharding] in ``streams.py``): padded by
-        repeating from the first batch to a multiple of ``world_size``, then rank ``r``
-        takes ``batches[r::world_size]``, so every rank gets the same number.
-        """
+        """A page of a rank's batches, ``(rows, batch_size)``: see :func:`batch_page`."""
         if self.batch_table is None:
             raise ValueError("this plan has no batching")
-        table = self.batch_table
-        positions = shard_positions(table.num_batches, request)
-        page = table.draw(self.config.seed, request.epoch, positions)
-        return in_space(page, request.space, self.population)
+        return batch_page(self.batch_table, self.config.seed, request, self.population)
 
     def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
         """The requested page of a rank's stream, in the requested index space.
