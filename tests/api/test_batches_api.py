@@ -180,3 +180,19 @@ def test_stored_batch_plans_read_back_the_same(tmp_path: Path) -> None:
         assert second.post("/v1/plans", json=body).status_code == 200
         after = second.get(f"/v1/plans/{plan_id}/batches", params={"epoch": 5}).json()
     assert before == after
+
+
+def test_long_json_pages_stream_row_by_row(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    body = {
+        "labels": LABELS,
+        "batching": {"kind": "class_quota", "quota": {"cat": 128, "dog": 128}},
+        "num_batches": 300,
+    }
+    with TestClient(create_app(settings)) as api:
+        plan_id = api.post("/v1/plans", json=body).json()["id"]
+        url = f"/v1/plans/{plan_id}/batches"
+        rows = api.get(url).json()["batches"]  # 76800 values: over one JSON chunk
+        raw = api.get(url, headers={"Accept": "application/octet-stream"}).content
+    assert np.asarray(rows).shape == (300, 256)
+    assert (np.frombuffer(raw, dtype="<i8").reshape(300, 256) == np.asarray(rows)).all()
