@@ -341,6 +341,25 @@ def _philox_words(seed: int, epoch: int, first: int, word1: int, count: int) -> 
     return words
 
 
+def _round_keys(seed: int, epoch: int, rounds: Int64Array) -> UInt64Array:
+    """``K_round(r)`` for each of ``rounds``, in O(len(rounds)) whatever their spread.
+
+    Consecutive rounds are consecutive Philox counters, drawn in one call; a page that
+    wraps around the end of an epoch (a padded rank) asks for rounds far apart, which are
+    drawn one by one rather than everything in between.
+    """
+    first, last = int(rounds.min()), int(rounds.max())
+    if last - first < 4 * rounds.shape[0] + 64:
+        run: UInt64Array = _philox_words(seed, epoch, first, 1, last - first + 1)[rounds - first, 0]
+        return run
+    wanted, where = np.unique(rounds, return_inverse=True)
+    keys = np.array(
+        [_philox_words(seed, epoch, int(r), 1, 1)[0, 0] for r in wanted], dtype=np.uint64
+    )
+    out: UInt64Array = keys[where.reshape(-1)]
+    return out
+
+
 # -- tables --------------------------------------------------------------------------------
 
 
@@ -359,6 +378,7 @@ class BatchTable:
         sqrt_counts: the Feistel side ``s`` of each class's member permutation.
         slot_class: ``class_quota`` only: the class of each position of a batch.
         slot_draw: ``class_quota`` only: the position's draw within its class's quota.
+        slot_quota: ``class_quota`` only: the quota of the position's class.
     """
 
     batching: Batching
@@ -370,6 +390,7 @@ class BatchTable:
     sqrt_counts: Int64Array
     slot_class: Int64Array | None = None
     slot_draw: Int64Array | None = None
+    slot_quota: Int64Array | None = None
 
     @classmethod
     def build(
@@ -394,7 +415,7 @@ class BatchTable:
             default_num_batches(size, batching.batch_size) if num_batches is None else num_batches
         )
         check_num_batches(resolved, batching.batch_size)
-        slot_class = slot_draw = None
+        slot_class = slot_draw = slot_quota = None
         if isinstance(batching, MPerClass):
             classes = np.flatnonzero(counts).astype(np.int64)
             needed = batching.classes_per_batch
@@ -427,11 +448,13 @@ class BatchTable:
             slot_class = np.repeat(classes, quota)
             starts = np.repeat(np.cumsum(quota) - quota, quota)
             slot_draw = np.arange(batching.batch_size, dtype=np.int64) - starts
+            slot_quota = np.repeat(quota, quota)
         offsets = np.zeros(num_classes + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         members = np.argsort(codes_arr, kind="stable").astype(np.int64)
         sqrt_counts = _ceil_sqrt(counts)
-        for array in (classes, counts, offsets, members, sqrt_counts, slot_class, slot_draw):
+        arrays = (classes, counts, offsets, members, sqrt_counts, slot_class, slot_draw, slot_quota)
+        for array in arrays:
             if array is not None:
                 array.setflags(write=False)
         return cls(
@@ -444,15 +467,12 @@ class BatchTable:
             sqrt_counts,
             slot_class,
             slot_draw,
+            slot_quota,
         )
 
     @property
     def batch_size(self) -> int:
         return self.batching.batch_size
-
-    def canonical(self) -> dict[str, Any]:
-        """The plan config's ``batching`` and ``num_batches`` entries."""
-        return {"batching": self.batching.canonical(), "num_batches": self.num_batches}
 
     def draw(self, seed: int, epoch: int, batch_indices: npt.ArrayLike) -> Int64Array:
         """Batches ``batch_indices`` of the epoch: ``(len, batch_size)`` population positions.
@@ -476,11 +496,9 @@ class BatchTable:
             cls_codes, draws = self._m_per_class(seed, epoch, b, k_class)
         else:
             assert self.slot_class is not None and self.slot_draw is not None
-            per_batch = np.bincount(self.slot_class, minlength=self.counts.shape[0])[
-                self.slot_class
-            ]
+            assert self.slot_quota is not None
             cls_codes = np.broadcast_to(self.slot_class, (b.shape[0], self.batch_size))
-            draws = b[:, None] * per_batch[None, :] + self.slot_draw[None, :]
+            draws = b[:, None] * self.slot_quota[None, :] + self.slot_draw[None, :]
         return self._members_at(k_member, cls_codes, draws)
 
     def _m_per_class(
@@ -493,10 +511,8 @@ class BatchTable:
         per_round = k // g
         left_out = k - per_round * g
         rounds = b // per_round
-        first = int(rounds.min())
-        round_keys = _philox_words(seed, epoch, first, 1, int(rounds.max()) - first + 1)[:, 0]
         slots = (b % per_round)[:, None] * g + np.arange(g, dtype=np.int64)[None, :]
-        dealt = keyed_permutation(slots, per_round * g, round_keys[rounds - first][:, None])
+        dealt = keyed_permutation(slots, per_round * g, _round_keys(seed, epoch, rounds)[:, None])
         window = rounds * left_out  # r * R: int64, below num_batches * batch_size
         rank = ((window % k)[:, None] + left_out + dealt) % k
         cls_codes = self.classes[keyed_permutation(rank, k, k_class)]
@@ -509,9 +525,13 @@ class BatchTable:
         """Step 4: the ``draws``-th draw of class ``cls_codes``, elementwise."""
         n = self.counts[cls_codes]
         cycle = draws // n
-        # mix(K_member ^ k) per class once, gathered per position.
-        class_keys = mix64(np.arange(self.counts.shape[0], dtype=np.uint64) ^ np.uint64(k_member))
-        key = class_keys[cls_codes]
+        num_classes = self.counts.shape[0]
+        if cls_codes.size >= num_classes:
+            # A long page: mix(K_member ^ k) once per class, gathered per position.
+            table = mix64(np.arange(num_classes, dtype=np.uint64) ^ np.uint64(k_member))
+            key = table[cls_codes]
+        else:  # a short page costs its own size, not the number of classes
+            key = mix64(np.asarray(cls_codes, dtype=np.uint64) ^ np.uint64(k_member))
         key += cycle.view(np.uint64)
         _mix_in_place(key, np.empty_like(key))
         shape = draws.shape
@@ -523,12 +543,6 @@ class BatchTable:
         ).reshape(shape)
         out: Int64Array = self.members[self.offsets[cls_codes] + within]
         return out
-
-    def class_counts_per_batch(self) -> Int64Array | None:
-        """``class_quota``: each class's count in every batch (``None`` for m_per_class)."""
-        if self.slot_class is None:
-            return None
-        return np.bincount(self.slot_class, minlength=self.counts.shape[0]).astype(np.int64)
 
 
 def batch_page(

@@ -276,6 +276,19 @@ def test_ranks_take_whole_batches_equally_and_together_the_epoch(
     assert page.tolist() == shards[1][1:3].tolist()
 
 
+def test_a_padded_rank_page_wrapping_a_huge_epoch_costs_its_own_size() -> None:
+    codes = _codes((20, 15, 9, 4, 7))
+    table = _table(codes, {"kind": "m_per_class", "m": 2, "batch_size": 4}, 10**12 + 1)
+    request = StreamRequest(epoch=2, rank=2, world_size=3, offset=333_333_333_330, limit=10)
+    page = batch_page(table, 9, request, None)
+    wanted = [(2 + 3 * i) % (10**12 + 1) for i in range(333_333_333_330, 333_333_333_334)]
+    assert wanted[-1] < wanted[0]  # the page wraps around the end of the epoch
+    assert page.tolist() == [table.draw(9, 2, [b])[0].tolist() for b in wanted]
+    assert page.tolist()[-1] == spec_batch(
+        codes, {"kind": "m_per_class", "m": 2, "batch_size": 4}, 9, 2, wanted[-1]
+    )
+
+
 def test_space_dataset_maps_population_positions_back() -> None:
     labels = labels_from_list(_codes((30, 12, 9)))
     config = PlanConfig(
