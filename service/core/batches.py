@@ -241,6 +241,7 @@ def default_num_batches(population_size: int, batch_size: int) -> int:
 
 
 def check_num_batches(num_batches: int, batch_size: int) -> None:
+    """Refuse a ``num_batches`` that is not positive or makes an epoch over 2**62 samples."""
     if num_batches <= 0:
         raise InvalidPlanConfig(
             f"num_batches should be a positive integer value, but got num_batches={num_batches}"
