@@ -239,6 +239,42 @@ def test_every_batch_of_many_epochs_and_seeds_meets_its_contract(
     assert checked == 3 * 8 * 60
 
 
+@st.composite
+def batch_plans(draw: st.DrawFn) -> tuple[list[int], dict[str, Any]]:
+    """Random class counts (some empty, some tiny) and a contract they can meet."""
+    counts = draw(st.lists(st.integers(0, 12), min_size=1, max_size=9))
+    present = [c for c, n in enumerate(counts) if n]
+    if not present:
+        counts[0], present = 1, [0]
+    codes = _codes(counts, seed=draw(st.integers(0, 5)))
+    if draw(st.booleans()):
+        m = draw(st.integers(1, 5))
+        g = draw(st.integers(1, len(present)))
+        return codes, {"kind": "m_per_class", "m": m, "batch_size": m * g}
+    named = draw(st.lists(st.sampled_from(present), min_size=1, unique=True))
+    quota = {str(c): draw(st.integers(1, 6)) for c in named}
+    return codes, {"kind": "class_quota", "quota": quota}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plan=batch_plans(),
+    num_batches=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 50),
+)
+def test_any_plan_meets_its_contract_and_cycles(
+    plan: tuple[list[int], dict[str, Any]], num_batches: int, seed: int, epoch: int
+) -> None:
+    codes, batching = plan
+    table = _table(codes, batching, num_batches)
+    batches = table.draw(seed, epoch, np.arange(num_batches))
+    assert _check_contract(table, np.asarray(codes), batches) == num_batches
+    _check_cycles(table, np.asarray(codes), batches)
+    b = num_batches // 2
+    assert batches[b].tolist() == spec_batch(codes, batching, seed, epoch, b)
+
+
 def test_the_batch_at_offset_k_alone_is_the_kth_of_the_epoch() -> None:
     codes = _codes((40, 13, 7, 22, 3, 9, 30, 5, 11))
     table = _table(codes, {"kind": "m_per_class", "m": 2, "batch_size": 8}, 500)
