@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -165,6 +166,27 @@ def test_offline_the_cache_gives_the_same_batches(
     path.write_text(json.dumps(data))
     with pytest.raises(StreamMismatchError, match="batches-v0"):
         RemoteBatchSampler(plan.id, None)
+
+
+def test_service_stopped_mid_epoch_the_batches_finish_from_the_cache(
+    live_server: LiveServer, dataset: Items, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SamplePlanClient(live_server.url, retries=1, backoff=0.0, timeout=5.0) as api:
+        plan = api.create_plan(labels=dataset.targets, batching=QUOTA, num_batches=40, seed=2)
+        expected = {e: api.batches(plan.id, epoch=e).tolist() for e in (0, 1)}
+        sampler = RemoteBatchSampler(plan.id, api, chunk_size=16)  # two batches a chunk
+        iterator = iter(sampler)
+        before = [next(iterator) for _ in range(5)]
+        live_server.stop()
+        with caplog.at_level(logging.WARNING, logger="client"):
+            after = list(iterator)
+        assert before + after == expected[0]
+        assert "drawing the rest of epoch 0" in caplog.text
+        # Later epochs, and a resumed one, come from the cache too.
+        sampler.set_epoch(1)
+        assert list(sampler) == expected[1]
+        sampler.load_state_dict({**sampler.state_dict(), "position": 30})
+        assert list(sampler) == expected[1][30:]
 
 
 def test_bad_arguments(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
