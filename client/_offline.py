@@ -23,6 +23,12 @@ NOTE [Offline streams]
     ``HierarchicalTable.build(codes, weights)`` and ``draw_hierarchical``), built from
     exactly the arrays the service builds it from. That stream is defined by its version
     alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
+
+    For batch plans, :class:`OfflineBatches` rebuilds the service's
+    :class:`~service.core.batches.BatchTable` from the same population codes and cuts
+    pages with :func:`~service.core.batches.batch_page`, as the service does; the batches
+    are defined by NOTE [batches-v1] alone, so only the recorded ``batches`` version must
+    match.
 """
 
 from __future__ import annotations
