@@ -9,9 +9,9 @@ per plan::
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
-                        (one per label occurrence for label sets); for ``hierarchical``
-                        plans (their table depends on the classes) and stratified splits
-                        (their population does)
+                        (one per label occurrence for label sets): ``hierarchical``
+                        plans (their table depends on the classes), batch plans (their
+                        batches do) and stratified splits (their population does)
         offsets.npy     GET /v1/datasets/{id}/offsets: label-set datasets, with codes.npy
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
@@ -93,8 +93,9 @@ def _json_bytes(value: Any) -> bytes:
 class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
-    ``codes`` (the dataset's class codes) is cached for plans that :func:`needs_labels`,
-    with ``offsets`` too for label-set datasets.
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans, batch
+    plans and stratified splits (:func:`needs_labels`), with ``offsets`` too for
+    label-set datasets.
     """
 
     plan: Plan
@@ -150,9 +151,9 @@ class PlanCache:
                 f"plan {plan.id} has {plan.population_size} population positions, "
                 f"but {weights.shape} weights were given"
             )
-        hierarchical = needs_labels(plan)
+        required = needs_labels(plan)
         why = "'hierarchical'" if plan.algorithm == "hierarchical" else "stratified"
-        if hierarchical and dataset.multi_label:
+        if dataset.multi_label and (required or codes is not None):
             if offsets is None or offsets.shape != (dataset.size + 1,):
                 raise CacheError(
                     f"plan {plan.id} needs its label-set dataset's {dataset.size + 1} offsets, "
@@ -163,10 +164,15 @@ class PlanCache:
                     f"plan {plan.id} needs its dataset's {int(offsets[-1])} label codes, "
                     f"but {None if codes is None else codes.shape} were given"
                 )
-        elif hierarchical and (codes is None or codes.shape != (dataset.size,)):
+        elif required and codes is None:
             raise CacheError(
                 f"plan {plan.id} is {why}: its dataset's {dataset.size} class codes "
-                f"are needed, but {None if codes is None else codes.shape} were given"
+                "are needed, but none were given"
+            )
+        elif codes is not None and codes.shape != (dataset.size,):
+            raise CacheError(
+                f"plan {plan.id}'s dataset has {dataset.size} samples, but {codes.shape} "
+                "class codes were given"
             )
         directory = self.directory(plan.id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -176,8 +182,8 @@ class PlanCache:
             "plan_id": plan.id,
             "weights_sha256": _weights_digest(weights),
         }
-        if hierarchical:
-            assert codes is not None
+        if codes is not None:
+            # Batch plans keep them too (their batches depend on the classes).
             _write_atomically(directory / "codes.npy", _npy_bytes(codes, "<i8"))
             manifest["codes_sha256"] = _codes_digest(codes)
             if dataset.multi_label:
@@ -198,13 +204,15 @@ class PlanCache:
             plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
             dataset = Dataset(**json.loads((directory / "dataset.json").read_bytes()))
             weights = np.load(directory / "weights.npy", allow_pickle=False)
-            hierarchical = needs_labels(plan)
-            codes = np.load(directory / "codes.npy", allow_pickle=False) if hierarchical else None
+            with_codes = "codes_sha256" in manifest
+            codes = np.load(directory / "codes.npy", allow_pickle=False) if with_codes else None
             offsets = (
                 np.load(directory / "offsets.npy", allow_pickle=False)
-                if hierarchical and dataset.multi_label
+                if "offsets_sha256" in manifest
                 else None
             )
+            if needs_labels(plan) and codes is None:
+                raise ValueError("the plan needs its dataset's class codes, and none are cached")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
                 f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"

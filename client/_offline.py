@@ -29,17 +29,25 @@ NOTE [Offline streams]
     service computes them. A stratified split's population depends on the labels too
     (NOTE [stratified-v1]), so its plans cache the codes whatever their algorithm, and the
     population is recomputed by :func:`~service.core.stratify.population_indices`.
+
+    For batch plans, :class:`OfflineBatches` rebuilds the service's
+    :class:`~service.core.batches.BatchTable` from the same population codes and cuts
+    pages with :func:`~service.core.batches.batch_page`, as the service does; the batches
+    are defined by NOTE [batches-v1] alone, so only the recorded ``batches`` version must
+    match.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from client._cache import CachedPlan, needs_labels
 from client._exceptions import StreamMismatchError
+from service.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
 from service.core.labels import LabelKind, Labels, labels_from_codes
 from service.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
 from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
@@ -47,7 +55,114 @@ from service.core.splitting import split_from_canonical
 from service.core.stratify import population_indices
 from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
-__all__ = ["OfflineStream"]
+__all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
+
+
+def population_codes(
+    cached: CachedPlan,
+) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.unsignedinteger[Any]]]:
+    """``(population, codes)``: the plan's population (``None``: the whole dataset) and
+    the class codes at its positions, rebuilt from the cached dataset codes.
+
+    The dataset's id is the hash of its labels: these are the service's labels, in the
+    service's code dtype, or :class:`~client.StreamMismatchError` is raised.
+    """
+    labels = dataset_labels(cached)
+    population = plan_population(cached, labels)
+    if isinstance(labels, LabelSets):
+        sets = labels if population is None else labels.subset(population)
+        return population, hierarchical_codes(sets)
+    return population, labels.codes if population is None else labels.codes[population]
+
+
+def dataset_labels(cached: CachedPlan) -> Labels | LabelSets:
+    """The dataset's labels (label sets when its offsets are cached) from the cached codes.
+
+    The dataset's id is the hash of its labels: these are the service's labels, in the
+    service's code dtype, or :class:`~client.StreamMismatchError` is raised.
+    """
+    plan = cached.plan
+    if cached.codes is None:
+        raise StreamMismatchError(
+            f"the cached copy of plan {plan.id} has no class codes, which drawing it "
+            "offline needs"
+        )
+    kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
+    labels: Labels | LabelSets
+    if cached.offsets is not None:
+        labels = label_sets_from_parts(kind, cached.dataset.classes, cached.offsets, cached.codes)
+    else:
+        labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
+    if labels.digest() != plan.dataset_id:
+        raise StreamMismatchError(
+            f"the cached class codes of plan {plan.id} are not those of its dataset "
+            f"{plan.dataset_id}"
+        )
+    return labels
+
+
+def plan_population(
+    cached: CachedPlan, labels: Labels | LabelSets | None = None
+) -> npt.NDArray[np.int64] | None:
+    """Dataset indices of the plan's population (``None``: the whole dataset), as the
+    service selects them: ``random_split``'s, or NOTE [stratified-v1]'s from the labels."""
+    split = split_from_canonical(cached.plan.config.get("split"))
+    if split is None:
+        return None
+    if not split.stratify:
+        return split.training_indices(cached.dataset.size)
+    return population_indices(split, labels if labels is not None else dataset_labels(cached))
+
+
+class OfflineBatches:
+    """Pages of a cached batch plan's batches, drawn by the service's own core (or refused).
+
+    The batches are defined by NOTE [batches-v1] alone (integers and Philox; no torch), so
+    only the recorded ``batches`` version must match this code's.
+    """
+
+    def __init__(self, cached: CachedPlan) -> None:
+        plan = cached.plan
+        batching = batching_from_json(plan.config.get("batching"))
+        if batching is None:
+            raise StreamMismatchError(f"plan {plan.id} has no batching")
+        recorded = plan.versions.get("batches")
+        if recorded != BATCHES_VERSION:
+            raise StreamMismatchError(
+                f"cannot reproduce the batches of plan {plan.id} here: they are defined by "
+                f"{recorded!r}, this code implements {BATCHES_VERSION!r}"
+            )
+        population, codes = population_codes(cached)
+        table = BatchTable.build(
+            codes,
+            cached.dataset.classes,
+            batching,
+            plan.config.get("num_batches"),
+        )
+        if table.num_batches != plan.config.get("num_batches"):
+            raise StreamMismatchError(
+                f"the cached copy of plan {plan.id} gives {table.num_batches} batches per "
+                f"epoch, the plan says {plan.config.get('num_batches')}"
+            )
+        self.plan = plan
+        self.table = table
+        self._population = population
+
+    def batches(
+        self,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: Space = "population",
+    ) -> npt.NDArray[np.int64]:
+        """The page that ``SamplePlanClient.batches`` would return for these arguments."""
+        request = StreamRequest(
+            epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+        )
+        return batch_page(self.table, self.plan.seed, request, self._population)
 
 
 class OfflineStream:
@@ -82,49 +197,19 @@ class OfflineStream:
         self._epoch: tuple[int, npt.NDArray[np.int64]] | None = None
         self._population: npt.NDArray[np.int64] | None = None
         self._prepared: PreparedPlan | None = None
-        self._labels: Labels | LabelSets | None = None
-
-    def _dataset_labels(self) -> Labels | LabelSets:
-        """The dataset's labels rebuilt from the cached codes (and offsets), checked by id."""
-        if self._labels is None:
-            cached, plan = self._cached, self.plan
-            assert cached.codes is not None
-            kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
-            labels: Labels | LabelSets
-            if cached.offsets is not None:
-                labels = label_sets_from_parts(
-                    kind, cached.dataset.classes, cached.offsets, cached.codes
-                )
-            else:
-                labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
-            # The dataset's id is the hash of its labels: these are the service's labels,
-            # in the service's code dtype, or the entry is refused.
-            if labels.digest() != plan.dataset_id:
-                raise StreamMismatchError(
-                    f"the cached class codes of plan {plan.id} are not those of its dataset "
-                    f"{plan.dataset_id}"
-                )
-            self._labels = labels
-        return self._labels
 
     def _hierarchical_plan(self) -> PreparedPlan:
         """The service's prepared plan, rebuilt from the cache (built once, under the lock)."""
         if self._prepared is None:
             cached, plan = self._cached, self.plan
-            labels = self._dataset_labels()
-            split = split_from_canonical(plan.config.get("split"))
-            population = self._dataset_indices()
-            label_sets: LabelSets | None = None
-            if isinstance(labels, LabelSets):
-                label_sets = labels if population is None else labels.subset(population)
-                codes = hierarchical_codes(label_sets)
-            else:
-                codes = labels.codes if population is None else labels.codes[population]
+            population, codes = population_codes(cached)
+            self._population = population
             if codes.shape != cached.weights.shape:
                 raise StreamMismatchError(
                     f"the cached copy of plan {plan.id} has {cached.weights.shape[0]} weights "
                     f"for a population of {codes.shape[0]}"
                 )
+            split = split_from_canonical(plan.config.get("split"))
             self._prepared = PreparedPlan(
                 # Drawing reads the algorithm, seed and replacement only: the weights are
                 # given, so PlanConfig's default strategy stands in for the one that made them.
@@ -141,7 +226,6 @@ class OfflineStream:
                 codes=codes,
                 weights=cached.weights,
                 num_samples=plan.num_samples,
-                label_sets=label_sets,
             )
         return self._prepared
 
@@ -162,10 +246,7 @@ class OfflineStream:
         if split is None:
             return None
         if self._population is None:
-            if split.stratify:
-                self._population = population_indices(split, self._dataset_labels())
-            else:
-                self._population = split.training_indices(self._cached.dataset.size)
+            self._population = plan_population(self._cached)
         return self._population
 
     def indices(
