@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from service.core.codes import count_values, gather, min_max
 from service.errors import InvalidLabels
 
 LabelKind = Literal["int", "str"]
@@ -54,8 +55,15 @@ class Labels:
         return len(self.classes)
 
     def class_counts(self) -> npt.NDArray[np.int64]:
-        """How many samples each class has, in class order."""
-        return np.bincount(self.codes, minlength=self.num_classes).astype(np.int64)
+        """How many samples each class has, in class order (a fresh array each call)."""
+        return self._class_counts.copy()
+
+    @cached_property
+    def _class_counts(self) -> npt.NDArray[np.int64]:
+        # Counted once per object; the constructors below that count anyway seed it.
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        count_values(self.codes, counts)
+        return counts
 
     def digest(self) -> str:
         """SHA-256 of the canonical content: the same labels always give the same id.
@@ -89,6 +97,12 @@ def labels_from_codes(
     return Labels(
         kind=kind, classes=tuple(classes), codes=np.asarray(codes).astype(dtype, copy=False)
     )
+
+
+def _with_counts(labels: Labels, counts: npt.NDArray[np.int64]) -> Labels:
+    """``labels`` with its class counts filled in, when the constructor counted them anyway."""
+    labels.__dict__["_class_counts"] = counts
+    return labels
 
 
 def labels_from_array(values: npt.NDArray[np.generic]) -> Labels:
@@ -127,14 +141,15 @@ def labels_from_int_chunks(chunks: Sequence[npt.NDArray[np.integer]]) -> Labels:
     size = sum(int(c.size) for c in parts)
     if size == 0:
         raise InvalidLabels("labels must not be empty")
-    lo = min(int(c.min()) for c in parts)
-    hi = max(int(c.max()) for c in parts)
+    bounds = [min_max(c) for c in parts]
+    lo = min(b[0] for b in bounds)
+    hi = max(b[1] for b in bounds)
     if lo >= 0 and hi <= max(4 * size, 1 << 16):
         # Dense non-negative labels (the usual 0..K-1 targets): a counting pass is
         # several times faster than the sort inside np.unique.
         counts = np.zeros(hi + 1, dtype=np.int64)
         for c in parts:
-            counts += np.bincount(c, minlength=hi + 1)
+            count_values(c, counts)
         present = np.flatnonzero(counts)
         dtype = _code_dtype(present.size)
         codes = np.empty(size, dtype=dtype)
@@ -148,10 +163,10 @@ def labels_from_int_chunks(chunks: Sequence[npt.NDArray[np.integer]]) -> Labels:
             if identity:
                 codes[start:stop] = c
             else:
-                # mode="clip": the values are in range, and "raise" would buffer the output.
-                np.take(lookup, c, out=codes[start:stop], mode="clip")
+                gather(lookup, c, out=codes[start:stop])
             start = stop
-        return Labels(kind="int", classes=tuple(present.tolist()), codes=codes)
+        labels = Labels(kind="int", classes=tuple(present.tolist()), codes=codes)
+        return _with_counts(labels, counts[present])
     arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
     classes, inverse = np.unique(arr, return_inverse=True)
     return Labels(
@@ -179,9 +194,10 @@ def labels_from_dictionary(
     entries = len(dictionary)
     counts = np.zeros(entries, dtype=np.int64)
     for c in parts:
-        if int(c.min()) < 0 or int(c.max()) >= entries:
+        lo, hi = min_max(c)
+        if lo < 0 or hi >= entries:
             raise InvalidLabels("dictionary indices must point into the dictionary")
-        counts += np.bincount(c, minlength=entries)
+        count_values(c, counts)
     used = np.flatnonzero(counts)
     kind: LabelKind
     classes: tuple[ClassName, ...]
@@ -212,7 +228,7 @@ def labels_from_dictionary(
     start = 0
     for c in parts:
         stop = start + c.size
-        np.take(lookup, c, out=codes[start:stop], mode="clip")  # checked above
+        gather(lookup, c, out=codes[start:stop])  # in range: checked above
         start = stop
     return Labels(kind=kind, classes=classes, codes=codes)
 
