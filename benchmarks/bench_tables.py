@@ -76,7 +76,12 @@ def local_recipe_seconds(path: Path) -> float:
 
 def server_rows(folder: Path, path: Path, size: int, *, via_client: bool) -> list[dict[str, Any]]:
     how = "client create_dataset_from_file" if via_client else "POST Parquet body"
-    limits = {"max_body_bytes": 2**31, "max_labels": size, "max_page": 10**6}
+    limits = {
+        "max_body_bytes": 2**31,
+        "max_labels": size,
+        "max_page": 10**6,
+        "request_timeout_seconds": 600,
+    }
     with (
         server_process(folder, **limits) as (url, pid),
         SamplePlanClient(url, timeout=600, retries=0) as api,

@@ -3,8 +3,8 @@
 ============================  =========================================================
 ``application/json``          ``{"labels": [...]}``: all integers or all strings
 ``application/x-npy``         a ``.npy`` file: 1-d integers or unicode strings
-``application/octet-stream``  raw little-endian integers; ``?dtype=int32|int64``
-                              (default ``int64``)
+``application/octet-stream``  raw little-endian integers;
+                              ``?dtype=int32|int64|uint8|uint16`` (default ``int64``)
 ``text/csv``                  a CSV file with a header; ``?label_column=`` (default
                               ``label``) names the label column
 ``application/x-ndjson``      JSON Lines (also ``application/jsonl``); ``?label_column=``
@@ -46,7 +46,7 @@ from service.core.labels import Labels, labels_from_list
 from service.core.tables import TableFormat, labels_from_arrow, read_label_column
 from service.errors import InvalidLabels, UnsupportedMediaType
 
-RawDtype = Literal["int32", "int64"]
+RawDtype = Literal["int32", "int64", "uint8", "uint16"]
 
 JSON = "application/json"
 NPY = "application/x-npy"
@@ -251,8 +251,8 @@ def upload_description() -> str:
         '| `application/json` | `{"labels": [...]}`, all integers or all strings |\n'
         "| `application/x-npy` | a `.npy` file: a 1-d array of integers or unicode strings "
         "(never unpickled) |\n"
-        "| `application/octet-stream` | raw little-endian integers; `dtype=int32` or `int64` "
-        "(default) |\n"
+        "| `application/octet-stream` | raw little-endian integers; `dtype=int32`, `int64` "
+        "(default), `uint8` or `uint16` |\n"
         "| `text/csv` | a CSV file with a header line; `label_column` (default `label`) names "
         "the column |\n"
         "| `application/x-ndjson` | JSON Lines, one object per line; `label_column` names the "
