@@ -2,8 +2,9 @@
 
 ``sampleplan plan LABELS_FILE`` reads labels from a manifest (CSV, JSON Lines, ``.npy``,
 an ImageFolder path list, or one column of a Parquet or Arrow file), builds the plan on a
-service (``--url``) or locally with the same sampling core, and prints its class table. ``sampleplan report PLAN_ID`` fetches
-a plan's HTML report from a service and writes it to a file or opens it in a browser.
+service (``--url``) or locally with the same sampling core, and prints its class table.
+``sampleplan report PLAN_ID`` fetches a plan's HTML report from a service and writes it
+to a file or opens it in a browser.
 ``service.main.cli`` registers these next to ``serve``.
 """
 
