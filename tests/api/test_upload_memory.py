@@ -73,7 +73,10 @@ def test_the_server_reads_the_label_column_not_the_file(tmp_path: Path) -> None:
 
         # The first upload loads pyarrow's Parquet reader and compiles the kernels.
         assert upload(small).status_code == 201
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        except OSError as exc:  # pragma: no cover - a kernel that refuses it
+            pytest.skip(f"cannot reset the peak RSS of the server: {exc}")
         before = status_mb(pid, "VmHWM")
         created = upload(big)
         growth = status_mb(pid, "VmHWM") - before
