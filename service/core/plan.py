@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 
 from service.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
+from service.core.codes import count_values
 from service.core.exact import CumulativeTable, draw_exact_with_replacement
 from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
 from service.core.hierarchical import HierarchicalTable, draw_hierarchical
@@ -363,7 +364,23 @@ class PreparedPlan:
         """
         if self.label_sets is not None:
             return self.label_sets.class_counts()
-        return np.bincount(self.codes, minlength=self.num_classes).astype(np.int64)
+        return self._class_counts.copy()
+
+    @cached_property
+    def _class_counts(self) -> npt.NDArray[np.int64]:
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        count_values(self.codes, counts)
+        return counts
+
+    def build_tables(self) -> None:
+        """Build what the streams are drawn from now, not at the first page.
+
+        Algorithm ``hierarchical``: the alias table and the members by class (seconds at
+        10**8 samples). The exact path's cumulative table is left to the first page, as
+        a ``torch`` plan may never be drawn by range.
+        """
+        if self.config.algorithm == "hierarchical":
+            _ = self._hierarchical_table
 
     def rank_length(self, world_size: int) -> int:
         return rank_length(self.num_samples, world_size)
@@ -484,13 +501,18 @@ def prepare_plan(
         class_weights = resolve_class_weights(labels, config.class_weights)
 
     label_sets: LabelSets | None = None
+    counts: npt.NDArray[np.int64] | None = None
     if isinstance(labels, LabelSets):
         label_sets = labels if population is None else labels.subset(population)
         weights = _label_set_weights(config, label_sets, class_weights, per_sample)
         codes = hierarchical_codes(label_sets)
     else:
         codes = labels.codes if population is None else labels.codes[population]
-        counts = np.bincount(codes, minlength=labels.num_classes).astype(np.int64)
+        if population is None:
+            counts = labels.class_counts()
+        else:
+            counts = np.zeros(labels.num_classes, dtype=np.int64)
+            count_values(codes, counts)
         weights = sample_weights(
             config.strategy,
             codes,
@@ -536,7 +558,7 @@ def prepare_plan(
                 "per sample for its per-class quotas"
             )
         batch_table = BatchTable.build(codes, labels.classes, config.batching, config.num_batches)
-    return PreparedPlan(
+    prepared = PreparedPlan(
         config=config,
         dataset_size=labels.size,
         num_classes=labels.num_classes,
@@ -547,6 +569,9 @@ def prepare_plan(
         label_sets=label_sets,
         batch_table=batch_table,
     )
+    if counts is not None:
+        prepared.__dict__["_class_counts"] = counts  # counted above: not again at 10**8
+    return prepared
 
 
 def _label_set_weights(
