@@ -83,3 +83,18 @@ def test_label_set_files_upload_from_the_client(api: SamplePlanClient, tmp_path:
     )
     from_npz = api.create_dataset_from_file(npz)
     assert from_csv.id == from_npz.id == expected.id
+
+
+def test_pyarrow_list_arrays_upload_as_label_sets(api: SamplePlanClient, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sets = [["cat", "dog"], [], ["emu"], ["dog", "dog"]]
+    expected = api.create_dataset(sets)
+    assert api.create_dataset(pa.array(sets)).id == expected.id
+    assert api.create_dataset(pa.chunked_array([pa.array(sets[:2]), pa.array(sets[2:])])).id == (
+        expected.id
+    )
+    path = tmp_path / "tags.parquet"
+    pq.write_table(pa.table({"tags": sets, "other": [1, 2, 3, 4]}), path)
+    assert api.create_dataset_from_file(path, label_column="tags").id == expected.id
