@@ -21,6 +21,7 @@ from client._exceptions import (
     TimeoutError,
     TransportError,
 )
+from client._folders import ImageFolderTargets, image_folder_targets
 from client._models import ClassRow, Dataset, Plan
 from client._retry import RetryPolicy
 from client._sampler import RemoteWeightedSampler
@@ -32,6 +33,7 @@ __all__ = [
     "CacheError",
     "ClassRow",
     "Dataset",
+    "ImageFolderTargets",
     "NotFoundError",
     "Plan",
     "PlanCache",
@@ -44,4 +46,5 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "default_cache_dir",
+    "image_folder_targets",
 ]

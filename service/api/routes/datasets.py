@@ -133,3 +133,6 @@ def get_codes(
 
 # HEAD like the plans' array endpoints: GET's headers, no body, kept out of the schema.
 router.add_api_route("/{dataset_id}/codes", get_codes, methods=["HEAD"], include_in_schema=False)
+
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes",)

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
-from service.api.deps import CatalogDep
+from service.api.deps import JSON_BODY, CatalogDep
 from service.api.report import REPORT_CSP, render_report
 from service.api.schemas import (
     IndicesOut,
@@ -48,6 +48,7 @@ PlanId = Annotated[
     response_model=PlanOut,
     status_code=status.HTTP_201_CREATED,
     summary="Create a sampling plan",
+    dependencies=[JSON_BODY],
     description=(
         "A plan is a dataset (by `dataset_id`, or inline `labels`) plus how to weight and draw "
         "from it. Its id is the hash of the dataset id and the canonical config: creating the "
@@ -217,6 +218,9 @@ def get_indices(
 # each operation twice under one operation id.
 for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indices", get_indices)):
     router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_id}}/indices")
 
 
 @router.get(
