@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -42,9 +43,18 @@ def test_every_response_carries_a_request_id(api: TestClient) -> None:
     assert replaced != 'a" b' and len(replaced) == 32
 
 
+@pytest.fixture
+def logging_api(sqlite_url: str) -> Iterator[TestClient]:
+    """An app logging access lines as JSON (the suite's default level is warning)."""
+    settings = Settings(database_url=sqlite_url, log_level="info", log_format="json")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
 def test_requests_are_logged_as_json_lines_with_their_id(
-    api: TestClient, capsys: pytest.CaptureFixture[str]
+    logging_api: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    api = logging_api
     capsys.readouterr()
     rid = uuid.uuid4().hex
     created = api.post("/v1/plans", json={"labels": LABELS}, headers={"X-Request-ID": rid})
@@ -129,7 +139,8 @@ def test_readyz_fails_when_the_database_goes_away(
     fresh_postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = sa.engine.make_url(fresh_postgres_url).database
-    with TestClient(create_app(Settings(database_url=fresh_postgres_url))) as client:
+    settings = Settings(database_url=fresh_postgres_url, log_format="json")
+    with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").json() == {"status": "ready"}
         admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
