@@ -30,8 +30,11 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     415: {"model": Problem, "description": "A Content-Type (or charset) the service cannot read."},
     422: {
         "model": Problem,
-        "description": "The labels are empty, mixed, floats, or not a list; a manifest is empty, "
-        "ragged, misses its label column, or is not valid in its charset.",
+        "description": "The labels are empty, mixed, floats, or not a list; a raw "
+        "`application/octet-stream` body's length is not a multiple of 4 (`int32`) or 8 "
+        "(`int64`); a manifest is empty, ragged, misses its label column (`label_column`), "
+        "mixes integer and string labels, or is not valid in its charset. These rules relate "
+        "the body to the parameters and cannot all be stated by the body's schema.",
     },
 }
 

@@ -68,7 +68,15 @@ PlanId = Annotated[
         },
         404: {"model": Problem, "description": "No dataset has this `dataset_id`."},
         413: {"model": Problem, "description": "More inline labels than the service takes."},
-        422: {"model": Problem, "description": "The config or the labels are invalid."},
+        422: {
+            "model": Problem,
+            "description": "The config or the labels are invalid, including rules between "
+            "fields no schema states: `beta` only with `effective_number`, `class_weights` "
+            "naming the dataset's classes, `weights` one per sample, split fractions adding "
+            "up to 1 (lengths to the dataset size, at least two parts), `num_samples` without "
+            "replacement at most the samples of positive weight, `hierarchical` with "
+            "replacement, weights summing to a finite positive number.",
+        },
     },
 )
 def create_plan(
@@ -163,7 +171,9 @@ def get_weights(
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank, world size or page, or a page over `max_page`.",
+            "description": "`rank` is not below `world_size` (a rule between two parameters "
+            "that no schema states), a page over `max_page`, or a stream over "
+            "`max_num_samples`.",
         },
     },
 )
@@ -238,8 +248,8 @@ HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_i
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank or world size, or a stream longer than "
-            "SAMPLEPLAN_MAX_NUM_SAMPLES.",
+            "description": "`rank` is not below `world_size` (a rule between two parameters "
+            "that no schema states), or a stream longer than SAMPLEPLAN_MAX_NUM_SAMPLES.",
         },
     },
 )

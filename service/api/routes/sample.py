@@ -34,7 +34,9 @@ router = APIRouter(prefix="/v1", tags=["sample"])
         413: {"model": Problem, "description": "More labels than the service takes."},
         422: {
             "model": Problem,
-            "description": "The config, the labels or the stream request are invalid.",
+            "description": "The config, the labels or the stream request are invalid, "
+            "including the rules between fields of `POST /v1/plans` and `rank` below "
+            "`world_size`.",
         },
     },
 )
