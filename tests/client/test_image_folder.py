@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from client import SamplePlanClient, image_folder_targets
+from client import AsyncSamplePlanClient, SamplePlanClient, image_folder_targets
 from service.core.imagefolder import IMG_EXTENSIONS
+from tests.conftest import LiveServer
 
 # -- torchvision's rules, transcribed (torchvision/datasets/folder.py) -------------------------
 
@@ -225,3 +226,26 @@ def test_a_folder_uploads_as_imagefolder_indexes_it(
     plan = client.create_plan(dataset_id=dataset.id, seed=1)
     drawn = client.indices(plan.id, space="dataset")
     assert all(0 <= i < len(samples) for i in drawn.tolist())
+
+
+@pytest.mark.anyio
+async def test_the_async_client_uploads_a_folder_alike(
+    tmp_path: Path, module_server: LiveServer, client: SamplePlanClient
+) -> None:
+    root = make_tree(tmp_path / "train")
+    no_bmp = tuple(e for e in IMG_EXTENSIONS if e != ".bmp")
+    async with AsyncSamplePlanClient(module_server.url, retries=0) as api:
+        dataset = await api.create_dataset_from_folder(root, extensions=no_bmp)
+    assert dataset == client.create_dataset_from_folder(root, extensions=no_bmp)
+    kept = image_folder_targets(root, extensions=no_bmp)
+    assert "cat/sub/deeper/w.bmp" not in kept.relative_paths
+    assert dataset.size == len(kept) and dataset.classes == kept.classes
+
+
+def test_a_name_with_a_line_break_cannot_go_as_a_path_list(tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a\nb.png").write_bytes(b"")
+    found = image_folder_targets(tmp_path)
+    assert found.targets == [0]  # listed as torchvision lists it
+    with pytest.raises(ValueError, match="line break"):
+        found.manifest()
