@@ -429,6 +429,14 @@ def remote_plan(
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> None:
     progress = Progress(enabled=args.progress)
+    # numpy, torch and numba take seconds to import on a busy machine: say so, rather than
+    # sit silent before the first step.
+    with progress.stage("loading the sampling core"):
+        if args.url:
+            import client  # noqa: F401
+        else:
+            import service.api.views
+            import service.catalog  # noqa: F401
     labels = read_labels(args.labels_file, args.format, args.column, progress)
     fields = plan_fields(args)
     if args.url:

@@ -103,6 +103,7 @@ def test_progress_on_stderr_when_asked_and_silence_otherwise(
     path.write_text("label\n" + "a\n" * 50 + "b\n" * 5, encoding="utf-8")
     code, out, err = _run(["plan", str(path), "--progress"], capsys)
     assert code == 0
+    assert "loading the sampling core" in err
     assert f"reading {path}" in err and "100%" in err
     assert "parsing csv" in err and "computing the plan" in err and " done" in err
     assert "class " in out  # the table on stdout, untouched by the progress lines
