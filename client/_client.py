@@ -210,7 +210,9 @@ class SamplePlanClient(_ClientOptions):
 
         The dataset's classes are the folder's class names and sample ``i`` is
         ``ImageFolder(root).samples[i]``, so ``dataset.classes == ImageFolder(root).classes``
-        and plan indices index the ``ImageFolder`` directly.
+        and plan indices index the ``ImageFolder`` directly. A class folder without a
+        valid file is an error, as in ``ImageFolder`` by default (a dataset has no class
+        without samples, so its class indices would no longer be ImageFolder's).
         """
         targets = image_folder_targets(root, extensions=extensions, is_valid_file=is_valid_file)
         return self.send(endpoints.create_dataset_from_folder(targets))
@@ -389,7 +391,9 @@ class AsyncSamplePlanClient(_ClientOptions):
 
         The dataset's classes are the folder's class names and sample ``i`` is
         ``ImageFolder(root).samples[i]``, so ``dataset.classes == ImageFolder(root).classes``
-        and plan indices index the ``ImageFolder`` directly.
+        and plan indices index the ``ImageFolder`` directly. A class folder without a
+        valid file is an error, as in ``ImageFolder`` by default (a dataset has no class
+        without samples, so its class indices would no longer be ImageFolder's).
         """
         # Listing a large tree blocks: keep it off the event loop.
         targets = await anyio.to_thread.run_sync(
