@@ -17,7 +17,7 @@ from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
 from service.api.openapi import install_problem_openapi
 from service.api.problems import install_problem_handlers
-from service.api.routes import datasets, health, metrics, plans, sample
+from service.api.routes import batches, datasets, health, metrics, plans, sample
 from service.api.schemas import Problem
 from service.catalog import Catalog
 from service.config import Settings, get_settings
@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_offline_docs(app)
     # After the docs: it wraps the schema builder they install.
-    install_problem_openapi(app, head_paths=datasets.HEAD_PATHS + plans.HEAD_PATHS)
+    heads = datasets.HEAD_PATHS + plans.HEAD_PATHS + batches.HEAD_PATHS
+    install_problem_openapi(app, head_paths=heads)
     v1_extra: dict[str, Any] = {}
     if tokens:
         # Enforced by BearerAuthMiddleware; this only documents it (and gives /docs its
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 }
             },
         }
-    for router in (datasets.router, plans.router, sample.router):
+    for router in (datasets.router, plans.router, batches.router, sample.router):
         app.include_router(router, **v1_extra)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -47,7 +47,9 @@ def python_blocks() -> list[tuple[str, str | None, str]]:
 
 def make_image_folder(root: Path) -> None:
     """An imbalanced ImageFolder tree (empty files: nothing is loaded), with distractors."""
-    for name, count in {"cat": 40, "dog": 12, "fox": 5}.items():
+    # Eight classes: the batch plan example takes 32 // 4 of them per batch.
+    counts = {"cat": 40, "dog": 12, "fox": 5, "owl": 9, "elk": 6, "bee": 30, "ant": 7, "yak": 4}
+    for name, count in counts.items():
         (root / name).mkdir(parents=True)
         for n in range(count):
             (root / name / f"{n:03d}.jpg").write_bytes(b"")
@@ -102,6 +104,9 @@ def test_every_python_block_runs(
             ran += 1
             if section == "The classic recipe, on the service" and "api.indices" in code:
                 _check_the_headline_claim(namespace)
+            if "RemoteBatchSampler(" in source:
+                _paths, targets = next(iter(namespace["loader"]))
+                assert len(targets) == 32 and len(set(targets.tolist())) == 8  # 8 classes x 4
     finally:
         namespace.clear()
         for api in opened:

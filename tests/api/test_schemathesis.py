@@ -52,6 +52,9 @@ SCHEMA_CANNOT_STATE = {
     "/v1/plans/{plan_id}/indices/summary": ["2xx", "404", "422"],
     "/v1/plans/{plan_id}/weights": ["2xx", "404", "422"],
     "/v1/datasets/{dataset_id}/codes": ["2xx", "404", "422"],
+    # Not a batch plan (the plan's config decides), and rank < world_size.
+    "/v1/plans/{plan_id}/batches": ["2xx", "404", "422"],
+    "/v1/plans/{plan_id}/batches/summary": ["2xx", "404", "422"],
 }
 
 
