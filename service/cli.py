@@ -1,17 +1,18 @@
 """The ``sampleplan`` command: ``serve``, ``plan`` and ``report``.
 
 ``sampleplan serve`` runs the HTTP service. ``sampleplan plan LABELS_FILE`` reads labels
-from a manifest (CSV, JSON Lines, ``.npy``, an ImageFolder path list, or an ImageFolder
-folder itself), builds the plan on a service (``--url``) or locally with the same sampling
-core, and prints its class table. ``sampleplan report PLAN_ID`` fetches a plan's HTML
-report from a service and writes it to a file or opens it in a browser.
+from a manifest (CSV, JSON Lines, ``.npy``, an ImageFolder path list, one column of a
+Parquet or Arrow file, or an ImageFolder folder itself), builds the plan on a service
+(``--url``) or locally with the same sampling core, and prints its class table.
+``sampleplan report PLAN_ID`` fetches a plan's HTML report from a service and writes it
+to a file or opens it in a browser.
 
 NOTE [A fast --help]
-    Building the parser imports nothing but the standard library: numpy, torch, the
-    client and the server's frameworks are imported by the command that needs them, so
-    ``sampleplan --help`` answers in a fraction of a second instead of the seconds those
-    imports take. The choices below are therefore written out here; a test holds them
-    equal to the core's (``STRATEGIES``, ``ALGORITHMS``).
+    Building the parser imports nothing but the standard library: numpy, torch, pyarrow,
+    the client and the server's frameworks are imported by the command that needs them,
+    so ``sampleplan --help`` answers in a fraction of a second instead of the seconds
+    those imports take. The choices below are therefore written out here; a test holds
+    them equal to the core's (``STRATEGIES``, ``ALGORITHMS``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from service import __version__
 from service.progress import Progress
@@ -43,8 +44,13 @@ FORMATS_BY_SUFFIX = {
     ".npy": "npy",
     ".txt": "paths",
     ".lst": "paths",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
 }
-FORMATS = ("csv", "jsonl", "npy", "paths", "folder")
+FORMATS = ("csv", "jsonl", "npy", "paths", "parquet", "arrow", "folder")
 
 #: service.core.weighting.STRATEGIES but sample_weights, and service.core.plan.ALGORITHMS
 #: (NOTE [A fast --help]).
@@ -150,14 +156,18 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     plan.add_argument(
         "labels_file",
         metavar="LABELS_FILE",
-        help="CSV, JSON Lines, .npy, a path list, or an ImageFolder folder ('-': stdin)",
+        help="CSV, JSON Lines, .npy, a path list, Parquet, Arrow, or an ImageFolder folder "
+        "('-': stdin)",
     )
     plan.add_argument(
         "--format", choices=FORMATS, help="the file's format (default: from its extension)"
     )
     plan.add_argument(
+        "--label-column",
         "--column",
-        help="label column of a CSV or key of JSON Lines (default: 'label')",
+        dest="column",
+        help="label column of a CSV, Parquet or Arrow file, or key of JSON Lines "
+        "(default: 'label'); only that column of a Parquet or Arrow file is read",
     )
     plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
@@ -288,6 +298,9 @@ def read_labels(
         raise CommandError("--column applies to csv and jsonl files, not to path lists")
     if fmt == "folder":
         return _folder_labels(path, progress)
+    if fmt in ("parquet", "arrow"):
+        with progress.stage(f"reading the label column of {path}"):
+            return _table_labels(path, fmt, column or "label")
     try:
         data = _read_bytes(path, progress)
     except OSError as exc:
@@ -319,6 +332,28 @@ def _folder_labels(path: str, progress: Progress) -> Labels:
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read the ImageFolder {path!r}: {exc}") from exc
     return labels_from_strings([found.classes[t] for t in found.targets])
+
+
+def _table_labels(path: str, fmt: str, column: str) -> Labels:
+    """Labels from one column of a Parquet or Arrow file, memory-mapped: only it is read."""
+    import pyarrow as pa
+
+    from service.core.tables import labels_from_arrow, read_label_column
+    from service.errors import InvalidLabels
+
+    table_format: Literal["parquet", "arrow"] = "parquet" if fmt == "parquet" else "arrow"
+    try:
+        source = pa.BufferReader(sys.stdin.buffer.read()) if path == "-" else pa.memory_map(path)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+    try:
+        with source:
+            return labels_from_arrow(read_label_column(source, table_format, column))
+    except InvalidLabels as exc:
+        detail = exc.detail.replace("the body", f"{path!r}").replace(
+            "with the 'label_column' query parameter", "with --label-column"
+        )
+        raise InvalidLabels(detail) from exc
 
 
 def parse_split(text: str | None, seed: int) -> dict[str, Any] | None:
@@ -407,24 +442,27 @@ def remote_plan(
     fields: dict[str, Any],
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Upload the labels to the service at ``url`` (binary when they are integers), create
-    the plan on that dataset and return its JSON."""
+    """Upload the dataset (in binary), create the plan on it at ``url``; the plan's JSON."""
     from client import SamplePlanClient
 
     progress = progress or Progress(enabled=False)
     with SamplePlanClient(url, token=token, retries=1) as api:
         with progress.stage(f"uploading {labels.size:,} labels to {url}"):
-            if labels.kind == "int":
-                import numpy as np
-
-                # Integers go as raw binary: megabytes, not a JSON list of millions.
-                values: Any = np.asarray(labels.classes, dtype=np.int64)[labels.codes]
-            else:
-                values = labels.values()
-            dataset = api.create_dataset(values)
+            dataset = api.create_dataset(_upload_form(labels))
         with progress.stage("creating the plan"):
             raw: dict[str, Any] = api.create_plan(dataset_id=dataset.id, **fields).raw
         return raw
+
+
+def _upload_form(labels: Labels) -> Any:
+    """The labels in the form the client sends cheapest: integers, or a dictionary array
+    of class names (each name once, a code per sample)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if labels.kind == "int":
+        return np.asarray(labels.classes, dtype=np.int64)[labels.codes]
+    return pa.DictionaryArray.from_arrays(pa.array(labels.codes), pa.array(list(labels.classes)))
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> None:
