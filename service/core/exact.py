@@ -380,6 +380,17 @@ _DEFAULT_PARALLEL_MIN_DRAWS: Final = 1 << 20
 _parallelism = _Parallelism(_DEFAULT_THREADS, _DEFAULT_PARALLEL_MIN_DRAWS)
 
 
+def _reset_after_fork() -> None:
+    # A forked child (a DataLoader worker running the client's offline fallback, say)
+    # inherits the pool object but not its threads: work submitted there would never run.
+    global _parallelism
+    _parallelism = _Parallelism(_parallelism.threads, _parallelism.min_draws)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def configure_parallelism(
     *, threads: int = _DEFAULT_THREADS, min_draws: int = _DEFAULT_PARALLEL_MIN_DRAWS
 ) -> None:

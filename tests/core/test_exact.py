@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -530,3 +533,34 @@ def test_bad_parallelism_is_rejected(kwargs: dict[str, int], match: str) -> None
     table = CumulativeTable.from_weights(np.ones(3))
     with pytest.raises(ValueError, match="threads should be"):
         draw_exact_with_replacement(table, 0, 0, 5, threads=0)
+
+
+@numba_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_split_draws_work_in_a_forked_child() -> None:
+    # The parent's helper threads do not survive a fork; the child gets fresh ones.
+    weights = build_weights("uniform", 500, np.random.default_rng(9))
+    table = CumulativeTable.from_weights(weights)
+    expected = torch_stream(weights, 4, 20_000)
+    np.testing.assert_array_equal(
+        draw_exact_with_replacement(table, 4, 0, 20_000, threads=2), expected
+    )
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a multi-threaded process may deadlock: that
+        # hazard (helper threads missing in the child) is what this test checks.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        same = np.array_equal(draw_exact_with_replacement(table, 4, 0, 20_000, threads=2), expected)
+        os._exit(0 if same else 1)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            pytest.fail("the split draw in the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
