@@ -8,9 +8,10 @@ sampling core checks them in one vectorised pass and says which element is wrong
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema, model_validator
+from pydantic.config import JsonDict
 
 from service.core.batches import batching_from_json
 from service.core.labelsets import LabelReduce
@@ -20,8 +21,36 @@ from service.core.streams import Space, StreamRequest
 from service.core.weighting import Strategy, weights_from_list
 
 Label = int | str
-#: Labels in sample order: single labels, or label sets (a list of labels per sample).
-LabelList = SkipValidation[list[int] | list[str] | list[list[int]] | list[list[str]]]
+
+_INT64: JsonDict = {"minimum": -(2**63), "maximum": 2**63 - 1}
+_SEED: JsonDict = {"minimum": 0, "maximum": 2**32 - 1}
+
+#: Labels in a request body: checked by the core in one pass (not per element by pydantic),
+#: documented as what the core accepts: a non-empty list, all int64 or all strings, or
+#: label sets (a list of labels per sample, possibly empty; service.core.labelsets).
+LabelList = Annotated[
+    SkipValidation[list[int] | list[str] | list[list[int]] | list[list[str]]],
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "minItems": 1, "items": {"type": "integer", **_INT64}},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "items": {"type": "integer", **_INT64}},
+                },
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "items": {"type": "string"}},
+                },
+            ],
+            "description": "Labels in sample order: all integers (int64) or all strings; "
+            "or label sets, a list of labels per sample ([[0, 3], [2], []]).",
+        }
+    ),
+]
 
 
 class _Request(BaseModel):
@@ -39,7 +68,9 @@ class SplitSpec(_Request):
         default=None, description="Part lengths adding up to the dataset size, e.g. [414, 178]."
     )
     seed: int = Field(
-        default=0, description="Seed of random_split's torch.Generator, in [0, 2**32)."
+        default=0,
+        description="Seed of random_split's torch.Generator, in [0, 2**32).",
+        json_schema_extra=_SEED,
     )
     stratify: bool = Field(
         default=False,
@@ -75,11 +106,15 @@ class PlanFields(_Request):
         default=None, description="sample_weights only: one weight per dataset sample."
     )
     split: SplitSpec | None = None
-    num_samples: int | None = Field(
+    num_samples: Annotated[int, Field(json_schema_extra={"minimum": 1})] | None = Field(
         default=None, description="Draws per epoch; null: the population size."
     )
     replacement: bool = True
-    seed: int = Field(default=0, description="Base seed in [0, 2**32); epoch e uses seed + e.")
+    seed: int = Field(
+        default=0,
+        description="Base seed in [0, 2**32); epoch e uses seed + e.",
+        json_schema_extra=_SEED,
+    )
     algorithm: Algorithm = "torch"
     label_reduce: LabelReduce | None = Field(
         default=None,
@@ -148,13 +183,18 @@ class PlanCreate(PlanFields):
 
     model_config = ConfigDict(
         json_schema_extra={
+            # Exactly one source: a string dataset_id, or a labels list (null is absent).
+            "oneOf": [
+                {"required": ["dataset_id"], "properties": {"dataset_id": {"type": "string"}}},
+                {"required": ["labels"], "properties": {"labels": {"type": "array"}}},
+            ],
             "examples": [
                 {
                     "labels": [0, 0, 0, 0, 1, 1, 2],
                     "split": {"fractions": [0.7, 0.3], "seed": 42},
                     "seed": 0,
                 }
-            ]
+            ],
         }
     )
 
@@ -163,7 +203,7 @@ class SampleRequest(PlanFields):
     """``POST /v1/sample``: labels and config, plus which stream to return."""
 
     labels: LabelList
-    epoch: int = Field(default=0, ge=0)
+    epoch: int = Field(default=0, ge=0, lt=2**32)
     rank: int = Field(default=0, ge=0)
     world_size: int = Field(default=1, ge=1)
     offset: int = Field(default=0, ge=0)
