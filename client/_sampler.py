@@ -194,7 +194,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             when initialised, else 1, read likewise.
         drop_last: drop the epoch's ragged tail so every rank gets
             ``num_samples // world_size`` indices, as ``DistributedSampler(drop_last=True)``.
-        pad: with ``drop_last=False``, pad the tail by repeating the stream from its
+        pad: unless ``drop_last``, pad the tail by repeating the stream from its
             start, as ``DistributedSampler`` (the default); ``False`` gives rank ``r``
             exactly ``stream[r::world_size]``, so the ranks together see every draw once
             (evaluation), with lengths that differ by at most one.
@@ -247,10 +247,6 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         if api is None and not fallback:
             raise ValueError(
                 "with api=None the sampler draws from its cache: fallback must be True"
-            )
-        if drop_last and not pad:
-            raise ValueError(
-                "drop_last=True drops the ragged tail and pad=False keeps it: choose one"
             )
         if rank is not None:
             _check_int("rank", rank, minimum=0, what="non-negative")

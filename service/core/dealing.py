@@ -13,7 +13,7 @@ NOTE [Dealing]
       ``start + q % m``. Padding repeats positions of the rest only, never one before
       ``start``; with ``start = 0`` this is NOTE [Sharding] in ``streams.py``.
     - ``drop_last`` (``DistributedSampler(drop_last=True)``): the tail is dropped, every
-      rank gets ``m // W`` positions.
+      rank gets ``m // W`` positions (``pad`` is then moot).
     - neither (``pad=False``): nothing repeated, nothing dropped; rank ``r`` gets
       ``ceil((m - r) / W)`` positions, so the ranks' lengths differ by at most one and
       their union is the rest exactly once (exactly-once evaluation).
@@ -68,8 +68,6 @@ def dealt_positions(
     return positions
 
 
-def global_position(
-    num_samples: int, start: int, world_size: int, position: int
-) -> int:
+def global_position(num_samples: int, start: int, world_size: int, position: int) -> int:
     """The global position reached when every rank has handed out ``position`` of a deal."""
     return min(num_samples, start + position * world_size)

@@ -108,10 +108,6 @@ class StreamRequest:
             raise InvalidStreamRequest(
                 f"start should be a non-negative integer, but got start={self.start}"
             )
-        if self.drop_last and not self.pad:
-            raise InvalidStreamRequest(
-                "drop_last=true drops the ragged tail and pad=false keeps it: choose one"
-            )
 
     def length(self, num_samples: int) -> int:
         """How many indices the rank's stream has (its whole length, not the page's)."""

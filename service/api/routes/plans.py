@@ -51,7 +51,10 @@ PadQuery = Annotated[
 ]
 DropLastQuery = Annotated[
     bool,
-    Query(description="Drop the ragged tail, as DistributedSampler(drop_last=True)."),
+    Query(
+        description="Drop the ragged tail, as DistributedSampler(drop_last=True) (then `pad` "
+        "does not matter)."
+    ),
 ]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
