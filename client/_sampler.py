@@ -76,6 +76,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -152,6 +153,37 @@ def _distributed_world(rank: int | None, world_size: int | None) -> tuple[int, i
             f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
         )
     return rank, world_size
+
+
+# NOTE [Samplers that others re-shard]
+#     Hugging Face Accelerate's ``prepare()`` deals the batches of every process's loader
+#     round-robin over the processes itself (``BatchSamplerShard``), whatever the sampler.
+#     A sampler that also shards by the process group would hand each process a quarter of
+#     the epoch, silently. Accelerate gives the sampler no sign of it but the call: so when
+#     the world size comes from the process group, the first frames above ``iter()`` are
+#     checked for Accelerate's batch sampler (a few frames, once per epoch), and the user
+#     is told to pass ``world_size=1`` (every process draws the whole epoch, Accelerate
+#     deals it).
+_RESHARDERS = (("accelerate.data_loader", "BatchSamplerShard"),)
+
+
+def _refuse_resharding(world_size: int) -> None:
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return
+        owner = frame.f_locals.get("self")
+        kind = type(owner)
+        if (kind.__module__, kind.__name__) in _RESHARDERS:
+            raise RuntimeError(
+                f"{kind.__module__}.{kind.__name__} deals this loader's batches over the "
+                f"{world_size} processes itself, and this sampler shards by the process group "
+                "too: each process would get a fraction of its shard. Build the sampler with "
+                "world_size=1, rank=0: every process draws the whole epoch and Accelerate "
+                "deals it"
+            )
+        frame = frame.f_back
+    return
 
 
 def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
@@ -435,6 +467,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 f"in a process group of world_size={world_size}: build a sampler in each "
                 "process (or pass world_size), so that no rank gets a different stream"
             )
+        if self._world_size_arg is None and world_size > 1:
+            _refuse_resharding(world_size)
         self._used_world_size = world_size
         start, position = self._resume_point(rank, world_size)
         self._resume = None
