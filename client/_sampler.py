@@ -309,9 +309,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._offline: OfflineStream | None = None
         self._offline_lock = threading.Lock()
         self.plan = self._load_plan()
-        # DistributedSampler's remaining attributes: the draw is random (but for a
-        # sequential plan), seeded by the plan.
-        self.shuffle = self.plan.config.get("order", "random") != "sequential"
+        # DistributedSampler's remaining attributes: the draw is random, seeded by the plan.
+        self.shuffle = True
         self.seed = int(self.plan.config.get("seed", 0))
 
     # -- pickling (NOTE [Ranks, trainers and pickling]) -------------------------------------

@@ -186,3 +186,19 @@ def test_uneven_progress_resumes_from_the_slowest_rank(
     resumed = RemoteWeightedSampler(plan.id, client, rank=0, world_size=1)
     resumed.load_state_dict({**states[0], "global_position": slowest})
     assert list(resumed) == _stream(dataset, 0)[18:]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 8])
+def test_evaluation_plan_visits_every_sample_exactly_once(
+    client: SamplePlanClient, world_size: int
+) -> None:
+    """strategy uniform without replacement: a permutation of the population, unpadded."""
+    labels = [i % 4 for i in range(101)]  # 101: not a multiple of any world size here
+    plan = client.create_plan(labels=labels, strategy="uniform", replacement=False, seed=3)
+    permutation = reference.weighted_stream([1.0] * 101, 101, replacement=False, seed=3)
+    shares = [
+        list(RemoteWeightedSampler(plan.id, client, rank=r, world_size=world_size, pad=False))
+        for r in range(world_size)
+    ]
+    assert sorted(x for share in shares for x in share) == list(range(101))
+    assert shares == [permutation[r::world_size] for r in range(world_size)]
