@@ -1,10 +1,10 @@
-"""A tiny Lightning job on a RemoteWeightedSampler, run as its own program by the tests.
+"""The README's Lightning snippet on a tiny model, run as its own program by the tests.
 
-``python lightning_script.py URL PLAN_ID OUT STRATEGY``: trains 3 epochs with
-``Trainer(strategy=STRATEGY, devices=2, accelerator="cpu")`` and Lightning's defaults for
-everything that touches data (``use_distributed_sampler=True``), and writes the indices
-each rank trained on in each epoch to ``OUT/rank{r}-epoch{e}.json``. ``ddp`` re-runs this
-file for rank 1; ``ddp_spawn`` pickles the loader (and the sampler in it) into 2 processes.
+``python lightning_script.py URL PLAN_ID OUT STRATEGY`` runs the snippet (3 epochs of
+``Trainer(strategy=STRATEGY, devices=2, accelerator="cpu")`` with Lightning's defaults,
+``use_distributed_sampler=True`` among them), and the model writes the indices each rank
+trained on in each epoch to ``OUT/rank{r}-epoch{e}.json``. ``ddp`` re-runs this file for
+rank 1; ``ddp_spawn`` pickles the loader (and the sampler in it) into 2 processes.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from client import RemoteWeightedSampler, SamplePlanClient
+from client import SamplePlanClient
+from tests.client.readme_blocks import python_blocks
 
 EPOCHS = 3
 
@@ -56,21 +57,18 @@ class Tiny(L.LightningModule):
 
 
 def main(url: str, plan_id: str, out: str, strategy: str) -> None:
+    """Run the README's Lightning snippet as written, but for the strategy under test."""
+    (snippet,) = python_blocks("### Lightning")
+    assert 'strategy="ddp"' in snippet and f"max_epochs={EPOCHS}" in snippet
     api = SamplePlanClient(url)
-    # Built before Lightning starts the process group: ranks are read at iter().
-    sampler = RemoteWeightedSampler(plan_id, api)
-    loader = DataLoader(Positions(sampler.plan.population_size), batch_size=8, sampler=sampler)
-    trainer = L.Trainer(
-        strategy=strategy,
-        devices=2,
-        accelerator="cpu",
-        max_epochs=EPOCHS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(Tiny(out), train_dataloaders=loader)
+    plan = api.get_plan(plan_id)
+    namespace = {
+        "api": api,
+        "plan": plan,
+        "train_subset": Positions(plan.population_size),
+        "model": Tiny(out),
+    }
+    exec(snippet.replace('strategy="ddp"', f'strategy="{strategy}"'), namespace)
 
 
 if __name__ == "__main__":
