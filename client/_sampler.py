@@ -80,6 +80,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -168,7 +169,7 @@ _RESHARDERS = (("accelerate.data_loader", "BatchSamplerShard"),)
 
 
 def _refuse_resharding(world_size: int) -> None:
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(8):
         if frame is None:
             return

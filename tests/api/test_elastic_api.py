@@ -25,7 +25,9 @@ def _stream(epoch: int) -> list[int]:
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_a_resumed_deal_over_three_ranks(module_api: TestClient, plan_id: str, binary: bool) -> None:
+def test_a_resumed_deal_over_three_ranks(
+    module_api: TestClient, plan_id: str, binary: bool
+) -> None:
     stream = _stream(2)
     rest = stream[17:]
     for rank in range(3):
@@ -56,7 +58,8 @@ def test_unpadded_and_dropped_tails(module_api: TestClient, plan_id: str) -> Non
     assert dropped["indices"] == stream[2:39:3] and dropped["length"] == 13
     # A page of a resumed, unpadded deal.
     page = module_api.get(
-        url, params={"rank": 1, "world_size": 2, "start": 5, "pad": "false", "offset": 3, "limit": 4}
+        url,
+        params={"rank": 1, "world_size": 2, "start": 5, "pad": "false", "offset": 3, "limit": 4},
     ).json()
     assert page["indices"] == stream[5:][1::2][3:7]
 
@@ -82,4 +85,6 @@ def test_bad_starts_are_422(
     assert response.headers["content-type"].startswith("application/problem+json")
     assert detail in response.json()["detail"]
     # The end of the epoch is a valid start: nothing is left.
-    assert module_api.get(f"/v1/plans/{plan_id}/indices", params={"start": 40}).json()["indices"] == []
+    assert (
+        module_api.get(f"/v1/plans/{plan_id}/indices", params={"start": 40}).json()["indices"] == []
+    )

@@ -13,7 +13,7 @@ def section(heading: str) -> str:
     text = README.read_text()
     level = heading.split(" ", 1)[0]
     start = text.index(f"\n{heading}\n") + len(heading) + 2
-    ends = [m.start() for m in re.finditer(r"\n#{2,%d} " % len(level), text[start:])]
+    ends = [m.start() for m in re.finditer(rf"\n#{{2,{len(level)}}} ", text[start:])]
     return text[start : start + ends[0]] if ends else text[start:]
 
 

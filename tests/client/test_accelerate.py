@@ -14,7 +14,7 @@ from tests.conftest import LiveServer, free_port
 
 pytest.importorskip("accelerate")
 
-from tests.client.accelerate_rank import BATCH, EPOCHS, WORLD_SIZE, process_main  # noqa: E402
+from tests.client.accelerate_rank import BATCH, EPOCHS, WORLD_SIZE, process_main
 
 N = 100  # 12.5 batches of 8: the last batch is short and the processes' counts differ
 

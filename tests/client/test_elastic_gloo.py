@@ -30,7 +30,14 @@ def test_three_ranks_checkpoint_two_ranks_finish_the_epoch(
     for world_size in (3, 2):
         mp.spawn(
             rank_main,
-            args=(world_size, live_server.url, plan.id, free_port(), str(tmp_path), str(private_cache)),
+            args=(
+                world_size,
+                live_server.url,
+                plan.id,
+                free_port(),
+                str(tmp_path),
+                str(private_cache),
+            ),
             nprocs=world_size,
             join=True,
         )

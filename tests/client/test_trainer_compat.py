@@ -141,7 +141,9 @@ def test_ranks_are_read_at_iter_not_at_construction(
 def test_elastic_resume_in_process(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
     """Three ranks take 10 indices each; two ranks deal the rest; then eight."""
     stream = _stream(dataset, 5)
-    first = [RemoteWeightedSampler(plan.id, client, epoch=5, rank=r, world_size=3) for r in range(3)]
+    first = [
+        RemoteWeightedSampler(plan.id, client, epoch=5, rank=r, world_size=3) for r in range(3)
+    ]
     iterators = [iter(s) for s in first]
     consumed = [[next(it) for _ in range(10)] for it in iterators]
     state = first[0].state_dict()
@@ -177,7 +179,7 @@ def test_uneven_progress_resumes_from_the_slowest_rank(
 ) -> None:
     samplers = [RemoteWeightedSampler(plan.id, client, rank=r, world_size=2) for r in range(2)]
     iterators = [iter(s) for s in samplers]
-    for steps, it in zip((12, 9), iterators):
+    for steps, it in zip((12, 9), iterators, strict=True):
         for _ in range(steps):
             next(it)
     states: list[dict[str, Any]] = [s.state_dict() for s in samplers]
