@@ -204,3 +204,23 @@ def test_evaluation_plan_visits_every_sample_exactly_once(
     ]
     assert sorted(x for share in shares for x in share) == list(range(101))
     assert shares == [permutation[r::world_size] for r in range(world_size)]
+
+
+def test_elastic_resume_offline_deals_as_the_service(
+    client: SamplePlanClient, plan: Plan, dataset: Items
+) -> None:
+    RemoteWeightedSampler(plan.id, client)  # fills the cache
+    stream = _stream(dataset, 4)
+    state = {"plan_id": plan.id, "epoch": 4, "position": 9, "world_size": 4}
+    for pad in (True, False):
+        shares = []
+        for rank in range(3):
+            offline = RemoteWeightedSampler(plan.id, None, rank=rank, world_size=3, pad=pad)
+            offline.load_state_dict(state)
+            shares.append(list(offline))
+            online = client.indices(plan.id, epoch=4, rank=rank, world_size=3, start=36, pad=pad)
+            assert shares[-1] == online.tolist()
+        if pad:
+            assert shares == [reference.distributed_shard(stream[36:], r, 3) for r in range(3)]
+        else:
+            assert shares == [stream[36 + r :: 3] for r in range(3)]

@@ -187,7 +187,8 @@ def get_weights(
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank, world size or page, or a page over `max_page`.",
+            "description": "Bad epoch, rank, world size, start or page, or a page over "
+            "`max_page`.",
         },
     },
 )
@@ -273,7 +274,7 @@ for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indic
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank or world size, or a stream longer than "
+            "description": "Bad epoch, rank, world size or start, or a stream longer than "
             "SAMPLEPLAN_MAX_NUM_SAMPLES.",
         },
     },
