@@ -25,27 +25,36 @@ def rank_main(
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-    )
-    try:
-        with SamplePlanClient(url, retries=2, backoff=0.05) as api:
-            sampler = RemoteWeightedSampler(plan_id, api, chunk_size=16, cache_dir=cache)
+    with SamplePlanClient(url, retries=2, backoff=0.05) as api:
+        # Both built before the process group exists: ranks are read when they iterate.
+        sampler = RemoteWeightedSampler(plan_id, api, chunk_size=16, cache_dir=cache)
+        early = RemoteWeightedSampler(plan_id, api, chunk_size=16, cache_dir=cache)
+        next(iter(early))  # deals to a world of one
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+        )
+        try:
+            refused = ""
+            try:
+                iter(early)
+            except RuntimeError as exc:
+                refused = str(exc)
+            assert (sampler.rank, sampler.world_size) == (rank, world_size)
             positions = list(range(sampler.plan.population_size))
             loader = StatefulDataLoader(positions, batch_size=BATCH, sampler=sampler)
             checkpoint = Path(out, "checkpoint.json")
+            sampler.set_epoch(EPOCH)
             if world_size == 3:
-                sampler.set_epoch(EPOCH)
                 iterator = iter(loader)
                 batches = [next(iterator) for _ in range(len(loader) // 2)]
                 if rank == 0:
                     checkpoint.write_text(json.dumps(loader.state_dict()))
             else:
-                sampler.set_epoch(EPOCH)
                 loader.load_state_dict(json.loads(checkpoint.read_text()))
                 batches = list(loader)
-        seen = torch.cat(batches).tolist() if batches else []
-        Path(out, f"phase{world_size}-rank{rank}.json").write_text(json.dumps(seen))
-        dist.barrier()  # leave together (a lone teardown can abort the peer at exit)
-    finally:
-        dist.destroy_process_group()
+            seen = torch.cat(batches).tolist() if batches else []
+            result = {"seen": seen, "refused": refused}
+            Path(out, f"phase{world_size}-rank{rank}.json").write_text(json.dumps(result))
+            dist.barrier()  # leave together (a lone teardown can abort the peer at exit)
+        finally:
+            dist.destroy_process_group()

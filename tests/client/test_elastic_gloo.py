@@ -42,10 +42,18 @@ def test_three_ranks_checkpoint_two_ranks_finish_the_epoch(
             join=True,
         )
     stream = classic_stream(dataset, EPOCH, num_samples=N)
-    phase = {
+    results = {
         w: [json.loads((tmp_path / f"phase{w}-rank{r}.json").read_text()) for r in range(w)]
         for w in (3, 2)
     }
+    phase = {w: [result["seen"] for result in results[w]] for w in (3, 2)}
+    # A sampler that dealt to a world of one before the group existed refuses the group.
+    for w in (3, 2):
+        for result in results[w]:
+            assert (
+                f"dealt epochs to world_size=1 and now runs in a process group of world_size={w}"
+                in result["refused"]
+            )
     # 3 ranks of ceil(131 / 3) = 44 took 22 each (11 batches of 2): the epoch's first 66.
     assert [len(s) for s in phase[3]] == [22, 22, 22]
     assert sorted(x for s in phase[3] for x in s) == sorted(stream[:66])
