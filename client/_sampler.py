@@ -184,7 +184,6 @@ def _refuse_resharding(world_size: int) -> None:
                 "deals it"
             )
         frame = frame.f_back
-    return
 
 
 def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:

@@ -132,8 +132,9 @@ def test_ranks_are_read_at_iter_not_at_construction(
         assert list(sampler) == _stream(dataset, 0)  # a group of one: the same epoch
     finally:
         dist.destroy_process_group()
-    # A group of another size after the sampler has dealt to one: refused, not re-dealt.
-    sampler._world_size_arg = 2  # what a two-process group would report
+    # A group of another size after the sampler has dealt to one: refused, not re-dealt
+    # (with real process groups in test_elastic_gloo.py; here the size is set by hand).
+    sampler._world_size_arg = 2
     with pytest.raises(RuntimeError, match="dealt epochs to world_size=1 and now runs"):
         iter(sampler)
 
