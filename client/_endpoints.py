@@ -226,6 +226,9 @@ def indices(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     params: dict[str, Any] = {
         "epoch": epoch,
@@ -236,6 +239,13 @@ def indices(
     }
     if limit is not None:
         params["limit"] = limit
+    # Sent only when not at their defaults: the request of a plain page stays as it was.
+    if start:
+        params["start"] = start
+    if not pad:
+        params["pad"] = "false"
+    if drop_last:
+        params["drop_last"] = "true"
     return _array_call(f"/v1/plans/{_segment(plan_id)}/indices", _INDICES, binary, params)
 
 

@@ -347,7 +347,7 @@ def summarize_stream(
     ranges (``torch`` without replacement, at most 2**24 draws, or a single draw) has its
     epoch drawn once and cut, rather than drawn again for every chunk.
     """
-    length = plan.rank_length(request.world_size)
+    length = request.length(plan.num_samples)
     counts = np.zeros(plan.num_classes, dtype=np.int64)
     digest = hashlib.sha256()
     epoch_stream = None if plan.draws_by_range else plan.draw_epoch(request.epoch)
