@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
 from service.core.plan import Algorithm, PlanConfig
+from service.core.schedules import schedule_from_json
 from service.core.splitting import Split
 from service.core.streams import Space, StreamRequest
 from service.core.weighting import Strategy, weights_from_list
@@ -71,6 +72,17 @@ class PlanFields(_Request):
     replacement: bool = True
     seed: int = Field(default=0, description="Base seed in [0, 2**32); epoch e uses seed + e.")
     algorithm: Algorithm = "torch"
+    schedule: dict[str, Any] | None = Field(
+        default=None,
+        description="Weights as a function of the epoch (strategy left at its default): "
+        '`{"kind": "power", "start": 0.0, "end": 1.0, "epochs": 10}` gives class weight '
+        "`count ** -p(e)`, `p(e) = start + (end - start) * min(e, epochs) / epochs`; "
+        '`{"kind": "dynamic_balance", "lambda": 0.9, "max_d": null}` gives catalyst\'s '
+        "DynamicBalanceClassSampler quotas `int(min(D_c ** lambda ** e, max_d) * n_min)` as "
+        "weights `quota_c / n_c` (num_samples null: the sum of the quotas). null: the same "
+        "weights every epoch.",
+        examples=[{"kind": "power", "start": 0.0, "end": 1.0, "epochs": 10}],
+    )
 
     def to_config(self) -> PlanConfig:
         """The core's validated config (raises the core's 4xx errors)."""
@@ -91,6 +103,7 @@ class PlanFields(_Request):
             replacement=self.replacement,
             seed=self.seed,
             algorithm=self.algorithm,
+            schedule=schedule_from_json(self.schedule),
         )
 
 
@@ -217,8 +230,13 @@ class PlanOut(BaseModel):
     id: str = Field(description="SHA-256 of the dataset id and the canonical config.")
     dataset_id: str
     config: dict[str, Any] = Field(description="The canonical config, every default filled in.")
+    epoch: int = Field(
+        default=0,
+        description="The epoch the class table and num_samples describe (they change with "
+        "the epoch only for a plan with a schedule).",
+    )
     population_size: int = Field(description="Samples drawn from: the training part when split.")
-    num_samples: int = Field(description="Draws per epoch.")
+    num_samples: int = Field(description="Draws in the epoch.")
     classes: list[ClassRow] = Field(
         description="The class table, classes in canonical (sorted) order."
     )
@@ -268,6 +286,7 @@ class WeightsOut(BaseModel):
     """``GET /v1/plans/{plan_id}/weights`` as JSON (written directly, without this model)."""
 
     plan_id: str
+    epoch: int = Field(description="The epoch these weights are drawn with.")
     length: int = Field(description="Population size: one weight per population position.")
     weights: list[float]
 
