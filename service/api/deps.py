@@ -8,11 +8,17 @@ from fastapi import Depends, Request
 
 from service.catalog import Catalog
 from service.config import Settings
+from service.run_catalog import RunCatalog
 
 
 def get_catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
+
+
+def get_run_catalog(request: Request) -> RunCatalog:
+    runs: RunCatalog = request.app.state.runs
+    return runs
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -21,4 +27,5 @@ def get_app_settings(request: Request) -> Settings:
 
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+RunCatalogDep = Annotated[RunCatalog, Depends(get_run_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

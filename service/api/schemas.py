@@ -304,6 +304,22 @@ class IndicesOut(BaseModel):
     indices: list[int] = Field(description="The page: positions in the population (or dataset).")
 
 
+class RunWeightsOut(BaseModel):
+    """``GET /v1/runs/{run_id}/weights`` as JSON (written directly, without this model)."""
+
+    run_id: str
+    plan_id: str
+    epoch: int
+    length: int
+    weights: list[float]
+
+
+class RunIndicesOut(IndicesOut):
+    """``GET /v1/runs/{run_id}/indices`` as JSON (written directly, without this model)."""
+
+    run_id: str
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, the body of every error response."""
 
@@ -313,3 +329,37 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+class RunCreate(_Request):
+    """``PUT /v1/runs/{run_id}``: the plan the run draws from."""
+
+    plan_id: str = Field(description="The plan whose weights epoch 0 of the run uses.")
+
+
+class RunUpdateIn(_Request):
+    """One sparse update of a run's weights, sent during epoch ``epoch``.
+
+    It changes the weights of epoch ``epoch + 1`` and later. Updates of one epoch apply in
+    the order ``(step, rank, arrival within that rank)``.
+    """
+
+    epoch: int = Field(ge=0, description="The epoch during which the update is sent.")
+    rank: int = Field(default=0, ge=0, description="The sending rank.")
+    step: int = Field(default=0, ge=0, description="The training step (orders updates).")
+    op: str = Field(
+        description="`set` (w = v), `mul` (w = w * v) or `ema` (w = (1 - alpha) w + alpha v)."
+    )
+    alpha: float | None = Field(default=None, description="`ema` only: in (0, 1].")
+    indices: SkipValidation[list[int]] = Field(description="Population positions.")
+    values: SkipValidation[list[float]] = Field(description="One value per index.")
+
+
+class RunOut(BaseModel):
+    id: str
+    plan_id: str
+    frozen_epochs: list[int] = Field(
+        description="Epochs that have been served: their weights never change again."
+    )
+    updates: int = Field(description="Updates accepted so far.")
+    created_at: str

@@ -32,7 +32,7 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from service.core.weighting import check_weights
+from service.core.weighting import check_weights, weights_from_list
 from service.errors import InvalidRunUpdate, InvalidWeights
 
 __all__ = ["RUN_ID_PATTERN", "RunUpdate", "UpdateOp", "apply_updates", "check_run_id"]
@@ -165,8 +165,10 @@ def apply_updates(
     Raises :class:`InvalidRunUpdate` when the result cannot be drawn from.
     """
     out = np.array(weights, dtype=np.float64, copy=True)
-    for update in sorted(updates, key=lambda u: u.order):
-        apply_update(out, update)
+    # An overflow to inf is caught below, by the check of the result.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for update in sorted(updates, key=lambda u: u.order):
+            apply_update(out, update)
     check_result(out, num_samples=num_samples, replacement=replacement)
     return out
 
@@ -185,3 +187,27 @@ def check_result(weights: Float64Array, *, num_samples: int, replacement: bool) 
                 f"the plan draws {num_samples} distinct samples per epoch without replacement, "
                 f"but the update would leave only {positive} with a positive weight"
             )
+
+
+def indices_from_list(values: object) -> Int64Array:
+    """Population positions from a JSON-like list of integers (booleans and floats refused)."""
+    if not isinstance(values, list | tuple):
+        raise InvalidRunUpdate(f"indices must be a list of integers, got {type(values).__name__}")
+    bad = next((i for i, v in enumerate(values) if type(v) is not int), None)
+    if bad is not None:
+        value = values[bad]
+        raise InvalidRunUpdate(
+            f"indices must be integers; indices[{bad}] is a {type(value).__name__} ({value!r:.40})"
+        )
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError as exc:
+        raise InvalidRunUpdate("indices must fit in int64") from exc
+
+
+def values_from_list(values: object) -> Float64Array:
+    """Update values from a JSON-like list of numbers."""
+    try:
+        return weights_from_list(values)
+    except InvalidWeights as exc:
+        raise InvalidRunUpdate(exc.detail.replace("weights", "values")) from exc

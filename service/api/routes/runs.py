@@ -1,0 +1,204 @@
+"""``/v1/runs``: training runs whose weights change between epochs (NOTE [Run updates])."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+
+from service.api.arrays import ArrayMediaType, array_response, array_responses
+from service.api.deps import RunCatalogDep
+from service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
+from service.api.schemas import (
+    Problem,
+    RunCreate,
+    RunIndicesOut,
+    RunOut,
+    RunUpdateIn,
+    RunWeightsOut,
+)
+from service.core.runs import RUN_ID_PATTERN, RunUpdate, indices_from_list, values_from_list
+from service.core.streams import Space, StreamRequest
+from service.errors import InvalidRunUpdate
+from service.run_catalog import RunInfo
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+RunId = Annotated[
+    str,
+    Path(
+        description="The run's id, chosen by the caller: 1 to 128 of A-Z a-z 0-9 . _ -",
+        pattern=f"^{RUN_ID_PATTERN}$",
+    ),
+]
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No run has this id."}
+}
+
+
+def run_out(info: RunInfo) -> RunOut:
+    return RunOut(
+        id=info.id,
+        plan_id=info.plan_id,
+        frozen_epochs=info.frozen_epochs,
+        updates=info.updates,
+        created_at=info.created_at.isoformat(),
+    )
+
+
+@router.put(
+    "/{run_id}",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a run of a plan (idempotent)",
+    description=(
+        "A run draws epoch 0 from its plan's weights and every later epoch from the weights "
+        "its updates made. 201 when created, 200 when it exists for this plan, 409 when it "
+        "exists for another plan. A plan with a schedule cannot back a run (422)."
+    ),
+    responses={
+        200: {"model": RunOut, "description": "The run existed already, for this plan."},
+        404: {"model": Problem, "description": "No plan has this `plan_id`."},
+        409: {"model": Problem, "description": "The run exists for another plan."},
+        422: {"model": Problem, "description": "A bad run id, or a plan with a schedule."},
+    },
+)
+def put_run(
+    run_id: RunId, body: Annotated[RunCreate, Body()], runs: RunCatalogDep, response: Response
+) -> RunOut:
+    info, created = runs.create_run(run_id, body.plan_id)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return run_out(info)
+
+
+@router.get(
+    "/{run_id}",
+    response_model=RunOut,
+    summary="A run: its plan, frozen epochs and number of updates",
+    responses=_NOT_FOUND,
+)
+def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
+    return run_out(runs.get_run(run_id))
+
+
+@router.post(
+    "/{run_id}/updates",
+    response_model=RunOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Update some sample weights from epoch `epoch` on",
+    description=(
+        "A sparse update sent during epoch `epoch` changes the weights of epoch `epoch + 1` "
+        "and later. The updates of one epoch apply in the order (step, rank, arrival within "
+        "that rank): `set` (the last wins), `mul`, `ema` (`w = (1 - alpha) * w + alpha * v`). "
+        "409 when epoch `epoch + 1` has already been served (frozen): nothing is changed, "
+        "so no update is lost silently. 422 when the update, or the weights it would leave, "
+        "are invalid (not finite, negative, all zero): nothing is stored."
+    ),
+    responses={
+        **_NOT_FOUND,
+        409: {"model": Problem, "description": "The epoch this update would change is frozen."},
+        422: {"model": Problem, "description": "A bad update."},
+    },
+)
+def post_update(run_id: RunId, body: Annotated[RunUpdateIn, Body()], runs: RunCatalogDep) -> RunOut:
+    if body.op not in ("set", "mul", "ema"):
+        raise InvalidRunUpdate(f"op should be 'set', 'mul' or 'ema', but got op={body.op!r:.40}")
+    update = RunUpdate(
+        epoch=body.epoch,
+        rank=body.rank,
+        step=body.step,
+        op=body.op,  # type: ignore[arg-type]  # checked just above
+        alpha=body.alpha,
+        indices=indices_from_list(body.indices),
+        values=values_from_list(body.values),
+    )
+    return run_out(runs.add_update(run_id, update))
+
+
+WeightsEpochQuery = Annotated[
+    int, Query(ge=0, lt=2**32, description="The epoch; reading it freezes its weights.")
+]
+
+
+@router.get(
+    "/{run_id}/weights",
+    summary="The weights epoch `epoch` of the run draws from (freezes the epoch)",
+    responses={
+        **array_responses("The weights", "<f8", {}, RunWeightsOut),
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "More weights than `max_page`."},
+    },
+)
+def get_run_weights(
+    run_id: RunId,
+    runs: RunCatalogDep,
+    media_type: ArrayMediaType,
+    epoch: WeightsEpochQuery = 0,
+) -> Response:
+    plan, weights = runs.weights(run_id, epoch)
+    return array_response(
+        media_type,
+        weights,
+        meta={
+            "run_id": run_id,
+            "plan_id": plan.id,
+            "epoch": epoch,
+            "length": int(weights.shape[0]),
+        },
+        key="weights",
+    )
+
+
+@router.get(
+    "/{run_id}/indices",
+    summary="A page of a rank's index stream of the run for an epoch (freezes the epoch)",
+    description=(
+        "Exactly the plan's stream definition (WeightedRandomSampler for algorithm `torch`, "
+        "sharded as DistributedSampler, paged) drawn from the run's weights of the epoch."
+    ),
+    responses={
+        **array_responses("The page of indices", "<i8", {}, RunIndicesOut),
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
+    },
+)
+def get_run_indices(
+    run_id: RunId,
+    runs: RunCatalogDep,
+    media_type: ArrayMediaType,
+    request: Request,
+    epoch: EpochQuery = 0,
+    rank: RankQuery = 0,
+    world_size: WorldSizeQuery = 1,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=0)] = None,
+    space: Annotated[Space, Query()] = "population",
+) -> Response:
+    stream_request = StreamRequest(
+        epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+    )
+    prepared, indices = runs.indices(run_id, stream_request)
+    _, plan = runs.plan_of(run_id)
+    stream_length = prepared.rank_length(world_size)
+    return array_response(
+        media_type,
+        indices,
+        meta={
+            "run_id": run_id,
+            "plan_id": plan.id,
+            "epoch": epoch,
+            "rank": rank,
+            "world_size": world_size,
+            "offset": offset,
+            "length": stream_length,
+            "space": space,
+        },
+        key="indices",
+        headers={
+            "X-Sampleplan-Stream-Length": str(stream_length),
+            "X-Sampleplan-Offset": str(offset),
+        },
+        head_only=request.method == "HEAD",
+    )
