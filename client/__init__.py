@@ -21,7 +21,7 @@ from client._exceptions import (
     TimeoutError,
     TransportError,
 )
-from client._models import ClassRow, Dataset, Plan
+from client._models import ClassRow, Dataset, Plan, Run
 from client._retry import RetryPolicy
 from client._sampler import RemoteWeightedSampler
 
@@ -37,6 +37,7 @@ __all__ = [
     "PlanCache",
     "RemoteWeightedSampler",
     "RetryPolicy",
+    "Run",
     "SamplePlanClient",
     "SamplePlanError",
     "ServerError",

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
-from client._models import Dataset, Plan
+from client._models import Dataset, Plan, Run
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -130,8 +130,11 @@ def create_plan(
     )
 
 
-def get_plan(plan_id: str) -> Call[Plan]:
-    return Call("GET", f"/v1/plans/{_segment(plan_id)}", lambda r: Plan.from_json(r.json()))
+def get_plan(plan_id: str, epoch: int | None = None) -> Call[Plan]:
+    params = None if epoch is None else {"epoch": epoch}
+    return Call(
+        "GET", f"/v1/plans/{_segment(plan_id)}", lambda r: Plan.from_json(r.json()), params=params
+    )
 
 
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
@@ -152,8 +155,11 @@ def _array_call(
     )
 
 
-def weights(plan_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.float64]]:
-    return _array_call(f"/v1/plans/{_segment(plan_id)}/weights", _WEIGHTS, binary)
+def weights(
+    plan_id: str, *, epoch: int | None = None, binary: bool = True
+) -> Call[npt.NDArray[np.float64]]:
+    params = None if epoch is None else {"epoch": epoch}
+    return _array_call(f"/v1/plans/{_segment(plan_id)}/weights", _WEIGHTS, binary, params)
 
 
 def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
@@ -162,6 +168,93 @@ def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]
 
 def indices(
     plan_id: str,
+    *,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    offset: int,
+    limit: int | None,
+    space: str,
+    binary: bool = True,
+) -> Call[npt.NDArray[np.int64]]:
+    return _stream(
+        f"/v1/plans/{_segment(plan_id)}/indices",
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        binary=binary,
+    )
+
+
+def _run(response: httpx.Response) -> Run:
+    return Run.from_json(response.json())
+
+
+def create_run(run_id: str, plan_id: str) -> Call[Run]:
+    return Call("PUT", f"/v1/runs/{_segment(run_id)}", _run, json={"plan_id": plan_id})
+
+
+def get_run(run_id: str) -> Call[Run]:
+    return Call("GET", f"/v1/runs/{_segment(run_id)}", _run)
+
+
+def update_weights(
+    run_id: str,
+    indices: npt.ArrayLike,
+    values: npt.ArrayLike,
+    *,
+    epoch: int,
+    rank: int,
+    step: int,
+    op: str,
+    alpha: float | None,
+) -> Call[Run]:
+    body: dict[str, Any] = {
+        "epoch": epoch,
+        "rank": rank,
+        "step": step,
+        "op": op,
+        "indices": np.asarray(indices, dtype=np.int64).reshape(-1).tolist(),
+        # float64 end to end: the weights an epoch draws from are exact.
+        "values": np.asarray(values, dtype=np.float64).reshape(-1).tolist(),
+    }
+    if alpha is not None:
+        body["alpha"] = alpha
+    return Call("POST", f"/v1/runs/{_segment(run_id)}/updates", _run, json=body)
+
+
+def run_weights(run_id: str, *, epoch: int, binary: bool = True) -> Call[npt.NDArray[np.float64]]:
+    return _array_call(f"/v1/runs/{_segment(run_id)}/weights", _WEIGHTS, binary, {"epoch": epoch})
+
+
+def run_indices(
+    run_id: str,
+    *,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    offset: int,
+    limit: int | None,
+    space: str,
+    binary: bool = True,
+) -> Call[npt.NDArray[np.int64]]:
+    return _stream(
+        f"/v1/runs/{_segment(run_id)}/indices",
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        binary=binary,
+    )
+
+
+def _stream(
+    path: str,
     *,
     epoch: int,
     rank: int,
@@ -180,7 +273,7 @@ def indices(
     }
     if limit is not None:
         params["limit"] = limit
-    return _array_call(f"/v1/plans/{_segment(plan_id)}/indices", _INDICES, binary, params)
+    return _array_call(path, _INDICES, binary, params)
 
 
 def _sample_result(response: httpx.Response) -> dict[str, Any]:

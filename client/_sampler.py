@@ -27,6 +27,23 @@ NOTE [Resumption]
     ``StatefulDataLoader`` (which snapshots the sampler batch by batch) knows the
     consumed position.
 
+NOTE [Runs]
+    With ``run="job-42"`` the sampler draws from that run of the plan (made with
+    ``PUT /v1/runs/job-42`` if new): epoch 0 from the plan's weights, every later epoch
+    from the weights the run's updates made. ``update_weights(indices, values, op=...,
+    alpha=...)`` tags the values with the current epoch, this rank and a step (the number
+    of ``update_weights`` calls so far this epoch), buffers them, and sends them from one
+    background thread in batches of up to ``update_batch_size`` values (consecutive calls
+    with the same ``op`` and ``alpha`` go in one request, under the step of its first
+    call). Batches are cut by count, never by time, so what each rank sends, and hence
+    the next epoch's weights, does not depend on timing. ``set_epoch`` to a new epoch
+    flushes and waits for every send (an error, such as a 409 for an epoch already
+    served, is raised there), then, when ``torch.distributed`` is initialised with
+    several ranks, waits at a barrier so that no rank reads the next epoch (which freezes
+    it) before every rank's updates are in. A run's weights live in the service: a run
+    has no offline fallback. ``state_dict`` carries the run, so a restored job continues
+    the same run.
+
 NOTE [Offline fallback]
     At construction the plan, its dataset's size and its weights (and, for
     ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
@@ -44,6 +61,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
@@ -64,6 +82,7 @@ from client._exceptions import (
 )
 from client._models import Plan
 from client._offline import OfflineStream
+from service.core.schedules import schedule_from_json
 from service.core.streams import Space, rank_length
 
 __all__ = ["RemoteWeightedSampler"]
@@ -79,6 +98,42 @@ DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_MAX_CHUNK_SIZE = 1 << 20
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
+
+#: Values per update request the sampler's ``update_weights`` sends at most.
+DEFAULT_UPDATE_BATCH_SIZE = 1 << 16
+
+
+class _UpdateSender:
+    """Sends a run's updates, in order, from one daemon thread; remembers the first error."""
+
+    def __init__(self, api: SamplePlanClient, run_id: str) -> None:
+        self.api = api
+        self.run_id = run_id
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sampleplan-updates", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is not None and self._error is None:
+                    self.api.update_weights(self.run_id, **item)
+            except BaseException as exc:  # raised to the trainer at the next flush
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def send(self, item: dict[str, Any]) -> None:
+        self._queue.put(item)
+
+    def wait(self) -> None:
+        """Block until everything queued is sent; raise the first error, once."""
+        self._queue.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 class _Prefetch(Generic[T]):
@@ -151,6 +206,9 @@ class RemoteWeightedSampler(Sampler[int]):
             ``~/.cache/sampleplan``.
         fallback: cache the plan and draw locally when the service is unreachable. With
             ``False`` nothing is written to disk and errors surface as they come.
+        run: draw from this run of the plan (created if new), whose weights
+            :meth:`update_weights` changes between epochs; see NOTE [Runs].
+        update_batch_size: the most values :meth:`update_weights` sends per request.
 
     Raises:
         ValueError: bad arguments, in ``torch.utils.data``'s words.
@@ -172,6 +230,8 @@ class RemoteWeightedSampler(Sampler[int]):
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         cache_dir: str | os.PathLike[str] | None = None,
         fallback: bool = True,
+        run: str | None = None,
+        update_batch_size: int = DEFAULT_UPDATE_BATCH_SIZE,
     ) -> None:
         plan_id = plan.id if isinstance(plan, Plan) else plan
         if not isinstance(plan_id, str) or not plan_id:
@@ -186,6 +246,12 @@ class RemoteWeightedSampler(Sampler[int]):
             raise ValueError(
                 "with api=None the sampler draws from its cache: fallback must be True"
             )
+        if run is not None:
+            if not isinstance(run, str) or not run:
+                raise ValueError(f"run should be a run id (a non-empty str), but got run={run!r}")
+            if api is None:
+                raise ValueError("a run's weights live in the service: run needs an api")
+        _check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
         rank, world_size = _distributed_default(rank, world_size)
         _check_int("world_size", world_size, minimum=1, what="positive")
         _check_int("rank", rank, minimum=0, what="non-negative")
@@ -208,7 +274,20 @@ class RemoteWeightedSampler(Sampler[int]):
         self._resume_pending = False
         self._offline: OfflineStream | None = None
         self._offline_lock = threading.Lock()
+        self.run = run
+        self.update_batch_size = update_batch_size
+        self._updates: list[
+            tuple[str, float | None, int, npt.NDArray[np.int64], npt.NDArray[np.float64]]
+        ] = []
+        self._buffered = 0
+        self._step = 0
+        self._sender: _UpdateSender | None = None
         self.plan = self._load_plan()
+        self._schedule = schedule_from_json(self.plan.config.get("schedule"))
+        if run is not None:
+            assert api is not None
+            api.create_run(run, self.plan.id)
+            self._sender = _UpdateSender(api, run)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -232,7 +311,9 @@ class RemoteWeightedSampler(Sampler[int]):
             weights = api.weights(plan.id)
             # A hierarchical table depends on the population's classes, not only on its
             # weights (NOTE [Offline streams] in client/_offline.py).
-            codes = api.codes(plan.dataset_id) if plan.algorithm == "hierarchical" else None
+            # So does a schedule's: its weights are a function of the class counts.
+            needs_codes = plan.algorithm == "hierarchical" or plan.config.get("schedule")
+            codes = api.codes(plan.dataset_id) if needs_codes else None
         except BadRequestError as exc:
             # The service refuses to send them (more values than its page limit): the
             # sampler works, only without an offline fallback.
@@ -259,8 +340,16 @@ class RemoteWeightedSampler(Sampler[int]):
 
     @property
     def num_samples(self) -> int:
-        """Draws per epoch, over all ranks (the plan's ``num_samples``)."""
-        return self.plan.num_samples
+        """Draws in the current epoch, over all ranks (the plan's ``num_samples``, or with a
+        ``dynamic_balance`` schedule and ``num_samples`` null, the sum of the epoch's quotas)."""
+        return self._num_samples_at(self._epoch)
+
+    def _num_samples_at(self, epoch: int) -> int:
+        if self._schedule is None or self.plan.config.get("num_samples") is not None:
+            return self.plan.num_samples
+        # The schedule is a pure function of the class counts: the same core as the service.
+        counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
+        return self._schedule.num_samples(counts, epoch) or self.plan.population_size
 
     @property
     def epoch(self) -> int:
@@ -268,12 +357,23 @@ class RemoteWeightedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         """This rank's share of an epoch: ``ceil(num_samples / world_size)``."""
-        return rank_length(self.plan.num_samples, self.world_size)
+        return rank_length(self.num_samples, self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
         _check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
+            if self.run is not None:
+                self.flush_updates()
+                if (
+                    self.world_size > 1
+                    and torch.distributed.is_available()
+                    and torch.distributed.is_initialized()
+                ):
+                    # No rank may read (and so freeze) the next epoch before every rank's
+                    # updates of this one are in: see NOTE [Runs].
+                    torch.distributed.barrier()
+                self._step = 0
             self._epoch = epoch
             self._position = 0
             self._resume_pending = False
@@ -304,16 +404,93 @@ class RemoteWeightedSampler(Sampler[int]):
                 self._position += 1
                 yield index
 
+    # -- runs ---------------------------------------------------------------------------------
+
+    def update_weights(
+        self,
+        indices: npt.ArrayLike,
+        values: npt.ArrayLike,
+        *,
+        op: str = "set",
+        alpha: float | None = None,
+    ) -> None:
+        """Change the weights of the next epochs of the run: see NOTE [Runs].
+
+        ``indices`` are population positions (what this sampler yields with
+        ``space="population"``), ``values`` one float per index; ``op`` is ``"set"``,
+        ``"mul"`` or ``"ema"`` (``w = (1 - alpha) * w + alpha * v``, alpha in (0, 1]).
+        Buffered and sent in the background; :meth:`flush_updates` (and ``set_epoch``)
+        waits for them.
+        """
+        if self.run is None:
+            raise ValueError("update_weights needs a run: RemoteWeightedSampler(..., run='job-1')")
+        if op not in ("set", "mul", "ema"):
+            raise ValueError(f"op should be 'set', 'mul' or 'ema', but got op={op!r}")
+        if op == "ema":
+            if alpha is None or not 0.0 < float(alpha) <= 1.0:
+                raise ValueError(f"op 'ema' needs alpha in (0, 1], but got alpha={alpha!r}")
+        elif alpha is not None:
+            raise ValueError(f"alpha only applies to op 'ema', not to op {op!r}")
+        idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
+        val = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        val = val.astype(np.float64, copy=False).reshape(-1)
+        if idx.shape != val.shape:
+            raise ValueError(
+                f"indices and values should have the same length, but got {idx.shape[0]} "
+                f"and {val.shape[0]}"
+            )
+        if self._updates and self._updates[0][:2] != (op, alpha):
+            self._send_buffer()
+        self._updates.append((op, alpha, self._step, idx, val))
+        self._buffered += int(idx.shape[0])
+        self._step += 1
+        if self._buffered >= self.update_batch_size:
+            self._send_buffer()
+
+    def _send_buffer(self) -> None:
+        if not self._updates:
+            return
+        assert self._sender is not None
+        op, alpha, step = self._updates[0][:3]
+        self._sender.send(
+            {
+                "indices": np.concatenate([u[3] for u in self._updates]),
+                "values": np.concatenate([u[4] for u in self._updates]),
+                "epoch": self._epoch,
+                "rank": self.rank,
+                "step": step,
+                "op": op,
+                "alpha": alpha,
+            }
+        )
+        self._updates = []
+        self._buffered = 0
+
+    def flush_updates(self) -> None:
+        """Send every buffered update and wait until the service has them (or raise)."""
+        if self._sender is None:
+            return
+        self._send_buffer()
+        self._sender.wait()
+
     # -- resumption --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """``{"plan_id", "epoch", "position", "world_size"}``; see NOTE [Resumption]."""
-        return {
+        if self.run is not None:
+            # A checkpoint must not hold a position past updates that were never sent.
+            self.flush_updates()
+        state: dict[str, Any] = {
             "plan_id": self.plan_id,
             "epoch": self._epoch,
             "position": self._position,
             "world_size": self.world_size,
         }
+        if self.run is not None:
+            state["run"] = self.run
+            state["update_step"] = self._step
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict``: the next ``iter()`` starts where it stopped."""
@@ -326,6 +503,11 @@ class RemoteWeightedSampler(Sampler[int]):
             raise ValueError(
                 f"state_dict is for plan {state_dict['plan_id']!r}, "
                 f"this sampler draws plan {self.plan_id!r}"
+            )
+        if state_dict.get("run") != self.run:
+            raise ValueError(
+                f"state_dict is for run {state_dict.get('run')!r}, "
+                f"this sampler draws run {self.run!r}"
             )
         if state_dict["world_size"] != self.world_size:
             raise ValueError(
@@ -341,6 +523,10 @@ class RemoteWeightedSampler(Sampler[int]):
         self._epoch = epoch
         self._position = position
         self._resume_pending = True
+        if self.run is not None:
+            self._step = _check_int(
+                "update_step", state_dict.get("update_step", 0), minimum=0, what="non-negative"
+            )
 
     def __repr__(self) -> str:
         return (
@@ -367,6 +553,10 @@ class _ChunkFetcher:
             "limit": limit,
             "space": s.space,
         }
+        if s.run is not None:
+            # A run's weights live in the service: no offline fallback (NOTE [Runs]).
+            assert s.api is not None
+            return s.api.run_indices(s.run, **page)
         if self.online:
             assert s.api is not None
             try:
