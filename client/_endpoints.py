@@ -8,6 +8,7 @@ retry it), so the two can never disagree about a path, a parameter or a parse.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,8 @@ def update_weights(
         "indices": np.asarray(indices, dtype=np.int64).reshape(-1).tolist(),
         # float64 end to end: the weights an epoch draws from are exact.
         "values": np.asarray(values, dtype=np.float64).reshape(-1).tolist(),
+        # Retries resend this very body: the service applies an update id once.
+        "update_id": uuid.uuid4().hex,
     }
     if alpha is not None:
         body["alpha"] = alpha

@@ -121,8 +121,12 @@ class RunCatalog:
 
     # -- updates --------------------------------------------------------------------------
 
-    def add_update(self, run_id: str, update: RunUpdate) -> RunInfo:
-        """Accept ``update`` (NOTE [Run updates]), or refuse it and store nothing."""
+    def add_update(self, run_id: str, update: RunUpdate, update_id: str | None = None) -> RunInfo:
+        """Accept ``update`` (NOTE [Run updates]), or refuse it and store nothing.
+
+        ``update_id``, chosen by the sender, makes a retried request harmless: an update
+        with an id the run has stored already is not applied twice.
+        """
         _, plan = self.plan_of(run_id)
         update.check(plan.prepared.population_size)
 
@@ -148,6 +152,7 @@ class RunCatalog:
                 alpha=update.alpha,
                 indices=np.ascontiguousarray(update.indices, dtype="<i8").tobytes(),
                 values=np.ascontiguousarray(update.values, dtype="<f8").tobytes(),
+                update_id=update_id,
             ),
             accept,
         )

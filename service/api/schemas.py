@@ -353,6 +353,12 @@ class RunUpdateIn(_Request):
     alpha: float | None = Field(default=None, description="`ema` only: in (0, 1].")
     indices: SkipValidation[list[int]] = Field(description="Population positions.")
     values: SkipValidation[list[float]] = Field(description="One value per index.")
+    update_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Chosen by the sender (e.g. a UUID): an update sent again with the same "
+        "id (a retry) is applied once. The Python client sets one on every update.",
+    )
 
 
 class RunOut(BaseModel):

@@ -58,8 +58,11 @@ run_updates = sa.Table(
     sa.Column("alpha", sa.Float(precision=53), nullable=True),
     sa.Column("indices", sa.LargeBinary, nullable=False),  # zlib, little-endian int64
     sa.Column("values", sa.LargeBinary, nullable=False),  # zlib, little-endian float64
+    # Chosen by the sender, so that a retried request is stored once (null: none given).
+    sa.Column("update_id", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_run_updates_run_epoch", "run_id", "epoch"),
+    sa.UniqueConstraint("run_id", "update_id", name="uq_run_updates_update_id"),
 )
 
 run_epochs = sa.Table(
@@ -93,6 +96,7 @@ class UpdateRecord:
     alpha: float | None
     indices: bytes  # raw little-endian int64
     values: bytes  # raw little-endian float64
+    update_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,12 +199,22 @@ class RunStore:
         """Store ``update`` under the run's lock if ``accept(conn, run)`` does not raise.
 
         ``accept`` sees the locked run (to refuse an update for a frozen epoch, or one
-        whose result cannot be drawn from) and may read through ``conn``. ``None``: no
-        such run.
+        whose result cannot be drawn from) and may read through ``conn``. An update whose
+        ``update_id`` is stored already (a retried request) is not stored again, nor
+        checked. ``None``: no such run.
         """
         with self._locked(run_id) as (conn, run):
             if run is None:
                 return None
+            if update.update_id is not None:
+                seen = conn.execute(
+                    sa.select(run_updates.c.seq).where(
+                        run_updates.c.run_id == run_id,
+                        run_updates.c.update_id == update.update_id,
+                    )
+                ).first()
+                if seen is not None:
+                    return run
             accept(conn, run)
             conn.execute(
                 run_updates.insert().values(
@@ -212,6 +226,7 @@ class RunStore:
                     alpha=update.alpha,
                     indices=zlib.compress(update.indices, 1),
                     values=zlib.compress(update.values, 1),
+                    update_id=update.update_id,
                     created_at=_now(),
                 )
             )

@@ -179,3 +179,18 @@ def test_runs_survive_a_restart(tmp_path: pytest.TempPathFactory) -> None:
         expected[2] = 0.0
         expected[3] = 5.0
         assert weights == expected
+
+
+def test_a_retried_update_is_applied_once(module_api: TestClient) -> None:
+    plan_id = make_plan(module_api)
+    module_api.put("/v1/runs/retry", json={"plan_id": plan_id})
+    body = {"epoch": 0, "op": "mul", "indices": [4], "values": [3.0], "update_id": "u-1"}
+    assert module_api.post("/v1/runs/retry/updates", json=body).status_code == 202
+    assert module_api.post("/v1/runs/retry/updates", json=body).status_code == 202
+    assert module_api.get("/v1/runs/retry").json()["updates"] == 1
+    weights = module_api.get("/v1/runs/retry/weights", params={"epoch": 1}).json()["weights"]
+    assert weights[4] == inverse_frequency()[4] * 3.0
+    # A retry arriving after the freeze is still answered as the success it was.
+    assert module_api.post("/v1/runs/retry/updates", json=body).status_code == 202
+    bad_id = {**body, "update_id": "no spaces"}
+    assert module_api.post("/v1/runs/retry/updates", json=bad_id).status_code == 422

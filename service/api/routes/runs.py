@@ -114,7 +114,7 @@ def post_update(run_id: RunId, body: Annotated[RunUpdateIn, Body()], runs: RunCa
         indices=indices_from_list(body.indices),
         values=values_from_list(body.values),
     )
-    return run_out(runs.add_update(run_id, update))
+    return run_out(runs.add_update(run_id, update, body.update_id))
 
 
 WeightsEpochQuery = Annotated[
