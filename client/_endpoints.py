@@ -213,20 +213,32 @@ def update_weights(
     op: str,
     alpha: float | None,
 ) -> Call[Run]:
-    body: dict[str, Any] = {
+    idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64).reshape(-1), dtype="<i8")
+    # float64 end to end: the weights an epoch draws from are exact.
+    val = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1), dtype="<f8")
+    if idx.shape != val.shape:
+        raise ValueError(
+            f"indices and values should have the same length, but got {idx.shape[0]} "
+            f"and {val.shape[0]}"
+        )
+    params: dict[str, Any] = {
         "epoch": epoch,
         "rank": rank,
         "step": step,
         "op": op,
-        "indices": np.asarray(indices, dtype=np.int64).reshape(-1).tolist(),
-        # float64 end to end: the weights an epoch draws from are exact.
-        "values": np.asarray(values, dtype=np.float64).reshape(-1).tolist(),
-        # Retries resend this very body: the service applies an update id once.
+        # Retries resend this very request: the service applies an update id once.
         "update_id": uuid.uuid4().hex,
     }
     if alpha is not None:
-        body["alpha"] = alpha
-    return Call("POST", f"/v1/runs/{_segment(run_id)}/updates", _run, json=body)
+        params["alpha"] = repr(float(alpha))
+    return Call(
+        "POST",
+        f"/v1/runs/{_segment(run_id)}/updates",
+        _run,
+        params=params,
+        content=idx.tobytes() + val.tobytes(),
+        headers={"Content-Type": BINARY},
+    )
 
 
 def run_weights(run_id: str, *, epoch: int, binary: bool = True) -> Call[npt.NDArray[np.float64]]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import groupby
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,14 @@ from sqlalchemy.engine import Connection
 
 from service.catalog import Catalog, Plan
 from service.core.plan import PreparedPlan
-from service.core.runs import RunUpdate, UpdateOp, apply_updates, check_run_id
+from service.core.runs import (
+    RunUpdate,
+    UpdateOp,
+    apply_update,
+    apply_updates,
+    check_result,
+    check_run_id,
+)
 from service.core.streams import Int64Array, StreamRequest
 from service.errors import (
     EpochFrozen,
@@ -39,6 +47,19 @@ Float64Array = npt.NDArray[np.float64]
 
 #: Frozen epochs whose weights (and drawing tables) are kept in memory.
 _FROZEN_CACHE = 16
+
+#: Runs whose next epoch's weights so far are kept (NOTE [Pending epoch state]).
+_PENDING_CACHE = 16
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """Weights of epoch ``e + 1`` after the updates of epoch ``e`` stored so far."""
+
+    updates: int  # the run's update count, and
+    max_seq: int  # its largest seq, when this was made
+    last_key: tuple[int, int]  # (step, rank) of the last update in application order
+    weights: Float64Array
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ class RunCatalog:
         self.catalog = catalog
         self._lock = threading.Lock()
         self._frozen: OrderedDict[tuple[str, int], PreparedPlan] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -130,6 +152,8 @@ class RunCatalog:
         _, plan = self.plan_of(run_id)
         update.check(plan.prepared.population_size)
 
+        state: dict[str, Any] = {}
+
         def accept(conn: Connection, run: RunRecord) -> None:
             if update.epoch < run.max_frozen:
                 raise EpochFrozen(
@@ -137,11 +161,30 @@ class RunCatalog:
                     f"so an update sent during epoch {update.epoch} can no longer change it; "
                     f"updates are accepted for epoch {run.max_frozen} and later"
                 )
+            max_seq, max_epoch = self.store.update_totals(conn, run_id)
+            key = (update.step, update.rank)
+            pending = self._pending_state(run_id, update.epoch, run.updates, max_seq)
+            if max_epoch <= update.epoch and pending is not None and key >= pending.last_key:
+                # The common case: this update sorts after every update of its epoch, and
+                # no later epoch has any: apply it alone to the epoch's state so far.
+                weights = pending.weights.copy()
+                with np.errstate(over="ignore", invalid="ignore"):
+                    apply_update(weights, update)
+                check_result(
+                    weights,
+                    num_samples=plan.prepared.num_samples,
+                    replacement=plan.prepared.config.replacement,
+                )
+                state.update(weights=weights, last_key=key)
+                return
             # Replay to the last epoch that has updates, with this one among them: the
             # weights must stay drawable at every epoch, whatever arrives in what order.
-            self._replay(conn, run_id, plan, None, extra=update)
+            weights, _ = self._replay(conn, run_id, plan, None, extra=update)
+            if max_epoch <= update.epoch:
+                last_key = self.store.last_key(conn, run_id, update.epoch, key)
+                state.update(weights=weights, last_key=last_key)
 
-        record = self.store.add_update(
+        stored = self.store.add_update(
             run_id,
             UpdateRecord(
                 seq=0,
@@ -156,9 +199,47 @@ class RunCatalog:
             ),
             accept,
         )
-        if record is None:
+        if stored is None:
             raise RunNotFound(f"no run has id {run_id!r}")
+        record, seq = stored
+        if "weights" in state and seq >= 0:
+            self._remember_pending(
+                run_id,
+                update.epoch,
+                _Pending(
+                    updates=record.updates,
+                    max_seq=seq,
+                    last_key=state["last_key"],
+                    weights=state["weights"],
+                ),
+            )
         return self._info(record)
+
+    # NOTE [Pending epoch state]
+    #     Checking an update replays its epoch's updates (NOTE [Run updates]), which would
+    #     make an epoch of k updates cost O(k^2). So each replica keeps, per run, the
+    #     weights of the next epoch as its updates so far made them (``_Pending``), tagged
+    #     with the run's update count and largest ``seq`` when it was made. Under the
+    #     run's lock, if neither has moved since (no update reached the run through another
+    #     replica), no later epoch has updates, and the new update sorts after the state's
+    #     last one, the update is applied to that state alone. Anything else replays.
+    #     A freeze of the next epoch reads the same state when it is still current.
+
+    def _pending_state(
+        self, run_id: str, epoch: int, updates: int, max_seq: int
+    ) -> _Pending | None:
+        with self._lock:
+            pending = self._pending.get((run_id, epoch))
+        if pending is None or pending.updates != updates or pending.max_seq != max_seq:
+            return None
+        return pending
+
+    def _remember_pending(self, run_id: str, epoch: int, pending: _Pending) -> None:
+        with self._lock:
+            self._pending[(run_id, epoch)] = pending
+            self._pending.move_to_end((run_id, epoch))
+            while len(self._pending) > _PENDING_CACHE:
+                self._pending.popitem(last=False)
 
     def _replay(
         self,
@@ -223,8 +304,17 @@ class RunCatalog:
         record = self.store.get_epoch(run_id, epoch)
         if record is None:
 
-            def compute(conn: Connection) -> EpochRecord:
-                weights, updated = self._replay(conn, run_id, plan, epoch)
+            def compute(conn: Connection, run: RunRecord) -> EpochRecord:
+                max_seq, _ = self.store.update_totals(conn, run_id)
+                pending = (
+                    self._pending_state(run_id, epoch - 1, run.updates, max_seq)
+                    if epoch > 0
+                    else None
+                )
+                if pending is not None:
+                    weights, updated = pending.weights, True
+                else:
+                    weights, updated = self._replay(conn, run_id, plan, epoch)
                 return EpochRecord(
                     epoch=epoch,
                     weights=np.ascontiguousarray(weights, dtype="<f8").tobytes()

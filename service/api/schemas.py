@@ -361,6 +361,19 @@ class RunUpdateIn(_Request):
     )
 
 
+class RunUpdateMeta(BaseModel):
+    """The query of a binary update (``Content-Type: application/octet-stream``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=0)
+    rank: int = Field(default=0, ge=0)
+    step: int = Field(default=0, ge=0)
+    op: str
+    alpha: float | None = None
+    update_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+
 class RunOut(BaseModel):
     id: str
     plan_id: str

@@ -119,28 +119,31 @@ class RunUpdate:
             raise InvalidRunUpdate(exc.detail) from exc
 
 
-def _occurrence_rounds(indices: Int64Array) -> list[npt.NDArray[np.intp]]:
-    """Positions of ``indices`` split into rounds with no index twice, in order of occurrence.
+def _occurrence_rounds(indices: Int64Array, size: int) -> list[npt.NDArray[np.intp]]:
+    """Positions of ``indices`` (all in ``[0, size)``) split into rounds with no index twice.
 
     Round ``k`` holds every index's ``k``-th occurrence, so applying the rounds in order
     is applying the occurrences one after another.
     """
     if indices.size == 0:
         return []
+    # The usual update names each index once: marking them says so without sorting.
+    marks = np.zeros(size, dtype=np.bool_)
+    marks[indices] = True
+    if int(np.count_nonzero(marks)) == indices.size:
+        return [np.arange(indices.size)]
     order = np.argsort(indices, kind="stable")
     sorted_idx = indices[order]
     starts = np.r_[True, sorted_idx[1:] != sorted_idx[:-1]]
     group_start = np.maximum.accumulate(np.where(starts, np.arange(indices.size), 0))
     occurrence = np.empty(indices.size, dtype=np.int64)
     occurrence[order] = np.arange(indices.size) - group_start
-    if int(occurrence.max()) == 0:
-        return [np.arange(indices.size)]
     return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
 
 
 def apply_update(weights: Float64Array, update: RunUpdate) -> None:
     """Apply one update to ``weights`` in place; see NOTE [Run updates]."""
-    for positions in _occurrence_rounds(update.indices):
+    for positions in _occurrence_rounds(update.indices, weights.shape[0]):
         idx, val = update.indices[positions], update.values[positions]
         if update.op == "set":
             weights[idx] = val

@@ -16,7 +16,6 @@ NOTE [Run transactions]
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,8 +55,10 @@ run_updates = sa.Table(
     sa.Column("step", sa.BigInteger, nullable=False),
     sa.Column("op", sa.String(8), nullable=False),
     sa.Column("alpha", sa.Float(precision=53), nullable=True),
-    sa.Column("indices", sa.LargeBinary, nullable=False),  # zlib, little-endian int64
-    sa.Column("values", sa.LargeBinary, nullable=False),  # zlib, little-endian float64
+    # Raw little-endian int64 and float64: losses and positions barely compress, and
+    # compressing 1e5 of them costs more than the rest of an update together.
+    sa.Column("indices", sa.LargeBinary, nullable=False),
+    sa.Column("values", sa.LargeBinary, nullable=False),
     # Chosen by the sender, so that a retried request is stored once (null: none given).
     sa.Column("update_id", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -70,7 +71,9 @@ run_epochs = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(128), sa.ForeignKey("runs.id"), primary_key=True),
     sa.Column("epoch", sa.BigInteger, primary_key=True),
-    # zlib, little-endian float64; null: the plan's weights (no update before this epoch)
+    # Raw little-endian float64 (read whole by the first page of the epoch on a replica
+    # that has not seen it: no decompression on that path); null: the plan's weights
+    # (no update before this epoch)
     sa.Column("weights", sa.LargeBinary, nullable=True),
     sa.Column("weights_sha256", sa.String(64), nullable=False),
     sa.Column("frozen_at", sa.DateTime(timezone=True), nullable=False),
@@ -128,8 +131,8 @@ def _update(row: Any) -> UpdateRecord:
         step=int(row["step"]),
         op=row["op"],
         alpha=None if row["alpha"] is None else float(row["alpha"]),
-        indices=zlib.decompress(row["indices"]),
-        values=zlib.decompress(row["values"]),
+        indices=bytes(row["indices"]),
+        values=bytes(row["values"]),
     )
 
 
@@ -195,13 +198,14 @@ class RunStore:
         run_id: str,
         update: UpdateRecord,
         accept: Callable[[Connection, RunRecord], None],
-    ) -> RunRecord | None:
+    ) -> tuple[RunRecord, int] | None:
         """Store ``update`` under the run's lock if ``accept(conn, run)`` does not raise.
 
         ``accept`` sees the locked run (to refuse an update for a frozen epoch, or one
         whose result cannot be drawn from) and may read through ``conn``. An update whose
         ``update_id`` is stored already (a retried request) is not stored again, nor
-        checked. ``None``: no such run.
+        checked. Answers the run and the update's ``seq`` (-1 for a repeat); ``None``: no
+        such run.
         """
         with self._locked(run_id) as (conn, run):
             if run is None:
@@ -214,26 +218,53 @@ class RunStore:
                     )
                 ).first()
                 if seen is not None:
-                    return run
+                    return run, -1
             accept(conn, run)
-            conn.execute(
-                run_updates.insert().values(
+            inserted = conn.execute(
+                run_updates.insert()
+                .values(
                     run_id=run_id,
                     epoch=update.epoch,
                     rank=update.rank,
                     step=update.step,
                     op=update.op,
                     alpha=update.alpha,
-                    indices=zlib.compress(update.indices, 1),
-                    values=zlib.compress(update.values, 1),
+                    indices=update.indices,
+                    values=update.values,
                     update_id=update.update_id,
                     created_at=_now(),
                 )
-            )
+                .returning(run_updates.c.seq)
+            ).scalar_one()
             conn.execute(
                 runs.update().where(runs.c.id == run_id).values(updates=runs.c.updates + 1)
             )
-            return RunRecord(run.id, run.plan_id, run.max_frozen, run.updates + 1, run.created_at)
+            record = RunRecord(run.id, run.plan_id, run.max_frozen, run.updates + 1, run.created_at)
+            return record, int(inserted)
+
+    @staticmethod
+    def last_key(
+        conn: Connection, run_id: str, epoch: int, at_least: tuple[int, int]
+    ) -> tuple[int, int]:
+        """The largest ``(step, rank)`` among epoch ``epoch``'s updates and ``at_least``."""
+        query = (
+            sa.select(run_updates.c.step, run_updates.c.rank)
+            .where(run_updates.c.run_id == run_id, run_updates.c.epoch == epoch)
+            .order_by(run_updates.c.step.desc(), run_updates.c.rank.desc())
+            .limit(1)
+        )
+        row = conn.execute(query).first()
+        found = (int(row[0]), int(row[1])) if row is not None else at_least
+        return max(found, at_least)
+
+    @staticmethod
+    def update_totals(conn: Connection, run_id: str) -> tuple[int, int]:
+        """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
+        query = sa.select(sa.func.max(run_updates.c.seq), sa.func.max(run_updates.c.epoch)).where(
+            run_updates.c.run_id == run_id
+        )
+        seq, epoch = conn.execute(query).one()
+        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
 
     @staticmethod
     def updates_between(
@@ -268,7 +299,7 @@ class RunStore:
         blob = row["weights"]
         return EpochRecord(
             epoch=int(row["epoch"]),
-            weights=zlib.decompress(blob) if blob is not None else None,
+            weights=bytes(blob) if blob is not None else None,
             weights_sha256=row["weights_sha256"],
         )
 
@@ -289,9 +320,9 @@ class RunStore:
         self,
         run_id: str,
         epoch: int,
-        compute: Callable[[Connection], EpochRecord],
+        compute: Callable[[Connection, RunRecord], EpochRecord],
     ) -> EpochRecord | None:
-        """Epoch ``epoch``'s record, frozen now with ``compute(conn)`` if it was not yet.
+        """Epoch ``epoch``'s record, frozen now with ``compute(conn, run)`` if it was not yet.
 
         Runs under the run's lock (NOTE [Run transactions]); ``None``: no such run.
         """
@@ -301,14 +332,12 @@ class RunStore:
             existing = self._epoch(conn, run_id, epoch)
             if existing is not None:
                 return existing
-            record = compute(conn)
+            record = compute(conn, run)
             conn.execute(
                 run_epochs.insert().values(
                     run_id=run_id,
                     epoch=epoch,
-                    weights=zlib.compress(record.weights, 1)
-                    if record.weights is not None
-                    else None,
+                    weights=record.weights if record.weights is not None else None,
                     weights_sha256=record.weights_sha256,
                     frozen_at=_now(),
                 )

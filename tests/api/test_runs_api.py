@@ -194,3 +194,37 @@ def test_a_retried_update_is_applied_once(module_api: TestClient) -> None:
     assert module_api.post("/v1/runs/retry/updates", json=body).status_code == 202
     bad_id = {**body, "update_id": "no spaces"}
     assert module_api.post("/v1/runs/retry/updates", json=bad_id).status_code == 422
+
+
+def test_binary_updates_equal_json_updates(module_api: TestClient) -> None:
+    import numpy as np
+
+    plan_id = make_plan(module_api)
+    for run_id in ("as-json", "as-binary"):
+        module_api.put(f"/v1/runs/{run_id}", json={"plan_id": plan_id})
+    json_body = {"epoch": 0, "step": 2, "op": "ema", "alpha": 0.25, "indices": [3, 9, 3], "values": [1.0, 2.0, 4.0]}
+    assert module_api.post("/v1/runs/as-json/updates", json=json_body).status_code == 202
+    content = np.array([3, 9, 3], "<i8").tobytes() + np.array([1.0, 2.0, 4.0], "<f8").tobytes()
+    params = {"epoch": 0, "step": 2, "op": "ema", "alpha": 0.25}
+    binary = module_api.post(
+        "/v1/runs/as-binary/updates", params=params, content=content, headers={"content-type": "application/octet-stream"}
+    )
+    assert binary.status_code == 202, binary.text
+    got = [module_api.get(f"/v1/runs/{r}/weights", params={"epoch": 1}).json()["weights"] for r in ("as-json", "as-binary")]
+    expected = inverse_frequency()
+    for i, v in ((3, 1.0), (9, 2.0), (3, 4.0)):  # a repeated index applies once per occurrence
+        expected[i] = 0.75 * expected[i] + 0.25 * v
+    assert got[0] == got[1] == expected
+    octet = {"content-type": "application/octet-stream"}
+    for bad_params, bad_content in (
+        (params, content[:-1]),
+        ({"step": 1, "op": "set"}, content),
+        ({**params, "epoch": "x"}, content),
+        ({**params, "op": "nope"}, content),
+        ({**params, "bogus": 1}, content),
+    ):
+        response = module_api.post("/v1/runs/as-binary/updates", params=bad_params, content=bad_content, headers=octet)
+        assert response.status_code == 422, response.text
+    text = module_api.post("/v1/runs/as-binary/updates", content=b"x", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+    assert module_api.post("/v1/runs/as-binary/updates", content=b"{", headers={"content-type": "application/json"}).status_code in (400, 422)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import numpy as np
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import RunCatalogDep
@@ -15,14 +20,24 @@ from service.api.schemas import (
     RunIndicesOut,
     RunOut,
     RunUpdateIn,
+    RunUpdateMeta,
     RunWeightsOut,
 )
-from service.core.runs import RUN_ID_PATTERN, RunUpdate, indices_from_list, values_from_list
+from service.core.runs import (
+    RUN_ID_PATTERN,
+    UPDATE_OPS,
+    RunUpdate,
+    UpdateOp,
+    indices_from_list,
+    values_from_list,
+)
 from service.core.streams import Space, StreamRequest
-from service.errors import InvalidRunUpdate
+from service.errors import InvalidRunUpdate, UnsupportedMediaType
 from service.run_catalog import RunInfo
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+T = TypeVar("T")
 
 RunId = Annotated[
     str,
@@ -83,6 +98,74 @@ def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
     return run_out(runs.get_run(run_id))
 
 
+UPDATE_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": RunUpdateIn.model_json_schema()},
+        "application/octet-stream": {
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "n little-endian int64 indices, then n little-endian float64 "
+                "values; epoch, rank, step, op, alpha and update_id go in the query.",
+            }
+        },
+    },
+}
+
+
+def _validated(parse: Callable[[], T]) -> T:
+    """``parse()``, its pydantic errors answered as a request's (422 problem+json)."""
+    try:
+        return parse()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def _update_from_body(
+    body: bytes, content_type: str | None, query: dict[str, str]
+) -> tuple[RunUpdate, str | None]:
+    media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media_type == "application/octet-stream":
+        fields: RunUpdateMeta | RunUpdateIn = _validated(
+            lambda: RunUpdateMeta.model_validate(query)
+        )
+        if len(body) % 16:
+            raise InvalidRunUpdate(
+                "a binary update is n int64 indices then n float64 values (16 bytes per "
+                f"value), but the body has {len(body)} bytes"
+            )
+        half = len(body) // 2
+        indices = np.frombuffer(body, dtype="<i8", count=half // 8).astype(np.int64)
+        values = np.frombuffer(body, dtype="<f8", offset=half).astype(np.float64)
+    elif media_type == "application/json":
+        if query:
+            raise InvalidRunUpdate(
+                f"a JSON update carries everything in its body; unexpected query {sorted(query)}"
+            )
+        parsed = _validated(lambda: RunUpdateIn.model_validate_json(body))
+        indices = indices_from_list(parsed.indices)
+        values = values_from_list(parsed.values)
+        fields = parsed
+    else:
+        raise UnsupportedMediaType(
+            f"an update is application/json or application/octet-stream, not {media_type!r}"
+        )
+    if fields.op not in UPDATE_OPS:
+        raise InvalidRunUpdate(f"op should be 'set', 'mul' or 'ema', but got op={fields.op!r:.40}")
+    op: UpdateOp = "set" if fields.op == "set" else "mul" if fields.op == "mul" else "ema"
+    update = RunUpdate(
+        epoch=fields.epoch,
+        rank=fields.rank,
+        step=fields.step,
+        op=op,
+        alpha=fields.alpha,
+        indices=indices,
+        values=values,
+    )
+    return update, fields.update_id
+
+
 @router.post(
     "/{run_id}/updates",
     response_model=RunOut,
@@ -94,27 +177,26 @@ def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
         "that rank): `set` (the last wins), `mul`, `ema` (`w = (1 - alpha) * w + alpha * v`). "
         "409 when epoch `epoch + 1` has already been served (frozen): nothing is changed, "
         "so no update is lost silently. 422 when the update, or the weights it would leave, "
-        "are invalid (not finite, negative, all zero): nothing is stored."
+        "are invalid (not finite, negative, all zero): nothing is stored. The body is JSON, "
+        "or (faster for large updates) `application/octet-stream`: n little-endian int64 "
+        "indices then n float64 values, with the other fields in the query."
     ),
     responses={
         **_NOT_FOUND,
         409: {"model": Problem, "description": "The epoch this update would change is frozen."},
+        415: {"model": Problem, "description": "Neither JSON nor octet-stream."},
         422: {"model": Problem, "description": "A bad update."},
     },
+    openapi_extra={"requestBody": UPDATE_REQUEST_BODY},
 )
-def post_update(run_id: RunId, body: Annotated[RunUpdateIn, Body()], runs: RunCatalogDep) -> RunOut:
-    if body.op not in ("set", "mul", "ema"):
-        raise InvalidRunUpdate(f"op should be 'set', 'mul' or 'ema', but got op={body.op!r:.40}")
-    update = RunUpdate(
-        epoch=body.epoch,
-        rank=body.rank,
-        step=body.step,
-        op=body.op,  # type: ignore[arg-type]  # checked just above
-        alpha=body.alpha,
-        indices=indices_from_list(body.indices),
-        values=values_from_list(body.values),
+async def post_update(run_id: RunId, request: Request, runs: RunCatalogDep) -> RunOut:
+    # Async only to read the raw body; parsing and storing run in the threadpool.
+    body = await request.body()
+    update, update_id = await run_in_threadpool(
+        _update_from_body, body, request.headers.get("content-type"), dict(request.query_params)
     )
-    return run_out(runs.add_update(run_id, update, body.update_id))
+    info = await run_in_threadpool(runs.add_update, run_id, update, update_id)
+    return run_out(info)
 
 
 WeightsEpochQuery = Annotated[
