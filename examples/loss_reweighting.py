@@ -58,7 +58,9 @@ def main() -> None:
         plan = api.create_plan(labels=labels.tolist(), strategy="uniform", seed=0)
         run = f"loss-reweighting-{uuid.uuid4().hex[:8]}"
         sampler = RemoteWeightedSampler(plan.id, api, run=run)
-        loader = DataLoader(TensorDataset(torch.arange(args.samples)), args.batch_size, sampler=sampler)
+        loader = DataLoader(
+            TensorDataset(torch.arange(args.samples)), args.batch_size, sampler=sampler
+        )
         for epoch in range(args.epochs):
             sampler.set_epoch(epoch)  # sends the last epoch's updates before drawing this one
             drawn = hard_draws = 0

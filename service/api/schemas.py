@@ -381,4 +381,3 @@ class RunOut(BaseModel):
         description="Epochs that have been served: their weights never change again."
     )
     updates: int = Field(description="Updates accepted so far.")
-    created_at: str

@@ -28,7 +28,9 @@ def inverse_frequency() -> list[float]:
 
 
 def test_schedule_weights_indices_and_table_follow_the_epoch(module_api: TestClient) -> None:
-    plan_id = make_plan(module_api, schedule={"kind": "power", "start": 0.0, "end": 1.0, "epochs": 4})
+    plan_id = make_plan(
+        module_api, schedule={"kind": "power", "start": 0.0, "end": 1.0, "epochs": 4}
+    )
     counts = Counter(LABELS)
     for epoch in (0, 1, 3, 7):
         p = 0.0 + (1.0 - 0.0) * min(epoch, 4) / 4
@@ -36,7 +38,9 @@ def test_schedule_weights_indices_and_table_follow_the_epoch(module_api: TestCli
         got = module_api.get(f"/v1/plans/{plan_id}/weights", params={"epoch": epoch}).json()
         assert got["weights"] == weights and got["epoch"] == epoch
         stream = reference.weighted_stream(weights, len(LABELS), True, 5 + epoch)
-        page = module_api.get(f"/v1/plans/{plan_id}/indices", params={"epoch": epoch, "rank": 1, "world_size": 2})
+        page = module_api.get(
+            f"/v1/plans/{plan_id}/indices", params={"epoch": epoch, "rank": 1, "world_size": 2}
+        )
         assert page.json()["indices"] == reference.distributed_shard(stream, 1, 2)
         table = module_api.get(f"/v1/plans/{plan_id}", params={"epoch": epoch}).json()
         total = sum(weights)
@@ -52,12 +56,19 @@ def test_dynamic_balance_lengths_follow_the_epoch(module_api: TestClient) -> Non
     counts = Counter(LABELS)
     n_min = min(counts.values())
     for epoch in (0, 1, 2, 6):
-        quotas = {c: int(min((n / n_min) ** (0.5**epoch), float("inf")) * n_min) for c, n in counts.items()}
+        quotas = {
+            c: int(min((n / n_min) ** (0.5**epoch), float("inf")) * n_min)
+            for c, n in counts.items()
+        }
         page = module_api.get(f"/v1/plans/{plan_id}/indices", params={"epoch": epoch}).json()
         assert page["length"] == sum(quotas.values())
         weights = [quotas[t] / counts[t] for t in LABELS]
-        assert page["indices"] == reference.weighted_stream(weights, sum(quotas.values()), True, 5 + epoch)
-        summary = module_api.get(f"/v1/plans/{plan_id}/indices/summary", params={"epoch": epoch}).json()
+        assert page["indices"] == reference.weighted_stream(
+            weights, sum(quotas.values()), True, 5 + epoch
+        )
+        summary = module_api.get(
+            f"/v1/plans/{plan_id}/indices/summary", params={"epoch": epoch}
+        ).json()
         assert summary["length"] == sum(quotas.values())
 
 
@@ -80,8 +91,15 @@ def test_bad_schedules_are_422(module_api: TestClient, schedule: object) -> None
 def test_run_updates_from_ranks_in_any_order_give_the_same_weights(module_api: TestClient) -> None:
     plan_id = make_plan(module_api)
     updates = [
-        {"epoch": 0, "rank": r, "step": s, "op": op, "alpha": 0.3 if op == "ema" else None,
-         "indices": [r + 3 * s, 7, r], "values": [2.0 + r, 0.5 * (s + 1), 3.0]}
+        {
+            "epoch": 0,
+            "rank": r,
+            "step": s,
+            "op": op,
+            "alpha": 0.3 if op == "ema" else None,
+            "indices": [r + 3 * s, 7, r],
+            "values": [2.0 + r, 0.5 * (s + 1), 3.0],
+        }
         for s in range(3)
         for r in range(3)
         for op in (("ema",) if (r + s) % 3 == 0 else ("mul",) if (r + s) % 3 == 1 else ("set",))
@@ -102,20 +120,33 @@ def test_run_updates_from_ranks_in_any_order_give_the_same_weights(module_api: T
         assert module_api.put(f"/v1/runs/{run_id}", json={"plan_id": plan_id}).status_code == 201
         assert module_api.put(f"/v1/runs/{run_id}", json={"plan_id": plan_id}).status_code == 200
         # Epoch 0 is the plan's weights; reading it freezes it, updates of epoch 0 still go.
-        assert module_api.get(f"/v1/runs/{run_id}/weights", params={"epoch": 0}).json()["weights"] == inverse_frequency()
+        assert (
+            module_api.get(f"/v1/runs/{run_id}/weights", params={"epoch": 0}).json()["weights"]
+            == inverse_frequency()
+        )
         shuffled = updates[:]
         random.Random(attempt).shuffle(shuffled)
         for u in shuffled:
-            response = module_api.post(f"/v1/runs/{run_id}/updates", json={k: v for k, v in u.items() if v is not None})
+            response = module_api.post(
+                f"/v1/runs/{run_id}/updates", json={k: v for k, v in u.items() if v is not None}
+            )
             assert response.status_code == 202, response.text
-        weights = module_api.get(f"/v1/runs/{run_id}/weights", params={"epoch": 1}).json()["weights"]
+        weights = module_api.get(f"/v1/runs/{run_id}/weights", params={"epoch": 1}).json()[
+            "weights"
+        ]
         assert weights == expected
         page = module_api.get(f"/v1/runs/{run_id}/indices", params={"epoch": 1}).json()
         assert page["indices"] == reference.weighted_stream(expected, len(LABELS), True, 5 + 1)
         # Epoch 1 is frozen now: a late update of epoch 0 is refused, and changes nothing.
-        late = module_api.post(f"/v1/runs/{run_id}/updates", json={"epoch": 0, "op": "set", "indices": [0], "values": [9.0]})
+        late = module_api.post(
+            f"/v1/runs/{run_id}/updates",
+            json={"epoch": 0, "op": "set", "indices": [0], "values": [9.0]},
+        )
         assert late.status_code == 409
-        assert module_api.get(f"/v1/runs/{run_id}/weights", params={"epoch": 1}).json()["weights"] == expected
+        assert (
+            module_api.get(f"/v1/runs/{run_id}/weights", params={"epoch": 1}).json()["weights"]
+            == expected
+        )
         info = module_api.get(f"/v1/runs/{run_id}").json()
         assert info["frozen_epochs"] == [0, 1] and info["updates"] == len(updates)
         results.append(weights)
@@ -129,7 +160,13 @@ def test_run_bad_input(module_api: TestClient) -> None:
     assert module_api.put("/v1/runs/bad", json={"plan_id": other}).status_code == 409
     assert module_api.put("/v1/runs/x", json={"plan_id": "0" * 64}).status_code == 404
     assert module_api.get("/v1/runs/nobody").status_code == 404
-    assert module_api.post("/v1/runs/nobody/updates", json={"epoch": 0, "op": "set", "indices": [0], "values": [1.0]}).status_code == 404
+    assert (
+        module_api.post(
+            "/v1/runs/nobody/updates",
+            json={"epoch": 0, "op": "set", "indices": [0], "values": [1.0]},
+        ).status_code
+        == 404
+    )
     assert module_api.put("/v1/runs/" + "a" * 129, json={"plan_id": plan_id}).status_code == 422
     scheduled = make_plan(module_api, schedule={"kind": "power"})
     assert module_api.put("/v1/runs/sched", json={"plan_id": scheduled}).status_code == 422
@@ -154,12 +191,19 @@ def test_run_bad_input(module_api: TestClient) -> None:
         {"epoch": 0, "op": "set", "indices": [0]},
     ]
     for body in bad:
-        response = module_api.post("/v1/runs/bad/updates", content=__import__("json").dumps(body).replace('"nan"', "NaN"), headers={"content-type": "application/json"})
+        response = module_api.post(
+            "/v1/runs/bad/updates",
+            content=__import__("json").dumps(body).replace('"nan"', "NaN"),
+            headers={"content-type": "application/json"},
+        )
         assert 400 <= response.status_code < 500, (body, response.text)
         assert response.status_code != 404
         assert response.headers["content-type"].startswith("application/problem+json")
     assert module_api.get("/v1/runs/bad").json()["updates"] == 0
-    assert module_api.get("/v1/runs/bad/weights", params={"epoch": 1}).json()["weights"] == inverse_frequency()
+    assert (
+        module_api.get("/v1/runs/bad/weights", params={"epoch": 1}).json()["weights"]
+        == inverse_frequency()
+    )
 
 
 def test_runs_survive_a_restart(tmp_path: pytest.TempPathFactory) -> None:
@@ -167,12 +211,24 @@ def test_runs_survive_a_restart(tmp_path: pytest.TempPathFactory) -> None:
     with TestClient(create_app(Settings(database_url=db))) as api:
         plan_id = make_plan(api, algorithm="hierarchical")
         api.put("/v1/runs/keep", json={"plan_id": plan_id})
-        api.post("/v1/runs/keep/updates", json={"epoch": 0, "op": "mul", "indices": [1, 2], "values": [4.0, 0.0]})
-        before = api.get("/v1/runs/keep/indices", params={"epoch": 1, "offset": 3, "limit": 20}).json()["indices"]
-        api.post("/v1/runs/keep/updates", json={"epoch": 1, "op": "set", "indices": [3], "values": [5.0]})
+        api.post(
+            "/v1/runs/keep/updates",
+            json={"epoch": 0, "op": "mul", "indices": [1, 2], "values": [4.0, 0.0]},
+        )
+        before = api.get(
+            "/v1/runs/keep/indices", params={"epoch": 1, "offset": 3, "limit": 20}
+        ).json()["indices"]
+        api.post(
+            "/v1/runs/keep/updates", json={"epoch": 1, "op": "set", "indices": [3], "values": [5.0]}
+        )
     with TestClient(create_app(Settings(database_url=db))) as api:
         assert api.get("/v1/runs/keep").json()["frozen_epochs"] == [1]
-        assert api.get("/v1/runs/keep/indices", params={"epoch": 1, "offset": 3, "limit": 20}).json()["indices"] == before
+        assert (
+            api.get("/v1/runs/keep/indices", params={"epoch": 1, "offset": 3, "limit": 20}).json()[
+                "indices"
+            ]
+            == before
+        )
         weights = api.get("/v1/runs/keep/weights", params={"epoch": 2}).json()["weights"]
         expected = inverse_frequency()
         expected[1] *= 4.0
@@ -202,15 +258,28 @@ def test_binary_updates_equal_json_updates(module_api: TestClient) -> None:
     plan_id = make_plan(module_api)
     for run_id in ("as-json", "as-binary"):
         module_api.put(f"/v1/runs/{run_id}", json={"plan_id": plan_id})
-    json_body = {"epoch": 0, "step": 2, "op": "ema", "alpha": 0.25, "indices": [3, 9, 3], "values": [1.0, 2.0, 4.0]}
+    json_body = {
+        "epoch": 0,
+        "step": 2,
+        "op": "ema",
+        "alpha": 0.25,
+        "indices": [3, 9, 3],
+        "values": [1.0, 2.0, 4.0],
+    }
     assert module_api.post("/v1/runs/as-json/updates", json=json_body).status_code == 202
     content = np.array([3, 9, 3], "<i8").tobytes() + np.array([1.0, 2.0, 4.0], "<f8").tobytes()
     params = {"epoch": 0, "step": 2, "op": "ema", "alpha": 0.25}
     binary = module_api.post(
-        "/v1/runs/as-binary/updates", params=params, content=content, headers={"content-type": "application/octet-stream"}
+        "/v1/runs/as-binary/updates",
+        params=params,
+        content=content,
+        headers={"content-type": "application/octet-stream"},
     )
     assert binary.status_code == 202, binary.text
-    got = [module_api.get(f"/v1/runs/{r}/weights", params={"epoch": 1}).json()["weights"] for r in ("as-json", "as-binary")]
+    got = [
+        module_api.get(f"/v1/runs/{r}/weights", params={"epoch": 1}).json()["weights"]
+        for r in ("as-json", "as-binary")
+    ]
     expected = inverse_frequency()
     for i, v in ((3, 1.0), (9, 2.0), (3, 4.0)):  # a repeated index applies once per occurrence
         expected[i] = 0.75 * expected[i] + 0.25 * v
@@ -223,8 +292,14 @@ def test_binary_updates_equal_json_updates(module_api: TestClient) -> None:
         ({**params, "op": "nope"}, content),
         ({**params, "bogus": 1}, content),
     ):
-        response = module_api.post("/v1/runs/as-binary/updates", params=bad_params, content=bad_content, headers=octet)
+        response = module_api.post(
+            "/v1/runs/as-binary/updates", params=bad_params, content=bad_content, headers=octet
+        )
         assert response.status_code == 422, response.text
-    text = module_api.post("/v1/runs/as-binary/updates", content=b"x", headers={"content-type": "text/plain"})
+    text = module_api.post(
+        "/v1/runs/as-binary/updates", content=b"x", headers={"content-type": "text/plain"}
+    )
     assert text.status_code == 415
-    assert module_api.post("/v1/runs/as-binary/updates", content=b"{", headers={"content-type": "application/json"}).status_code in (400, 422)
+    assert module_api.post(
+        "/v1/runs/as-binary/updates", content=b"{", headers={"content-type": "application/json"}
+    ).status_code in (400, 422)

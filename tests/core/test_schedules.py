@@ -24,13 +24,17 @@ from service.errors import InvalidPlanConfig
 from tests import reference
 
 
-def power_weights(targets: list[int], start: float, end: float, epochs: int, epoch: int) -> list[float]:
+def power_weights(
+    targets: list[int], start: float, end: float, epochs: int, epoch: int
+) -> list[float]:
     p = start + (end - start) * min(epoch, epochs) / epochs
     counts = Counter(targets)
     return [float(counts[t]) ** -p for t in targets]
 
 
-def catalyst_quotas(targets: list[int], lam: float, max_d: float | None, epoch: int) -> dict[int, int]:
+def catalyst_quotas(
+    targets: list[int], lam: float, max_d: float | None, epoch: int
+) -> dict[int, int]:
     """catalyst's samples_per_classes at ``epoch`` (mode 'downsampling')."""
     counts = Counter(targets)
     min_class_size = min(counts.values())
@@ -40,7 +44,9 @@ def catalyst_quotas(targets: list[int], lam: float, max_d: float | None, epoch: 
     return {key: int(value * min_class_size) for key, value in current_d.items()}
 
 
-def dynamic_weights(targets: list[int], lam: float, max_d: float | None, epoch: int) -> tuple[list[float], int]:
+def dynamic_weights(
+    targets: list[int], lam: float, max_d: float | None, epoch: int
+) -> tuple[list[float], int]:
     quotas = catalyst_quotas(targets, lam, max_d, epoch)
     counts = Counter(targets)
     return [quotas[t] / counts[t] for t in targets], sum(quotas.values())
@@ -60,7 +66,13 @@ labels_st = st.lists(st.integers(0, 5), min_size=2, max_size=200)
     algorithm_exact=st.booleans(),
 )
 def test_power_schedule_streams_equal_torch_every_epoch(
-    labels: list[int], start: float, end: float, epochs: int, seed: int, replacement: bool, algorithm_exact: bool
+    labels: list[int],
+    start: float,
+    end: float,
+    epochs: int,
+    seed: int,
+    replacement: bool,
+    algorithm_exact: bool,
 ) -> None:
     num_samples = len(labels) if replacement else max(1, len(labels) // 2)
     schedule = PowerSchedule(start=start, end=end, epochs=epochs)
@@ -139,8 +151,12 @@ def test_summary_follows_the_epoch_length() -> None:
         summary = summarize_stream(plan, StreamRequest(epoch=epoch))
         _, length = dynamic_weights(labels, 0.5, None, epoch)
         assert summary.length == length
-        stream = reference.weighted_stream(dynamic_weights(labels, 0.5, None, epoch)[0], length, True, epoch)
-        assert summary.class_counts.tolist() == [sum(labels[i] == c for i in stream) for c in (0, 1)]
+        stream = reference.weighted_stream(
+            dynamic_weights(labels, 0.5, None, epoch)[0], length, True, epoch
+        )
+        assert summary.class_counts.tolist() == [
+            sum(labels[i] == c for i in stream) for c in (0, 1)
+        ]
 
 
 def test_plans_without_a_schedule_keep_their_ids() -> None:
@@ -152,8 +168,15 @@ def test_plans_without_a_schedule_keep_their_ids() -> None:
     assert canonical["num_samples"] is None
     assert canonical["schedule"] == {"kind": "dynamic_balance", "lambda": 0.9, "max_d": None}
     assert plan_id("d", canonical) != plan_id("d", config.canonical(10))
-    power = PlanConfig(schedule=schedule_from_json({"kind": "power", "start": 0, "end": 1, "epochs": 3}))
-    assert power.canonical(10)["schedule"] == {"kind": "power", "start": 0.0, "end": 1.0, "epochs": 3}
+    power = PlanConfig(
+        schedule=schedule_from_json({"kind": "power", "start": 0, "end": 1, "epochs": 3})
+    )
+    assert power.canonical(10)["schedule"] == {
+        "kind": "power",
+        "start": 0.0,
+        "end": 1.0,
+        "epochs": 3,
+    }
     assert power.canonical(10)["num_samples"] == 10
 
 

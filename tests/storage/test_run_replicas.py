@@ -29,7 +29,15 @@ def test_runs_on_each_database(database_url: str) -> None:
         assert api.put("/v1/runs/db-run", json={"plan_id": plan_id}).status_code == 201
         api.get("/v1/runs/db-run/indices", params={"epoch": 0})
         for rank in (2, 0, 1):
-            body = {"epoch": 0, "rank": rank, "step": 0, "op": "ema", "alpha": 0.5, "indices": [5], "values": [float(rank)]}
+            body = {
+                "epoch": 0,
+                "rank": rank,
+                "step": 0,
+                "op": "ema",
+                "alpha": 0.5,
+                "indices": [5],
+                "values": [float(rank)],
+            }
             assert api.post("/v1/runs/db-run/updates", json=body).status_code == 202
         expected = _inverse_frequency()
         for rank in (0, 1, 2):
@@ -40,7 +48,9 @@ def test_runs_on_each_database(database_url: str) -> None:
         assert api.get("/v1/runs/db-run").json()["frozen_epochs"] == [0, 1]
 
 
-def test_two_replicas_racing_a_freeze_and_updates_agree(fresh_postgres_url: str, tmp_path: Path) -> None:
+def test_two_replicas_racing_a_freeze_and_updates_agree(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
     env = {"SAMPLEPLAN_DATABASE_URL": fresh_postgres_url}
     replicas = [ServerProcess(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
     try:
@@ -60,7 +70,14 @@ def test_two_replicas_racing_a_freeze_and_updates_agree(fresh_postgres_url: str,
             with httpx.Client(base_url=urls[i % 2], timeout=60) as client:
                 barrier.wait()
                 for step in range(10):
-                    body = {"epoch": 0, "rank": i, "step": step, "op": "mul", "indices": [i, 40 + step], "values": [1.5, 1.1]}
+                    body = {
+                        "epoch": 0,
+                        "rank": i,
+                        "step": step,
+                        "op": "mul",
+                        "indices": [i, 40 + step],
+                        "values": [1.5, 1.1],
+                    }
                     response = client.post("/v1/runs/race/updates", json=body)
                     with lock:
                         if response.status_code == 202:
@@ -89,11 +106,25 @@ def test_two_replicas_racing_a_freeze_and_updates_agree(fresh_postgres_url: str,
         for body in sorted(accepted, key=lambda b: (b["step"], b["rank"])):
             for index, value in zip(body["indices"], body["values"], strict=True):  # type: ignore[call-overload]
                 expected[index] = expected[index] * value
-        answers = [httpx.get(f"{url}/v1/runs/race/weights", params={"epoch": 1}, timeout=60).json()["weights"] for url in urls]
+        answers = [
+            httpx.get(f"{url}/v1/runs/race/weights", params={"epoch": 1}, timeout=60).json()[
+                "weights"
+            ]
+            for url in urls
+        ]
         assert answers[0] == answers[1] == expected
         assert frozen == [expected, expected]
-        streams = [httpx.get(f"{url}/v1/runs/race/indices", params={"epoch": 1}, timeout=60).json()["indices"] for url in urls]
-        assert streams[0] == streams[1] == reference.weighted_stream(expected, len(LABELS), True, 4 + 1)
+        streams = [
+            httpx.get(f"{url}/v1/runs/race/indices", params={"epoch": 1}, timeout=60).json()[
+                "indices"
+            ]
+            for url in urls
+        ]
+        assert (
+            streams[0]
+            == streams[1]
+            == reference.weighted_stream(expected, len(LABELS), True, 4 + 1)
+        )
         info = httpx.get(f"{urls[1]}/v1/runs/race", timeout=60).json()
         assert info["updates"] == len(accepted) and len(accepted) + len(refused) == 60
     finally:

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import RunCatalogDep
 from service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
@@ -44,6 +45,7 @@ RunId = Annotated[
     Path(
         description="The run's id, chosen by the caller: 1 to 128 of A-Z a-z 0-9 . _ -",
         pattern=f"^{RUN_ID_PATTERN}$",
+        openapi_examples=examples.RUN_ID_EXAMPLES,
     ),
 ]
 
@@ -58,7 +60,6 @@ def run_out(info: RunInfo) -> RunOut:
         plan_id=info.plan_id,
         frozen_epochs=info.frozen_epochs,
         updates=info.updates,
-        created_at=info.created_at.isoformat(),
     )
 
 
@@ -73,14 +74,36 @@ def run_out(info: RunInfo) -> RunOut:
         "exists for another plan. A plan with a schedule cannot back a run (422)."
     ),
     responses={
-        200: {"model": RunOut, "description": "The run existed already, for this plan."},
+        201: {
+            "description": "The run was created.",
+            "content": {"application/json": {"example": examples.RUN}},
+        },
+        200: {
+            "model": RunOut,
+            "description": "The run existed already, for this plan.",
+            "content": {"application/json": {"example": examples.RUN}},
+        },
         404: {"model": Problem, "description": "No plan has this `plan_id`."},
         409: {"model": Problem, "description": "The run exists for another plan."},
         422: {"model": Problem, "description": "A bad run id, or a plan with a schedule."},
     },
 )
 def put_run(
-    run_id: RunId, body: Annotated[RunCreate, Body()], runs: RunCatalogDep, response: Response
+    run_id: RunId,
+    body: Annotated[
+        RunCreate,
+        Body(
+            openapi_examples={
+                "plan": examples.openapi_example(
+                    "A run of the example plan",
+                    examples.RUN_CREATE,
+                    "Needs the example plan (POST /v1/plans first).",
+                )
+            }
+        ),
+    ],
+    runs: RunCatalogDep,
+    response: Response,
 ) -> RunOut:
     info, created = runs.create_run(run_id, body.plan_id)
     if not created:
@@ -92,7 +115,12 @@ def put_run(
     "/{run_id}",
     response_model=RunOut,
     summary="A run: its plan, frozen epochs and number of updates",
-    responses=_NOT_FOUND,
+    description="`frozen_epochs`: the epochs served so far, whose weights never change again.",
+    responses={
+        200: {"content": {"application/json": {"example": examples.RUN_UPDATED}}},
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "A bad run id."},
+    },
 )
 def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
     return run_out(runs.get_run(run_id))
@@ -101,7 +129,10 @@ def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
 UPDATE_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
-        "application/json": {"schema": RunUpdateIn.model_json_schema()},
+        "application/json": {
+            "schema": RunUpdateIn.model_json_schema(),
+            "example": examples.RUN_UPDATE,
+        },
         "application/octet-stream": {
             "schema": {
                 "type": "string",
@@ -182,6 +213,7 @@ def _update_from_body(
         "indices then n float64 values, with the other fields in the query."
     ),
     responses={
+        202: {"content": {"application/json": {"example": examples.RUN_UPDATED}}},
         **_NOT_FOUND,
         409: {"model": Problem, "description": "The epoch this update would change is frozen."},
         415: {"model": Problem, "description": "Neither JSON nor octet-stream."},
@@ -207,8 +239,13 @@ WeightsEpochQuery = Annotated[
 @router.get(
     "/{run_id}/weights",
     summary="The weights epoch `epoch` of the run draws from (freezes the epoch)",
+    description=(
+        "float64, one per population position: the plan's weights for epoch 0, then those "
+        "the updates of the epochs before made. Reading an epoch freezes it; its weights "
+        "are kept for ever. At most `max_page` values per response."
+    ),
     responses={
-        **array_responses("The weights", "<f8", {}, RunWeightsOut),
+        **array_responses("The weights", "<f8", examples.RUN_WEIGHTS, RunWeightsOut),
         **_NOT_FOUND,
         422: {"model": Problem, "description": "More weights than `max_page`."},
     },
@@ -241,7 +278,7 @@ def get_run_weights(
         "sharded as DistributedSampler, paged) drawn from the run's weights of the epoch."
     ),
     responses={
-        **array_responses("The page of indices", "<i8", {}, RunIndicesOut),
+        **array_responses("The page of indices", "<i8", examples.RUN_INDICES, RunIndicesOut),
         **_NOT_FOUND,
         422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
     },
