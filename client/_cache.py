@@ -9,7 +9,8 @@ per plan::
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
-                        (``hierarchical`` plans only: their table depends on the classes)
+                        (``hierarchical`` plans and plans with a schedule only: their
+                        table, or their epochs' weights, depend on the classes)
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
 Every file is written to a temporary name and renamed into place, so a reader (another
@@ -59,6 +60,11 @@ def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
 
 
+def _needs_codes(plan: Plan) -> bool:
+    """Whether the plan's offline streams need its dataset's class codes."""
+    return plan.algorithm == "hierarchical" or plan.config.get("schedule") is not None
+
+
 def _codes_digest(codes: npt.NDArray[np.int64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").data).hexdigest()
 
@@ -90,7 +96,8 @@ def _json_bytes(value: Any) -> bytes:
 class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
-    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans only.
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans and plans
+    with a schedule only.
     """
 
     plan: Plan
@@ -134,11 +141,12 @@ class PlanCache:
                 f"plan {plan.id} has {plan.population_size} population positions, "
                 f"but {weights.shape} weights were given"
             )
-        hierarchical = plan.algorithm == "hierarchical"
+        hierarchical = _needs_codes(plan)
         if hierarchical and (codes is None or codes.shape != (dataset.size,)):
             raise CacheError(
-                f"plan {plan.id} is 'hierarchical': its dataset's {dataset.size} class codes "
-                f"are needed, but {None if codes is None else codes.shape} were given"
+                f"plan {plan.id} is 'hierarchical' or has a schedule: its dataset's "
+                f"{dataset.size} class codes are needed, "
+                f"but {None if codes is None else codes.shape} were given"
             )
         directory = self.directory(plan.id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -166,7 +174,7 @@ class PlanCache:
             plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
             dataset = Dataset(**json.loads((directory / "dataset.json").read_bytes()))
             weights = np.load(directory / "weights.npy", allow_pickle=False)
-            hierarchical = plan.algorithm == "hierarchical"
+            hierarchical = _needs_codes(plan)
             codes = np.load(directory / "codes.npy", allow_pickle=False) if hierarchical else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
