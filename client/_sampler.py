@@ -63,6 +63,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -117,8 +118,11 @@ class _UpdateSender:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if item is None:  # stop(): the sampler is gone
+                self._queue.task_done()
+                return
             try:
-                if item is not None and self._error is None:
+                if self._error is None:
                     self.api.update_weights(self.run_id, **item)
             except BaseException as exc:  # raised to the trainer at the next flush
                 self._error = exc
@@ -127,6 +131,10 @@ class _UpdateSender:
 
     def send(self, item: dict[str, Any]) -> None:
         self._queue.put(item)
+
+    def stop(self) -> None:
+        """Let the thread end once what is queued is sent (called when the sampler goes)."""
+        self._queue.put(None)
 
     def wait(self) -> None:
         """Block until everything queued is sent; raise the first error, once."""
@@ -288,6 +296,7 @@ class RemoteWeightedSampler(Sampler[int]):
             assert api is not None
             api.create_run(run, self.plan.id)
             self._sender = _UpdateSender(api, run)
+            weakref.finalize(self, self._sender.stop)
 
     # -- construction ---------------------------------------------------------------------
 

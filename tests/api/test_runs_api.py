@@ -303,3 +303,14 @@ def test_binary_updates_equal_json_updates(module_api: TestClient) -> None:
     assert module_api.post(
         "/v1/runs/as-binary/updates", content=b"{", headers={"content-type": "application/json"}
     ).status_code in (400, 422)
+
+
+def test_sample_with_a_schedule_answers_the_epoch(module_api: TestClient) -> None:
+    schedule = {"kind": "power", "start": 0.0, "end": 1.0, "epochs": 2}
+    body = {"labels": LABELS, "seed": 5, "schedule": schedule, "epoch": 1, "limit": 12}
+    answer = module_api.post("/v1/sample", json=body).json()
+    counts = Counter(LABELS)
+    weights = [float(counts[t]) ** -0.5 for t in LABELS]
+    assert answer["weights"] == weights
+    assert answer["plan"]["epoch"] == 1
+    assert answer["indices"] == reference.weighted_stream(weights, len(LABELS), True, 6)[:12]
