@@ -9,8 +9,9 @@ per plan::
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
-                        (``hierarchical`` plans and plans with a schedule only: their
-                        table, or their epochs' weights, depend on the classes)
+                        (``hierarchical`` plans, whose table depends on the classes,
+                        batch plans, whose batches do, and plans with a schedule, whose
+                        epochs' weights do)
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
 Every file is written to a temporary name and renamed into place, so a reader (another
@@ -96,8 +97,8 @@ def _json_bytes(value: Any) -> bytes:
 class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
-    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans and plans
-    with a schedule only.
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` and batch plans,
+    and plans with a schedule.
     """
 
     plan: Plan
@@ -141,12 +142,15 @@ class PlanCache:
                 f"plan {plan.id} has {plan.population_size} population positions, "
                 f"but {weights.shape} weights were given"
             )
-        hierarchical = _needs_codes(plan)
-        if hierarchical and (codes is None or codes.shape != (dataset.size,)):
+        if _needs_codes(plan) and codes is None:
             raise CacheError(
                 f"plan {plan.id} is 'hierarchical' or has a schedule: its dataset's "
-                f"{dataset.size} class codes are needed, "
-                f"but {None if codes is None else codes.shape} were given"
+                f"{dataset.size} class codes are needed, but none were given"
+            )
+        if codes is not None and codes.shape != (dataset.size,):
+            raise CacheError(
+                f"plan {plan.id}'s dataset has {dataset.size} samples, but {codes.shape} "
+                "class codes were given"
             )
         directory = self.directory(plan.id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -156,8 +160,8 @@ class PlanCache:
             "plan_id": plan.id,
             "weights_sha256": _weights_digest(weights),
         }
-        if hierarchical:
-            assert codes is not None
+        if codes is not None:
+            # Batch plans keep them too (their batches depend on the classes).
             _write_atomically(directory / "codes.npy", _npy_bytes(codes, "<i8"))
             manifest["codes_sha256"] = _codes_digest(codes)
         _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
@@ -174,8 +178,8 @@ class PlanCache:
             plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
             dataset = Dataset(**json.loads((directory / "dataset.json").read_bytes()))
             weights = np.load(directory / "weights.npy", allow_pickle=False)
-            hierarchical = _needs_codes(plan)
-            codes = np.load(directory / "codes.npy", allow_pickle=False) if hierarchical else None
+            with_codes = "codes_sha256" in manifest
+            codes = np.load(directory / "codes.npy", allow_pickle=False) if with_codes else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
                 f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"

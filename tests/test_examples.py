@@ -56,3 +56,11 @@ def test_loss_reweighting_example(tmp_path: Path) -> None:
     after = float(out.split("with ")[1].split("%")[0])
     assert after > 2 * 5.0
     assert "frozen epochs [0, 1, 2]" in out
+
+
+def test_balanced_batches_example(tmp_path: Path) -> None:
+    out = run_example(
+        "balanced_batches.py", "--classes", "9", "--largest", "60", "--epochs", "1", cache=tmp_path
+    )
+    assert "every batch held 8 classes x 4 samples: True" in out
+    assert "resumed after 3 batches, the epoch is the planned one: True" in out
