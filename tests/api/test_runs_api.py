@@ -314,3 +314,14 @@ def test_sample_with_a_schedule_answers_the_epoch(module_api: TestClient) -> Non
     assert answer["weights"] == weights
     assert answer["plan"]["epoch"] == 1
     assert answer["indices"] == reference.weighted_stream(weights, len(LABELS), True, 6)[:12]
+
+
+def test_a_schedule_with_batching_or_another_strategy_is_422(module_api: TestClient) -> None:
+    schedule = {"kind": "power"}
+    batching = {"kind": "m_per_class", "m": 2, "batch_size": 4}
+    for extra in ({"batching": batching}, {"strategy": "uniform"}):
+        response = module_api.post(
+            "/v1/plans", json={"labels": LABELS, "schedule": schedule, **extra}
+        )
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
