@@ -344,7 +344,8 @@ class RunCatalog:
         self.catalog.check_page(prepared.population_size)
         return plan, prepared.weights
 
-    def indices(self, run_id: str, request: StreamRequest) -> tuple[PreparedPlan, Int64Array]:
-        """A page of the run's stream of ``request.epoch`` (freezing the epoch)."""
-        _, prepared = self.epoch_plan(run_id, request.epoch)
-        return prepared, self.catalog.stream_page(prepared, ("run", run_id), request)
+    def indices(self, run_id: str, request: StreamRequest) -> tuple[Plan, PreparedPlan, Int64Array]:
+        """A page of the run's stream of ``request.epoch`` (freezing the epoch), with the
+        run's plan and the prepared plan the epoch draws from."""
+        plan, prepared = self.epoch_plan(run_id, request.epoch)
+        return plan, prepared, self.catalog.stream_page(prepared, ("run", run_id), request)

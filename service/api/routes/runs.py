@@ -298,8 +298,7 @@ def get_run_indices(
     stream_request = StreamRequest(
         epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
     )
-    prepared, indices = runs.indices(run_id, stream_request)
-    _, plan = runs.plan_of(run_id)
+    plan, prepared, indices = runs.indices(run_id, stream_request)
     stream_length = prepared.rank_length(world_size)
     return array_response(
         media_type,
