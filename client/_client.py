@@ -170,8 +170,12 @@ class SamplePlanClient(_ClientOptions):
     def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
-        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
-        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
+        ``ChunkedArray`` (a Hugging Face ``datasets`` column, ``ds.data.column("label")``),
+        or a pandas ``Series`` or ``Categorical``. Integer labels go as raw binary; other
+        pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
+        the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
+        JSON. Either way the id is the same.
         """
         return self.send(endpoints.create_dataset(labels, binary=binary))
 
@@ -183,12 +187,16 @@ class SamplePlanClient(_ClientOptions):
         label_column: str = "label",
         dtype: str = "int64",
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths),
+        ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
-        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
-        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
-        in ``ImageFolder`` layout, ``class_name/file``.
+        with ``dtype="int32"`` or ``"int64"`` for raw integers) and sends the file as it
+        is. ``label_column`` names the CSV, Parquet or Arrow column or the JSON Lines key
+        holding the labels. Parquet and Arrow files are read here (the ``arrow`` extra),
+        memory-mapped, and only the label column is sent, never the whole file; a missing
+        column raises ``ValueError`` listing the columns there are. A ``.txt`` file lists
+        paths in ``ImageFolder`` layout, ``class_name/file``.
         """
         return self.send(
             endpoints.create_dataset_from_file(
@@ -449,8 +457,12 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
-        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
-        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
+        ``ChunkedArray`` (a Hugging Face ``datasets`` column, ``ds.data.column("label")``),
+        or a pandas ``Series`` or ``Categorical``. Integer labels go as raw binary; other
+        pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
+        the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
+        JSON. Either way the id is the same.
         """
         return await self.send(endpoints.create_dataset(labels, binary=binary))
 
@@ -462,12 +474,16 @@ class AsyncSamplePlanClient(_ClientOptions):
         label_column: str = "label",
         dtype: str = "int64",
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths),
+        ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
-        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
-        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
-        in ``ImageFolder`` layout, ``class_name/file``.
+        with ``dtype="int32"`` or ``"int64"`` for raw integers) and sends the file as it
+        is. ``label_column`` names the CSV, Parquet or Arrow column or the JSON Lines key
+        holding the labels. Parquet and Arrow files are read here (the ``arrow`` extra),
+        memory-mapped, and only the label column is sent, never the whole file; a missing
+        column raises ``ValueError`` listing the columns there are. A ``.txt`` file lists
+        paths in ``ImageFolder`` layout, ``class_name/file``.
         """
         return await self.send(
             endpoints.create_dataset_from_file(

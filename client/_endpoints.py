@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from client import _tables as tables
 from client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
 from client._models import Dataset, Plan, Run
 
@@ -54,8 +55,11 @@ class Call(Generic[T_co]):
 
 
 def labels_to_json(labels: LabelsLike) -> list[Any]:
-    """Labels as a JSON list: accepts lists, numpy arrays and torch tensors."""
-    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    """Labels as a JSON list: lists, numpy arrays, torch tensors, pyarrow and pandas labels."""
+    if hasattr(labels, "to_pylist"):  # pyarrow: nulls stay None (the service refuses them)
+        values = labels.to_pylist()
+    else:
+        values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
     if not isinstance(values, list):
         raise TypeError(f"labels must be a 1-d sequence, got {type(labels).__name__}")
     return values
@@ -88,7 +92,24 @@ def _dataset(response: httpx.Response) -> Dataset:
 
 
 def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
-    """Integer labels go as raw little-endian bytes (``binary``), others as JSON."""
+    """The cheapest form the service reads (see ``client/_tables.py``); JSON if not ``binary``.
+
+    Integer labels go as raw little-endian bytes; pyarrow and pandas labels that are not
+    plain integers as a one-column Arrow IPC stream; the rest as JSON.
+    """
+    column = tables.to_arrow(labels) if binary else None
+    if column is not None:
+        chunks = tables.integer_chunks(column)
+        if chunks is None:
+            return Call(
+                "POST",
+                "/v1/datasets",
+                _dataset,
+                params={"label_column": "label"},
+                content=tables.arrow_stream(column),
+                headers={"Content-Type": tables.ARROW_STREAM},
+            )
+        labels = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     encoded = binary_labels(labels) if binary else None
     if encoded is None:
         return Call("POST", "/v1/datasets", _dataset, json={"labels": labels_to_json(labels)})
@@ -106,6 +127,9 @@ def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
 def create_dataset_from_file(
     path: Path, *, media_type: str | None, label_column: str, dtype: str
 ) -> Call[Dataset]:
+    """Parquet and Arrow files: only the label column, read here, is sent."""
+    if media_type is None and path.suffix.lower() in tables.TABLE_SUFFIXES:
+        return create_dataset(tables.read_column(path, label_column))
     return Call(
         "POST",
         "/v1/datasets",

@@ -1,9 +1,10 @@
 """The ``sampleplan plan`` and ``sampleplan report`` commands: a plan's balance, for people.
 
-``sampleplan plan LABELS_FILE`` reads labels from a manifest (CSV, JSON Lines, ``.npy``
-or an ImageFolder path list), builds the plan on a service (``--url``) or locally with
-the same sampling core, and prints its class table. ``sampleplan report PLAN_ID`` fetches
-a plan's HTML report from a service and writes it to a file or opens it in a browser.
+``sampleplan plan LABELS_FILE`` reads labels from a manifest (CSV, JSON Lines, ``.npy``,
+an ImageFolder path list, or one column of a Parquet or Arrow file), builds the plan on a
+service (``--url``) or locally with the same sampling core, and prints its class table.
+``sampleplan report PLAN_ID`` fetches a plan's HTML report from a service and writes it
+to a file or opens it in a browser.
 ``service.main.cli`` registers these next to ``serve``.
 """
 
@@ -17,7 +18,9 @@ import tempfile
 import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
+
+import numpy as np
 
 from client import SamplePlanClient, SamplePlanError
 from service.core import manifests
@@ -38,8 +41,13 @@ FORMATS_BY_SUFFIX = {
     ".npy": "npy",
     ".txt": "paths",
     ".lst": "paths",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
 }
-FORMATS = ("csv", "jsonl", "npy", "paths")
+FORMATS = ("csv", "jsonl", "npy", "paths", "parquet", "arrow")
 
 #: Repeats per drawn sample above which the table flags a class (as the report does).
 REPEAT_WARNING = 3.0
@@ -61,14 +69,19 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "the draws, draws per epoch and coverage.",
     )
     plan.add_argument(
-        "labels_file", metavar="LABELS_FILE", help="CSV, JSON Lines, .npy or path list ('-': stdin)"
+        "labels_file",
+        metavar="LABELS_FILE",
+        help="CSV, JSON Lines, .npy, path list, Parquet or Arrow ('-': stdin)",
     )
     plan.add_argument(
         "--format", choices=FORMATS, help="the file's format (default: from its extension)"
     )
     plan.add_argument(
+        "--label-column",
         "--column",
-        help="label column of a CSV or key of JSON Lines (default: 'label')",
+        dest="column",
+        help="label column of a CSV, Parquet or Arrow file, or key of JSON Lines "
+        "(default: 'label'); only that column of a Parquet or Arrow file is read",
     )
     plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
@@ -155,6 +168,8 @@ def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
                 f"cannot tell the format of {path!r} from its extension; give --format "
                 f"({', '.join(FORMATS)})"
             )
+    if fmt in ("parquet", "arrow"):
+        return _table_labels(path, fmt, column or "label")
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
@@ -173,6 +188,27 @@ def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
     except InvalidLabels as exc:
         # The parser speaks to HTTP clients; here the option is --column.
         detail = exc.detail.replace("with the 'label_column' query parameter", "with --column")
+        raise InvalidLabels(detail) from exc
+
+
+def _table_labels(path: str, fmt: str, column: str) -> Labels:
+    """Labels from one column of a Parquet or Arrow file, memory-mapped: only it is read."""
+    import pyarrow as pa
+
+    from service.core.tables import labels_from_arrow, read_label_column
+
+    table_format: Literal["parquet", "arrow"] = "parquet" if fmt == "parquet" else "arrow"
+    try:
+        source = pa.BufferReader(sys.stdin.buffer.read()) if path == "-" else pa.memory_map(path)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+    try:
+        with source:
+            return labels_from_arrow(read_label_column(source, table_format, column))
+    except InvalidLabels as exc:
+        detail = exc.detail.replace("the body", f"{path!r}").replace(
+            "with the 'label_column' query parameter", "with --label-column"
+        )
         raise InvalidLabels(detail) from exc
 
 
@@ -256,10 +292,21 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
 def remote_plan(
     url: str, token: str | None, labels: Labels, fields: dict[str, Any]
 ) -> dict[str, Any]:
-    """Create the plan on the service at ``url`` and return its JSON."""
+    """Upload the dataset (in binary), create the plan on it at ``url``; the plan's JSON."""
     with SamplePlanClient(url, token=token, retries=1) as api:
-        raw: dict[str, Any] = api.create_plan(labels=labels.values(), **fields).raw
+        dataset = api.create_dataset(_upload_form(labels))
+        raw: dict[str, Any] = api.create_plan(dataset_id=dataset.id, **fields).raw
         return raw
+
+
+def _upload_form(labels: Labels) -> Any:
+    """The labels in the form the client sends cheapest: integers, or a dictionary array
+    of class names (each name once, a code per sample)."""
+    import pyarrow as pa
+
+    if labels.kind == "int":
+        return np.asarray(labels.classes, dtype=np.int64)[labels.codes]
+    return pa.DictionaryArray.from_arrays(pa.array(labels.codes), pa.array(list(labels.classes)))
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> None:

@@ -21,14 +21,15 @@ imports (and is not disabled with ``NUMBA_DISABLE_JIT``), otherwise vectorised n
 
 from __future__ import annotations
 
-import importlib
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from service.core.jit import NUMBA, compile_kernel
 
 __all__ = [
     "AVAILABLE_BACKENDS",
@@ -186,33 +187,12 @@ def _draw_kernel(
     return pos
 
 
-def _load_numba() -> Any | None:
-    try:
-        numba: Any = importlib.import_module("numba")
-    except ImportError:
-        return None
-    if numba.config.DISABLE_JIT:  # the kernels would run as (very slow) Python
-        return None
-    return numba
-
-
-def _compile(numba: Any, kernel: Callable[..., Any]) -> Any:
-    # nogil=True: concurrent requests run the kernels on several cores at once. No
-    # parallel=True: numba's thread pools are either not thread-safe (workqueue) or not
-    # fork-safe (GNU OpenMP), and the service already draws on every core.
-    try:
-        # cache=True: the compile (about a second) is paid once per machine, not per process.
-        return numba.njit(cache=True, nogil=True)(kernel)
-    except RuntimeError:  # no writable cache directory (read-only install, no home)
-        return numba.njit(nogil=True)(kernel)
-
-
-_numba: Final = _load_numba()
+_numba: Final = NUMBA
 _compiled_fill_guide: Callable[[npt.NDArray[np.float64], GuideArray], None] | None = None
 _compiled_draw: Callable[..., int] | None = None
 if _numba is not None:
-    _compiled_fill_guide = _compile(_numba, _fill_guide_kernel)
-    _compiled_draw = _compile(_numba, _draw_kernel)
+    _compiled_fill_guide = compile_kernel(_numba, _fill_guide_kernel)
+    _compiled_draw = compile_kernel(_numba, _draw_kernel)
 
 #: The backend used when a call does not choose one.
 BACKEND: Final[Backend] = "numba" if _numba is not None else "numpy"

@@ -62,9 +62,12 @@ __all__ = [
 ]
 
 #: The element types of a raw upload, by the name the API takes.
-RAW_DTYPES: dict[str, np.dtype[np.signedinteger]] = {
+RAW_DTYPES: dict[str, np.dtype[np.integer]] = {
     "int32": np.dtype("<i4"),
     "int64": np.dtype("<i8"),
+    # Narrow forms of class indices: 10**8 labels of 1000 classes are 0.2 GB as uint16.
+    "uint8": np.dtype("u1"),
+    "uint16": np.dtype("<u2"),
 }
 
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -249,7 +252,8 @@ def labels_from_npy(data: bytes) -> Labels:
 
 
 def labels_from_raw(data: bytes, dtype: str = "int64") -> Labels:
-    """Labels from the raw bytes of a little-endian ``int32`` or ``int64`` array."""
+    """Labels from the raw bytes of a little-endian ``int32``, ``int64``, ``uint8`` or
+    ``uint16`` array."""
     wire = RAW_DTYPES.get(dtype)
     if wire is None:
         raise InvalidLabels(
