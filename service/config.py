@@ -42,6 +42,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes of drawn 'torch' epochs kept per replica, LRU (0: keep none).",
     )
+    exact_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Threads one large 'torch' page may be split over (1: never split). "
+        "Helpers are shared by the whole replica and used only when idle.",
+    )
+    exact_parallel_min_draws: int = Field(
+        default=1 << 20,
+        ge=2,
+        description="Smallest 'torch' page (in draws) split over exact_threads threads.",
+    )
     # -- operations (auth, limits, logs) ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         default=None,

@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = PlanStore.open(settings.database_url)
+        exact.configure_parallelism(
+            threads=settings.exact_threads, min_draws=settings.exact_parallel_min_draws
+        )
         await anyio.to_thread.run_sync(exact.warm_up)
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings, service_metrics)

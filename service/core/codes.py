@@ -90,25 +90,25 @@ def _gather_kernel(table: Any, index: Any, out: Any) -> None:
 
 
 _gather: Final[Callable[..., None] | None] = (
-    compile_kernel(NUMBA, _gather_kernel) if NUMBA is not None else None
+    compile_kernel(_gather_kernel) if NUMBA is not None else None
 )
 _first_positions: Final[Callable[..., None] | None] = (
-    compile_kernel(NUMBA, _first_positions_kernel) if NUMBA is not None else None
+    compile_kernel(_first_positions_kernel) if NUMBA is not None else None
 )
 _count: Final[Callable[..., None] | None] = (
-    compile_kernel(NUMBA, _count_kernel) if NUMBA is not None else None
+    compile_kernel(_count_kernel) if NUMBA is not None else None
 )
 _min_max: Final[Callable[..., tuple[int, int]] | None] = (
-    compile_kernel(NUMBA, _min_max_kernel) if NUMBA is not None else None
+    compile_kernel(_min_max_kernel) if NUMBA is not None else None
 )
 _is_sorted: Final[Callable[..., bool] | None] = (
-    compile_kernel(NUMBA, _is_sorted_kernel) if NUMBA is not None else None
+    compile_kernel(_is_sorted_kernel) if NUMBA is not None else None
 )
 _group: Final[Callable[..., None] | None] = (
-    compile_kernel(NUMBA, _group_kernel) if NUMBA is not None else None
+    compile_kernel(_group_kernel) if NUMBA is not None else None
 )
 _value_per_class: Final[Callable[..., bool] | None] = (
-    compile_kernel(NUMBA, _value_per_class_kernel) if NUMBA is not None else None
+    compile_kernel(_value_per_class_kernel) if NUMBA is not None else None
 )
 
 

@@ -1,7 +1,8 @@
-"""numba, when it is there: the compiled kernels of the core load through here.
+"""Optional numba compilation for the sampling core's kernels.
 
-numba is a dependency of the server, not of the client (whose offline fallback reuses
-the core), so every kernel has a numpy twin and :data:`NUMBA` is ``None`` without it.
+The core's hot loops are written as plain Python functions over numpy arrays. When numba
+imports (and ``NUMBA_DISABLE_JIT`` is not set) they are compiled; otherwise callers use
+their vectorised numpy twins. :data:`NUMBA` is the imported module or ``None``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final
 
+__all__ = ["NUMBA", "compile_kernel"]
 
-def load_numba() -> Any | None:
-    """The numba module, or ``None`` when it is missing or disabled."""
+
+def _load_numba() -> Any | None:
     try:
         numba: Any = importlib.import_module("numba")
     except ImportError:
@@ -22,17 +24,25 @@ def load_numba() -> Any | None:
     return numba
 
 
-def compile_kernel(numba: Any, kernel: Callable[..., Any]) -> Any:
-    """``kernel`` compiled in nopython mode, releasing the GIL, cached on disk if it can be."""
-    # nogil=True: concurrent requests run the kernels on several cores at once. No
-    # parallel=True: numba's thread pools are either not thread-safe (workqueue) or not
-    # fork-safe (GNU OpenMP), and the service already draws on every core.
+#: numba, when it is importable and its JIT is enabled; else ``None``.
+NUMBA: Final = _load_numba()
+
+
+def compile_kernel(kernel: Callable[..., Any]) -> Any:
+    """``kernel`` compiled with numba (``nogil``, cached on disk); needs :data:`NUMBA`.
+
+    nogil=True: concurrent requests, and the two halves of a split draw, run on several
+    cores at once. No ``parallel=True``: numba's thread pools are either not thread-safe
+    (workqueue) or not fork-safe (GNU OpenMP); ``exact.py`` splits large draws over its
+    own bounded pool instead.
+
+    NOTE: numba's on-disk cache notices edits to a kernel's own file only. A kernel that
+    calls a kernel of another module keeps its cached machine code when only the other
+    module changes; kernels that call each other therefore live in one module.
+    """
+    assert NUMBA is not None
     try:
-        # cache=True: the compile (about a second) is paid once per machine, not per process.
-        return numba.njit(cache=True, nogil=True)(kernel)
+        # cache=True: the compile (seconds) is paid once per machine, not per process.
+        return NUMBA.njit(cache=True, nogil=True)(kernel)
     except RuntimeError:  # no writable cache directory (read-only install, no home)
-        return numba.njit(nogil=True)(kernel)
-
-
-#: The numba module when the core compiles its kernels, else ``None``.
-NUMBA: Final = load_numba()
+        return NUMBA.njit(nogil=True)(kernel)
