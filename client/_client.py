@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ import numpy.typing as npt
 from client import _endpoints as endpoints
 from client._endpoints import Call, LabelsLike
 from client._exceptions import SamplePlanError
+from client._folders import image_folder_targets
 from client._models import Dataset, Plan, Run
 from client._progress import attach_progress, require_tqdm
 from client._retry import RetryPolicy
@@ -203,6 +205,25 @@ class SamplePlanClient(_ClientOptions):
                 Path(path), media_type=media_type, label_column=label_column, dtype=dtype
             )
         )
+
+    def create_dataset_from_folder(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        extensions: str | Sequence[str] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+    ) -> Dataset:
+        """Upload an ``ImageFolder`` tree's labels: its samples as ``ImageFolder(root)`` lists
+        them (:func:`~client.image_folder_targets`), sent as a path list.
+
+        The dataset's classes are the folder's class names and sample ``i`` is
+        ``ImageFolder(root).samples[i]``, so ``dataset.classes == ImageFolder(root).classes``
+        and plan indices index the ``ImageFolder`` directly. A class folder without a
+        valid file is an error, as in ``ImageFolder`` by default (a dataset has no class
+        without samples, so its class indices would no longer be ImageFolder's).
+        """
+        targets = image_folder_targets(root, extensions=extensions, is_valid_file=is_valid_file)
+        return self.send(endpoints.create_dataset_from_folder(targets))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """A stored dataset's size, classes and class counts."""
@@ -490,6 +511,28 @@ class AsyncSamplePlanClient(_ClientOptions):
                 Path(path), media_type=media_type, label_column=label_column, dtype=dtype
             )
         )
+
+    async def create_dataset_from_folder(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        extensions: str | Sequence[str] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+    ) -> Dataset:
+        """Upload an ``ImageFolder`` tree's labels: its samples as ``ImageFolder(root)`` lists
+        them (:func:`~client.image_folder_targets`), sent as a path list.
+
+        The dataset's classes are the folder's class names and sample ``i`` is
+        ``ImageFolder(root).samples[i]``, so ``dataset.classes == ImageFolder(root).classes``
+        and plan indices index the ``ImageFolder`` directly. A class folder without a
+        valid file is an error, as in ``ImageFolder`` by default (a dataset has no class
+        without samples, so its class indices would no longer be ImageFolder's).
+        """
+        # Listing a large tree blocks: keep it off the event loop.
+        targets = await anyio.to_thread.run_sync(
+            lambda: image_folder_targets(root, extensions=extensions, is_valid_file=is_valid_file)
+        )
+        return await self.send(endpoints.create_dataset_from_folder(targets))
 
     async def get_dataset(self, dataset_id: str) -> Dataset:
         """A stored dataset's size, classes and class counts."""

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from client import _tables as tables
 from client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
+from client._folders import ImageFolderTargets
 from client._models import Dataset, Plan, Run
 
 T_co = TypeVar("T_co", covariant=True)
@@ -137,6 +138,24 @@ def create_dataset_from_file(
         params={"label_column": label_column, "dtype": dtype},
         content=path.read_bytes(),
         headers={"Content-Type": media_type or manifest_media_type(path)},
+    )
+
+
+def create_dataset_from_folder(targets: ImageFolderTargets) -> Call[Dataset]:
+    """A folder's samples uploaded as a path list, in ImageFolder's order."""
+    try:
+        body = targets.manifest().encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"a file name under {targets.root!r} is not valid UTF-8 and cannot be uploaded "
+            f"as a path list; upload the targets instead (create_dataset(targets.targets))"
+        ) from exc
+    return Call(
+        "POST",
+        "/v1/datasets",
+        _dataset,
+        content=body,
+        headers={"Content-Type": "text/plain; charset=utf-8"},
     )
 
 

@@ -310,8 +310,10 @@ class RemoteWeightedSampler(Sampler[int]):
         except (TransportError, ServerError) as exc:
             if self.cache is None:
                 raise
+            # Say "using the cached copy" only once there is one: without it this raises.
+            offline = self._offline_stream(exc)
             logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
-            return self._offline_stream(exc).plan
+            return offline.plan
         return plan
 
     @staticmethod

@@ -74,8 +74,10 @@ class Settings(BaseSettings):
         gt=0,
         description="A request whose response has not started by then gets a 504.",
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Log lines to stderr: JSON objects, or plain text."
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines to stderr: JSON objects, or plain text; 'auto' writes text to "
+        "a terminal and JSON anywhere else (a file, a pipe, a log collector).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."

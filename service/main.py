@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,7 +22,7 @@ from service.api.schemas import Problem
 from service.catalog import Catalog
 from service.config import Settings, get_settings
 from service.core import exact
-from service.logs import configure_logging, uvicorn_log_config
+from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.run_catalog import RunCatalog
 from service.storage import PlanStore, RunStore
@@ -102,15 +100,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = service_metrics
     install_problem_handlers(app)
-    install_problem_openapi(app)
     install_offline_docs(app)
+    # After the docs: it wraps the schema builder they install.
+    heads = datasets.HEAD_PATHS + plans.HEAD_PATHS + batches.HEAD_PATHS
+    install_problem_openapi(app, head_paths=heads)
     v1_extra: dict[str, Any] = {}
     if tokens:
         # Enforced by BearerAuthMiddleware; this only documents it (and gives /docs its
         # "Authorize" button): HTTPBearer(auto_error=False) never refuses anything.
         v1_extra = {
             "dependencies": [Security(HTTPBearer(auto_error=False))],
-            "responses": {401: {"model": Problem, "description": "No valid bearer token."}},
+            "responses": {
+                401: {
+                    "model": Problem,
+                    "description": "No valid bearer token.",
+                    "headers": {
+                        "WWW-Authenticate": {
+                            "description": '`Bearer`, with `error="invalid_token"` for a '
+                            "wrong token.",
+                            "schema": {"type": "string"},
+                        }
+                    },
+                }
+            },
         }
     for router in (datasets.router, plans.router, batches.router, runs.router, sample.router):
         app.include_router(router, **v1_extra)
@@ -129,45 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    """``sampleplan serve [--host H] [--port P]``; ``plan`` and ``report`` live in service.cli."""
-    from service.cli import add_commands, run_command
+    """The ``sampleplan`` command; it lives in :mod:`service.cli` (which imports lazily)."""
+    from service.cli import main
 
-    parser = argparse.ArgumentParser(prog="sampleplan", description="sampleplan service")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="default: SAMPLEPLAN_LOG_LEVEL",
-    )
-    add_commands(commands)
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        import uvicorn
-
-        if args.log_level is not None:
-            # The app (in this process or in workers) reads its level from the settings.
-            os.environ["SAMPLEPLAN_LOG_LEVEL"] = args.log_level
-            get_settings.cache_clear()
-        settings = get_settings()
-        level = settings.log_level
-        uvicorn.run(
-            "service.main:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=level,
-            # The service logs each request itself (JSON, with its request id).
-            access_log=False,
-            log_config=uvicorn_log_config(settings.log_format, level),
-        )
-    else:
-        raise SystemExit(run_command(args))
+    main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -104,7 +104,15 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
         OCTET_STREAM: {"schema": _BINARY},
         CSV: {"schema": _TEXT, "example": "path,label\na.png,cat\nb.png,dog\n"},
         NDJSON: {
-            "schema": _TEXT,
+            # JSON Lines: the objects of this array, one per line (not a JSON array). OpenAPI
+            # 3.1 has no keyword for a sequence of JSON texts; generators serialise it so.
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "object", "description": "One line: a JSON object."},
+                "description": "One JSON object per line; the labels are the values under "
+                "`label_column` (default `label`), all integers or all strings.",
+            },
             "example": '{"path": "a.png", "label": "cat"}\n{"path": "b.png", "label": "dog"}\n',
         },
         PATHS: {"schema": _TEXT, "example": "cat/0001.png\ncat/0002.png\ndog/0001.png\n"},

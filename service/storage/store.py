@@ -9,6 +9,7 @@ replicas racing on the same plan both succeed and leave one row.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.errors import StorageUnavailable
+
+logger = logging.getLogger("sampleplan.storage")
 
 metadata = sa.MetaData()
 
@@ -255,7 +258,7 @@ class PlanStore:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except DBAPIError as exc:
-            raise StorageUnavailable(f"the database does not answer: {exc.orig}") from exc
+            raise _unavailable("the database does not answer", exc) from exc
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -382,4 +385,11 @@ def _storage_errors() -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        raise StorageUnavailable(f"the database failed: {exc.orig}") from exc
+        raise _unavailable("the database failed", exc) from exc
+
+
+def _unavailable(what: str, exc: DBAPIError) -> StorageUnavailable:
+    """A 503 for clients without the driver's message, which names the database's host,
+    port and user; that message goes to the service's log instead."""
+    logger.error("%s: %s", what, exc.orig)
+    return StorageUnavailable(f"{what}; the service's log has the details")

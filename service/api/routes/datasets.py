@@ -33,9 +33,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     415: {"model": Problem, "description": "A Content-Type (or charset) the service cannot read."},
     422: {
         "model": Problem,
-        "description": "The labels are empty, mixed, floats, null, or not a list; a manifest "
-        "or table is empty, ragged, misses its label column (the answer lists its columns), is "
-        "not valid in its charset or is not a Parquet/Arrow file.",
+        "description": "The labels are empty, mixed, floats, null, or not a list; a raw "
+        "`application/octet-stream` body's length is not a multiple of 4 (`int32`) or 8 "
+        "(`int64`); a manifest or table is empty, ragged, misses its label column "
+        "(`label_column`; the answer lists its columns), mixes integer and string labels, is "
+        "not valid in its charset or is not a Parquet/Arrow file. These rules relate the body "
+        "to the parameters and cannot all be stated by the body's schema.",
     },
 }
 
@@ -150,3 +153,6 @@ def get_codes(
 
 # HEAD like the plans' array endpoints: GET's headers, no body, kept out of the schema.
 router.add_api_route("/{dataset_id}/codes", get_codes, methods=["HEAD"], include_in_schema=False)
+
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes",)

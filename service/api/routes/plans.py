@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
-from service.api.deps import CatalogDep
+from service.api.deps import JSON_BODY, CatalogDep
 from service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
 from service.api.schemas import (
     IndicesOut,
@@ -56,6 +56,7 @@ PlanId = Annotated[
     response_model=PlanOut,
     status_code=status.HTTP_201_CREATED,
     summary="Create a sampling plan",
+    dependencies=[JSON_BODY],
     description=(
         "A plan is a dataset (by `dataset_id`, or inline `labels`) plus how to weight and draw "
         "from it. Its id is the hash of the dataset id and the canonical config: creating the "
@@ -75,7 +76,15 @@ PlanId = Annotated[
         },
         404: {"model": Problem, "description": "No dataset has this `dataset_id`."},
         413: {"model": Problem, "description": "More inline labels than the service takes."},
-        422: {"model": Problem, "description": "The config or the labels are invalid."},
+        422: {
+            "model": Problem,
+            "description": "The config or the labels are invalid, including rules between "
+            "fields no schema states: `beta` only with `effective_number`, `class_weights` "
+            "naming the dataset's classes, `weights` one per sample, split fractions adding "
+            "up to 1 (lengths to the dataset size, at least two parts), `num_samples` without "
+            "replacement at most the samples of positive weight, `hierarchical` with "
+            "replacement, weights summing to a finite positive number.",
+        },
     },
 )
 def create_plan(
@@ -181,7 +190,9 @@ def get_weights(
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank, world size or page, or a page over `max_page`.",
+            "description": "`rank` is not below `world_size` (a rule between two parameters "
+            "that no schema states), a page over `max_page`, or a stream over "
+            "`max_num_samples`.",
         },
     },
 )
@@ -237,6 +248,9 @@ def get_indices(
 for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indices", get_indices)):
     router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_id}}/indices")
+
 
 @router.get(
     "/{plan_id}/indices/summary",
@@ -253,8 +267,8 @@ for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indic
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank or world size, or a stream longer than "
-            "SAMPLEPLAN_MAX_NUM_SAMPLES.",
+            "description": "`rank` is not below `world_size` (a rule between two parameters "
+            "that no schema states), or a stream longer than SAMPLEPLAN_MAX_NUM_SAMPLES.",
         },
     },
 )

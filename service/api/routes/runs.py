@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
-from service.api.deps import RunCatalogDep
+from service.api.deps import JSON_BODY, RunCatalogDep
 from service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
 from service.api.schemas import (
     Problem,
@@ -85,8 +85,10 @@ def run_out(info: RunInfo) -> RunOut:
         },
         404: {"model": Problem, "description": "No plan has this `plan_id`."},
         409: {"model": Problem, "description": "The run exists for another plan."},
+        415: {"model": Problem, "description": "The body is not JSON."},
         422: {"model": Problem, "description": "A bad run id, or a plan with a schedule."},
     },
+    dependencies=[JSON_BODY],
 )
 def put_run(
     run_id: RunId,
