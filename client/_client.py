@@ -8,6 +8,7 @@ call to :meth:`send`. Only sending and sleeping differ between the two.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,10 @@ T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
+
+# Opening a pool is rare (once per client and process): one lock for all of them, so that
+# no client holds a lock of its own (NOTE [Pickling clients]).
+_OPENING = threading.Lock()
 
 
 class _ClientOptions:
@@ -77,6 +82,28 @@ class _ClientOptions:
     def _client_kwargs(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
 
+    # NOTE [Pickling clients]
+    #     A client's connection pool (and its locks) cannot cross a process boundary, but
+    #     its configuration can: a pickled or deep-copied client carries base URL, token,
+    #     timeout and retry policy, and opens its own pool at its first request. Lightning's
+    #     ddp_spawn and DataLoader workers pickle the sampler, and with it its client. A
+    #     caller's injected http_client is theirs: it cannot be rebuilt, so it refuses.
+    _owns_client: bool
+    _http_client: httpx.Client | httpx.AsyncClient | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not self._owns_client:
+            raise TypeError(
+                f"a {type(self).__name__} built on a caller's http_client cannot be pickled or "
+                "copied; build it from base_url and token so that the copy opens its own"
+            )
+        state = self.__dict__.copy()
+        state["_http_client"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
 
 class SamplePlanClient(_ClientOptions):
     """A synchronous client for the sampleplan service.
@@ -113,14 +140,21 @@ class SamplePlanClient(_ClientOptions):
             base_url, token, timeout=timeout, retries=retries, backoff=backoff, progress=progress
         )
         self._owns_client = http_client is None
-        self._http = (
-            http_client if http_client is not None else httpx.Client(**self._client_kwargs())
-        )
+        self._http_client: httpx.Client | None = http_client
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The connection pool, opened at the first request (NOTE [Pickling clients])."""
+        if self._http_client is None:
+            with _OPENING:
+                if self._http_client is None:
+                    self._http_client = httpx.Client(**self._client_kwargs())
+        return self._http_client
 
     def close(self) -> None:
         """Close the connection pool (not an injected ``http_client``)."""
-        if self._owns_client:
-            self._http.close()
+        if self._owns_client and self._http_client is not None:
+            self._http_client.close()
 
     def __enter__(self) -> SamplePlanClient:
         return self
@@ -266,8 +300,15 @@ class SamplePlanClient(_ClientOptions):
         limit: int | None = None,
         space: str = "population",
         binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON)."""
+        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
+        keep or drop its ragged tail (NOTE [Dealing] in ``service/core/dealing.py``).
+        """
         return self.send(
             endpoints.indices(
                 plan_id,
@@ -278,6 +319,9 @@ class SamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 
@@ -375,8 +419,14 @@ class SamplePlanClient(_ClientOptions):
         limit: int | None = None,
         space: str = "population",
         binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream of the run for an epoch (this freezes the epoch)."""
+        """A page of a rank's stream of the run for an epoch (this freezes the epoch).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch as for a plan's ``indices``.
+        """
         return self.send(
             endpoints.run_indices(
                 run_id,
@@ -387,6 +437,9 @@ class SamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 
@@ -424,14 +477,21 @@ class AsyncSamplePlanClient(_ClientOptions):
             base_url, token, timeout=timeout, retries=retries, backoff=backoff, progress=progress
         )
         self._owns_client = http_client is None
-        self._http = (
-            http_client if http_client is not None else httpx.AsyncClient(**self._client_kwargs())
-        )
+        self._http_client: httpx.AsyncClient | None = http_client
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool, opened at the first request (NOTE [Pickling clients])."""
+        if self._http_client is None:
+            with _OPENING:
+                if self._http_client is None:
+                    self._http_client = httpx.AsyncClient(**self._client_kwargs())
+        return self._http_client
 
     async def aclose(self) -> None:
         """Close the connection pool (not an injected ``http_client``)."""
-        if self._owns_client:
-            await self._http.aclose()
+        if self._owns_client and self._http_client is not None:
+            await self._http_client.aclose()
 
     async def __aenter__(self) -> AsyncSamplePlanClient:
         return self
@@ -575,8 +635,15 @@ class AsyncSamplePlanClient(_ClientOptions):
         limit: int | None = None,
         space: str = "population",
         binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON)."""
+        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
+        keep or drop its ragged tail (NOTE [Dealing] in ``service/core/dealing.py``).
+        """
         return await self.send(
             endpoints.indices(
                 plan_id,
@@ -587,6 +654,9 @@ class AsyncSamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 
@@ -684,8 +754,14 @@ class AsyncSamplePlanClient(_ClientOptions):
         limit: int | None = None,
         space: str = "population",
         binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream of the run for an epoch (this freezes the epoch)."""
+        """A page of a rank's stream of the run for an epoch (this freezes the epoch).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch as for a plan's ``indices``.
+        """
         return await self.send(
             endpoints.run_indices(
                 run_id,
@@ -696,6 +772,9 @@ class AsyncSamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 

@@ -220,6 +220,9 @@ def indices(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     return _stream(
         f"/v1/plans/{_segment(plan_id)}/indices",
@@ -230,6 +233,9 @@ def indices(
         limit=limit,
         space=space,
         binary=binary,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
     )
 
 
@@ -298,6 +304,9 @@ def run_indices(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     return _stream(
         f"/v1/runs/{_segment(run_id)}/indices",
@@ -308,6 +317,9 @@ def run_indices(
         limit=limit,
         space=space,
         binary=binary,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
     )
 
 
@@ -321,6 +333,9 @@ def _stream(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     params: dict[str, Any] = {
         "epoch": epoch,
@@ -331,6 +346,13 @@ def _stream(
     }
     if limit is not None:
         params["limit"] = limit
+    # Sent only when not at their defaults: the request of a plain page stays as it was.
+    if start:
+        params["start"] = start
+    if not pad:
+        params["pad"] = "false"
+    if drop_last:
+        params["drop_last"] = "true"
     return _array_call(path, _INDICES, binary, params)
 
 
@@ -364,6 +386,9 @@ def batches(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     params: dict[str, Any] = {
         "epoch": epoch,

@@ -325,7 +325,8 @@ class Catalog:
             stream = self.epochs.get_or_draw(key, lambda: prepared.draw_epoch(epoch))
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
-            return in_space(stream[start:stop], request.space, prepared.population)
+            page = stream[request.start + start : request.start + stop]
+            return in_space(page, request.space, prepared.population)
         return prepared.indices(request, epoch_stream=stream)
 
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:

@@ -344,6 +344,9 @@ class IndicesOut(BaseModel):
     offset: int
     length: int = Field(description="Length of the rank's whole epoch stream.")
     space: Space
+    start: int = Field(default=0, description="Global position the deal starts at.")
+    pad: bool = Field(default=True, description="Whether the ragged tail is padded.")
+    drop_last: bool = Field(default=False, description="Whether the ragged tail is dropped.")
     indices: list[int] = Field(description="The page: positions in the population (or dataset).")
 
 

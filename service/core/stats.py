@@ -241,7 +241,7 @@ def summarize_stream(
     epoch drawn once and cut, rather than drawn again for every chunk.
     """
     plan = plan.at_epoch(request.epoch)  # a schedule's epoch has its own weights and length
-    length = plan.rank_length(request.world_size)
+    length = request.length(plan.num_samples)
     counts = np.zeros(plan.num_classes, dtype=np.int64)
     digest = hashlib.sha256()
     epoch_stream = None if plan.draws_by_range else plan.draw_epoch(request.epoch)

@@ -41,6 +41,29 @@ WeightsEpochQuery = Annotated[
         description="Epoch whose weights to describe; they differ by epoch only with a schedule.",
     ),
 ]
+StartQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        description="Global position in the epoch stream where the deal starts (an elastic "
+        "resume point: what all ranks together had consumed); at most the epoch's length.",
+    ),
+]
+PadQuery = Annotated[
+    bool,
+    Query(
+        description="Pad the ragged tail by repeating the dealt stream from its beginning, as "
+        "DistributedSampler does (true), or give rank r exactly stream[start + r::world_size] "
+        "(false: every index once over all ranks, for evaluation)."
+    ),
+]
+DropLastQuery = Annotated[
+    bool,
+    Query(
+        description="Drop the ragged tail, as DistributedSampler(drop_last=True) (then `pad` "
+        "does not matter)."
+    ),
+]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No plan has this id."}
@@ -183,7 +206,9 @@ def get_weights(
         "`space=dataset` maps population positions back to dataset indices. At most `max_page` "
         "indices per response (422 beyond): page with `offset` and `limit`. Every format also "
         "carries `X-Sampleplan-Stream-Length` (the length of the rank's whole stream, `length` in "
-        "JSON) and `X-Sampleplan-Offset`."
+        "JSON) and `X-Sampleplan-Offset`. `start`, `pad` and `drop_last` deal the rest of the "
+        "epoch from a global position (elastic resume) and pad, keep or drop its ragged tail "
+        "(`pad=false`: the ranks' union is the epoch exactly once)."
     ),
     responses={
         **array_responses("The page of indices", "<i8", examples.INDICES, IndicesOut),
@@ -191,8 +216,8 @@ def get_weights(
         422: {
             "model": Problem,
             "description": "`rank` is not below `world_size` (a rule between two parameters "
-            "that no schema states), a page over `max_page`, or a stream over "
-            "`max_num_samples`.",
+            "that no schema states), `start` past the epoch, a page over `max_page`, or a "
+            "stream over `max_num_samples`.",
         },
     },
 )
@@ -213,13 +238,24 @@ def get_indices(
     space: Annotated[
         Space, Query(description="population positions or dataset indices.")
     ] = "population",
+    start: StartQuery = 0,
+    pad: PadQuery = True,
+    drop_last: DropLastQuery = False,
 ) -> Response:
     stream_request = StreamRequest(
-        epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
     )
     plan = catalog.get_plan(plan_id)
     indices = catalog.indices(plan, stream_request)
-    stream_length = plan.prepared.at_epoch(epoch).rank_length(world_size)
+    stream_length = stream_request.length(plan.prepared.at_epoch(epoch).num_samples)
     meta = {
         "plan_id": plan.id,
         "epoch": epoch,
@@ -228,6 +264,9 @@ def get_indices(
         "offset": offset,
         "length": stream_length,
         "space": space,
+        "start": start,
+        "pad": pad,
+        "drop_last": drop_last,
     }
     return array_response(
         media_type,
@@ -268,7 +307,8 @@ HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_i
         422: {
             "model": Problem,
             "description": "`rank` is not below `world_size` (a rule between two parameters "
-            "that no schema states), or a stream longer than SAMPLEPLAN_MAX_NUM_SAMPLES.",
+            "that no schema states), `start` past the epoch, or a stream longer than "
+            "SAMPLEPLAN_MAX_NUM_SAMPLES.",
         },
     },
 )
@@ -281,10 +321,21 @@ def get_indices_summary(
     space: Annotated[
         Space, Query(description="Digest population positions or dataset indices.")
     ] = "population",
+    start: StartQuery = 0,
+    pad: PadQuery = True,
+    drop_last: DropLastQuery = False,
 ) -> StreamSummaryOut:
-    request = StreamRequest(epoch=epoch, rank=rank, world_size=world_size, space=space)
+    request = StreamRequest(
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        space=space,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
+    )
     plan = catalog.get_plan(plan_id)
-    length = plan.prepared.at_epoch(epoch).rank_length(world_size)
+    length = request.length(plan.prepared.at_epoch(epoch).num_samples)
     if length > catalog.settings.max_num_samples:
         raise InvalidStreamRequest(
             f"the stream has {length} draws; this service summarises at most "

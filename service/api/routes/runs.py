@@ -14,7 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import JSON_BODY, RunCatalogDep
-from service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
+from service.api.routes.plans import (
+    DropLastQuery,
+    EpochQuery,
+    PadQuery,
+    RankQuery,
+    StartQuery,
+    WorldSizeQuery,
+)
 from service.api.schemas import (
     Problem,
     RunCreate,
@@ -296,12 +303,23 @@ def get_run_indices(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=0)] = None,
     space: Annotated[Space, Query()] = "population",
+    start: StartQuery = 0,
+    pad: PadQuery = True,
+    drop_last: DropLastQuery = False,
 ) -> Response:
     stream_request = StreamRequest(
-        epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
     )
     plan, prepared, indices = runs.indices(run_id, stream_request)
-    stream_length = prepared.rank_length(world_size)
+    stream_length = stream_request.length(prepared.num_samples)
     return array_response(
         media_type,
         indices,
@@ -314,6 +332,9 @@ def get_run_indices(
             "offset": offset,
             "length": stream_length,
             "space": space,
+            "start": start,
+            "pad": pad,
+            "drop_last": drop_last,
         },
         key="indices",
         headers={
