@@ -11,7 +11,8 @@ per plan::
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
                         (one per label occurrence for label sets): ``hierarchical``
                         plans (their table depends on the classes), batch plans (their
-                        batches do) and stratified splits (their population does)
+                        batches do), plans with a schedule (their epochs' weights do) and
+                        stratified splits (their population does)
         offsets.npy     GET /v1/datasets/{id}/offsets: label-set datasets, with codes.npy
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
@@ -94,8 +95,8 @@ class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
     ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans, batch
-    plans and stratified splits (:func:`needs_labels`), with ``offsets`` too for
-    label-set datasets.
+    plans, plans with a schedule and stratified splits (:func:`needs_labels`), with
+    ``offsets`` too for label-set datasets.
     """
 
     plan: Plan
@@ -108,11 +109,15 @@ class CachedPlan:
 def needs_labels(plan: Plan) -> bool:
     """Whether drawing the plan offline needs its dataset's labels, not only its weights.
 
-    ``hierarchical`` plans (their table depends on the classes) and stratified splits
-    (their population does).
+    ``hierarchical`` plans (their table depends on the classes), plans with a schedule
+    (their epochs' weights do) and stratified splits (their population does).
     """
     split = plan.config.get("split") or {}
-    return plan.algorithm == "hierarchical" or bool(split.get("stratify", False))
+    return (
+        plan.algorithm == "hierarchical"
+        or plan.config.get("schedule") is not None
+        or bool(split.get("stratify", False))
+    )
 
 
 class PlanCache:
@@ -152,7 +157,7 @@ class PlanCache:
                 f"but {weights.shape} weights were given"
             )
         required = needs_labels(plan)
-        why = "'hierarchical'" if plan.algorithm == "hierarchical" else "stratified"
+        why = "'hierarchical', has a schedule or a stratified split"
         if dataset.multi_label and (required or codes is not None):
             if offsets is None or offsets.shape != (dataset.size + 1,):
                 raise CacheError(

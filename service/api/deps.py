@@ -10,11 +10,17 @@ from service.api.uploads import JSON, parse_content_type
 from service.catalog import Catalog
 from service.config import Settings
 from service.errors import UnsupportedMediaType
+from service.run_catalog import RunCatalog
 
 
 def get_catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
+
+
+def get_run_catalog(request: Request) -> RunCatalog:
+    runs: RunCatalog = request.app.state.runs
+    return runs
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -23,6 +29,7 @@ def get_app_settings(request: Request) -> Settings:
 
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+RunCatalogDep = Annotated[RunCatalog, Depends(get_run_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 

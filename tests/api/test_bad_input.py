@@ -72,6 +72,7 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("stratify class too small", "POST", "/v1/plans", {"labels": [0, 0, 0, 0, 1], "split": {"fractions": [0.6, 0.4], "stratify": True}}, 422, "class 1 has 1 sample"),
     ("stratify label too small", "POST", "/v1/plans", {"labels": [[0, 1], [0], [0], [0]], "split": {"fractions": [0.5, 0.5], "stratify": True}}, 422, "label 1 has 1 sample"),
     ("batching with label sets", "POST", "/v1/plans", {"labels": [[0, 1], [1], [0], [1]], "batching": {"kind": "m_per_class", "m": 1, "batch_size": 2}}, 422, "needs single-label data"),
+    ("schedule with label sets", "POST", "/v1/plans", {"labels": [[0, 1], [1], [0], [1]], "schedule": {"kind": "power", "start": 0.0, "end": 1.0, "epochs": 5}}, 422, "needs single-label data"),
     ("stratify not a bool", "POST", "/v1/plans", {"labels": LABELS, "split": {"fractions": [0.5, 0.5], "stratify": "yes"}}, 422, "stratify"),
     ("separator two chars", "POST", "/v1/datasets?label_separator=%7C%7C", b"label\na||b\n", 422, "one character"),
     ("separator not csv", "POST", "/v1/datasets?label_separator=%7C", {"labels": [0]}, 422, "text/csv uploads only"),
