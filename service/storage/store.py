@@ -79,12 +79,28 @@ schema_version = sa.Table(
 
 #: The schema this release reads and writes. A change to the tables bumps it and adds
 #: the step that brings a database from the previous version to :data:`MIGRATIONS`.
-SCHEMA_VERSION = 1
+#:
+#: - 1: ``datasets``, ``plans`` (zlib blobs), ``schema_version``.
+#: - 2: blobs in NOTE [How arrays are stored]'s format (version-1 blobs stay readable);
+#:   new tables ``dataset_label_sets`` (label-set offsets) and ``runs``,
+#:   ``run_updates``, ``run_epochs`` (:mod:`service.storage.runs`). A version-1 release
+#:   would misread both (label-set datasets as single-label codes, new blobs as zlib), so
+#:   it must refuse such a database, which the bump makes it do.
+SCHEMA_VERSION = 2
+
+
+def _to_v2(conn: Connection) -> None:
+    """Version 1 -> 2: nothing to rewrite.
+
+    The new tables are made by ``metadata.create_all`` in the same transaction, before the
+    steps run, and version-1 blobs are read as they are.
+    """
+
 
 #: ``{n: step}``: the step from version ``n - 1`` to ``n``, run in order on start-up, in
 #: the same transaction (and under the same lock) as the version bump. Version 1 is the
-#: tables above; a database made before ``schema_version`` existed is version 1 too.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+#: first release's tables; a database made before ``schema_version`` existed is version 1.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
 
 #: Serialises schema creation when several replicas start against one PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x5A3F_1E00
