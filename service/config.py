@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         gt=0,
         description="A request whose response has not started by then gets a 504.",
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry (spans, metrics, logs to a provider "
+        "configured in the process); off, it costs nothing per request.",
+    )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Log lines to stderr: JSON objects, or plain text."
     )

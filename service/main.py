@@ -35,6 +35,13 @@ streams drawn exactly as `torch.utils.data.WeightedRandomSampler` draws them, sh
 """
 
 
+# A keyword FastAPI has had since its native OpenTelemetry support; older releases keep
+# unknown keywords in ``app.extra``, harmlessly.
+_NO_TELEMETRY: dict[str, Any] = {
+    "telemetry": {"tracing": False, "metrics": False, "logs": False}
+}
+
+
 def limits_description(settings: Settings, *, auth: bool) -> str:
     """The configured limits, as a section of the API docs."""
     rows = [
@@ -94,6 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's native OpenTelemetry looks for a configured provider on every request
+        # (environment lookups: a tenth of a cached page's time). The service exports
+        # Prometheus metrics of its own; SAMPLEPLAN_OPENTELEMETRY=true turns it back on.
+        **({} if settings.opentelemetry else _NO_TELEMETRY),
     )
     app.state.metrics = service_metrics
     install_problem_handlers(app)

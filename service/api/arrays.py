@@ -34,6 +34,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
@@ -138,8 +139,11 @@ def negotiate(accept: str | None, offered: Sequence[str] = ARRAY_MEDIA_TYPES) ->
     return chosen
 
 
-def accepted_array_type(request: Request) -> str:
-    """The dependency behind :data:`ArrayMediaType`: negotiation happens before any work."""
+async def accepted_array_type(request: Request) -> str:
+    """The dependency behind :data:`ArrayMediaType`: negotiation happens before any work.
+
+    Async so that FastAPI calls it on the event loop instead of in its threadpool.
+    """
     return negotiate(request.headers.get("accept"))
 
 
@@ -176,10 +180,12 @@ async def _memory_chunks(prefix: bytes, data: memoryview) -> AsyncIterator[bytes
 
 
 def _json_number_text(values: npt.NDArray[Any]) -> str:
-    items = values.tolist()
     if values.dtype.kind == "f":
-        return ",".join(map(float.__repr__, items))
-    return ",".join(map(str, items))
+        return ",".join(map(float.__repr__, values.tolist()))
+    # orjson writes an integer array straight from its buffer, 5-10x faster than str();
+    # it takes native byte order and C order only.
+    native = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
+    return orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode("ascii")
 
 
 def _json_chunks(head: str, values: npt.NDArray[Any]) -> Iterator[str]:
@@ -221,6 +227,14 @@ def array_response(
         all_headers["Content-Length"] = str(len(prefix) + len(data))
         if head_only:
             return Response(status_code=status_code, media_type=media_type, headers=all_headers)
+        if len(data) <= CHUNK_BYTES:
+            # One piece: a plain response sends it in one message, a streamed one in three.
+            return Response(
+                prefix + data.tobytes(),
+                status_code=status_code,
+                media_type=media_type,
+                headers=all_headers,
+            )
         return StreamingResponse(
             _memory_chunks(prefix, data),
             status_code=status_code,

@@ -9,13 +9,16 @@ from fastapi import Depends, Request
 from service.catalog import Catalog
 from service.config import Settings
 
+# Async, though they do not await: FastAPI runs a plain ``def`` dependency in its
+# threadpool, and that hop cost more than everything else a cached page needs.
 
-def get_catalog(request: Request) -> Catalog:
+
+async def get_catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
