@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -75,8 +76,12 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. The lifespan opens the store; nothing is opened at import time."""
+def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
+    """Build the app. The lifespan opens the store; nothing is opened at import time.
+
+    ``freeze_gc`` (what ``sampleplan serve`` uses) hides everything alive after start-up
+    from the garbage collector; see NOTE [Garbage collection pauses].
+    """
     settings = settings or get_settings()
     tokens = load_api_tokens(settings)
     configure_logging(settings.log_format, settings.log_level)
@@ -88,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await anyio.to_thread.run_sync(exact.warm_up)
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings, service_metrics)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -134,6 +142,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+# NOTE [Garbage collection pauses]
+#     torch, numba and the app leave some 300 000 objects alive after start-up, and a
+#     full collection walks all of them: 0.5 s on the 2-core machine the load targets
+#     are measured on, a stall of every request in flight, and the whole p99 of a cached
+#     page. gc.freeze() after start-up moves them to a generation the collector never
+#     scans, so collections under load walk only what requests allocate. Only the
+#     served process does it: tests build many apps in one process, and frozen objects
+#     are never freed.
+
+
+def serve_app() -> FastAPI:
+    """The app ``sampleplan serve`` runs (in each worker): settings from the environment."""
+    return create_app(freeze_gc=True)
+
+
 def cli(argv: Sequence[str] | None = None) -> None:
     """``sampleplan serve [--host H] [--port P]``; ``plan`` and ``report`` live in service.cli."""
     from service.cli import add_commands, run_command
@@ -162,7 +185,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
         settings = get_settings()
         level = settings.log_level
         uvicorn.run(
-            "service.main:create_app",
+            "service.main:serve_app",
             factory=True,
             host=args.host,
             port=args.port,
