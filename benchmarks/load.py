@@ -176,7 +176,7 @@ def run_wrk(
     headers: Sequence[str] = (),
     expected: dict[int, bytes] | None = None,
 ) -> WrkResult:
-    """``wrk`` over ``paths`` in turn; with ``expected`` (bodies by offset) every page is checked."""
+    """``wrk`` over ``paths`` in turn; with ``expected`` (bodies by offset), checking pages."""
     run = folder / f"wrk-{uuid.uuid4().hex[:8]}"
     run.mkdir()
     (run / "paths").write_text("\n".join(paths) + "\n", encoding="ascii")
@@ -262,7 +262,10 @@ def render(rows: Sequence[Row]) -> str:
         for row in rows
     ]
     widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
-    out = [" | ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header, *lines]]
+    out = [
+        " | ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True))
+        for line in [header, *lines]
+    ]
     out.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(out)
 
