@@ -329,9 +329,7 @@ def warm_page_plan(url: str) -> str:
 def page_paths(plan_id: str, count: int = 64) -> dict[int, str]:
     rng = random.Random(13)
     offsets = sorted({rng.randrange(0, POPULATION - PAGE_SIZE) for _ in range(count)})
-    return {
-        o: f"/v1/plans/{plan_id}/indices?epoch=0&offset={o}&limit={PAGE_SIZE}" for o in offsets
-    }
+    return {o: f"/v1/plans/{plan_id}/indices?epoch=0&offset={o}&limit={PAGE_SIZE}" for o in offsets}
 
 
 def pages_alone(url: str, paths: dict[int, str], accept: str | None) -> dict[int, bytes]:
@@ -523,9 +521,7 @@ def postgres_database(admin_url: str) -> Iterator[str | None]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(
-            hide_password=False
-        )
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

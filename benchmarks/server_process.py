@@ -50,7 +50,7 @@ def server_process(
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 240
             while True:
                 try:
                     if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:

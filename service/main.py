@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -142,6 +143,9 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     return app
 
 
+#: How long ``sampleplan serve --workers N``'s supervisor waits for a worker's answer.
+WORKER_HEALTHCHECK_SECONDS = 60
+
 # NOTE [Garbage collection pauses]
 #     torch, numba and the app leave some 300 000 objects alive after start-up, and a
 #     full collection walks all of them: 0.5 s on the 2-core machine the load targets
@@ -166,7 +170,13 @@ def cli(argv: Sequence[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the port (default: SAMPLEPLAN_WORKERS, 1); "
+        "see the README's 'Serving under load'",
+    )
     serve.add_argument(
         "--log-level",
         default=None,
@@ -178,22 +188,33 @@ def cli(argv: Sequence[str] | None = None) -> None:
     if args.command == "serve":
         import uvicorn
 
+        if args.workers is not None and args.workers < 1:
+            parser.error(f"--workers should be a positive integer, but got {args.workers}")
+
         if args.log_level is not None:
             # The app (in this process or in workers) reads its level from the settings.
             os.environ["SAMPLEPLAN_LOG_LEVEL"] = args.log_level
             get_settings.cache_clear()
         settings = get_settings()
         level = settings.log_level
+        extra: dict[str, Any] = {}
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+            # uvicorn restarts a worker that does not answer its supervisor's ping within
+            # this many seconds (5 by default). A worker imports torch and numba before it
+            # can answer: on a busy machine that takes longer, and the workers were killed
+            # and restarted for ever.
+            extra["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
         uvicorn.run(
             "service.main:serve_app",
             factory=True,
             host=args.host,
             port=args.port,
-            workers=args.workers,
+            workers=settings.workers if args.workers is None else args.workers,
             log_level=level,
             # The service logs each request itself (JSON, with its request id).
             access_log=False,
             log_config=uvicorn_log_config(settings.log_format, level),
+            **extra,
         )
     else:
         raise SystemExit(run_command(args))
