@@ -5,9 +5,12 @@
 >>> plan = api.create_plan(labels=[0, 0, 0, 1], seed=0)       # doctest: +SKIP
 >>> loader = DataLoader(data, sampler=RemoteWeightedSampler(plan.id, api))  # doctest: +SKIP
 
+Batch plans (``batching=...``) go to ``DataLoader(data, batch_sampler=RemoteBatchSampler(...))``.
+
 Everything public is re-exported here; the modules behind it are private.
 """
 
+from client._batch_sampler import RemoteBatchSampler
 from client._cache import PlanCache, default_cache_dir
 from client._client import AsyncSamplePlanClient, SamplePlanClient
 from client._exceptions import (
@@ -35,6 +38,7 @@ __all__ = [
     "NotFoundError",
     "Plan",
     "PlanCache",
+    "RemoteBatchSampler",
     "RemoteWeightedSampler",
     "RetryPolicy",
     "SamplePlanClient",

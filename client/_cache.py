@@ -9,7 +9,8 @@ per plan::
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
-                        (``hierarchical`` plans only: their table depends on the classes)
+                        (``hierarchical`` plans, whose table depends on the classes, and
+                        batch plans, whose batches do)
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
 Every file is written to a temporary name and renamed into place, so a reader (another
@@ -90,7 +91,7 @@ def _json_bytes(value: Any) -> bytes:
 class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
-    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans only.
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` and batch plans.
     """
 
     plan: Plan
@@ -135,10 +136,15 @@ class PlanCache:
                 f"but {weights.shape} weights were given"
             )
         hierarchical = plan.algorithm == "hierarchical"
-        if hierarchical and (codes is None or codes.shape != (dataset.size,)):
+        if hierarchical and codes is None:
             raise CacheError(
                 f"plan {plan.id} is 'hierarchical': its dataset's {dataset.size} class codes "
-                f"are needed, but {None if codes is None else codes.shape} were given"
+                "are needed, but none were given"
+            )
+        if codes is not None and codes.shape != (dataset.size,):
+            raise CacheError(
+                f"plan {plan.id}'s dataset has {dataset.size} samples, but {codes.shape} "
+                "class codes were given"
             )
         directory = self.directory(plan.id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -148,8 +154,8 @@ class PlanCache:
             "plan_id": plan.id,
             "weights_sha256": _weights_digest(weights),
         }
-        if hierarchical:
-            assert codes is not None
+        if codes is not None:
+            # Batch plans keep them too (their batches depend on the classes).
             _write_atomically(directory / "codes.npy", _npy_bytes(codes, "<i8"))
             manifest["codes_sha256"] = _codes_digest(codes)
         _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
@@ -166,8 +172,8 @@ class PlanCache:
             plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
             dataset = Dataset(**json.loads((directory / "dataset.json").read_bytes()))
             weights = np.load(directory / "weights.npy", allow_pickle=False)
-            hierarchical = plan.algorithm == "hierarchical"
-            codes = np.load(directory / "codes.npy", allow_pickle=False) if hierarchical else None
+            with_codes = "codes_sha256" in manifest
+            codes = np.load(directory / "codes.npy", allow_pickle=False) if with_codes else None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
                 f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"

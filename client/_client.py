@@ -244,6 +244,51 @@ class SamplePlanClient(_ClientOptions):
             )
         )
 
+    def batches(
+        self,
+        plan_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: str = "population",
+        binary: bool = True,
+    ) -> npt.NDArray[np.int64]:
+        """A page of a rank's batches of a batch plan: int64, ``(batches, batch_size)``.
+
+        ``offset`` and ``limit`` count batches (``binary=False``: via JSON).
+        """
+        return self.send(
+            endpoints.batches(
+                plan_id,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                offset=offset,
+                limit=limit,
+                space=space,
+                binary=binary,
+            )
+        )
+
+    def batches_summary(
+        self,
+        plan_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        space: str = "population",
+    ) -> dict[str, Any]:
+        """Per-class counts and SHA-256 of a rank's batches for an epoch."""
+        return self.send(
+            endpoints.batches_summary(
+                plan_id, epoch=epoch, rank=rank, world_size=world_size, space=space
+            )
+        )
+
     def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
         """``POST /v1/sample``: counts, weights and indices, nothing stored."""
         return self.send(endpoints.sample(labels, fields))
@@ -403,6 +448,51 @@ class AsyncSamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+            )
+        )
+
+    async def batches(
+        self,
+        plan_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: str = "population",
+        binary: bool = True,
+    ) -> npt.NDArray[np.int64]:
+        """A page of a rank's batches of a batch plan: int64, ``(batches, batch_size)``.
+
+        ``offset`` and ``limit`` count batches (``binary=False``: via JSON).
+        """
+        return await self.send(
+            endpoints.batches(
+                plan_id,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                offset=offset,
+                limit=limit,
+                space=space,
+                binary=binary,
+            )
+        )
+
+    async def batches_summary(
+        self,
+        plan_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        space: str = "population",
+    ) -> dict[str, Any]:
+        """Per-class counts and SHA-256 of a rank's batches for an epoch."""
+        return await self.send(
+            endpoints.batches_summary(
+                plan_id, epoch=epoch, rank=rank, world_size=world_size, space=space
             )
         )
 

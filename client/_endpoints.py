@@ -183,6 +183,71 @@ def indices(
     return _array_call(f"/v1/plans/{_segment(plan_id)}/indices", _INDICES, binary, params)
 
 
+class _BatchRead(ArrayRead):
+    """A page of batches: the values, shaped ``(rows, batch_size)`` by ``X-Sampleplan-Shape``."""
+
+    def read(self, response: httpx.Response) -> npt.NDArray[Any]:
+        return _as_rows(super().read(response), response)
+
+    async def aread(self, response: httpx.Response) -> npt.NDArray[Any]:
+        return _as_rows(await super().aread(response), response)
+
+
+def _as_rows(values: npt.NDArray[Any], response: httpx.Response) -> npt.NDArray[Any]:
+    rows, _, columns = response.headers.get("x-sampleplan-shape", "").partition(",")
+    if not (rows.isdigit() and columns.isdigit()):
+        raise httpx.RemoteProtocolError("a page of batches came without X-Sampleplan-Shape")
+    return values.reshape(int(rows), int(columns))
+
+
+_BATCHES = _BatchRead(np.dtype(np.int64), "batches")
+
+
+def batches(
+    plan_id: str,
+    *,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    offset: int,
+    limit: int | None,
+    space: str,
+    binary: bool = True,
+) -> Call[npt.NDArray[np.int64]]:
+    params: dict[str, Any] = {
+        "epoch": epoch,
+        "rank": rank,
+        "world_size": world_size,
+        "offset": offset,
+        "space": space,
+    }
+    if limit is not None:
+        params["limit"] = limit
+    path = f"/v1/plans/{_segment(plan_id)}/batches"
+    if binary:
+        return Call(
+            "GET", path, _BATCHES.read, params=params, headers=_BINARY_HEADERS, array=_BATCHES
+        )
+    return Call(
+        "GET",
+        path,
+        lambda r: _as_rows(np.asarray(r.json()["batches"], dtype=np.int64), r),
+        params=params,
+    )
+
+
+def batches_summary(
+    plan_id: str, *, epoch: int, rank: int, world_size: int, space: str
+) -> Call[dict[str, Any]]:
+    params = {"epoch": epoch, "rank": rank, "world_size": world_size, "space": space}
+    return Call("GET", f"/v1/plans/{_segment(plan_id)}/batches/summary", _json, params=params)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    result: dict[str, Any] = response.json()
+    return result
+
+
 def _sample_result(response: httpx.Response) -> dict[str, Any]:
     result: dict[str, Any] = response.json()
     return result

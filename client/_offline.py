@@ -23,23 +23,110 @@ NOTE [Offline streams]
     ``HierarchicalTable.build(codes, weights)`` and ``draw_hierarchical``), built from
     exactly the arrays the service builds it from. That stream is defined by its version
     alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
+
+    For batch plans, :class:`OfflineBatches` rebuilds the service's
+    :class:`~service.core.batches.BatchTable` from the same population codes and cuts
+    pages with :func:`~service.core.batches.batch_page`, as the service does; the batches
+    are defined by NOTE [batches-v1] alone, so only the recorded ``batches`` version must
+    match.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from client._cache import CachedPlan
 from client._exceptions import StreamMismatchError
+from service.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
 from service.core.labels import LabelKind, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
 from service.core.splitting import split_from_canonical
 from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
-__all__ = ["OfflineStream"]
+__all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
+
+
+def population_codes(
+    cached: CachedPlan,
+) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.unsignedinteger[Any]]]:
+    """``(population, codes)``: the plan's population (``None``: the whole dataset) and
+    the class codes at its positions, rebuilt from the cached dataset codes.
+
+    The dataset's id is the hash of its labels: these are the service's labels, in the
+    service's code dtype, or :class:`~client.StreamMismatchError` is raised.
+    """
+    plan = cached.plan
+    if cached.codes is None:
+        raise StreamMismatchError(
+            f"the cached copy of plan {plan.id} has no class codes, which drawing it "
+            "offline needs"
+        )
+    kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
+    labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
+    if labels.digest() != plan.dataset_id:
+        raise StreamMismatchError(
+            f"the cached class codes of plan {plan.id} are not those of its dataset "
+            f"{plan.dataset_id}"
+        )
+    split = split_from_canonical(plan.config.get("split"))
+    population = None if split is None else split.training_indices(cached.dataset.size)
+    codes = labels.codes if population is None else labels.codes[population]
+    return population, codes
+
+
+class OfflineBatches:
+    """Pages of a cached batch plan's batches, drawn by the service's own core (or refused).
+
+    The batches are defined by NOTE [batches-v1] alone (integers and Philox; no torch), so
+    only the recorded ``batches`` version must match this code's.
+    """
+
+    def __init__(self, cached: CachedPlan) -> None:
+        plan = cached.plan
+        batching = batching_from_json(plan.config.get("batching"))
+        if batching is None:
+            raise StreamMismatchError(f"plan {plan.id} has no batching")
+        recorded = plan.versions.get("batches")
+        if recorded != BATCHES_VERSION:
+            raise StreamMismatchError(
+                f"cannot reproduce the batches of plan {plan.id} here: they are defined by "
+                f"{recorded!r}, this code implements {BATCHES_VERSION!r}"
+            )
+        population, codes = population_codes(cached)
+        table = BatchTable.build(
+            codes,
+            cached.dataset.classes,
+            batching,
+            plan.config.get("num_batches"),
+        )
+        if table.num_batches != plan.config.get("num_batches"):
+            raise StreamMismatchError(
+                f"the cached copy of plan {plan.id} gives {table.num_batches} batches per "
+                f"epoch, the plan says {plan.config.get('num_batches')}"
+            )
+        self.plan = plan
+        self.table = table
+        self._population = population
+
+    def batches(
+        self,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: Space = "population",
+    ) -> npt.NDArray[np.int64]:
+        """The page that ``SamplePlanClient.batches`` would return for these arguments."""
+        request = StreamRequest(
+            epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+        )
+        return batch_page(self.table, self.plan.seed, request, self._population)
 
 
 class OfflineStream:
@@ -79,24 +166,14 @@ class OfflineStream:
         """The service's prepared plan, rebuilt from the cache (built once, under the lock)."""
         if self._prepared is None:
             cached, plan = self._cached, self.plan
-            assert cached.codes is not None
-            kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
-            labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
-            # The dataset's id is the hash of its labels: these are the service's labels,
-            # in the service's code dtype, or the entry is refused.
-            if labels.digest() != plan.dataset_id:
-                raise StreamMismatchError(
-                    f"the cached class codes of plan {plan.id} are not those of its dataset "
-                    f"{plan.dataset_id}"
-                )
-            split = split_from_canonical(plan.config.get("split"))
-            population = self._dataset_indices()
-            codes = labels.codes if population is None else labels.codes[population]
+            population, codes = population_codes(cached)
+            self._population = population
             if codes.shape != cached.weights.shape:
                 raise StreamMismatchError(
                     f"the cached copy of plan {plan.id} has {cached.weights.shape[0]} weights "
                     f"for a population of {codes.shape[0]}"
                 )
+            split = split_from_canonical(plan.config.get("split"))
             self._prepared = PreparedPlan(
                 # Drawing reads the algorithm, seed and replacement only: the weights are
                 # given, so PlanConfig's default strategy stands in for the one that made them.

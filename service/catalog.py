@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.config import Settings
+from service.core.batches import batching_from_json
 from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
 from service.core.splitting import split_from_canonical
@@ -84,19 +85,21 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
         replacement=canonical["replacement"],
         seed=canonical["seed"],
         algorithm=canonical["algorithm"],
+        batching=batching_from_json(canonical.get("batching")),
+        num_batches=canonical.get("num_batches"),
     )
 
 
 def build_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> Plan:
     """Prepare a plan and name it, storing nothing (the catalog and ``sampleplan plan`` use it)."""
     prepared = prepare_plan(labels, config, max_num_samples=max_num_samples)
-    canonical = config.canonical(prepared.num_samples)
+    canonical = config.canonical(prepared.num_samples, prepared.num_batches)
     dataset_id = labels.digest()
     return Plan(
         id=plan_id(dataset_id, canonical),
         dataset_id=dataset_id,
         config=canonical,
-        versions=runtime_versions(config.algorithm),
+        versions=runtime_versions(config.algorithm, batching=config.batching is not None),
         classes=list(labels.classes),
         prepared=prepared,
     )

@@ -21,7 +21,7 @@ from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
 from service.api.openapi import install_problem_openapi
 from service.api.problems import install_problem_handlers
-from service.api.routes import datasets, health, metrics, plans, sample
+from service.api.routes import batches, datasets, health, metrics, plans, sample
 from service.api.schemas import Problem
 from service.catalog import Catalog
 from service.config import Settings, get_settings
@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
             "dependencies": [Security(HTTPBearer(auto_error=False))],
             "responses": {401: {"model": Problem, "description": "No valid bearer token."}},
         }
-    for router in (datasets.router, plans.router, sample.router):
+    for router in (datasets.router, plans.router, batches.router, sample.router):
         app.include_router(router, **v1_extra)
     app.include_router(health.router)
     app.include_router(metrics.router)

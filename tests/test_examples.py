@@ -42,3 +42,11 @@ def test_ddp_example(tmp_path: Path) -> None:
     )
     # 56 draws per epoch, 28 per rank.
     assert "rank 0 epoch 0: 28 samples" in out and "rank 1 epoch 0: 28 samples" in out
+
+
+def test_balanced_batches_example(tmp_path: Path) -> None:
+    out = run_example(
+        "balanced_batches.py", "--classes", "9", "--largest", "60", "--epochs", "1", cache=tmp_path
+    )
+    assert "every batch held 8 classes x 4 samples: True" in out
+    assert "resumed after 3 batches, the epoch is the planned one: True" in out

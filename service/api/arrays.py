@@ -15,9 +15,12 @@ stream) speaks three media types, chosen by the request's ``Accept`` header:
 
 Every array response carries ``X-Sampleplan-Dtype`` (the NumPy dtype string of the
 values on the wire, ``<i8`` or ``<f8``) and ``X-Sampleplan-Length`` (how many values the
-body holds), plus ``Vary: Accept``. Binary bodies are streamed as slices of a memoryview
-over the array itself, so the array is never copied into a second buffer; their
-``Content-Length`` is exact, so a client can allocate the result before reading.
+body holds), plus ``Vary: Accept``. A 2-d array (a page of batches) also carries
+``X-Sampleplan-Shape: rows,columns``: its binary body is the values row-major, its
+``.npy`` file has that shape, and its JSON value is a list of rows. Binary bodies are
+streamed as slices of a memoryview over the array itself, so the array is never copied
+into a second buffer; their ``Content-Length`` is exact, so a client can allocate the
+result before reading.
 
 An ``Accept`` header that allows none of the three answers 406. Negotiation follows
 RFC 9110: the most specific matching media range gives an offered type its ``q``; among
@@ -51,6 +54,7 @@ ARRAY_MEDIA_TYPES: tuple[str, ...] = (JSON, OCTET_STREAM, NPY)
 
 DTYPE_HEADER = "X-Sampleplan-Dtype"
 LENGTH_HEADER = "X-Sampleplan-Length"
+SHAPE_HEADER = "X-Sampleplan-Shape"
 
 #: Size of the pieces a binary body is sent in. Measured on loopback (1e7 int64 values,
 #: httpx reading with ``iter_raw``): 256 KiB to 1 MiB pieces all ran at the client's
@@ -154,13 +158,16 @@ ArrayMediaType = Annotated[str, Depends(accepted_array_type)]
 # -- writing -------------------------------------------------------------------------------
 
 
-def npy_header(dtype: np.dtype[Any], length: int) -> bytes:
-    """The ``.npy`` v1.0 preamble of a 1-d C-order array: magic, header length, header.
+def npy_header(dtype: np.dtype[Any], length: int | tuple[int, ...]) -> bytes:
+    """The ``.npy`` v1.0 preamble of a C-order array: magic, header length, header.
 
-    The header is padded with spaces and a newline so the data starts at a multiple of
-    64 bytes, as ``np.save`` writes it.
+    ``length`` is a 1-d array's length or any array's shape. The header is padded with
+    spaces and a newline so the data starts at a multiple of 64 bytes, as ``np.save``
+    writes it.
     """
-    header = f"{{'descr': {dtype.str!r}, 'fortran_order': False, 'shape': ({length},), }}"
+    shape = (length,) if isinstance(length, int) else tuple(length)
+    shape_text = f"({shape[0]},)" if len(shape) == 1 else f"({', '.join(map(str, shape))})"
+    header = f"{{'descr': {dtype.str!r}, 'fortran_order': False, 'shape': {shape_text}, }}"
     padding = -(10 + len(header) + 1) % 64
     text = (header + " " * padding + "\n").encode("latin1")
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
@@ -181,18 +188,20 @@ async def _memory_chunks(prefix: bytes, data: memoryview) -> AsyncIterator[bytes
 
 def _json_number_text(values: npt.NDArray[Any]) -> str:
     if values.dtype.kind == "f":
+        if values.ndim == 2:
+            return ",".join(f"[{_json_number_text(row)}]" for row in values)
         return ",".join(map(float.__repr__, values.tolist()))
-    # orjson writes an integer array straight from its buffer, 5-10x faster than str();
-    # it takes native byte order and C order only.
+    # orjson writes an integer array (rows of a 2-d one as nested lists) straight from its
+    # buffer, 5-10x faster than str(); it takes native byte order and C order only.
     native = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
     return orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode("ascii")
 
 
-def _json_chunks(head: str, values: npt.NDArray[Any]) -> Iterator[str]:
+def _json_chunks(head: str, values: npt.NDArray[Any], step: int) -> Iterator[str]:
     # A plain iterator: Starlette runs each step in its threadpool, off the event loop.
     yield head
-    for start in range(0, values.shape[0], JSON_CHUNK_VALUES):
-        text = _json_number_text(values[start : start + JSON_CHUNK_VALUES])
+    for start in range(0, values.shape[0], step):
+        text = _json_number_text(values[start : start + step])
         yield text if start == 0 else "," + text
     yield "]}"
 
@@ -212,18 +221,21 @@ def array_response(
     ``meta`` and ``key`` shape the JSON body ``{**meta, key: [...]}``; binary bodies carry
     only the values, and ``headers`` (route-specific ``X-Sampleplan-*`` metadata) go on
     every format. ``head_only`` answers a ``HEAD`` request for a binary type with the same
-    headers (``Content-Length`` included) and no body.
+    headers (``Content-Length`` included) and no body. ``values`` may be 2-d (see the
+    module docstring).
     """
     wire = little_endian(values)
     all_headers = {
         DTYPE_HEADER: wire.dtype.str,
-        LENGTH_HEADER: str(wire.shape[0]),
+        LENGTH_HEADER: str(wire.size),
         "Vary": "Accept",
         **(headers or {}),
     }
+    if wire.ndim == 2:
+        all_headers[SHAPE_HEADER] = f"{wire.shape[0]},{wire.shape[1]}"
     if media_type in (OCTET_STREAM, NPY):
-        data = wire.data.cast("B")
-        prefix = npy_header(wire.dtype, wire.shape[0]) if media_type == NPY else b""
+        data = wire.reshape(-1).data.cast("B")
+        prefix = npy_header(wire.dtype, wire.shape) if media_type == NPY else b""
         all_headers["Content-Length"] = str(len(prefix) + len(data))
         if head_only:
             return Response(status_code=status_code, media_type=media_type, headers=all_headers)
@@ -245,13 +257,17 @@ def array_response(
     head = f'{head}{"," if meta else ""}"{key}":['
     # HEAD of JSON gets the whole response (the server drops the body): its length is
     # only known once the text is written.
-    if wire.shape[0] <= JSON_CHUNK_VALUES:
+    if wire.size <= JSON_CHUNK_VALUES:
         content = f"{head}{_json_number_text(wire)}]}}"
         return Response(
             content=content, status_code=status_code, media_type=JSON, headers=all_headers
         )
+    step = max(1, JSON_CHUNK_VALUES // max(1, wire.size // max(1, wire.shape[0])))
     return StreamingResponse(
-        _json_chunks(head, wire), status_code=status_code, media_type=JSON, headers=all_headers
+        _json_chunks(head, wire, step),
+        status_code=status_code,
+        media_type=JSON,
+        headers=all_headers,
     )
 
 

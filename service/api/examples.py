@@ -23,6 +23,13 @@ PLAN_CREATE: dict[str, Any] = {
     "seed": 0,
 }
 
+#: A batch plan over the same labels: two cats, a dog and an emu in every batch.
+BATCH_PLAN_CREATE: dict[str, Any] = {
+    "labels": LABELS,
+    "batching": {"kind": "class_quota", "quota": {"cat": 2, "dog": 1, "emu": 1}},
+    "seed": 0,
+}
+
 SAMPLE_REQUEST: dict[str, Any] = {"labels": [0, 0, 0, 0, 1, 1, 2], "seed": 0}
 
 VERSIONS: dict[str, str] = {
@@ -152,6 +159,34 @@ STREAM_SUMMARY: dict[str, Any] = {
     "versions": VERSIONS,
 }
 
+BATCH_PLAN_ID = "f3425e6a44fc4cccb6a83f07bfec8b6af473ed446367375ae2bbc55dfb14e1d6"
+
+BATCHES: dict[str, Any] = {
+    "plan_id": BATCH_PLAN_ID,
+    "epoch": 0,
+    "rank": 0,
+    "world_size": 1,
+    "offset": 0,
+    "length": 3,
+    "batch_size": 4,
+    "space": "population",
+    "batches": [[9, 3, 12, 13], [8, 1, 10, 14], [6, 5, 11, 13]],
+}
+
+BATCH_SUMMARY: dict[str, Any] = {
+    "plan_id": BATCH_PLAN_ID,
+    "epoch": 0,
+    "rank": 0,
+    "world_size": 1,
+    "space": "population",
+    "num_batches": 3,
+    "batch_size": 4,
+    "classes": ["cat", "dog", "emu"],
+    "counts": [6, 3, 3],
+    "sha256": "fae23489d9a1e34b384334a1071fa8e108ce533adfcebbdd5a6e2f536a9aeb10",
+    "versions": {**VERSIONS, "batches": "batches-v1"},
+}
+
 SAMPLE: dict[str, Any] = {
     "plan": {
         "id": "a26a17ba94f1fc81c5384393e8b3acdd6605fd05efa6437dca4a493edaed2079",
@@ -239,6 +274,13 @@ def openapi_example(summary: str, value: Any, description: str | None = None) ->
     return out
 
 
+BATCH_PLAN_ID_EXAMPLES = {
+    "example": openapi_example(
+        "The example batch plan",
+        BATCH_PLAN_ID,
+        "Created by POST /v1/plans with its 'batches' example.",
+    )
+}
 PLAN_ID_EXAMPLES = {
     "example": openapi_example(
         "The example plan", PLAN_ID, "Created by POST /v1/plans with its first example."

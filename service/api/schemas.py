@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
+from service.core.batches import batching_from_json
 from service.core.plan import Algorithm, PlanConfig
 from service.core.splitting import Split
 from service.core.streams import Space, StreamRequest
@@ -71,6 +72,16 @@ class PlanFields(_Request):
     replacement: bool = True
     seed: int = Field(default=0, description="Base seed in [0, 2**32); epoch e uses seed + e.")
     algorithm: Algorithm = "torch"
+    batching: dict[str, Any] | None = Field(
+        default=None,
+        description='Batch plans: {"kind": "m_per_class", "m": 4, "batch_size": 32} or '
+        '{"kind": "class_quota", "quota": {"cat": 8, "dog": 8}}; served by '
+        "GET /v1/plans/{plan_id}/batches.",
+    )
+    num_batches: int | None = Field(
+        default=None,
+        description="Batch plans: batches per epoch; null: max(1, population_size // batch_size).",
+    )
 
     def to_config(self) -> PlanConfig:
         """The core's validated config (raises the core's 4xx errors)."""
@@ -91,6 +102,8 @@ class PlanFields(_Request):
             replacement=self.replacement,
             seed=self.seed,
             algorithm=self.algorithm,
+            batching=batching_from_json(self.batching),
+            num_batches=self.num_batches,
         )
 
 
@@ -283,6 +296,41 @@ class IndicesOut(BaseModel):
     length: int = Field(description="Length of the rank's whole epoch stream.")
     space: Space
     indices: list[int] = Field(description="The page: positions in the population (or dataset).")
+
+
+class BatchesOut(BaseModel):
+    """``GET /v1/plans/{plan_id}/batches`` as JSON (written directly, without this model)."""
+
+    plan_id: str
+    epoch: int
+    rank: int
+    world_size: int
+    offset: int = Field(description="First batch of the page in the rank's batches.")
+    length: int = Field(description="How many batches the rank gets per epoch.")
+    batch_size: int
+    space: Space
+    batches: list[list[int]] = Field(
+        description="The page: one row of batch_size positions (or dataset indices) per batch."
+    )
+
+
+class BatchSummaryOut(BaseModel):
+    """What one (epoch, rank) share of batches holds, without the batches themselves."""
+
+    plan_id: str
+    epoch: int
+    rank: int
+    world_size: int
+    space: Space
+    num_batches: int = Field(description="Batches of this rank in the epoch.")
+    batch_size: int
+    classes: list[Label] = Field(description="The classes, in canonical order.")
+    counts: list[int] = Field(description="Samples of each class over these batches.")
+    sha256: str = Field(
+        description="SHA-256 of the batches as little-endian int64 indices (in `space`), "
+        "row-major, one batch after another."
+    )
+    versions: dict[str, str] = Field(description="The plan's reproducibility manifest.")
 
 
 class Problem(BaseModel):

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from service.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
 from service.core.exact import CumulativeTable, draw_exact_with_replacement
 from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
 from service.core.hierarchical import HierarchicalTable, draw_hierarchical
@@ -75,6 +76,10 @@ class PlanConfig:
     replacement: bool = True
     seed: int = 0
     algorithm: Algorithm = "torch"
+    #: Batch plans (``service.core.batches``): the contract, and batches per epoch
+    #: (``None``: ``max(1, population_size // batch_size)``).
+    batching: Batching | None = None
+    num_batches: int | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -115,11 +120,28 @@ class PlanConfig:
             raise InvalidPlanConfig(
                 "algorithm 'hierarchical' draws with replacement; set replacement=true"
             )
+        if self.num_batches is not None and self.batching is None:
+            raise InvalidPlanConfig("'num_batches' only applies to plans with 'batching'")
+        if self.num_batches is not None and self.num_batches <= 0:
+            raise InvalidPlanConfig(
+                "num_batches should be a positive integer value, "
+                f"but got num_batches={self.num_batches}"
+            )
+        if self.batching is not None and not self.replacement:
+            # Batches take members without replacement within each class's cycle whatever
+            # 'replacement' says; accepting false would suggest it changed something.
+            raise InvalidPlanConfig(
+                "'batching' draws each class's members without replacement, cycle by cycle, "
+                "and repeats a class once it is used up; replacement=false has no meaning "
+                "for it: leave replacement at true"
+            )
 
-    def canonical(self, num_samples: int) -> dict[str, Any]:
+    def canonical(self, num_samples: int, num_batches: int | None = None) -> dict[str, Any]:
         """The JSON form that names the plan: every default filled, ``num_samples`` resolved.
 
         Per-sample weights enter by their SHA-256 (they are stored beside the plan).
+        ``batching`` and the resolved ``num_batches`` are there only for batch plans, so
+        every other plan keeps its id.
         """
         out: dict[str, Any] = {"strategy": self.strategy}
         if self.strategy == "effective_number":
@@ -146,6 +168,11 @@ class PlanConfig:
             seed=self.seed,
             algorithm=self.algorithm,
         )
+        if self.batching is not None:
+            if num_batches is None:
+                raise ValueError("a batch plan's canonical form needs its resolved num_batches")
+            out["batching"] = self.batching.canonical()
+            out["num_batches"] = num_batches
         return out
 
 
@@ -158,11 +185,14 @@ def plan_id(dataset_id: str, canonical_config: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def runtime_versions(algorithm: str) -> dict[str, str]:
-    """What defines a plan's streams here: reproducing them elsewhere needs the same."""
+def runtime_versions(algorithm: str, *, batching: bool = False) -> dict[str, str]:
+    """What defines a plan's streams here: reproducing them elsewhere needs the same.
+
+    Batch plans also record ``batches``, the version of NOTE [batches-v1].
+    """
     from service import __version__
 
-    return {
+    versions = {
         "algorithm": algorithm,
         "algorithm_version": ALGORITHM_VERSIONS[algorithm],
         "torch": torch.__version__,
@@ -170,6 +200,9 @@ def runtime_versions(algorithm: str) -> dict[str, str]:
         "machine": platform.machine(),
         "sampleplan": __version__,
     }
+    if batching:
+        versions["batches"] = BATCHES_VERSION
+    return versions
 
 
 def _public_version(version: str) -> str:
@@ -229,6 +262,7 @@ class PreparedPlan:
     codes: npt.NDArray[np.unsignedinteger]
     weights: npt.NDArray[np.float64]
     num_samples: int
+    batch_table: BatchTable | None = None
 
     @property
     def population_size(self) -> int:
@@ -306,6 +340,23 @@ class PreparedPlan:
             out[run] = self.draw_range(epoch, lo, hi)[positions[run] - lo]
         return out
 
+    @property
+    def num_batches(self) -> int | None:
+        """Batches per epoch of a batch plan (``None`` for a plan without ``batching``)."""
+        return None if self.batch_table is None else self.batch_table.num_batches
+
+    def rank_batches(self, world_size: int) -> int:
+        """How many batches each rank gets: ``ceil(num_batches / world_size)``."""
+        if self.batch_table is None:
+            raise ValueError("this plan has no batching")
+        return rank_length(self.batch_table.num_batches, world_size)
+
+    def batches(self, request: StreamRequest) -> Int64Array:
+        """A page of a rank's batches, ``(rows, batch_size)``: see :func:`batch_page`."""
+        if self.batch_table is None:
+            raise ValueError("this plan has no batching")
+        return batch_page(self.batch_table, self.config.seed, request, self.population)
+
     def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
         """The requested page of a rank's stream, in the requested index space.
 
@@ -376,6 +427,9 @@ def prepare_plan(
                     f"replacement=false cannot draw num_samples={num_samples} distinct samples: "
                     f"only {positive} of the population's {size} samples have a positive weight"
                 )
+    batch_table = None
+    if config.batching is not None:
+        batch_table = BatchTable.build(codes, labels.classes, config.batching, config.num_batches)
     return PreparedPlan(
         config=config,
         dataset_size=labels.size,
@@ -384,4 +438,5 @@ def prepare_plan(
         codes=codes,
         weights=weights,
         num_samples=num_samples,
+        batch_table=batch_table,
     )

@@ -34,3 +34,25 @@ async def test_async_client_matches_the_sync_client(
         assert sample == client.sample(labels, seed=1)
         with pytest.raises(NotFoundError):
             await api.get_plan("0" * 64)
+
+
+@pytest.mark.anyio
+async def test_async_batches_match_the_sync_client(
+    module_server: LiveServer, client: SamplePlanClient
+) -> None:
+    labels = imbalanced_labels(counts=(40, 12, 9, 7))
+    plan = client.create_plan(
+        labels=labels, batching={"kind": "m_per_class", "m": 2, "batch_size": 6}, num_batches=9
+    )
+    async with AsyncSamplePlanClient(module_server.url, retries=0) as api:
+        for binary in (True, False):
+            page = await api.batches(
+                plan.id, epoch=1, rank=1, world_size=2, offset=1, limit=3, binary=binary
+            )
+            expected = client.batches(plan.id, epoch=1, rank=1, world_size=2, offset=1, limit=3)
+            assert page.shape == (3, 6) and page.tolist() == expected.tolist()
+        empty = await api.batches(plan.id, offset=9)
+        assert empty.shape == (0, 6)
+        summary = await api.batches_summary(plan.id, epoch=1)
+        assert summary == client.batches_summary(plan.id, epoch=1)
+        assert sum(summary["counts"]) == 9 * 6

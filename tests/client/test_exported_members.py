@@ -27,6 +27,7 @@ def test_importing_the_client_pulls_in_no_server_dependency() -> None:
     code = (
         "import sys, client\n"
         "from client import RemoteWeightedSampler, SamplePlanClient, AsyncSamplePlanClient\n"
+        "from client import RemoteBatchSampler\n"
         "heavy = sorted(m for m in ('fastapi', 'starlette', 'sqlalchemy', 'pydantic',\n"
         "    'pydantic_settings', 'uvicorn', 'psycopg', 'service.catalog', 'service.api')\n"
         "    if m in sys.modules)\n"

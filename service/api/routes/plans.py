@@ -89,6 +89,12 @@ def create_plan(
                     },
                     "Needs the example dataset (POST /v1/datasets first).",
                 ),
+                "batches": examples.openapi_example(
+                    "Inline labels, balanced batches",
+                    examples.BATCH_PLAN_CREATE,
+                    "A batch plan: every batch holds 2 cats, 1 dog and 1 emu "
+                    "(GET /v1/plans/{plan_id}/batches).",
+                ),
             }
         ),
     ],

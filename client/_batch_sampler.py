@@ -1,0 +1,425 @@
+"""``RemoteBatchSampler``: a batch plan's batches as a ``DataLoader`` ``batch_sampler``.
+
+NOTE [Batch iteration]
+    ``__iter__`` yields the rank's batches of the current epoch as lists of indices,
+    fetched in chunks of whole batches (``GET /v1/plans/{id}/batches``): the first chunk
+    holds about ``chunk_size`` indices, each next one twice as many, up to
+    ``max_chunk_size``; while the ``DataLoader`` consumes one chunk, the next is fetched by
+    a background (daemon) thread, as :class:`~client.RemoteWeightedSampler` does. Every
+    batch depends only on (plan, epoch, batch index) (NOTE [batches-v1]), so chunks of
+    any size join up into exactly the rank's batches.
+
+NOTE [Batch resumption]
+    ``state_dict()`` is ``{"plan_id", "epoch", "position", "world_size"}``, ``position``
+    being how many batches of the epoch this sampler has handed out; after
+    ``load_state_dict()`` the next ``iter()`` starts there (every later one at 0). torchdata's
+    ``StatefulDataLoader`` snapshots it batch by batch, so a loader restored from its
+    ``state_dict()`` goes on with exactly the batches it had not delivered, with or
+    without worker processes (the batch sampler runs in the main process).
+
+NOTE [Pickling]
+    ``ddp_spawn`` and worker start-up pickle what a loader holds. The pickled state is
+    plain data: the plan, the position, and how to rebuild the client (its URL, token,
+    timeout and retry policy); no thread, lock, connection pool or offline table. They
+    are rebuilt lazily on first use. A client built on an injected ``http_client`` cannot
+    be rebuilt, so such a sampler refuses to be pickled. ``rank`` and ``world_size`` left
+    to their defaults are read from ``torch.distributed`` when used, not when built, so a
+    sampler made before ``init_process_group`` (or in a parent process) gets its rank
+    right.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from torch.utils.data import Sampler
+
+from client._cache import PlanCache
+from client._client import SamplePlanClient
+from client._exceptions import (
+    BadRequestError,
+    CacheError,
+    SamplePlanError,
+    ServerError,
+    TransportError,
+)
+from client._models import Plan
+from client._offline import OfflineBatches
+from client._sampler import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, _check_int, _Prefetch
+from service.core.batches import batching_from_json
+from service.core.streams import Space, rank_length
+
+__all__ = ["RemoteBatchSampler"]
+
+logger = logging.getLogger("client")
+
+_STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
+
+
+@dataclass(frozen=True)
+class _ClientRecipe:
+    """How to rebuild a :class:`~client.SamplePlanClient` after unpickling."""
+
+    base_url: str
+    token: str | None
+    timeout: float | httpx.Timeout
+    retries: int
+    backoff: float
+
+    @classmethod
+    def of(cls, api: SamplePlanClient) -> _ClientRecipe:
+        if not api._owns_client:
+            raise TypeError(
+                "a RemoteBatchSampler whose SamplePlanClient uses an injected http_client "
+                "cannot be pickled (the client cannot be rebuilt elsewhere)"
+            )
+        authorization = api._headers.get("Authorization")
+        token = authorization.removeprefix("Bearer ") if authorization else None
+        return cls(api.base_url, token, api.timeout, api.retries, api.backoff)
+
+    def build(self) -> SamplePlanClient:
+        return SamplePlanClient(
+            self.base_url,
+            self.token,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
+        )
+
+
+def _torch_distributed() -> tuple[int, int] | None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+class RemoteBatchSampler(Sampler[list[int]]):
+    """A batch plan's batches for one rank, for ``DataLoader(dataset, batch_sampler=...)``.
+
+    Every batch meets the plan's ``batching`` contract exactly (``m_per_class``: ``m``
+    samples of each of ``batch_size // m`` distinct classes; ``class_quota``: the named
+    count of each class); ranks take whole batches, ``batches[rank::world_size]``, the
+    same number each::
+
+        plan = api.create_plan(labels=targets, batching={"kind": "m_per_class", "m": 4,
+                                                         "batch_size": 32})
+        loader = DataLoader(train, batch_sampler=RemoteBatchSampler(plan.id, api))
+
+    Args:
+        plan: the plan's id (or the :class:`~client.Plan` itself); it must have ``batching``.
+        api: the client to fetch it with; ``None`` draws from the cache only.
+        epoch: the epoch to start with; change it with :meth:`set_epoch`.
+        rank: this process's rank; default: ``torch.distributed``'s when initialised
+            (read when used), else 0.
+        world_size: ranks sharing each epoch; default: ``torch.distributed``'s when
+            initialised (read when used), else 1.
+        space: ``"population"`` positions (index a training ``Subset``) or ``"dataset"``
+            indices.
+        chunk_size: about how many indices the first request of an epoch fetches (whole
+            batches, at least one); the next chunk, twice as large, is prefetched.
+        max_chunk_size: the most indices per request; at most the service's
+            ``SAMPLEPLAN_MAX_PAGE``.
+        cache_dir: where plans are cached for the offline fallback (see
+            :class:`~client.RemoteWeightedSampler`).
+        fallback: cache the plan and draw locally when the service is unreachable.
+
+    Raises:
+        ValueError: bad arguments, or a plan without ``batching``.
+        SamplePlanError: the plan cannot be read (from the service or, offline, the
+            cache); while iterating, :class:`~client.StreamMismatchError` when the cached
+            copy cannot reproduce the batches.
+    """
+
+    def __init__(
+        self,
+        plan: str | Plan,
+        api: SamplePlanClient | None,
+        *,
+        epoch: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        space: Space = "population",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
+        cache_dir: str | os.PathLike[str] | None = None,
+        fallback: bool = True,
+    ) -> None:
+        plan_id = plan.id if isinstance(plan, Plan) else plan
+        if not isinstance(plan_id, str) or not plan_id:
+            raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
+        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        _check_int("chunk_size", chunk_size, minimum=1, what="positive")
+        _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
+        if space not in ("population", "dataset"):
+            raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
+        if api is None and not fallback:
+            raise ValueError(
+                "with api=None the sampler draws from its cache: fallback must be True"
+            )
+        if world_size is not None:
+            _check_int("world_size", world_size, minimum=1, what="positive")
+        if rank is not None:
+            _check_int("rank", rank, minimum=0, what="non-negative")
+            if world_size is not None and rank >= world_size:
+                raise ValueError(
+                    f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
+                )
+        self.plan_id = plan_id
+        self._rank = rank
+        self._world_size = world_size
+        self.space: Space = space
+        self.chunk_size = chunk_size
+        self.max_chunk_size = max(max_chunk_size, chunk_size)
+        self.fallback = fallback
+        self.cache_dir = cache_dir
+        self._api = api
+        self._recipe: _ClientRecipe | None = None
+        self._epoch = epoch
+        self._position = 0
+        self._resume_pending = False
+        self._offline: OfflineBatches | None = None
+        self._lock = threading.Lock()
+        self.plan = self._load_plan()
+        batching = batching_from_json(self.plan.config.get("batching"))
+        if batching is None:
+            raise ValueError(
+                f"plan {plan_id} has no 'batching': RemoteBatchSampler serves batch plans "
+                "(create one with batching=...), RemoteWeightedSampler serves the others"
+            )
+        self.batch_size: int = batching.batch_size
+        self.num_batches: int = int(self.plan.config["num_batches"])
+
+    # -- pickling and lazy state --------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain data only; see NOTE [Pickling]."""
+        state = dict(self.__dict__)
+        if state["_api"] is not None:
+            state["_recipe"] = _ClientRecipe.of(state["_api"])
+        state["_api"] = None
+        state["_offline"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> SamplePlanClient | None:
+        """The client (rebuilt from its recipe after unpickling); ``None``: cache only."""
+        if self._api is None and self._recipe is not None:
+            self._api = self._recipe.build()
+        return self._api
+
+    @property
+    def cache(self) -> PlanCache | None:
+        return PlanCache(self.cache_dir) if self.fallback else None
+
+    @property
+    def rank(self) -> int:
+        if self._rank is not None:
+            return self._rank
+        distributed = _torch_distributed()
+        return 0 if distributed is None else distributed[0]
+
+    @property
+    def world_size(self) -> int:
+        if self._world_size is not None:
+            return self._world_size
+        distributed = _torch_distributed()
+        return 1 if distributed is None else distributed[1]
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _load_plan(self) -> Plan:
+        api, cache = self.api, self.cache
+        if api is None:
+            return self._offline_batches(None).plan
+        try:
+            plan = api.get_plan(self.plan_id)
+            if cache is not None and plan.config.get("batching") is not None:
+                self._fill_cache(api, cache, plan)
+        except (TransportError, ServerError) as exc:
+            if cache is None:
+                raise
+            logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
+            return self._offline_batches(exc).plan
+        return plan
+
+    @staticmethod
+    def _fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
+        if cache.has(plan.id):
+            try:
+                if cache.load(plan.id).codes is not None:
+                    return
+            except CacheError:
+                pass  # damaged: written again below
+        try:
+            weights = api.weights(plan.id)
+            codes = api.codes(plan.dataset_id)
+        except BadRequestError as exc:
+            logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
+            return
+        cache.store(plan, api.get_dataset(plan.dataset_id), weights, codes)
+
+    def _offline_batches(self, cause: SamplePlanError | None) -> OfflineBatches:
+        """The offline batches, built once; raises (from ``cause``) when they cannot be."""
+        with self._lock:
+            if self._offline is None:
+                cache = self.cache
+                if cache is None:
+                    assert cause is not None
+                    raise cause
+                try:
+                    self._offline = OfflineBatches(cache.load(self.plan_id))
+                except SamplePlanError as exc:
+                    if cause is None:
+                        raise
+                    if isinstance(exc, CacheError):
+                        raise CacheError(f"{cause}; and no offline fallback: {exc}") from cause
+                    raise exc from cause
+            return self._offline
+
+    # -- the Sampler protocol --------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def __len__(self) -> int:
+        """This rank's batches per epoch: ``ceil(num_batches / world_size)``."""
+        return rank_length(self.num_batches, self.world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
+        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._position = 0
+            self._resume_pending = False
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = self._position if self._resume_pending else 0
+        self._resume_pending = False
+        self._position = start
+        return self._iterate(self._epoch, start, self.rank, self.world_size)
+
+    def _iterate(self, epoch: int, start: int, rank: int, world_size: int) -> Iterator[list[int]]:
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
+            )
+        fetch = _BatchFetcher(self, epoch, rank, world_size)
+        length = rank_length(self.num_batches, world_size)
+        offset = start
+        limit = max(1, self.chunk_size // self.batch_size)
+        most = max(1, self.max_chunk_size // self.batch_size)
+        pending = _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
+        while pending is not None:
+            chunk = pending.result()
+            if chunk.shape[0] == 0:
+                raise SamplePlanError(
+                    f"the batches of plan {self.plan_id} ended at {offset} of {length}"
+                )
+            offset += int(chunk.shape[0])
+            limit = min(2 * limit, most)
+            pending = (
+                _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
+            )
+            for batch in chunk.tolist():
+                self._position += 1
+                yield batch
+
+    # -- resumption --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"plan_id", "epoch", "position", "world_size"}``; see NOTE [Batch resumption]."""
+        return {
+            "plan_id": self.plan_id,
+            "epoch": self._epoch,
+            "position": self._position,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Continue from ``state_dict``: the next ``iter()`` starts where it stopped."""
+        missing = [key for key in _STATE_KEYS if key not in state_dict]
+        if missing:
+            raise ValueError(
+                f"state_dict lacks {', '.join(missing)}; expected {', '.join(_STATE_KEYS)}"
+            )
+        if state_dict["plan_id"] != self.plan_id:
+            raise ValueError(
+                f"state_dict is for plan {state_dict['plan_id']!r}, "
+                f"this sampler draws plan {self.plan_id!r}"
+            )
+        if state_dict["world_size"] != self.world_size:
+            raise ValueError(
+                f"state_dict was saved with world_size={state_dict['world_size']}, this sampler "
+                f"has world_size={self.world_size}: a rank's batches do not carry over"
+            )
+        epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
+        if position > len(self):
+            raise ValueError(
+                f"position should be at most len(sampler)={len(self)}, but got position={position}"
+            )
+        self._epoch = epoch
+        self._position = position
+        self._resume_pending = True
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(plan={self.plan_id[:12]}…, epoch={self._epoch}, "
+            f"rank={self.rank}, world_size={self.world_size}, batch_size={self.batch_size}, "
+            f"len={len(self)})"
+        )
+
+
+class _BatchFetcher:
+    """Fetches chunks of batches of one epoch: from the service, or offline once it is gone."""
+
+    def __init__(self, sampler: RemoteBatchSampler, epoch: int, rank: int, world_size: int) -> None:
+        self.sampler = sampler
+        self.page: dict[str, Any] = {
+            "epoch": epoch,
+            "rank": rank,
+            "world_size": world_size,
+            "space": sampler.space,
+        }
+        self.online = sampler.api is not None
+
+    def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
+        s = self.sampler
+        page = {**self.page, "offset": offset, "limit": limit}
+        if self.online:
+            api = s.api
+            assert api is not None
+            try:
+                return api.batches(s.plan_id, **page)
+            except (TransportError, ServerError) as exc:
+                # Only an unreachable or failing service is a reason to go offline.
+                if not s.fallback:
+                    raise
+                offline = s._offline_batches(exc)
+                self.online = False
+                logger.warning(
+                    "sampleplan: %s; drawing the rest of epoch %d of plan %s from the local cache",
+                    exc,
+                    page["epoch"],
+                    s.plan_id,
+                )
+                return offline.batches(**page)
+        return s._offline_batches(None).batches(**page)
