@@ -29,6 +29,7 @@ equal ``q`` the more specific range wins, then the one listed first, then JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -113,6 +114,9 @@ def _parse_accept(accept: str) -> list[_MediaRange]:
     return ranges
 
 
+# Clients send the same few Accept values again and again: each is parsed once. (A value
+# that allows nothing raises every time: exceptions are not cached.)
+@functools.lru_cache(maxsize=256)
 def negotiate(accept: str | None, offered: Sequence[str] = ARRAY_MEDIA_TYPES) -> str:
     """The offered media type the ``Accept`` value prefers; raises :class:`NotAcceptable`.
 
