@@ -24,6 +24,7 @@ from client._exceptions import (
     TimeoutError,
     TransportError,
 )
+from client._folders import ImageFolderTargets, image_folder_targets
 from client._models import ClassRow, Dataset, Plan
 from client._retry import RetryPolicy
 from client._sampler import RemoteWeightedSampler
@@ -35,6 +36,7 @@ __all__ = [
     "CacheError",
     "ClassRow",
     "Dataset",
+    "ImageFolderTargets",
     "NotFoundError",
     "Plan",
     "PlanCache",
@@ -48,4 +50,5 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "default_cache_dir",
+    "image_folder_targets",
 ]

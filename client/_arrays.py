@@ -111,7 +111,10 @@ class ArrayRead:
 
 
 def binary_labels(labels: Any) -> tuple[bytes, str] | None:
-    """``(raw little-endian bytes, "int32" | "int64")`` for integer labels, else ``None``.
+    """``(raw little-endian bytes, dtype name)`` for integer labels, else ``None``.
+
+    The narrowest of ``uint8``, ``uint16``, ``int32`` and ``int64`` that holds them: class
+    indices below 65536 travel in 2 bytes each.
 
     Lists, numpy arrays and tensors of integers qualify; strings, booleans, floats, mixed
     or nested values do not (they go as JSON, where the service explains what is wrong).
@@ -127,7 +130,14 @@ def binary_labels(labels: Any) -> tuple[bytes, str] | None:
     low, high = int(array.min()), int(array.max())
     if high > _INT64_MAX:
         return None
-    name, wire = ("int32", "<i4") if _INT32.min <= low and high <= _INT32.max else ("int64", "<i8")
+    if low >= 0 and high <= 0xFF:
+        name, wire = "uint8", "u1"
+    elif low >= 0 and high <= 0xFFFF:
+        name, wire = "uint16", "<u2"
+    elif _INT32.min <= low and high <= _INT32.max:
+        name, wire = "int32", "<i4"
+    else:
+        name, wire = "int64", "<i8"
     return np.ascontiguousarray(array, dtype=wire).tobytes(), name
 
 

@@ -8,7 +8,9 @@ call to :meth:`send`. Only sending and sleeping differ between the two.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ import numpy.typing as npt
 from client import _endpoints as endpoints
 from client._endpoints import Call, LabelsLike
 from client._exceptions import SamplePlanError
+from client._folders import image_folder_targets
 from client._models import Dataset, Plan
 from client._progress import attach_progress, require_tqdm
 from client._retry import RetryPolicy
@@ -31,6 +34,10 @@ T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
+
+# Opening a pool is rare (once per client and process): one lock for all of them, so that
+# no client holds a lock of its own (NOTE [Pickling clients]).
+_OPENING = threading.Lock()
 
 
 class _ClientOptions:
@@ -75,6 +82,28 @@ class _ClientOptions:
     def _client_kwargs(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
 
+    # NOTE [Pickling clients]
+    #     A client's connection pool (and its locks) cannot cross a process boundary, but
+    #     its configuration can: a pickled or deep-copied client carries base URL, token,
+    #     timeout and retry policy, and opens its own pool at its first request. Lightning's
+    #     ddp_spawn and DataLoader workers pickle the sampler, and with it its client. A
+    #     caller's injected http_client is theirs: it cannot be rebuilt, so it refuses.
+    _owns_client: bool
+    _http_client: httpx.Client | httpx.AsyncClient | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not self._owns_client:
+            raise TypeError(
+                f"a {type(self).__name__} built on a caller's http_client cannot be pickled or "
+                "copied; build it from base_url and token so that the copy opens its own"
+            )
+        state = self.__dict__.copy()
+        state["_http_client"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
 
 class SamplePlanClient(_ClientOptions):
     """A synchronous client for the sampleplan service.
@@ -111,14 +140,21 @@ class SamplePlanClient(_ClientOptions):
             base_url, token, timeout=timeout, retries=retries, backoff=backoff, progress=progress
         )
         self._owns_client = http_client is None
-        self._http = (
-            http_client if http_client is not None else httpx.Client(**self._client_kwargs())
-        )
+        self._http_client: httpx.Client | None = http_client
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The connection pool, opened at the first request (NOTE [Pickling clients])."""
+        if self._http_client is None:
+            with _OPENING:
+                if self._http_client is None:
+                    self._http_client = httpx.Client(**self._client_kwargs())
+        return self._http_client
 
     def close(self) -> None:
         """Close the connection pool (not an injected ``http_client``)."""
-        if self._owns_client:
-            self._http.close()
+        if self._owns_client and self._http_client is not None:
+            self._http_client.close()
 
     def __enter__(self) -> SamplePlanClient:
         return self
@@ -170,8 +206,12 @@ class SamplePlanClient(_ClientOptions):
     def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
-        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
-        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
+        ``ChunkedArray`` (a Hugging Face ``datasets`` column, ``ds.data.column("label")``),
+        or a pandas ``Series`` or ``Categorical``. Integer labels go as raw binary; other
+        pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
+        the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
+        JSON. Either way the id is the same.
         """
         return self.send(endpoints.create_dataset(labels, binary=binary))
 
@@ -183,18 +223,41 @@ class SamplePlanClient(_ClientOptions):
         label_column: str = "label",
         dtype: str = "int64",
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths),
+        ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
-        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
-        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
-        in ``ImageFolder`` layout, ``class_name/file``.
+        with ``dtype="int32"`` or ``"int64"`` for raw integers) and sends the file as it
+        is. ``label_column`` names the CSV, Parquet or Arrow column or the JSON Lines key
+        holding the labels. Parquet and Arrow files are read here (the ``arrow`` extra),
+        memory-mapped, and only the label column is sent, never the whole file; a missing
+        column raises ``ValueError`` listing the columns there are. A ``.txt`` file lists
+        paths in ``ImageFolder`` layout, ``class_name/file``.
         """
         return self.send(
             endpoints.create_dataset_from_file(
                 Path(path), media_type=media_type, label_column=label_column, dtype=dtype
             )
         )
+
+    def create_dataset_from_folder(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        extensions: str | Sequence[str] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+    ) -> Dataset:
+        """Upload an ``ImageFolder`` tree's labels: its samples as ``ImageFolder(root)`` lists
+        them (:func:`~client.image_folder_targets`), sent as a path list.
+
+        The dataset's classes are the folder's class names and sample ``i`` is
+        ``ImageFolder(root).samples[i]``, so ``dataset.classes == ImageFolder(root).classes``
+        and plan indices index the ``ImageFolder`` directly. A class folder without a
+        valid file is an error, as in ``ImageFolder`` by default (a dataset has no class
+        without samples, so its class indices would no longer be ImageFolder's).
+        """
+        targets = image_folder_targets(root, extensions=extensions, is_valid_file=is_valid_file)
+        return self.send(endpoints.create_dataset_from_folder(targets))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """A stored dataset's size, classes and class counts."""
@@ -229,8 +292,15 @@ class SamplePlanClient(_ClientOptions):
         limit: int | None = None,
         space: str = "population",
         binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON)."""
+        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
+        keep or drop its ragged tail (NOTE [Dealing] in ``service/core/dealing.py``).
+        """
         return self.send(
             endpoints.indices(
                 plan_id,
@@ -241,6 +311,9 @@ class SamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 
@@ -323,14 +396,21 @@ class AsyncSamplePlanClient(_ClientOptions):
             base_url, token, timeout=timeout, retries=retries, backoff=backoff, progress=progress
         )
         self._owns_client = http_client is None
-        self._http = (
-            http_client if http_client is not None else httpx.AsyncClient(**self._client_kwargs())
-        )
+        self._http_client: httpx.AsyncClient | None = http_client
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool, opened at the first request (NOTE [Pickling clients])."""
+        if self._http_client is None:
+            with _OPENING:
+                if self._http_client is None:
+                    self._http_client = httpx.AsyncClient(**self._client_kwargs())
+        return self._http_client
 
     async def aclose(self) -> None:
         """Close the connection pool (not an injected ``http_client``)."""
-        if self._owns_client:
-            await self._http.aclose()
+        if self._owns_client and self._http_client is not None:
+            await self._http_client.aclose()
 
     async def __aenter__(self) -> AsyncSamplePlanClient:
         return self
@@ -377,8 +457,12 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
-        Integer labels (lists, numpy arrays, tensors) go as raw binary unless
-        ``binary=False``; anything else goes as JSON. Either way the id is the same.
+        ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
+        ``ChunkedArray`` (a Hugging Face ``datasets`` column, ``ds.data.column("label")``),
+        or a pandas ``Series`` or ``Categorical``. Integer labels go as raw binary; other
+        pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
+        the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
+        JSON. Either way the id is the same.
         """
         return await self.send(endpoints.create_dataset(labels, binary=binary))
 
@@ -390,18 +474,44 @@ class AsyncSamplePlanClient(_ClientOptions):
         label_column: str = "label",
         dtype: str = "int64",
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths).
+        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths),
+        ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
-        with ``dtype="int32"`` or ``"int64"`` for raw integers). ``label_column`` names
-        the CSV column or JSON Lines key holding the labels; a ``.txt`` file lists paths
-        in ``ImageFolder`` layout, ``class_name/file``.
+        with ``dtype="int32"`` or ``"int64"`` for raw integers) and sends the file as it
+        is. ``label_column`` names the CSV, Parquet or Arrow column or the JSON Lines key
+        holding the labels. Parquet and Arrow files are read here (the ``arrow`` extra),
+        memory-mapped, and only the label column is sent, never the whole file; a missing
+        column raises ``ValueError`` listing the columns there are. A ``.txt`` file lists
+        paths in ``ImageFolder`` layout, ``class_name/file``.
         """
         return await self.send(
             endpoints.create_dataset_from_file(
                 Path(path), media_type=media_type, label_column=label_column, dtype=dtype
             )
         )
+
+    async def create_dataset_from_folder(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        extensions: str | Sequence[str] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+    ) -> Dataset:
+        """Upload an ``ImageFolder`` tree's labels: its samples as ``ImageFolder(root)`` lists
+        them (:func:`~client.image_folder_targets`), sent as a path list.
+
+        The dataset's classes are the folder's class names and sample ``i`` is
+        ``ImageFolder(root).samples[i]``, so ``dataset.classes == ImageFolder(root).classes``
+        and plan indices index the ``ImageFolder`` directly. A class folder without a
+        valid file is an error, as in ``ImageFolder`` by default (a dataset has no class
+        without samples, so its class indices would no longer be ImageFolder's).
+        """
+        # Listing a large tree blocks: keep it off the event loop.
+        targets = await anyio.to_thread.run_sync(
+            lambda: image_folder_targets(root, extensions=extensions, is_valid_file=is_valid_file)
+        )
+        return await self.send(endpoints.create_dataset_from_folder(targets))
 
     async def get_dataset(self, dataset_id: str) -> Dataset:
         """A stored dataset's size, classes and class counts."""
@@ -436,8 +546,15 @@ class AsyncSamplePlanClient(_ClientOptions):
         limit: int | None = None,
         space: str = "population",
         binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
-        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON)."""
+        """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
+        keep or drop its ragged tail (NOTE [Dealing] in ``service/core/dealing.py``).
+        """
         return await self.send(
             endpoints.indices(
                 plan_id,
@@ -448,6 +565,9 @@ class AsyncSamplePlanClient(_ClientOptions):
                 limit=limit,
                 space=space,
                 binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 

@@ -18,7 +18,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from client import _tables as tables
 from client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
+from client._folders import ImageFolderTargets
 from client._models import Dataset, Plan
 
 T_co = TypeVar("T_co", covariant=True)
@@ -53,8 +55,11 @@ class Call(Generic[T_co]):
 
 
 def labels_to_json(labels: LabelsLike) -> list[Any]:
-    """Labels as a JSON list: accepts lists, numpy arrays and torch tensors."""
-    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    """Labels as a JSON list: lists, numpy arrays, torch tensors, pyarrow and pandas labels."""
+    if hasattr(labels, "to_pylist"):  # pyarrow: nulls stay None (the service refuses them)
+        values = labels.to_pylist()
+    else:
+        values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
     if not isinstance(values, list):
         raise TypeError(f"labels must be a 1-d sequence, got {type(labels).__name__}")
     return values
@@ -87,7 +92,24 @@ def _dataset(response: httpx.Response) -> Dataset:
 
 
 def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
-    """Integer labels go as raw little-endian bytes (``binary``), others as JSON."""
+    """The cheapest form the service reads (see ``client/_tables.py``); JSON if not ``binary``.
+
+    Integer labels go as raw little-endian bytes; pyarrow and pandas labels that are not
+    plain integers as a one-column Arrow IPC stream; the rest as JSON.
+    """
+    column = tables.to_arrow(labels) if binary else None
+    if column is not None:
+        chunks = tables.integer_chunks(column)
+        if chunks is None:
+            return Call(
+                "POST",
+                "/v1/datasets",
+                _dataset,
+                params={"label_column": "label"},
+                content=tables.arrow_stream(column),
+                headers={"Content-Type": tables.ARROW_STREAM},
+            )
+        labels = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     encoded = binary_labels(labels) if binary else None
     if encoded is None:
         return Call("POST", "/v1/datasets", _dataset, json={"labels": labels_to_json(labels)})
@@ -105,6 +127,9 @@ def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
 def create_dataset_from_file(
     path: Path, *, media_type: str | None, label_column: str, dtype: str
 ) -> Call[Dataset]:
+    """Parquet and Arrow files: only the label column, read here, is sent."""
+    if media_type is None and path.suffix.lower() in tables.TABLE_SUFFIXES:
+        return create_dataset(tables.read_column(path, label_column))
     return Call(
         "POST",
         "/v1/datasets",
@@ -112,6 +137,24 @@ def create_dataset_from_file(
         params={"label_column": label_column, "dtype": dtype},
         content=path.read_bytes(),
         headers={"Content-Type": media_type or manifest_media_type(path)},
+    )
+
+
+def create_dataset_from_folder(targets: ImageFolderTargets) -> Call[Dataset]:
+    """A folder's samples uploaded as a path list, in ImageFolder's order."""
+    try:
+        body = targets.manifest().encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"a file name under {targets.root!r} is not valid UTF-8 and cannot be uploaded "
+            f"as a path list; upload the targets instead (create_dataset(targets.targets))"
+        ) from exc
+    return Call(
+        "POST",
+        "/v1/datasets",
+        _dataset,
+        content=body,
+        headers={"Content-Type": "text/plain; charset=utf-8"},
     )
 
 
@@ -170,6 +213,9 @@ def indices(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     params: dict[str, Any] = {
         "epoch": epoch,
@@ -180,6 +226,13 @@ def indices(
     }
     if limit is not None:
         params["limit"] = limit
+    # Sent only when not at their defaults: the request of a plain page stays as it was.
+    if start:
+        params["start"] = start
+    if not pad:
+        params["pad"] = "false"
+    if drop_last:
+        params["drop_last"] = "true"
     return _array_call(f"/v1/plans/{_segment(plan_id)}/indices", _INDICES, binary, params)
 
 

@@ -222,10 +222,21 @@ class OfflineStream:
         offset: int = 0,
         limit: int | None = None,
         space: Space = "population",
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
     ) -> npt.NDArray[np.int64]:
         """The page that ``SamplePlanClient.indices`` would return for these arguments."""
         request = StreamRequest(
-            epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=space,
+            start=start,
+            pad=pad,
+            drop_last=drop_last,
         )
         if self.plan.algorithm == "hierarchical":
             # Never materialised: each page is drawn on its own, as the service draws it.

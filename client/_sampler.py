@@ -14,18 +14,50 @@ NOTE [Iteration]
     dropped when it arrives.
 
 NOTE [Resumption]
-    ``state_dict()`` is ``{"plan_id", "epoch", "position", "world_size"}``, ``position``
-    being how many indices of the epoch this sampler has handed out. After
-    ``load_state_dict()``, the next ``iter()`` starts at that position, exactly as
-    torchdata's ``StatefulDistributedSampler`` does, so a job restored mid-epoch
-    continues with exactly the indices it had not consumed; every later ``iter()`` starts
-    at 0 again. ``set_epoch`` to another epoch drops a pending resume. The position is
-    the same for every rank (each rank gets ``len(sampler)`` indices), so a checkpoint
-    written by rank 0 restores every rank. With a plain ``DataLoader`` and
-    ``num_workers=0`` the position after ``k`` batches is ``k * batch_size``; with worker
-    processes the loader prefetches ahead of what was consumed, and only torchdata's
-    ``StatefulDataLoader`` (which snapshots the sampler batch by batch) knows the
-    consumed position.
+    ``state_dict()`` is ``{"plan_id", "epoch", "position", "world_size", "start",
+    "global_position"}``: ``position`` is how many indices of this iteration's deal the
+    sampler has handed out, ``start`` the global position the deal began at (0 but after
+    an elastic resume), and ``global_position = min(num_samples, start + position *
+    world_size)`` how many positions of the epoch stream all ranks together had consumed,
+    if every rank had handed out ``position`` (DDP keeps them in step: one batch each per
+    step). With uneven progress, put the minimum over the ranks' states into
+    ``global_position``: positions between it and a faster rank's progress are then dealt
+    again after the resume, and nothing is skipped. (Loading takes the smaller of
+    ``global_position`` and ``start + position * world_size``.)
+
+    ``load_state_dict()`` takes effect at the next ``iter()`` (when the world size is
+    known): with the same world size and an unedited state, each rank continues its own
+    deal at ``position``, exactly as torchdata's ``StatefulDistributedSampler`` does, so a
+    checkpoint written by rank 0 restores every rank. With another world size (elastic
+    restart), the rest of the epoch, ``stream[global_position:]``, is dealt over the new
+    ranks (NOTE [Dealing] in ``service/core/dealing.py``): no position of the epoch is
+    skipped, none before ``global_position`` repeated, and the ranks' lengths are equal
+    (padded by repeating the rest from its beginning, or dropped with ``drop_last``) or
+    differ by one (``pad=False``). Every later ``iter()`` deals a whole epoch again;
+    ``set_epoch`` to another epoch drops a pending resume. With a plain ``DataLoader``
+    and ``num_workers=0`` the position after ``k`` batches is ``k * batch_size``; with
+    worker processes the loader prefetches ahead of what was consumed, and only
+    torchdata's ``StatefulDataLoader`` (which snapshots the sampler batch by batch) knows
+    the consumed position.
+
+NOTE [Ranks, trainers and pickling]
+    ``rank`` and ``world_size`` not given are ``torch.distributed``'s, read when needed
+    (``len()``, ``iter()``), not at construction: a sampler built before
+    ``init_process_group`` (or pickled into spawned processes) deals to the group it runs
+    in. The first ``iter()`` fixes the world size; a later one in a process group of
+    another size raises ``RuntimeError`` instead of dealing a different stream.
+
+    The sampler is a ``DistributedSampler`` in type, with its attributes
+    (``num_replicas``, ``rank``, ``epoch``, ``num_samples`` per rank, ``total_size``,
+    ``drop_last``, ``shuffle``, ``seed``): PyTorch Lightning (``use_distributed_sampler``)
+    and other trainers then leave it in place instead of wrapping it in a sampler that
+    re-shards and reshuffles, and call ``set_epoch`` every epoch.
+
+    It pickles and deep-copies (Lightning's ``ddp_spawn``, ``copy.deepcopy`` of a loader):
+    the copy holds the configuration and the position, not the prefetch thread, the
+    client's connections or the offline stream, which it rebuilds when it needs them. A
+    copy taken during an iteration continues from where the original stood, at its next
+    ``iter()``.
 
 NOTE [Offline fallback]
     At construction the plan, its dataset's size and its weights (and, for
@@ -44,14 +76,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from client._cache import PlanCache
 from client._client import SamplePlanClient
@@ -64,7 +99,8 @@ from client._exceptions import (
 )
 from client._models import Plan
 from client._offline import OfflineStream
-from service.core.streams import Space, rank_length
+from service.core.dealing import dealt_length, global_position
+from service.core.streams import Space
 
 __all__ = ["RemoteWeightedSampler"]
 
@@ -104,13 +140,50 @@ class _Prefetch(Generic[T]):
         return self._value
 
 
-def _distributed_default(rank: int | None, world_size: int | None) -> tuple[int, int]:
+def _distributed_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``rank`` and ``world_size``, each ``torch.distributed``'s when not given."""
     initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
     if world_size is None:
         world_size = torch.distributed.get_world_size() if initialised else 1
     if rank is None:
         rank = torch.distributed.get_rank() if initialised else 0
+    _check_int("world_size", world_size, minimum=1, what="positive")
+    _check_int("rank", rank, minimum=0, what="non-negative")
+    if rank >= world_size:
+        raise ValueError(
+            f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
+        )
     return rank, world_size
+
+
+# NOTE [Samplers that others re-shard]
+#     Hugging Face Accelerate's ``prepare()`` deals the batches of every process's loader
+#     round-robin over the processes itself (``BatchSamplerShard``), whatever the sampler.
+#     A sampler that also shards by the process group would hand each process a quarter of
+#     the epoch, silently. Accelerate gives the sampler no sign of it but the call: so when
+#     the world size comes from the process group, the first frames above ``iter()`` are
+#     checked for Accelerate's batch sampler (a few frames, once per epoch), and the user
+#     is told to pass ``world_size=1`` (every process draws the whole epoch, Accelerate
+#     deals it).
+_RESHARDERS = (("accelerate.data_loader", "BatchSamplerShard"),)
+
+
+def _refuse_resharding(world_size: int) -> None:
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return
+        owner = frame.f_locals.get("self")
+        kind = type(owner)
+        if (kind.__module__, kind.__name__) in _RESHARDERS:
+            raise RuntimeError(
+                f"{kind.__module__}.{kind.__name__} deals this loader's batches over the "
+                f"{world_size} processes itself, and this sampler shards by the process group "
+                "too: each process would get a fraction of its shard. Build the sampler with "
+                "world_size=1, rank=0: every process draws the whole epoch and Accelerate "
+                "deals it"
+            )
+        frame = frame.f_back
 
 
 def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
@@ -119,14 +192,25 @@ def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
     return value
 
 
-class RemoteWeightedSampler(Sampler[int]):
+@dataclass(frozen=True)
+class _Resume:
+    """A loaded state, applied at the next ``iter()``; see NOTE [Resumption]."""
+
+    world_size: int
+    start: int
+    position: int
+    global_position: int
+
+
+class RemoteWeightedSampler(DistributedSampler[int]):
     """A sampleplan plan's index stream for one rank, as a ``Sampler[int]``.
 
     A drop-in for ``WeightedRandomSampler`` (the plan's epoch-``e`` stream is
     ``WeightedRandomSampler(weights, num_samples, replacement,
     generator=torch.Generator().manual_seed(seed + e))``) that also shards across ranks
-    as ``DistributedSampler`` does, resumes mid-epoch, and keeps working from a local
-    cache when the service goes away::
+    as ``DistributedSampler`` does (and is one, for trainers that check), resumes
+    mid-epoch, in another world size too, and keeps working from a local cache when the
+    service goes away::
 
         api = SamplePlanClient("http://sampleplan:8000")
         sampler = RemoteWeightedSampler(plan.id, api)
@@ -137,9 +221,15 @@ class RemoteWeightedSampler(Sampler[int]):
         api: the client to fetch it with; ``None`` draws from the cache only.
         epoch: the epoch to start with; change it with :meth:`set_epoch`.
         rank: this process's rank; default: ``torch.distributed``'s when initialised,
-            else 0.
+            else 0, read at each ``iter()`` (NOTE [Ranks, trainers and pickling]).
         world_size: how many ranks share each epoch; default: ``torch.distributed``'s
-            when initialised, else 1.
+            when initialised, else 1, read likewise.
+        drop_last: drop the epoch's ragged tail so every rank gets
+            ``num_samples // world_size`` indices, as ``DistributedSampler(drop_last=True)``.
+        pad: unless ``drop_last``, pad the tail by repeating the stream from its
+            start, as ``DistributedSampler`` (the default); ``False`` gives rank ``r``
+            exactly ``stream[r::world_size]``, so the ranks together see every draw once
+            (evaluation), with lengths that differ by at most one.
         space: ``"population"`` yields positions in the plan's population (index a
             training ``Subset`` with them); ``"dataset"`` yields dataset indices.
         chunk_size: indices in an epoch's first request; the next chunk, twice as large
@@ -157,6 +247,8 @@ class RemoteWeightedSampler(Sampler[int]):
         SamplePlanError: the plan cannot be read (from the service or, offline, the
             cache); while iterating, :class:`~client.StreamMismatchError` when the
             offline fallback cannot reproduce the plan's stream on this machine.
+        RuntimeError: at ``iter()``, a process group of another size than the one the
+            sampler already dealt to.
     """
 
     def __init__(
@@ -167,6 +259,8 @@ class RemoteWeightedSampler(Sampler[int]):
         epoch: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        drop_last: bool = False,
+        pad: bool = True,
         space: Space = "population",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
@@ -186,17 +280,20 @@ class RemoteWeightedSampler(Sampler[int]):
             raise ValueError(
                 "with api=None the sampler draws from its cache: fallback must be True"
             )
-        rank, world_size = _distributed_default(rank, world_size)
-        _check_int("world_size", world_size, minimum=1, what="positive")
-        _check_int("rank", rank, minimum=0, what="non-negative")
-        if rank >= world_size:
-            raise ValueError(
-                f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-            )
+        if rank is not None:
+            _check_int("rank", rank, minimum=0, what="non-negative")
+        if world_size is not None:
+            _check_int("world_size", world_size, minimum=1, what="positive")
+            if rank is not None and rank >= world_size:
+                raise ValueError(
+                    f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
+                )
 
         self.plan_id = plan_id
-        self.rank = rank
-        self.world_size = world_size
+        self._rank_arg = rank
+        self._world_size_arg = world_size
+        self.drop_last = drop_last
+        self.pad = pad
         self.space: Space = space
         self.chunk_size = chunk_size
         self.max_chunk_size = max_chunk_size
@@ -204,11 +301,39 @@ class RemoteWeightedSampler(Sampler[int]):
         self.fallback = fallback
         self.cache = PlanCache(cache_dir) if fallback else None
         self._epoch = epoch
+        self._start = 0
         self._position = 0
-        self._resume_pending = False
+        self._iterating = False
+        self._used_world_size: int | None = None
+        self._resume: _Resume | None = None
         self._offline: OfflineStream | None = None
         self._offline_lock = threading.Lock()
         self.plan = self._load_plan()
+        # DistributedSampler's remaining attributes: the draw is random, seeded by the plan.
+        self.shuffle = True
+        self.seed = int(self.plan.config.get("seed", 0))
+
+    # -- pickling (NOTE [Ranks, trainers and pickling]) -------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_offline_lock"]
+        state["_offline"] = None
+        if self._iterating and self._resume is None:
+            # The copy continues where this iteration stands.
+            world_size = self._used_world_size or 1
+            state["_resume"] = _Resume(
+                world_size,
+                self._start,
+                self._position,
+                global_position(self.plan.num_samples, self._start, world_size, self._position),
+            )
+        state["_iterating"] = False
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._offline_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -222,8 +347,10 @@ class RemoteWeightedSampler(Sampler[int]):
         except (TransportError, ServerError) as exc:
             if self.cache is None:
                 raise
+            # Say "using the cached copy" only once there is one: without it this raises.
+            offline = self._offline_stream(exc)
             logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
-            return self._offline_stream(exc).plan
+            return offline.plan
         return plan
 
     @staticmethod
@@ -255,68 +382,168 @@ class RemoteWeightedSampler(Sampler[int]):
                     raise exc from cause
             return self._offline
 
+    # -- ranks (NOTE [Ranks, trainers and pickling]) ----------------------------------------
+
+    def _world(self) -> tuple[int, int]:
+        """``(rank, world_size)`` as of now: given, or ``torch.distributed``'s."""
+        return _distributed_world(self._rank_arg, self._world_size_arg)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (given, or ``torch.distributed``'s as of now)."""
+        return self._world()[0]
+
+    @rank.setter
+    def rank(self, value: int) -> None:
+        self._rank_arg = _check_int("rank", value, minimum=0, what="non-negative")
+
+    @property
+    def world_size(self) -> int:
+        """Ranks sharing each epoch (given, or ``torch.distributed``'s as of now)."""
+        return self._world()[1]
+
+    @world_size.setter
+    def world_size(self, value: int) -> None:
+        self._world_size_arg = _check_int("world_size", value, minimum=1, what="positive")
+
+    @property
+    def num_replicas(self) -> int:
+        """``DistributedSampler``'s name for :attr:`world_size`."""
+        return self.world_size
+
+    @num_replicas.setter
+    def num_replicas(self, value: int) -> None:
+        self.world_size = value
+
     # -- the Sampler protocol --------------------------------------------------------------
 
     @property
-    def num_samples(self) -> int:
-        """Draws per epoch, over all ranks (the plan's ``num_samples``)."""
+    def num_samples(self) -> int:  # type: ignore[override]
+        """This rank's indices per epoch, as ``DistributedSampler.num_samples`` (= ``len``)."""
+        return len(self)
+
+    @property
+    def total_size(self) -> int:  # type: ignore[override]
+        """Indices per epoch over all ranks, padding included (``pad=False``: the plan's draws)."""
+        if self.drop_last or self.pad:
+            return len(self) * self.world_size
         return self.plan.num_samples
 
     @property
     def epoch(self) -> int:
         return self._epoch
 
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.set_epoch(value)
+
     def __len__(self) -> int:
-        """This rank's share of an epoch: ``ceil(num_samples / world_size)``."""
-        return rank_length(self.plan.num_samples, self.world_size)
+        """This rank's share of a whole epoch: ``ceil(num_samples / world_size)`` by default.
+
+        ``floor`` with ``drop_last``; with ``pad=False``, ``ceil((num_samples - rank) /
+        world_size)``. An iteration resumed mid-epoch yields fewer.
+        """
+        rank, world_size = self._world()
+        return self._deal_length(0, rank, world_size)
+
+    def _deal_length(self, start: int, rank: int, world_size: int) -> int:
+        return dealt_length(
+            self.plan.num_samples, start, world_size, rank, pad=self.pad, drop_last=self.drop_last
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
         _check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
             self._epoch = epoch
+            self._start = 0
             self._position = 0
-            self._resume_pending = False
+            self._resume = None
 
     def __iter__(self) -> Iterator[int]:
-        start = self._position if self._resume_pending else 0
-        self._resume_pending = False
-        self._position = start
-        return self._iterate(self._epoch, start)
+        rank, world_size = self._world()
+        if self._used_world_size is not None and world_size != self._used_world_size:
+            raise RuntimeError(
+                f"this sampler dealt epochs to world_size={self._used_world_size} and now runs "
+                f"in a process group of world_size={world_size}: build a sampler in each "
+                "process (or pass world_size), so that no rank gets a different stream"
+            )
+        if self._world_size_arg is None and world_size > 1:
+            _refuse_resharding(world_size)
+        self._used_world_size = world_size
+        start, position = self._resume_point(rank, world_size)
+        self._resume = None
+        self._start, self._position = start, position
+        return self._iterate(self._epoch, start, position, rank, world_size)
 
-    def _iterate(self, epoch: int, start: int) -> Iterator[int]:
-        fetch = _ChunkFetcher(self, epoch)
-        length = len(self)
-        offset, limit = start, self.chunk_size
-        pending = _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-        while pending is not None:
-            chunk = pending.result()
-            if chunk.shape[0] == 0:
-                raise SamplePlanError(
-                    f"the stream of plan {self.plan_id} ended at {offset} of {length}"
-                )
-            offset += int(chunk.shape[0])
-            limit = min(2 * limit, self.max_chunk_size)
+    def _resume_point(self, rank: int, world_size: int) -> tuple[int, int]:
+        """``(start, position)`` of this iteration; see NOTE [Resumption]."""
+        resume = self._resume
+        if resume is None:
+            return 0, 0
+        unedited = resume.global_position == global_position(
+            self.plan.num_samples, resume.start, resume.world_size, resume.position
+        )
+        if (
+            resume.world_size == world_size
+            and unedited
+            and resume.position <= self._deal_length(resume.start, rank, world_size)
+        ):
+            return resume.start, resume.position
+        return resume.global_position, 0
+
+    def _iterate(
+        self, epoch: int, start: int, position: int, rank: int, world_size: int
+    ) -> Iterator[int]:
+        fetch = _ChunkFetcher(self, epoch, start, rank, world_size)
+        length = self._deal_length(start, rank, world_size)
+        offset, limit = position, self.chunk_size
+        self._iterating = True
+        try:
             pending = (
                 _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
             )
-            for index in chunk.tolist():
-                self._position += 1
-                yield index
+            while pending is not None:
+                chunk = pending.result()
+                if chunk.shape[0] == 0:
+                    raise SamplePlanError(
+                        f"the stream of plan {self.plan_id} ended at {offset} of {length}"
+                    )
+                offset += int(chunk.shape[0])
+                limit = min(2 * limit, self.max_chunk_size)
+                pending = (
+                    _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
+                )
+                for index in chunk.tolist():
+                    self._position += 1
+                    yield index
+        finally:
+            self._iterating = False
 
     # -- resumption --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"plan_id", "epoch", "position", "world_size"}``; see NOTE [Resumption]."""
+        """Where this rank stands in the epoch; see NOTE [Resumption]."""
+        if self._resume is not None:
+            # Loaded but not iterated yet: hand the loaded state on unchanged.
+            resume = self._resume
+            world_size, start, position = resume.world_size, resume.start, resume.position
+            reached = resume.global_position
+        else:
+            world_size = self._used_world_size or self.world_size
+            start, position = self._start, self._position
+            reached = global_position(self.plan.num_samples, start, world_size, position)
         return {
             "plan_id": self.plan_id,
             "epoch": self._epoch,
-            "position": self._position,
-            "world_size": self.world_size,
+            "position": position,
+            "world_size": world_size,
+            "start": start,
+            "global_position": reached,
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Continue from ``state_dict``: the next ``iter()`` starts where it stopped."""
+        """Continue from ``state_dict`` at the next ``iter()``, in this world size or another."""
         missing = [key for key in _STATE_KEYS if key not in state_dict]
         if missing:
             raise ValueError(
@@ -327,45 +554,72 @@ class RemoteWeightedSampler(Sampler[int]):
                 f"state_dict is for plan {state_dict['plan_id']!r}, "
                 f"this sampler draws plan {self.plan_id!r}"
             )
-        if state_dict["world_size"] != self.world_size:
-            raise ValueError(
-                f"state_dict was saved with world_size={state_dict['world_size']}, this sampler "
-                f"has world_size={self.world_size}: positions in a rank's stream do not carry over"
-            )
+        num_samples = self.plan.num_samples
         epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
         position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
-        if position > len(self):
+        world_size = _check_int(
+            "world_size", state_dict["world_size"], minimum=1, what="positive"
+        )
+        start = _check_int("start", state_dict.get("start", 0), minimum=0, what="non-negative")
+        if start > num_samples:
             raise ValueError(
-                f"position should be at most len(sampler)={len(self)}, but got position={position}"
+                f"start should be at most the epoch's {num_samples} draws, but got start={start}"
             )
+        most = dealt_length(num_samples, start, world_size, 0, pad=True, drop_last=False)
+        if position > most:
+            raise ValueError(
+                f"position should be at most ceil((num_samples - start) / world_size)={most}, "
+                f"but got position={position}"
+            )
+        reached = global_position(num_samples, start, world_size, position)
+        if "global_position" in state_dict:
+            given = state_dict["global_position"]
+            _check_int("global_position", given, minimum=0, what="non-negative")
+            if given > num_samples:
+                raise ValueError(
+                    f"global_position should be at most the epoch's {num_samples} draws, "
+                    f"but got global_position={given}"
+                )
+            # Lowered to the minimum over ranks, it wins; it never moves past ``position``.
+            reached = min(reached, given)
         self._epoch = epoch
-        self._position = position
-        self._resume_pending = True
+        self._start = 0
+        self._position = 0
+        self._resume = _Resume(world_size, start, position, reached)
 
     def __repr__(self) -> str:
+        rank, world_size = self._world()
         return (
             f"{type(self).__name__}(plan={self.plan_id[:12]}…, epoch={self._epoch}, "
-            f"rank={self.rank}, world_size={self.world_size}, len={len(self)})"
+            f"rank={rank}, world_size={world_size}, len={len(self)})"
         )
 
 
 class _ChunkFetcher:
     """Fetches chunks of one epoch: from the service, or offline once it is unreachable."""
 
-    def __init__(self, sampler: RemoteWeightedSampler, epoch: int) -> None:
+    def __init__(
+        self, sampler: RemoteWeightedSampler, epoch: int, start: int, rank: int, world_size: int
+    ) -> None:
         self.sampler = sampler
         self.epoch = epoch
+        self.start = start
+        self.rank = rank
+        self.world_size = world_size
         self.online = sampler.api is not None
 
     def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
         page: dict[str, Any] = {
             "epoch": self.epoch,
-            "rank": s.rank,
-            "world_size": s.world_size,
+            "rank": self.rank,
+            "world_size": self.world_size,
             "offset": offset,
             "limit": limit,
             "space": s.space,
+            "start": self.start,
+            "pad": s.pad,
+            "drop_last": s.drop_last,
         }
         if self.online:
             assert s.api is not None

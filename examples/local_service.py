@@ -29,7 +29,10 @@ def local_service() -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
-        settings = Settings(database_url=f"sqlite:///{Path(tmp) / 'sampleplan.sqlite3'}")
+        # Warnings only: an example's output is its own, not the service's access lines.
+        settings = Settings(
+            database_url=f"sqlite:///{Path(tmp) / 'sampleplan.sqlite3'}", log_level="warning"
+        )
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=port, log_level="warning"
         )

@@ -207,6 +207,8 @@ class Catalog:
         else:
             new_dataset = dataset_record(labels)
         plan = self.build_plan(labels, config)
+        # The plan's first page should cost a page, not the table (seconds at 10**8).
+        plan.prepared.build_tables()
         weights = config.weights
         record = PlanRecord(
             id=plan.id,
@@ -330,7 +332,8 @@ class Catalog:
             stream = self.epoch_stream(plan, request.epoch)
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
-            return in_space(stream[start:stop], request.space, prepared.population)
+            page = stream[request.start + start : request.start + stop]
+            return in_space(page, request.space, prepared.population)
         return prepared.indices(request, epoch_stream=stream)
 
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:

@@ -1,15 +1,24 @@
-"""The ``sampleplan plan`` and ``sampleplan report`` commands: a plan's balance, for people.
+"""The ``sampleplan`` command: ``serve``, ``plan`` and ``report``.
 
-``sampleplan plan LABELS_FILE`` reads labels from a manifest (CSV, JSON Lines, ``.npy``
-or an ImageFolder path list), builds the plan on a service (``--url``) or locally with
-the same sampling core, and prints its class table. ``sampleplan report PLAN_ID`` fetches
-a plan's HTML report from a service and writes it to a file or opens it in a browser.
-``service.main.cli`` registers these next to ``serve``.
+``sampleplan serve`` runs the HTTP service. ``sampleplan plan LABELS_FILE`` reads labels
+from a manifest (CSV, JSON Lines, ``.npy``, an ImageFolder path list, one column of a
+Parquet or Arrow file, or an ImageFolder folder itself), builds the plan on a service
+(``--url``) or locally with the same sampling core, and prints its class table.
+``sampleplan report PLAN_ID`` fetches a plan's HTML report from a service and writes it
+to a file or opens it in a browser.
+
+NOTE [A fast --help]
+    Building the parser imports nothing but the standard library: numpy, torch, pyarrow,
+    the client and the server's frameworks are imported by the command that needs them,
+    so ``sampleplan --help`` answers in a fraction of a second instead of the seconds
+    those imports take. The choices below are therefore written out here; a test holds
+    them equal to the core's (``STRATEGIES``, ``ALGORITHMS``).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -17,15 +26,13 @@ import tempfile
 import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from client import SamplePlanClient, SamplePlanError
-from service.core import manifests
-from service.core.labels import Labels
-from service.core.plan import ALGORITHMS, PlanConfig
-from service.core.splitting import split_from_canonical
-from service.core.weighting import STRATEGIES
-from service.errors import InvalidLabels, SamplePlanServiceError
+from service import __version__
+from service.progress import Progress
+
+if TYPE_CHECKING:
+    from service.core.labels import Labels
 
 #: Where ``--url`` points when neither it nor ``SAMPLEPLAN_URL`` is given (``report`` only).
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -38,8 +45,24 @@ FORMATS_BY_SUFFIX = {
     ".npy": "npy",
     ".txt": "paths",
     ".lst": "paths",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
 }
-FORMATS = ("csv", "jsonl", "npy", "paths")
+FORMATS = ("csv", "jsonl", "npy", "paths", "parquet", "arrow", "folder")
+
+#: service.core.weighting.STRATEGIES but sample_weights, and service.core.plan.ALGORITHMS
+#: (NOTE [A fast --help]).
+STRATEGY_CHOICES = (
+    "inverse_frequency",
+    "inverse_sqrt_frequency",
+    "effective_number",
+    "uniform",
+    "class_weights",
+)
+ALGORITHM_CHOICES = ("torch", "hierarchical")
 
 #: Repeats per drawn sample above which the table flags a class (as the report does).
 REPEAT_WARNING = 3.0
@@ -49,6 +72,95 @@ Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparser
 
 class CommandError(Exception):
     """A problem to report in one line and exit with status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sampleplan`` parser, every subcommand and option with its help."""
+    parser = argparse.ArgumentParser(
+        prog="sampleplan",
+        description="Sampling plans for imbalanced datasets: run the service, or read a "
+        "labels file's plan.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service (uvicorn)",
+        description="Run the service. Settings come from SAMPLEPLAN_* environment variables "
+        "(database, limits, tokens, logs); see the README's Configuration section.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the port (default: $SAMPLEPLAN_WORKERS, else 1); each "
+        "has its own epoch cache and metrics: see the README's 'Serving under load'",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level written (default: $SAMPLEPLAN_LOG_LEVEL, else info)",
+    )
+    add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``sampleplan`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.workers is not None and args.workers < 1:
+            parser.error(f"--workers should be a positive integer, but got {args.workers}")
+        serve_command(args)
+    else:
+        raise SystemExit(run_command(args))
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.config import get_settings
+    from service.logs import uvicorn_log_config
+
+    if args.log_level is not None:
+        # The app (in this process or in workers) reads its level from the settings.
+        os.environ["SAMPLEPLAN_LOG_LEVEL"] = args.log_level
+        get_settings.cache_clear()
+    settings = get_settings()
+    level = settings.log_level
+    extra: dict[str, Any] = {}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn restarts a worker that does not answer its supervisor's ping within this
+        # many seconds (5 by default). A worker imports torch and numba before it can
+        # answer: on a busy machine that takes longer, and workers were killed and
+        # restarted for ever.
+        extra["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
+    uvicorn.run(
+        # serve_app: create_app with the garbage collector's start-up freeze (see
+        # NOTE [Garbage collection pauses] in service/main.py).
+        "service.main:serve_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=settings.workers if args.workers is None else args.workers,
+        log_level=level,
+        # The service logs each request itself (with its request id).
+        access_log=False,
+        log_config=uvicorn_log_config(settings.log_format, level),
+        **extra,
+    )
+
+
+#: How long ``sampleplan serve --workers N``'s supervisor waits for a worker's answer.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
@@ -61,14 +173,20 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "the draws, draws per epoch and coverage.",
     )
     plan.add_argument(
-        "labels_file", metavar="LABELS_FILE", help="CSV, JSON Lines, .npy or path list ('-': stdin)"
+        "labels_file",
+        metavar="LABELS_FILE",
+        help="CSV, JSON Lines, .npy, a path list, Parquet, Arrow, or an ImageFolder folder "
+        "('-': stdin)",
     )
     plan.add_argument(
         "--format", choices=FORMATS, help="the file's format (default: from its extension)"
     )
     plan.add_argument(
+        "--label-column",
         "--column",
-        help="label column of a CSV or key of JSON Lines (default: 'label')",
+        dest="column",
+        help="label column of a CSV, Parquet or Arrow file, or key of JSON Lines "
+        "(default: 'label'); only that column of a Parquet or Arrow file is read",
     )
     plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
@@ -77,7 +195,7 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
     plan.add_argument(
         "--strategy",
-        choices=[s for s in STRATEGIES if s != "sample_weights"],
+        choices=STRATEGY_CHOICES,
         default="inverse_frequency",
         help="how to weight the classes (default inverse_frequency)",
     )
@@ -93,7 +211,20 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "--num-samples", type=int, help="draws per epoch (default: the population size)"
     )
     plan.add_argument("--no-replacement", action="store_true", help="draw without replacement")
-    plan.add_argument("--algorithm", choices=ALGORITHMS, default="torch", help="default torch")
+    plan.add_argument(
+        "--algorithm",
+        choices=ALGORITHM_CHOICES,
+        default="torch",
+        help="torch (bit-identical to WeightedRandomSampler, the default) or hierarchical "
+        "(any size, with replacement)",
+    )
+    plan.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr while reading, parsing and uploading "
+        "(default: when stderr is a terminal)",
+    )
     plan.add_argument(
         "--url", help="a sampleplan service to create the plan on (default: compute locally)"
     )
@@ -113,7 +244,7 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         description="Fetch the HTML report of PLAN_ID from a service; write it to --output, "
         "or open it in a browser.",
     )
-    report.add_argument("plan_id", metavar="PLAN_ID")
+    report.add_argument("plan_id", metavar="PLAN_ID", help="the plan's id")
     report.add_argument(
         "--url",
         default=os.environ.get("SAMPLEPLAN_URL", DEFAULT_URL),
@@ -127,6 +258,9 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``plan`` or ``report``; print errors in one line; return the exit status."""
+    from client import SamplePlanError
+    from service.errors import SamplePlanServiceError
+
     out = out or sys.stdout
     try:
         if args.command == "plan":
@@ -144,8 +278,32 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 # -- plan -----------------------------------------------------------------------------------
 
 
-def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
-    """Labels from a manifest file (``-``: standard input), parsed by ``service.core.manifests``."""
+def _read_bytes(path: str, progress: Progress) -> bytes:
+    """The file's bytes, read in pieces so that the bar moves on a large file."""
+    if path == "-":
+        with progress.stage("reading standard input"):
+            return sys.stdin.buffer.read()
+    with open(path, "rb") as handle:
+        total = os.fstat(handle.fileno()).st_size
+        chunks = []
+        with progress.stage(f"reading {path}", total=total) as stage:
+            while chunk := handle.read(1 << 22):
+                chunks.append(chunk)
+                stage.advance(len(chunk))
+    return b"".join(chunks)
+
+
+def read_labels(
+    path: str, fmt: str | None, column: str | None, progress: Progress | None = None
+) -> Labels:
+    """Labels from a manifest file (``-``: standard input), parsed by ``service.core.manifests``,
+    or from an ImageFolder folder, listed by ``client.image_folder_targets``."""
+    from service.core import manifests
+    from service.errors import InvalidLabels
+
+    progress = progress or Progress(enabled=False)
+    if fmt is None and path != "-" and Path(path).is_dir():
+        fmt = "folder"
     if fmt is None:
         if path == "-":
             raise CommandError("reading standard input needs --format")
@@ -155,24 +313,65 @@ def read_labels(path: str, fmt: str | None, column: str | None) -> Labels:
                 f"cannot tell the format of {path!r} from its extension; give --format "
                 f"({', '.join(FORMATS)})"
             )
+    if column is not None and fmt in ("paths", "folder"):
+        raise CommandError("--column applies to csv and jsonl files, not to path lists")
+    if fmt == "folder":
+        return _folder_labels(path, progress)
+    if fmt in ("parquet", "arrow"):
+        with progress.stage(f"reading the label column of {path}"):
+            return _table_labels(path, fmt, column or "label")
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        data = _read_bytes(path, progress)
     except OSError as exc:
         raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
-    if fmt == "npy":
-        return manifests.labels_from_npy(data)
-    if column is not None and fmt == "paths":
-        raise CommandError("--column applies to csv and jsonl files, not to path lists")
-    text = manifests.decode_text(data, None, f"file {path!r}")
+    with progress.stage(f"parsing {fmt}"):
+        if fmt == "npy":
+            return manifests.labels_from_npy(data)
+        text = manifests.decode_text(data, None, f"file {path!r}")
+        try:
+            if fmt == "csv":
+                return manifests.labels_from_csv(text, column or "label")
+            if fmt == "jsonl":
+                return manifests.labels_from_jsonl(text, column or "label")
+            return manifests.labels_from_paths(text)
+        except InvalidLabels as exc:
+            # The parser speaks to HTTP clients; here the option is --column.
+            detail = exc.detail.replace("with the 'label_column' query parameter", "with --column")
+            raise InvalidLabels(detail) from exc
+
+
+def _folder_labels(path: str, progress: Progress) -> Labels:
+    """An ImageFolder folder's labels: class names in ImageFolder's sample order."""
+    from client import image_folder_targets
+    from service.core.labels import labels_from_strings
+
+    with progress.stage(f"listing {path}"):
+        try:
+            found = image_folder_targets(path)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read the ImageFolder {path!r}: {exc}") from exc
+    return labels_from_strings([found.classes[t] for t in found.targets])
+
+
+def _table_labels(path: str, fmt: str, column: str) -> Labels:
+    """Labels from one column of a Parquet or Arrow file, memory-mapped: only it is read."""
+    import pyarrow as pa
+
+    from service.core.tables import labels_from_arrow, read_label_column
+    from service.errors import InvalidLabels
+
+    table_format: Literal["parquet", "arrow"] = "parquet" if fmt == "parquet" else "arrow"
     try:
-        if fmt == "csv":
-            return manifests.labels_from_csv(text, column or "label")
-        if fmt == "jsonl":
-            return manifests.labels_from_jsonl(text, column or "label")
-        return manifests.labels_from_paths(text)
+        source = pa.BufferReader(sys.stdin.buffer.read()) if path == "-" else pa.memory_map(path)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+    try:
+        with source:
+            return labels_from_arrow(read_label_column(source, table_format, column))
     except InvalidLabels as exc:
-        # The parser speaks to HTTP clients; here the option is --column.
-        detail = exc.detail.replace("with the 'label_column' query parameter", "with --column")
+        detail = exc.detail.replace("the body", f"{path!r}").replace(
+            "with the 'label_column' query parameter", "with --label-column"
+        )
         raise InvalidLabels(detail) from exc
 
 
@@ -235,6 +434,8 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
     """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
     from service.api.views import plan_out
     from service.catalog import build_plan
+    from service.core.plan import PlanConfig
+    from service.core.splitting import split_from_canonical
 
     config = PlanConfig(
         strategy=fields["strategy"],
@@ -254,22 +455,53 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def remote_plan(
-    url: str, token: str | None, labels: Labels, fields: dict[str, Any]
+    url: str,
+    token: str | None,
+    labels: Labels,
+    fields: dict[str, Any],
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Create the plan on the service at ``url`` and return its JSON."""
+    """Upload the dataset (in binary), create the plan on it at ``url``; the plan's JSON."""
+    from client import SamplePlanClient
+
+    progress = progress or Progress(enabled=False)
     with SamplePlanClient(url, token=token, retries=1) as api:
-        raw: dict[str, Any] = api.create_plan(labels=labels.values(), **fields).raw
+        with progress.stage(f"uploading {labels.size:,} labels to {url}"):
+            dataset = api.create_dataset(_upload_form(labels))
+        with progress.stage("creating the plan"):
+            raw: dict[str, Any] = api.create_plan(dataset_id=dataset.id, **fields).raw
         return raw
 
 
+def _upload_form(labels: Labels) -> Any:
+    """The labels in the form the client sends cheapest: integers, or a dictionary array
+    of class names (each name once, a code per sample)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if labels.kind == "int":
+        return np.asarray(labels.classes, dtype=np.int64)[labels.codes]
+    return pa.DictionaryArray.from_arrays(pa.array(labels.codes), pa.array(list(labels.classes)))
+
+
 def plan_command(args: argparse.Namespace, out: TextIO) -> None:
-    labels = read_labels(args.labels_file, args.format, args.column)
+    progress = Progress(enabled=args.progress)
+    # numpy, torch and numba take seconds to import on a busy machine: say so, rather than
+    # sit silent before the first step.
+    with progress.stage("loading the sampling core"):
+        if args.url:
+            import client  # noqa: F401
+        else:
+            import service.api.views
+            import service.catalog  # noqa: F401
+    labels = read_labels(args.labels_file, args.format, args.column, progress)
     fields = plan_fields(args)
     if args.url:
-        plan = remote_plan(args.url, args.token, labels, fields)
+        plan = remote_plan(args.url, args.token, labels, fields, progress)
         source = f"created on {args.url}"
     else:
-        plan = local_plan(labels, fields)
+        with progress.stage("computing the plan"):
+            plan = local_plan(labels, fields)
         source = "computed locally"
     if args.report:
         write_local_report(plan, args.report)
@@ -390,6 +622,8 @@ def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source
 
 
 def report_command(args: argparse.Namespace, out: TextIO) -> None:
+    from client import SamplePlanClient
+
     with SamplePlanClient(args.url, token=args.token, retries=1) as api:
         html = api.request("GET", f"/v1/plans/{args.plan_id}/report").text
     if args.output == "-":

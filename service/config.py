@@ -42,6 +42,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes of drawn 'torch' epochs kept per replica, LRU (0: keep none).",
     )
+    exact_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Threads one large 'torch' page may be split over (1: never split). "
+        "Helpers are shared by the whole replica and used only when idle.",
+    )
+    exact_parallel_min_draws: int = Field(
+        default=1 << 20,
+        ge=2,
+        description="Smallest 'torch' page (in draws) split over exact_threads threads.",
+    )
     # -- operations (auth, limits, logs) ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         default=None,
@@ -73,8 +85,10 @@ class Settings(BaseSettings):
         description="FastAPI's native OpenTelemetry (spans, metrics, logs to a provider "
         "configured in the process); off, it costs nothing per request.",
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Log lines to stderr: JSON objects, or plain text."
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines to stderr: JSON objects, or plain text; 'auto' writes text to "
+        "a terminal and JSON anywhere else (a file, a pipe, a log collector).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."

@@ -1,5 +1,8 @@
 """Structured logs: one JSON object per line on stderr, each carrying its request id.
 
+Plain text lines instead when stderr is a terminal (``SAMPLEPLAN_LOG_FORMAT=auto``, the
+default) or when asked for (``text``); ``json`` forces JSON.
+
 The request id lives in a context variable set by the HTTP layer for the length of a
 request; worker threads see it too (anyio runs them in a copy of the caller's context),
 so any line logged while serving a request names that request.
@@ -14,7 +17,7 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Literal, TextIO
 
-LogFormat = Literal["json", "text"]
+LogFormat = Literal["auto", "json", "text"]
 
 #: The id of the request being served, or ``None`` outside requests.
 request_id_var: ContextVar[str | None] = ContextVar("sampleplan_request_id", default=None)
@@ -80,8 +83,18 @@ _FORMATTERS: dict[str, str] = {
 }
 
 
+def resolve_format(log_format: LogFormat) -> Literal["json", "text"]:
+    """``auto``: plain text for a person at a terminal, JSON for machines everywhere else."""
+    if log_format != "auto":
+        return log_format
+    try:
+        return "text" if sys.stderr.isatty() else "json"
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return "json"
+
+
 def formatter_for(log_format: LogFormat) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else TextFormatter()
+    return JsonFormatter() if resolve_format(log_format) == "json" else TextFormatter()
 
 
 def configure_logging(log_format: LogFormat, level: str) -> None:
@@ -107,7 +120,7 @@ def uvicorn_log_config(log_format: LogFormat, level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"service": {"()": _FORMATTERS[log_format]}},
+        "formatters": {"service": {"()": _FORMATTERS[resolve_format(log_format)]}},
         "handlers": {"stderr": {"()": "service.logs.StderrHandler", "formatter": "service"}},
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
-import inspect
-import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +23,7 @@ from service.api.schemas import Problem
 from service.catalog import Catalog
 from service.config import Settings, get_settings
 from service.core import exact
-from service.logs import configure_logging, uvicorn_log_config
+from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.storage import PlanStore
 
@@ -91,6 +88,9 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = PlanStore.open(settings.database_url)
+        exact.configure_parallelism(
+            threads=settings.exact_threads, min_draws=settings.exact_parallel_min_draws
+        )
         await anyio.to_thread.run_sync(exact.warm_up)
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings, service_metrics)
@@ -117,15 +117,29 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     )
     app.state.metrics = service_metrics
     install_problem_handlers(app)
-    install_problem_openapi(app)
     install_offline_docs(app)
+    # After the docs: it wraps the schema builder they install.
+    heads = datasets.HEAD_PATHS + plans.HEAD_PATHS + batches.HEAD_PATHS
+    install_problem_openapi(app, head_paths=heads)
     v1_extra: dict[str, Any] = {}
     if tokens:
         # Enforced by BearerAuthMiddleware; this only documents it (and gives /docs its
         # "Authorize" button): HTTPBearer(auto_error=False) never refuses anything.
         v1_extra = {
             "dependencies": [Security(HTTPBearer(auto_error=False))],
-            "responses": {401: {"model": Problem, "description": "No valid bearer token."}},
+            "responses": {
+                401: {
+                    "model": Problem,
+                    "description": "No valid bearer token.",
+                    "headers": {
+                        "WWW-Authenticate": {
+                            "description": '`Bearer`, with `error="invalid_token"` for a '
+                            "wrong token.",
+                            "schema": {"type": "string"},
+                        }
+                    },
+                }
+            },
         }
     for router in (datasets.router, plans.router, batches.router, sample.router):
         app.include_router(router, **v1_extra)
@@ -143,9 +157,6 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     return app
 
 
-#: How long ``sampleplan serve --workers N``'s supervisor waits for a worker's answer.
-WORKER_HEALTHCHECK_SECONDS = 60
-
 # NOTE [Garbage collection pauses]
 #     torch, numba and the app leave some 300 000 objects alive after start-up, and a
 #     full collection walks all of them: 0.5 s on the 2-core machine the load targets
@@ -162,62 +173,10 @@ def serve_app() -> FastAPI:
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    """``sampleplan serve [--host H] [--port P]``; ``plan`` and ``report`` live in service.cli."""
-    from service.cli import add_commands, run_command
+    """The ``sampleplan`` command; it lives in :mod:`service.cli` (which imports lazily)."""
+    from service.cli import main
 
-    parser = argparse.ArgumentParser(prog="sampleplan", description="sampleplan service")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="worker processes sharing the port (default: SAMPLEPLAN_WORKERS, 1); "
-        "see the README's 'Serving under load'",
-    )
-    serve.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="default: SAMPLEPLAN_LOG_LEVEL",
-    )
-    add_commands(commands)
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        import uvicorn
-
-        if args.workers is not None and args.workers < 1:
-            parser.error(f"--workers should be a positive integer, but got {args.workers}")
-
-        if args.log_level is not None:
-            # The app (in this process or in workers) reads its level from the settings.
-            os.environ["SAMPLEPLAN_LOG_LEVEL"] = args.log_level
-            get_settings.cache_clear()
-        settings = get_settings()
-        level = settings.log_level
-        extra: dict[str, Any] = {}
-        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
-            # uvicorn restarts a worker that does not answer its supervisor's ping within
-            # this many seconds (5 by default). A worker imports torch and numba before it
-            # can answer: on a busy machine that takes longer, and the workers were killed
-            # and restarted for ever.
-            extra["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
-        uvicorn.run(
-            "service.main:serve_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=settings.workers if args.workers is None else args.workers,
-            log_level=level,
-            # The service logs each request itself (JSON, with its request id).
-            access_log=False,
-            log_config=uvicorn_log_config(settings.log_format, level),
-            **extra,
-        )
-    else:
-        raise SystemExit(run_command(args))
+    main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

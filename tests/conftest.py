@@ -18,6 +18,10 @@ from fastapi.testclient import TestClient
 from service.config import Settings
 from service.main import create_app
 
+# Quiet logs: one access line per request would bury a failing test's output. Tests of
+# the logs ask for their level; SAMPLEPLAN_LOG_LEVEL=info in the environment brings them back.
+os.environ.setdefault("SAMPLEPLAN_LOG_LEVEL", "warning")
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "SAMPLEPLAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.api.uploads import JSON, parse_content_type
 from service.catalog import Catalog
 from service.config import Settings
+from service.errors import UnsupportedMediaType
 
 # Async, though they do not await: FastAPI runs a plain ``def`` dependency in its
 # threadpool, and that hop cost more than everything else a cached page needs.
@@ -25,3 +27,26 @@ async def get_app_settings(request: Request) -> Settings:
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def require_json(request: Request) -> None:
+    """415 for a body that is not JSON by its ``Content-Type``, as ``/v1/datasets`` answers.
+
+    FastAPI would otherwise validate the raw bytes against the model and answer a 422
+    about a missing object, which hides the real mistake.
+    """
+    media_type, _ = parse_content_type(request.headers.get("content-type"))
+    if media_type == JSON or (
+        media_type is not None
+        and media_type.startswith("application/")
+        and media_type.endswith("+json")
+    ):
+        return
+    if media_type is None and not await request.body():
+        return  # no body at all: the validation error says which fields are missing
+    shown = "no Content-Type" if media_type is None else f"Content-Type {media_type!r}"
+    raise UnsupportedMediaType(f"the request has {shown}; send {JSON}")
+
+
+#: On routes whose body is a JSON object.
+JSON_BODY = Depends(require_json)

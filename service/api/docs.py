@@ -55,6 +55,7 @@ _PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplePlanServiceError], str]] = 
         "the dataset has 200000000 labels; this service takes at most 100000000",
     ),
     "415": (errors.UnsupportedMediaType, "unsupported Content-Type"),
+    "504": (errors.RequestTimeout, "no response within 60 s"),
     "422": (errors.InvalidInput, "seed: Input should be greater than or equal to 0"),
     "503": (errors.StorageUnavailable, "the database is unreachable"),
 }
@@ -136,7 +137,7 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
                     PROBLEM_JSON: {
                         "schema": problem_ref,
                         "example": example
-                        or _problem_example(status, path, response.get("description", "")),
+                        or problem_example(status, path, response.get("description", "")),
                     }
                 }
                 if status == "422" and response.get("description") == "Validation Error":
@@ -154,7 +155,8 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _problem_example(status: str, path: str, description: str) -> dict[str, Any]:
+def problem_example(status: str, path: str, description: str) -> dict[str, Any]:
+    """An example problem body for a ``status`` answer of the operation at ``path``."""
     error, detail = _PROBLEM_EXAMPLES.get(
         status, (errors.SamplePlanServiceError, "the request failed")
     )

@@ -143,6 +143,9 @@ INDICES: dict[str, Any] = {
     "offset": 0,
     "length": 11,
     "space": "population",
+    "start": 0,
+    "pad": True,
+    "drop_last": False,
     "indices": [10, 7, 4, 9, 7, 9, 1, 3, 6, 3, 4],
 }
 

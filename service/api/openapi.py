@@ -10,10 +10,13 @@ clients and fuzzers (schemathesis, in the tests) can hold the service to it.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.docs import problem_example
 from service.api.problems import PROBLEM_JSON
 from service.api.schemas import Problem
 
@@ -28,6 +31,7 @@ _COMMON_ERRORS = {
 _BODY_ERRORS = {
     "400": "The body is not valid JSON.",
     "413": "The body is larger than SAMPLEPLAN_MAX_BODY_BYTES, or holds too many labels.",
+    "415": "The body's Content-Type is not one the operation reads.",
     "422": "The body is well-formed but invalid; `detail` says what to fix.",
 }
 
@@ -50,8 +54,14 @@ def problem_responses(schema: dict[str, Any], *, versioned_prefix: str = "/v1/")
             if operation.get("parameters"):
                 responses.setdefault("422", _problem("A parameter is invalid."))
             for code, response in responses.items():
-                if code[0] in "45":
-                    response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+                if code[0] not in "45":
+                    continue
+                media = response.get("content", {}).get(PROBLEM_JSON)
+                if media is None or "example" not in media:
+                    example = problem_example(code, path, response.get("description", ""))
+                    response["content"] = {
+                        PROBLEM_JSON: {"schema": _PROBLEM_REF, "example": example}
+                    }
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     components.setdefault("Problem", problem)
@@ -61,14 +71,47 @@ def problem_responses(schema: dict[str, Any], *, versioned_prefix: str = "/v1/")
     return schema
 
 
-def install_problem_openapi(app: FastAPI) -> None:
-    """Serve the rewritten schema at ``/openapi.json`` (built once, on first request)."""
+def head_operations(schema: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """Document ``HEAD`` on ``paths`` as their ``GET`` without a body (in place).
+
+    The HEAD routes are kept out of FastAPI's schema, which would list each twice under
+    one operation id; here each gets an operation of its own, GET's answers with their
+    headers and no content.
+    """
+    for path in paths:
+        operations = schema.get("paths", {}).get(path)
+        if not operations or "get" not in operations or "head" in operations:
+            continue
+        get = operations["get"]
+        head = {
+            key: copy.deepcopy(value)
+            for key, value in get.items()
+            if key not in ("responses", "operationId", "summary", "description")
+        }
+        head["operationId"] = f"{get.get('operationId', path)}_head"
+        head["summary"] = f"Headers of: {get.get('summary', path)}"
+        head["description"] = (
+            "The headers `GET` would answer (`X-Sampleplan-Length`, `X-Sampleplan-Dtype`, "
+            "`Content-Length` for binary types), with no body: size a download first."
+        )
+        head["responses"] = {
+            code: {k: copy.deepcopy(v) for k, v in response.items() if k != "content"}
+            for code, response in get.get("responses", {}).items()
+        }
+        operations["head"] = head
+    return schema
+
+
+def install_problem_openapi(app: FastAPI, *, head_paths: Iterable[str] = ()) -> None:
+    """Serve the rewritten schema at ``/openapi.json`` (built once, on first request);
+    ``head_paths`` answer HEAD as well as GET."""
 
     build = app.openapi
+    heads = tuple(head_paths)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = problem_responses(build())
+            app.openapi_schema = head_operations(problem_responses(build()), heads)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -8,9 +8,10 @@ sampling core checks them in one vectorised pass and says which element is wrong
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema, model_validator
+from pydantic.config import JsonDict
 
 from service.core.batches import batching_from_json
 from service.core.plan import Algorithm, PlanConfig
@@ -19,6 +20,24 @@ from service.core.streams import Space, StreamRequest
 from service.core.weighting import Strategy, weights_from_list
 
 Label = int | str
+
+_INT64: JsonDict = {"minimum": -(2**63), "maximum": 2**63 - 1}
+_SEED: JsonDict = {"minimum": 0, "maximum": 2**32 - 1}
+
+#: Labels in a request body: checked by the core in one pass (not per element by pydantic),
+#: documented as what the core accepts: a non-empty list, all int64 or all strings.
+LabelList = Annotated[
+    SkipValidation[list[int] | list[str]],
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "minItems": 1, "items": {"type": "integer", **_INT64}},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            ],
+            "description": "Labels in sample order: all integers (int64) or all strings.",
+        }
+    ),
+]
 
 
 class _Request(BaseModel):
@@ -36,7 +55,9 @@ class SplitSpec(_Request):
         default=None, description="Part lengths adding up to the dataset size, e.g. [414, 178]."
     )
     seed: int = Field(
-        default=0, description="Seed of random_split's torch.Generator, in [0, 2**32)."
+        default=0,
+        description="Seed of random_split's torch.Generator, in [0, 2**32).",
+        json_schema_extra=_SEED,
     )
 
     @model_validator(mode="after")
@@ -47,7 +68,7 @@ class SplitSpec(_Request):
 
 
 class DatasetCreate(_Request):
-    labels: SkipValidation[list[int] | list[str]] = Field(
+    labels: LabelList = Field(
         description="Labels in sample order: all integers or all strings.",
         examples=[[0, 0, 0, 1, 2, 2]],
     )
@@ -66,11 +87,15 @@ class PlanFields(_Request):
         default=None, description="sample_weights only: one weight per dataset sample."
     )
     split: SplitSpec | None = None
-    num_samples: int | None = Field(
+    num_samples: Annotated[int, Field(json_schema_extra={"minimum": 1})] | None = Field(
         default=None, description="Draws per epoch; null: the population size."
     )
     replacement: bool = True
-    seed: int = Field(default=0, description="Base seed in [0, 2**32); epoch e uses seed + e.")
+    seed: int = Field(
+        default=0,
+        description="Base seed in [0, 2**32); epoch e uses seed + e.",
+        json_schema_extra=_SEED,
+    )
     algorithm: Algorithm = "torch"
     batching: dict[str, Any] | None = Field(
         default=None,
@@ -111,7 +136,7 @@ class PlanCreate(PlanFields):
     """A plan over a stored dataset (``dataset_id``) or over inline ``labels``."""
 
     dataset_id: str | None = None
-    labels: SkipValidation[list[int] | list[str]] | None = None
+    labels: LabelList | None = None
 
     @model_validator(mode="after")
     def _source(self) -> PlanCreate:
@@ -121,13 +146,18 @@ class PlanCreate(PlanFields):
 
     model_config = ConfigDict(
         json_schema_extra={
+            # Exactly one source: a string dataset_id, or a labels list (null is absent).
+            "oneOf": [
+                {"required": ["dataset_id"], "properties": {"dataset_id": {"type": "string"}}},
+                {"required": ["labels"], "properties": {"labels": {"type": "array"}}},
+            ],
             "examples": [
                 {
                     "labels": [0, 0, 0, 0, 1, 1, 2],
                     "split": {"fractions": [0.7, 0.3], "seed": 42},
                     "seed": 0,
                 }
-            ]
+            ],
         }
     )
 
@@ -135,8 +165,8 @@ class PlanCreate(PlanFields):
 class SampleRequest(PlanFields):
     """``POST /v1/sample``: labels and config, plus which stream to return."""
 
-    labels: SkipValidation[list[int] | list[str]]
-    epoch: int = Field(default=0, ge=0)
+    labels: LabelList
+    epoch: int = Field(default=0, ge=0, lt=2**32)
     rank: int = Field(default=0, ge=0)
     world_size: int = Field(default=1, ge=1)
     offset: int = Field(default=0, ge=0)
@@ -295,6 +325,9 @@ class IndicesOut(BaseModel):
     offset: int
     length: int = Field(description="Length of the rank's whole epoch stream.")
     space: Space
+    start: int = Field(default=0, description="Global position the deal starts at.")
+    pad: bool = Field(default=True, description="Whether the ragged tail is padded.")
+    drop_last: bool = Field(default=False, description="Whether the ragged tail is dropped.")
     indices: list[int] = Field(description="The page: positions in the population (or dataset).")
 
 

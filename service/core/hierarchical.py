@@ -81,12 +81,13 @@ NOTE [hierarchical-v1]
 from __future__ import annotations
 
 import operator
-import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from service.core.codes import count_values, group_by_class, is_sorted, value_per_class
 
 __all__ = ["ALGORITHM_VERSION", "HierarchicalTable", "draw_hierarchical"]
 
@@ -159,13 +160,14 @@ class HierarchicalTable:
             prob, alias = _alias_table(weights_arr)
             return cls._frozen("sample", size, prob, alias)
 
-        counts = np.bincount(codes_arr, minlength=num_classes)
+        counts = np.zeros(num_classes, dtype=np.int64)
+        count_values(codes_arr, counts)
         with np.errstate(over="ignore"):  # an infinite mass is refused by _alias_table
             masses = counts.astype(np.float64) * class_weight
         prob, alias = _alias_table(masses)
         offsets = np.zeros(num_classes + 1, dtype=position_dtype)
         np.cumsum(counts, out=offsets[1:])
-        members = _members_by_class(codes_arr, position_dtype)
+        members = _members_by_class(codes_arr, position_dtype, offsets)
         return cls._frozen("class", size, prob, alias, offsets, members)
 
     @classmethod
@@ -312,55 +314,26 @@ def _index_dtype(size: int) -> type[np.int32] | type[np.int64]:
 def _class_weight_if_determined(
     codes: CodeArray, weights: Float64Array, num_classes: int
 ) -> Float64Array | None:
-    """``v[k]`` of NOTE [hierarchical-v1] step 1, or ``None`` if weights vary in a class.
-
-    The scatter leaves *some* member's weight in each class's slot (numpy does not say
-    which one wins). That is enough: if the weights are class-determined every member
-    has the same weight, and if they are not, the check below fails whichever won.
-    """
-    class_weight = np.zeros(num_classes, dtype=np.float64)
-    class_weight[codes] = weights
-    for begin in range(0, codes.shape[0], _BUILD_CHUNK):
-        end = begin + _BUILD_CHUNK
-        if not np.array_equal(np.take(class_weight, codes[begin:end]), weights[begin:end]):
-            return None
-    return class_weight
+    """``v[k]`` of NOTE [hierarchical-v1] step 1, or ``None`` if weights vary in a class."""
+    return value_per_class(codes, weights, num_classes)
 
 
 def _members_by_class(
-    codes: CodeArray, dtype: type[np.int32] | type[np.int64]
+    codes: CodeArray, dtype: type[np.int32] | type[np.int64], offsets: IndexArray | None = None
 ) -> IndexArray | None:
-    """Positions sorted by class, then by position; ``None`` if that is the identity."""
-    size = codes.shape[0]
-    if size == 1 or bool(np.all(codes[1:] >= codes[:-1])):
+    """Positions sorted by class, then by position; ``None`` if that is the identity.
+
+    ``offsets`` are the class offsets of the table (computed here when not given).
+    """
+    if is_sorted(codes):
         return None
-    if size > 2**32 or int(codes.max()) >= 2**32:
-        stable: IndexArray = np.argsort(codes, kind="stable").astype(dtype)
-        return stable
-    # Sorting unique (class << 32 | position) keys gives the stable order by class, several
-    # times faster than a stable argsort; the positions are then the keys' low halves.
-    keys = np.empty(size, dtype=np.uint64)
-    for begin in range(0, size, _BUILD_CHUNK):
-        end = min(begin + _BUILD_CHUNK, size)
-        np.left_shift(codes[begin:end].astype(np.uint64), _SHIFT32, out=keys[begin:end])
-        keys[begin:end] |= np.arange(begin, end, dtype=np.uint64)
-    keys.sort()
-    if dtype is np.int64:
-        keys &= _LOW32
-        return keys.view(np.int64)
-    # Compact the low halves into the front of the buffer and give the back half to the
-    # allocator, so the build peaks at the keys' 8 bytes per sample. Chunk k writes slots
-    # [b, e) and reads slots [2b, 2e): nothing is overwritten before it is read (numpy
-    # buffers the first chunk, where the two overlap).
-    halves = keys.view(np.uint32)
-    low = 0 if sys.byteorder == "little" else 1
-    for begin in range(0, size, _BUILD_CHUNK):
-        end = min(begin + _BUILD_CHUNK, size)
-        halves[begin:end] = halves[2 * begin + low : 2 * end + low : 2]
-    del halves
-    keys.resize((size + 1) // 2, refcheck=False)  # no view of keys is alive here
-    members: IndexArray = keys.view(np.int32)[:size]
-    return members
+    if offsets is None:
+        counts = np.zeros(int(codes.max()) + 1, dtype=np.int64)
+        count_values(codes, counts)
+        offsets = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+    grouped: IndexArray = group_by_class(codes, offsets, dtype)  # type: ignore[assignment]
+    return grouped
 
 
 def _sequential_sum(values: Float64Array) -> float:

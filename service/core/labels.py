@@ -14,11 +14,13 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from service.core.codes import count_values, gather, min_max
 from service.errors import InvalidLabels
 
 LabelKind = Literal["int", "str"]
@@ -53,11 +55,26 @@ class Labels:
         return len(self.classes)
 
     def class_counts(self) -> npt.NDArray[np.int64]:
-        """How many samples each class has, in class order."""
-        return np.bincount(self.codes, minlength=self.num_classes).astype(np.int64)
+        """How many samples each class has, in class order (a fresh array each call)."""
+        return self._class_counts.copy()
+
+    @cached_property
+    def _class_counts(self) -> npt.NDArray[np.int64]:
+        # Counted once per object; the constructors below that count anyway seed it.
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        count_values(self.codes, counts)
+        return counts
 
     def digest(self) -> str:
-        """SHA-256 of the canonical content: the same labels always give the same id."""
+        """SHA-256 of the canonical content: the same labels always give the same id.
+
+        Computed once per object: at 10**8 labels hashing the codes is a good part of a
+        dataset's creation, and the catalog asks for the id more than once.
+        """
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
         h = hashlib.sha256(_HASH_DOMAIN)
         h.update(self.kind.encode())
         h.update(b"\n")
@@ -82,6 +99,12 @@ def labels_from_codes(
     )
 
 
+def _with_counts(labels: Labels, counts: npt.NDArray[np.int64]) -> Labels:
+    """``labels`` with its class counts filled in, when the constructor counted them anyway."""
+    labels.__dict__["_class_counts"] = counts
+    return labels
+
+
 def labels_from_array(values: npt.NDArray[np.generic]) -> Labels:
     """Canonicalise a 1-d integer array (from JSON, ``.npy`` or raw binary)."""
     arr = np.asarray(values)
@@ -95,23 +118,119 @@ def labels_from_array(values: npt.NDArray[np.generic]) -> Labels:
         raise InvalidLabels(
             f"labels must be integers or strings, got an array of dtype {arr.dtype}"
         )
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo >= 0 and hi <= max(4 * arr.size, 1 << 16):
+    return labels_from_int_chunks([arr])
+
+
+def _as_signed(chunk: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
+    # bincount and unique refuse (or mishandle) uint64; values past int64 are not labels.
+    if chunk.dtype == np.uint64:
+        if chunk.size and int(chunk.max()) > np.iinfo(np.int64).max:
+            raise InvalidLabels("integer labels must fit in 64 bits (int64)")
+        return chunk.astype(np.int64)
+    return chunk
+
+
+def labels_from_int_chunks(chunks: Sequence[npt.NDArray[np.integer]]) -> Labels:
+    """Canonicalise integer labels given in pieces (an Arrow column's chunks), in order.
+
+    The same result as :func:`labels_from_array` on their concatenation, without making
+    it: at 10**8 labels the concatenation alone would be another 0.4-0.8 GB.
+    """
+    parts = [_as_signed(np.asarray(c).reshape(-1)) for c in chunks]
+    parts = [c for c in parts if c.size]
+    size = sum(int(c.size) for c in parts)
+    if size == 0:
+        raise InvalidLabels("labels must not be empty")
+    bounds = [min_max(c) for c in parts]
+    lo = min(b[0] for b in bounds)
+    hi = max(b[1] for b in bounds)
+    if lo >= 0 and hi <= max(4 * size, 1 << 16):
         # Dense non-negative labels (the usual 0..K-1 targets): a counting pass is
         # several times faster than the sort inside np.unique.
-        present = np.flatnonzero(np.bincount(arr, minlength=hi + 1))
-        lookup = np.zeros(hi + 1, dtype=np.int64)
-        lookup[present] = np.arange(present.size)
+        counts = np.zeros(hi + 1, dtype=np.int64)
+        for c in parts:
+            count_values(c, counts)
+        present = np.flatnonzero(counts)
         dtype = _code_dtype(present.size)
-        return Labels(
-            kind="int", classes=tuple(present.tolist()), codes=lookup.astype(dtype)[arr]
-        )
-    classes, codes = np.unique(arr, return_inverse=True)
+        codes = np.empty(size, dtype=dtype)
+        # Labels that are already 0..K-1 are their own codes: a cast, not a gather.
+        identity = present.size == hi + 1
+        lookup = np.zeros(hi + 1, dtype=dtype)
+        lookup[present] = np.arange(present.size, dtype=dtype)
+        start = 0
+        for c in parts:
+            stop = start + c.size
+            if identity:
+                codes[start:stop] = c
+            else:
+                gather(lookup, c, out=codes[start:stop])
+            start = stop
+        labels = Labels(kind="int", classes=tuple(present.tolist()), codes=codes)
+        return _with_counts(labels, counts[present])
+    arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    classes, inverse = np.unique(arr, return_inverse=True)
     return Labels(
         kind="int",
         classes=tuple(int(c) for c in classes),
-        codes=codes.reshape(-1).astype(_code_dtype(len(classes))),
+        codes=inverse.reshape(-1).astype(_code_dtype(len(classes))),
     )
+
+
+def labels_from_dictionary(
+    dictionary: Sequence[ClassName] | npt.NDArray[np.integer],
+    index_chunks: Sequence[npt.NDArray[np.integer]],
+) -> Labels:
+    """Canonicalise labels given as a dictionary and, in pieces, indices into it.
+
+    ``dictionary`` holds all-string or all-integer values (Arrow's dictionary arrays,
+    pandas' categoricals); entries no index uses are not classes, and duplicate entries
+    are one class, so the result is exactly that of the decoded labels.
+    """
+    parts = [np.asarray(c).reshape(-1) for c in index_chunks]
+    parts = [c for c in parts if c.size]
+    size = sum(int(c.size) for c in parts)
+    if size == 0:
+        raise InvalidLabels("labels must not be empty")
+    entries = len(dictionary)
+    counts = np.zeros(entries, dtype=np.int64)
+    for c in parts:
+        lo, hi = min_max(c)
+        if lo < 0 or hi >= entries:
+            raise InvalidLabels("dictionary indices must point into the dictionary")
+        count_values(c, counts)
+    used = np.flatnonzero(counts)
+    kind: LabelKind
+    classes: tuple[ClassName, ...]
+    if isinstance(dictionary, np.ndarray):
+        if dictionary.dtype.kind not in "iu":
+            raise InvalidLabels(
+                f"labels must be integers or strings, got a dictionary of dtype {dictionary.dtype}"
+            )
+        values = _as_signed(dictionary)[used]
+        uniq, inverse = np.unique(values, return_inverse=True)
+        kind, classes = "int", tuple(int(c) for c in uniq)
+        class_of_used = inverse.reshape(-1)
+    else:
+        names = [dictionary[int(i)] for i in used]
+        bad = next((n for n in names if type(n) is not str), None)
+        if bad is not None:
+            raise InvalidLabels(
+                f"labels must be all integers or all strings; the dictionary holds {bad!r}"
+            )
+        sorted_names = sorted({str(n) for n in names})
+        kind, classes = "str", tuple(sorted_names)
+        index: dict[ClassName, int] = {name: i for i, name in enumerate(sorted_names)}
+        class_of_used = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+    dtype = _code_dtype(len(classes))
+    lookup = np.zeros(max(entries, 1), dtype=dtype)
+    lookup[used] = class_of_used
+    codes = np.empty(size, dtype=dtype)
+    start = 0
+    for c in parts:
+        stop = start + c.size
+        gather(lookup, c, out=codes[start:stop])  # in range: checked above
+        start = stop
+    return Labels(kind=kind, classes=classes, codes=codes)
 
 
 def labels_from_strings(values: Sequence[str]) -> Labels:

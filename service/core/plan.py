@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 
 from service.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
+from service.core.codes import count_values
 from service.core.exact import CumulativeTable, draw_exact_with_replacement
 from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
 from service.core.hierarchical import HierarchicalTable, draw_hierarchical
@@ -270,7 +271,23 @@ class PreparedPlan:
 
     def class_counts(self) -> npt.NDArray[np.int64]:
         """Class counts of the population (the training part when split)."""
-        return np.bincount(self.codes, minlength=self.num_classes).astype(np.int64)
+        return self._class_counts.copy()
+
+    @cached_property
+    def _class_counts(self) -> npt.NDArray[np.int64]:
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        count_values(self.codes, counts)
+        return counts
+
+    def build_tables(self) -> None:
+        """Build what the streams are drawn from now, not at the first page.
+
+        Algorithm ``hierarchical``: the alias table and the members by class (seconds at
+        10**8 samples). The exact path's cumulative table is left to the first page, as
+        a ``torch`` plan may never be drawn by range.
+        """
+        if self.config.algorithm == "hierarchical":
+            _ = self._hierarchical_table
 
     def rank_length(self, world_size: int) -> int:
         return rank_length(self.num_samples, world_size)
@@ -392,7 +409,11 @@ def prepare_plan(
     if config.class_weights is not None:
         class_weights = resolve_class_weights(labels, config.class_weights)
 
-    counts = np.bincount(codes, minlength=labels.num_classes).astype(np.int64)
+    if population is None:
+        counts = labels.class_counts()
+    else:
+        counts = np.zeros(labels.num_classes, dtype=np.int64)
+        count_values(codes, counts)
     weights = sample_weights(
         config.strategy,
         codes,
@@ -430,7 +451,7 @@ def prepare_plan(
     batch_table = None
     if config.batching is not None:
         batch_table = BatchTable.build(codes, labels.classes, config.batching, config.num_batches)
-    return PreparedPlan(
+    prepared = PreparedPlan(
         config=config,
         dataset_size=labels.size,
         num_classes=labels.num_classes,
@@ -440,3 +461,5 @@ def prepare_plan(
         num_samples=num_samples,
         batch_table=batch_table,
     )
+    prepared.__dict__["_class_counts"] = counts  # counted above: not again at 10**8
+    return prepared

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from service.core.codes import first_positions
 from service.core.plan import PreparedPlan
 from service.core.streams import StreamRequest
 
@@ -146,9 +147,7 @@ def plan_statistics(plan: PreparedPlan) -> PlanStats:
     class_weight: list[float | None] = [None] * k
     if per_class_weights:
         # Every member of a class has the same weight: read it off its first member.
-        first = np.full(k, -1, dtype=np.int64)
-        order = np.arange(codes.shape[0] - 1, -1, -1)
-        first[codes[order]] = order
+        first = first_positions(codes, k)
         class_weight = [float(weights[i]) if i >= 0 else None for i in first]
         # One group per class: O(classes) instead of O(samples).
         group_w = np.array([w if w is not None else 0.0 for w in class_weight], dtype=np.float64)
@@ -241,7 +240,7 @@ def summarize_stream(
     ranges (``torch`` without replacement, at most 2**24 draws, or a single draw) has its
     epoch drawn once and cut, rather than drawn again for every chunk.
     """
-    length = plan.rank_length(request.world_size)
+    length = request.length(plan.num_samples)
     counts = np.zeros(plan.num_classes, dtype=np.int64)
     digest = hashlib.sha256()
     epoch_stream = None if plan.draws_by_range else plan.draw_epoch(request.epoch)

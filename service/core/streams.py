@@ -16,7 +16,9 @@ NOTE [Sharding]
     then rank ``r`` takes ``padded[r::world_size]``. Padding repeats the stream
     cyclically (both of DistributedSampler's padding branches do), so position ``p`` of
     the padded list is position ``p % num_samples`` of the stream, and a page of a rank's
-    stream never needs the padded list itself.
+    stream never needs the padded list itself. A request may also start at a global
+    position (``start``, for an elastic resume) and pad, drop or keep the ragged tail:
+    NOTE [Dealing] in ``dealing.py``; the defaults are exactly the sharding above.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from service.core.dealing import dealt_length, dealt_positions
 from service.errors import InvalidStreamRequest
 
 Space = Literal["population", "dataset"]
@@ -52,7 +55,12 @@ def rank_length(num_samples: int, world_size: int) -> int:
 
 @dataclass(frozen=True)
 class StreamRequest:
-    """Which part of which stream: an epoch, a rank of a world, and a page of it."""
+    """Which part of which stream: an epoch, a rank of a world, and a page of it.
+
+    ``start``, ``pad`` and ``drop_last`` say how the epoch is dealt to the ranks (NOTE
+    [Dealing] in ``dealing.py``): from global position ``start``, padding the ragged tail
+    (the default, as ``DistributedSampler``), dropping it, or neither (``pad=False``).
+    """
 
     epoch: int = 0
     rank: int = 0
@@ -60,6 +68,9 @@ class StreamRequest:
     offset: int = 0
     limit: int | None = None
     space: Space = "population"
+    start: int = 0
+    pad: bool = True
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         if self.epoch < 0:
@@ -93,10 +104,30 @@ class StreamRequest:
             raise InvalidStreamRequest(
                 f"space should be 'population' or 'dataset', but got space={self.space!r}"
             )
+        if self.start < 0:
+            raise InvalidStreamRequest(
+                f"start should be a non-negative integer, but got start={self.start}"
+            )
+
+    def length(self, num_samples: int) -> int:
+        """How many indices the rank's stream has (its whole length, not the page's)."""
+        if self.start > num_samples:
+            raise InvalidStreamRequest(
+                f"start should be at most the epoch's {num_samples} draws, "
+                f"but got start={self.start}"
+            )
+        return dealt_length(
+            num_samples,
+            self.start,
+            self.world_size,
+            self.rank,
+            pad=self.pad,
+            drop_last=self.drop_last,
+        )
 
     def page_bounds(self, num_samples: int) -> tuple[int, int]:
         """``[start, stop)`` of the page within the rank's stream (clipped to its length)."""
-        length = rank_length(num_samples, self.world_size)
+        length = self.length(num_samples)
         start = min(self.offset, length)
         stop = length if self.limit is None else min(length, start + self.limit)
         return start, stop
@@ -105,13 +136,19 @@ class StreamRequest:
 def shard_positions(num_samples: int, request: StreamRequest) -> Int64Array:
     """Epoch-stream positions of the requested page of a rank's shard.
 
-    Sharded exactly like ``DistributedSampler(drop_last=False)``; see NOTE [Sharding].
+    Sharded exactly like ``DistributedSampler(drop_last=False)`` by default; see NOTE
+    [Sharding], and NOTE [Dealing] for ``start``, ``pad`` and ``drop_last``.
     """
-    start, stop = request.page_bounds(num_samples)
-    padded = request.rank + request.world_size * np.arange(start, stop, dtype=np.int64)
-    if request.world_size > 1:
-        padded %= num_samples
-    return padded
+    first, stop = request.page_bounds(num_samples)
+    return dealt_positions(
+        num_samples,
+        request.start,
+        request.world_size,
+        request.rank,
+        first,
+        stop,
+        pad=request.pad,
+    )
 
 
 def draw_torch_epoch(

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
+from service.core.codes import gather
 from service.core.labels import Labels
 from service.errors import InvalidPlanConfig, InvalidWeights
 
@@ -127,14 +128,26 @@ def sample_weights(
 ) -> Float64Array:
     """A float64 weight per sample of the population, validated for drawing."""
     table = class_weight_table(strategy, counts, beta=beta, class_weights=class_weights)
+    weights: Float64Array
     if table is None:
         if per_sample is None:
             raise InvalidPlanConfig("strategy 'sample_weights' needs a 'weights' list")
         weights = np.ascontiguousarray(per_sample, dtype=np.float64)
     else:
-        weights = table[codes]
-    check_weights(weights, what="weights")
+        weights = gather(table, codes)
+        if _class_weights_usable(table[counts > 0], int(codes.shape[0])):
+            # Each sample's weight is its class's: checking the K class weights says what
+            # checking 10**8 copies of them would (finite, >= 0, not all zero, no overflow).
+            return weights
+    check_weights(weights, what="weights")  # finds, and names, the first bad sample
     return weights
+
+
+def _class_weights_usable(present: Float64Array, size: int) -> bool:
+    if present.size == 0 or not np.isfinite(present).all() or (present < 0).any():
+        return False
+    largest = float(present.max())
+    return bool(largest > 0 and largest * size < np.finfo(np.float64).max)
 
 
 def weights_from_list(values: object) -> Float64Array:

@@ -203,7 +203,11 @@ def test_openapi_documents_every_array_type(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     for path in ("/v1/plans/{plan_id}/indices", "/v1/plans/{plan_id}/weights"):
         operation = spec["paths"][path]
-        assert set(operation) == {"get"}  # HEAD works but is not listed twice
+        assert set(operation) == {"get", "head"}  # HEAD: its own operation, without a body
+        assert operation["head"]["operationId"] != operation["get"]["operationId"]
+        head_ok = operation["head"]["responses"]["200"]
+        assert "content" not in head_ok
+        assert {"X-Sampleplan-Dtype", "X-Sampleplan-Length"} <= set(head_ok["headers"])
         ok = operation["get"]["responses"]["200"]
         assert set(ok["content"]) == {"application/json", OCTET_STREAM, NPY}
         assert {"X-Sampleplan-Dtype", "X-Sampleplan-Length"} <= set(ok["headers"])

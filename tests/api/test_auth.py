@@ -105,6 +105,18 @@ def test_the_openapi_document_declares_bearer_auth(secured: TestClient) -> None:
     assert operation["security"] == [{"HTTPBearer": []}]
     assert "application/problem+json" in operation["responses"]["401"]["content"]
     assert "security" not in schema["paths"]["/healthz"]["get"]
+    # Every /v1 operation, HEAD included, documents its 401 and the header that comes with it.
+    v1 = [
+        (path, method, operation)
+        for path, operations in schema["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in operations.items()
+    ]
+    assert any(method == "head" for _, method, _ in v1)
+    for path, method, operation in v1:
+        refused = operation["responses"]["401"]
+        assert "WWW-Authenticate" in refused["headers"], (path, method)
+        assert operation["security"] == [{"HTTPBearer": []}], (path, method)
 
 
 def test_tokens_come_from_the_environment_and_a_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -42,9 +43,18 @@ def test_every_response_carries_a_request_id(api: TestClient) -> None:
     assert replaced != 'a" b' and len(replaced) == 32
 
 
+@pytest.fixture
+def logging_api(sqlite_url: str) -> Iterator[TestClient]:
+    """An app logging access lines as JSON (the suite's default level is warning)."""
+    settings = Settings(database_url=sqlite_url, log_level="info", log_format="json")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
 def test_requests_are_logged_as_json_lines_with_their_id(
-    api: TestClient, capsys: pytest.CaptureFixture[str]
+    logging_api: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    api = logging_api
     capsys.readouterr()
     rid = uuid.uuid4().hex
     created = api.post("/v1/plans", json={"labels": LABELS}, headers={"X-Request-ID": rid})
@@ -125,21 +135,34 @@ def test_apps_side_by_side_keep_their_own_metrics(sqlite_url: str) -> None:
     assert _samples(text).get(("sampleplan_datasets_created_total", ()), 0.0) == 0.0
 
 
-def test_readyz_fails_when_the_database_goes_away(fresh_postgres_url: str) -> None:
+def test_readyz_fails_when_the_database_goes_away(
+    fresh_postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     name = sa.engine.make_url(fresh_postgres_url).database
-    with TestClient(create_app(Settings(database_url=fresh_postgres_url))) as client:
+    settings = Settings(database_url=fresh_postgres_url, log_format="json")
+    with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").json() == {"status": "ready"}
         admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+        capsys.readouterr()
         response = client.get("/readyz")
+        plan = client.get("/v1/plans/whatever")
+        logged = capsys.readouterr().err
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["type"].endswith(":storage-unavailable")
         assert client.get("/healthz").status_code == 200  # alive, just not ready
         # Requests that need the database say so too, as a 503 rather than a 500.
-        assert client.get("/v1/plans/whatever").status_code == 503
+        assert plan.status_code == 503
+    # The driver's message names the database's host and port: the log has it, the
+    # clients do not.
+    url = sa.engine.make_url(fresh_postgres_url)
+    for answer in (response, plan):
+        detail = answer.json()["detail"]
+        assert str(url.port) not in detail and str(url.host) not in detail and name not in detail
+    assert str(url.port) in logged
 
 
 def test_log_settings_accept_any_case(monkeypatch: pytest.MonkeyPatch) -> None:

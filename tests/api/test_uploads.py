@@ -141,6 +141,9 @@ def test_openapi_lists_every_upload_type(client: TestClient) -> None:
         "text/csv",
         "application/x-ndjson",
         "text/plain",
+        "application/vnd.apache.parquet",
+        "application/vnd.apache.arrow.stream",
+        "application/vnd.apache.arrow.file",
     }
     params = {p["name"] for p in operation["parameters"]}
     assert params == {"label_column", "dtype"}

@@ -22,7 +22,7 @@ def operation_count(server: LiveServer) -> int:
         1
         for item in schema["paths"].values()
         for method in item
-        if method in {"get", "post", "put", "delete"}
+        if method in {"get", "head", "post", "put", "delete"}
     )
 
 

@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from service.main import cli
@@ -117,6 +119,31 @@ def test_plan_locally_and_on_a_service_agree(
     assert code == 0 and out == html
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_plan_on_a_table_reads_its_label_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], live_server: LiveServer, suffix: str
+) -> None:
+    names = ["cat"] * 5 + ["dog"] * 2 + ["emu"]
+    table = pa.table({"image": [f"{i}.png" for i in range(len(names))], "y": names})
+    path = tmp_path / f"labels{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    else:
+        with pa.ipc.new_stream(path, table.schema) as writer:  # as datasets writes .arrow
+            writer.write_table(table)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("y\n" + "".join(f"{n}\n" for n in names))
+    args = ["--label-column", "y", "--algorithm", "hierarchical", "--json"]
+    code, from_csv, err = run(["plan", str(csv), *args], capsys)
+    assert code == 0, err
+    code, local, err = run(["plan", str(path), *args], capsys)
+    assert code == 0, err
+    code, remote, err = run(["plan", str(path), *args, "--url", live_server.url], capsys)
+    assert code == 0, err
+    assert json.loads(local) == json.loads(remote) == json.loads(from_csv)
+    assert [row["class"] for row in json.loads(local)["classes"]] == ["cat", "dog", "emu"]
+
+
 def test_plan_writes_a_local_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = tmp_path / "labels.npy"
     np.save(labels, np.array([3, 3, 3, 3, 7, 9]))
@@ -129,7 +156,9 @@ def test_plan_writes_a_local_report(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("make", "args", "message"),
     [
-        (lambda d: d / "labels.parquet", [], "cannot tell the format"),
+        (lambda d: d / "labels.xlsx", [], "cannot tell the format"),
+        (lambda d: d / "labels.parquet", [], "is not a Parquet file"),
+        (lambda d: d / "y.parquet", [], "no column 'label'; its columns are 'y'"),
         (lambda d: d / "missing.csv", [], "cannot read"),
         (lambda d: d / "ok.csv", ["--split", "0.7,x"], "--split takes numbers"),
         (lambda d: d / "ok.csv", ["--split", "0.5,0.6"], "must add up to 1"),
@@ -147,6 +176,8 @@ def test_plan_errors_are_one_line(
 ) -> None:
     (tmp_path / "ok.csv").write_text("label\na\nb\na\n")
     (tmp_path / "labels.parquet").write_bytes(b"PAR1")
+    (tmp_path / "labels.xlsx").write_bytes(b"PK")
+    pq.write_table(pa.table({"y": [1, 2]}), tmp_path / "y.parquet")
     path = make(tmp_path)  # type: ignore[operator]
     code, _, err = run(["plan", str(path), *args], capsys)
     assert code == 1

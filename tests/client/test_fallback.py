@@ -247,14 +247,16 @@ def test_offline_from_the_start_and_without_a_client(
 
 
 def test_unreachable_and_not_cached(
-    live_server: LiveServer, api: SamplePlanClient, plan: Plan
+    live_server: LiveServer, api: SamplePlanClient, plan: Plan, caplog: pytest.LogCaptureFixture
 ) -> None:
     live_server.stop()
-    with pytest.raises(
+    with caplog.at_level(logging.WARNING, logger="client"), pytest.raises(
         CacheError, match=r"no offline fallback: plan \w+ is not in the cache"
     ) as info:
         RemoteWeightedSampler(plan.id, api)
     assert isinstance(info.value.__cause__, TransportError)
+    # No "using the cached copy" before a "not in the cache".
+    assert "cached copy" not in caplog.text
     with pytest.raises(TransportError):
         RemoteWeightedSampler(plan.id, api, fallback=False)
 

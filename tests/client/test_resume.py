@@ -44,7 +44,14 @@ def test_resume_by_hand_continues_with_the_rest_of_the_epoch(
     loader = DataLoader(train, batch_size=BATCH, sampler=sampler)
     consumed = list(islice(loader, 7))
     state = sampler.state_dict()
-    assert state == {"plan_id": plan.id, "epoch": epoch, "position": 7 * BATCH, "world_size": 1}
+    assert state == {
+        "plan_id": plan.id,
+        "epoch": epoch,
+        "position": 7 * BATCH,
+        "world_size": 1,
+        "start": 0,
+        "global_position": 7 * BATCH,
+    }
 
     # A new process: new client, new sampler, the state read back from a checkpoint.
     state = json.loads(json.dumps(state))
@@ -102,9 +109,11 @@ def test_a_rank_resumes_from_rank_0s_checkpoint(
     ("change", "message"),
     [
         ({"plan_id": "0" * 64}, "state_dict is for plan"),
-        ({"world_size": 4}, "state_dict was saved with world_size=4"),
+        ({"world_size": 0}, "world_size should be a positive integer value"),
         ({"position": -1}, "position should be a non-negative integer value"),
-        ({"position": 10_000}, r"position should be at most len\(sampler\)="),
+        ({"position": 10_000}, r"position should be at most ceil\(\(num_samples - start\)"),
+        ({"start": 10_000}, "start should be at most the epoch's"),
+        ({"global_position": 10_000}, "global_position should be at most the epoch's"),
         ({"epoch": "1"}, "epoch should be a non-negative integer value"),
     ],
 )

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.core import exact
+from service.core import exact, mt19937
 from service.core.exact import Backend, CumulativeTable, draw_exact_with_replacement
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,3 +408,159 @@ def test_bad_draw_arguments_are_rejected(seed: int, start: int, stop: int, match
     table = CumulativeTable.from_weights(np.ones(3))
     with pytest.raises(ValueError, match=match):
         draw_exact_with_replacement(table, seed, start, stop)
+
+
+# --- layouts and cores: partitioned lookups, split draws, jumps ---------------------------
+
+numba_only = pytest.mark.skipif("numba" not in exact.AVAILABLE_BACKENDS, reason="needs numba")
+
+
+@contextmanager
+def partitioned_lookups() -> Iterator[None]:
+    """Every table, however small, searched through the partitioned (sorted) path."""
+    saved = exact._PARTITION_MIN_BYTES
+    exact._PARTITION_MIN_BYTES = 0
+    try:
+        yield
+    finally:
+        exact._PARTITION_MIN_BYTES = saved
+
+
+@numba_only
+@settings(max_examples=120, deadline=None)
+@given(weights=weight_vectors, seed=seeds, cut=cuts(), threads=st.integers(1, 4))
+def test_partitioned_and_split_slices_equal_torch(
+    weights: Weights, seed: int, cut: tuple[int, int, int], threads: int
+) -> None:
+    n, start, stop = cut
+    table = CumulativeTable.from_weights(weights)
+    expected = torch_stream(weights, seed, n)[start:stop]
+    with partitioned_lookups():
+        got = draw_exact_with_replacement(table, seed, start, stop, threads=threads)
+    np.testing.assert_array_equal(got, expected)
+    got = draw_exact_with_replacement(table, seed, start, stop, threads=threads)
+    np.testing.assert_array_equal(got, expected)
+
+
+@numba_only
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), weights=weight_vectors, base_seed=st.integers(0, 2**32 - 1))
+def test_exact_boundary_uniforms_partitioned_and_split(
+    data: st.DataObject, weights: Weights, base_seed: int
+) -> None:
+    ks = data.draw(uniforms_at_boundaries(weights))
+    n = max(2, len(ks) + data.draw(st.integers(0, 400)))
+    threads = data.draw(st.integers(1, 3))
+    generator, bit_generator = crafted_generators(ks, base_seed)
+    expected = torch.multinomial(torch.as_tensor(weights), n, True, generator=generator).numpy()
+    table = CumulativeTable.from_weights(weights)
+    with partitioned_lookups():
+        got = exact._draw_from_generator(table, bit_generator, n, threads=threads)
+    np.testing.assert_array_equal(got, expected)
+
+
+@numba_only
+@pytest.mark.parametrize("profile", ["uniform", "ties", "extreme"])
+def test_partitioned_table_pages_equal_torch_on_every_core_count(profile: str) -> None:
+    # 300_000 categories: 3.5 MB of table, searched through the partitioned path.
+    weights = build_weights(profile, 300_000, np.random.default_rng(11))
+    table = CumulativeTable.from_weights(weights)
+    assert exact._bin_bits(table) > 0
+    seed = 2**32 + 99
+    expected = torch_stream(weights, seed, 2_500_000)
+    pages = [
+        (0, 2_500_000),
+        (7, 8),
+        (1_234_567, 1_234_569),
+        (311, 2_000_003),
+        (2_499_999, 2_500_000),
+    ]
+    for start, stop in pages:
+        for threads in (1, 2, 3):
+            got = draw_exact_with_replacement(table, seed, start, stop, threads=threads)
+            np.testing.assert_array_equal(
+                got, expected[start:stop], err_msg=f"{start, stop, threads}"
+            )
+
+
+@numba_only
+def test_late_page_reached_by_a_jump_equals_torch() -> None:
+    # 2e7 draws skipped: 4e7 generator outputs, past the point where jumping is cheaper
+    # than twisting. torch reaches the same place with uniform_ (one double per draw).
+    start = 20_000_000
+    assert 2 * start >= mt19937._JUMP_MIN_OUTPUTS
+    weights = build_weights("ties", 5000, np.random.default_rng(3))
+    generator = torch.Generator().manual_seed(17)
+    torch.empty(start, dtype=torch.float64).uniform_(generator=generator)
+    expected = torch.multinomial(torch.as_tensor(weights), 3000, True, generator=generator)
+    table = CumulativeTable.from_weights(weights)
+    for threads in (1, 2):
+        got = draw_exact_with_replacement(table, 17, start, start + 3000, threads=threads)
+        np.testing.assert_array_equal(got, expected.numpy())
+
+
+@numba_only
+def test_split_draw_without_idle_helpers_draws_on_the_caller() -> None:
+    # Another request holds every helper: the split draw does all parts itself.
+    weights = build_weights("uniform", 1000, np.random.default_rng(5))
+    table = CumulativeTable.from_weights(weights)
+    expected = torch_stream(weights, 8, 50_000)
+    exact.configure_parallelism(threads=3, min_draws=2)
+    try:
+        helpers = exact._parallelism.idle_helpers
+        assert helpers.acquire(blocking=False) and helpers.acquire(blocking=False)
+        try:
+            np.testing.assert_array_equal(
+                draw_exact_with_replacement(table, 8, 10, 50_000), expected[10:]
+            )
+        finally:
+            helpers.release()
+            helpers.release()
+        np.testing.assert_array_equal(
+            draw_exact_with_replacement(table, 8, 10, 50_000), expected[10:]
+        )
+    finally:
+        exact.configure_parallelism()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"threads": 0}, "threads should be"), ({"min_draws": 1}, "min_draws should be")],
+)
+def test_bad_parallelism_is_rejected(kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        exact.configure_parallelism(**kwargs)
+    table = CumulativeTable.from_weights(np.ones(3))
+    with pytest.raises(ValueError, match="threads should be"):
+        draw_exact_with_replacement(table, 0, 0, 5, threads=0)
+
+
+@numba_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_split_draws_work_in_a_forked_child() -> None:
+    # The parent's helper threads do not survive a fork; the child gets fresh ones.
+    weights = build_weights("uniform", 500, np.random.default_rng(9))
+    table = CumulativeTable.from_weights(weights)
+    expected = torch_stream(weights, 4, 20_000)
+    np.testing.assert_array_equal(
+        draw_exact_with_replacement(table, 4, 0, 20_000, threads=2), expected
+    )
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a multi-threaded process may deadlock: that
+        # hazard (helper threads missing in the child) is what this test checks.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        same = np.array_equal(draw_exact_with_replacement(table, 4, 0, 20_000, threads=2), expected)
+        os._exit(0 if same else 1)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            pytest.fail("the split draw in the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0

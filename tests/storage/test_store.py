@@ -214,3 +214,62 @@ def test_a_database_from_before_versioning_is_migrated(
 def test_an_unreachable_database_is_storage_unavailable() -> None:
     with pytest.raises(StorageUnavailable, match="cannot open the database"):
         PlanStore.open("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_arrays_stored_by_the_previous_release_are_still_read(
+    store: PlanStore, database_url: str
+) -> None:
+    # The previous release wrote zlib streams (level 1) with no header; this one must read
+    # them as they are, whatever it writes itself.
+    import zlib
+    from datetime import datetime, timezone
+
+    old = dataset(11, size=50_000, dtype="<u2")
+    weights = np.random.default_rng(11).random(50_000).tobytes()
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        conn.execute(
+            store_module.datasets.insert().values(
+                id=old.id,
+                label_kind=old.label_kind,
+                size=old.size,
+                classes="[0, 1, 2]",
+                counts=str(old.counts),
+                codes_dtype=old.codes_dtype,
+                codes=zlib.compress(old.codes, 1),
+                created_at=now,
+            )
+        )
+        record = plan(old.id, 3)
+        conn.execute(
+            store_module.plans.insert().values(
+                id=record.id,
+                dataset_id=old.id,
+                config='{"seed": 3, "split": null, "strategy": "inverse_frequency"}',
+                versions='{"algorithm_version": "torch-multinomial-v1", "torch": "2.13.0"}',
+                weights=zlib.compress(weights, 1),
+                created_at=now,
+            )
+        )
+    assert store.get_dataset(old.id) == old
+    got = store.get_plan(record.id)
+    assert got is not None and got.weights == weights
+
+
+@pytest.mark.parametrize(
+    ("data", "codec"),
+    [
+        (b"", b"r"),
+        (np.zeros(100_000, dtype="<u2").tobytes(), b"z"),
+        (np.random.default_rng(1).random(100_000).tobytes(), b"r"),  # incompressible: raw
+        (np.random.default_rng(2).integers(0, 1000, 500_000).astype("<u2").tobytes(), b"z"),
+    ],
+    ids=["empty", "constant", "random floats", "1000 classes"],
+)
+def test_blobs_are_zstd_when_it_pays_and_raw_otherwise(data: bytes, codec: bytes) -> None:
+    blob = store_module.compress(data)
+    assert blob[:4] == b"\x00SPB" and blob[4:5] == codec
+    assert int.from_bytes(blob[5:13], "little") == len(data)
+    assert store_module.decompress(blob) == data
+    if codec == b"z":
+        assert len(blob) <= 7 / 8 * len(data) + 13

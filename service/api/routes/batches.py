@@ -62,8 +62,8 @@ def _batch_plan(catalog: Catalog, plan_id: str) -> Plan:
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Not a batch plan; bad epoch, rank, world size or page; a page over "
-            "`max_page` indices.",
+            "description": "Not a batch plan; `rank` not below `world_size` (a rule between "
+            "two parameters that no schema states); a page over `max_page` indices.",
         },
     },
 )
@@ -121,6 +121,9 @@ def get_batches(
 
 router.add_api_route("/{plan_id}/batches", get_batches, methods=["HEAD"], include_in_schema=False)
 
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/batches",)
+
 
 @router.get(
     "/{plan_id}/batches/summary",
@@ -137,7 +140,8 @@ router.add_api_route("/{plan_id}/batches", get_batches, methods=["HEAD"], includ
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Not a batch plan; bad epoch, rank or world size; more indices than "
+            "description": "Not a batch plan; `rank` not below `world_size` (a rule between "
+            "two parameters that no schema states); more indices than "
             "SAMPLEPLAN_MAX_NUM_SAMPLES.",
         },
     },

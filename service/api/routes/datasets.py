@@ -14,7 +14,10 @@ from service.api.schemas import CodesOut, DatasetOut, Problem
 from service.api.uploads import (
     UPLOAD_REQUEST_BODY,
     RawDtype,
+    labels_from_table_file,
     labels_from_upload,
+    spooled_body,
+    table_format,
     upload_description,
 )
 from service.api.views import dataset_out
@@ -30,8 +33,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     415: {"model": Problem, "description": "A Content-Type (or charset) the service cannot read."},
     422: {
         "model": Problem,
-        "description": "The labels are empty, mixed, floats, or not a list; a manifest is empty, "
-        "ragged, misses its label column, or is not valid in its charset.",
+        "description": "The labels are empty, mixed, floats, null, or not a list; a raw "
+        "`application/octet-stream` body's length is not a multiple of 4 (`int32`) or 8 "
+        "(`int64`); a manifest or table is empty, ragged, misses its label column "
+        "(`label_column`; the answer lists its columns), mixes integer and string labels, is "
+        "not valid in its charset or is not a Parquet/Arrow file. These rules relate the body "
+        "to the parameters and cannot all be stated by the body's schema.",
     },
 }
 
@@ -61,7 +68,11 @@ async def create_dataset(
     catalog: CatalogDep,
     response: Response,
     label_column: Annotated[
-        str, Query(min_length=1, description="CSV column or JSON Lines key holding the labels.")
+        str,
+        Query(
+            min_length=1,
+            description="CSV, Parquet or Arrow column (or JSON Lines key) holding the labels.",
+        ),
     ] = "label",
     dtype: Annotated[
         RawDtype,
@@ -69,14 +80,23 @@ async def create_dataset(
     ] = "int64",
 ) -> DatasetOut:
     # Async only to read the raw body; parsing and storing run in the threadpool.
-    body = await request.body()
-    labels = await run_in_threadpool(
-        labels_from_upload,
-        body,
-        request.headers.get("content-type"),
-        label_column=label_column,
-        dtype=dtype,
-    )
+    content_type = request.headers.get("content-type")
+    fmt = table_format(content_type)
+    if fmt is not None:
+        # Tables can be far larger than their label column: spooled, never held whole.
+        async with spooled_body(request) as path:
+            labels = await run_in_threadpool(
+                labels_from_table_file,
+                path,
+                fmt,
+                label_column=label_column,
+                max_labels=catalog.settings.max_labels,
+            )
+    else:
+        body = await request.body()
+        labels = await run_in_threadpool(
+            labels_from_upload, body, content_type, label_column=label_column, dtype=dtype
+        )
     info, created = await run_in_threadpool(catalog.create_dataset, labels)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -133,3 +153,6 @@ def get_codes(
 
 # HEAD like the plans' array endpoints: GET's headers, no body, kept out of the schema.
 router.add_api_route("/{dataset_id}/codes", get_codes, methods=["HEAD"], include_in_schema=False)
+
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes",)

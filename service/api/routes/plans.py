@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
-from service.api.deps import CatalogDep
+from service.api.deps import JSON_BODY, CatalogDep
 from service.api.report import REPORT_CSP, render_report
 from service.api.schemas import (
     IndicesOut,
@@ -35,6 +35,29 @@ EpochQuery = Annotated[
 ]
 RankQuery = Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")]
 WorldSizeQuery = Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")]
+StartQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        description="Global position in the epoch stream where the deal starts (an elastic "
+        "resume point: what all ranks together had consumed); at most the epoch's length.",
+    ),
+]
+PadQuery = Annotated[
+    bool,
+    Query(
+        description="Pad the ragged tail by repeating the dealt stream from its beginning, as "
+        "DistributedSampler does (true), or give rank r exactly stream[start + r::world_size] "
+        "(false: every index once over all ranks, for evaluation)."
+    ),
+]
+DropLastQuery = Annotated[
+    bool,
+    Query(
+        description="Drop the ragged tail, as DistributedSampler(drop_last=True) (then `pad` "
+        "does not matter)."
+    ),
+]
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No plan has this id."}
@@ -50,6 +73,7 @@ PlanId = Annotated[
     response_model=PlanOut,
     status_code=status.HTTP_201_CREATED,
     summary="Create a sampling plan",
+    dependencies=[JSON_BODY],
     description=(
         "A plan is a dataset (by `dataset_id`, or inline `labels`) plus how to weight and draw "
         "from it. Its id is the hash of the dataset id and the canonical config: creating the "
@@ -69,7 +93,15 @@ PlanId = Annotated[
         },
         404: {"model": Problem, "description": "No dataset has this `dataset_id`."},
         413: {"model": Problem, "description": "More inline labels than the service takes."},
-        422: {"model": Problem, "description": "The config or the labels are invalid."},
+        422: {
+            "model": Problem,
+            "description": "The config or the labels are invalid, including rules between "
+            "fields no schema states: `beta` only with `effective_number`, `class_weights` "
+            "naming the dataset's classes, `weights` one per sample, split fractions adding "
+            "up to 1 (lengths to the dataset size, at least two parts), `num_samples` without "
+            "replacement at most the samples of positive weight, `hierarchical` with "
+            "replacement, weights summing to a finite positive number.",
+        },
     },
 )
 def create_plan(
@@ -163,14 +195,18 @@ def get_weights(
         "`space=dataset` maps population positions back to dataset indices. At most `max_page` "
         "indices per response (422 beyond): page with `offset` and `limit`. Every format also "
         "carries `X-Sampleplan-Stream-Length` (the length of the rank's whole stream, `length` in "
-        "JSON) and `X-Sampleplan-Offset`."
+        "JSON) and `X-Sampleplan-Offset`. `start`, `pad` and `drop_last` deal the rest of the "
+        "epoch from a global position (elastic resume) and pad, keep or drop its ragged tail "
+        "(`pad=false`: the ranks' union is the epoch exactly once)."
     ),
     responses={
         **array_responses("The page of indices", "<i8", examples.INDICES, IndicesOut),
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank, world size or page, or a page over `max_page`.",
+            "description": "`rank` is not below `world_size` (a rule between two parameters "
+            "that no schema states), `start` past the epoch, a page over `max_page`, or a "
+            "stream over `max_num_samples`.",
         },
     },
 )
@@ -191,9 +227,20 @@ async def get_indices(
     space: Annotated[
         Space, Query(description="population positions or dataset indices.")
     ] = "population",
+    start: StartQuery = 0,
+    pad: PadQuery = True,
+    drop_last: DropLastQuery = False,
 ) -> Response:
     stream_request = StreamRequest(
-        epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
     )
     head_only = request.method == "HEAD"
     # A small page of a cached epoch is a slice: answered here, on the event loop. Anything
@@ -214,7 +261,7 @@ async def get_indices(
 def _indices_response(
     media_type: str, plan: Plan, indices: Int64Array, request: StreamRequest, head_only: bool
 ) -> Response:
-    stream_length = plan.prepared.rank_length(request.world_size)
+    stream_length = request.length(plan.prepared.num_samples)
     meta = {
         "plan_id": plan.id,
         "epoch": request.epoch,
@@ -223,6 +270,9 @@ def _indices_response(
         "offset": request.offset,
         "length": stream_length,
         "space": request.space,
+        "start": request.start,
+        "pad": request.pad,
+        "drop_last": request.drop_last,
     }
     return array_response(
         media_type,
@@ -243,6 +293,9 @@ def _indices_response(
 for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indices", get_indices)):
     router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_id}}/indices")
+
 
 @router.get(
     "/{plan_id}/indices/summary",
@@ -259,7 +312,8 @@ for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indic
         **_NOT_FOUND,
         422: {
             "model": Problem,
-            "description": "Bad epoch, rank or world size, or a stream longer than "
+            "description": "`rank` is not below `world_size` (a rule between two parameters "
+            "that no schema states), `start` past the epoch, or a stream longer than "
             "SAMPLEPLAN_MAX_NUM_SAMPLES.",
         },
     },
@@ -273,10 +327,21 @@ def get_indices_summary(
     space: Annotated[
         Space, Query(description="Digest population positions or dataset indices.")
     ] = "population",
+    start: StartQuery = 0,
+    pad: PadQuery = True,
+    drop_last: DropLastQuery = False,
 ) -> StreamSummaryOut:
-    request = StreamRequest(epoch=epoch, rank=rank, world_size=world_size, space=space)
+    request = StreamRequest(
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        space=space,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
+    )
     plan = catalog.get_plan(plan_id)
-    length = plan.prepared.rank_length(world_size)
+    length = request.length(plan.prepared.num_samples)
     if length > catalog.settings.max_num_samples:
         raise InvalidStreamRequest(
             f"the stream has {length} draws; this service summarises at most "

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from service.api import examples
 from service.api.arrays import JSON, array_json_response, negotiate
-from service.api.deps import CatalogDep
+from service.api.deps import JSON_BODY, CatalogDep
 from service.api.schemas import Problem, SampleOut, SampleRequest
 from service.api.views import plan_out
 from service.core.labels import labels_from_list
@@ -21,6 +21,7 @@ router = APIRouter(prefix="/v1", tags=["sample"])
     "/sample",
     response_model=SampleOut,
     summary="One-shot: labels and config to counts, weights and indices",
+    dependencies=[JSON_BODY],
     description=(
         "Computes the plan without storing anything and answers with its class counts, its "
         "per-sample weights and a page of one rank's stream for one epoch (epoch 0, the whole "
@@ -33,7 +34,9 @@ router = APIRouter(prefix="/v1", tags=["sample"])
         413: {"model": Problem, "description": "More labels than the service takes."},
         422: {
             "model": Problem,
-            "description": "The config, the labels or the stream request are invalid.",
+            "description": "The config, the labels or the stream request are invalid, "
+            "including the rules between fields of `POST /v1/plans` and `rank` below "
+            "`world_size`.",
         },
     },
 )

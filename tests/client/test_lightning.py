@@ -1,0 +1,53 @@
+"""Real PyTorch Lightning with its defaults: every rank trains on exactly its shard of the plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from client import SamplePlanClient
+from tests import reference
+from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.conftest import LiveServer, free_port
+
+pytest.importorskip("lightning")
+
+SCRIPT = Path(__file__).with_name("lightning_script.py")
+ROOT = Path(__file__).resolve().parents[2]
+N = 75  # odd: rank 1's shard ends with the padded first draw
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_lightning_ranks_train_on_the_plans_shards(
+    module_server: LiveServer, tmp_path: Path, private_cache: Path, strategy: str
+) -> None:
+    dataset = Items(imbalanced_labels(counts=(60, 25, 8)))
+    with SamplePlanClient(module_server.url) as api:
+        plan = api.create_plan(labels=dataset.targets, **{**PLAN_CONFIG, "num_samples": N})
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "SAMPLEPLAN_CACHE_DIR": str(private_cache),
+    }
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), module_server.url, plan.id, str(tmp_path), strategy],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for epoch in range(3):
+        stream = classic_stream(dataset, epoch, num_samples=N)
+        for rank in range(2):
+            seen = json.loads((tmp_path / f"rank{rank}-epoch{epoch}.json").read_text())
+            assert seen == reference.distributed_shard(stream, rank, 2), (epoch, rank)
