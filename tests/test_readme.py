@@ -6,7 +6,8 @@ ImageFolder tree, ``train.csv``, ``files.txt``), against a live service in place
 ``http://127.0.0.1:8000``. A block preceded by ``<!-- readme-test: ... -->`` says why it
 is not run as is: ``needs torchvision`` runs only where torchvision imports (it cannot be
 installed next to the pinned torch), ``a formula, not a program`` never. The section
-"Training frameworks" is left to its own tests (they need several processes).
+"Training frameworks" and "Elastic training and evaluation" are left to their own tests
+(``tests/client/test_readme_trainers.py``: they need several processes).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_URL = "http://127.0.0.1:8000"
 #: Sections whose snippets other tests run.
-SECTIONS_RUN_ELSEWHERE = ("Training frameworks",)
+SECTIONS_RUN_ELSEWHERE = ("Training frameworks", "Elastic training and evaluation")
 
 _BLOCK = re.compile(
     r"(?:<!-- readme-test: (?P<note>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S
@@ -35,11 +36,14 @@ _BLOCK = re.compile(
 
 
 def python_blocks() -> list[tuple[str, str | None, str]]:
-    """``(section, note, code)`` for every Python block, in README order."""
+    """``(section, note, code)`` for every Python block, in README order.
+
+    ``section`` is the block's ``##`` heading (its ``###`` subsections belong to it).
+    """
     text = README.read_text(encoding="utf-8")
     blocks = []
     for match in _BLOCK.finditer(text):
-        headings = re.findall(r"^#{2,3} (.+)$", text[: match.start()], re.M)
+        headings = re.findall(r"^## (.+)$", text[: match.start()], re.M)
         section = headings[-1] if headings else ""
         blocks.append((section, match.group("note"), match.group("code")))
     return blocks

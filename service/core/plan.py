@@ -298,7 +298,15 @@ class PreparedPlan:
 
     @cached_property
     def _hierarchical_table(self) -> HierarchicalTable:
-        return HierarchicalTable.build(self.codes, self.weights)
+        try:
+            return HierarchicalTable.build(self.codes, self.weights)
+        except ValueError as exc:
+            # The weights passed check_weights (finite, non-negative, a positive finite
+            # sum), so what is left is their scale: a mean below float64's normal range
+            # cannot be turned into alias probabilities. A caller's input, not a bug.
+            raise InvalidWeights(
+                f"algorithm 'hierarchical' cannot draw from these weights: {exc}"
+            ) from exc
 
     @property
     def draws_by_range(self) -> bool:

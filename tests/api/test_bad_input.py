@@ -72,6 +72,8 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("weights inf", "POST", "/v1/plans", b'{"labels": [0, 1, 1], "strategy": "sample_weights", "weights": [1, Infinity, 1]}', 422, "weights[1] is inf"),
     ("weights negative", "POST", "/v1/plans", {"labels": [0, 1, 1], "strategy": "sample_weights", "weights": [1, -1, 1]}, 422, "non-negative"),
     ("weights all zero", "POST", "/v1/plans", {"labels": [0, 1, 1], "strategy": "sample_weights", "weights": [0, 0, 0]}, 422, "all zero"),
+    ("weights tiny, hierarchical", "POST", "/v1/plans", {"labels": [0, 1, 1, 1], "strategy": "sample_weights", "weights": [2.2250738585072014e-308, 0, 0, 0], "algorithm": "hierarchical"}, 422, "mean is subnormal"),
+    ("weights tiny, hierarchical, sample", "POST", "/v1/sample", {"labels": [0, 1, 1, 1], "strategy": "sample_weights", "weights": [2.2250738585072014e-308, 0, 0, 0], "algorithm": "hierarchical"}, 422, "mean is subnormal"),
     ("weights too short", "POST", "/v1/plans", {"labels": [0, 1, 1], "strategy": "sample_weights", "weights": [1, 1]}, 422, "one entry per sample"),
     ("weights strings", "POST", "/v1/plans", {"labels": [0, 1, 1], "strategy": "sample_weights", "weights": ["1", 1, 1]}, 422, "weights[0] is a str"),
     ("weights booleans", "POST", "/v1/plans", {"labels": [0, 1, 1], "strategy": "sample_weights", "weights": [True, 1, 1]}, 422, "weights[0] is a bool"),
