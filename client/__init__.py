@@ -25,7 +25,7 @@ from client._exceptions import (
     TransportError,
 )
 from client._folders import ImageFolderTargets, image_folder_targets
-from client._models import ClassRow, Dataset, Plan
+from client._models import ClassRow, Dataset, Plan, Run
 from client._retry import RetryPolicy
 from client._sampler import RemoteWeightedSampler
 
@@ -43,6 +43,7 @@ __all__ = [
     "RemoteBatchSampler",
     "RemoteWeightedSampler",
     "RetryPolicy",
+    "Run",
     "SamplePlanClient",
     "SamplePlanError",
     "ServerError",

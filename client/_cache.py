@@ -9,8 +9,9 @@ per plan::
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
-                        (``hierarchical`` plans, whose table depends on the classes, and
-                        batch plans, whose batches do)
+                        (``hierarchical`` plans, whose table depends on the classes,
+                        batch plans, whose batches do, and plans with a schedule, whose
+                        epochs' weights do)
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
 Every file is written to a temporary name and renamed into place, so a reader (another
@@ -60,6 +61,11 @@ def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
 
 
+def _needs_codes(plan: Plan) -> bool:
+    """Whether the plan's offline streams need its dataset's class codes."""
+    return plan.algorithm == "hierarchical" or plan.config.get("schedule") is not None
+
+
 def _codes_digest(codes: npt.NDArray[np.int64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").data).hexdigest()
 
@@ -91,7 +97,8 @@ def _json_bytes(value: Any) -> bytes:
 class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
-    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` and batch plans.
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` and batch plans,
+    and plans with a schedule.
     """
 
     plan: Plan
@@ -135,11 +142,10 @@ class PlanCache:
                 f"plan {plan.id} has {plan.population_size} population positions, "
                 f"but {weights.shape} weights were given"
             )
-        hierarchical = plan.algorithm == "hierarchical"
-        if hierarchical and codes is None:
+        if _needs_codes(plan) and codes is None:
             raise CacheError(
-                f"plan {plan.id} is 'hierarchical': its dataset's {dataset.size} class codes "
-                "are needed, but none were given"
+                f"plan {plan.id} is 'hierarchical' or has a schedule: its dataset's "
+                f"{dataset.size} class codes are needed, but none were given"
             )
         if codes is not None and codes.shape != (dataset.size,):
             raise CacheError(

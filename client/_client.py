@@ -24,7 +24,7 @@ from client import _endpoints as endpoints
 from client._endpoints import Call, LabelsLike
 from client._exceptions import SamplePlanError
 from client._folders import image_folder_targets
-from client._models import Dataset, Plan
+from client._models import Dataset, Plan, Run
 from client._progress import attach_progress, require_tqdm
 from client._retry import RetryPolicy
 
@@ -269,13 +269,21 @@ class SamplePlanClient(_ClientOptions):
         """Create (or find) a plan; ``config`` takes any field of the plan request."""
         return self.send(endpoints.create_plan(dataset_id, labels, config))
 
-    def get_plan(self, plan_id: str) -> Plan:
-        """A plan's config, class table and the versions that define its streams."""
-        return self.send(endpoints.get_plan(plan_id))
+    def get_plan(self, plan_id: str, *, epoch: int | None = None) -> Plan:
+        """A plan's config, class table and the versions that define its streams.
 
-    def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
-        """Per-sample float64 weights of the plan's population (``binary=False``: via JSON)."""
-        return self.send(endpoints.weights(plan_id, binary=binary))
+        ``epoch``: the class table and ``num_samples`` of that epoch (a plan with a schedule).
+        """
+        return self.send(endpoints.get_plan(plan_id, epoch))
+
+    def weights(
+        self, plan_id: str, *, epoch: int | None = None, binary: bool = True
+    ) -> npt.NDArray[np.float64]:
+        """Per-sample float64 weights of the plan's population (``binary=False``: via JSON).
+
+        ``epoch``: that epoch's weights (they differ by epoch only for a plan with a schedule).
+        """
+        return self.send(endpoints.weights(plan_id, epoch=epoch, binary=binary))
 
     def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
@@ -359,6 +367,79 @@ class SamplePlanClient(_ClientOptions):
         return self.send(
             endpoints.batches_summary(
                 plan_id, epoch=epoch, rank=rank, world_size=world_size, space=space
+            )
+        )
+
+    def create_run(self, run_id: str, plan_id: str) -> Run:
+        """Create (or find) run ``run_id`` of ``plan_id`` (409 if it belongs to another plan)."""
+        return self.send(endpoints.create_run(run_id, plan_id))
+
+    def get_run(self, run_id: str) -> Run:
+        """A run's plan, frozen epochs and number of updates."""
+        return self.send(endpoints.get_run(run_id))
+
+    def update_weights(
+        self,
+        run_id: str,
+        indices: npt.ArrayLike,
+        values: npt.ArrayLike,
+        *,
+        epoch: int,
+        rank: int = 0,
+        step: int = 0,
+        op: str = "set",
+        alpha: float | None = None,
+    ) -> Run:
+        """Send one update made during epoch ``epoch``; it changes epoch ``epoch + 1`` on.
+
+        ``op`` is ``"set"``, ``"mul"`` or ``"ema"`` (with ``alpha`` in (0, 1]); updates of an
+        epoch apply in the order ``(step, rank, arrival)``. :class:`~client.BadRequestError`
+        (409) when epoch ``epoch + 1`` has been served already.
+        """
+        return self.send(
+            endpoints.update_weights(
+                run_id, indices, values, epoch=epoch, rank=rank, step=step, op=op, alpha=alpha
+            )
+        )
+
+    def run_weights(
+        self, run_id: str, epoch: int, *, binary: bool = True
+    ) -> npt.NDArray[np.float64]:
+        """The float64 weights epoch ``epoch`` of the run draws from (this freezes the epoch)."""
+        return self.send(endpoints.run_weights(run_id, epoch=epoch, binary=binary))
+
+    def run_indices(
+        self,
+        run_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: str = "population",
+        binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
+    ) -> npt.NDArray[np.int64]:
+        """A page of a rank's stream of the run for an epoch (this freezes the epoch).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch as for a plan's ``indices``.
+        """
+        return self.send(
+            endpoints.run_indices(
+                run_id,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                offset=offset,
+                limit=limit,
+                space=space,
+                binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 
@@ -523,13 +604,21 @@ class AsyncSamplePlanClient(_ClientOptions):
         """Create (or find) a plan; ``config`` takes any field of the plan request."""
         return await self.send(endpoints.create_plan(dataset_id, labels, config))
 
-    async def get_plan(self, plan_id: str) -> Plan:
-        """A plan's config, class table and the versions that define its streams."""
-        return await self.send(endpoints.get_plan(plan_id))
+    async def get_plan(self, plan_id: str, *, epoch: int | None = None) -> Plan:
+        """A plan's config, class table and the versions that define its streams.
 
-    async def weights(self, plan_id: str, *, binary: bool = True) -> npt.NDArray[np.float64]:
-        """Per-sample float64 weights of the plan's population (``binary=False``: via JSON)."""
-        return await self.send(endpoints.weights(plan_id, binary=binary))
+        ``epoch``: the class table and ``num_samples`` of that epoch (a plan with a schedule).
+        """
+        return await self.send(endpoints.get_plan(plan_id, epoch))
+
+    async def weights(
+        self, plan_id: str, *, epoch: int | None = None, binary: bool = True
+    ) -> npt.NDArray[np.float64]:
+        """Per-sample float64 weights of the plan's population (``binary=False``: via JSON).
+
+        ``epoch``: that epoch's weights (they differ by epoch only for a plan with a schedule).
+        """
+        return await self.send(endpoints.weights(plan_id, epoch=epoch, binary=binary))
 
     async def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
@@ -613,6 +702,79 @@ class AsyncSamplePlanClient(_ClientOptions):
         return await self.send(
             endpoints.batches_summary(
                 plan_id, epoch=epoch, rank=rank, world_size=world_size, space=space
+            )
+        )
+
+    async def create_run(self, run_id: str, plan_id: str) -> Run:
+        """Create (or find) run ``run_id`` of ``plan_id`` (409 if it belongs to another plan)."""
+        return await self.send(endpoints.create_run(run_id, plan_id))
+
+    async def get_run(self, run_id: str) -> Run:
+        """A run's plan, frozen epochs and number of updates."""
+        return await self.send(endpoints.get_run(run_id))
+
+    async def update_weights(
+        self,
+        run_id: str,
+        indices: npt.ArrayLike,
+        values: npt.ArrayLike,
+        *,
+        epoch: int,
+        rank: int = 0,
+        step: int = 0,
+        op: str = "set",
+        alpha: float | None = None,
+    ) -> Run:
+        """Send one update made during epoch ``epoch``; it changes epoch ``epoch + 1`` on.
+
+        ``op`` is ``"set"``, ``"mul"`` or ``"ema"`` (with ``alpha`` in (0, 1]); updates of an
+        epoch apply in the order ``(step, rank, arrival)``. :class:`~client.BadRequestError`
+        (409) when epoch ``epoch + 1`` has been served already.
+        """
+        return await self.send(
+            endpoints.update_weights(
+                run_id, indices, values, epoch=epoch, rank=rank, step=step, op=op, alpha=alpha
+            )
+        )
+
+    async def run_weights(
+        self, run_id: str, epoch: int, *, binary: bool = True
+    ) -> npt.NDArray[np.float64]:
+        """The float64 weights epoch ``epoch`` of the run draws from (this freezes the epoch)."""
+        return await self.send(endpoints.run_weights(run_id, epoch=epoch, binary=binary))
+
+    async def run_indices(
+        self,
+        run_id: str,
+        *,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        offset: int = 0,
+        limit: int | None = None,
+        space: str = "population",
+        binary: bool = True,
+        start: int = 0,
+        pad: bool = True,
+        drop_last: bool = False,
+    ) -> npt.NDArray[np.int64]:
+        """A page of a rank's stream of the run for an epoch (this freezes the epoch).
+
+        ``start``, ``pad`` and ``drop_last`` deal the epoch as for a plan's ``indices``.
+        """
+        return await self.send(
+            endpoints.run_indices(
+                run_id,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                offset=offset,
+                limit=limit,
+                space=space,
+                binary=binary,
+                start=start,
+                pad=pad,
+                drop_last=drop_last,
             )
         )
 

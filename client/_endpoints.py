@@ -8,6 +8,7 @@ retry it), so the two can never disagree about a path, a parameter or a parse.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy.typing as npt
 from client import _tables as tables
 from client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
 from client._folders import ImageFolderTargets
-from client._models import Dataset, Plan
+from client._models import Dataset, Plan, Run
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -173,8 +174,11 @@ def create_plan(
     )
 
 
-def get_plan(plan_id: str) -> Call[Plan]:
-    return Call("GET", f"/v1/plans/{_segment(plan_id)}", lambda r: Plan.from_json(r.json()))
+def get_plan(plan_id: str, epoch: int | None = None) -> Call[Plan]:
+    params = None if epoch is None else {"epoch": epoch}
+    return Call(
+        "GET", f"/v1/plans/{_segment(plan_id)}", lambda r: Plan.from_json(r.json()), params=params
+    )
 
 
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
@@ -195,8 +199,11 @@ def _array_call(
     )
 
 
-def weights(plan_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.float64]]:
-    return _array_call(f"/v1/plans/{_segment(plan_id)}/weights", _WEIGHTS, binary)
+def weights(
+    plan_id: str, *, epoch: int | None = None, binary: bool = True
+) -> Call[npt.NDArray[np.float64]]:
+    params = None if epoch is None else {"epoch": epoch}
+    return _array_call(f"/v1/plans/{_segment(plan_id)}/weights", _WEIGHTS, binary, params)
 
 
 def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
@@ -205,6 +212,119 @@ def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]
 
 def indices(
     plan_id: str,
+    *,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    offset: int,
+    limit: int | None,
+    space: str,
+    binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
+) -> Call[npt.NDArray[np.int64]]:
+    return _stream(
+        f"/v1/plans/{_segment(plan_id)}/indices",
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        binary=binary,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
+    )
+
+
+def _run(response: httpx.Response) -> Run:
+    return Run.from_json(response.json())
+
+
+def create_run(run_id: str, plan_id: str) -> Call[Run]:
+    return Call("PUT", f"/v1/runs/{_segment(run_id)}", _run, json={"plan_id": plan_id})
+
+
+def get_run(run_id: str) -> Call[Run]:
+    return Call("GET", f"/v1/runs/{_segment(run_id)}", _run)
+
+
+def update_weights(
+    run_id: str,
+    indices: npt.ArrayLike,
+    values: npt.ArrayLike,
+    *,
+    epoch: int,
+    rank: int,
+    step: int,
+    op: str,
+    alpha: float | None,
+) -> Call[Run]:
+    idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64).reshape(-1), dtype="<i8")
+    # float64 end to end: the weights an epoch draws from are exact.
+    val = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1), dtype="<f8")
+    if idx.shape != val.shape:
+        raise ValueError(
+            f"indices and values should have the same length, but got {idx.shape[0]} "
+            f"and {val.shape[0]}"
+        )
+    params: dict[str, Any] = {
+        "epoch": epoch,
+        "rank": rank,
+        "step": step,
+        "op": op,
+        # Retries resend this very request: the service applies an update id once.
+        "update_id": uuid.uuid4().hex,
+    }
+    if alpha is not None:
+        params["alpha"] = repr(float(alpha))
+    return Call(
+        "POST",
+        f"/v1/runs/{_segment(run_id)}/updates",
+        _run,
+        params=params,
+        content=idx.tobytes() + val.tobytes(),
+        headers={"Content-Type": BINARY},
+    )
+
+
+def run_weights(run_id: str, *, epoch: int, binary: bool = True) -> Call[npt.NDArray[np.float64]]:
+    return _array_call(f"/v1/runs/{_segment(run_id)}/weights", _WEIGHTS, binary, {"epoch": epoch})
+
+
+def run_indices(
+    run_id: str,
+    *,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    offset: int,
+    limit: int | None,
+    space: str,
+    binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
+) -> Call[npt.NDArray[np.int64]]:
+    return _stream(
+        f"/v1/runs/{_segment(run_id)}/indices",
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        binary=binary,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
+    )
+
+
+def _stream(
+    path: str,
     *,
     epoch: int,
     rank: int,
@@ -233,7 +353,7 @@ def indices(
         params["pad"] = "false"
     if drop_last:
         params["drop_last"] = "true"
-    return _array_call(f"/v1/plans/{_segment(plan_id)}/indices", _INDICES, binary, params)
+    return _array_call(path, _INDICES, binary, params)
 
 
 class _BatchRead(ArrayRead):
@@ -266,6 +386,9 @@ def batches(
     limit: int | None,
     space: str,
     binary: bool = True,
+    start: int = 0,
+    pad: bool = True,
+    drop_last: bool = False,
 ) -> Call[npt.NDArray[np.int64]]:
     params: dict[str, Any] = {
         "epoch": epoch,

@@ -88,3 +88,22 @@ class Plan:
             versions=dict(data["versions"]),
             raw=data,
         )
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run of a plan: its frozen epochs and how many updates it has taken."""
+
+    id: str
+    plan_id: str
+    frozen_epochs: list[int]
+    updates: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Run:
+        return cls(
+            id=data["id"],
+            plan_id=data["plan_id"],
+            frozen_epochs=list(data["frozen_epochs"]),
+            updates=int(data["updates"]),
+        )

@@ -44,6 +44,7 @@ from client._exceptions import StreamMismatchError
 from service.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
 from service.core.labels import LabelKind, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
+from service.core.schedules import schedule_from_json
 from service.core.splitting import split_from_canonical
 from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
@@ -139,10 +140,11 @@ class OfflineStream:
                 f"plan {plan.id} uses algorithm {plan.algorithm!r}, which this client cannot "
                 f"reproduce offline (only 'torch' and 'hierarchical' plans can be)"
             )
-        if plan.algorithm == "hierarchical" and cached.codes is None:
+        self._scheduled = plan.config.get("schedule") is not None
+        if (plan.algorithm == "hierarchical" or self._scheduled) and cached.codes is None:
             raise StreamMismatchError(
                 f"the cached copy of plan {plan.id} has no class codes, which its "
-                f"'hierarchical' stream needs"
+                f"'hierarchical' stream or its schedule needs"
             )
         problems = reproduction_problems(plan.versions)
         if problems:
@@ -163,7 +165,11 @@ class OfflineStream:
         self._prepared: PreparedPlan | None = None
 
     def _hierarchical_plan(self) -> PreparedPlan:
-        """The service's prepared plan, rebuilt from the cache (built once, under the lock)."""
+        """The service's prepared plan, rebuilt from the cache (built once, under the lock).
+
+        Also for a plan with a schedule: its :meth:`PreparedPlan.at_epoch` recomputes each
+        epoch's weights from the population's classes, as the service does.
+        """
         if self._prepared is None:
             cached, plan = self._cached, self.plan
             population, codes = population_codes(cached)
@@ -179,10 +185,11 @@ class OfflineStream:
                 # given, so PlanConfig's default strategy stands in for the one that made them.
                 config=PlanConfig(
                     split=split,
-                    num_samples=plan.num_samples,
+                    num_samples=plan.config.get("num_samples"),
                     replacement=plan.replacement,
                     seed=plan.seed,
-                    algorithm="hierarchical",
+                    algorithm="hierarchical" if plan.algorithm == "hierarchical" else "torch",
+                    schedule=schedule_from_json(plan.config.get("schedule")),
                 ),
                 dataset_size=cached.dataset.size,
                 num_classes=len(cached.dataset.classes),
@@ -238,7 +245,7 @@ class OfflineStream:
             pad=pad,
             drop_last=drop_last,
         )
-        if self.plan.algorithm == "hierarchical":
+        if self.plan.algorithm == "hierarchical" or self._scheduled:
             # Never materialised: each page is drawn on its own, as the service draws it.
             with self._lock:
                 return self._hierarchical_plan().indices(request)

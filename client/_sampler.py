@@ -59,6 +59,23 @@ NOTE [Ranks, trainers and pickling]
     copy taken during an iteration continues from where the original stood, at its next
     ``iter()``.
 
+NOTE [Runs]
+    With ``run="job-42"`` the sampler draws from that run of the plan (made with
+    ``PUT /v1/runs/job-42`` if new): epoch 0 from the plan's weights, every later epoch
+    from the weights the run's updates made. ``update_weights(indices, values, op=...,
+    alpha=...)`` tags the values with the current epoch, this rank and a step (the number
+    of ``update_weights`` calls so far this epoch), buffers them, and sends them from one
+    background thread in batches of up to ``update_batch_size`` values (consecutive calls
+    with the same ``op`` and ``alpha`` go in one request, under the step of its first
+    call). Batches are cut by count, never by time, so what each rank sends, and hence
+    the next epoch's weights, does not depend on timing. ``set_epoch`` to a new epoch
+    flushes and waits for every send (an error, such as a 409 for an epoch already
+    served, is raised there), then, when ``torch.distributed`` is initialised with
+    several ranks, waits at a barrier so that no rank reads the next epoch (which freezes
+    it) before every rank's updates are in. A run's weights live in the service: a run
+    has no offline fallback. ``state_dict`` carries the run (and the step), so a restored
+    job continues the same run; a pickled copy sends its updates from a thread of its own.
+
 NOTE [Offline fallback]
     At construction the plan, its dataset's size and its weights (and, for
     ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
@@ -76,8 +93,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
@@ -100,6 +119,7 @@ from client._exceptions import (
 from client._models import Plan
 from client._offline import OfflineStream
 from service.core.dealing import dealt_length, global_position
+from service.core.schedules import schedule_from_json
 from service.core.streams import Space
 
 __all__ = ["RemoteWeightedSampler"]
@@ -115,6 +135,49 @@ DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_MAX_CHUNK_SIZE = 1 << 20
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
+
+#: Values per update request the sampler's ``update_weights`` sends at most.
+DEFAULT_UPDATE_BATCH_SIZE = 1 << 16
+
+
+class _UpdateSender:
+    """Sends a run's updates, in order, from one daemon thread; remembers the first error."""
+
+    def __init__(self, api: SamplePlanClient, run_id: str) -> None:
+        self.api = api
+        self.run_id = run_id
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sampleplan-updates", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:  # stop(): the sampler is gone
+                self._queue.task_done()
+                return
+            try:
+                if self._error is None:
+                    self.api.update_weights(self.run_id, **item)
+            except BaseException as exc:  # raised to the trainer at the next flush
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def send(self, item: dict[str, Any]) -> None:
+        self._queue.put(item)
+
+    def stop(self) -> None:
+        """Let the thread end once what is queued is sent (called when the sampler goes)."""
+        self._queue.put(None)
+
+    def wait(self) -> None:
+        """Block until everything queued is sent; raise the first error, once."""
+        self._queue.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 class _Prefetch(Generic[T]):
@@ -241,6 +304,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             ``~/.cache/sampleplan``.
         fallback: cache the plan and draw locally when the service is unreachable. With
             ``False`` nothing is written to disk and errors surface as they come.
+        run: draw from this run of the plan (created if new), whose weights
+            :meth:`update_weights` changes between epochs; see NOTE [Runs].
+        update_batch_size: the most values :meth:`update_weights` sends per request.
 
     Raises:
         ValueError: bad arguments, in ``torch.utils.data``'s words.
@@ -266,6 +332,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
         cache_dir: str | os.PathLike[str] | None = None,
         fallback: bool = True,
+        run: str | None = None,
+        update_batch_size: int = DEFAULT_UPDATE_BATCH_SIZE,
     ) -> None:
         plan_id = plan.id if isinstance(plan, Plan) else plan
         if not isinstance(plan_id, str) or not plan_id:
@@ -280,6 +348,12 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             raise ValueError(
                 "with api=None the sampler draws from its cache: fallback must be True"
             )
+        if run is not None:
+            if not isinstance(run, str) or not run:
+                raise ValueError(f"run should be a run id (a non-empty str), but got run={run!r}")
+            if api is None:
+                raise ValueError("a run's weights live in the service: run needs an api")
+        _check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
         if rank is not None:
             _check_int("rank", rank, minimum=0, what="non-negative")
         if world_size is not None:
@@ -308,7 +382,20 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._resume: _Resume | None = None
         self._offline: OfflineStream | None = None
         self._offline_lock = threading.Lock()
+        self.run = run
+        self.update_batch_size = update_batch_size
+        self._updates: list[
+            tuple[str, float | None, int, npt.NDArray[np.int64], npt.NDArray[np.float64]]
+        ] = []
+        self._buffered = 0
+        self._step = 0
+        self._sender: _UpdateSender | None = None
         self.plan = self._load_plan()
+        self._schedule = schedule_from_json(self.plan.config.get("schedule"))
+        if run is not None:
+            assert api is not None
+            api.create_run(run, self.plan.id)
+            self._start_sender()
         # DistributedSampler's remaining attributes: the draw is random, seeded by the plan.
         self.shuffle = True
         self.seed = int(self.plan.config.get("seed", 0))
@@ -319,6 +406,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         state = self.__dict__.copy()
         del state["_offline_lock"]
         state["_offline"] = None
+        state["_sender"] = None  # a thread: the copy starts its own
         if self._iterating and self._resume is None:
             # The copy continues where this iteration stands.
             world_size = self._used_world_size or 1
@@ -326,7 +414,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 world_size,
                 self._start,
                 self._position,
-                global_position(self.plan.num_samples, self._start, world_size, self._position),
+                global_position(self._draws(), self._start, world_size, self._position),
             )
         state["_iterating"] = False
         return state
@@ -334,6 +422,14 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._offline_lock = threading.Lock()
+        if self.run is not None:
+            self._start_sender()
+
+    def _start_sender(self) -> None:
+        assert self.api is not None and self.run is not None
+        sender = _UpdateSender(self.api, self.run)
+        self._sender = sender
+        weakref.finalize(self, sender.stop)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -359,7 +455,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             weights = api.weights(plan.id)
             # A hierarchical table depends on the population's classes, not only on its
             # weights (NOTE [Offline streams] in client/_offline.py).
-            codes = api.codes(plan.dataset_id) if plan.algorithm == "hierarchical" else None
+            # So does a schedule's: its weights are a function of the class counts.
+            needs_codes = plan.algorithm == "hierarchical" or plan.config.get("schedule")
+            codes = api.codes(plan.dataset_id) if needs_codes else None
         except BadRequestError as exc:
             # The service refuses to send them (more values than its page limit): the
             # sampler works, only without an offline fallback.
@@ -417,6 +515,15 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     # -- the Sampler protocol --------------------------------------------------------------
 
+    def _draws(self) -> int:
+        """Draws in the current epoch, over all ranks: the plan's ``num_samples``, or with a
+        ``dynamic_balance`` schedule and ``num_samples`` null, the sum of the epoch's quotas."""
+        if self._schedule is None or self.plan.config.get("num_samples") is not None:
+            return self.plan.num_samples
+        # The schedule is a pure function of the class counts: the same core as the service.
+        counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
+        return self._schedule.num_samples(counts, self._epoch) or self.plan.population_size
+
     @property
     def num_samples(self) -> int:  # type: ignore[override]
         """This rank's indices per epoch, as ``DistributedSampler.num_samples`` (= ``len``)."""
@@ -427,7 +534,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         """Indices per epoch over all ranks, padding included (``pad=False``: the plan's draws)."""
         if self.drop_last or self.pad:
             return len(self) * self.world_size
-        return self.plan.num_samples
+        return self._draws()
 
     @property
     def epoch(self) -> int:
@@ -448,13 +555,24 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def _deal_length(self, start: int, rank: int, world_size: int) -> int:
         return dealt_length(
-            self.plan.num_samples, start, world_size, rank, pad=self.pad, drop_last=self.drop_last
+            self._draws(), start, world_size, rank, pad=self.pad, drop_last=self.drop_last
         )
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
         _check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
+            if self.run is not None:
+                self.flush_updates()
+                if (
+                    torch.distributed.is_available()
+                    and torch.distributed.is_initialized()
+                    and torch.distributed.get_world_size() > 1
+                ):
+                    # No rank may read (and so freeze) the next epoch before every rank's
+                    # updates of this one are in: see NOTE [Runs].
+                    torch.distributed.barrier()
+                self._step = 0
             self._epoch = epoch
             self._start = 0
             self._position = 0
@@ -482,7 +600,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         if resume is None:
             return 0, 0
         unedited = resume.global_position == global_position(
-            self.plan.num_samples, resume.start, resume.world_size, resume.position
+            self._draws(), resume.start, resume.world_size, resume.position
         )
         if (
             resume.world_size == world_size
@@ -520,10 +638,83 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         finally:
             self._iterating = False
 
+    # -- runs ---------------------------------------------------------------------------------
+
+    def update_weights(
+        self,
+        indices: npt.ArrayLike,
+        values: npt.ArrayLike,
+        *,
+        op: str = "set",
+        alpha: float | None = None,
+    ) -> None:
+        """Change the weights of the next epochs of the run: see NOTE [Runs].
+
+        ``indices`` are population positions (what this sampler yields with
+        ``space="population"``), ``values`` one float per index; ``op`` is ``"set"``,
+        ``"mul"`` or ``"ema"`` (``w = (1 - alpha) * w + alpha * v``, alpha in (0, 1]).
+        Buffered and sent in the background; :meth:`flush_updates` (and ``set_epoch``)
+        waits for them.
+        """
+        if self.run is None:
+            raise ValueError("update_weights needs a run: RemoteWeightedSampler(..., run='job-1')")
+        if op not in ("set", "mul", "ema"):
+            raise ValueError(f"op should be 'set', 'mul' or 'ema', but got op={op!r}")
+        if op == "ema":
+            if alpha is None or not 0.0 < float(alpha) <= 1.0:
+                raise ValueError(f"op 'ema' needs alpha in (0, 1], but got alpha={alpha!r}")
+        elif alpha is not None:
+            raise ValueError(f"alpha only applies to op 'ema', not to op {op!r}")
+        idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
+        val = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        val = val.astype(np.float64, copy=False).reshape(-1)
+        if idx.shape != val.shape:
+            raise ValueError(
+                f"indices and values should have the same length, but got {idx.shape[0]} "
+                f"and {val.shape[0]}"
+            )
+        if self._updates and self._updates[0][:2] != (op, alpha):
+            self._send_buffer()
+        self._updates.append((op, alpha, self._step, idx, val))
+        self._buffered += int(idx.shape[0])
+        self._step += 1
+        if self._buffered >= self.update_batch_size:
+            self._send_buffer()
+
+    def _send_buffer(self) -> None:
+        if not self._updates:
+            return
+        assert self._sender is not None
+        op, alpha, step = self._updates[0][:3]
+        self._sender.send(
+            {
+                "indices": np.concatenate([u[3] for u in self._updates]),
+                "values": np.concatenate([u[4] for u in self._updates]),
+                "epoch": self._epoch,
+                "rank": self.rank,
+                "step": step,
+                "op": op,
+                "alpha": alpha,
+            }
+        )
+        self._updates = []
+        self._buffered = 0
+
+    def flush_updates(self) -> None:
+        """Send every buffered update and wait until the service has them (or raise)."""
+        if self._sender is None:
+            return
+        self._send_buffer()
+        self._sender.wait()
+
     # -- resumption --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands in the epoch; see NOTE [Resumption]."""
+        if self.run is not None:
+            # A checkpoint must not hold a position past updates that were never sent.
+            self.flush_updates()
         if self._resume is not None:
             # Loaded but not iterated yet: hand the loaded state on unchanged.
             resume = self._resume
@@ -532,8 +723,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         else:
             world_size = self._used_world_size or self.world_size
             start, position = self._start, self._position
-            reached = global_position(self.plan.num_samples, start, world_size, position)
-        return {
+            reached = global_position(self._draws(), start, world_size, position)
+        state: dict[str, Any] = {
             "plan_id": self.plan_id,
             "epoch": self._epoch,
             "position": position,
@@ -541,6 +732,10 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             "start": start,
             "global_position": reached,
         }
+        if self.run is not None:
+            state["run"] = self.run
+            state["update_step"] = self._step
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict`` at the next ``iter()``, in this world size or another."""
@@ -554,12 +749,17 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 f"state_dict is for plan {state_dict['plan_id']!r}, "
                 f"this sampler draws plan {self.plan_id!r}"
             )
-        num_samples = self.plan.num_samples
+        if state_dict.get("run") != self.run:
+            raise ValueError(
+                f"state_dict is for run {state_dict.get('run')!r}, "
+                f"this sampler draws run {self.run!r}"
+            )
         epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        saved_epoch, self._epoch = self._epoch, epoch
+        num_samples = self._draws()  # the length of the saved epoch
+        self._epoch = saved_epoch
         position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
-        world_size = _check_int(
-            "world_size", state_dict["world_size"], minimum=1, what="positive"
-        )
+        world_size = _check_int("world_size", state_dict["world_size"], minimum=1, what="positive")
         start = _check_int("start", state_dict.get("start", 0), minimum=0, what="non-negative")
         if start > num_samples:
             raise ValueError(
@@ -586,6 +786,10 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._start = 0
         self._position = 0
         self._resume = _Resume(world_size, start, position, reached)
+        if self.run is not None:
+            self._step = _check_int(
+                "update_step", state_dict.get("update_step", 0), minimum=0, what="non-negative"
+            )
 
     def __repr__(self) -> str:
         rank, world_size = self._world()
@@ -621,6 +825,10 @@ class _ChunkFetcher:
             "pad": s.pad,
             "drop_last": s.drop_last,
         }
+        if s.run is not None:
+            # A run's weights live in the service: no offline fallback (NOTE [Runs]).
+            assert s.api is not None
+            return s.api.run_indices(s.run, **page)
         if self.online:
             assert s.api is not None
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from service.config import Settings
 from service.core.batches import batching_from_json
 from service.core.labels import Labels, labels_from_codes
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
+from service.core.schedules import schedule_from_json
 from service.core.splitting import split_from_canonical
 from service.core.streams import Int64Array, StreamRequest, in_space
 from service.epoch_cache import EpochCache
@@ -85,6 +86,7 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
         replacement=canonical["replacement"],
         seed=canonical["seed"],
         algorithm=canonical["algorithm"],
+        schedule=schedule_from_json(canonical.get("schedule")),
         batching=batching_from_json(canonical.get("batching")),
         num_batches=canonical.get("num_batches"),
     )
@@ -290,12 +292,17 @@ class Catalog:
         """The plan and its page when serving it costs no more than a slice of memory.
 
         That is: the plan is prepared in memory, its algorithm is ``torch`` with the
-        epoch cached, and the page holds at most :data:`INLINE_PAGE_VALUES` values. Then
-        the HTTP layer answers on the event loop; ``None`` means the work may block (a
-        store read, a draw, a large page), and it belongs in a worker thread.
+        epoch cached, it has no schedule (an epoch's view of a schedule may need its
+        weights computed), and the page holds at most :data:`INLINE_PAGE_VALUES` values.
+        Then the HTTP layer answers on the event loop; ``None`` means the work may block
+        (a store read, a draw, a large page), and it belongs in a worker thread.
         """
         plan = self.prepared_plan(plan_id)
-        if plan is None or plan.prepared.config.algorithm != "torch":
+        if (
+            plan is None
+            or plan.prepared.config.algorithm != "torch"
+            or plan.prepared.config.schedule is not None
+        ):
             return None
         start, stop = request.page_bounds(plan.prepared.num_samples)
         if stop - start > INLINE_PAGE_VALUES or (plan.id, request.epoch) not in self.epochs:
@@ -304,22 +311,38 @@ class Catalog:
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""
-        start, stop = request.page_bounds(plan.prepared.num_samples)
+        return self.stream_page(plan.prepared.at_epoch(request.epoch), plan.id, request)
+
+    def stream_page(
+        self, prepared: PreparedPlan, stream_key: Hashable, request: StreamRequest
+    ) -> Int64Array:
+        """A page of ``request.epoch``'s stream drawn from ``prepared``, that epoch's view.
+
+        ``(stream_key, epoch)`` names the epoch's stream in the epoch cache: the plan id
+        for a plan's streams (a schedule's epochs differ by epoch), something else for
+        streams drawn from other weights, such as a run's.
+        """
+        start, stop = request.page_bounds(prepared.num_samples)
         self.check_page(stop - start)
         began = time.perf_counter()
-        page = self._page(plan, request, start, stop)
+        page = self._page(prepared, (stream_key, request.epoch), request, start, stop)
         if self.metrics is not None:
-            algorithm = plan.prepared.config.algorithm
+            algorithm = prepared.config.algorithm
             self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
             self.metrics.indices_served.labels(algorithm).inc(int(page.shape[0]))
         return page
 
-    def _page(self, plan: Plan, request: StreamRequest, start: int, stop: int) -> Int64Array:
+    def _page(
+        self,
+        prepared: PreparedPlan,
+        key: Hashable,
+        request: StreamRequest,
+        start: int,
+        stop: int,
+    ) -> Int64Array:
         """See NOTE [When an epoch is drawn whole]."""
-        prepared = plan.prepared
         if prepared.config.algorithm != "torch":
             return prepared.indices(request)
-        key = (plan.id, request.epoch)
         stream = self.epochs.get(key)
         if stream is None:
             span = (stop - start) * request.world_size
@@ -329,7 +352,8 @@ class Catalog:
                 and self.epochs.first_touch(key)
             ):
                 return prepared.indices(request)
-            stream = self.epoch_stream(plan, request.epoch)
+            epoch = request.epoch
+            stream = self.epochs.get_or_draw(key, lambda: prepared.draw_epoch(epoch))
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
             page = stream[request.start + start : request.start + stop]
@@ -338,17 +362,21 @@ class Catalog:
 
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
         """The whole epoch stream of a ``torch`` plan (read-only), drawn once while cached."""
-        return self.epochs.get_or_draw((plan.id, epoch), lambda: self._draw_epoch(plan, epoch))
+        prepared = plan.prepared.at_epoch(epoch)
+        return self.epochs.get_or_draw(
+            (plan.id, epoch), lambda: self._draw_epoch(plan.id, prepared, epoch)
+        )
 
-    def _draw_epoch(self, plan: Plan, epoch: int) -> Int64Array:
+    def _draw_epoch(self, plan_id: str, prepared: PreparedPlan, epoch: int) -> Int64Array:
         # Called once per single flight (NOTE [Single flight]): what the draws metric counts.
         if self.metrics is not None:
-            self.metrics.epoch_draws.labels(plan.prepared.config.algorithm).inc()
-        return plan.prepared.draw_epoch(epoch)
+            self.metrics.epoch_draws.labels(prepared.config.algorithm).inc()
+        return prepared.draw_epoch(epoch)
 
-    def weights(self, plan: Plan) -> npt.NDArray[np.float64]:
+    def weights(self, plan: Plan, epoch: int = 0) -> npt.NDArray[np.float64]:
+        """Per-sample weights of epoch ``epoch`` (the same for every epoch without a schedule)."""
         self.check_page(plan.prepared.population_size)
-        return plan.prepared.weights
+        return plan.prepared.weights_at(epoch)
 
 
 def _dataset_info(record: DatasetRecord) -> DatasetInfo:

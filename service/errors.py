@@ -11,7 +11,8 @@ sampling core raises them too, because they are plain Python (no web framework):
      │    ├── InvalidWeights
      │    ├── InvalidSplit
      │    ├── InvalidPlanConfig
-     │    └── InvalidStreamRequest
+     │    ├── InvalidStreamRequest
+     │    └── InvalidRunUpdate
      ├── MalformedRequest                   (400)  the body cannot be parsed at all
      ├── UnsupportedMediaType               (415)
      ├── NotAcceptable                      (406)
@@ -19,7 +20,11 @@ sampling core raises them too, because they are plain Python (no web framework):
      ├── Unauthorized                       (401)
      ├── NotFound                           (404)
      │    ├── DatasetNotFound
-     │    └── PlanNotFound
+     │    ├── PlanNotFound
+     │    └── RunNotFound
+     ├── Conflict                           (409)  the request contradicts what is stored
+     │    ├── RunPlanConflict
+     │    └── EpochFrozen
      ├── StorageUnavailable                 (503)
      └── RequestTimeout                     (504)  no response within the request timeout
 """
@@ -70,6 +75,11 @@ class InvalidStreamRequest(InvalidInput):
     type_slug = "invalid-stream-request"
 
 
+class InvalidRunUpdate(InvalidInput):
+    title = "Invalid run update"
+    type_slug = "invalid-run-update"
+
+
 class MalformedRequest(SamplePlanServiceError):
     status = 400
     title = "Malformed request"
@@ -114,6 +124,27 @@ class DatasetNotFound(NotFound):
 class PlanNotFound(NotFound):
     title = "Plan not found"
     type_slug = "plan-not-found"
+
+
+class RunNotFound(NotFound):
+    title = "Run not found"
+    type_slug = "run-not-found"
+
+
+class Conflict(SamplePlanServiceError):
+    status = 409
+    title = "Conflict"
+    type_slug = "conflict"
+
+
+class RunPlanConflict(Conflict):
+    title = "Run exists for another plan"
+    type_slug = "run-plan-conflict"
+
+
+class EpochFrozen(Conflict):
+    title = "Epoch frozen"
+    type_slug = "epoch-frozen"
 
 
 class StorageUnavailable(SamplePlanServiceError):

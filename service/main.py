@@ -18,14 +18,15 @@ from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
 from service.api.openapi import install_problem_openapi
 from service.api.problems import install_problem_handlers
-from service.api.routes import batches, datasets, health, metrics, plans, sample
+from service.api.routes import batches, datasets, health, metrics, plans, runs, sample
 from service.api.schemas import Problem
 from service.catalog import Catalog
 from service.config import Settings, get_settings
 from service.core import exact
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
-from service.storage import PlanStore
+from service.run_catalog import RunCatalog
+from service.storage import PlanStore, RunStore
 
 DESCRIPTION = """\
 Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
         await anyio.to_thread.run_sync(exact.warm_up)
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings, service_metrics)
+        app.state.runs = RunCatalog(RunStore(store.engine), app.state.catalog)
         if freeze_gc:
             gc.collect()
             gc.freeze()
@@ -141,7 +143,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
                 }
             },
         }
-    for router in (datasets.router, plans.router, batches.router, sample.router):
+    for router in (datasets.router, plans.router, batches.router, runs.router, sample.router):
         app.include_router(router, **v1_extra)
     app.include_router(health.router)
     app.include_router(metrics.router)

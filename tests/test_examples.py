@@ -47,6 +47,20 @@ def test_ddp_example(tmp_path: Path) -> None:
     assert "rank 0 epoch 0: 28 samples" in out and "rank 1 epoch 0: 28 samples" in out
 
 
+def test_loss_reweighting_example(tmp_path: Path) -> None:
+    out = run_example("loss_reweighting.py", "--samples", "400", "--hard", "20", cache=tmp_path)
+    shares = [
+        float(line.split("are ")[1].split("%")[0])
+        for line in out.splitlines()
+        if line.startswith("epoch ") and "of the draws" in line
+    ]
+    assert len(shares) == 2
+    # The hard samples' share of the weights rises above their share of the data (5 %).
+    after = float(out.split("with ")[1].split("%")[0])
+    assert after > 2 * 5.0
+    assert "frozen epochs [0, 1, 2]" in out
+
+
 def test_balanced_batches_example(tmp_path: Path) -> None:
     out = run_example(
         "balanced_batches.py", "--classes", "9", "--largest", "60", "--epochs", "1", cache=tmp_path

@@ -10,6 +10,7 @@ from service.api.uploads import JSON, parse_content_type
 from service.catalog import Catalog
 from service.config import Settings
 from service.errors import UnsupportedMediaType
+from service.run_catalog import RunCatalog
 
 # Async, though they do not await: FastAPI runs a plain ``def`` dependency in its
 # threadpool, and that hop cost more than everything else a cached page needs.
@@ -20,12 +21,18 @@ async def get_catalog(request: Request) -> Catalog:
     return catalog
 
 
+async def get_run_catalog(request: Request) -> RunCatalog:
+    runs: RunCatalog = request.app.state.runs
+    return runs
+
+
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+RunCatalogDep = Annotated[RunCatalog, Depends(get_run_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 

@@ -71,6 +71,7 @@ PLAN: dict[str, Any] = {
         "seed": 0,
         "algorithm": "torch",
     },
+    "epoch": 0,
     "population_size": 11,
     "num_samples": 11,
     "classes": [
@@ -119,6 +120,7 @@ PLAN: dict[str, Any] = {
 
 WEIGHTS: dict[str, Any] = {
     "plan_id": "e7a3f2290d9f33e7511dd221b60e89bfba753b39619dcb86fd00c1a6a0fd44bb",
+    "epoch": 0,
     "length": 11,
     "weights": [
         0.3333333333333333,
@@ -202,6 +204,7 @@ SAMPLE: dict[str, Any] = {
             "seed": 0,
             "algorithm": "torch",
         },
+        "epoch": 0,
         "population_size": 7,
         "num_samples": 7,
         "classes": [
@@ -294,3 +297,38 @@ DATASET_ID_EXAMPLES = {
         "The example dataset", DATASET_ID, "Created by POST /v1/datasets with its example."
     )
 }
+
+
+RUN_ID = "example-run"
+
+RUN_ID_EXAMPLES = {
+    "example": openapi_example(
+        "The example run", RUN_ID, "Created by PUT /v1/runs/example-run with its example."
+    )
+}
+
+RUN_CREATE: dict[str, Any] = {"plan_id": PLAN_ID}
+
+RUN: dict[str, Any] = {"id": RUN_ID, "plan_id": PLAN_ID, "frozen_epochs": [], "updates": 0}
+
+RUN_UPDATE: dict[str, Any] = {
+    "epoch": 0,
+    "rank": 0,
+    "step": 0,
+    "op": "ema",
+    "alpha": 0.5,
+    "indices": [3, 9],
+    "values": [2.0, 0.25],
+}
+
+RUN_UPDATED: dict[str, Any] = {**RUN, "updates": 1}
+
+RUN_WEIGHTS: dict[str, Any] = {
+    "run_id": RUN_ID,
+    "plan_id": PLAN_ID,
+    "epoch": 0,
+    "length": WEIGHTS["length"],
+    "weights": WEIGHTS["weights"],
+}
+
+RUN_INDICES: dict[str, Any] = {**INDICES, "run_id": RUN_ID}

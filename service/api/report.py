@@ -70,8 +70,24 @@ def _short(label: object, width: int = 22) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_report(plan: PlanOut) -> str:
-    """The whole HTML page for ``plan``."""
+#: Epochs the schedule chart covers (0 .. SCHEDULE_EPOCHS - 1).
+SCHEDULE_EPOCHS = 21
+
+#: Classes the schedule chart draws a line for (in class order).
+MAX_SCHEDULE_LINES = 12
+
+_LINE_COLOURS = (
+    "#2f6fd6", "#e8591c", "#3a9a4a", "#9b4dca", "#c7a21a", "#d6336c",
+    "#1aa3a3", "#6b7280", "#8c564b", "#17becf", "#bcbd22", "#393b79",
+)  # fmt: skip
+
+
+def render_report(plan: PlanOut, schedule_shares: list[list[float]] | None = None) -> str:
+    """The whole HTML page for ``plan``.
+
+    ``schedule_shares[e][c]``, for a plan with a schedule, is class ``c``'s expected share
+    of epoch ``e``'s draws; the page then charts it against the epoch.
+    """
     config = plan.config
     parts = [
         "<!doctype html>",
@@ -86,6 +102,14 @@ def render_report(plan: PlanOut) -> str:
         *_coverage_notes(plan),
         "<h2>Class shares before and after balancing</h2>",
         _chart(plan.classes),
+        *(
+            [
+                "<h2>Class shares over the epochs of the schedule</h2>",
+                _schedule_chart(plan, schedule_shares),
+            ]
+            if schedule_shares
+            else []
+        ),
         "<h2>Class table</h2>",
         _class_table(plan),
         "<h2>Reproducibility manifest</h2>",
@@ -210,6 +234,55 @@ def _chart(rows: list[ClassRow]) -> str:
             "the table below has them all.</p>"
         )
     return "".join(out)
+
+
+def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
+    """Lines: per class, its expected share of each epoch's draws."""
+    left, plot_w, plot_h, top, legend_w = 50, 520, 220, 16, 180
+    width, height = left + plot_w + legend_w, top + plot_h + 40
+    epochs = len(shares)
+    peak = max([max(row) for row in shares if row] + [1e-12])
+    lines = [
+        f'<svg class="schedule-chart" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Expected share of each class in the draws of each epoch">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#9aa5b8"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#9aa5b8"/>',
+        f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{_pct(peak, 0)}</text>',
+        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">0%</text>',
+        f'<text x="{left + plot_w / 2:.0f}" y="{top + plot_h + 32}" text-anchor="middle">'
+        "epoch</text>",
+    ]
+    step = max(1, (epochs - 1) // 10)
+    for e in range(0, epochs, step):
+        x = left + plot_w * e / max(epochs - 1, 1)
+        lines.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{e}</text>')
+    for c, row in enumerate(plan.classes[:MAX_SCHEDULE_LINES]):
+        colour = _LINE_COLOURS[c % len(_LINE_COLOURS)]
+        points = " ".join(
+            f"{left + plot_w * e / max(epochs - 1, 1):.1f},"
+            f"{top + plot_h * (1 - shares[e][c] / peak):.1f}"
+            for e in range(epochs)
+        )
+        label = escape(str(row.label))
+        lines.append(
+            f'<g class="class-line" data-class="{label}"><title>{label}</title>'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/></g>'
+        )
+        y = top + 14 * c + 8
+        lines.append(
+            f'<rect x="{left + plot_w + 16}" y="{y - 9}" width="10" height="10" '
+            f'fill="{colour}"/><text x="{left + plot_w + 30}" y="{y}">'
+            f"{escape(_short(row.label))}: {_pct(shares[0][c])} → {_pct(shares[-1][c])}</text>"
+        )
+    lines.append("</svg>")
+    if len(plan.classes) > MAX_SCHEDULE_LINES:
+        lines.append(
+            f'<p class="muted">The chart shows the first {MAX_SCHEDULE_LINES} of '
+            f"{len(plan.classes):,} classes.</p>"
+        )
+    return "".join(lines)
 
 
 def _class_table(plan: PlanOut) -> str:

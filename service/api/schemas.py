@@ -15,6 +15,7 @@ from pydantic.config import JsonDict
 
 from service.core.batches import batching_from_json
 from service.core.plan import Algorithm, PlanConfig
+from service.core.schedules import schedule_from_json
 from service.core.splitting import Split
 from service.core.streams import Space, StreamRequest
 from service.core.weighting import Strategy, weights_from_list
@@ -97,6 +98,17 @@ class PlanFields(_Request):
         json_schema_extra=_SEED,
     )
     algorithm: Algorithm = "torch"
+    schedule: dict[str, Any] | None = Field(
+        default=None,
+        description="Weights as a function of the epoch (strategy left at its default): "
+        '`{"kind": "power", "start": 0.0, "end": 1.0, "epochs": 10}` gives class weight '
+        "`count ** -p(e)`, `p(e) = start + (end - start) * min(e, epochs) / epochs`; "
+        '`{"kind": "dynamic_balance", "lambda": 0.9, "max_d": null}` gives catalyst\'s '
+        "DynamicBalanceClassSampler quotas `int(min(D_c ** lambda ** e, max_d) * n_min)` as "
+        "weights `quota_c / n_c` (num_samples null: the sum of the quotas). null: the same "
+        "weights every epoch.",
+        examples=[{"kind": "power", "start": 0.0, "end": 1.0, "epochs": 10}],
+    )
     batching: dict[str, Any] | None = Field(
         default=None,
         description='Batch plans: {"kind": "m_per_class", "m": 4, "batch_size": 32} or '
@@ -127,6 +139,7 @@ class PlanFields(_Request):
             replacement=self.replacement,
             seed=self.seed,
             algorithm=self.algorithm,
+            schedule=schedule_from_json(self.schedule),
             batching=batching_from_json(self.batching),
             num_batches=self.num_batches,
         )
@@ -260,8 +273,13 @@ class PlanOut(BaseModel):
     id: str = Field(description="SHA-256 of the dataset id and the canonical config.")
     dataset_id: str
     config: dict[str, Any] = Field(description="The canonical config, every default filled in.")
+    epoch: int = Field(
+        default=0,
+        description="The epoch the class table and num_samples describe (they change with "
+        "the epoch only for a plan with a schedule).",
+    )
     population_size: int = Field(description="Samples drawn from: the training part when split.")
-    num_samples: int = Field(description="Draws per epoch.")
+    num_samples: int = Field(description="Draws in the epoch.")
     classes: list[ClassRow] = Field(
         description="The class table, classes in canonical (sorted) order."
     )
@@ -311,6 +329,7 @@ class WeightsOut(BaseModel):
     """``GET /v1/plans/{plan_id}/weights`` as JSON (written directly, without this model)."""
 
     plan_id: str
+    epoch: int = Field(description="The epoch these weights are drawn with.")
     length: int = Field(description="Population size: one weight per population position.")
     weights: list[float]
 
@@ -329,6 +348,22 @@ class IndicesOut(BaseModel):
     pad: bool = Field(default=True, description="Whether the ragged tail is padded.")
     drop_last: bool = Field(default=False, description="Whether the ragged tail is dropped.")
     indices: list[int] = Field(description="The page: positions in the population (or dataset).")
+
+
+class RunWeightsOut(BaseModel):
+    """``GET /v1/runs/{run_id}/weights`` as JSON (written directly, without this model)."""
+
+    run_id: str
+    plan_id: str
+    epoch: int
+    length: int
+    weights: list[float]
+
+
+class RunIndicesOut(IndicesOut):
+    """``GET /v1/runs/{run_id}/indices`` as JSON (written directly, without this model)."""
+
+    run_id: str
 
 
 class BatchesOut(BaseModel):
@@ -375,3 +410,55 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+class RunCreate(_Request):
+    """``PUT /v1/runs/{run_id}``: the plan the run draws from."""
+
+    plan_id: str = Field(description="The plan whose weights epoch 0 of the run uses.")
+
+
+class RunUpdateIn(_Request):
+    """One sparse update of a run's weights, sent during epoch ``epoch``.
+
+    It changes the weights of epoch ``epoch + 1`` and later. Updates of one epoch apply in
+    the order ``(step, rank, arrival within that rank)``.
+    """
+
+    epoch: int = Field(ge=0, description="The epoch during which the update is sent.")
+    rank: int = Field(default=0, ge=0, description="The sending rank.")
+    step: int = Field(default=0, ge=0, description="The training step (orders updates).")
+    op: str = Field(
+        description="`set` (w = v), `mul` (w = w * v) or `ema` (w = (1 - alpha) w + alpha v)."
+    )
+    alpha: float | None = Field(default=None, description="`ema` only: in (0, 1].")
+    indices: SkipValidation[list[int]] = Field(description="Population positions.")
+    values: SkipValidation[list[float]] = Field(description="One value per index.")
+    update_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Chosen by the sender (e.g. a UUID): an update sent again with the same "
+        "id (a retry) is applied once. The Python client sets one on every update.",
+    )
+
+
+class RunUpdateMeta(BaseModel):
+    """The query of a binary update (``Content-Type: application/octet-stream``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=0)
+    rank: int = Field(default=0, ge=0)
+    step: int = Field(default=0, ge=0)
+    op: str
+    alpha: float | None = None
+    update_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RunOut(BaseModel):
+    id: str
+    plan_id: str
+    frozen_epochs: list[int] = Field(
+        description="Epochs that have been served: their weights never change again."
+    )
+    updates: int = Field(description="Updates accepted so far.")

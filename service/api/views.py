@@ -20,6 +20,10 @@ def dataset_out(info: DatasetInfo) -> DatasetOut:
 
 def class_rows(plan: Plan, stats: PlanStats | None = None) -> list[ClassRow]:
     stats = stats or plan_statistics(plan.prepared)
+    return rows_of(plan, stats)
+
+
+def rows_of(plan: Plan, stats: PlanStats) -> list[ClassRow]:
     return [
         ClassRow.model_validate(
             {
@@ -38,15 +42,18 @@ def class_rows(plan: Plan, stats: PlanStats | None = None) -> list[ClassRow]:
     ]
 
 
-def plan_out(plan: Plan) -> PlanOut:
-    stats = plan_statistics(plan.prepared)
+def plan_out(plan: Plan, epoch: int = 0) -> PlanOut:
+    """The plan as epoch ``epoch`` sees it (its weights, length and class table)."""
+    prepared = plan.prepared.at_epoch(epoch)
+    stats = plan_statistics(prepared)
     return PlanOut(
         id=plan.id,
         dataset_id=plan.dataset_id,
         config=plan.config,
-        population_size=plan.prepared.population_size,
-        num_samples=plan.prepared.num_samples,
-        classes=class_rows(plan, stats),
+        epoch=epoch,
+        population_size=prepared.population_size,
+        num_samples=prepared.num_samples,
+        classes=rows_of(plan, stats),
         epoch_coverage=EpochCoverage(
             expected_distinct_samples=stats.expected_distinct_samples,
             expected_coverage=stats.expected_coverage,

@@ -14,8 +14,10 @@ import hashlib
 import json
 import math
 import platform
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal, get_args
 
@@ -29,6 +31,7 @@ from service.core.exact import CumulativeTable, draw_exact_with_replacement
 from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
 from service.core.hierarchical import HierarchicalTable, draw_hierarchical
 from service.core.labels import Labels
+from service.core.schedules import DynamicBalanceSchedule, Schedule
 from service.core.splitting import SEED_LIMIT, Split
 from service.core.streams import (
     TORCH_MAX_CATEGORIES,
@@ -41,7 +44,13 @@ from service.core.streams import (
     rank_length,
     shard_positions,
 )
-from service.core.weighting import STRATEGIES, Strategy, resolve_class_weights, sample_weights
+from service.core.weighting import (
+    STRATEGIES,
+    Strategy,
+    check_weights,
+    resolve_class_weights,
+    sample_weights,
+)
 from service.errors import InvalidPlanConfig, InvalidWeights
 
 Algorithm = Literal["torch", "hierarchical"]
@@ -77,6 +86,7 @@ class PlanConfig:
     replacement: bool = True
     seed: int = 0
     algorithm: Algorithm = "torch"
+    schedule: Schedule | None = None
     #: Batch plans (``service.core.batches``): the contract, and batches per epoch
     #: (``None``: ``max(1, population_size // batch_size)``).
     batching: Batching | None = None
@@ -136,6 +146,21 @@ class PlanConfig:
                 "and repeats a class once it is used up; replacement=false has no meaning "
                 "for it: leave replacement at true"
             )
+        if self.schedule is not None and self.strategy != "inverse_frequency":
+            raise InvalidPlanConfig(
+                "a schedule defines the weights of every epoch: leave 'strategy' at its "
+                f"default, but got strategy={self.strategy!r}"
+            )
+        if self.schedule is not None and self.batching is not None:
+            raise InvalidPlanConfig(
+                "'schedule' changes a plan's weights and 'batching' fixes its batches' "
+                "class make-up: a plan takes one or the other"
+            )
+
+    @property
+    def epoch_lengths_vary(self) -> bool:
+        """Whether ``num_samples`` depends on the epoch (``dynamic_balance``, num_samples null)."""
+        return isinstance(self.schedule, DynamicBalanceSchedule) and self.num_samples is None
 
     def canonical(self, num_samples: int, num_batches: int | None = None) -> dict[str, Any]:
         """The JSON form that names the plan: every default filled, ``num_samples`` resolved.
@@ -164,11 +189,15 @@ class PlanConfig:
         else:
             out["split"] = None
         out.update(
-            num_samples=num_samples,
+            # Null when every epoch has its own length (the sum of its quotas).
+            num_samples=None if self.epoch_lengths_vary else num_samples,
             replacement=self.replacement,
             seed=self.seed,
             algorithm=self.algorithm,
         )
+        # Only when set: every plan made before schedules existed keeps its id.
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.canonical()
         if self.batching is not None:
             if num_batches is None:
                 raise ValueError("a batch plan's canonical form needs its resolved num_batches")
@@ -248,12 +277,47 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
     return problems
 
 
+#: Epochs of a scheduled plan whose weights (and drawing tables) are kept prepared.
+_EPOCH_VIEWS = 8
+
+
+class _EpochViews:
+    """The last few epochs of a scheduled plan, prepared; shared by all its views."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._views: OrderedDict[int, PreparedPlan] = OrderedDict()
+
+    def get(self, epoch: int, build: Callable[[], PreparedPlan]) -> PreparedPlan:
+        with self._lock:
+            view = self._views.get(epoch)
+            if view is not None:
+                self._views.move_to_end(epoch)
+                return view
+        view = build()  # outside the lock: two builds of one epoch give equal views
+        with self._lock:
+            self._views[epoch] = view
+            while len(self._views) > _EPOCH_VIEWS:
+                self._views.popitem(last=False)
+        return view
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedPlan:
     """Everything a stream is drawn from, computed once per plan.
 
     ``population`` holds the dataset index of every population position (``None`` when
     the population is the whole dataset); ``weights`` and ``codes`` are per position.
+
+    NOTE [Epoch views]
+        With a ``schedule`` the weights and the length depend on the epoch. ``weights``
+        and ``num_samples`` are those of epoch ``epoch`` (0 for a plan as prepared);
+        :meth:`at_epoch` gives the plan as another epoch sees it, a ``PreparedPlan`` with
+        that epoch's weights, length and drawing tables, so statistics, summaries and
+        pages of an epoch are computed from its view exactly as from a plan without a
+        schedule. Every drawing method takes the epoch and goes through its view, so an
+        epoch is never drawn from another epoch's weights. Without a schedule every
+        epoch's view is the plan itself.
     """
 
     config: PlanConfig
@@ -263,7 +327,31 @@ class PreparedPlan:
     codes: npt.NDArray[np.unsignedinteger]
     weights: npt.NDArray[np.float64]
     num_samples: int
+    epoch: int = 0
+    _views: _EpochViews = field(default_factory=_EpochViews, repr=False)
     batch_table: BatchTable | None = None
+
+    def at_epoch(self, epoch: int) -> PreparedPlan:
+        """The plan as epoch ``epoch`` draws it; see NOTE [Epoch views]."""
+        schedule = self.config.schedule
+        if schedule is None or epoch == self.epoch:
+            return self
+
+        def build() -> PreparedPlan:
+            weights, num_samples = scheduled_weights(
+                self.config, self.codes, self.num_classes, epoch
+            )
+            return replace(self, weights=weights, num_samples=num_samples, epoch=epoch)
+
+        return self._views.get(epoch, build)
+
+    def weights_at(self, epoch: int) -> npt.NDArray[np.float64]:
+        """Per-sample weights of epoch ``epoch`` (the plan's ``weights`` without a schedule)."""
+        return self.at_epoch(epoch).weights
+
+    def num_samples_at(self, epoch: int) -> int:
+        """Draws in epoch ``epoch`` (the plan's ``num_samples`` without a schedule)."""
+        return self.at_epoch(epoch).num_samples
 
     @property
     def population_size(self) -> int:
@@ -323,6 +411,9 @@ class PreparedPlan:
 
     def draw_range(self, epoch: int, start: int, stop: int) -> Int64Array:
         """Population positions ``[start, stop)`` of the epoch stream."""
+        view = self.at_epoch(epoch)
+        if view is not self:
+            return view.draw_range(epoch, start, stop)
         seed = self.config.seed
         if self.config.algorithm == "hierarchical":
             return draw_hierarchical(self._hierarchical_table, seed, epoch, start, stop)
@@ -338,6 +429,9 @@ class PreparedPlan:
         """The whole epoch stream (population positions). Only for algorithm ``torch``."""
         if self.config.algorithm != "torch":
             raise ValueError("algorithm 'hierarchical' epochs are never materialised; draw ranges")
+        view = self.at_epoch(epoch)
+        if view is not self:
+            return view.draw_epoch(epoch)
         if self.draws_by_range:
             return self.draw_range(epoch, 0, self.num_samples)
         return draw_torch_epoch(
@@ -354,6 +448,9 @@ class PreparedPlan:
         between wrap-arounds is drawn as one range, so a page costs O(world_size * limit)
         draws wherever it is.
         """
+        view = self.at_epoch(epoch)
+        if view is not self:
+            return view.draw_positions(epoch, positions)
         out = np.empty(positions.shape[0], dtype=np.int64)
         if positions.shape[0] == 0:
             return out
@@ -387,10 +484,32 @@ class PreparedPlan:
 
         ``epoch_stream``, when the caller holds the whole epoch already, saves drawing.
         """
+        view = self.at_epoch(request.epoch)
+        if view is not self:
+            return view.indices(request, epoch_stream)
         if epoch_stream is not None:
             return cut_page(epoch_stream, self.num_samples, request, self.population)
         page = self.draw_positions(request.epoch, shard_positions(self.num_samples, request))
         return in_space(page, request.space, self.population)
+
+
+def scheduled_weights(
+    config: PlanConfig, codes: npt.NDArray[np.unsignedinteger], num_classes: int, epoch: int
+) -> tuple[npt.NDArray[np.float64], int]:
+    """Per-sample weights and draws of epoch ``epoch`` of a plan with a schedule.
+
+    See NOTE [Schedule formulas] in ``schedules.py``; ``num_samples`` null is the
+    population size, or for ``dynamic_balance`` the sum of the epoch's quotas.
+    """
+    schedule = config.schedule
+    assert schedule is not None
+    counts = np.bincount(codes, minlength=num_classes).astype(np.int64)
+    weights = schedule.class_weights(counts, epoch)[codes]
+    check_weights(weights, what="weights")
+    num_samples = config.num_samples
+    if num_samples is None:
+        num_samples = schedule.num_samples(counts, epoch) or int(codes.shape[0])
+    return weights, num_samples
 
 
 def prepare_plan(
@@ -422,16 +541,19 @@ def prepare_plan(
     else:
         counts = np.zeros(labels.num_classes, dtype=np.int64)
         count_values(codes, counts)
-    weights = sample_weights(
-        config.strategy,
-        codes,
-        counts,
-        beta=config.beta,
-        class_weights=class_weights,
-        per_sample=per_sample,
-    )
     size = int(codes.shape[0])
-    num_samples = size if config.num_samples is None else config.num_samples
+    if config.schedule is not None:
+        weights, num_samples = scheduled_weights(config, codes, labels.num_classes, 0)
+    else:
+        weights = sample_weights(
+            config.strategy,
+            codes,
+            counts,
+            beta=config.beta,
+            class_weights=class_weights,
+            per_sample=per_sample,
+        )
+        num_samples = size if config.num_samples is None else config.num_samples
     if max_num_samples is not None and num_samples > max_num_samples:
         raise InvalidPlanConfig(
             f"num_samples={num_samples} is over this service's limit of {max_num_samples} "

@@ -240,6 +240,7 @@ def summarize_stream(
     ranges (``torch`` without replacement, at most 2**24 draws, or a single draw) has its
     epoch drawn once and cut, rather than drawn again for every chunk.
     """
+    plan = plan.at_epoch(request.epoch)  # a schedule's epoch has its own weights and length
     length = request.length(plan.num_samples)
     counts = np.zeros(plan.num_classes, dtype=np.int64)
     digest = hashlib.sha256()

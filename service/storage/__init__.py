@@ -1,9 +1,19 @@
 """The plan store: datasets and plans in SQLite (default) or PostgreSQL, via SQLAlchemy 2.
 
 Records here are plain bytes and JSON; turning them into arrays is the caller's job, so
-the store knows nothing of the sampling core.
+the store knows nothing of the sampling core. Runs live in their own tables
+(:mod:`service.storage.runs`), in the same database.
 """
 
+from service.storage.runs import EpochRecord, RunRecord, RunStore, UpdateRecord
 from service.storage.store import DatasetRecord, PlanRecord, PlanStore
 
-__all__ = ["DatasetRecord", "PlanRecord", "PlanStore"]
+__all__ = [
+    "DatasetRecord",
+    "EpochRecord",
+    "PlanRecord",
+    "PlanStore",
+    "RunRecord",
+    "RunStore",
+    "UpdateRecord",
+]

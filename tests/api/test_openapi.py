@@ -123,8 +123,8 @@ def test_trying_every_example_answers_as_documented(
 ) -> None:
     """What a newcomer does in /docs: create the example dataset and plan, then try the rest."""
     ops = operations(schema)
-    # POSTs first: they create what the other operations' path examples name.
-    ops.sort(key=lambda o: (o[0] != "post", o[1] != "/v1/datasets"))
+    # POSTs and PUTs first: they create what the other operations' path examples name.
+    ops.sort(key=lambda o: (o[0] not in ("post", "put"), o[1] != "/v1/datasets"))
     tried = 0
     for method, path, op in ops:
         url = path.format(**_path_values(op))

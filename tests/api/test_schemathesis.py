@@ -55,6 +55,13 @@ SCHEMA_CANNOT_STATE = {
     # Not a batch plan (the plan's config decides), and rank < world_size.
     "/v1/plans/{plan_id}/batches": ["2xx", "404", "422"],
     "/v1/plans/{plan_id}/batches/summary": ["2xx", "404", "422"],
+    # The run and its plan must exist; a run id names one plan (409 for another); a plan
+    # with a schedule cannot back a run; an update's indices lie in the population, its
+    # epoch's successor must not be frozen (409), the weights it leaves must be drawable.
+    "/v1/runs/{run_id}": ["2xx", "404", "409", "422"],
+    "/v1/runs/{run_id}/updates": ["2xx", "404", "409", "422"],
+    "/v1/runs/{run_id}/weights": ["2xx", "404", "422"],
+    "/v1/runs/{run_id}/indices": ["2xx", "404", "422"],
 }
 
 

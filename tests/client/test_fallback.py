@@ -320,3 +320,30 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert default_cache_dir() == tmp_path / "sampleplan"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")
     assert default_cache_dir() == Path.home() / ".cache" / "sampleplan"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"schedule": {"kind": "dynamic_balance", "lambda": 0.6}, "seed": 2},
+        {
+            "schedule": {"kind": "power", "start": 0.0, "end": 1.0, "epochs": 3},
+            "split": {"fractions": [0.8, 0.2], "seed": 1},
+        },
+        {
+            "schedule": {"kind": "power", "start": 1.0, "end": 0.0, "epochs": 2},
+            "algorithm": "hierarchical",
+        },
+    ],
+)
+def test_a_scheduled_plan_offline_follows_the_epoch(
+    live_server: LiveServer, api: SamplePlanClient, dataset: Items, config: dict[str, Any]
+) -> None:
+    plan = api.create_plan(labels=dataset.targets, **config)
+    served = {epoch: api.indices(plan.id, epoch=epoch).tolist() for epoch in (0, 1, 4)}
+    RemoteWeightedSampler(plan.id, api)  # caches the plan (and its class codes)
+    live_server.stop()
+    for epoch in (0, 1, 4):
+        sampler = RemoteWeightedSampler(plan.id, None, epoch=epoch)
+        assert len(sampler) == len(served[epoch])
+        assert list(sampler) == served[epoch]

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import JSON_BODY, CatalogDep
-from service.api.report import REPORT_CSP, render_report
+from service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
 from service.api.schemas import (
     IndicesOut,
     PlanCreate,
@@ -35,6 +35,14 @@ EpochQuery = Annotated[
 ]
 RankQuery = Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")]
 WorldSizeQuery = Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")]
+WeightsEpochQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        lt=2**32,
+        description="Epoch whose weights to describe; they differ by epoch only with a schedule.",
+    ),
+]
 StartQuery = Annotated[
     int,
     Query(
@@ -154,15 +162,16 @@ def create_plan(
     ),
     responses={200: {"content": {"application/json": {"example": examples.PLAN}}}, **_NOT_FOUND},
 )
-def get_plan(plan_id: PlanId, catalog: CatalogDep) -> PlanOut:
-    return plan_out(catalog.get_plan(plan_id))
+def get_plan(plan_id: PlanId, catalog: CatalogDep, epoch: WeightsEpochQuery = 0) -> PlanOut:
+    return plan_out(catalog.get_plan(plan_id), epoch)
 
 
 @router.get(
     "/{plan_id}/weights",
     summary="Per-sample weights of the plan's population",
     description=(
-        "float64 weights, one per population position (the training part when split). "
+        "float64 weights, one per population position (the training part when split), of "
+        "epoch `epoch` (a plan with a schedule has different weights each epoch). "
         "At most `max_page` values per response (422 beyond)."
     ),
     responses={
@@ -172,14 +181,18 @@ def get_plan(plan_id: PlanId, catalog: CatalogDep) -> PlanOut:
     },
 )
 def get_weights(
-    plan_id: PlanId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+    plan_id: PlanId,
+    catalog: CatalogDep,
+    media_type: ArrayMediaType,
+    request: Request,
+    epoch: WeightsEpochQuery = 0,
 ) -> Response:
     plan = catalog.get_plan(plan_id)
-    weights = catalog.weights(plan)
+    weights = catalog.weights(plan, epoch)
     return array_response(
         media_type,
         weights,
-        meta={"plan_id": plan.id, "length": int(weights.shape[0])},
+        meta={"plan_id": plan.id, "epoch": epoch, "length": int(weights.shape[0])},
         key="weights",
         head_only=request.method == "HEAD",
     )
@@ -261,7 +274,7 @@ async def get_indices(
 def _indices_response(
     media_type: str, plan: Plan, indices: Int64Array, request: StreamRequest, head_only: bool
 ) -> Response:
-    stream_length = request.length(plan.prepared.num_samples)
+    stream_length = request.length(plan.prepared.at_epoch(request.epoch).num_samples)
     meta = {
         "plan_id": plan.id,
         "epoch": request.epoch,
@@ -341,7 +354,7 @@ def get_indices_summary(
         drop_last=drop_last,
     )
     plan = catalog.get_plan(plan_id)
-    length = request.length(plan.prepared.num_samples)
+    length = request.length(plan.prepared.at_epoch(epoch).num_samples)
     if length > catalog.settings.max_num_samples:
         raise InvalidStreamRequest(
             f"the stream has {length} draws; this service summarises at most "
@@ -381,5 +394,12 @@ def get_report(
     plan_id: PlanId,
     catalog: CatalogDep,
 ) -> HTMLResponse:
-    html = render_report(plan_out(catalog.get_plan(plan_id)))
+    plan = catalog.get_plan(plan_id)
+    shares = None
+    if plan.prepared.config.schedule is not None:
+        shares = [
+            [row.expected_share for row in plan_out(plan, epoch).classes]
+            for epoch in range(SCHEDULE_EPOCHS)
+        ]
+    html = render_report(plan_out(plan), shares)
     return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})

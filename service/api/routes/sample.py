@@ -67,8 +67,8 @@ def sample(
     request = body.to_stream_request()
     plan = catalog.build_plan(labels, body.to_config())
     indices = catalog.indices(plan, request)
-    weights = catalog.weights(plan)
-    head = plan_out(plan).model_dump(mode="json", by_alias=True)
+    weights = catalog.weights(plan, request.epoch)
+    head = plan_out(plan, request.epoch).model_dump(mode="json", by_alias=True)
     meta = {
         "plan": head,
         "counts": plan.prepared.class_counts().tolist(),
@@ -77,7 +77,7 @@ def sample(
         "world_size": request.world_size,
         "offset": request.offset,
         "space": request.space,
-        "length": plan.prepared.rank_length(request.world_size),
+        "length": plan.prepared.at_epoch(request.epoch).rank_length(request.world_size),
         "indices": indices.tolist(),
     }
     return array_json_response(meta, "weights", weights)

@@ -1,0 +1,345 @@
+"""``/v1/runs``: training runs whose weights change between epochs (NOTE [Run updates])."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.api import examples
+from service.api.arrays import ArrayMediaType, array_response, array_responses
+from service.api.deps import JSON_BODY, RunCatalogDep
+from service.api.routes.plans import (
+    DropLastQuery,
+    EpochQuery,
+    PadQuery,
+    RankQuery,
+    StartQuery,
+    WorldSizeQuery,
+)
+from service.api.schemas import (
+    Problem,
+    RunCreate,
+    RunIndicesOut,
+    RunOut,
+    RunUpdateIn,
+    RunUpdateMeta,
+    RunWeightsOut,
+)
+from service.core.runs import (
+    RUN_ID_PATTERN,
+    UPDATE_OPS,
+    RunUpdate,
+    UpdateOp,
+    indices_from_list,
+    values_from_list,
+)
+from service.core.streams import Space, StreamRequest
+from service.errors import InvalidRunUpdate, UnsupportedMediaType
+from service.run_catalog import RunInfo
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+T = TypeVar("T")
+
+RunId = Annotated[
+    str,
+    Path(
+        description="The run's id, chosen by the caller: 1 to 128 of A-Z a-z 0-9 . _ -",
+        pattern=f"^{RUN_ID_PATTERN}$",
+        openapi_examples=examples.RUN_ID_EXAMPLES,
+    ),
+]
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No run has this id."}
+}
+
+
+def run_out(info: RunInfo) -> RunOut:
+    return RunOut(
+        id=info.id,
+        plan_id=info.plan_id,
+        frozen_epochs=info.frozen_epochs,
+        updates=info.updates,
+    )
+
+
+@router.put(
+    "/{run_id}",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a run of a plan (idempotent)",
+    description=(
+        "A run draws epoch 0 from its plan's weights and every later epoch from the weights "
+        "its updates made. 201 when created, 200 when it exists for this plan, 409 when it "
+        "exists for another plan. A plan with a schedule cannot back a run (422)."
+    ),
+    responses={
+        201: {
+            "description": "The run was created.",
+            "content": {"application/json": {"example": examples.RUN}},
+        },
+        200: {
+            "model": RunOut,
+            "description": "The run existed already, for this plan.",
+            "content": {"application/json": {"example": examples.RUN}},
+        },
+        404: {"model": Problem, "description": "No plan has this `plan_id`."},
+        409: {"model": Problem, "description": "The run exists for another plan."},
+        415: {"model": Problem, "description": "The body is not JSON."},
+        422: {"model": Problem, "description": "A bad run id, or a plan with a schedule."},
+    },
+    dependencies=[JSON_BODY],
+)
+def put_run(
+    run_id: RunId,
+    body: Annotated[
+        RunCreate,
+        Body(
+            openapi_examples={
+                "plan": examples.openapi_example(
+                    "A run of the example plan",
+                    examples.RUN_CREATE,
+                    "Needs the example plan (POST /v1/plans first).",
+                )
+            }
+        ),
+    ],
+    runs: RunCatalogDep,
+    response: Response,
+) -> RunOut:
+    info, created = runs.create_run(run_id, body.plan_id)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return run_out(info)
+
+
+@router.get(
+    "/{run_id}",
+    response_model=RunOut,
+    summary="A run: its plan, frozen epochs and number of updates",
+    description="`frozen_epochs`: the epochs served so far, whose weights never change again.",
+    responses={
+        200: {"content": {"application/json": {"example": examples.RUN_UPDATED}}},
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "A bad run id."},
+    },
+)
+def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
+    return run_out(runs.get_run(run_id))
+
+
+UPDATE_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": RunUpdateIn.model_json_schema(),
+            "example": examples.RUN_UPDATE,
+        },
+        "application/octet-stream": {
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "n little-endian int64 indices, then n little-endian float64 "
+                "values; epoch, rank, step, op, alpha and update_id go in the query.",
+            }
+        },
+    },
+}
+
+
+def _validated(parse: Callable[[], T]) -> T:
+    """``parse()``, its pydantic errors answered as a request's (422 problem+json)."""
+    try:
+        return parse()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def _update_from_body(
+    body: bytes, content_type: str | None, query: dict[str, str]
+) -> tuple[RunUpdate, str | None]:
+    media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media_type == "application/octet-stream":
+        fields: RunUpdateMeta | RunUpdateIn = _validated(
+            lambda: RunUpdateMeta.model_validate(query)
+        )
+        if len(body) % 16:
+            raise InvalidRunUpdate(
+                "a binary update is n int64 indices then n float64 values (16 bytes per "
+                f"value), but the body has {len(body)} bytes"
+            )
+        half = len(body) // 2
+        indices = np.frombuffer(body, dtype="<i8", count=half // 8).astype(np.int64)
+        values = np.frombuffer(body, dtype="<f8", offset=half).astype(np.float64)
+    elif media_type == "application/json":
+        if query:
+            raise InvalidRunUpdate(
+                f"a JSON update carries everything in its body; unexpected query {sorted(query)}"
+            )
+        parsed = _validated(lambda: RunUpdateIn.model_validate_json(body))
+        indices = indices_from_list(parsed.indices)
+        values = values_from_list(parsed.values)
+        fields = parsed
+    else:
+        raise UnsupportedMediaType(
+            f"an update is application/json or application/octet-stream, not {media_type!r}"
+        )
+    if fields.op not in UPDATE_OPS:
+        raise InvalidRunUpdate(f"op should be 'set', 'mul' or 'ema', but got op={fields.op!r:.40}")
+    op: UpdateOp = "set" if fields.op == "set" else "mul" if fields.op == "mul" else "ema"
+    update = RunUpdate(
+        epoch=fields.epoch,
+        rank=fields.rank,
+        step=fields.step,
+        op=op,
+        alpha=fields.alpha,
+        indices=indices,
+        values=values,
+    )
+    return update, fields.update_id
+
+
+@router.post(
+    "/{run_id}/updates",
+    response_model=RunOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Update some sample weights from epoch `epoch` on",
+    description=(
+        "A sparse update sent during epoch `epoch` changes the weights of epoch `epoch + 1` "
+        "and later. The updates of one epoch apply in the order (step, rank, arrival within "
+        "that rank): `set` (the last wins), `mul`, `ema` (`w = (1 - alpha) * w + alpha * v`). "
+        "409 when epoch `epoch + 1` has already been served (frozen): nothing is changed, "
+        "so no update is lost silently. 422 when the update, or the weights it would leave, "
+        "are invalid (not finite, negative, all zero): nothing is stored. The body is JSON, "
+        "or (faster for large updates) `application/octet-stream`: n little-endian int64 "
+        "indices then n float64 values, with the other fields in the query."
+    ),
+    responses={
+        202: {"content": {"application/json": {"example": examples.RUN_UPDATED}}},
+        **_NOT_FOUND,
+        409: {"model": Problem, "description": "The epoch this update would change is frozen."},
+        415: {"model": Problem, "description": "Neither JSON nor octet-stream."},
+        422: {"model": Problem, "description": "A bad update."},
+    },
+    openapi_extra={"requestBody": UPDATE_REQUEST_BODY},
+)
+async def post_update(run_id: RunId, request: Request, runs: RunCatalogDep) -> RunOut:
+    # Async only to read the raw body; parsing and storing run in the threadpool.
+    body = await request.body()
+    update, update_id = await run_in_threadpool(
+        _update_from_body, body, request.headers.get("content-type"), dict(request.query_params)
+    )
+    info = await run_in_threadpool(runs.add_update, run_id, update, update_id)
+    return run_out(info)
+
+
+WeightsEpochQuery = Annotated[
+    int, Query(ge=0, lt=2**32, description="The epoch; reading it freezes its weights.")
+]
+
+
+@router.get(
+    "/{run_id}/weights",
+    summary="The weights epoch `epoch` of the run draws from (freezes the epoch)",
+    description=(
+        "float64, one per population position: the plan's weights for epoch 0, then those "
+        "the updates of the epochs before made. Reading an epoch freezes it; its weights "
+        "are kept for ever. At most `max_page` values per response."
+    ),
+    responses={
+        **array_responses("The weights", "<f8", examples.RUN_WEIGHTS, RunWeightsOut),
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "More weights than `max_page`."},
+    },
+)
+def get_run_weights(
+    run_id: RunId,
+    runs: RunCatalogDep,
+    media_type: ArrayMediaType,
+    epoch: WeightsEpochQuery = 0,
+) -> Response:
+    plan, weights = runs.weights(run_id, epoch)
+    return array_response(
+        media_type,
+        weights,
+        meta={
+            "run_id": run_id,
+            "plan_id": plan.id,
+            "epoch": epoch,
+            "length": int(weights.shape[0]),
+        },
+        key="weights",
+    )
+
+
+@router.get(
+    "/{run_id}/indices",
+    summary="A page of a rank's index stream of the run for an epoch (freezes the epoch)",
+    description=(
+        "Exactly the plan's stream definition (WeightedRandomSampler for algorithm `torch`, "
+        "sharded as DistributedSampler, paged) drawn from the run's weights of the epoch."
+    ),
+    responses={
+        **array_responses("The page of indices", "<i8", examples.RUN_INDICES, RunIndicesOut),
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
+    },
+)
+def get_run_indices(
+    run_id: RunId,
+    runs: RunCatalogDep,
+    media_type: ArrayMediaType,
+    request: Request,
+    epoch: EpochQuery = 0,
+    rank: RankQuery = 0,
+    world_size: WorldSizeQuery = 1,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=0)] = None,
+    space: Annotated[Space, Query()] = "population",
+    start: StartQuery = 0,
+    pad: PadQuery = True,
+    drop_last: DropLastQuery = False,
+) -> Response:
+    stream_request = StreamRequest(
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        offset=offset,
+        limit=limit,
+        space=space,
+        start=start,
+        pad=pad,
+        drop_last=drop_last,
+    )
+    plan, prepared, indices = runs.indices(run_id, stream_request)
+    stream_length = stream_request.length(prepared.num_samples)
+    return array_response(
+        media_type,
+        indices,
+        meta={
+            "run_id": run_id,
+            "plan_id": plan.id,
+            "epoch": epoch,
+            "rank": rank,
+            "world_size": world_size,
+            "offset": offset,
+            "length": stream_length,
+            "space": space,
+            "start": start,
+            "pad": pad,
+            "drop_last": drop_last,
+        },
+        key="indices",
+        headers={
+            "X-Sampleplan-Stream-Length": str(stream_length),
+            "X-Sampleplan-Offset": str(offset),
+        },
+        head_only=request.method == "HEAD",
+    )

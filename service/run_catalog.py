@@ -1,0 +1,351 @@
+"""The run catalog: runs as the HTTP layer sees them (a join of core and store, as
+:class:`~service.catalog.Catalog` is for datasets and plans).
+
+A run's epoch ``e`` is drawn exactly as a plan's, from a :class:`PreparedPlan` whose
+weights are the run's frozen weights of epoch ``e`` (NOTE [Run updates] in
+``core/runs.py``). Frozen weights never change, so they are kept in memory once read;
+epoch streams are cached under the run's id, never under the plan's, so a run's epochs
+and its plan's epochs never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.engine import Connection
+
+from service.catalog import Catalog, Plan
+from service.core.plan import PreparedPlan
+from service.core.runs import (
+    RunUpdate,
+    UpdateOp,
+    apply_update,
+    apply_updates,
+    check_result,
+    check_run_id,
+)
+from service.core.streams import Int64Array, StreamRequest
+from service.errors import (
+    EpochFrozen,
+    InvalidPlanConfig,
+    InvalidStreamRequest,
+    RunNotFound,
+    RunPlanConflict,
+)
+from service.storage import EpochRecord, RunRecord, RunStore, UpdateRecord
+
+Float64Array = npt.NDArray[np.float64]
+
+#: Frozen epochs whose weights (and drawing tables) are kept in memory.
+_FROZEN_CACHE = 16
+
+#: Runs whose next epoch's weights so far are kept (NOTE [Pending epoch state]).
+_PENDING_CACHE = 16
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """Weights of epoch ``e + 1`` after the updates of epoch ``e`` stored so far."""
+
+    updates: int  # the run's update count, and
+    max_seq: int  # its largest seq, when this was made
+    last_key: tuple[int, int]  # (step, rank) of the last update in application order
+    weights: Float64Array
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    plan_id: str
+    frozen_epochs: list[int]
+    updates: int
+    created_at: datetime
+
+
+def _digest(weights: Float64Array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
+
+
+def _to_update(record: UpdateRecord) -> RunUpdate:
+    op: UpdateOp = "set" if record.op == "set" else "mul" if record.op == "mul" else "ema"
+    return RunUpdate(
+        epoch=record.epoch,
+        rank=record.rank,
+        step=record.step,
+        op=op,
+        alpha=record.alpha,
+        indices=np.frombuffer(record.indices, dtype="<i8").astype(np.int64),
+        values=np.frombuffer(record.values, dtype="<f8").astype(np.float64),
+        seq=record.seq,
+    )
+
+
+class RunCatalog:
+    """Creates runs, takes their updates, freezes and serves their epochs."""
+
+    def __init__(self, store: RunStore, catalog: Catalog) -> None:
+        self.store = store
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._frozen: OrderedDict[tuple[str, int], PreparedPlan] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, plan_id: str) -> tuple[RunInfo, bool]:
+        """Make run ``run_id`` on ``plan_id``; ``True`` if new. 409 if it is another plan's."""
+        check_run_id(run_id)
+        plan = self.catalog.get_plan(plan_id)
+        if plan.prepared.config.schedule is not None:
+            raise InvalidPlanConfig(
+                "a run's weights start from its plan's and change only by its updates; "
+                "a plan with a schedule cannot back a run (make the plan without one)"
+            )
+        record, created = self.store.create_run(run_id, plan.id)
+        if record.plan_id != plan.id:
+            raise RunPlanConflict(
+                f"run {run_id!r} exists already, for plan {record.plan_id}; "
+                f"choose another run id for plan {plan.id}"
+            )
+        return self._info(record), created
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self._info(self._record(run_id))
+
+    def _record(self, run_id: str) -> RunRecord:
+        check_run_id(run_id)
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(f"no run has id {run_id!r}")
+        return record
+
+    def _info(self, record: RunRecord) -> RunInfo:
+        return RunInfo(
+            id=record.id,
+            plan_id=record.plan_id,
+            frozen_epochs=self.store.frozen_epochs(record.id),
+            updates=record.updates,
+            created_at=record.created_at,
+        )
+
+    def plan_of(self, run_id: str) -> tuple[RunRecord, Plan]:
+        record = self._record(run_id)
+        return record, self.catalog.get_plan(record.plan_id)
+
+    # -- updates --------------------------------------------------------------------------
+
+    def add_update(self, run_id: str, update: RunUpdate, update_id: str | None = None) -> RunInfo:
+        """Accept ``update`` (NOTE [Run updates]), or refuse it and store nothing.
+
+        ``update_id``, chosen by the sender, makes a retried request harmless: an update
+        with an id the run has stored already is not applied twice.
+        """
+        _, plan = self.plan_of(run_id)
+        update.check(plan.prepared.population_size)
+
+        state: dict[str, Any] = {}
+
+        def accept(conn: Connection, run: RunRecord) -> None:
+            if update.epoch < run.max_frozen:
+                raise EpochFrozen(
+                    f"epoch {run.max_frozen} of run {run_id!r} is frozen (it has been served), "
+                    f"so an update sent during epoch {update.epoch} can no longer change it; "
+                    f"updates are accepted for epoch {run.max_frozen} and later"
+                )
+            max_seq, max_epoch = self.store.update_totals(conn, run_id)
+            key = (update.step, update.rank)
+            pending = self._pending_state(run_id, update.epoch, run.updates, max_seq)
+            if max_epoch <= update.epoch and pending is not None and key >= pending.last_key:
+                # The common case: this update sorts after every update of its epoch, and
+                # no later epoch has any: apply it alone to the epoch's state so far.
+                weights = pending.weights.copy()
+                with np.errstate(over="ignore", invalid="ignore"):
+                    apply_update(weights, update)
+                check_result(
+                    weights,
+                    num_samples=plan.prepared.num_samples,
+                    replacement=plan.prepared.config.replacement,
+                )
+                state.update(weights=weights, last_key=key)
+                return
+            # Replay to the last epoch that has updates, with this one among them: the
+            # weights must stay drawable at every epoch, whatever arrives in what order.
+            weights, _ = self._replay(conn, run_id, plan, None, extra=update)
+            if max_epoch <= update.epoch:
+                last_key = self.store.last_key(conn, run_id, update.epoch, key)
+                state.update(weights=weights, last_key=last_key)
+
+        stored = self.store.add_update(
+            run_id,
+            UpdateRecord(
+                seq=0,
+                epoch=update.epoch,
+                rank=update.rank,
+                step=update.step,
+                op=update.op,
+                alpha=update.alpha,
+                indices=np.ascontiguousarray(update.indices, dtype="<i8").tobytes(),
+                values=np.ascontiguousarray(update.values, dtype="<f8").tobytes(),
+                update_id=update_id,
+            ),
+            accept,
+        )
+        if stored is None:
+            raise RunNotFound(f"no run has id {run_id!r}")
+        record, seq = stored
+        if "weights" in state and seq >= 0:
+            self._remember_pending(
+                run_id,
+                update.epoch,
+                _Pending(
+                    updates=record.updates,
+                    max_seq=seq,
+                    last_key=state["last_key"],
+                    weights=state["weights"],
+                ),
+            )
+        return self._info(record)
+
+    # NOTE [Pending epoch state]
+    #     Checking an update replays its epoch's updates (NOTE [Run updates]), which would
+    #     make an epoch of k updates cost O(k^2). So each replica keeps, per run, the
+    #     weights of the next epoch as its updates so far made them (``_Pending``), tagged
+    #     with the run's update count and largest ``seq`` when it was made. Under the
+    #     run's lock, if neither has moved since (no update reached the run through another
+    #     replica), no later epoch has updates, and the new update sorts after the state's
+    #     last one, the update is applied to that state alone. Anything else replays.
+    #     A freeze of the next epoch reads the same state when it is still current.
+
+    def _pending_state(
+        self, run_id: str, epoch: int, updates: int, max_seq: int
+    ) -> _Pending | None:
+        with self._lock:
+            pending = self._pending.get((run_id, epoch))
+        if pending is None or pending.updates != updates or pending.max_seq != max_seq:
+            return None
+        return pending
+
+    def _remember_pending(self, run_id: str, epoch: int, pending: _Pending) -> None:
+        with self._lock:
+            self._pending[(run_id, epoch)] = pending
+            self._pending.move_to_end((run_id, epoch))
+            while len(self._pending) > _PENDING_CACHE:
+                self._pending.popitem(last=False)
+
+    def _replay(
+        self,
+        conn: Connection,
+        run_id: str,
+        plan: Plan,
+        stop_epoch: int | None,
+        extra: RunUpdate | None = None,
+    ) -> tuple[Float64Array, bool]:
+        """Weights of epoch ``stop_epoch`` (``None``: after every stored update) and whether
+        any update went into them, from the latest frozen epoch before it."""
+        prepared = plan.prepared
+        # Epochs up to the latest frozen one are final: replay from the latest frozen
+        # epoch at or before the first epoch that can still change.
+        before = stop_epoch if stop_epoch is not None else (extra.epoch + 1 if extra else 2**62)
+        first = self.store.latest_epoch_number_before(conn, run_id, before)
+        weights = prepared.weights
+        updated = False
+        if first is None:
+            first = 0
+        else:
+            with self._lock:
+                cached = self._frozen.get((run_id, first))
+            if cached is not None:
+                weights = cached.weights
+                updated = weights is not prepared.weights
+            else:
+                base = self.store.read_epoch(conn, run_id, first)
+                if base is not None and base.weights is not None:
+                    weights = np.frombuffer(base.weights, dtype="<f8")
+                    updated = True
+        stop = stop_epoch if stop_epoch is not None else 2**62
+        updates: Iterable[RunUpdate] = [
+            _to_update(r) for r in self.store.updates_between(conn, run_id, first, stop)
+        ]
+        if extra is not None:
+            updates = [*updates, replace(extra, seq=2**62)]  # it arrives last
+        by_epoch = sorted(updates, key=lambda u: u.epoch)
+        for _, group in groupby(by_epoch, key=lambda u: u.epoch):
+            weights = apply_updates(
+                weights,
+                group,
+                num_samples=prepared.num_samples,
+                replacement=prepared.config.replacement,
+            )
+            updated = True
+        return weights, updated
+
+    # -- epochs ---------------------------------------------------------------------------
+
+    def epoch_plan(self, run_id: str, epoch: int) -> tuple[Plan, PreparedPlan]:
+        """The run's plan and the prepared plan its epoch ``epoch`` draws from (frozen now)."""
+        if not 0 <= epoch < 2**32:
+            raise InvalidStreamRequest(f"epoch should be in [0, 2**32), but got epoch={epoch}")
+        _, plan = self.plan_of(run_id)
+        key = (run_id, epoch)
+        with self._lock:
+            cached = self._frozen.get(key)
+            if cached is not None:
+                self._frozen.move_to_end(key)
+                return plan, cached
+        record = self.store.get_epoch(run_id, epoch)
+        if record is None:
+
+            def compute(conn: Connection, run: RunRecord) -> EpochRecord:
+                max_seq, _ = self.store.update_totals(conn, run_id)
+                pending = (
+                    self._pending_state(run_id, epoch - 1, run.updates, max_seq)
+                    if epoch > 0
+                    else None
+                )
+                if pending is not None:
+                    weights, updated = pending.weights, True
+                else:
+                    weights, updated = self._replay(conn, run_id, plan, epoch)
+                return EpochRecord(
+                    epoch=epoch,
+                    weights=np.ascontiguousarray(weights, dtype="<f8").tobytes()
+                    if updated
+                    else None,
+                    weights_sha256=_digest(weights),
+                )
+
+            record = self.store.freeze(run_id, epoch, compute)
+            if record is None:
+                raise RunNotFound(f"no run has id {run_id!r}")
+        weights = (
+            plan.prepared.weights
+            if record.weights is None
+            else np.frombuffer(record.weights, dtype="<f8")
+        )
+        prepared = replace(plan.prepared, weights=weights)
+        with self._lock:
+            self._frozen[key] = prepared
+            while len(self._frozen) > _FROZEN_CACHE:
+                self._frozen.popitem(last=False)
+        return plan, prepared
+
+    def weights(self, run_id: str, epoch: int) -> tuple[Plan, Float64Array]:
+        """Epoch ``epoch``'s weights (freezing it)."""
+        plan, prepared = self.epoch_plan(run_id, epoch)
+        self.catalog.check_page(prepared.population_size)
+        return plan, prepared.weights
+
+    def indices(self, run_id: str, request: StreamRequest) -> tuple[Plan, PreparedPlan, Int64Array]:
+        """A page of the run's stream of ``request.epoch`` (freezing the epoch), with the
+        run's plan and the prepared plan the epoch draws from."""
+        plan, prepared = self.epoch_plan(run_id, request.epoch)
+        return plan, prepared, self.catalog.stream_page(prepared, ("run", run_id), request)
