@@ -353,7 +353,7 @@ class Catalog:
             ):
                 return prepared.indices(request)
             epoch = request.epoch
-            stream = self.epochs.get_or_draw(key, lambda: prepared.draw_epoch(epoch))
+            stream = self.epochs.get_or_draw(key, lambda: self._draw_epoch(prepared, epoch))
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
             page = stream[request.start + start : request.start + stop]
@@ -363,11 +363,9 @@ class Catalog:
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
         """The whole epoch stream of a ``torch`` plan (read-only), drawn once while cached."""
         prepared = plan.prepared.at_epoch(epoch)
-        return self.epochs.get_or_draw(
-            (plan.id, epoch), lambda: self._draw_epoch(plan.id, prepared, epoch)
-        )
+        return self.epochs.get_or_draw((plan.id, epoch), lambda: self._draw_epoch(prepared, epoch))
 
-    def _draw_epoch(self, plan_id: str, prepared: PreparedPlan, epoch: int) -> Int64Array:
+    def _draw_epoch(self, prepared: PreparedPlan, epoch: int) -> Int64Array:
         # Called once per single flight (NOTE [Single flight]): what the draws metric counts.
         if self.metrics is not None:
             self.metrics.epoch_draws.labels(prepared.config.algorithm).inc()
