@@ -31,6 +31,7 @@ BINARY = "application/octet-stream"
 #: Media types the service reads datasets from, by file suffix.
 MANIFEST_MEDIA_TYPES: dict[str, str] = {
     ".npy": "application/x-npy",
+    ".npz": "application/x-npz",
     ".csv": "text/csv",
     ".jsonl": "application/x-ndjson",
     ".ndjson": "application/x-ndjson",

@@ -9,9 +9,11 @@ per plan::
         dataset.json    GET /v1/datasets/{id}: size (a split needs it), classes, counts
         weights.npy     GET /v1/plans/{id}/weights: float64, one per population position
         codes.npy       GET /v1/datasets/{id}/codes: int64, one per dataset sample
-                        (``hierarchical`` plans, whose table depends on the classes,
-                        batch plans, whose batches do, and plans with a schedule, whose
-                        epochs' weights do)
+                        (one per label occurrence for label sets): ``hierarchical``
+                        plans (their table depends on the classes), batch plans (their
+                        batches do), plans with a schedule (their epochs' weights do) and
+                        stratified splits (their population does)
+        offsets.npy     GET /v1/datasets/{id}/offsets: label-set datasets, with codes.npy
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
 Every file is written to a temporary name and renamed into place, so a reader (another
@@ -61,11 +63,6 @@ def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
 
 
-def _needs_codes(plan: Plan) -> bool:
-    """Whether the plan's offline streams need its dataset's class codes."""
-    return plan.algorithm == "hierarchical" or plan.config.get("schedule") is not None
-
-
 def _codes_digest(codes: npt.NDArray[np.int64]) -> str:
     return hashlib.sha256(np.ascontiguousarray(codes, dtype="<i8").data).hexdigest()
 
@@ -97,14 +94,30 @@ def _json_bytes(value: Any) -> bytes:
 class CachedPlan:
     """A plan as cached: its JSON, its dataset's size and its population's weights.
 
-    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` and batch plans,
-    and plans with a schedule.
+    ``codes`` (the dataset's class codes) is cached for ``hierarchical`` plans, batch
+    plans, plans with a schedule and stratified splits (:func:`needs_labels`), with
+    ``offsets`` too for label-set datasets.
     """
 
     plan: Plan
     dataset: Dataset
     weights: npt.NDArray[np.float64]
     codes: npt.NDArray[np.int64] | None = None
+    offsets: npt.NDArray[np.int64] | None = None
+
+
+def needs_labels(plan: Plan) -> bool:
+    """Whether drawing the plan offline needs its dataset's labels, not only its weights.
+
+    ``hierarchical`` plans (their table depends on the classes), plans with a schedule
+    (their epochs' weights do) and stratified splits (their population does).
+    """
+    split = plan.config.get("split") or {}
+    return (
+        plan.algorithm == "hierarchical"
+        or plan.config.get("schedule") is not None
+        or bool(split.get("stratify", False))
+    )
 
 
 class PlanCache:
@@ -129,11 +142,12 @@ class PlanCache:
         dataset: Dataset,
         weights: npt.NDArray[np.float64],
         codes: npt.NDArray[np.int64] | None = None,
+        offsets: npt.NDArray[np.int64] | None = None,
     ) -> None:
         """Write the plan's entry; rewriting an existing one writes the same bytes.
 
-        ``codes``, the dataset's class codes, are needed (and only kept) for
-        ``hierarchical`` plans.
+        ``codes``, the dataset's class codes (and for label sets its ``offsets``), are
+        needed (and only kept) for plans that :func:`needs_labels`.
         """
         if not plan.raw:
             raise CacheError("only a Plan read from the service (Plan.from_json) can be cached")
@@ -142,12 +156,25 @@ class PlanCache:
                 f"plan {plan.id} has {plan.population_size} population positions, "
                 f"but {weights.shape} weights were given"
             )
-        if _needs_codes(plan) and codes is None:
+        required = needs_labels(plan)
+        why = "'hierarchical', has a schedule or a stratified split"
+        if dataset.multi_label and (required or codes is not None):
+            if offsets is None or offsets.shape != (dataset.size + 1,):
+                raise CacheError(
+                    f"plan {plan.id} needs its label-set dataset's {dataset.size + 1} offsets, "
+                    f"but {None if offsets is None else offsets.shape} were given"
+                )
+            if codes is None or codes.shape != (int(offsets[-1]),):
+                raise CacheError(
+                    f"plan {plan.id} needs its dataset's {int(offsets[-1])} label codes, "
+                    f"but {None if codes is None else codes.shape} were given"
+                )
+        elif required and codes is None:
             raise CacheError(
-                f"plan {plan.id} is 'hierarchical' or has a schedule: its dataset's "
-                f"{dataset.size} class codes are needed, but none were given"
+                f"plan {plan.id} is {why}: its dataset's {dataset.size} class codes "
+                "are needed, but none were given"
             )
-        if codes is not None and codes.shape != (dataset.size,):
+        elif codes is not None and codes.shape != (dataset.size,):
             raise CacheError(
                 f"plan {plan.id}'s dataset has {dataset.size} samples, but {codes.shape} "
                 "class codes were given"
@@ -164,6 +191,10 @@ class PlanCache:
             # Batch plans keep them too (their batches depend on the classes).
             _write_atomically(directory / "codes.npy", _npy_bytes(codes, "<i8"))
             manifest["codes_sha256"] = _codes_digest(codes)
+            if dataset.multi_label:
+                assert offsets is not None
+                _write_atomically(directory / "offsets.npy", _npy_bytes(offsets, "<i8"))
+                manifest["offsets_sha256"] = _codes_digest(offsets)
         _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
         _write_atomically(directory / "dataset.json", _json_bytes(dataclasses.asdict(dataset)))
         _write_atomically(directory / "manifest.json", _json_bytes(manifest))
@@ -180,6 +211,13 @@ class PlanCache:
             weights = np.load(directory / "weights.npy", allow_pickle=False)
             with_codes = "codes_sha256" in manifest
             codes = np.load(directory / "codes.npy", allow_pickle=False) if with_codes else None
+            offsets = (
+                np.load(directory / "offsets.npy", allow_pickle=False)
+                if "offsets_sha256" in manifest
+                else None
+            )
+            if needs_labels(plan) and codes is None:
+                raise ValueError("the plan needs its dataset's class codes, and none are cached")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(
                 f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"
@@ -193,8 +231,16 @@ class PlanCache:
             problems.append(f"its weights are {weights.dtype} {weights.shape}")
         elif manifest.get("weights_sha256") != _weights_digest(weights):
             problems.append("its weights do not match their checksum")
+        if offsets is not None:
+            if offsets.dtype != np.dtype("<i8") or offsets.shape != (dataset.size + 1,):
+                problems.append(f"its offsets are {offsets.dtype} {offsets.shape}")
+            elif manifest.get("offsets_sha256") != _codes_digest(offsets):
+                problems.append("its offsets do not match their checksum")
+        expected_codes = (
+            (int(offsets[-1]),) if offsets is not None and offsets.shape[0] else (dataset.size,)
+        )
         if codes is not None:
-            if codes.dtype != np.dtype("<i8") or codes.shape != (dataset.size,):
+            if codes.dtype != np.dtype("<i8") or codes.shape != expected_codes:
                 problems.append(f"its class codes are {codes.dtype} {codes.shape}")
             elif manifest.get("codes_sha256") != _codes_digest(codes):
                 problems.append("its class codes do not match their checksum")
@@ -212,4 +258,5 @@ class PlanCache:
             dataset=dataset,
             weights=weights.astype(np.float64, copy=False),
             codes=None if codes is None else codes.astype(np.int64, copy=False),
+            offsets=None if offsets is None else offsets.astype(np.int64, copy=False),
         )

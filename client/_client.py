@@ -222,21 +222,28 @@ class SamplePlanClient(_ClientOptions):
         media_type: str | None = None,
         label_column: str = "label",
         dtype: str = "int64",
+        label_separator: str | None = None,
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths),
-        ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
+        """Upload a dataset file: ``.npy``, ``.npz``, ``.csv``, ``.jsonl``/``.ndjson``,
+        ``.txt`` (paths), ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
         with ``dtype="int32"`` or ``"int64"`` for raw integers) and sends the file as it
         is. ``label_column`` names the CSV, Parquet or Arrow column or the JSON Lines key
-        holding the labels. Parquet and Arrow files are read here (the ``arrow`` extra),
-        memory-mapped, and only the label column is sent, never the whole file; a missing
-        column raises ``ValueError`` listing the columns there are. A ``.txt`` file lists
-        paths in ``ImageFolder`` layout, ``class_name/file``.
+        holding the labels; ``label_separator`` (one character) splits CSV cells into
+        label sets, and a ``.npz`` holds label sets as ``offsets`` and ``values``. Parquet
+        and Arrow files are read here (the ``arrow`` extra), memory-mapped, and only the
+        label column is sent, never the whole file (a list column is label sets); a
+        missing column raises ``ValueError`` listing the columns there are. A ``.txt``
+        file lists paths in ``ImageFolder`` layout, ``class_name/file``.
         """
         return self.send(
             endpoints.create_dataset_from_file(
-                Path(path), media_type=media_type, label_column=label_column, dtype=dtype
+                Path(path),
+                media_type=media_type,
+                label_column=label_column,
+                dtype=dtype,
+                label_separator=label_separator,
             )
         )
 
@@ -286,8 +293,15 @@ class SamplePlanClient(_ClientOptions):
         return self.send(endpoints.weights(plan_id, epoch=epoch, binary=binary))
 
     def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
-        """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
+        """The int64 class index of every sample of a dataset (``binary=False``: via JSON).
+
+        For label sets: one code per label occurrence; :meth:`offsets` delimits samples.
+        """
         return self.send(endpoints.codes(dataset_id, binary=binary))
+
+    def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
+        return self.send(endpoints.offsets(dataset_id, binary=binary))
 
     def indices(
         self,
@@ -554,21 +568,28 @@ class AsyncSamplePlanClient(_ClientOptions):
         media_type: str | None = None,
         label_column: str = "label",
         dtype: str = "int64",
+        label_separator: str | None = None,
     ) -> Dataset:
-        """Upload a dataset file: ``.npy``, ``.csv``, ``.jsonl``/``.ndjson``, ``.txt`` (paths),
-        ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
+        """Upload a dataset file: ``.npy``, ``.npz``, ``.csv``, ``.jsonl``/``.ndjson``,
+        ``.txt`` (paths), ``.parquet``, ``.arrow``/``.feather`` (Arrow IPC file or stream).
 
         ``media_type`` overrides the guess from the suffix (``"application/octet-stream"``
         with ``dtype="int32"`` or ``"int64"`` for raw integers) and sends the file as it
         is. ``label_column`` names the CSV, Parquet or Arrow column or the JSON Lines key
-        holding the labels. Parquet and Arrow files are read here (the ``arrow`` extra),
-        memory-mapped, and only the label column is sent, never the whole file; a missing
-        column raises ``ValueError`` listing the columns there are. A ``.txt`` file lists
-        paths in ``ImageFolder`` layout, ``class_name/file``.
+        holding the labels; ``label_separator`` (one character) splits CSV cells into
+        label sets, and a ``.npz`` holds label sets as ``offsets`` and ``values``. Parquet
+        and Arrow files are read here (the ``arrow`` extra), memory-mapped, and only the
+        label column is sent, never the whole file (a list column is label sets); a
+        missing column raises ``ValueError`` listing the columns there are. A ``.txt``
+        file lists paths in ``ImageFolder`` layout, ``class_name/file``.
         """
         return await self.send(
             endpoints.create_dataset_from_file(
-                Path(path), media_type=media_type, label_column=label_column, dtype=dtype
+                Path(path),
+                media_type=media_type,
+                label_column=label_column,
+                dtype=dtype,
+                label_separator=label_separator,
             )
         )
 
@@ -623,6 +644,10 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def codes(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """The int64 class index of every sample of a dataset (``binary=False``: via JSON)."""
         return await self.send(endpoints.codes(dataset_id, binary=binary))
+
+    async def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
+        return await self.send(endpoints.offsets(dataset_id, binary=binary))
 
     async def indices(
         self,

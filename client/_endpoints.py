@@ -126,16 +126,24 @@ def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
 
 
 def create_dataset_from_file(
-    path: Path, *, media_type: str | None, label_column: str, dtype: str
+    path: Path,
+    *,
+    media_type: str | None,
+    label_column: str,
+    dtype: str,
+    label_separator: str | None = None,
 ) -> Call[Dataset]:
     """Parquet and Arrow files: only the label column, read here, is sent."""
     if media_type is None and path.suffix.lower() in tables.TABLE_SUFFIXES:
         return create_dataset(tables.read_column(path, label_column))
+    params = {"label_column": label_column, "dtype": dtype}
+    if label_separator is not None:
+        params["label_separator"] = label_separator
     return Call(
         "POST",
         "/v1/datasets",
         _dataset,
-        params={"label_column": label_column, "dtype": dtype},
+        params=params,
         content=path.read_bytes(),
         headers={"Content-Type": media_type or manifest_media_type(path)},
     )
@@ -183,6 +191,7 @@ def get_plan(plan_id: str, epoch: int | None = None) -> Call[Plan]:
 
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
 _CODES = ArrayRead(np.dtype(np.int64), "codes")
+_OFFSETS = ArrayRead(np.dtype(np.int64), "offsets")
 _INDICES = ArrayRead(np.dtype(np.int64), "indices")
 # identity: no decoder between the socket and the array (NOTE [Reading speed]).
 _BINARY_HEADERS = {"Accept": BINARY, "Accept-Encoding": "identity"}
@@ -208,6 +217,10 @@ def weights(
 
 def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
     return _array_call(f"/v1/datasets/{_segment(dataset_id)}/codes", _CODES, binary)
+
+
+def offsets(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
+    return _array_call(f"/v1/datasets/{_segment(dataset_id)}/offsets", _OFFSETS, binary)
 
 
 def indices(

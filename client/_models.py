@@ -15,6 +15,10 @@ class Dataset:
     label_type: str
     classes: list[Any]
     counts: list[int]
+    #: Label sets: samples carry several labels (``counts`` are samples carrying each).
+    multi_label: bool = False
+    unlabelled: int | None = None
+    label_cardinality: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dataset:
@@ -24,6 +28,9 @@ class Dataset:
             label_type=data["label_type"],
             classes=list(data["classes"]),
             counts=list(data["counts"]),
+            multi_label=bool(data.get("multi_label", False)),
+            unlabelled=data.get("unlabelled"),
+            label_cardinality=data.get("label_cardinality"),
         )
 
 

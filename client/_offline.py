@@ -24,6 +24,12 @@ NOTE [Offline streams]
     exactly the arrays the service builds it from. That stream is defined by its version
     alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
 
+    Label-set datasets cache their offsets beside the codes; the population's codes are
+    then :func:`~service.core.labelsets.hierarchical_codes` of its label sets, as the
+    service computes them. A stratified split's population depends on the labels too
+    (NOTE [stratified-v1]), so its plans cache the codes whatever their algorithm, and the
+    population is recomputed by :func:`~service.core.stratify.population_indices`.
+
     For batch plans, :class:`OfflineBatches` rebuilds the service's
     :class:`~service.core.batches.BatchTable` from the same population codes and cuts
     pages with :func:`~service.core.batches.batch_page`, as the service does; the batches
@@ -39,13 +45,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from client._cache import CachedPlan
+from client._cache import CachedPlan, needs_labels
 from client._exceptions import StreamMismatchError
 from service.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
-from service.core.labels import LabelKind, labels_from_codes
+from service.core.labels import LabelKind, Labels, labels_from_codes
+from service.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
 from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
 from service.core.schedules import schedule_from_json
 from service.core.splitting import split_from_canonical
+from service.core.stratify import population_indices
 from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
 __all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
@@ -60,6 +68,20 @@ def population_codes(
     The dataset's id is the hash of its labels: these are the service's labels, in the
     service's code dtype, or :class:`~client.StreamMismatchError` is raised.
     """
+    labels = dataset_labels(cached)
+    population = plan_population(cached, labels)
+    if isinstance(labels, LabelSets):
+        sets = labels if population is None else labels.subset(population)
+        return population, hierarchical_codes(sets)
+    return population, labels.codes if population is None else labels.codes[population]
+
+
+def dataset_labels(cached: CachedPlan) -> Labels | LabelSets:
+    """The dataset's labels (label sets when its offsets are cached) from the cached codes.
+
+    The dataset's id is the hash of its labels: these are the service's labels, in the
+    service's code dtype, or :class:`~client.StreamMismatchError` is raised.
+    """
     plan = cached.plan
     if cached.codes is None:
         raise StreamMismatchError(
@@ -67,16 +89,30 @@ def population_codes(
             "offline needs"
         )
     kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
-    labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
+    labels: Labels | LabelSets
+    if cached.offsets is not None:
+        labels = label_sets_from_parts(kind, cached.dataset.classes, cached.offsets, cached.codes)
+    else:
+        labels = labels_from_codes(kind, cached.dataset.classes, cached.codes)
     if labels.digest() != plan.dataset_id:
         raise StreamMismatchError(
             f"the cached class codes of plan {plan.id} are not those of its dataset "
             f"{plan.dataset_id}"
         )
-    split = split_from_canonical(plan.config.get("split"))
-    population = None if split is None else split.training_indices(cached.dataset.size)
-    codes = labels.codes if population is None else labels.codes[population]
-    return population, codes
+    return labels
+
+
+def plan_population(
+    cached: CachedPlan, labels: Labels | LabelSets | None = None
+) -> npt.NDArray[np.int64] | None:
+    """Dataset indices of the plan's population (``None``: the whole dataset), as the
+    service selects them: ``random_split``'s, or NOTE [stratified-v1]'s from the labels."""
+    split = split_from_canonical(cached.plan.config.get("split"))
+    if split is None:
+        return None
+    if not split.stratify:
+        return split.training_indices(cached.dataset.size)
+    return population_indices(split, labels if labels is not None else dataset_labels(cached))
 
 
 class OfflineBatches:
@@ -141,10 +177,10 @@ class OfflineStream:
                 f"reproduce offline (only 'torch' and 'hierarchical' plans can be)"
             )
         self._scheduled = plan.config.get("schedule") is not None
-        if (plan.algorithm == "hierarchical" or self._scheduled) and cached.codes is None:
+        if needs_labels(plan) and cached.codes is None:
             raise StreamMismatchError(
                 f"the cached copy of plan {plan.id} has no class codes, which its "
-                f"'hierarchical' stream or its schedule needs"
+                f"'hierarchical' stream, its schedule or its stratified split needs"
             )
         problems = reproduction_problems(plan.versions)
         if problems:
@@ -217,7 +253,7 @@ class OfflineStream:
         if split is None:
             return None
         if self._population is None:
-            self._population = split.training_indices(self._cached.dataset.size)
+            self._population = plan_population(self._cached)
         return self._population
 
     def indices(

@@ -107,7 +107,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DistributedSampler
 
-from client._cache import PlanCache
+from client._cache import PlanCache, needs_labels
 from client._client import SamplePlanClient
 from client._exceptions import (
     BadRequestError,
@@ -455,15 +455,19 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             weights = api.weights(plan.id)
             # A hierarchical table depends on the population's classes, not only on its
             # weights (NOTE [Offline streams] in client/_offline.py).
-            # So does a schedule's: its weights are a function of the class counts.
-            needs_codes = plan.algorithm == "hierarchical" or plan.config.get("schedule")
-            codes = api.codes(plan.dataset_id) if needs_codes else None
+            # So do a schedule's weights (a function of the class counts) and a stratified
+            # split's population.
+            dataset = api.get_dataset(plan.dataset_id)
+            codes = offsets = None
+            if needs_labels(plan):
+                codes = api.codes(plan.dataset_id)
+                offsets = api.offsets(plan.dataset_id) if dataset.multi_label else None
         except BadRequestError as exc:
             # The service refuses to send them (more values than its page limit): the
             # sampler works, only without an offline fallback.
             logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
             return
-        cache.store(plan, api.get_dataset(plan.dataset_id), weights, codes)
+        cache.store(plan, dataset, weights, codes, offsets)
 
     def _offline_stream(self, cause: SamplePlanError | None) -> OfflineStream:
         """The offline stream, built once; raises (from ``cause``) when it cannot be."""

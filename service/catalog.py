@@ -23,6 +23,7 @@ import numpy.typing as npt
 from service.config import Settings
 from service.core.batches import batching_from_json
 from service.core.labels import Labels, labels_from_codes
+from service.core.labelsets import LabelSets, label_sets_from_parts
 from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
 from service.core.schedules import schedule_from_json
 from service.core.splitting import split_from_canonical
@@ -40,6 +41,13 @@ class DatasetInfo:
     size: int
     classes: list[Any]
     counts: list[int]
+    #: Label sets only (else ``None``): samples with no label, and labels per sample.
+    unlabelled: int | None = None
+    label_cardinality: float | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.unlabelled is not None
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +62,10 @@ class Plan:
     prepared: PreparedPlan
 
 
-def dataset_record(labels: Labels) -> DatasetRecord:
+def dataset_record(labels: Labels | LabelSets) -> DatasetRecord:
+    offsets = None
+    if isinstance(labels, LabelSets):
+        offsets = np.ascontiguousarray(labels.offsets, dtype="<i8").tobytes()
     return DatasetRecord(
         id=labels.digest(),
         label_kind=labels.kind,
@@ -65,12 +76,16 @@ def dataset_record(labels: Labels) -> DatasetRecord:
         codes=np.ascontiguousarray(
             labels.codes, dtype=labels.codes.dtype.newbyteorder("<")
         ).tobytes(),
+        offsets=offsets,
     )
 
 
-def labels_from_record(record: DatasetRecord) -> Labels:
+def labels_from_record(record: DatasetRecord) -> Labels | LabelSets:
     codes = np.frombuffer(record.codes, dtype=np.dtype(record.codes_dtype))
     kind: Literal["int", "str"] = "int" if record.label_kind == "int" else "str"
+    if record.offsets is not None:
+        offsets = np.frombuffer(record.offsets, dtype="<i8")
+        return label_sets_from_parts(kind, record.classes, offsets, codes)
     return labels_from_codes(kind, record.classes, codes)
 
 
@@ -86,13 +101,18 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
         replacement=canonical["replacement"],
         seed=canonical["seed"],
         algorithm=canonical["algorithm"],
+        label_reduce=canonical.get("label_reduce"),
+        unlabelled_weight=canonical.get("unlabelled_weight"),
+        threshold=canonical.get("threshold"),
         schedule=schedule_from_json(canonical.get("schedule")),
         batching=batching_from_json(canonical.get("batching")),
         num_batches=canonical.get("num_batches"),
     )
 
 
-def build_plan(labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None) -> Plan:
+def build_plan(
+    labels: Labels | LabelSets, config: PlanConfig, *, max_num_samples: int | None = None
+) -> Plan:
     """Prepare a plan and name it, storing nothing (the catalog and ``sampleplan plan`` use it)."""
     prepared = prepare_plan(labels, config, max_num_samples=max_num_samples)
     canonical = config.canonical(prepared.num_samples, prepared.num_batches)
@@ -115,6 +135,11 @@ INLINE_PAGE_VALUES = 4096
 _RECENT_LABELS_BYTES = 256 << 20
 
 
+def _nbytes(labels: Labels | LabelSets) -> int:
+    extra = labels.offsets.nbytes if isinstance(labels, LabelSets) else 0
+    return int(labels.codes.nbytes) + int(extra)
+
+
 class _RecentLabels:
     """Labels of the last datasets uploaded, so the plan that usually follows an upload
     does not read them back and decompress them. Bounded by bytes of codes; thread-safe."""
@@ -122,16 +147,16 @@ class _RecentLabels:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, Labels] = OrderedDict()
+        self._entries: OrderedDict[str, Labels | LabelSets] = OrderedDict()
 
-    def put(self, dataset_id: str, labels: Labels) -> None:
+    def put(self, dataset_id: str, labels: Labels | LabelSets) -> None:
         with self._lock:
             self._entries[dataset_id] = labels
             self._entries.move_to_end(dataset_id)
-            while sum(entry.codes.nbytes for entry in self._entries.values()) > self.max_bytes:
+            while sum(_nbytes(entry) for entry in self._entries.values()) > self.max_bytes:
                 self._entries.popitem(last=False)
 
-    def get(self, dataset_id: str) -> Labels | None:
+    def get(self, dataset_id: str) -> Labels | LabelSets | None:
         with self._lock:
             return self._entries.get(dataset_id)
 
@@ -152,14 +177,14 @@ class Catalog:
 
     # -- datasets -------------------------------------------------------------------------
 
-    def check_size(self, labels: Labels) -> None:
+    def check_size(self, labels: Labels | LabelSets) -> None:
         if labels.size > self.settings.max_labels:
             raise PayloadTooLarge(
                 f"the dataset has {labels.size} labels; "
                 f"this service takes at most {self.settings.max_labels}"
             )
 
-    def create_dataset(self, labels: Labels) -> tuple[DatasetInfo, bool]:
+    def create_dataset(self, labels: Labels | LabelSets) -> tuple[DatasetInfo, bool]:
         self.check_size(labels)
         record = dataset_record(labels)
         # Compressing a large dataset costs more than asking whether it is there already.
@@ -175,12 +200,25 @@ class Catalog:
     def codes(self, dataset_id: str) -> npt.NDArray[np.int64]:
         """Class index of every sample of the dataset (into its sorted classes), as int64.
 
-        The offline fallback needs them for ``hierarchical`` plans, whose table depends on
-        the population's classes, not only on its weights.
+        For label sets: one code per label occurrence, sample by sample (the CSR codes;
+        :meth:`offsets` says where each sample's start). The offline fallback needs them
+        for ``hierarchical`` plans, whose table depends on the population's classes, not
+        only on its weights.
         """
         record = self._dataset_record(dataset_id)
-        self.check_page(record.size)
-        return np.frombuffer(record.codes, dtype=np.dtype(record.codes_dtype)).astype(np.int64)
+        codes = np.frombuffer(record.codes, dtype=np.dtype(record.codes_dtype))
+        self.check_page(int(codes.shape[0]))
+        return codes.astype(np.int64)
+
+    def offsets(self, dataset_id: str) -> npt.NDArray[np.int64]:
+        """A label-set dataset's CSR offsets (``size + 1``); 404 for single-label data."""
+        record = self._dataset_record(dataset_id)
+        if record.offsets is None:
+            raise DatasetNotFound(
+                f"dataset {dataset_id!r} has single labels, not label sets: it has no offsets"
+            )
+        self.check_page(record.size + 1)
+        return np.frombuffer(record.offsets, dtype="<i8").astype(np.int64)
 
     def _dataset_record(self, dataset_id: str) -> DatasetRecord:
         record = self.store.get_dataset(dataset_id)
@@ -190,14 +228,18 @@ class Catalog:
 
     # -- plans ----------------------------------------------------------------------------
 
-    def build_plan(self, labels: Labels, config: PlanConfig) -> Plan:
+    def build_plan(self, labels: Labels | LabelSets, config: PlanConfig) -> Plan:
         """Validate and prepare a plan without storing it (``POST /v1/sample`` stops here)."""
         self.check_size(labels)
         limit = self.settings.max_num_samples if config.algorithm == "torch" else None
         return build_plan(labels, config, max_num_samples=limit)
 
     def create_plan(
-        self, config: PlanConfig, *, dataset_id: str | None = None, labels: Labels | None = None
+        self,
+        config: PlanConfig,
+        *,
+        dataset_id: str | None = None,
+        labels: Labels | LabelSets | None = None,
     ) -> tuple[Plan, bool]:
         """Create a plan from a stored dataset or inline labels; ``True`` if it is new."""
         new_dataset: DatasetRecord | None = None
@@ -378,10 +420,17 @@ class Catalog:
 
 
 def _dataset_info(record: DatasetRecord) -> DatasetInfo:
+    unlabelled = cardinality = None
+    if record.offsets is not None:
+        lengths = np.diff(np.frombuffer(record.offsets, dtype="<i8"))
+        unlabelled = int(np.count_nonzero(lengths == 0))
+        cardinality = float(lengths.sum()) / record.size if record.size else 0.0
     return DatasetInfo(
         id=record.id,
         label_kind=record.label_kind,
         size=record.size,
         classes=record.classes,
         counts=record.counts,
+        unlabelled=unlabelled,
+        label_cardinality=cardinality,
     )

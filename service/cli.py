@@ -33,6 +33,7 @@ from service.progress import Progress
 
 if TYPE_CHECKING:
     from service.core.labels import Labels
+    from service.core.labelsets import LabelSets
 
 #: Where ``--url`` points when neither it nor ``SAMPLEPLAN_URL`` is given (``report`` only).
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -43,6 +44,7 @@ FORMATS_BY_SUFFIX = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".npy": "npy",
+    ".npz": "npz",
     ".txt": "paths",
     ".lst": "paths",
     ".parquet": "parquet",
@@ -51,7 +53,7 @@ FORMATS_BY_SUFFIX = {
     ".feather": "arrow",
     ".ipc": "arrow",
 }
-FORMATS = ("csv", "jsonl", "npy", "paths", "parquet", "arrow", "folder")
+FORMATS = ("csv", "jsonl", "npy", "npz", "paths", "parquet", "arrow", "folder")
 
 #: service.core.weighting.STRATEGIES but sample_weights, and service.core.plan.ALGORITHMS
 #: (NOTE [A fast --help]).
@@ -61,8 +63,11 @@ STRATEGY_CHOICES = (
     "effective_number",
     "uniform",
     "class_weights",
+    "repeat_factor",
 )
 ALGORITHM_CHOICES = ("torch", "hierarchical")
+#: service.core.labelsets.LABEL_REDUCES (NOTE [A fast --help]).
+LABEL_REDUCE_CHOICES = ("sum", "max", "mean")
 
 #: Repeats per drawn sample above which the table flags a class (as the report does).
 REPEAT_WARNING = 3.0
@@ -189,7 +194,15 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "(default: 'label'); only that column of a Parquet or Arrow file is read",
     )
     plan.add_argument(
+        "--label-separator",
+        metavar="CHAR",
+        help="CSV only: split each label cell on this character into a label set",
+    )
+    plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
+    )
+    plan.add_argument(
+        "--stratify", action="store_true", help="stratify the split by class (label)"
     )
     plan.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
     plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
@@ -200,6 +213,17 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         help="how to weight the classes (default inverse_frequency)",
     )
     plan.add_argument("--beta", type=float, help="effective_number's beta (default 0.999)")
+    plan.add_argument(
+        "--label-reduce",
+        choices=LABEL_REDUCE_CHOICES,
+        help="label sets: combine a sample's class weights by sum (default), max or mean",
+    )
+    plan.add_argument(
+        "--unlabelled-weight", type=float, help="label sets: the weight of a sample with no label"
+    )
+    plan.add_argument(
+        "--threshold", type=float, help="repeat_factor's frequency threshold (default 0.001)"
+    )
     plan.add_argument(
         "--class-weight",
         action="append",
@@ -294,8 +318,12 @@ def _read_bytes(path: str, progress: Progress) -> bytes:
 
 
 def read_labels(
-    path: str, fmt: str | None, column: str | None, progress: Progress | None = None
-) -> Labels:
+    path: str,
+    fmt: str | None,
+    column: str | None,
+    progress: Progress | None = None,
+    label_separator: str | None = None,
+) -> Labels | LabelSets:
     """Labels from a manifest file (``-``: standard input), parsed by ``service.core.manifests``,
     or from an ImageFolder folder, listed by ``client.image_folder_targets``."""
     from service.core import manifests
@@ -315,6 +343,8 @@ def read_labels(
             )
     if column is not None and fmt in ("paths", "folder"):
         raise CommandError("--column applies to csv and jsonl files, not to path lists")
+    if label_separator is not None and fmt != "csv":
+        raise CommandError("--label-separator applies to csv files only")
     if fmt == "folder":
         return _folder_labels(path, progress)
     if fmt in ("parquet", "arrow"):
@@ -327,10 +357,12 @@ def read_labels(
     with progress.stage(f"parsing {fmt}"):
         if fmt == "npy":
             return manifests.labels_from_npy(data)
+        if fmt == "npz":
+            return manifests.label_sets_from_npz(data)
         text = manifests.decode_text(data, None, f"file {path!r}")
         try:
             if fmt == "csv":
-                return manifests.labels_from_csv(text, column or "label")
+                return manifests.labels_from_csv(text, column or "label", label_separator)
             if fmt == "jsonl":
                 return manifests.labels_from_jsonl(text, column or "label")
             return manifests.labels_from_paths(text)
@@ -353,7 +385,7 @@ def _folder_labels(path: str, progress: Progress) -> Labels:
     return labels_from_strings([found.classes[t] for t in found.targets])
 
 
-def _table_labels(path: str, fmt: str, column: str) -> Labels:
+def _table_labels(path: str, fmt: str, column: str) -> Labels | LabelSets:
     """Labels from one column of a Parquet or Arrow file, memory-mapped: only it is read."""
     import pyarrow as pa
 
@@ -424,13 +456,20 @@ def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["beta"] = args.beta
     split = parse_split(args.split, args.split_seed)
     if split is not None:
+        if args.stratify:
+            split["stratify"] = True
         fields["split"] = split
+    elif args.stratify:
+        raise CommandError("--stratify needs --split")
+    for name in ("label_reduce", "unlabelled_weight", "threshold"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
     if args.num_samples is not None:
         fields["num_samples"] = args.num_samples
     return fields
 
 
-def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
+def local_plan(labels: Labels | LabelSets, fields: dict[str, Any]) -> dict[str, Any]:
     """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
     from service.api.views import plan_out
     from service.catalog import build_plan
@@ -447,6 +486,9 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
         replacement=fields["replacement"],
         seed=fields["seed"],
         algorithm=fields["algorithm"],
+        label_reduce=fields.get("label_reduce"),
+        unlabelled_weight=fields.get("unlabelled_weight"),
+        threshold=fields.get("threshold"),
     )
     body: dict[str, Any] = plan_out(build_plan(labels, config)).model_dump(
         mode="json", by_alias=True
@@ -457,7 +499,7 @@ def local_plan(labels: Labels, fields: dict[str, Any]) -> dict[str, Any]:
 def remote_plan(
     url: str,
     token: str | None,
-    labels: Labels,
+    labels: Labels | LabelSets,
     fields: dict[str, Any],
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -473,12 +515,16 @@ def remote_plan(
         return raw
 
 
-def _upload_form(labels: Labels) -> Any:
+def _upload_form(labels: Labels | LabelSets) -> Any:
     """The labels in the form the client sends cheapest: integers, or a dictionary array
-    of class names (each name once, a code per sample)."""
+    of class names (each name once, a code per sample); label sets as lists (JSON)."""
     import numpy as np
     import pyarrow as pa
 
+    from service.core.labelsets import LabelSets
+
+    if isinstance(labels, LabelSets):
+        return labels.values()
     if labels.kind == "int":
         return np.asarray(labels.classes, dtype=np.int64)[labels.codes]
     return pa.DictionaryArray.from_arrays(pa.array(labels.codes), pa.array(list(labels.classes)))
@@ -494,7 +540,9 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> None:
         else:
             import service.api.views
             import service.catalog  # noqa: F401
-    labels = read_labels(args.labels_file, args.format, args.column, progress)
+    labels = read_labels(
+        args.labels_file, args.format, args.column, progress, args.label_separator
+    )
     fields = plan_fields(args)
     if args.url:
         plan = remote_plan(args.url, args.token, labels, fields, progress)

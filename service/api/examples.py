@@ -50,6 +50,9 @@ DATASET: dict[str, Any] = {
     "num_classes": 3,
     "classes": ["cat", "dog", "emu"],
     "counts": [10, 3, 2],
+    "multi_label": False,
+    "unlabelled": None,
+    "label_cardinality": None,
 }
 
 CODES: dict[str, Any] = {
@@ -115,6 +118,7 @@ PLAN: dict[str, Any] = {
         "mean_repeats_per_drawn_sample": 1.6393289367041606,
         "exact": True,
     },
+    "label_sets": None,
     "versions": VERSIONS,
 }
 
@@ -248,6 +252,7 @@ SAMPLE: dict[str, Any] = {
             "mean_repeats_per_drawn_sample": 1.6635359201765896,
             "exact": True,
         },
+        "label_sets": None,
         "versions": VERSIONS,
     },
     "counts": [4, 2, 1],
@@ -298,6 +303,18 @@ DATASET_ID_EXAMPLES = {
     )
 }
 
+
+#: A label-set dataset (issue 10): four samples, one with no label.
+LABEL_SETS_CREATE: dict[str, Any] = {"labels": [["cat"], ["cat", "dog"], [], ["emu", "cat"]]}
+LABEL_SETS_ID = "24540d965b4d0d5fdc432386aeaa03b1c7ea5e727d79cdbbc6c62be02731f49b"
+LABEL_SETS_ID_EXAMPLES = {
+    "example": openapi_example(
+        "The example label-set dataset",
+        LABEL_SETS_ID,
+        "Created by POST /v1/datasets with its 'Label sets' example.",
+    )
+}
+OFFSETS: dict[str, Any] = {"dataset_id": LABEL_SETS_ID, "length": 5, "offsets": [0, 1, 3, 3, 5]}
 
 RUN_ID = "example-run"
 

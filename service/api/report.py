@@ -100,7 +100,10 @@ def render_report(plan: PlanOut, schedule_shares: list[list[float]] | None = Non
         f"<h1>Sampling plan <code>{escape(plan.id)}</code></h1>",
         f'<p class="muted">{escape(_describe(plan))}</p>',
         *_coverage_notes(plan),
-        "<h2>Class shares before and after balancing</h2>",
+        *_label_set_notes(plan),
+        "<h2>Label shares before and after balancing</h2>"
+        if plan.label_sets is not None
+        else "<h2>Class shares before and after balancing</h2>",
         _chart(plan.classes),
         *(
             [
@@ -110,7 +113,7 @@ def render_report(plan: PlanOut, schedule_shares: list[list[float]] | None = Non
             if schedule_shares
             else []
         ),
-        "<h2>Class table</h2>",
+        "<h2>Label table</h2>" if plan.label_sets is not None else "<h2>Class table</h2>",
         _class_table(plan),
         "<h2>Reproducibility manifest</h2>",
         '<p class="muted">Streams are recomputed from these; reproducing one elsewhere needs '
@@ -145,6 +148,23 @@ def _describe(plan: PlanOut) -> str:
         f"({where}) in {len(plan.classes):,} classes; strategy {config.get('strategy')}, "
         f"seed {config.get('seed')}, algorithm {config.get('algorithm')}."
     )
+
+
+def _label_set_notes(plan: PlanOut) -> list[str]:
+    """Multi-label plans: what the shares count, and why they cannot all be equal."""
+    sets = plan.label_sets
+    if sets is None:
+        return []
+    return [
+        "<p><strong>Label sets:</strong> "
+        f"{sets.label_cardinality:.3g} labels per sample on average "
+        f"({sets.expected_label_cardinality:.3g} per drawn sample); "
+        f"{sets.unlabelled:,} samples without a label, "
+        f"{_num(sets.expected_unlabelled_draws, 1)} of them drawn per epoch. "
+        "Shares count label occurrences: a drawn sample brings every label it carries, so "
+        "drawing more of a rare label also draws its frequent companions, and multi-label "
+        "shares cannot in general be made equal.</p>"
+    ]
 
 
 def _coverage_notes(plan: PlanOut) -> list[str]:

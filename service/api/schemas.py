@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchem
 from pydantic.config import JsonDict
 
 from service.core.batches import batching_from_json
+from service.core.labelsets import LabelReduce
 from service.core.plan import Algorithm, PlanConfig
 from service.core.schedules import schedule_from_json
 from service.core.splitting import Split
@@ -26,16 +27,28 @@ _INT64: JsonDict = {"minimum": -(2**63), "maximum": 2**63 - 1}
 _SEED: JsonDict = {"minimum": 0, "maximum": 2**32 - 1}
 
 #: Labels in a request body: checked by the core in one pass (not per element by pydantic),
-#: documented as what the core accepts: a non-empty list, all int64 or all strings.
+#: documented as what the core accepts: a non-empty list, all int64 or all strings, or
+#: label sets (a list of labels per sample, possibly empty; service.core.labelsets).
 LabelList = Annotated[
-    SkipValidation[list[int] | list[str]],
+    SkipValidation[list[int] | list[str] | list[list[int]] | list[list[str]]],
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "array", "minItems": 1, "items": {"type": "integer", **_INT64}},
                 {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "items": {"type": "integer", **_INT64}},
+                },
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "items": {"type": "string"}},
+                },
             ],
-            "description": "Labels in sample order: all integers (int64) or all strings.",
+            "description": "Labels in sample order: all integers (int64) or all strings; "
+            "or label sets, a list of labels per sample ([[0, 3], [2], []]).",
         }
     ),
 ]
@@ -60,6 +73,11 @@ class SplitSpec(_Request):
         description="Seed of random_split's torch.Generator, in [0, 2**32).",
         json_schema_extra=_SEED,
     )
+    stratify: bool = Field(
+        default=False,
+        description="Stratify the parts by class (label sets: iterative stratification), "
+        "as NOTE [stratified-v1] defines; false: exactly random_split.",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SplitSpec:
@@ -70,7 +88,8 @@ class SplitSpec(_Request):
 
 class DatasetCreate(_Request):
     labels: LabelList = Field(
-        description="Labels in sample order: all integers or all strings.",
+        description="Labels in sample order: all integers or all strings; or label sets, "
+        "a list of labels per sample ([[0, 3], [2], []]).",
         examples=[[0, 0, 0, 1, 2, 2]],
     )
 
@@ -98,6 +117,20 @@ class PlanFields(_Request):
         json_schema_extra=_SEED,
     )
     algorithm: Algorithm = "torch"
+    label_reduce: LabelReduce | None = Field(
+        default=None,
+        description="Label sets: how a sample's class weights combine (sum, max, mean); "
+        "default sum. Class-based strategies only.",
+    )
+    unlabelled_weight: float | None = Field(
+        default=None,
+        description="Label sets: the weight of a sample with no label; default 0 for "
+        "class-based strategies, 1 for repeat_factor and uniform.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        description="repeat_factor only: LVIS's frequency threshold t; default 0.001.",
+    )
     schedule: dict[str, Any] | None = Field(
         default=None,
         description="Weights as a function of the epoch (strategy left at its default): "
@@ -128,6 +161,7 @@ class PlanFields(_Request):
                 seed=self.split.seed,
                 fractions=tuple(self.split.fractions) if self.split.fractions is not None else None,
                 lengths=tuple(self.split.lengths) if self.split.lengths is not None else None,
+                stratify=self.split.stratify,
             )
         return PlanConfig(
             strategy=self.strategy,
@@ -139,6 +173,9 @@ class PlanFields(_Request):
             replacement=self.replacement,
             seed=self.seed,
             algorithm=self.algorithm,
+            label_reduce=self.label_reduce,
+            unlabelled_weight=self.unlabelled_weight,
+            threshold=self.threshold,
             schedule=schedule_from_json(self.schedule),
             batching=batching_from_json(self.batching),
             num_batches=self.num_batches,
@@ -203,7 +240,16 @@ class DatasetOut(BaseModel):
     label_type: Literal["int", "str"]
     num_classes: int
     classes: list[Label]
-    counts: list[int]
+    counts: list[int] = Field(
+        description="Samples of each class; for label sets, samples carrying each label."
+    )
+    multi_label: bool = Field(default=False, description="Whether samples carry label sets.")
+    unlabelled: int | None = Field(
+        default=None, description="Label sets only: samples with no label."
+    )
+    label_cardinality: float | None = Field(
+        default=None, description="Label sets only: labels per sample on average."
+    )
 
 
 class CodesOut(BaseModel):
@@ -212,6 +258,16 @@ class CodesOut(BaseModel):
     dataset_id: str
     length: int = Field(description="Dataset size: one code per sample.")
     codes: list[int] = Field(description="Index of each sample's class in `classes`.")
+
+
+class OffsetsOut(BaseModel):
+    """``GET /v1/datasets/{dataset_id}/offsets`` as JSON (written directly, without this model)."""
+
+    dataset_id: str
+    length: int = Field(description="Dataset size plus one.")
+    offsets: list[int] = Field(
+        description="Sample i's labels are codes[offsets[i]:offsets[i + 1]] of /codes."
+    )
 
 
 class ClassRow(BaseModel):
@@ -269,6 +325,19 @@ class EpochCoverage(BaseModel):
     )
 
 
+class LabelSetSummary(BaseModel):
+    """A label-set plan's population and draws, beyond the per-label table."""
+
+    unlabelled: int = Field(description="Population samples with no label.")
+    label_cardinality: float = Field(description="Labels per population sample on average.")
+    expected_unlabelled_draws: float = Field(
+        description="Expected draws of unlabelled samples per epoch."
+    )
+    expected_label_cardinality: float = Field(
+        description="Labels per drawn sample on average (expected)."
+    )
+
+
 class PlanOut(BaseModel):
     id: str = Field(description="SHA-256 of the dataset id and the canonical config.")
     dataset_id: str
@@ -284,6 +353,13 @@ class PlanOut(BaseModel):
         description="The class table, classes in canonical (sorted) order."
     )
     epoch_coverage: EpochCoverage
+    label_sets: LabelSetSummary | None = Field(
+        default=None,
+        description="Label-set plans only. Their class table counts label occurrences: "
+        "`count` samples carrying the label, `data_share` and `expected_share` its share of "
+        "the label occurrences before and after, `expected_draws` its expected occurrences "
+        "per epoch, `class_weight` the label's weight before the reduce.",
+    )
     versions: dict[str, str] = Field(
         description="The reproducibility manifest: what defines this plan's streams (algorithm "
         "and its version, torch, numpy, CPU architecture as `machine`, sampleplan). "

@@ -3,10 +3,12 @@
 ============================  =========================================================
 ``application/json``          ``{"labels": [...]}``: all integers or all strings
 ``application/x-npy``         a ``.npy`` file: 1-d integers or unicode strings
+``application/x-npz``         label sets: a ``.npz`` of ``offsets`` and ``values``
 ``application/octet-stream``  raw little-endian integers;
                               ``?dtype=int32|int64|uint8|uint16`` (default ``int64``)
 ``text/csv``                  a CSV file with a header; ``?label_column=`` (default
-                              ``label``) names the label column
+                              ``label``) names the label column; ``?label_separator=``
+                              (one character) makes its cells label sets
 ``application/x-ndjson``      JSON Lines (also ``application/jsonl``); ``?label_column=``
                               names the key
 ``text/plain``                file paths in ``ImageFolder`` layout, one per line
@@ -42,7 +44,8 @@ from starlette.requests import Request
 from service.api import examples
 from service.api.schemas import DatasetCreate
 from service.core import manifests
-from service.core.labels import Labels, labels_from_list
+from service.core.labels import Labels
+from service.core.labelsets import LabelSets, labels_or_label_sets
 from service.core.tables import TableFormat, labels_from_arrow, read_label_column
 from service.errors import InvalidLabels, UnsupportedMediaType
 
@@ -50,6 +53,7 @@ RawDtype = Literal["int32", "int64", "uint8", "uint16"]
 
 JSON = "application/json"
 NPY = "application/x-npy"
+NPZ = "application/x-npz"
 OCTET_STREAM = "application/octet-stream"
 CSV = "text/csv"
 NDJSON = "application/x-ndjson"
@@ -77,6 +81,7 @@ TABLE_MEDIA_TYPES: dict[str, TableFormat] = {
 UPLOAD_MEDIA_TYPES: tuple[str, ...] = (
     JSON,
     NPY,
+    NPZ,
     OCTET_STREAM,
     CSV,
     NDJSON,
@@ -98,9 +103,13 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
             "examples": {
                 "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
                 "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 1, 2, 2]}),
+                "label_sets": examples.openapi_example(
+                    "Label sets", examples.LABEL_SETS_CREATE, "Multi-label: a list per sample."
+                ),
             },
         },
         NPY: {"schema": _BINARY},
+        NPZ: {"schema": _BINARY},
         OCTET_STREAM: {"schema": _BINARY},
         CSV: {"schema": _TEXT, "example": "path,label\na.png,cat\nb.png,dog\n"},
         NDJSON: {
@@ -164,7 +173,7 @@ async def spooled_body(request: Request) -> AsyncIterator[Path]:
 
 def labels_from_table_file(
     path: Path, fmt: TableFormat, *, label_column: str, max_labels: int | None = None
-) -> Labels:
+) -> Labels | LabelSets:
     """Labels from the ``label_column`` of a Parquet or Arrow IPC file (a spooled body).
 
     The file is memory-mapped: only the pages of the label column are ever touched.
@@ -184,7 +193,7 @@ def labels_from_table_file(
     return labels
 
 
-def _labels_from_json(body: bytes) -> Labels:
+def _labels_from_json(body: bytes) -> Labels | LabelSets:
     # The same errors FastAPI gives a JSON body it validates itself (see api/problems.py).
     if not body:
         raise RequestValidationError(
@@ -212,12 +221,17 @@ def _labels_from_json(body: bytes) -> Labels:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from exc
-    return labels_from_list(parsed.labels)
+    return labels_or_label_sets(parsed.labels)
 
 
 def labels_from_upload(
-    body: bytes, content_type: str | None, *, label_column: str = "label", dtype: RawDtype = "int64"
-) -> Labels:
+    body: bytes,
+    content_type: str | None,
+    *,
+    label_column: str = "label",
+    dtype: RawDtype = "int64",
+    label_separator: str | None = None,
+) -> Labels | LabelSets:
     """Parse an upload body by its ``Content-Type`` (see the module docstring).
 
     Raises :class:`UnsupportedMediaType` for a media type not in the table, and the
@@ -225,6 +239,11 @@ def labels_from_upload(
     """
     media_type, params = parse_content_type(content_type)
     charset = params.get("charset")
+    manifests.check_label_separator(label_separator)
+    if label_separator is not None and media_type != CSV:
+        raise InvalidLabels(
+            f"label_separator applies to text/csv uploads only, not to {media_type or 'this body'}"
+        )
     if media_type is None:
         if not body:
             return _labels_from_json(body)
@@ -237,11 +256,13 @@ def labels_from_upload(
         return _labels_from_json(body)
     if media_type == NPY:
         return manifests.labels_from_npy(body)
+    if media_type == NPZ:
+        return manifests.label_sets_from_npz(body)
     if media_type == OCTET_STREAM:
         return manifests.labels_from_raw(body, dtype)
     if media_type == CSV:
         return manifests.labels_from_csv(
-            manifests.decode_text(body, charset, "CSV manifest"), label_column
+            manifests.decode_text(body, charset, "CSV manifest"), label_column, label_separator
         )
     if media_type in _NDJSON_ALIASES:
         return manifests.labels_from_jsonl(
@@ -263,18 +284,21 @@ def upload_description() -> str:
         "200 when the same labels were uploaded before.\n\n"
         "The `Content-Type` picks the format:\n\n"
         "| Content-Type | body |\n| --- | --- |\n"
-        '| `application/json` | `{"labels": [...]}`, all integers or all strings |\n'
+        '| `application/json` | `{"labels": [...]}`, all integers or all strings; or label '
+        "sets, `[[0, 3], [2], []]` |\n"
         "| `application/x-npy` | a `.npy` file: a 1-d array of integers or unicode strings "
         "(never unpickled) |\n"
+        "| `application/x-npz` | label sets: a `.npz` archive of `offsets` (n + 1 integers) and "
+        "`values` (the labels) |\n"
         "| `application/octet-stream` | raw little-endian integers; `dtype=int32`, `int64` "
         "(default), `uint8` or `uint16` |\n"
         "| `text/csv` | a CSV file with a header line; `label_column` (default `label`) names "
-        "the column |\n"
+        "the column; `label_separator` (one character) splits its cells into label sets |\n"
         "| `application/x-ndjson` | JSON Lines, one object per line; `label_column` names the "
-        "key |\n"
+        "key (arrays make label sets) |\n"
         "| `text/plain` | one path per line in `ImageFolder` layout, `class_name/file` |\n"
         "| `application/vnd.apache.parquet` | a Parquet file; `label_column` names the column, "
-        "the only one read |\n"
+        "the only one read (a list column makes label sets) |\n"
         "| `application/vnd.apache.arrow.stream`, `application/vnd.apache.arrow.file` | an "
         "Arrow IPC stream or file; `label_column` names the column, the only one read |\n\n"
         "CSV cells that are all plain integers (`-?(0|[1-9][0-9]*)`) make integer labels; "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.api.schemas import ClassRow, DatasetOut, EpochCoverage, PlanOut
+from service.api.schemas import ClassRow, DatasetOut, EpochCoverage, LabelSetSummary, PlanOut
 from service.catalog import DatasetInfo, Plan
 from service.core.stats import PlanStats, plan_statistics
 
@@ -15,6 +15,9 @@ def dataset_out(info: DatasetInfo) -> DatasetOut:
         num_classes=len(info.classes),
         classes=info.classes,
         counts=info.counts,
+        multi_label=info.multi_label,
+        unlabelled=info.unlabelled,
+        label_cardinality=info.label_cardinality,
     )
 
 
@@ -59,6 +62,14 @@ def plan_out(plan: Plan, epoch: int = 0) -> PlanOut:
             expected_coverage=stats.expected_coverage,
             mean_repeats_per_drawn_sample=stats.mean_repeats_per_drawn_sample,
             exact=stats.exact,
+        ),
+        label_sets=None
+        if stats.label_sets is None
+        else LabelSetSummary(
+            unlabelled=stats.label_sets.unlabelled,
+            label_cardinality=stats.label_sets.mean_cardinality,
+            expected_unlabelled_draws=stats.label_sets.expected_unlabelled_draws,
+            expected_label_cardinality=stats.label_sets.expected_mean_cardinality,
         ),
         versions=plan.versions,
     )

@@ -76,6 +76,12 @@ NOTE [hierarchical-v1]
 
     The stream of an epoch is draws ``0, 1, 2, ...``; a page ``[start, stop)`` is draws
     ``start .. stop - 1``.
+
+    Label-set populations (multi-label data) are given as codes ``c`` too, by
+    :func:`service.core.labelsets.hierarchical_codes`: each sample's one label when every
+    sample has exactly one (so the stream is the single-label data's), else ``c[i] = i``
+    (every category one sample: class mode with ``n[g] = 1`` and ``t = 0``, the same
+    stream as an alias table over samples with masses ``w``).
 """
 
 from __future__ import annotations

@@ -11,10 +11,17 @@ fault. The same labels give the same dataset whatever the format they came in:
     character in a string; labels with one must go as JSON.)
 ``labels_from_raw(data, dtype)``
     The bytes of a little-endian ``int32`` or ``int64`` array, nothing else.
-``labels_from_csv(text, column)``
-    A CSV file with a header line; the labels are the column named ``column``.
+``labels_from_csv(text, column, label_separator=None)``
+    A CSV file with a header line; the labels are the column named ``column``. With a
+    ``label_separator`` (one character) each cell is a label set split on it; an empty
+    cell is a sample with no label.
 ``labels_from_jsonl(text, column)``
-    JSON Lines: one JSON object per line; the labels are the values under ``column``.
+    JSON Lines: one JSON object per line; the labels are the values under ``column``
+    (arrays make label sets).
+``label_sets_from_npz(data)``
+    A NumPy ``.npz`` archive (``np.savez``, uncompressed, never unpickled) with two
+    arrays, ``offsets`` (``n + 1`` integers) and ``values`` (the labels, integers or
+    unicode strings): label sets as CSR.
 ``labels_from_paths(text)``
     One file path per line, relative to an ``ImageFolder`` root: ``class_name/file``.
 
@@ -46,17 +53,21 @@ import csv
 import io
 import json
 import re
+import zipfile
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from service.core.imagefolder import class_of_path
 from service.core.labels import Labels, labels_from_array, labels_from_list, labels_from_strings
+from service.core.labelsets import LabelSets, label_sets_from_csr, label_sets_from_list
 from service.errors import InvalidLabels, UnsupportedMediaType
 
 __all__ = [
     "RAW_DTYPES",
     "decode_text",
+    "label_sets_from_npz",
     "labels_from_csv",
     "labels_from_jsonl",
     "labels_from_npy",
@@ -119,11 +130,27 @@ def _typed(values: Sequence[str]) -> Labels:
     return labels_from_strings(values)
 
 
-def labels_from_csv(text: str, column: str = "label") -> Labels:
+def check_label_separator(label_separator: str | None) -> None:
+    """A label separator is one character (not a quote or a line break)."""
+    if label_separator is None:
+        return
+    if len(label_separator) != 1 or label_separator in "\"\r\n":
+        raise InvalidLabels(
+            f"label_separator must be one character (not a quote or a line break), "
+            f"got {label_separator!r}"
+        )
+
+
+def labels_from_csv(
+    text: str, column: str = "label", label_separator: str | None = None
+) -> Labels | LabelSets:
     """Labels from the column ``column`` of a CSV file with a header line.
 
     Blank lines are skipped. Every other line must have as many fields as the header.
+    With ``label_separator`` the cells are label sets (``"cat|dog"``; an empty cell has
+    no label), typed as NOTE [Integers in text manifests] says over all their labels.
     """
+    check_label_separator(label_separator)
     if text.startswith(_BOM):
         text = text[1:]
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -154,7 +181,7 @@ def labels_from_csv(text: str, column: str = "label") -> Labels:
                     f"but the header has {width}"
                 )
             value = row[at]
-            if value == "":
+            if value == "" and label_separator is None:
                 raise InvalidLabels(
                     f"line {reader.line_num} of the CSV manifest has an empty {column!r} field"
                 )
@@ -165,18 +192,32 @@ def labels_from_csv(text: str, column: str = "label") -> Labels:
         ) from exc
     if not values:
         raise InvalidLabels("the CSV manifest has a header but no rows")
+    if label_separator is not None:
+        return _typed_sets([v.split(label_separator) if v else [] for v in values])
     return _typed(values)
 
 
-def labels_from_jsonl(text: str, column: str = "label") -> Labels:
+def _typed_sets(sets: list[list[str]]) -> LabelSets:
+    """Label sets from text cells: integers if every label is one, else strings."""
+    for number, labels in enumerate(sets):
+        if "" in labels:
+            raise InvalidLabels(
+                f"row {number + 1} of the CSV manifest has an empty label between separators"
+            )
+    if all(_INTEGER.fullmatch(v) for labels in sets for v in labels):
+        return label_sets_from_list([[int(v) for v in labels] for labels in sets])
+    return label_sets_from_list(sets)
+
+
+def labels_from_jsonl(text: str, column: str = "label") -> Labels | LabelSets:
     """Labels from JSON Lines: the value under ``column`` in each line's object.
 
     Blank lines are skipped. Values must be all integers or all strings (not booleans,
-    floats or null), as in a JSON upload.
+    floats or null), as in a JSON upload; or all arrays of them (label sets).
     """
     if text.startswith(_BOM):
         text = text[1:]
-    values: list[int | str] = []
+    values: list[int | str | list[Any]] = []
     first_kind: type | None = None
     first_line = 0
     for number, line in enumerate(text.split("\n"), start=1):
@@ -200,7 +241,7 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels:
             )
         value = record[column]
         kind = type(value)
-        if kind is not int and kind is not str:
+        if kind is not int and kind is not str and kind is not list:
             what = (
                 "null"
                 if value is None
@@ -208,7 +249,7 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels:
             )
             raise InvalidLabels(
                 f"line {number} of the JSON Lines manifest: {column!r} is {what}; "
-                f"labels must be integers or strings"
+                f"labels must be integers or strings (or arrays of them)"
             )
         if first_kind is None:
             first_kind, first_line = kind, number
@@ -221,7 +262,41 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels:
         values.append(value)
     if not values:
         raise InvalidLabels("the JSON Lines manifest is empty: it needs one JSON object per line")
+    if first_kind is list:
+        return label_sets_from_list(values)
     return labels_from_list(values)
+
+
+def label_sets_from_npz(data: bytes) -> LabelSets:
+    """Label sets from a ``.npz`` archive of ``offsets`` and ``values`` (never unpickled)."""
+    if not data.startswith(b"PK"):
+        raise InvalidLabels("the body is not a .npz archive (np.savez): it is not a zip file")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as members:
+            # Compressed members could expand far beyond the body limit: refuse them.
+            if any(info.compress_type != zipfile.ZIP_STORED for info in members.infolist()):
+                raise InvalidLabels(
+                    "the .npz archive is compressed; save it with np.savez, not "
+                    "np.savez_compressed (the upload's size limit must bound its arrays)"
+                )
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            names = set(archive.files)
+            if not {"offsets", "values"} <= names:
+                raise InvalidLabels(
+                    "a label-set .npz holds two arrays, 'offsets' (n + 1 integers) and "
+                    f"'values' (the labels); this one has {sorted(names)}"
+                )
+            offsets, values = archive["offsets"], archive["values"]
+    except InvalidLabels:
+        raise
+    except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise InvalidLabels(f"the .npz archive cannot be read: {exc}") from exc
+    if values.dtype.kind == "S":
+        raise InvalidLabels(
+            "label values must be integers or unicode strings, got byte strings; "
+            "save them as a unicode array (e.g. values.astype(str))"
+        )
+    return label_sets_from_csr(offsets, values)
 
 
 def labels_from_npy(data: bytes) -> Labels:

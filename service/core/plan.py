@@ -31,8 +31,16 @@ from service.core.exact import CumulativeTable, draw_exact_with_replacement
 from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
 from service.core.hierarchical import HierarchicalTable, draw_hierarchical
 from service.core.labels import Labels
+from service.core.labelsets import (
+    LABEL_REDUCES,
+    LabelReduce,
+    LabelSets,
+    hierarchical_codes,
+    reduce_label_weights,
+)
 from service.core.schedules import DynamicBalanceSchedule, Schedule
 from service.core.splitting import SEED_LIMIT, Split
+from service.core.stratify import population_indices
 from service.core.streams import (
     TORCH_MAX_CATEGORIES,
     Int64Array,
@@ -45,9 +53,12 @@ from service.core.streams import (
     shard_positions,
 )
 from service.core.weighting import (
+    CLASS_BASED,
+    DEFAULT_THRESHOLD,
     STRATEGIES,
     Strategy,
     check_weights,
+    class_weight_table,
     resolve_class_weights,
     sample_weights,
 )
@@ -86,6 +97,9 @@ class PlanConfig:
     replacement: bool = True
     seed: int = 0
     algorithm: Algorithm = "torch"
+    label_reduce: LabelReduce | None = None
+    unlabelled_weight: float | None = None
+    threshold: float | None = None
     schedule: Schedule | None = None
     #: Batch plans (``service.core.batches``): the contract, and batches per epoch
     #: (``None``: ``max(1, population_size // batch_size)``).
@@ -131,6 +145,35 @@ class PlanConfig:
             raise InvalidPlanConfig(
                 "algorithm 'hierarchical' draws with replacement; set replacement=true"
             )
+        if self.label_reduce is not None:
+            if self.label_reduce not in LABEL_REDUCES:
+                raise InvalidPlanConfig(
+                    f"unknown label_reduce {self.label_reduce!r}; expected one of "
+                    f"{', '.join(LABEL_REDUCES)}"
+                )
+            if self.strategy not in CLASS_BASED:
+                raise InvalidPlanConfig(
+                    "'label_reduce' only applies to class-based strategies "
+                    f"({', '.join(sorted(CLASS_BASED))}); repeat_factor always takes the max"
+                )
+        if self.threshold is not None:
+            if self.strategy != "repeat_factor":
+                raise InvalidPlanConfig("'threshold' only applies to strategy 'repeat_factor'")
+            if not (math.isfinite(self.threshold) and self.threshold >= 0.0):
+                raise InvalidPlanConfig(
+                    f"threshold should be a finite number >= 0, but got threshold={self.threshold}"
+                )
+        if self.unlabelled_weight is not None:
+            if self.strategy == "sample_weights":
+                raise InvalidPlanConfig(
+                    "'unlabelled_weight' does not apply to strategy 'sample_weights' "
+                    "(every sample's weight is given)"
+                )
+            if not (math.isfinite(self.unlabelled_weight) and self.unlabelled_weight >= 0.0):
+                raise InvalidPlanConfig(
+                    "unlabelled_weight should be a finite number >= 0, "
+                    f"but got unlabelled_weight={self.unlabelled_weight}"
+                )
         if self.num_batches is not None and self.batching is None:
             raise InvalidPlanConfig("'num_batches' only applies to plans with 'batching'")
         if self.num_batches is not None and self.num_batches <= 0:
@@ -162,6 +205,27 @@ class PlanConfig:
         """Whether ``num_samples`` depends on the epoch (``dynamic_balance``, num_samples null)."""
         return isinstance(self.schedule, DynamicBalanceSchedule) and self.num_samples is None
 
+    @property
+    def reduce(self) -> LabelReduce:
+        """How a label set's class weights combine: ``label_reduce``, ``sum`` when absent."""
+        if self.strategy == "repeat_factor":
+            return "max"
+        return self.label_reduce or "sum"
+
+    def default_unlabelled_weight(self) -> float:
+        """A sample with no label weighs this unless ``unlabelled_weight`` is given.
+
+        0 for class-based strategies (no class to balance: class-aware sampling never
+        draws it); 1 for ``repeat_factor`` (detectron2's ``max(..., default=1.0)``) and
+        for ``uniform`` (every sample alike).
+        """
+        return 0.0 if self.strategy in CLASS_BASED else 1.0
+
+    def resolved_unlabelled_weight(self) -> float:
+        if self.unlabelled_weight is None:
+            return self.default_unlabelled_weight()
+        return float(self.unlabelled_weight)
+
     def canonical(self, num_samples: int, num_batches: int | None = None) -> dict[str, Any]:
         """The JSON form that names the plan: every default filled, ``num_samples`` resolved.
 
@@ -185,9 +249,23 @@ class PlanConfig:
             else:
                 assert self.split.lengths is not None
                 split["lengths"] = [int(n) for n in self.split.lengths]
+            if self.split.stratify:
+                split["stratify"] = True
             out["split"] = split
         else:
             out["split"] = None
+        # Multi-label fields enter only when not at their defaults, so plans made before
+        # they existed keep their ids.
+        if self.strategy == "repeat_factor":
+            threshold = DEFAULT_THRESHOLD if self.threshold is None else float(self.threshold)
+            out["threshold"] = threshold
+        if self.label_reduce is not None and self.label_reduce != "sum":
+            out["label_reduce"] = self.label_reduce
+        if (
+            self.unlabelled_weight is not None
+            and float(self.unlabelled_weight) != self.default_unlabelled_weight()
+        ):
+            out["unlabelled_weight"] = float(self.unlabelled_weight)
         out.update(
             # Null when every epoch has its own length (the sum of its quotas).
             num_samples=None if self.epoch_lengths_vary else num_samples,
@@ -308,6 +386,9 @@ class PreparedPlan:
 
     ``population`` holds the dataset index of every population position (``None`` when
     the population is the whole dataset); ``weights`` and ``codes`` are per position.
+    For label-set data ``label_sets`` holds the population's label sets and ``codes`` are
+    the codes algorithm ``hierarchical`` is given
+    (:func:`~service.core.labelsets.hierarchical_codes`).
 
     NOTE [Epoch views]
         With a ``schedule`` the weights and the length depend on the epoch. ``weights``
@@ -327,6 +408,7 @@ class PreparedPlan:
     codes: npt.NDArray[np.unsignedinteger]
     weights: npt.NDArray[np.float64]
     num_samples: int
+    label_sets: LabelSets | None = None
     epoch: int = 0
     _views: _EpochViews = field(default_factory=_EpochViews, repr=False)
     batch_table: BatchTable | None = None
@@ -358,7 +440,12 @@ class PreparedPlan:
         return int(self.codes.shape[0])
 
     def class_counts(self) -> npt.NDArray[np.int64]:
-        """Class counts of the population (the training part when split)."""
+        """Class counts of the population (the training part when split).
+
+        For label sets: how many population samples carry each label.
+        """
+        if self.label_sets is not None:
+            return self.label_sets.class_counts()
         return self._class_counts.copy()
 
     @cached_property
@@ -513,14 +600,12 @@ def scheduled_weights(
 
 
 def prepare_plan(
-    labels: Labels, config: PlanConfig, *, max_num_samples: int | None = None
+    labels: Labels | LabelSets, config: PlanConfig, *, max_num_samples: int | None = None
 ) -> PreparedPlan:
     """Validate ``config`` against ``labels`` and compute the population and its weights."""
     population: Int64Array | None = None
-    codes = labels.codes
     if config.split is not None:
-        population = config.split.training_indices(labels.size)
-        codes = codes[population]
+        population = population_indices(config.split, labels)
 
     per_sample: npt.NDArray[np.float64] | None = None
     if config.weights is not None:
@@ -536,23 +621,42 @@ def prepare_plan(
     if config.class_weights is not None:
         class_weights = resolve_class_weights(labels, config.class_weights)
 
-    if population is None:
-        counts = labels.class_counts()
+    label_sets: LabelSets | None = None
+    counts: npt.NDArray[np.int64] | None = None
+    if isinstance(labels, LabelSets):
+        label_sets = labels if population is None else labels.subset(population)
+        codes = hierarchical_codes(label_sets)
     else:
-        counts = np.zeros(labels.num_classes, dtype=np.int64)
-        count_values(codes, counts)
+        codes = labels.codes if population is None else labels.codes[population]
+        if population is None:
+            counts = labels.class_counts()
+        else:
+            counts = np.zeros(labels.num_classes, dtype=np.int64)
+            count_values(codes, counts)
     size = int(codes.shape[0])
     if config.schedule is not None:
+        if label_sets is not None:
+            # A schedule's class weights (power of counts, catalyst's quotas) are per
+            # class; a label set has no one class to take them from.
+            raise InvalidPlanConfig(
+                "'schedule' needs single-label data: a label-set dataset has no one class "
+                "per sample for its per-class weights"
+            )
         weights, num_samples = scheduled_weights(config, codes, labels.num_classes, 0)
     else:
-        weights = sample_weights(
-            config.strategy,
-            codes,
-            counts,
-            beta=config.beta,
-            class_weights=class_weights,
-            per_sample=per_sample,
-        )
+        if label_sets is not None:
+            weights = _label_set_weights(config, label_sets, class_weights, per_sample)
+        else:
+            assert counts is not None
+            weights = sample_weights(
+                config.strategy,
+                codes,
+                counts,
+                beta=config.beta,
+                class_weights=class_weights,
+                per_sample=per_sample,
+                threshold=config.threshold,
+            )
         num_samples = size if config.num_samples is None else config.num_samples
     if max_num_samples is not None and num_samples > max_num_samples:
         raise InvalidPlanConfig(
@@ -580,6 +684,13 @@ def prepare_plan(
                 )
     batch_table = None
     if config.batching is not None:
+        if label_sets is not None:
+            # A batch contract counts members of one class per sample; a sample with
+            # several labels (or none) has no one class to count under.
+            raise InvalidPlanConfig(
+                "'batching' needs single-label data: a label-set dataset has no one class "
+                "per sample for its per-class quotas"
+            )
         batch_table = BatchTable.build(codes, labels.classes, config.batching, config.num_batches)
     prepared = PreparedPlan(
         config=config,
@@ -589,7 +700,38 @@ def prepare_plan(
         codes=codes,
         weights=weights,
         num_samples=num_samples,
+        label_sets=label_sets,
         batch_table=batch_table,
     )
-    prepared.__dict__["_class_counts"] = counts  # counted above: not again at 10**8
+    if counts is not None:
+        prepared.__dict__["_class_counts"] = counts  # counted above: not again at 10**8
     return prepared
+
+
+def _label_set_weights(
+    config: PlanConfig,
+    label_sets: LabelSets,
+    class_weights: Mapping[int, float] | None,
+    per_sample: npt.NDArray[np.float64] | None,
+) -> npt.NDArray[np.float64]:
+    """Per-sample weights of a label-set population; see NOTE [Label reduce]."""
+    table = class_weight_table(
+        config.strategy,
+        label_sets.class_counts(),
+        beta=config.beta,
+        class_weights=class_weights,
+        threshold=config.threshold,
+        population_size=label_sets.size,
+    )
+    if table is None:
+        assert per_sample is not None
+        weights = np.ascontiguousarray(per_sample, dtype=np.float64)
+    elif config.strategy == "uniform":
+        weights = np.ones(label_sets.size, dtype=np.float64)
+        weights[label_sets.cardinalities() == 0] = config.resolved_unlabelled_weight()
+    else:
+        weights = reduce_label_weights(
+            label_sets, table, config.reduce, config.resolved_unlabelled_weight()
+        )
+    check_weights(weights, what="weights")
+    return weights

@@ -25,11 +25,16 @@ SEED_LIMIT = 2**32
 
 @dataclass(frozen=True)
 class Split:
-    """Either ``fractions`` (adding up to 1) or ``lengths`` (adding up to n), and a seed."""
+    """Either ``fractions`` (adding up to 1) or ``lengths`` (adding up to n), and a seed.
+
+    ``stratify``: select the parts by NOTE [stratified-v1] (:mod:`service.core.stratify`)
+    instead of ``random_split``; :meth:`training_indices` is ``random_split``'s only.
+    """
 
     seed: int
     fractions: tuple[float, ...] | None = None
     lengths: tuple[int, ...] | None = None
+    stratify: bool = False
 
     def __post_init__(self) -> None:
         if (self.fractions is None) == (self.lengths is None):
@@ -89,4 +94,5 @@ def split_from_canonical(canonical: Mapping[str, Any] | None) -> Split | None:
         seed=canonical["seed"],
         fractions=tuple(canonical["fractions"]) if "fractions" in canonical else None,
         lengths=tuple(canonical["lengths"]) if "lengths" in canonical else None,
+        stratify=bool(canonical.get("stratify", False)),
     )

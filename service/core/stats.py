@@ -24,6 +24,19 @@ NOTE [Coverage statistics]
     solving ``sum_i pi_i = N`` (exact in expectation of the total, within about 2 % of
     the empirical per-class figures on plans of a few samples, closer on larger ones),
     and report ``exact = False``.
+
+NOTE [Label-set statistics]
+    With label sets a draw brings every label of the drawn sample, so the rows count
+    label *occurrences*: ``expected_draws`` of label ``c`` is the expected number of
+    drawn samples carrying ``c`` per epoch (``N * sum_{i carries c} p_i`` with
+    replacement), ``expected_share`` is that over the expected occurrences of all labels
+    (the label's share of the label occurrences among the draws), ``data_share`` the
+    label's share of the label occurrences in the population, ``expected_distinct_samples``
+    sums ``seen_i`` over the samples carrying ``c``, and ``class_weight`` is the label's
+    weight before the reduce (``t_c``; the repeat factor ``r_c`` for ``repeat_factor``).
+    A sample with several labels counts in each; unlabelled samples in none (their
+    number and expected draws are in :class:`LabelSetStats`). Shares cannot all be equal:
+    drawing a sample for a rare label also draws its frequent companions.
 """
 
 from __future__ import annotations
@@ -35,8 +48,10 @@ import numpy as np
 import numpy.typing as npt
 
 from service.core.codes import first_positions
+from service.core.labelsets import LabelSets
 from service.core.plan import PreparedPlan
 from service.core.streams import StreamRequest
+from service.core.weighting import class_weight_table
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -61,6 +76,16 @@ class ClassStats:
 
 
 @dataclass(frozen=True)
+class LabelSetStats:
+    """What a label-set population holds and gets; see NOTE [Label-set statistics]."""
+
+    unlabelled: int
+    mean_cardinality: float
+    expected_unlabelled_draws: float
+    expected_mean_cardinality: float
+
+
+@dataclass(frozen=True)
 class PlanStats:
     """The class table and the epoch-wide coverage of a plan; see NOTE [Coverage statistics]."""
 
@@ -69,6 +94,7 @@ class PlanStats:
     population_size: int
     expected_distinct_samples: float
     exact: bool
+    label_sets: LabelSetStats | None = None
 
     @property
     def expected_coverage(self) -> float:
@@ -136,6 +162,8 @@ def _inclusion_without_replacement(
 
 def plan_statistics(plan: PreparedPlan) -> PlanStats:
     """The class table and the epoch coverage of ``plan``; see NOTE [Coverage statistics]."""
+    if plan.label_sets is not None:
+        return _label_set_statistics(plan, plan.label_sets)
     k = plan.num_classes
     n = plan.num_samples
     counts = plan.class_counts()
@@ -203,6 +231,85 @@ def plan_statistics(plan: PreparedPlan) -> PlanStats:
     )
 
 
+def _label_set_statistics(plan: PreparedPlan, sets: LabelSets) -> PlanStats:
+    """See NOTE [Label-set statistics]; per sample, then summed over label occurrences."""
+    k = plan.num_classes
+    n = plan.num_samples
+    weights = plan.weights
+    ones = np.ones(weights.shape[0], dtype=np.float64)
+    exact = True
+    if plan.config.replacement:
+        p = weights / float(weights.sum())
+        seen = _seen_with_replacement(p, n)
+        drawn = n * p
+    else:
+        seen, exact = _inclusion_without_replacement(weights, ones, n)
+        drawn = seen
+    counts = sets.class_counts()
+    codes = sets.codes
+    owner = sets.sample_of_occurrence()
+    draws = np.bincount(codes, weights=drawn[owner], minlength=k).astype(np.float64)
+    distinct = np.bincount(codes, weights=seen[owner], minlength=k).astype(np.float64)
+    table = _label_weight_table(plan, sets)
+    occurrences = max(int(counts.sum()), 1)
+    total_draws = float(draws.sum())
+    rows = []
+    for c in range(k):
+        count = int(counts[c])
+        unique = float(distinct[c])
+        rows.append(
+            ClassStats(
+                code=c,
+                count=count,
+                class_weight=None if table is None else float(table[c]),
+                data_share=count / occurrences,
+                expected_share=float(draws[c]) / total_draws if total_draws > 0 else 0.0,
+                expected_draws=float(draws[c]),
+                expected_distinct_samples=unique,
+                expected_coverage=unique / count if count else None,
+                mean_repeats_per_drawn_sample=(
+                    (1.0 if not plan.config.replacement else float(draws[c]) / unique)
+                    if unique > 0
+                    else None
+                ),
+            )
+        )
+    lengths = sets.cardinalities()
+    unlabelled = lengths == 0
+    return PlanStats(
+        classes=rows,
+        num_samples=n,
+        population_size=plan.population_size,
+        expected_distinct_samples=float(seen.sum()),
+        exact=exact,
+        label_sets=LabelSetStats(
+            unlabelled=int(np.count_nonzero(unlabelled)),
+            mean_cardinality=sets.mean_cardinality(),
+            expected_unlabelled_draws=float(drawn[unlabelled].sum()),
+            expected_mean_cardinality=total_draws / n if n else 0.0,
+        ),
+    )
+
+
+def _label_weight_table(plan: PreparedPlan, sets: LabelSets) -> Float64Array | None:
+    """Each label's weight before the reduce (None where weights are per sample)."""
+    config = plan.config
+    if config.strategy in ("sample_weights", "uniform"):
+        return None
+    class_weights = None
+    if config.class_weights is not None:
+        by_name = {str(name): code for code, name in enumerate(sets.classes)}
+        class_weights = {by_name[str(name)]: float(w) for name, w in config.class_weights.items()}
+    return class_weight_table(
+        config.strategy,
+        sets.class_counts(),
+        beta=config.beta,
+        class_weights=class_weights,
+        threshold=config.threshold,
+        population_size=sets.size,
+    )
+
+
 def class_table(plan: PreparedPlan) -> list[ClassStats]:
     """Per class: count, weight, share of draws and coverage; see :func:`plan_statistics`."""
     return plan_statistics(plan).classes
@@ -258,5 +365,14 @@ def summarize_stream(
 def stream_class_counts(
     plan: PreparedPlan, positions: npt.NDArray[np.integer]
 ) -> npt.NDArray[np.int64]:
-    """How many draws of each class a stream of population positions holds."""
+    """How many draws of each class a stream of population positions holds.
+
+    For label sets: occurrences of each label among the drawn samples.
+    """
+    sets = plan.label_sets
+    if sets is not None:
+        per_sample = np.bincount(positions, minlength=sets.size)
+        return np.bincount(
+            sets.codes, weights=per_sample[sets.sample_of_occurrence()], minlength=plan.num_classes
+        ).astype(np.int64)
     return np.bincount(plan.codes[positions], minlength=plan.num_classes).astype(np.int64)

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.core.labels import Labels, labels_from_dictionary, labels_from_int_chunks
+from service.core.labelsets import LabelSets, label_sets_from_csr
 from service.errors import InvalidLabels, PayloadTooLarge
 
 TableFormat = Literal["parquet", "arrow"]
@@ -167,7 +168,7 @@ def _first_null(column: ArrowColumn) -> int:
     return -1  # pragma: no cover - only called when there are nulls
 
 
-def labels_from_arrow(column: ArrowColumn) -> Labels:
+def labels_from_arrow(column: ArrowColumn) -> Labels | LabelSets:
     """Canonical :class:`Labels` from a pyarrow ``Array`` or ``ChunkedArray`` of labels.
 
     Integers are labels as they are; strings, and dictionary-encoded integers or
@@ -243,13 +244,14 @@ def _check_label_type(arrow_type: Any) -> None:
     raise InvalidLabels(f"labels must be integers or strings, got a {arrow_type} column")
 
 
-def label_sets_from_arrow(column: ArrowColumn) -> Labels:
+def label_sets_from_arrow(column: ArrowColumn) -> LabelSets:
     """Label sets from a list column: the one place where list columns are read.
 
     The list column is checked here (its values integers or strings, no null list and no
     null label) and taken apart into the CSR form ``(offsets, values)`` that the
-    multi-label core reads (``service.core.labelsets.label_sets_from_csr``). Until
-    multi-label datasets are stored by the service, the answer is a clear 422.
+    multi-label core reads (:func:`service.core.labelsets.label_sets_from_csr`; strings
+    and dictionary-encoded values through their dictionary). An empty list is a sample
+    without labels.
     """
     value_type = column.type.value_type
     if pa.types.is_dictionary(value_type):
@@ -266,7 +268,42 @@ def label_sets_from_arrow(column: ArrowColumn) -> Labels:
             f"the label column has {column.null_count} null label set(s), the first in row "
             f"{_first_null(column)}; an empty list is a sample without labels"
         )
-    raise InvalidLabels(
-        f"the label column {column.type} is a list column (label sets, multi-label data), "
-        "which this release of the service does not take yet; send one label per sample"
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_fixed_size_list(lists.type):
+        size = lists.type.list_size
+        offsets = np.arange(len(lists) + 1, dtype=np.int64) * size
+        values = lists.flatten()
+    elif pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type):
+        offsets = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets -= offsets[0]  # a sliced array's offsets start where its slice does
+        values = lists.flatten()
+    else:
+        # List views: each list is (offset, size) into the values, in any order.
+        starts = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        sizes = lists.sizes.to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        gather = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(
+            starts - offsets[:-1], sizes
+        )
+        values = lists.values.take(pa.array(gather))
+    if values.null_count:
+        raise InvalidLabels(
+            f"the label column's lists hold {values.null_count} null label(s); labels must "
+            "not be null (an empty list is a sample without labels)"
+        )
+    if pa.types.is_integer(values.type):
+        return label_sets_from_csr(offsets, values.to_numpy(zero_copy_only=False))
+    if _is_text(values.type):
+        values = values.dictionary_encode()
+    dictionary = values.dictionary
+    if dictionary.null_count:
+        raise InvalidLabels("the label column's dictionary holds nulls; labels must not be null")
+    names: Any = (
+        dictionary.to_numpy(zero_copy_only=False)
+        if pa.types.is_integer(dictionary.type)
+        else dictionary.to_pylist()
+    )
+    return label_sets_from_csr(
+        offsets, values.indices.to_numpy(zero_copy_only=False), dictionary=names
     )

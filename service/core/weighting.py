@@ -1,4 +1,4 @@
-"""Per-sample weights: the six strategies, all float64 and unnormalised.
+"""Per-sample weights: the seven strategies, all float64 and unnormalised.
 
 ``inverse_frequency`` gives every sample exactly ``1.0 / count(its class)`` in float64,
 as the classic recipe does, so that streams match ``WeightedRandomSampler`` to the bit.
@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from service.core.codes import gather
 from service.core.labels import Labels
+from service.core.labelsets import LabelSets
 from service.errors import InvalidPlanConfig, InvalidWeights
 
 Strategy = Literal[
@@ -25,10 +26,20 @@ Strategy = Literal[
     "uniform",
     "class_weights",
     "sample_weights",
+    "repeat_factor",
 ]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 Float64Array = npt.NDArray[np.float64]
+
+#: Strategies that give each class a weight, combined over a label set by ``label_reduce``.
+CLASS_BASED: frozenset[str] = frozenset(
+    {"inverse_frequency", "inverse_sqrt_frequency", "effective_number", "class_weights"}
+)
+
+#: LVIS's frequency threshold ``t`` (Gupta et al., 2019), detectron2's ``REPEAT_THRESHOLD``
+#: in its LVIS configs: the default of strategy ``repeat_factor``.
+DEFAULT_THRESHOLD = 0.001
 
 
 def class_weight_table(
@@ -37,13 +48,26 @@ def class_weight_table(
     *,
     beta: float | None = None,
     class_weights: Mapping[int, float] | None = None,
+    threshold: float | None = None,
+    population_size: int | None = None,
 ) -> Float64Array | None:
     """The weight of one sample of each class, or ``None`` for ``sample_weights``.
 
-    ``counts`` are the class counts of the population being drawn from. A class with no
-    member in it gets the weight its formula gives for a count of 1; it is never drawn.
+    ``counts`` are the class counts of the population being drawn from (for label sets:
+    how many samples carry each label). A class with no member in it gets the weight its
+    formula gives for a count of 1; it is never drawn.
+
+    ``repeat_factor`` is LVIS's category repeat factor as detectron2's
+    ``RepeatFactorTrainingSampler.repeat_factors_from_category_frequency`` computes it:
+    ``f_c = count_c / population_size`` (the fraction of samples carrying ``c``) and
+    ``r_c = max(1, sqrt(threshold / f_c))``, in float64.
     """
     safe = np.maximum(counts, 1).astype(np.float64)
+    if strategy == "repeat_factor":
+        t = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        size = float(population_size if population_size is not None else counts.sum())
+        frequency = safe / size
+        return np.maximum(1.0, np.sqrt(t / frequency))
     if strategy == "inverse_frequency":
         return 1.0 / safe
     if strategy == "inverse_sqrt_frequency":
@@ -68,7 +92,9 @@ def class_weight_table(
     )
 
 
-def resolve_class_weights(labels: Labels, given: Mapping[str, float]) -> dict[int, float]:
+def resolve_class_weights(
+    labels: Labels | LabelSets, given: Mapping[str, float]
+) -> dict[int, float]:
     """Map user-given ``{class name: weight}`` (JSON keys are strings) onto class codes.
 
     Classes not named keep weight 1.0; a name that is not a class of the dataset is an
@@ -125,9 +151,17 @@ def sample_weights(
     beta: float | None = None,
     class_weights: Mapping[int, float] | None = None,
     per_sample: Float64Array | None = None,
+    threshold: float | None = None,
 ) -> Float64Array:
     """A float64 weight per sample of the population, validated for drawing."""
-    table = class_weight_table(strategy, counts, beta=beta, class_weights=class_weights)
+    table = class_weight_table(
+        strategy,
+        counts,
+        beta=beta,
+        class_weights=class_weights,
+        threshold=threshold,
+        population_size=int(codes.shape[0]),
+    )
     weights: Float64Array
     if table is None:
         if per_sample is None:

@@ -45,6 +45,16 @@ datasets = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Label-set datasets (issue 10): the CSR offsets beside the dataset's row, whose ``codes``
+# then hold one code per label occurrence. A table of its own, so that the datasets
+# table and every single-label row stay as they were.
+dataset_label_sets = sa.Table(
+    "dataset_label_sets",
+    metadata,
+    sa.Column("dataset_id", sa.String(64), sa.ForeignKey("datasets.id"), primary_key=True),
+    sa.Column("offsets", sa.LargeBinary, nullable=False),  # zlib-compressed little-endian int64
+)
+
 plans = sa.Table(
     "plans",
     metadata,
@@ -69,12 +79,28 @@ schema_version = sa.Table(
 
 #: The schema this release reads and writes. A change to the tables bumps it and adds
 #: the step that brings a database from the previous version to :data:`MIGRATIONS`.
-SCHEMA_VERSION = 1
+#:
+#: - 1: ``datasets``, ``plans`` (zlib blobs), ``schema_version``.
+#: - 2: blobs in NOTE [How arrays are stored]'s format (version-1 blobs stay readable);
+#:   new tables ``dataset_label_sets`` (label-set offsets) and ``runs``,
+#:   ``run_updates``, ``run_epochs`` (:mod:`service.storage.runs`). A version-1 release
+#:   would misread both (label-set datasets as single-label codes, new blobs as zlib), so
+#:   it must refuse such a database, which the bump makes it do.
+SCHEMA_VERSION = 2
+
+
+def _to_v2(conn: Connection) -> None:
+    """Version 1 -> 2: nothing to rewrite.
+
+    The new tables are made by ``metadata.create_all`` in the same transaction, before the
+    steps run, and version-1 blobs are read as they are.
+    """
+
 
 #: ``{n: step}``: the step from version ``n - 1`` to ``n``, run in order on start-up, in
 #: the same transaction (and under the same lock) as the version bump. Version 1 is the
-#: tables above; a database made before ``schema_version`` existed is version 1 too.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+#: first release's tables; a database made before ``schema_version`` existed is version 1.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
 
 #: Serialises schema creation when several replicas start against one PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x5A3F_1E00
@@ -139,6 +165,8 @@ class DatasetRecord:
     counts: list[int]
     codes_dtype: str
     codes: bytes  # raw, uncompressed
+    #: Label sets only: raw little-endian int64 CSR offsets (size + 1), uncompressed.
+    offsets: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -293,7 +321,19 @@ class PlanStore:
         """Store a dataset; ``True`` if it was new."""
         values = self._dataset_values(record)
         with self._transaction() as conn:
-            return self._insert_ignore(conn, datasets, values)
+            return self._insert_dataset(conn, record, values)
+
+    def _insert_dataset(
+        self, conn: Connection, record: DatasetRecord, values: dict[str, Any]
+    ) -> bool:
+        created = self._insert_ignore(conn, datasets, values)
+        if created and record.offsets is not None:
+            conn.execute(
+                dataset_label_sets.insert().values(
+                    dataset_id=record.id, offsets=compress(record.offsets)
+                )
+            )
+        return created
 
     def put_plan(self, record: PlanRecord, dataset: DatasetRecord | None = None) -> bool:
         """Store a plan (and its dataset, in the same transaction, if given); ``True`` if new."""
@@ -315,18 +355,20 @@ class PlanStore:
         with self._transaction() as conn:
             dataset_new = False
             if dataset_values is not None:
-                dataset_new = self._insert_ignore(conn, datasets, dataset_values)
+                assert dataset is not None
+                dataset_new = self._insert_dataset(conn, dataset, dataset_values)
             return self._insert_ignore(conn, plans, values), dataset_new
 
     # -- reads ----------------------------------------------------------------------------
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        query = (
+            sa.select(datasets, dataset_label_sets.c.offsets)
+            .outerjoin(dataset_label_sets, dataset_label_sets.c.dataset_id == datasets.c.id)
+            .where(datasets.c.id == dataset_id)
+        )
         with self._connection() as conn:
-            row = (
-                conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(query).mappings().first()
         if row is None:
             return None
         return DatasetRecord(
@@ -337,6 +379,7 @@ class PlanStore:
             counts=json.loads(row["counts"]),
             codes_dtype=row["codes_dtype"],
             codes=decompress(row["codes"]),
+            offsets=decompress(row["offsets"]) if row["offsets"] is not None else None,
         )
 
     def dataset_exists(self, dataset_id: str) -> bool:

@@ -50,7 +50,32 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("labels mixed", "POST", "/v1/datasets", {"labels": [1, "cat"]}, 422, "labels[1] is a str"),
     ("labels floats", "POST", "/v1/datasets", {"labels": [1.0, 2.0]}, 422, "labels[0] is a float"),
     ("labels booleans", "POST", "/v1/datasets", {"labels": [True, False]}, 422, "boolean"),
-    ("labels nested", "POST", "/v1/datasets", {"labels": [[0], [1]]}, 422, "is a list"),
+    ("labels nested after a label", "POST", "/v1/datasets", {"labels": [0, [1]]}, 422, "labels[1] is a list"),
+    # -- label sets (issue 10)
+    ("label sets nested too deep", "POST", "/v1/datasets", {"labels": [[[0]], [1]]}, 422, "nest one level"),
+    ("label sets ragged", "POST", "/v1/datasets", {"labels": [[0], 1]}, 422, "labels[1] is 1 (int), not a list"),
+    ("label sets mixed", "POST", "/v1/datasets", {"labels": [[0, 1], ["cat"]]}, 422, "labels[1] holds a str"),
+    ("label sets mixed in one", "POST", "/v1/datasets", {"labels": [[0, "cat"]]}, 422, "all integers or all strings"),
+    ("label sets float", "POST", "/v1/datasets", {"labels": [[0], [1.5]]}, 422, "labels[1] holds a float"),
+    ("label sets null", "POST", "/v1/datasets", {"labels": [[0], [None]]}, 422, "labels[1] holds null"),
+    ("label sets bool", "POST", "/v1/datasets", {"labels": [[True]]}, 422, "boolean"),
+    ("label sets huge int", "POST", "/v1/datasets", {"labels": [[2**70]]}, 422, "int64"),
+    ("label sets all empty plan", "POST", "/v1/plans", {"labels": [[], []]}, 422, "all zero"),
+    ("label reduce unknown", "POST", "/v1/plans", {"labels": [[0, 1], [1]], "label_reduce": "min"}, 422, "label_reduce"),
+    ("label reduce with uniform", "POST", "/v1/plans", {"labels": [[0, 1], [1]], "strategy": "uniform", "label_reduce": "max"}, 422, "only applies to class-based"),
+    ("label reduce with repeat_factor", "POST", "/v1/plans", {"labels": [[0, 1], [1]], "strategy": "repeat_factor", "label_reduce": "max"}, 422, "repeat_factor always takes the max"),
+    ("threshold wrong strategy", "POST", "/v1/plans", {"labels": [[0, 1], [1]], "threshold": 0.1}, 422, "only applies to strategy 'repeat_factor'"),
+    ("threshold negative", "POST", "/v1/plans", {"labels": [[0, 1], [1]], "strategy": "repeat_factor", "threshold": -0.1}, 422, "threshold should be"),
+    ("threshold NaN", "POST", "/v1/plans", b'{"labels": [[0, 1], [1]], "strategy": "repeat_factor", "threshold": NaN}', 422, "threshold"),
+    ("unlabelled weight negative", "POST", "/v1/plans", {"labels": [[0, 1], []], "unlabelled_weight": -1.0}, 422, "unlabelled_weight should be"),
+    ("unlabelled weight with sample weights", "POST", "/v1/plans", {"labels": [[0], []], "strategy": "sample_weights", "weights": [1, 1], "unlabelled_weight": 1.0}, 422, "does not apply"),
+    ("stratify class too small", "POST", "/v1/plans", {"labels": [0, 0, 0, 0, 1], "split": {"fractions": [0.6, 0.4], "stratify": True}}, 422, "class 1 has 1 sample"),
+    ("stratify label too small", "POST", "/v1/plans", {"labels": [[0, 1], [0], [0], [0]], "split": {"fractions": [0.5, 0.5], "stratify": True}}, 422, "label 1 has 1 sample"),
+    ("batching with label sets", "POST", "/v1/plans", {"labels": [[0, 1], [1], [0], [1]], "batching": {"kind": "m_per_class", "m": 1, "batch_size": 2}}, 422, "needs single-label data"),
+    ("schedule with label sets", "POST", "/v1/plans", {"labels": [[0, 1], [1], [0], [1]], "schedule": {"kind": "power", "start": 0.0, "end": 1.0, "epochs": 5}}, 422, "needs single-label data"),
+    ("stratify not a bool", "POST", "/v1/plans", {"labels": LABELS, "split": {"fractions": [0.5, 0.5], "stratify": "yes"}}, 422, "stratify"),
+    ("separator two chars", "POST", "/v1/datasets?label_separator=%7C%7C", b"label\na||b\n", 422, "one character"),
+    ("separator not csv", "POST", "/v1/datasets?label_separator=%7C", {"labels": [0]}, 422, "text/csv uploads only"),
     ("labels NaN", "POST", "/v1/datasets", b'{"labels": [0, NaN]}', 422, "non-finite"),
     ("labels huge int", "POST", "/v1/datasets", {"labels": [2**70]}, 422, "int64"),
     ("labels too many", "POST", "/v1/datasets", {"labels": [0] * (MAX_LABELS + 1)}, 413, "at most 10000"),
@@ -140,7 +165,8 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(
     before = store.count()
     path = path.format(**ids)
     if isinstance(body, bytes):
-        response = client.request(method, path, content=body, headers={"content-type": "application/json"})
+        media = "text/csv" if "label_separator" in path else "application/json"
+        response = client.request(method, path, content=body, headers={"content-type": media})
     elif isinstance(body, dict) and "dataset_id" in body:
         body = {**body, "dataset_id": body["dataset_id"].format(**ids)}
         response = client.request(method, path, json=body)

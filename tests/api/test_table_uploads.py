@@ -151,7 +151,7 @@ BAD: list[tuple[str, bytes, str, dict[str, str], int, list[str]]] = [
     ("nulls in arrow", ipc(WIDE, file=True), FILE, {"label_column": "maybe"}, 422, ["null"]),
     ("struct column", parquet(WIDE), PARQUET, {"label_column": "point"}, 422, ["nested"]),
     ("list of lists", parquet(WIDE), PARQUET, {"label_column": "matrix"}, 422, ["label sets"]),
-    ("list column", parquet(WIDE), PARQUET, {"label_column": "tags"}, 422, ["multi-label"]),
+    ("separator with a table", parquet(WIDE), PARQUET, {"label_column": "tags", "label_separator": "|"}, 422, ["text/csv uploads only"]),
     (
         "no rows",
         parquet(pa.table({"label": pa.array([], pa.int64())})),
@@ -204,3 +204,18 @@ def test_the_spooled_body_is_removed(client: TestClient, tmp_path: Path, monkeyp
     bad = post(client, b"nonsense", PARQUET)
     assert ok.status_code in (200, 201) and bad.status_code == 422
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_list_column_is_a_label_set_dataset(client: TestClient) -> None:
+    """Parquet and Arrow list columns are label sets (issue 10): the JSON lists' dataset."""
+    expected = client.post("/v1/datasets", json={"labels": [[1], [2, 3], []]})
+    assert expected.json()["multi_label"] is True
+    for body, media in ((parquet(WIDE), PARQUET), (ipc(WIDE, file=False), STREAM)):
+        response = client.post(
+            "/v1/datasets",
+            content=body,
+            headers={"content-type": media},
+            params={"label_column": "tags"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == expected.json()["id"]

@@ -137,6 +137,7 @@ def test_openapi_lists_every_upload_type(client: TestClient) -> None:
     assert set(operation["requestBody"]["content"]) == {
         "application/json",
         "application/x-npy",
+        "application/x-npz",
         "application/octet-stream",
         "text/csv",
         "application/x-ndjson",
@@ -146,7 +147,7 @@ def test_openapi_lists_every_upload_type(client: TestClient) -> None:
         "application/vnd.apache.arrow.file",
     }
     params = {p["name"] for p in operation["parameters"]}
-    assert params == {"label_column", "dtype"}
+    assert params == {"label_column", "dtype", "label_separator"}
     assert {"413", "415", "422"} <= set(operation["responses"])
 
 

@@ -198,3 +198,32 @@ def test_serve_is_still_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["serve", "--help"], capsys)
     assert code == 0
     assert "--port" in out
+
+
+def test_plan_on_label_sets_locally_and_on_a_service_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], live_server: LiveServer
+) -> None:
+    """A CSV of label sets (split on --label-separator), reduced and stratified, both ways."""
+    rows = [["cat", "dog"], ["cat"], [], ["dog"], ["emu", "cat"], ["cat"]] * 6
+    manifest = tmp_path / "tags.csv"
+    manifest.write_text("path,tags\n" + "".join(f"{i}.png,{';'.join(r)}\n" for i, r in enumerate(rows)))
+    args = [
+        "plan", str(manifest), "--column", "tags", "--label-separator", ";",
+        "--label-reduce", "max", "--unlabelled-weight", "0.05",
+        "--split", "0.5,0.5", "--stratify", "--json",
+    ]
+    code, local, err = run(args, capsys)
+    assert code == 0, err
+    code, remote, err = run([*args, "--url", live_server.url], capsys)
+    assert code == 0, err
+    local_plan, remote_plan = json.loads(local), json.loads(remote)
+    assert local_plan == remote_plan
+    assert local_plan["config"]["label_reduce"] == "max"
+    assert local_plan["config"]["split"]["stratify"] is True
+    assert local_plan["population_size"] == 18 and local_plan["label_sets"]["unlabelled"] <= 6
+    assert [c["count"] for c in local_plan["classes"]] == [12, 6, 3]  # exact halves of 24, 12, 6
+    code, out, err = run([*args[:-1]], capsys)
+    assert code == 0, err
+    assert "cat" in out and "emu" in out
+    code, _, err = run(["plan", str(manifest), "--label-separator", "::"], capsys)
+    assert code != 0 and "one character" in err

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from service import __version__
-from service.cli import ALGORITHM_CHOICES, STRATEGY_CHOICES, build_parser, main
+from service.cli import (
+    ALGORITHM_CHOICES,
+    LABEL_REDUCE_CHOICES,
+    STRATEGY_CHOICES,
+    build_parser,
+    main,
+)
+from service.core.labelsets import LABEL_REDUCES
 from service.core.plan import ALGORITHMS
 from service.core.weighting import STRATEGIES
 from service.logs import resolve_format
@@ -86,6 +93,7 @@ def test_the_written_out_choices_are_the_cores() -> None:
     # Written out so that --help imports no numpy (NOTE [A fast --help]).
     assert tuple(s for s in STRATEGIES if s != "sample_weights") == STRATEGY_CHOICES
     assert tuple(ALGORITHM_CHOICES) == tuple(ALGORITHMS)
+    assert LABEL_REDUCE_CHOICES == LABEL_REDUCES
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -146,8 +146,7 @@ def test_integer_chunks_equal_the_concatenated_array(chunks: list[list[int]]) ->
         (pa.array([b"x"], pa.binary()), ["binary"]),
         (pa.array([[1.5]]), ["list", "label sets", "double"]),
         (pa.array([[1], None]), ["null label set"]),
-        (pa.array([[1, 2], [3]]), ["list column", "multi-label"]),
-        (pa.array([["a"], []]), ["list column", "multi-label"]),
+        (pa.array([[1, None], [3]]), ["1 null label", "empty list"]),
         (pa.array([1.0]).dictionary_encode(), ["dictionary", "double"]),
     ],
 )
@@ -256,3 +255,33 @@ def test_kernels_match_numpy(values: list[int], dtype: str) -> None:
         c = int(np.flatnonzero(counts > 1)[0])
         varied[np.flatnonzero(codes == c)[-1]] += 1.0
         assert codes_module.value_per_class(codes, varied, k) is None
+
+
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [
+        (pa.array([[3, 1, 1], [], [2]]), [[1, 3], [], [2]]),
+        (pa.array([[3, 1], [], [2]], pa.large_list(pa.int32())), [[1, 3], [], [2]]),
+        (pa.chunked_array([pa.array([[3, 1]]), pa.array([[], [2, 2]])]), [[1, 3], [], [2]]),
+        (pa.array([[5], [9, 3], [], [2]]).slice(1, 3), [[3, 9], [], [2]]),
+    ],
+)
+def test_list_columns_are_label_sets(column: Any, expected: list[list[int]]) -> None:
+    """A list column is label sets: the same dataset as the JSON lists (issue 10)."""
+    from service.core.labelsets import label_sets_from_list
+
+    sets = labels_from_arrow(column)
+    assert sets.values() == expected  # type: ignore[union-attr]
+    assert sets.digest() == label_sets_from_list(expected).digest()
+
+
+def test_string_and_dictionary_list_columns_are_label_sets() -> None:
+    from service.core.labelsets import label_sets_from_list
+
+    strings = pa.array([["dog", "cat"], [], ["emu"]])
+    encoded = strings.cast(pa.list_(pa.dictionary(pa.int16(), pa.string())))
+    expected = label_sets_from_list([["cat", "dog"], [], ["emu"]]).digest()
+    assert labels_from_arrow(strings).digest() == expected
+    assert labels_from_arrow(encoded).digest() == expected
+    fixed = pa.array([[2, 1], [1, 1]], pa.list_(pa.int64(), 2))
+    assert labels_from_arrow(fixed).values() == [[1, 2], [1]]  # type: ignore[union-attr]

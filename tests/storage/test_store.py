@@ -273,3 +273,42 @@ def test_blobs_are_zstd_when_it_pays_and_raw_otherwise(data: bytes, codec: bytes
     assert store_module.decompress(blob) == data
     if codec == b"z":
         assert len(blob) <= 7 / 8 * len(data) + 13
+
+
+def test_a_version_1_database_is_migrated_to_version_2(database_url: str) -> None:
+    """The first release's database (its three tables, version 1, a zlib blob) gains the
+    label-set and run tables, keeps its data, and is then refused by a version-1 release."""
+    import zlib
+    from datetime import datetime, timezone
+
+    drop_everything(database_url)
+    engine = store_module.create_engine_for(database_url)
+    first_release = [store_module.datasets, store_module.plans, store_module.schema_version]
+    store_module.metadata.create_all(engine, tables=first_release)
+    old = dataset(12, size=1_000)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(store_module.schema_version.insert().values(id=1, version=1, updated_at=now))
+        conn.execute(
+            store_module.datasets.insert().values(
+                id=old.id,
+                label_kind=old.label_kind,
+                size=old.size,
+                classes="[0, 1, 2]",
+                counts=str(old.counts),
+                codes_dtype=old.codes_dtype,
+                codes=zlib.compress(old.codes, 1),
+                created_at=now,
+            )
+        )
+    engine.dispose()
+
+    migrated = PlanStore.open(database_url)
+    try:
+        assert store_module.SCHEMA_VERSION == 2
+        assert migrated.current_schema_version() == 2
+        tables = set(sa.inspect(migrated.engine).get_table_names())
+        assert {"dataset_label_sets", "runs", "run_updates", "run_epochs"} <= tables
+        assert migrated.get_dataset(old.id) == old
+    finally:
+        migrated.close()

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import CatalogDep
-from service.api.schemas import CodesOut, DatasetOut, Problem
+from service.api.schemas import CodesOut, DatasetOut, OffsetsOut, Problem
 from service.api.uploads import (
     UPLOAD_REQUEST_BODY,
     RawDtype,
@@ -21,6 +21,7 @@ from service.api.uploads import (
     upload_description,
 )
 from service.api.views import dataset_out
+from service.errors import InvalidLabels
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -78,11 +79,23 @@ async def create_dataset(
         RawDtype,
         Query(description="Element type of an `application/octet-stream` body (little-endian)."),
     ] = "int64",
+    label_separator: Annotated[
+        str | None,
+        Query(
+            description="CSV only: split each label cell on this one character into a label "
+            "set (an empty cell is a sample with no label)."
+        ),
+    ] = None,
 ) -> DatasetOut:
     # Async only to read the raw body; parsing and storing run in the threadpool.
     content_type = request.headers.get("content-type")
     fmt = table_format(content_type)
     if fmt is not None:
+        if label_separator is not None:
+            raise InvalidLabels(
+                "label_separator applies to text/csv uploads only; a table's list column "
+                "holds label sets as they are"
+            )
         # Tables can be far larger than their label column: spooled, never held whole.
         async with spooled_body(request) as path:
             labels = await run_in_threadpool(
@@ -95,7 +108,12 @@ async def create_dataset(
     else:
         body = await request.body()
         labels = await run_in_threadpool(
-            labels_from_upload, body, content_type, label_column=label_column, dtype=dtype
+            labels_from_upload,
+            body,
+            content_type,
+            label_column=label_column,
+            dtype=dtype,
+            label_separator=label_separator,
         )
     info, created = await run_in_threadpool(catalog.create_dataset, labels)
     if not created:
@@ -151,8 +169,44 @@ def get_codes(
     )
 
 
+LabelSetsId = Annotated[
+    str,
+    Path(description="The dataset's id.", openapi_examples=examples.LABEL_SETS_ID_EXAMPLES),
+]
+
+
+@router.get(
+    "/{dataset_id}/offsets",
+    summary="Where each sample's labels start, for a label-set dataset",
+    description=(
+        "int64 CSR offsets, one more than the samples: sample `i`'s labels are "
+        "`codes[offsets[i]:offsets[i + 1]]` of `/codes`. 404 for single-label datasets. "
+        "At most `max_page` values per response (422 beyond)."
+    ),
+    responses={
+        **array_responses("The offsets", "<i8", examples.OFFSETS, OffsetsOut),
+        404: {"model": Problem, "description": "No label-set dataset has this id."},
+        422: {"model": Problem, "description": "More samples than `max_page`."},
+    },
+)
+def get_offsets(
+    dataset_id: LabelSetsId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+) -> Response:
+    offsets = catalog.offsets(dataset_id)
+    return array_response(
+        media_type,
+        offsets,
+        meta={"dataset_id": dataset_id, "length": int(offsets.shape[0])},
+        key="offsets",
+        head_only=request.method == "HEAD",
+    )
+
+
 # HEAD like the plans' array endpoints: GET's headers, no body, kept out of the schema.
 router.add_api_route("/{dataset_id}/codes", get_codes, methods=["HEAD"], include_in_schema=False)
+router.add_api_route(
+    "/{dataset_id}/offsets", get_offsets, methods=["HEAD"], include_in_schema=False
+)
 
 #: Paths answering HEAD, documented by service.api.openapi.head_operations.
-HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes",)
+HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes", f"{router.prefix}/{{dataset_id}}/offsets")

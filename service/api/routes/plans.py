@@ -22,7 +22,7 @@ from service.api.schemas import (
 )
 from service.api.views import plan_out
 from service.catalog import Plan
-from service.core.labels import labels_from_list
+from service.core.labelsets import labels_or_label_sets
 from service.core.stats import summarize_stream
 from service.core.streams import Int64Array, Space, StreamRequest
 from service.errors import InvalidStreamRequest
@@ -142,7 +142,7 @@ def create_plan(
     response: Response,
 ) -> PlanOut:
     config = body.to_config()
-    labels = labels_from_list(body.labels) if body.labels is not None else None
+    labels = labels_or_label_sets(body.labels) if body.labels is not None else None
     plan, created = catalog.create_plan(config, dataset_id=body.dataset_id, labels=labels)
     if not created:
         response.status_code = status.HTTP_200_OK

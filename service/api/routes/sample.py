@@ -12,7 +12,7 @@ from service.api.arrays import JSON, array_json_response, negotiate
 from service.api.deps import JSON_BODY, CatalogDep
 from service.api.schemas import Problem, SampleOut, SampleRequest
 from service.api.views import plan_out
-from service.core.labels import labels_from_list
+from service.core.labelsets import labels_or_label_sets
 
 router = APIRouter(prefix="/v1", tags=["sample"])
 
@@ -63,7 +63,7 @@ def sample(
     http_request: Request,
 ) -> Response:
     negotiate(http_request.headers.get("accept"), (JSON,))
-    labels = labels_from_list(body.labels)
+    labels = labels_or_label_sets(body.labels)
     request = body.to_stream_request()
     plan = catalog.build_plan(labels, body.to_config())
     indices = catalog.indices(plan, request)
