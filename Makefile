@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench load clean venv browser
+.PHONY: serve test lint typecheck bench load clean venv browser load-tools
 
 # tests/browser drive Debian's Chromium (headless, with no network). Installed once when
 # missing; quick when it is there. apt needs root: sudo is used when we are not.
@@ -37,7 +37,23 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-test: $(VENV)/.installed-server,test,dev browser
+# The load scenarios (`make load`, and their smoke test and the replica-loss test in
+# `make test`) drive Debian's wrk (a C load generator) and curl, through Debian's haproxy.
+# Installed once when missing, as chromium is.
+LOAD_TOOLS ?= wrk haproxy curl
+
+load-tools:
+	@missing=; for tool in $(LOAD_TOOLS); do \
+	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the load scenarios"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: $(VENV)/.installed-server,test,dev browser load-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-server,test,dev
@@ -47,9 +63,11 @@ lint: $(VENV)/.installed-server,test,dev
 bench: $(VENV)/.installed-server,test,dev
 	$(BIN)/python benchmarks/run.py
 
-# 64 clients on warm pages, then /healthz during a cold 1e7-draw epoch (loopback only).
-load: $(VENV)/.installed-server,test,dev
-	$(BIN)/python benchmarks/load.py
+# wrk on cached pages (JSON, binary) and /healthz, --workers 2, 64 ranks on one cold 1e7
+# epoch, haproxy over 1-3 replicas on PostgreSQL; loopback only, about 3 minutes, bounded.
+# LOAD_ARGS=--quick for a short run.
+load: $(VENV)/.installed-server,test,dev load-tools
+	timeout 900 $(BIN)/python benchmarks/load.py $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

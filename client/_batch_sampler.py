@@ -19,13 +19,13 @@ NOTE [Batch resumption]
 
 NOTE [Pickling]
     ``ddp_spawn`` and worker start-up pickle what a loader holds. The pickled state is
-    plain data: the plan, the position, and how to rebuild the client (its URL, token,
-    timeout and retry policy); no thread, lock, connection pool or offline table. They
+    plain data: the plan, the position, and the client, which pickles as its URL, token,
+    timeout and retry policy; no thread, lock, connection pool or offline table. They
     are rebuilt lazily on first use. A client built on an injected ``http_client`` cannot
-    be rebuilt, so such a sampler refuses to be pickled. ``rank`` and ``world_size`` left
-    to their defaults are read from ``torch.distributed`` when used, not when built, so a
-    sampler made before ``init_process_group`` (or in a parent process) gets its rank
-    right.
+    be rebuilt, so such a sampler refuses to be pickled (the client raises ``TypeError``).
+    ``rank`` and ``world_size`` left to their defaults are read from ``torch.distributed``
+    when used, not when built, so a sampler made before ``init_process_group`` (or in a
+    parent process) gets its rank right.
 """
 
 from __future__ import annotations
@@ -35,10 +35,8 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Sampler
@@ -63,37 +61,6 @@ __all__ = ["RemoteBatchSampler"]
 logger = logging.getLogger("client")
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
-
-
-@dataclass(frozen=True)
-class _ClientRecipe:
-    """How to rebuild a :class:`~client.SamplePlanClient` after unpickling."""
-
-    base_url: str
-    token: str | None
-    timeout: float | httpx.Timeout
-    retries: int
-    backoff: float
-
-    @classmethod
-    def of(cls, api: SamplePlanClient) -> _ClientRecipe:
-        if not api._owns_client:
-            raise TypeError(
-                "a RemoteBatchSampler whose SamplePlanClient uses an injected http_client "
-                "cannot be pickled (the client cannot be rebuilt elsewhere)"
-            )
-        authorization = api._headers.get("Authorization")
-        token = authorization.removeprefix("Bearer ") if authorization else None
-        return cls(api.base_url, token, api.timeout, api.retries, api.backoff)
-
-    def build(self) -> SamplePlanClient:
-        return SamplePlanClient(
-            self.base_url,
-            self.token,
-            timeout=self.timeout,
-            retries=self.retries,
-            backoff=self.backoff,
-        )
 
 
 def _torch_distributed() -> tuple[int, int] | None:
@@ -184,7 +151,6 @@ class RemoteBatchSampler(Sampler[list[int]]):
         self.fallback = fallback
         self.cache_dir = cache_dir
         self._api = api
-        self._recipe: _ClientRecipe | None = None
         self._epoch = epoch
         self._position = 0
         self._resume_pending = False
@@ -204,10 +170,9 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     def __getstate__(self) -> dict[str, Any]:
         """Plain data only; see NOTE [Pickling]."""
+        # The client pickles itself (its connection pool reopens on first use) and refuses
+        # when it was built on a caller's http_client.
         state = dict(self.__dict__)
-        if state["_api"] is not None:
-            state["_recipe"] = _ClientRecipe.of(state["_api"])
-        state["_api"] = None
         state["_offline"] = None
         state["_lock"] = None
         return state
@@ -218,9 +183,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     @property
     def api(self) -> SamplePlanClient | None:
-        """The client (rebuilt from its recipe after unpickling); ``None``: cache only."""
-        if self._api is None and self._recipe is not None:
-            self._api = self._recipe.build()
+        """The client; ``None``: cache only."""
         return self._api
 
     @property

@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import queue
 import sys
@@ -376,6 +377,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.cache = PlanCache(cache_dir) if fallback else None
         self._epoch = epoch
         self._start = 0
+        self._live_chunk: tuple[int, int, Iterator[int]] | None = None
         self._position = 0
         self._iterating = False
         self._used_world_size: int | None = None
@@ -400,6 +402,20 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.shuffle = True
         self.seed = int(self.plan.config.get("seed", 0))
 
+    @property
+    def _position(self) -> int:
+        """Indices of this iteration's deal handed out so far."""
+        live = self._live_chunk
+        if live is None:
+            return self._position_before_chunk
+        before, size, remaining = live
+        return before + size - operator.length_hint(remaining)
+
+    @_position.setter
+    def _position(self, value: int) -> None:
+        self._position_before_chunk = value
+        self._live_chunk = None
+
     # -- pickling (NOTE [Ranks, trainers and pickling]) -------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
@@ -411,6 +427,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         del state["_offline_lock"]
         state["_offline"] = None
         state["_sender"] = None  # a thread: the copy starts its own
+        state["_live_chunk"] = None  # the position it counts is folded in just below
+        state["_position_before_chunk"] = self._position
         if self._iterating and self._resume is None:
             # The copy continues where this iteration stands.
             world_size = self._used_world_size or 1
@@ -640,10 +658,15 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 pending = (
                     _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
                 )
-                for index in chunk.tolist():
-                    self._position += 1
-                    yield index
+                # yield from a list iterator runs at C speed; the position is read off the
+                # iterator only when asked (see _position), not counted per index.
+                items = chunk.tolist()
+                remaining = iter(items)
+                self._live_chunk = (self._position, len(items), remaining)
+                yield from remaining
+                self._position = self._position  # fold the finished chunk into the count
         finally:
+            self._position = self._position
             self._iterating = False
 
     # -- runs ---------------------------------------------------------------------------------

@@ -131,6 +131,10 @@ def build_plan(
     )
 
 
+#: Most values of a page that :meth:`Catalog.page_at_hand` serves on the event loop: a
+#: cached page of 4096 indices is cut and written as JSON in well under a millisecond.
+INLINE_PAGE_VALUES = 4096
+
 #: Memory for the labels of recently uploaded datasets (see :class:`_RecentLabels`).
 _RECENT_LABELS_BYTES = 256 << 20
 
@@ -274,11 +278,9 @@ class Catalog:
         return plan, True
 
     def get_plan(self, plan_id: str) -> Plan:
-        with self._lock:
-            cached = self._plans.get(plan_id)
-            if cached is not None:
-                self._plans.move_to_end(plan_id)
-                return cached
+        cached = self.prepared_plan(plan_id)
+        if cached is not None:
+            return cached
         record = self.store.get_plan(plan_id)
         if record is None:
             raise PlanNotFound(f"no plan has id {plan_id!r}")
@@ -294,6 +296,14 @@ class Catalog:
         )
         self._remember(plan)
         return plan
+
+    def prepared_plan(self, plan_id: str) -> Plan | None:
+        """The plan if it is prepared in memory already (never reads the store)."""
+        with self._lock:
+            cached = self._plans.get(plan_id)
+            if cached is not None:
+                self._plans.move_to_end(plan_id)
+            return cached
 
     def _remember(self, plan: Plan) -> None:
         if self.settings.plan_cache_size == 0:
@@ -323,6 +333,27 @@ class Catalog:
     #     less than half of the epoch, gets its page drawn on its own: a job resuming at
     #     an offset pays for one page. A second request for the same epoch means someone
     #     is paging through it, and the epoch is drawn whole and cached.
+
+    def page_at_hand(self, plan_id: str, request: StreamRequest) -> tuple[Plan, Int64Array] | None:
+        """The plan and its page when serving it costs no more than a slice of memory.
+
+        That is: the plan is prepared in memory, its algorithm is ``torch`` with the
+        epoch cached, it has no schedule (an epoch's view of a schedule may need its
+        weights computed), and the page holds at most :data:`INLINE_PAGE_VALUES` values.
+        Then the HTTP layer answers on the event loop; ``None`` means the work may block
+        (a store read, a draw, a large page), and it belongs in a worker thread.
+        """
+        plan = self.prepared_plan(plan_id)
+        if (
+            plan is None
+            or plan.prepared.config.algorithm != "torch"
+            or plan.prepared.config.schedule is not None
+        ):
+            return None
+        start, stop = request.page_bounds(plan.prepared.num_samples)
+        if stop - start > INLINE_PAGE_VALUES or (plan.id, request.epoch) not in self.epochs:
+            return None
+        return plan, self.indices(plan, request)
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""
@@ -368,7 +399,7 @@ class Catalog:
             ):
                 return prepared.indices(request)
             epoch = request.epoch
-            stream = self.epochs.get_or_draw(key, lambda: prepared.draw_epoch(epoch))
+            stream = self.epochs.get_or_draw(key, lambda: self._draw_epoch(prepared, epoch))
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
             page = stream[request.start + start : request.start + stop]
@@ -378,7 +409,13 @@ class Catalog:
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
         """The whole epoch stream of a ``torch`` plan (read-only), drawn once while cached."""
         prepared = plan.prepared.at_epoch(epoch)
-        return self.epochs.get_or_draw((plan.id, epoch), lambda: prepared.draw_epoch(epoch))
+        return self.epochs.get_or_draw((plan.id, epoch), lambda: self._draw_epoch(prepared, epoch))
+
+    def _draw_epoch(self, prepared: PreparedPlan, epoch: int) -> Int64Array:
+        # Called once per single flight (NOTE [Single flight]): what the draws metric counts.
+        if self.metrics is not None:
+            self.metrics.epoch_draws.labels(prepared.config.algorithm).inc()
+        return prepared.draw_epoch(epoch)
 
     def weights(self, plan: Plan, epoch: int = 0) -> npt.NDArray[np.float64]:
         """Per-sample weights of epoch ``epoch`` (the same for every epoch without a schedule)."""

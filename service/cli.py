@@ -18,6 +18,7 @@ NOTE [A fast --help]
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -102,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes (default 1; metrics are counted per process)",
+        default=None,
+        help="worker processes sharing the port (default: $SAMPLEPLAN_WORKERS, else 1); each "
+        "has its own epoch cache and metrics: see the README's 'Serving under load'",
     )
     serve.add_argument(
         "--log-level",
@@ -117,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``sampleplan`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "serve":
+        if args.workers is not None and args.workers < 1:
+            parser.error(f"--workers should be a positive integer, but got {args.workers}")
         serve_command(args)
     else:
         raise SystemExit(run_command(args))
@@ -136,17 +141,31 @@ def serve_command(args: argparse.Namespace) -> None:
         get_settings.cache_clear()
     settings = get_settings()
     level = settings.log_level
+    extra: dict[str, Any] = {}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn restarts a worker that does not answer its supervisor's ping within this
+        # many seconds (5 by default). A worker imports torch and numba before it can
+        # answer: on a busy machine that takes longer, and workers were killed and
+        # restarted for ever.
+        extra["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     uvicorn.run(
-        "service.main:create_app",
+        # serve_app: create_app with the garbage collector's start-up freeze (see
+        # NOTE [Garbage collection pauses] in service/main.py).
+        "service.main:serve_app",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=settings.workers if args.workers is None else args.workers,
         log_level=level,
         # The service logs each request itself (with its request id).
         access_log=False,
         log_config=uvicorn_log_config(settings.log_format, level),
+        **extra,
     )
+
+
+#: How long ``sampleplan serve --workers N``'s supervisor waits for a worker's answer.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:

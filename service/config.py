@@ -74,6 +74,17 @@ class Settings(BaseSettings):
         gt=0,
         description="A request whose response has not started by then gets a 504.",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Worker processes of `sampleplan serve` (its --workers wins). Each has "
+        "its own epoch cache, single flight and metrics.",
+    )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry (spans, metrics, logs to a provider "
+        "configured in the process); off, it costs nothing per request.",
+    )
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto",
         description="Log lines to stderr: JSON objects, or plain text; 'auto' writes text to "

@@ -70,6 +70,11 @@ class EpochCache:
         self._draws = 0
         self._evictions = 0
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is cached now (not counted as a hit, not refreshed)."""
+        with self._lock:
+            return key in self._entries
+
     def get(self, key: Hashable) -> Int64Array | None:
         """The cached stream, or ``None``; never draws. A hit refreshes the key."""
         with self._lock:

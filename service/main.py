@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +33,13 @@ Sampling plans for imbalanced datasets: class counts, per-sample weights and see
 streams drawn exactly as `torch.utils.data.WeightedRandomSampler` draws them, sharded like
 `DistributedSampler`, resumable at any offset. Errors are `application/problem+json`.
 """
+
+
+# A keyword FastAPI has had since its native OpenTelemetry support; older releases keep
+# unknown keywords in ``app.extra``, harmlessly.
+_NO_TELEMETRY: dict[str, Any] = {
+    "telemetry": {"tracing": False, "metrics": False, "logs": False}
+}
 
 
 def limits_description(settings: Settings, *, auth: bool) -> str:
@@ -67,8 +75,12 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. The lifespan opens the store; nothing is opened at import time."""
+def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
+    """Build the app. The lifespan opens the store; nothing is opened at import time.
+
+    ``freeze_gc`` (what ``sampleplan serve`` uses) hides everything alive after start-up
+    from the garbage collector; see NOTE [Garbage collection pauses].
+    """
     settings = settings or get_settings()
     tokens = load_api_tokens(settings)
     configure_logging(settings.log_format, settings.log_level)
@@ -84,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings, service_metrics)
         app.state.runs = RunCatalog(RunStore(store.engine), app.state.catalog)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -97,6 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's native OpenTelemetry looks for a configured provider on every request
+        # (environment lookups: a tenth of a cached page's time). The service exports
+        # Prometheus metrics of its own; SAMPLEPLAN_OPENTELEMETRY=true turns it back on.
+        **({} if settings.opentelemetry else _NO_TELEMETRY),
     )
     app.state.metrics = service_metrics
     install_problem_handlers(app)
@@ -138,6 +157,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(BearerAuthMiddleware, tokens=tokens)
     app.add_middleware(ObservabilityMiddleware, metrics=service_metrics, routes=RouteTemplates(app))
     return app
+
+
+# NOTE [Garbage collection pauses]
+#     torch, numba and the app leave some 300 000 objects alive after start-up, and a
+#     full collection walks all of them: 0.5 s on the 2-core machine the load targets
+#     are measured on, a stall of every request in flight, and the whole p99 of a cached
+#     page. gc.freeze() after start-up moves them to a generation the collector never
+#     scans, so collections under load walk only what requests allocate. Only the
+#     served process does it: tests build many apps in one process, and frozen objects
+#     are never freed.
+
+
+def serve_app() -> FastAPI:
+    """The app ``sampleplan serve`` runs (in each worker): settings from the environment."""
+    return create_app(freeze_gc=True)
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

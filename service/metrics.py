@@ -84,6 +84,13 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.epoch_draws = Counter(
+            "sampleplan_epoch_draws",
+            "Whole epochs drawn into the epoch cache, by algorithm: one per cold epoch "
+            "however many requests asked for it together (single flight), per process.",
+            ["algorithm"],
+            registry=self.registry,
+        )
         build = Gauge(
             "sampleplan_build_info",
             "Always 1; the labels say what defines this replica's streams.",

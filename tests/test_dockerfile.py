@@ -148,3 +148,18 @@ def test_compose_runs_two_replicas_on_postgresql() -> None:
     assert len(ports) == 2
     assert services["postgres"]["image"].startswith("postgres:")
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+
+
+def test_compose_puts_haproxy_with_the_tested_config_in_front_of_the_replicas() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    balancer = services["loadbalancer"]
+    assert balancer["image"].startswith("haproxy:")
+    assert "./docker/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    assert balancer["ports"] == ["8000:8000"]
+    replicas = sorted(name for name, s in services.items() if s.get("build") == ".")
+    assert sorted(balancer["depends_on"]) == replicas
+    config = (ROOT / "docker" / "haproxy.cfg").read_text(encoding="utf-8")
+    for name in replicas:
+        assert f"server {name} {name}:8000 check" in config
+    assert "option httpchk GET /readyz" in config and "bind *:8000" in config

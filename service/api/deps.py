@@ -12,18 +12,21 @@ from service.config import Settings
 from service.errors import UnsupportedMediaType
 from service.run_catalog import RunCatalog
 
+# Async, though they do not await: FastAPI runs a plain ``def`` dependency in its
+# threadpool, and that hop cost more than everything else a cached page needs.
 
-def get_catalog(request: Request) -> Catalog:
+
+async def get_catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
 
 
-def get_run_catalog(request: Request) -> RunCatalog:
+async def get_run_catalog(request: Request) -> RunCatalog:
     runs: RunCatalog = request.app.state.runs
     return runs
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -15,7 +15,9 @@ NOTE [Why the timeout stops at the response start]
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 
 import anyio
 from starlette.datastructures import Headers
@@ -55,6 +57,10 @@ def _declared_length(scope: Scope) -> int | None:
         return None
 
 
+def _is_chunked(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
+
+
 class BodySizeLimitMiddleware:
     """Answers 413 to bodies larger than ``max_body_bytes``, without reading them whole.
 
@@ -81,6 +87,11 @@ class BodySizeLimitMiddleware:
         close = {"Connection": "close"}
         if declared is not None and declared > self.max_body_bytes:
             await _send_problem(scope, receive, send, self._error(), close)
+            return
+        if declared is not None or not _is_chunked(scope):
+            # The server reads no more than a declared length, and a request with neither
+            # header has no body: only a chunked body needs counting as it arrives.
+            await self.app(scope, receive, send)
             return
 
         received = 0
@@ -119,7 +130,11 @@ class BodySizeLimitMiddleware:
 class RequestTimeoutMiddleware:
     """Answers 504 when a response has not started within ``timeout_seconds``.
 
-    See NOTE [Why the timeout stops at the response start].
+    See NOTE [Why the timeout stops at the response start]. The app runs in the request's
+    own task under a cancel scope with a deadline, and a timer sends the 504 from a task
+    of its own: a handler waiting on a worker thread cannot be cancelled until the thread
+    returns, but its client need not wait for that. (A task group per request, started
+    to watch the app from beside it, cost a tenth of a cached page's time.)
     """
 
     def __init__(self, app: ASGIApp, timeout_seconds: float) -> None:
@@ -130,41 +145,47 @@ class RequestTimeoutMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        answered = anyio.Event()
-        timed_out = False
-        error: Exception | None = None
+        started = False
+        late: asyncio.Task[None] | None = None
 
         async def watched_send(message: Message) -> None:
-            if timed_out:
+            nonlocal started
+            if late is not None:
                 return  # a late answer: the client has its 504 already
             if message["type"] == "http.response.start":
-                answered.set()
+                started = True
+                cancel.deadline = math.inf  # the body may take as long as it takes
             await send(message)
 
-        async def run_app() -> None:
-            nonlocal error
-            try:
-                await self.app(scope, receive, watched_send)
-            except Exception as exc:
-                # Kept and re-raised below, unwrapped: a task group would wrap it in a group.
-                error = exc
-            finally:
-                answered.set()
+        loop = asyncio.get_running_loop()
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(run_app)
-            with anyio.move_on_after(self.timeout_seconds):
-                await answered.wait()
-            if not answered.is_set():
-                timed_out = True
-                tasks.cancel_scope.cancel()
-                detail = (
-                    f"no response within this service's {self.timeout_seconds:g} s request timeout "
-                    "(SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS)"
-                )
-                with anyio.CancelScope(shield=True):
-                    await _send_problem(scope, receive, send, RequestTimeout(detail), {})
-        if error is not None:
-            if not timed_out:
-                raise error
-            logger.warning("a request failed after its timeout", exc_info=error)
+        def expire() -> None:
+            nonlocal late
+            if not started:
+                late = loop.create_task(self._answer_504(scope, receive, send))
+
+        timer = loop.call_later(self.timeout_seconds, expire)
+        error: Exception | None = None
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout_seconds) as cancel:
+                await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            error = exc
+        finally:
+            timer.cancel()
+        if late is None and cancel.cancelled_caught and not started:
+            # The deadline cancelled the app before the timer ran: answer here.
+            late = loop.create_task(self._answer_504(scope, receive, send))
+        if late is not None:
+            await late
+            if error is not None:
+                logger.warning("a request failed after its timeout", exc_info=error)
+        elif error is not None:
+            raise error
+
+    async def _answer_504(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = (
+            f"no response within this service's {self.timeout_seconds:g} s request timeout "
+            "(SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS)"
+        )
+        await _send_problem(scope, receive, send, RequestTimeout(detail), {})

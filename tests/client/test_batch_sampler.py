@@ -143,7 +143,7 @@ def test_pickled_samplers_rebuild_their_client(
         copy.api.close()
     with httpx.Client() as http:
         injected = SamplePlanClient(module_server.url, http_client=http)
-        with pytest.raises(TypeError, match="injected http_client"):
+        with pytest.raises(TypeError, match="caller's http_client cannot be pickled"):
             pickle.dumps(RemoteBatchSampler(plan.id, injected))
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
@@ -20,9 +21,10 @@ from service.api.schemas import (
     WeightsOut,
 )
 from service.api.views import plan_out
+from service.catalog import Plan
 from service.core.labelsets import labels_or_label_sets
 from service.core.stats import summarize_stream
-from service.core.streams import Space, StreamRequest
+from service.core.streams import Int64Array, Space, StreamRequest
 from service.errors import InvalidStreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
@@ -221,7 +223,7 @@ def get_weights(
         },
     },
 )
-def get_indices(
+async def get_indices(
     plan_id: PlanId,
     catalog: CatalogDep,
     media_type: ArrayMediaType,
@@ -253,20 +255,37 @@ def get_indices(
         pad=pad,
         drop_last=drop_last,
     )
-    plan = catalog.get_plan(plan_id)
-    indices = catalog.indices(plan, stream_request)
-    stream_length = stream_request.length(plan.prepared.at_epoch(epoch).num_samples)
+    head_only = request.method == "HEAD"
+    # A small page of a cached epoch is a slice: answered here, on the event loop. Anything
+    # else may read the store or draw, and goes to a worker thread.
+    at_hand = catalog.page_at_hand(plan_id, stream_request)
+    if at_hand is not None:
+        plan, indices = at_hand
+        return _indices_response(media_type, plan, indices, stream_request, head_only)
+
+    def fetch() -> Response:
+        plan = catalog.get_plan(plan_id)
+        indices = catalog.indices(plan, stream_request)
+        return _indices_response(media_type, plan, indices, stream_request, head_only)
+
+    return await run_in_threadpool(fetch)
+
+
+def _indices_response(
+    media_type: str, plan: Plan, indices: Int64Array, request: StreamRequest, head_only: bool
+) -> Response:
+    stream_length = request.length(plan.prepared.at_epoch(request.epoch).num_samples)
     meta = {
         "plan_id": plan.id,
-        "epoch": epoch,
-        "rank": rank,
-        "world_size": world_size,
-        "offset": offset,
+        "epoch": request.epoch,
+        "rank": request.rank,
+        "world_size": request.world_size,
+        "offset": request.offset,
         "length": stream_length,
-        "space": space,
-        "start": start,
-        "pad": pad,
-        "drop_last": drop_last,
+        "space": request.space,
+        "start": request.start,
+        "pad": request.pad,
+        "drop_last": request.drop_last,
     }
     return array_response(
         media_type,
@@ -275,9 +294,9 @@ def get_indices(
         key="indices",
         headers={
             "X-Sampleplan-Stream-Length": str(stream_length),
-            "X-Sampleplan-Offset": str(offset),
+            "X-Sampleplan-Offset": str(request.offset),
         },
-        head_only=request.method == "HEAD",
+        head_only=head_only,
     )
 
 
