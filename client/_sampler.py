@@ -419,6 +419,10 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     # -- pickling (NOTE [Ranks, trainers and pickling]) -------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
+        if self.run is not None:
+            # Buffered updates are sent now, by this sampler: a copy holding them too would
+            # send them a second time (a 'mul' applied twice) whenever both flush.
+            self.flush_updates()
         state = self.__dict__.copy()
         del state["_offline_lock"]
         state["_offline"] = None

@@ -121,7 +121,11 @@ def build_plan(
         id=plan_id(dataset_id, canonical),
         dataset_id=dataset_id,
         config=canonical,
-        versions=runtime_versions(config.algorithm, batching=config.batching is not None),
+        versions=runtime_versions(
+            config.algorithm,
+            batching=config.batching is not None,
+            stratify=config.split is not None and config.split.stratify,
+        ),
         classes=list(labels.classes),
         prepared=prepared,
     )

@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     install_problem_handlers(app)
     install_offline_docs(app)
     # After the docs: it wraps the schema builder they install.
-    heads = datasets.HEAD_PATHS + plans.HEAD_PATHS + batches.HEAD_PATHS
+    heads = datasets.HEAD_PATHS + plans.HEAD_PATHS + batches.HEAD_PATHS + runs.HEAD_PATHS
     install_problem_openapi(app, head_paths=heads)
     v1_extra: dict[str, Any] = {}
     if tokens:

@@ -40,7 +40,7 @@ from service.core.labelsets import (
 )
 from service.core.schedules import DynamicBalanceSchedule, Schedule
 from service.core.splitting import SEED_LIMIT, Split
-from service.core.stratify import population_indices
+from service.core.stratify import STRATIFY_VERSION, population_indices
 from service.core.streams import (
     TORCH_MAX_CATEGORIES,
     Int64Array,
@@ -293,10 +293,13 @@ def plan_id(dataset_id: str, canonical_config: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def runtime_versions(algorithm: str, *, batching: bool = False) -> dict[str, str]:
+def runtime_versions(
+    algorithm: str, *, batching: bool = False, stratify: bool = False
+) -> dict[str, str]:
     """What defines a plan's streams here: reproducing them elsewhere needs the same.
 
-    Batch plans also record ``batches``, the version of NOTE [batches-v1].
+    Batch plans also record ``batches``, the version of NOTE [batches-v1]; plans with a
+    stratified split ``stratify``, the version of NOTE [stratified-v1] (their population).
     """
     from service import __version__
 
@@ -310,6 +313,8 @@ def runtime_versions(algorithm: str, *, batching: bool = False) -> dict[str, str
     }
     if batching:
         versions["batches"] = BATCHES_VERSION
+    if stratify:
+        versions["stratify"] = STRATIFY_VERSION
     return versions
 
 
@@ -335,6 +340,15 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
         problems.append(
             f"the plan's stream is defined by {versions.get('algorithm_version')!r}, "
             f"this code implements {here['algorithm_version']!r}"
+        )
+    # A stratified split's population is NOTE [stratified-v1]'s: another definition draws
+    # from other samples. Absent: no stratified split (or one recorded before the key
+    # existed, when stratified-v1 was the only definition).
+    recorded_stratify = versions.get("stratify", STRATIFY_VERSION)
+    if recorded_stratify != STRATIFY_VERSION:
+        problems.append(
+            f"the plan's stratified split is defined by {recorded_stratify!r}, "
+            f"this code implements {STRATIFY_VERSION!r}"
         )
     if algorithm == "hierarchical":
         # Not torch's stream: NOTE [hierarchical-v1] defines it with binary64 arithmetic,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from collections import Counter
 
@@ -123,3 +124,20 @@ async def test_async_twins(module_server: object) -> None:
             page.tolist() == reference.weighted_stream(weights.tolist(), len(LABELS), True, 2)[:10]
         )
         assert (await api.get_run(run.id)).frozen_epochs == [1]
+
+
+def test_a_pickled_sampler_does_not_send_buffered_updates_twice(
+    client: SamplePlanClient,
+) -> None:
+    # ddp_spawn and deepcopy pickle the sampler: updates buffered before that must reach
+    # the service once, whichever copy flushes (here both do).
+    plan = client.create_plan(labels=[0, 0, 1, 1])
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    sampler = RemoteWeightedSampler(plan.id, client, run=run)
+    list(sampler)
+    sampler.update_weights([0], [2.0], op="mul")
+    copy = pickle.loads(pickle.dumps(sampler))
+    copy.flush_updates()
+    sampler.flush_updates()
+    assert client.get_run(run).updates == 1
+    assert client.run_weights(run, 1).tolist() == [1.0, 0.5, 0.5, 0.5]

@@ -39,3 +39,14 @@ def test_hierarchical_needs_only_its_version() -> None:
         {**runtime_versions("hierarchical"), "algorithm_version": "hierarchical-v0"}
     )
     assert len(problems) == 1 and "defined by 'hierarchical-v0'" in problems[0]
+
+
+def test_a_stratified_split_needs_its_version() -> None:
+    # NOTE [stratified-v1] selects the population: another definition draws other samples.
+    for algorithm in ("torch", "hierarchical"):
+        versions = runtime_versions(algorithm, stratify=True)
+        assert versions["stratify"] == "stratified-v1"
+        assert reproduction_problems(versions) == []
+        problems = reproduction_problems({**versions, "stratify": "stratified-v2"})
+        assert len(problems) == 1 and "'stratified-v2'" in problems[0]
+    assert "stratify" not in runtime_versions("torch")

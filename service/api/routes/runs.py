@@ -343,3 +343,13 @@ def get_run_indices(
         },
         head_only=request.method == "HEAD",
     )
+
+
+# HEAD like the plans' /indices (GET's headers, no body; kept out of the schema), which
+# the handler above was written for: a client sizes a run's page the same way.
+router.add_api_route(
+    "/{run_id}/indices", get_run_indices, methods=["HEAD"], include_in_schema=False
+)
+
+#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+HEAD_PATHS = (f"{router.prefix}/{{run_id}}/indices",)
