@@ -52,7 +52,14 @@ from client._exceptions import (
 )
 from client._models import Plan
 from client._offline import OfflineBatches
-from client._sampler import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, _check_int, _Prefetch
+from client._sampler import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CHUNK_SIZE,
+    _check_int,
+    _checked_sampler_arguments,
+    _distributed_world,
+    _Prefetch,
+)
 from service.core.batches import batching_from_json
 from service.core.streams import Space, rank_length
 
@@ -61,14 +68,6 @@ __all__ = ["RemoteBatchSampler"]
 logger = logging.getLogger("client")
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
-
-
-def _torch_distributed() -> tuple[int, int] | None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return None
 
 
 class RemoteBatchSampler(Sampler[list[int]]):
@@ -122,26 +121,17 @@ class RemoteBatchSampler(Sampler[list[int]]):
         cache_dir: str | os.PathLike[str] | None = None,
         fallback: bool = True,
     ) -> None:
-        plan_id = plan.id if isinstance(plan, Plan) else plan
-        if not isinstance(plan_id, str) or not plan_id:
-            raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
-        _check_int("epoch", epoch, minimum=0, what="non-negative")
-        _check_int("chunk_size", chunk_size, minimum=1, what="positive")
-        _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
-        if space not in ("population", "dataset"):
-            raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
-        if api is None and not fallback:
-            raise ValueError(
-                "with api=None the sampler draws from its cache: fallback must be True"
-            )
-        if world_size is not None:
-            _check_int("world_size", world_size, minimum=1, what="positive")
-        if rank is not None:
-            _check_int("rank", rank, minimum=0, what="non-negative")
-            if world_size is not None and rank >= world_size:
-                raise ValueError(
-                    f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-                )
+        plan_id = _checked_sampler_arguments(
+            plan,
+            epoch=epoch,
+            chunk_size=chunk_size,
+            max_chunk_size=max_chunk_size,
+            space=space,
+            api=api,
+            fallback=fallback,
+            rank=rank,
+            world_size=world_size,
+        )
         self.plan_id = plan_id
         self._rank = rank
         self._world_size = world_size
@@ -192,17 +182,11 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     @property
     def rank(self) -> int:
-        if self._rank is not None:
-            return self._rank
-        distributed = _torch_distributed()
-        return 0 if distributed is None else distributed[0]
+        return _distributed_world(self._rank, self._world_size)[0]
 
     @property
     def world_size(self) -> int:
-        if self._world_size is not None:
-            return self._world_size
-        distributed = _torch_distributed()
-        return 1 if distributed is None else distributed[1]
+        return _distributed_world(self._rank, self._world_size)[1]
 
     # -- construction ---------------------------------------------------------------------
 

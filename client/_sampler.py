@@ -256,6 +256,41 @@ def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
     return value
 
 
+def _checked_sampler_arguments(
+    plan: str | Plan,
+    *,
+    epoch: int,
+    chunk_size: int,
+    max_chunk_size: int,
+    space: str,
+    api: SamplePlanClient | None,
+    fallback: bool,
+    rank: int | None,
+    world_size: int | None,
+) -> str:
+    """The arguments both remote samplers take, checked as torch's samplers check theirs;
+    the plan id."""
+    plan_id = plan.id if isinstance(plan, Plan) else plan
+    if not isinstance(plan_id, str) or not plan_id:
+        raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
+    _check_int("epoch", epoch, minimum=0, what="non-negative")
+    _check_int("chunk_size", chunk_size, minimum=1, what="positive")
+    _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
+    if space not in ("population", "dataset"):
+        raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
+    if api is None and not fallback:
+        raise ValueError("with api=None the sampler draws from its cache: fallback must be True")
+    if rank is not None:
+        _check_int("rank", rank, minimum=0, what="non-negative")
+    if world_size is not None:
+        _check_int("world_size", world_size, minimum=1, what="positive")
+        if rank is not None and rank >= world_size:
+            raise ValueError(
+                f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
+            )
+    return plan_id
+
+
 @dataclass(frozen=True)
 class _Resume:
     """A loaded state, applied at the next ``iter()``; see NOTE [Resumption]."""
@@ -336,33 +371,24 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         run: str | None = None,
         update_batch_size: int = DEFAULT_UPDATE_BATCH_SIZE,
     ) -> None:
-        plan_id = plan.id if isinstance(plan, Plan) else plan
-        if not isinstance(plan_id, str) or not plan_id:
-            raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
-        _check_int("epoch", epoch, minimum=0, what="non-negative")
-        _check_int("chunk_size", chunk_size, minimum=1, what="positive")
-        _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
+        plan_id = _checked_sampler_arguments(
+            plan,
+            epoch=epoch,
+            chunk_size=chunk_size,
+            max_chunk_size=max_chunk_size,
+            space=space,
+            api=api,
+            fallback=fallback,
+            rank=rank,
+            world_size=world_size,
+        )
         max_chunk_size = max(max_chunk_size, chunk_size)
-        if space not in ("population", "dataset"):
-            raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
-        if api is None and not fallback:
-            raise ValueError(
-                "with api=None the sampler draws from its cache: fallback must be True"
-            )
         if run is not None:
             if not isinstance(run, str) or not run:
                 raise ValueError(f"run should be a run id (a non-empty str), but got run={run!r}")
             if api is None:
                 raise ValueError("a run's weights live in the service: run needs an api")
         _check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
-        if rank is not None:
-            _check_int("rank", rank, minimum=0, what="non-negative")
-        if world_size is not None:
-            _check_int("world_size", world_size, minimum=1, what="positive")
-            if rank is not None and rank >= world_size:
-                raise ValueError(
-                    f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-                )
 
         self.plan_id = plan_id
         self._rank_arg = rank
