@@ -722,14 +722,12 @@ def prepare_plan(
     return prepared
 
 
-def _label_set_weights(
-    config: PlanConfig,
-    label_sets: LabelSets,
-    class_weights: Mapping[int, float] | None,
-    per_sample: npt.NDArray[np.float64] | None,
-) -> npt.NDArray[np.float64]:
-    """Per-sample weights of a label-set population; see NOTE [Label reduce]."""
-    table = class_weight_table(
+def label_weight_table(
+    config: PlanConfig, label_sets: LabelSets, class_weights: Mapping[int, float] | None
+) -> npt.NDArray[np.float64] | None:
+    """Each label's weight before the reduce, over a label-set population (``None`` for
+    ``sample_weights``). ``class_weights`` are by label code (:func:`resolve_class_weights`)."""
+    return class_weight_table(
         config.strategy,
         label_sets.class_counts(),
         beta=config.beta,
@@ -737,6 +735,16 @@ def _label_set_weights(
         threshold=config.threshold,
         population_size=label_sets.size,
     )
+
+
+def _label_set_weights(
+    config: PlanConfig,
+    label_sets: LabelSets,
+    class_weights: Mapping[int, float] | None,
+    per_sample: npt.NDArray[np.float64] | None,
+) -> npt.NDArray[np.float64]:
+    """Per-sample weights of a label-set population; see NOTE [Label reduce]."""
+    table = label_weight_table(config, label_sets, class_weights)
     if table is None:
         assert per_sample is not None
         weights = np.ascontiguousarray(per_sample, dtype=np.float64)

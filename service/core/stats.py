@@ -49,9 +49,9 @@ import numpy.typing as npt
 
 from service.core.codes import first_positions
 from service.core.labelsets import LabelSets
-from service.core.plan import PreparedPlan
+from service.core.plan import PreparedPlan, label_weight_table
 from service.core.streams import StreamRequest
-from service.core.weighting import class_weight_table
+from service.core.weighting import resolve_class_weights
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -298,16 +298,8 @@ def _label_weight_table(plan: PreparedPlan, sets: LabelSets) -> Float64Array | N
         return None
     class_weights = None
     if config.class_weights is not None:
-        by_name = {str(name): code for code, name in enumerate(sets.classes)}
-        class_weights = {by_name[str(name)]: float(w) for name, w in config.class_weights.items()}
-    return class_weight_table(
-        config.strategy,
-        sets.class_counts(),
-        beta=config.beta,
-        class_weights=class_weights,
-        threshold=config.threshold,
-        population_size=sets.size,
-    )
+        class_weights = resolve_class_weights(sets, config.class_weights)
+    return label_weight_table(config, sets, class_weights)
 
 
 def class_table(plan: PreparedPlan) -> list[ClassStats]:
