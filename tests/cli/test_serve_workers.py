@@ -58,3 +58,66 @@ def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli(["serve", "--workers", "0"])
     assert "--workers should be a positive integer" in capsys.readouterr().err
+
+
+def _uvicorn_run_arguments(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], **env: str
+) -> dict[str, object]:
+    """The keywords ``sampleplan serve`` hands uvicorn.run (which is not called)."""
+    import uvicorn
+
+    from service.config import get_settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+    try:
+        cli(["serve", *argv])
+    finally:
+        get_settings.cache_clear()
+    return seen
+
+
+def test_serve_runs_the_standard_event_loop_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uvicorn's "auto" would take uvloop whenever it is importable.
+    monkeypatch.delenv("SAMPLEPLAN_EVENT_LOOP", raising=False)
+    assert _uvicorn_run_arguments(monkeypatch, [])["loop"] == "asyncio"
+
+
+def test_the_loop_option_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"SAMPLEPLAN_EVENT_LOOP": "UVLOOP"}  # any case, as the other settings
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    assert _uvicorn_run_arguments(monkeypatch, [], **env)["loop"] == "uvloop"
+    assert _uvicorn_run_arguments(monkeypatch, ["--loop", "asyncio"], **env)["loop"] == "asyncio"
+
+
+def test_uvloop_asked_for_but_not_installed_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match="pip install uvloop"):
+        _uvicorn_run_arguments(monkeypatch, ["--loop", "uvloop"])
+
+
+def test_an_unknown_event_loop_setting_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="event_loop"):
+        _uvicorn_run_arguments(monkeypatch, [], SAMPLEPLAN_EVENT_LOOP="tokio")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_served_process_does_not_load_uvloop(tmp_path: Path) -> None:
+    """Whatever is installed beside it, the server runs asyncio's loop (uvloop never loaded)."""
+    env = {"SAMPLEPLAN_DATABASE_URL": f"sqlite:///{tmp_path / 'l.sqlite3'}"}
+    server = ServerProcess(env, tmp_path / "server.log").launch().wait_ready(timeout=240)
+    try:
+        assert server.process is not None
+        assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "uvloop" not in maps
+        assert "httptools" in maps  # the C HTTP parser is still the one used
+    finally:
+        server.stop()
