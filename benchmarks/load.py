@@ -13,6 +13,9 @@ target / measured), and whether every answer was right (column ``exact``). Scena
     same page fetched alone (wrk's response hook; ``differ`` in the table).
 ``workers-2``
     ``page-json`` against ``sampleplan serve --workers 2``.
+``uvloop``
+    ``page-json`` against ``sampleplan serve --loop uvloop`` (when uvloop is installed; the
+    dev extra installs it): the comparison behind the default asyncio loop.
 ``fan-out``
     64 ranks (``world_size=64``) fetch their binary shards of one cold epoch of
     ``--fanout-draws`` draws at the same moment, while another process sends 256 small
@@ -31,6 +34,7 @@ CI smoke test uses it). Only 127.0.0.1 is ever contacted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -69,6 +73,7 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "page-octet": (1500.0, None),  # and at least the JSON figure: checked in the note
     "healthz": (3000.0, None),
 }
+SCENARIOS = ("pages", "workers", "uvloop", "fan-out", "scale-out")
 FANOUT_SECONDS = 1.5
 FANOUT_HEALTHZ_P99 = 0.050
 PAGE_SIZE = 1000
@@ -573,7 +578,7 @@ def run(
     check_seconds: float = 2.0,
     fanout_draws: int = 10_000_000,
     replicas: Sequence[int] = (1, 2, 3),
-    scenarios: Sequence[str] = ("pages", "workers", "fan-out", "scale-out"),
+    scenarios: Sequence[str] = SCENARIOS,
 ) -> list[Row]:
     """Every scenario asked for, each against servers of its own; the table's rows."""
     rows: list[Row] = []
@@ -593,6 +598,19 @@ def run(
                 rows += page_scenarios(
                     url, folder, duration=duration, check_seconds=check_seconds, prefix="workers-2 "
                 )[:1]
+        if "uvloop" in scenarios:
+            if importlib.util.find_spec("uvloop") is None:
+                rows.append(Row("uvloop page-json", ok=False, note="uvloop is not installed"))
+            else:
+                loop_settings = {**settings, "event_loop": "uvloop"}
+                with server_process(folder, **loop_settings) as (url, _pid):  # type: ignore[arg-type]
+                    rows += page_scenarios(
+                        url,
+                        folder,
+                        duration=duration,
+                        check_seconds=check_seconds,
+                        prefix="uvloop ",
+                    )[:1]
         if "scale-out" in scenarios:
             rows += scale_out(
                 folder, replicas=replicas, duration=duration, check_seconds=check_seconds
@@ -609,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["pages", "workers", "fan-out", "scale-out"],
+        choices=SCENARIOS,
         help="run only these scenarios (repeatable)",
     )
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1e6 draws, 2 replicas")
@@ -621,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_seconds=1.0 if quick else 2.0,
         fanout_draws=1_000_000 if quick else args.fanout_draws,
         replicas=(1, 2) if quick else (1, 2, 3),
-        scenarios=args.only or ("pages", "workers", "fan-out", "scale-out"),
+        scenarios=args.only or SCENARIOS,
     )
     print(render(rows))
     if args.json:
