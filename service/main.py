@@ -14,6 +14,7 @@ from fastapi.security import HTTPBearer
 from service import __version__
 from service.api.auth import BearerAuthMiddleware, load_api_tokens
 from service.api.docs import install_offline_docs
+from service.api.fastlane import FastLane
 from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
 from service.api.openapi import install_problem_openapi
@@ -75,11 +76,14 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
     )
 
 
-def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, freeze_gc: bool = False, fast_lane: bool = True
+) -> FastAPI:
     """Build the app. The lifespan opens the store; nothing is opened at import time.
 
     ``freeze_gc`` (what ``sampleplan serve`` uses) hides everything alive after start-up
-    from the garbage collector; see NOTE [Garbage collection pauses].
+    from the garbage collector; see NOTE [Garbage collection pauses]. ``fast_lane=False``
+    leaves every request to FastAPI's routing (tests compare the two; NOTE [Fast lane]).
     """
     settings = settings or get_settings()
     tokens = load_api_tokens(settings)
@@ -151,6 +155,10 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     # add_middleware wraps what is there, so the last added runs first: observability
     # (request id, logs, metrics) sees every answer; auth refuses before the body limit
     # reads a byte; the timeout covers the handler and its reading of the body.
+    # Innermost: a cached page skips FastAPI's routing and dependency solving, and every
+    # middleware above still applies (NOTE [Fast lane] in service/api/fastlane.py).
+    if fast_lane:
+        app.add_middleware(FastLane, route=plans.indices_route(), answer=plans.fast_indices)
     app.add_middleware(RequestTimeoutMiddleware, timeout_seconds=settings.request_timeout_seconds)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if tokens:

@@ -6,10 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from service.api import examples
-from service.api.arrays import ArrayMediaType, array_response, array_responses
+from service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
 from service.api.deps import JSON_BODY, CatalogDep
 from service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
 from service.api.schemas import (
@@ -21,7 +24,7 @@ from service.api.schemas import (
     WeightsOut,
 )
 from service.api.views import plan_out
-from service.catalog import Plan
+from service.catalog import Catalog, Plan
 from service.core.labelsets import labels_or_label_sets
 from service.core.stats import summarize_stream
 from service.core.streams import Int64Array, Space, StreamRequest
@@ -256,12 +259,12 @@ async def get_indices(
         drop_last=drop_last,
     )
     head_only = request.method == "HEAD"
-    # A small page of a cached epoch is a slice: answered here, on the event loop. Anything
+    # A small page of a cached epoch is a slice: answered here, on the event loop (and
+    # most often before this route is reached: indices_at_hand is its fast lane). Anything
     # else may read the store or draw, and goes to a worker thread.
-    at_hand = catalog.page_at_hand(plan_id, stream_request)
+    at_hand = indices_at_hand(catalog, media_type, plan_id, stream_request, head_only)
     if at_hand is not None:
-        plan, indices = at_hand
-        return _indices_response(media_type, plan, indices, stream_request, head_only)
+        return at_hand
 
     def fetch() -> Response:
         plan = catalog.get_plan(plan_id)
@@ -269,6 +272,35 @@ async def get_indices(
         return _indices_response(media_type, plan, indices, stream_request, head_only)
 
     return await run_in_threadpool(fetch)
+
+
+def indices_at_hand(
+    catalog: Catalog,
+    media_type: str,
+    plan_id: str,
+    request: StreamRequest,
+    head_only: bool,
+) -> Response | None:
+    """The page's response when serving it costs a slice of memory, else ``None``."""
+    at_hand = catalog.page_at_hand(plan_id, request)
+    if at_hand is None:
+        return None
+    plan, indices = at_hand
+    return _indices_response(media_type, plan, indices, request, head_only)
+
+
+def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response | None:
+    """:func:`get_indices` for the fast lane (NOTE [Fast lane] in ``service/api/fastlane.py``).
+
+    ``parameters`` are the route's own, validated as the route validates them; the
+    catalog and the media type are found as its dependencies find them.
+    """
+    catalog: Catalog = scope["app"].state.catalog
+    media_type = negotiate(Headers(scope=scope).get("accept"))
+    plan_id = parameters.pop("plan_id")
+    return indices_at_hand(
+        catalog, media_type, plan_id, StreamRequest(**parameters), head_only=False
+    )
 
 
 def _indices_response(
@@ -308,6 +340,18 @@ for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indic
 
 #: Paths answering HEAD, documented by service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_id}}/indices")
+
+
+def indices_route() -> APIRoute:
+    """The ``GET`` route of :func:`get_indices`, for its fast lane."""
+    for route in router.routes:
+        if (
+            isinstance(route, APIRoute)
+            and route.endpoint is get_indices
+            and route.methods == {"GET"}
+        ):
+            return route
+    raise LookupError("the GET route of get_indices is not on the plans router")
 
 
 @router.get(
