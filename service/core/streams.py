@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.core.dealing import dealt_length, dealt_positions
+from service.core.dealing import dealt_length, dealt_positions, dealt_values
 from service.errors import InvalidStreamRequest
 
 Space = Literal["population", "dataset"]
@@ -180,7 +180,18 @@ def cut_page(
     is the whole dataset). The service and the client's offline fallback both cut pages
     here, so a page means the same thing on either side.
     """
-    return in_space(epoch_stream[shard_positions(num_samples, request)], request.space, population)
+    first, stop = request.page_bounds(num_samples)
+    page = dealt_values(
+        epoch_stream,
+        num_samples,
+        request.start,
+        request.world_size,
+        request.rank,
+        first,
+        stop,
+        pad=request.pad,
+    )
+    return in_space(page, request.space, population)
 
 
 def in_space(page: Int64Array, space: Space, population: Int64Array | None) -> Int64Array:

@@ -19,7 +19,7 @@ from torch.utils.data import DistributedSampler
 from service.core.dealing import global_position
 from service.core.labels import labels_from_list
 from service.core.plan import PlanConfig, prepare_plan
-from service.core.streams import StreamRequest, shard_positions
+from service.core.streams import StreamRequest, cut_page, shard_positions
 from service.errors import InvalidStreamRequest
 from tests import reference
 
@@ -157,3 +157,41 @@ def test_torch_without_replacement_resumes_within_its_permutation() -> None:
     assert _round_robin(rest) == stream[12:]
     assert sorted(stream[:12] + rest[0] + rest[1]) == list(range(39))
     assert torch.equal(torch.tensor(stream), torch.tensor(stream[:12] + _round_robin(rest)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    world_size=st.integers(1, 9),
+    data=st.data(),
+)
+def test_a_page_cut_from_an_epoch_is_distributed_samplers_share_of_it(
+    n: int, world_size: int, data: st.DataObject
+) -> None:
+    """cut_page reads slices where it can (dealt_values); the values must not change."""
+    stream = np.random.default_rng(n * 31 + world_size).integers(0, 1000, n).astype(np.int64)
+    stream.flags.writeable = False  # as cached epochs are
+    start = data.draw(st.integers(0, n), label="start")
+    rank = data.draw(st.integers(0, world_size - 1), label="rank")
+    mode = data.draw(st.sampled_from(["pad", "drop_last", "neither"]), label="mode")
+    rest = stream[start:].tolist()
+    if mode == "neither":
+        share = rest[rank::world_size]
+    else:
+        sampler = DistributedSampler(
+            rest, num_replicas=world_size, rank=rank, shuffle=False, drop_last=mode == "drop_last"
+        )
+        share = [rest[i] for i in sampler] if rest else []
+    offset = data.draw(st.integers(0, len(share)), label="offset")
+    limit = data.draw(st.none() | st.integers(0, len(share) + 2), label="limit")
+    request = StreamRequest(
+        rank=rank,
+        world_size=world_size,
+        start=start,
+        offset=offset,
+        limit=limit,
+        pad=mode != "neither",
+        drop_last=mode == "drop_last",
+    )
+    page = cut_page(stream, n, request)
+    assert page.tolist() == share[offset : None if limit is None else offset + limit]
