@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -333,6 +334,14 @@ class Catalog:
     #     less than half of the epoch, gets its page drawn on its own: a job resuming at
     #     an offset pays for one page. A second request for the same epoch means someone
     #     is paging through it, and the epoch is drawn whole and cached.
+
+    def epoch_in_flight(self, plan_id: str, epoch: int) -> AbstractContextManager[None]:
+        """Marks a request for a page of the plan's epoch as being served, from its arrival.
+
+        See NOTE [Held while in flight] in ``epoch_cache.py``: an epoch the cache cannot
+        keep stays in memory for such requests, so they share one draw.
+        """
+        return self.epochs.in_flight((plan_id, epoch))
 
     def page_at_hand(self, plan_id: str, request: StreamRequest) -> tuple[Plan, Int64Array] | None:
         """The plan and its page when serving it costs no more than a slice of memory.

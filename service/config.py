@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         ge=2,
         description="Smallest 'torch' page (in draws) split over exact_threads threads.",
     )
+    page_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Worker threads that may read, draw and cut index pages at once (default: "
+        "twice the CPUs the process may use); requests beyond wait without a thread. See "
+        "NOTE [Page threads] in service/api/page_threads.py.",
+    )
     # -- operations (auth, limits, logs) ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         default=None,

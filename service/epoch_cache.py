@@ -13,6 +13,15 @@ NOTE [Single flight]
     find the future and wait on it. A failed draw is handed to every waiter and nothing
     is cached, so the next request tries again.
 
+NOTE [Held while in flight]
+    A request that waits for a worker thread (NOTE [Page threads]) may reach the cache
+    after a draw it arrived in time for has finished. If the cache could keep that stream
+    (it fits the budget), it finds it there. If not (a budget of 0, or an epoch larger than
+    the budget), the stream is *held* outside the budget for as long as any request for
+    its key is in flight (:meth:`EpochCache.in_flight`, entered when the request arrives),
+    so those requests share the one draw instead of each drawing again. The memory is
+    what those requests would hold anyway, each with a copy of its own.
+
 Cached arrays are made read-only: they are shared by every request that reads them.
 """
 
@@ -20,8 +29,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +74,8 @@ class EpochCache:
         self._entries: OrderedDict[Hashable, Int64Array] = OrderedDict()
         self._pending: dict[Hashable, Future[Int64Array]] = {}
         self._touched: OrderedDict[Hashable, None] = OrderedDict()
+        self._in_flight: dict[Hashable, int] = {}
+        self._held: dict[Hashable, Int64Array] = {}
         self._bytes = 0
         self._hits = 0
         self._misses = 0
@@ -71,9 +83,9 @@ class EpochCache:
         self._evictions = 0
 
     def __contains__(self, key: Hashable) -> bool:
-        """Whether ``key`` is cached now (not counted as a hit, not refreshed)."""
+        """Whether ``key`` is cached (or held) now (not counted as a hit, not refreshed)."""
         with self._lock:
-            return key in self._entries
+            return key in self._entries or key in self._held
 
     def get(self, key: Hashable) -> Int64Array | None:
         """The cached stream, or ``None``; never draws. A hit refreshes the key."""
@@ -81,12 +93,31 @@ class EpochCache:
             return self._lookup(key)
 
     def _lookup(self, key: Hashable) -> Int64Array | None:
-        """The cached stream (counted and refreshed as a hit), or ``None``; lock held."""
+        """The cached (or held) stream, counted and refreshed as a hit, or ``None``; lock held."""
         stream = self._entries.get(key)
         if stream is not None:
             self._entries.move_to_end(key)
+        else:
+            stream = self._held.get(key)
+        if stream is not None:
             self._hits += 1
         return stream
+
+    @contextmanager
+    def in_flight(self, key: Hashable) -> Iterator[None]:
+        """A request for ``key`` is being served; see NOTE [Held while in flight]."""
+        with self._lock:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                remaining = self._in_flight[key] - 1
+                if remaining:
+                    self._in_flight[key] = remaining
+                else:
+                    del self._in_flight[key]
+                    self._held.pop(key, None)
 
     def first_touch(self, key: Hashable) -> bool:
         """``True`` the first time a key that is neither cached nor being drawn is asked about.
@@ -95,7 +126,8 @@ class EpochCache:
         fill the cache once the same epoch is asked for again.
         """
         with self._lock:
-            if key in self._entries or key in self._pending or key in self._touched:
+            known = self._entries, self._held, self._pending, self._touched
+            if any(key in where for where in known):
                 return False
             self._touched[key] = None
             while len(self._touched) > _TOUCHED_KEYS:
@@ -130,20 +162,22 @@ class EpochCache:
         with self._lock:
             del self._pending[key]
             self._touched.pop(key, None)
-            self._store(key, stream)
+            if not self._store(key, stream) and key in self._in_flight:
+                self._held[key] = stream
         future.set_result(stream)
         return stream
 
-    def _store(self, key: Hashable, stream: Int64Array) -> None:
-        # Called with the lock held.
+    def _store(self, key: Hashable, stream: Int64Array) -> bool:
+        """Whether ``stream`` was cached (it fits the budget); lock held."""
         if stream.nbytes > self.max_bytes:
-            return
+            return False
         self._entries[key] = stream
         self._bytes += stream.nbytes
         while self._bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= evicted.nbytes
             self._evictions += 1
+        return True
 
     def clear(self) -> None:
         """Forget every cached stream (draws in flight finish and are cached)."""

@@ -18,6 +18,7 @@ from service.api.fastlane import FastLane
 from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
 from service.api.openapi import install_problem_openapi
+from service.api.page_threads import page_limiter
 from service.api.problems import install_problem_handlers
 from service.api.routes import batches, datasets, health, metrics, plans, runs, sample
 from service.api.schemas import Problem
@@ -100,6 +101,7 @@ def create_app(
         app.state.settings = settings
         app.state.catalog = Catalog(store, settings, service_metrics)
         app.state.runs = RunCatalog(RunStore(store.engine), app.state.catalog)
+        app.state.page_limiter = page_limiter(settings.page_threads)
         if freeze_gc:
             gc.collect()
             gc.freeze()

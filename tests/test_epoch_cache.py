@@ -69,3 +69,33 @@ def test_first_touch() -> None:
 def test_negative_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="max_bytes should be a non-negative integer"):
         EpochCache(-1)
+
+
+def test_a_draw_the_budget_cannot_keep_is_held_while_requests_for_it_are_in_flight() -> None:
+    cache = EpochCache(max_bytes=0)
+    draws: list[int] = []
+
+    def draw() -> np.ndarray:
+        draws.append(1)
+        return np.arange(10, dtype=np.int64)
+
+    with cache.in_flight("epoch"), cache.in_flight("epoch"):
+        first = cache.get_or_draw("epoch", draw)
+        # A request that came for the same epoch while it was drawn, served after it.
+        assert "epoch" in cache
+        assert cache.get_or_draw("epoch", draw) is first
+        assert cache.get("epoch") is first
+        assert not cache.first_touch("epoch")
+        assert len(draws) == 1
+        assert cache.stats().bytes == 0  # held outside the budget
+    # Nobody asks any more: it is gone, and the next request draws again.
+    assert "epoch" not in cache
+    cache.get_or_draw("epoch", draw)
+    assert len(draws) == 2
+
+
+def test_nothing_is_held_for_a_key_without_requests_in_flight() -> None:
+    cache = EpochCache(max_bytes=0)
+    with cache.in_flight("other"):
+        cache.get_or_draw("epoch", lambda: np.arange(3, dtype=np.int64))
+        assert "epoch" not in cache

@@ -46,9 +46,9 @@ def answered(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     original = plans.fast_indices
 
-    def spy(scope: Any, parameters: dict[str, Any]) -> Any:
+    async def spy(scope: Any, parameters: dict[str, Any]) -> Any:
         recorded = dict(parameters)
-        response = original(scope, parameters)
+        response = await original(scope, parameters)
         if response is not None:
             seen.append(recorded)
         return response
@@ -114,6 +114,17 @@ def test_a_cached_page_from_the_fast_lane_is_the_samplers_stream(
     )
     assert binary.headers["content-type"] == "application/octet-stream"
     assert np.frombuffer(binary.content, dtype="<i8").tolist() == expected[offset:stop]
+
+
+def test_a_page_of_a_cold_epoch_from_the_fast_lane_is_the_samplers_stream(
+    both: tuple[TestClient, TestClient], answered: list[dict[str, Any]]
+) -> None:
+    fast, _ = both
+    plan_id = _cached_plan(fast)
+    params = {"epoch": 9, "rank": 1, "world_size": 4, "offset": 2, "limit": 6}
+    response = fast.get(f"/v1/plans/{plan_id}/indices", params=params)
+    assert response.json()["indices"] == shard(sampler_stream(9), 1, 4)[2:8]
+    assert answered[-1]["epoch"] == 9
 
 
 # Odd spellings the route reads in its own way (pydantic's lax parsing), values it
@@ -185,13 +196,14 @@ def test_the_fast_lane_is_behind_the_token_check(
     with _client(tmp_path, "auth", fast_lane=True, api_tokens=token) as client:
         plan_id = _cached_plan(client, Authorization=f"Bearer {token}")
         path = f"/v1/plans/{plan_id}/indices?epoch={EPOCH}&limit=5"
+        before = len(answered)
         refused = client.get(path)
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
-        assert not answered
+        assert len(answered) == before
         allowed = client.get(path, headers={"Authorization": f"Bearer {token}"})
         assert allowed.json()["indices"] == sampler_stream(EPOCH)[:5]
-        assert len(answered) == 1
+        assert len(answered) == before + 1
 
 
 def test_fast_lane_answers_are_logged_and_counted_under_their_route(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -16,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.api.limits import RequestTimeoutMiddleware
 from service.config import Settings
+from service.core.plan import PreparedPlan
 from service.main import create_app
 from tests.conftest import LiveServer
 
@@ -122,14 +125,24 @@ def test_a_real_server_answers_413_without_reading_the_body(small_body_settings:
         server.stop()
 
 
-def test_a_request_without_a_response_in_time_gets_504(tmp_path: Path) -> None:
+def test_a_request_without_a_response_in_time_gets_504(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'slow.sqlite3'}"
     with TestClient(create_app(Settings(database_url=url))) as patient:
         plan = patient.post(
             "/v1/plans", json={"labels": [0, 1, 1, 2] * 50, "num_samples": 4_000_000}
         )
         plan_id = plan.json()["id"]
-    # A cold epoch of 4e6 draws takes far longer than 10 ms.
+    # The page is drawn in a worker thread that takes 0.5 s: far longer than 10 ms. (A
+    # real draw of it, by skipping ahead, can take less.)
+    original = PreparedPlan.indices
+
+    def slow_indices(self: PreparedPlan, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PreparedPlan, "indices", slow_indices)
     with TestClient(create_app(Settings(database_url=url, request_timeout_seconds=0.01))) as hasty:
         response = hasty.get(
             f"/v1/plans/{plan_id}/indices", params={"offset": 3_999_990, "limit": 5}

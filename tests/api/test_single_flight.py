@@ -31,8 +31,10 @@ def draws_total(url: str) -> float:
     return float(found[0]) if found else 0.0
 
 
-@pytest.fixture
-def server(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+@pytest.fixture(params=[None, 1], ids=["default-page-threads", "one-page-thread"])
+def server(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[LiveServer]:
     original = PreparedPlan.draw_epoch
 
     def slow_draw(self: PreparedPlan, epoch: int) -> np.ndarray:
@@ -40,7 +42,10 @@ def server(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveSer
         return original(self, epoch)
 
     monkeypatch.setattr(PreparedPlan, "draw_epoch", slow_draw)
-    with LiveServer(create_app(Settings(database_url=sqlite_url, epoch_cache_bytes=0))) as live:
+    # With one page thread, eleven of the twelve requests wait for it while the first one
+    # draws: they must still share that draw (NOTE [Held while in flight]).
+    settings = Settings(database_url=sqlite_url, epoch_cache_bytes=0, page_threads=request.param)
+    with LiveServer(create_app(settings)) as live:
         yield live
 
 

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
 from service.api.deps import JSON_BODY, CatalogDep
+from service.api.page_threads import run_page_work
 from service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
 from service.api.schemas import (
     IndicesOut,
@@ -259,48 +259,52 @@ async def get_indices(
         drop_last=drop_last,
     )
     head_only = request.method == "HEAD"
-    # A small page of a cached epoch is a slice: answered here, on the event loop (and
-    # most often before this route is reached: indices_at_hand is its fast lane). Anything
-    # else may read the store or draw, and goes to a worker thread.
-    at_hand = indices_at_hand(catalog, media_type, plan_id, stream_request, head_only)
-    if at_hand is not None:
-        return at_hand
-
-    def fetch() -> Response:
-        plan = catalog.get_plan(plan_id)
-        indices = catalog.indices(plan, stream_request)
-        return _indices_response(media_type, plan, indices, stream_request, head_only)
-
-    return await run_in_threadpool(fetch)
+    return await serve_indices(
+        request.scope, catalog, media_type, plan_id, stream_request, head_only
+    )
 
 
-def indices_at_hand(
+async def serve_indices(
+    scope: Scope,
     catalog: Catalog,
     media_type: str,
     plan_id: str,
     request: StreamRequest,
     head_only: bool,
-) -> Response | None:
-    """The page's response when serving it costs a slice of memory, else ``None``."""
+) -> Response:
+    """What :func:`get_indices` answers, once its parameters are read and checked.
+
+    A small page of a cached epoch is a slice: answered here, on the event loop. Anything
+    else may read the store or draw, and goes to a page thread (NOTE [Page threads]); the
+    request is in flight for the epoch cache from its arrival (NOTE [Held while in flight]).
+    """
     at_hand = catalog.page_at_hand(plan_id, request)
-    if at_hand is None:
-        return None
-    plan, indices = at_hand
-    return _indices_response(media_type, plan, indices, request, head_only)
+    if at_hand is not None:
+        plan, indices = at_hand
+        return _indices_response(media_type, plan, indices, request, head_only)
+
+    def fetch() -> Response:
+        plan = catalog.get_plan(plan_id)
+        indices = catalog.indices(plan, request)
+        return _indices_response(media_type, plan, indices, request, head_only)
+
+    with catalog.epoch_in_flight(plan_id, request.epoch):
+        return await run_page_work(scope, fetch)
 
 
-def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response | None:
-    """:func:`get_indices` for the fast lane (NOTE [Fast lane] in ``service/api/fastlane.py``).
+async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
+    """:func:`get_indices` in its fast lane (NOTE [Fast lane] in ``service/api/fastlane.py``).
 
     ``parameters`` are the route's own, validated as the route validates them; the
-    catalog and the media type are found as its dependencies find them.
+    catalog and the media type are found as its dependencies find them. A
+    :class:`~service.errors.SamplePlanServiceError` sends the request to the route, which
+    answers it as problem+json.
     """
     catalog: Catalog = scope["app"].state.catalog
     media_type = negotiate(Headers(scope=scope).get("accept"))
     plan_id = parameters.pop("plan_id")
-    return indices_at_hand(
-        catalog, media_type, plan_id, StreamRequest(**parameters), head_only=False
-    )
+    request = StreamRequest(**parameters)
+    return await serve_indices(scope, catalog, media_type, plan_id, request, head_only=False)
 
 
 def _indices_response(
