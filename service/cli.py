@@ -142,6 +142,7 @@ def serve_command(args: argparse.Namespace) -> None:
 
     from service.config import get_settings
     from service.logs import uvicorn_log_config
+    from service.server import HTTP_PROTOCOL
 
     if args.log_level is not None:
         # The app (in this process or in workers) reads its level from the settings.
@@ -172,6 +173,9 @@ def serve_command(args: argparse.Namespace) -> None:
         workers=settings.workers if args.workers is None else args.workers,
         # Named, not "auto": uvicorn's auto picks uvloop whenever it is importable.
         loop=loop,
+        # httptools' parser, with TCP_NODELAY on every connection (NOTE [TCP_NODELAY with
+        # --workers] in service/server.py).
+        http=HTTP_PROTOCOL,
         log_level=level,
         # The service logs each request itself (with its request id).
         access_log=False,
