@@ -62,6 +62,16 @@ def test_every_operation_is_documented(schema: dict[str, Any]) -> None:
             assert "422" in op["responses"], f"{where} does not document its 422"
 
 
+def test_every_tag_is_declared_in_the_docs_order(schema: dict[str, Any]) -> None:
+    """The docs' sections follow the declared tags: the API first, probes last, each
+    described; the order the routers are tried in (probes first) does not leak into it."""
+    declared = [tag["name"] for tag in schema["tags"]]
+    assert declared[:2] == ["datasets", "plans"] and declared[-1] == "health"
+    assert all(tag.get("description") for tag in schema["tags"])
+    used = {tag for _, _, op in operations(schema) for tag in op.get("tags", [])}
+    assert used <= set(declared), used - set(declared)
+
+
 def test_error_responses_are_problem_json_with_examples(schema: dict[str, Any]) -> None:
     for method, path, op in operations(schema):
         for status, response in op["responses"].items():
