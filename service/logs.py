@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Literal, TextIO
 
+import orjson
+
 LogFormat = Literal["auto", "json", "text"]
 
 #: The id of the request being served, or ``None`` outside requests.
@@ -53,7 +55,11 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        try:
+            # orjson: a third of json.dumps' time, on a line written for every request.
+            return orjson.dumps(entry, default=str).decode("utf-8")
+        except TypeError:  # what orjson refuses (an int beyond 64 bits): the slow way
+            return json.dumps(entry, default=str, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
