@@ -30,6 +30,7 @@ equal ``q`` the more specific range wins, then the one listed first, then JSON.
 from __future__ import annotations
 
 import functools
+import json
 import struct
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -256,7 +257,8 @@ def array_response(
             media_type=media_type,
             headers=all_headers,
         )
-    head = orjson.dumps(dict(meta)).decode("utf-8")[:-1]
+    # json, not orjson: meta echoes the request (an offset may be beyond 64 bits).
+    head = json.dumps(dict(meta), separators=(",", ":"))[:-1]
     head = f'{head}{"," if meta else ""}"{key}":['
     # HEAD of JSON gets the whole response (the server drops the body): its length is
     # only known once the text is written.
