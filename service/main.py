@@ -14,7 +14,7 @@ from fastapi.security import HTTPBearer
 from service import __version__
 from service.api.auth import BearerAuthMiddleware, load_api_tokens
 from service.api.docs import install_offline_docs
-from service.api.fastlane import FastLane
+from service.api.fastlane import FastLane, get_route
 from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from service.api.observability import ObservabilityMiddleware, RouteTemplates
 from service.api.openapi import install_problem_openapi
@@ -50,9 +50,7 @@ OPENAPI_TAGS = [
 
 # A keyword FastAPI has had since its native OpenTelemetry support; older releases keep
 # unknown keywords in ``app.extra``, harmlessly.
-_NO_TELEMETRY: dict[str, Any] = {
-    "telemetry": {"tracing": False, "metrics": False, "logs": False}
-}
+_NO_TELEMETRY: dict[str, Any] = {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def limits_description(settings: Settings, *, auth: bool) -> str:
@@ -175,7 +173,11 @@ def create_app(
     # Innermost: a cached page skips FastAPI's routing and dependency solving, and every
     # middleware above still applies (NOTE [Fast lane] in service/api/fastlane.py).
     if fast_lane:
-        app.add_middleware(FastLane, route=plans.indices_route(), answer=plans.fast_indices)
+        for router, endpoint, answer in (
+            (plans.router, plans.get_indices, plans.fast_indices),
+            (health.router, health.healthz, health.fast_healthz),
+        ):
+            app.add_middleware(FastLane, route=get_route(router, endpoint), answer=answer)
     app.add_middleware(RequestTimeoutMiddleware, timeout_seconds=settings.request_timeout_seconds)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if tokens:

@@ -34,18 +34,26 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pydantic
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import SamplePlanServiceError
 
-__all__ = ["FastAnswer", "FastLane", "parameter_model"]
+__all__ = ["FastAnswer", "FastLane", "get_route", "parameter_model"]
 
 #: Answers a matched request from its validated parameters (by name), or ``None`` to let
 #: the route serve it. May raise :class:`SamplePlanServiceError`: the route then serves it.
 FastAnswer = Callable[[Scope, dict[str, Any]], Awaitable[Response | None]]
+
+
+def get_route(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
+    """The ``GET`` route of ``endpoint`` on ``router`` (the one a fast lane stands for)."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is endpoint and route.methods == {"GET"}:
+            return route
+    raise LookupError(f"{endpoint.__name__} has no GET route on this router")
 
 
 def parameter_model(route: APIRoute) -> type[pydantic.BaseModel]:
@@ -71,7 +79,7 @@ def parameter_model(route: APIRoute) -> type[pydantic.BaseModel]:
 
 
 class FastLane:
-    """Serves ``route``'s requests that ``answer`` can answer at once; see NOTE [Fast lane]."""
+    """Serves ``route``'s well-formed requests past FastAPI's routing; see NOTE [Fast lane]."""
 
     def __init__(self, app: ASGIApp, *, route: APIRoute, answer: FastAnswer) -> None:
         self.app = app

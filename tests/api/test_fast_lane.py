@@ -231,3 +231,16 @@ def test_fast_lane_answers_are_logged_and_counted_under_their_route(
         re.M,
     )
     assert counted is not None and float(counted.group(1)) >= 2  # the warm-up and the page
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+@pytest.mark.parametrize("query", ["", "?verbose=1"])
+def test_healthz_in_its_fast_lane_answers_what_its_route_answers(
+    both: tuple[TestClient, TestClient], method: str, query: str
+) -> None:
+    answers = [client.request(method, f"/healthz{query}") for client in both]
+    ours, theirs = answers
+    assert (ours.status_code, ours.content) == (theirs.status_code, theirs.content)
+    assert ours.headers.get("content-type") == theirs.headers.get("content-type")
+    if method == "GET":
+        assert ours.json() == {"status": "ok"}

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -344,18 +343,6 @@ for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indic
 
 #: Paths answering HEAD, documented by service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_id}}/indices")
-
-
-def indices_route() -> APIRoute:
-    """The ``GET`` route of :func:`get_indices`, for its fast lane."""
-    for route in router.routes:
-        if (
-            isinstance(route, APIRoute)
-            and route.endpoint is get_indices
-            and route.methods == {"GET"}
-        ):
-            return route
-    raise LookupError("the GET route of get_indices is not on the plans router")
 
 
 @router.get(
