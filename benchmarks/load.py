@@ -8,7 +8,8 @@ target / measured), and whether every answer was right (column ``exact``). Scena
 
 ``page-json`` / ``page-octet`` / ``healthz``
     64 connections for ``--duration`` seconds on a cached page of 1000 indices (JSON,
-    then ``Accept: application/octet-stream``) at 64 offsets in turn, and on ``/healthz``.
+    and ``Accept: application/octet-stream``, in alternating halves) at 64 offsets in
+    turn, and on ``/healthz``.
     A second, short pass with the same load compares every page answered against the
     same page fetched alone (wrk's response hook; ``differ`` in the table).
 ``workers-2``
@@ -352,27 +353,54 @@ def pages_alone(url: str, paths: dict[int, str], accept: str | None) -> dict[int
     return bodies
 
 
+def combined(halves: Sequence[WrkResult]) -> WrkResult:
+    """Several wrk runs of one scenario as one: counts and seconds add up; p50, p99 and
+    max are the largest of the runs' (bounds of the merged distribution's: if no run has
+    more than 1% of its requests above x, neither has their union)."""
+    return WrkResult(
+        requests=sum(h.requests for h in halves),
+        seconds=sum(h.seconds for h in halves),
+        p50=max(h.p50 for h in halves),
+        p99=max(h.p99 for h in halves),
+        max=max(h.max for h in halves),
+        socket_errors=sum(h.socket_errors for h in halves),
+        non_2xx=sum(h.non_2xx for h in halves),
+        mismatches=sum(h.mismatches for h in halves),
+    )
+
+
 def page_scenarios(
     url: str, folder: Path, *, duration: float, check_seconds: float, prefix: str = ""
 ) -> list[Row]:
-    """``page-json``, ``page-octet`` and ``healthz`` against one service."""
+    """``page-json``, ``page-octet`` and ``healthz`` against one service.
+
+    JSON and binary pages are measured in turn, half of ``duration`` each and twice
+    (JSON, binary, JSON, binary), so that a machine slowing down or speeding up during
+    the run weighs on both alike: the two rows are compared with each other.
+    """
     plan_id = warm_page_plan(url)
     paths = page_paths(plan_id)
+    kinds = (("page-json", None), ("page-octet", OCTET)) if not prefix else (("page-json", None),)
+    halves: dict[str, list[WrkResult]] = {name: [] for name, _ in kinds}
+    expected = {name: pages_alone(url, paths, accept) for name, accept in kinds}
+    for _ in range(2):
+        for name, accept in kinds:
+            headers = [f"Accept: {accept}"] if accept else []
+            halves[name].append(
+                run_wrk(url, list(paths.values()), folder, duration=duration / 2, headers=headers)
+            )
     rows = []
-    for name, accept in (("page-json", None), ("page-octet", OCTET)):
+    for name, accept in kinds:
         headers = [f"Accept: {accept}"] if accept else []
-        # Its own process: the pages alone are fetched before any load.
-        expected = pages_alone(url, paths, accept)
-        result = run_wrk(url, list(paths.values()), folder, duration=duration, headers=headers)
         checked = run_wrk(
             url,
             list(paths.values()),
             folder,
             duration=check_seconds,
             headers=headers,
-            expected=expected,
+            expected=expected[name],
         )
-        rows.append(wrk_row(prefix + name, result, checked, targeted=not prefix))
+        rows.append(wrk_row(prefix + name, combined(halves[name]), checked, targeted=not prefix))
     if not prefix:
         result = run_wrk(url, ["/healthz"], folder, duration=duration)
         rows.append(wrk_row("healthz", result, None, targeted=True))
