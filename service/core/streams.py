@@ -139,16 +139,14 @@ def shard_positions(num_samples: int, request: StreamRequest) -> Int64Array:
     Sharded exactly like ``DistributedSampler(drop_last=False)`` by default; see NOTE
     [Sharding], and NOTE [Dealing] for ``start``, ``pad`` and ``drop_last``.
     """
+    return dealt_positions(*_deal_of(num_samples, request), pad=request.pad)
+
+
+def _deal_of(num_samples: int, request: StreamRequest) -> tuple[int, int, int, int, int, int]:
+    """The request's page as :mod:`~service.core.dealing` takes it: ``num_samples, start,
+    world_size, rank, first, stop``."""
     first, stop = request.page_bounds(num_samples)
-    return dealt_positions(
-        num_samples,
-        request.start,
-        request.world_size,
-        request.rank,
-        first,
-        stop,
-        pad=request.pad,
-    )
+    return num_samples, request.start, request.world_size, request.rank, first, stop
 
 
 def draw_torch_epoch(
@@ -180,17 +178,7 @@ def cut_page(
     is the whole dataset). The service and the client's offline fallback both cut pages
     here, so a page means the same thing on either side.
     """
-    first, stop = request.page_bounds(num_samples)
-    page = dealt_values(
-        epoch_stream,
-        num_samples,
-        request.start,
-        request.world_size,
-        request.rank,
-        first,
-        stop,
-        pad=request.pad,
-    )
+    page = dealt_values(epoch_stream, *_deal_of(num_samples, request), pad=request.pad)
     return in_space(page, request.space, population)
 
 
