@@ -14,6 +14,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import groupby
@@ -344,8 +345,18 @@ class RunCatalog:
         self.catalog.check_page(prepared.population_size)
         return plan, prepared.weights
 
+    def epoch_in_flight(self, run_id: str, epoch: int) -> AbstractContextManager[None]:
+        """Marks a request for a page of the run's epoch as being served, from its arrival
+        (NOTE [Held while in flight] in ``epoch_cache.py``)."""
+        return self.catalog.epochs.in_flight((_stream_key(run_id), epoch))
+
     def indices(self, run_id: str, request: StreamRequest) -> tuple[Plan, PreparedPlan, Int64Array]:
         """A page of the run's stream of ``request.epoch`` (freezing the epoch), with the
         run's plan and the prepared plan the epoch draws from."""
         plan, prepared = self.epoch_plan(run_id, request.epoch)
-        return plan, prepared, self.catalog.stream_page(prepared, ("run", run_id), request)
+        return plan, prepared, self.catalog.stream_page(prepared, _stream_key(run_id), request)
+
+
+def _stream_key(run_id: str) -> tuple[str, str]:
+    """What a run's epochs are cached under (beside plans' ids, which are plain strings)."""
+    return ("run", run_id)

@@ -83,3 +83,31 @@ def test_concurrent_requests_for_a_cold_epoch_draw_it_once(server: LiveServer) -
     # Nothing was kept (a budget of 0 bytes): the next wave draws again, once.
     _fetch_together(server.url, plan["id"], epoch=3)
     assert draws_total(server.url) == 2
+
+
+def test_concurrent_requests_for_a_cold_epoch_of_a_run_draw_it_once(server: LiveServer) -> None:
+    labels = [0] * 300 + [1] * 40 + [2] * 7
+    plan = httpx.post(f"{server.url}/v1/plans", json={"labels": labels, "seed": 9}).json()
+    created = httpx.put(f"{server.url}/v1/runs/job-sf", json={"plan_id": plan["id"]})
+    assert created.status_code == 201
+    barrier = threading.Barrier(REQUESTS)
+    shards: list[list[int]] = [[] for _ in range(REQUESTS)]
+
+    def rank(r: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            barrier.wait()
+            params = {"epoch": 0, "rank": r, "world_size": REQUESTS}
+            response = client.get("/v1/runs/job-sf/indices", params=params)
+            response.raise_for_status()
+            shards[r] = response.json()["indices"]
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(REQUESTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert draws_total(server.url) == 1
+    # Epoch 0 of a run without updates is its plan's epoch 0: seed + 0.
+    stream = reference.weighted_stream(reference.inverse_frequency(labels), len(labels), True, 9)
+    for r, shard in enumerate(shards):
+        assert shard == reference.distributed_shard(stream, r, REQUESTS)

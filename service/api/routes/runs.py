@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import examples
 from service.api.arrays import ArrayMediaType, array_response, array_responses
 from service.api.deps import JSON_BODY, RunCatalogDep
+from service.api.page_threads import run_page_work
 from service.api.routes.plans import (
     DropLastQuery,
     EpochQuery,
@@ -39,7 +40,7 @@ from service.core.runs import (
     indices_from_list,
     values_from_list,
 )
-from service.core.streams import Space, StreamRequest
+from service.core.streams import Int64Array, Space, StreamRequest
 from service.errors import InvalidRunUpdate, UnsupportedMediaType
 from service.run_catalog import RunInfo
 
@@ -292,7 +293,7 @@ def get_run_weights(
         422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
     },
 )
-def get_run_indices(
+async def get_run_indices(
     run_id: RunId,
     runs: RunCatalogDep,
     media_type: ArrayMediaType,
@@ -318,30 +319,52 @@ def get_run_indices(
         pad=pad,
         drop_last=drop_last,
     )
-    plan, prepared, indices = runs.indices(run_id, stream_request)
-    stream_length = stream_request.length(prepared.num_samples)
+    head_only = request.method == "HEAD"
+
+    def fetch() -> Response:
+        plan, prepared, indices = runs.indices(run_id, stream_request)
+        return _run_indices_response(
+            media_type, run_id, plan.id, prepared.num_samples, indices, stream_request, head_only
+        )
+
+    # A run's epoch is many ranks' too: page threads and single flight as for a plan's
+    # (NOTE [Page threads], NOTE [Held while in flight]).
+    with runs.epoch_in_flight(run_id, epoch):
+        return await run_page_work(request.scope, fetch)
+
+
+def _run_indices_response(
+    media_type: str,
+    run_id: str,
+    plan_id: str,
+    num_samples: int,
+    indices: Int64Array,
+    stream: StreamRequest,
+    head_only: bool,
+) -> Response:
+    stream_length = stream.length(num_samples)
     return array_response(
         media_type,
         indices,
         meta={
             "run_id": run_id,
-            "plan_id": plan.id,
-            "epoch": epoch,
-            "rank": rank,
-            "world_size": world_size,
-            "offset": offset,
+            "plan_id": plan_id,
+            "epoch": stream.epoch,
+            "rank": stream.rank,
+            "world_size": stream.world_size,
+            "offset": stream.offset,
             "length": stream_length,
-            "space": space,
-            "start": start,
-            "pad": pad,
-            "drop_last": drop_last,
+            "space": stream.space,
+            "start": stream.start,
+            "pad": stream.pad,
+            "drop_last": stream.drop_last,
         },
         key="indices",
         headers={
             "X-Sampleplan-Stream-Length": str(stream_length),
-            "X-Sampleplan-Offset": str(offset),
+            "X-Sampleplan-Offset": str(stream.offset),
         },
-        head_only=request.method == "HEAD",
+        head_only=head_only,
     )
 
 
