@@ -49,7 +49,8 @@ def server(
         yield live
 
 
-def _fetch_together(url: str, plan_id: str, epoch: int) -> list[list[int]]:
+def _fetch_together(url: str, path: str, epoch: int) -> list[list[int]]:
+    """Every rank's shard of ``epoch`` from ``path`` (an /indices endpoint), asked at once."""
     barrier = threading.Barrier(REQUESTS)
     shards: list[list[int]] = [[] for _ in range(REQUESTS)]
 
@@ -57,7 +58,7 @@ def _fetch_together(url: str, plan_id: str, epoch: int) -> list[list[int]]:
         with httpx.Client(base_url=url, timeout=60) as client:
             barrier.wait()
             params = {"epoch": epoch, "rank": r, "world_size": REQUESTS}
-            response = client.get(f"/v1/plans/{plan_id}/indices", params=params)
+            response = client.get(path, params=params)
             response.raise_for_status()
             shards[r] = response.json()["indices"]
 
@@ -74,14 +75,14 @@ def test_concurrent_requests_for_a_cold_epoch_draw_it_once(server: LiveServer) -
     plan = httpx.post(f"{server.url}/v1/plans", json={"labels": labels, "seed": 9}).json()
     assert draws_total(server.url) == 0
 
-    shards = _fetch_together(server.url, plan["id"], epoch=3)
+    shards = _fetch_together(server.url, f"/v1/plans/{plan['id']}/indices", epoch=3)
     assert draws_total(server.url) == 1
     stream = reference.weighted_stream(reference.inverse_frequency(labels), len(labels), True, 12)
     for r, shard in enumerate(shards):
         assert shard == reference.distributed_shard(stream, r, REQUESTS)
 
     # Nothing was kept (a budget of 0 bytes): the next wave draws again, once.
-    _fetch_together(server.url, plan["id"], epoch=3)
+    _fetch_together(server.url, f"/v1/plans/{plan['id']}/indices", epoch=3)
     assert draws_total(server.url) == 2
 
 
@@ -90,22 +91,7 @@ def test_concurrent_requests_for_a_cold_epoch_of_a_run_draw_it_once(server: Live
     plan = httpx.post(f"{server.url}/v1/plans", json={"labels": labels, "seed": 9}).json()
     created = httpx.put(f"{server.url}/v1/runs/job-sf", json={"plan_id": plan["id"]})
     assert created.status_code == 201
-    barrier = threading.Barrier(REQUESTS)
-    shards: list[list[int]] = [[] for _ in range(REQUESTS)]
-
-    def rank(r: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            barrier.wait()
-            params = {"epoch": 0, "rank": r, "world_size": REQUESTS}
-            response = client.get("/v1/runs/job-sf/indices", params=params)
-            response.raise_for_status()
-            shards[r] = response.json()["indices"]
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(REQUESTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    shards = _fetch_together(server.url, "/v1/runs/job-sf/indices", epoch=0)
     assert draws_total(server.url) == 1
     # Epoch 0 of a run without updates is its plan's epoch 0: seed + 0.
     stream = reference.weighted_stream(reference.inverse_frequency(labels), len(labels), True, 9)
