@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
@@ -309,9 +310,30 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
 def _indices_response(
     media_type: str, plan: Plan, indices: Int64Array, request: StreamRequest, head_only: bool
 ) -> Response:
-    stream_length = request.length(plan.prepared.at_epoch(request.epoch).num_samples)
+    num_samples = plan.prepared.at_epoch(request.epoch).num_samples
+    return stream_page_response(
+        media_type, indices, request, num_samples, head_only, ids={"plan_id": plan.id}
+    )
+
+
+def stream_page_response(
+    media_type: str,
+    indices: Int64Array,
+    request: StreamRequest,
+    num_samples: int,
+    head_only: bool,
+    *,
+    ids: Mapping[str, str],
+) -> Response:
+    """A page of an index stream (a plan's or a run's) in ``media_type``.
+
+    The JSON body is ``ids`` (what the stream belongs to), the request's stream fields and
+    the rank's whole stream ``length``, then ``indices``; every format carries
+    ``X-Sampleplan-Stream-Length`` and ``X-Sampleplan-Offset``.
+    """
+    stream_length = request.length(num_samples)
     meta = {
-        "plan_id": plan.id,
+        **ids,
         "epoch": request.epoch,
         "rank": request.rank,
         "world_size": request.world_size,

@@ -22,6 +22,7 @@ from service.api.routes.plans import (
     RankQuery,
     StartQuery,
     WorldSizeQuery,
+    stream_page_response,
 )
 from service.api.schemas import (
     Problem,
@@ -40,7 +41,7 @@ from service.core.runs import (
     indices_from_list,
     values_from_list,
 )
-from service.core.streams import Int64Array, Space, StreamRequest
+from service.core.streams import Space, StreamRequest
 from service.errors import InvalidRunUpdate, UnsupportedMediaType
 from service.run_catalog import RunInfo
 
@@ -323,49 +324,15 @@ async def get_run_indices(
 
     def fetch() -> Response:
         plan, prepared, indices = runs.indices(run_id, stream_request)
-        return _run_indices_response(
-            media_type, run_id, plan.id, prepared.num_samples, indices, stream_request, head_only
+        ids = {"run_id": run_id, "plan_id": plan.id}
+        return stream_page_response(
+            media_type, indices, stream_request, prepared.num_samples, head_only, ids=ids
         )
 
     # A run's epoch is many ranks' too: page threads and single flight as for a plan's
     # (NOTE [Page threads], NOTE [Held while in flight]).
     with runs.epoch_in_flight(run_id, epoch):
         return await run_page_work(request.scope, fetch)
-
-
-def _run_indices_response(
-    media_type: str,
-    run_id: str,
-    plan_id: str,
-    num_samples: int,
-    indices: Int64Array,
-    stream: StreamRequest,
-    head_only: bool,
-) -> Response:
-    stream_length = stream.length(num_samples)
-    return array_response(
-        media_type,
-        indices,
-        meta={
-            "run_id": run_id,
-            "plan_id": plan_id,
-            "epoch": stream.epoch,
-            "rank": stream.rank,
-            "world_size": stream.world_size,
-            "offset": stream.offset,
-            "length": stream_length,
-            "space": stream.space,
-            "start": stream.start,
-            "pad": stream.pad,
-            "drop_last": stream.drop_last,
-        },
-        key="indices",
-        headers={
-            "X-Sampleplan-Stream-Length": str(stream_length),
-            "X-Sampleplan-Offset": str(stream.offset),
-        },
-        head_only=head_only,
-    )
 
 
 # HEAD like the plans' /indices (GET's headers, no body; kept out of the schema), which
