@@ -335,13 +335,14 @@ class Catalog:
     #     an offset pays for one page. A second request for the same epoch means someone
     #     is paging through it, and the epoch is drawn whole and cached.
 
-    def epoch_in_flight(self, plan_id: str, epoch: int) -> AbstractContextManager[None]:
-        """Marks a request for a page of the plan's epoch as being served, from its arrival.
+    def epoch_in_flight(self, stream_key: Hashable, epoch: int) -> AbstractContextManager[None]:
+        """Marks a request for a page of an epoch as being served, from its arrival.
 
-        See NOTE [Held while in flight] in ``epoch_cache.py``: an epoch the cache cannot
-        keep stays in memory for such requests, so they share one draw.
+        ``stream_key`` is what :meth:`stream_page` is given (a plan's id for its own
+        streams). See NOTE [Held while in flight] in ``epoch_cache.py``: an epoch the cache
+        cannot keep stays in memory for such requests, so they share one draw.
         """
-        return self.epochs.in_flight((plan_id, epoch))
+        return self.epochs.in_flight((stream_key, epoch))
 
     def page_at_hand(self, plan_id: str, request: StreamRequest) -> tuple[Plan, Int64Array] | None:
         """The plan and its page when serving it costs no more than a slice of memory.

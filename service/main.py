@@ -170,8 +170,8 @@ def create_app(
     # add_middleware wraps what is there, so the last added runs first: observability
     # (request id, logs, metrics) sees every answer; auth refuses before the body limit
     # reads a byte; the timeout covers the handler and its reading of the body.
-    # Innermost: a cached page skips FastAPI's routing and dependency solving, and every
-    # middleware above still applies (NOTE [Fast lane] in service/api/fastlane.py).
+    # Innermost: index pages and /healthz skip FastAPI's routing and dependency solving,
+    # and every middleware above still applies (NOTE [Fast lane] in service/api/fastlane.py).
     if fast_lane:
         for router, endpoint, answer in (
             (plans.router, plans.get_indices, plans.fast_indices),

@@ -348,7 +348,7 @@ class RunCatalog:
     def epoch_in_flight(self, run_id: str, epoch: int) -> AbstractContextManager[None]:
         """Marks a request for a page of the run's epoch as being served, from its arrival
         (NOTE [Held while in flight] in ``epoch_cache.py``)."""
-        return self.catalog.epochs.in_flight((_stream_key(run_id), epoch))
+        return self.catalog.epoch_in_flight(_stream_key(run_id), epoch)
 
     def indices(self, run_id: str, request: StreamRequest) -> tuple[Plan, PreparedPlan, Int64Array]:
         """A page of the run's stream of ``request.epoch`` (freezing the epoch), with the
