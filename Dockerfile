@@ -26,6 +26,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY constraints.txt docker/requirements.txt ./
 RUN pip install -c constraints.txt -r requirements.txt
 COPY pyproject.toml README.md ./
+COPY sampleplan ./sampleplan
 COPY service ./service
 COPY client ./client
 # The project itself, built with the pinned setuptools and resolving nothing again.

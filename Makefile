@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench load clean venv browser load-tools
+.PHONY: serve test lint bench load clean venv browser load-tools
 
 # tests/browser drive Debian's Chromium (headless, with no network). Installed once when
 # missing; quick when it is there. apt needs root: sudo is used when we are not.
@@ -56,9 +56,12 @@ load-tools:
 test: $(VENV)/.installed-server,test,dev browser load-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff reads the real folders (service/, client/); mypy the import package, whose
+# sampleplan/service and sampleplan/client are links to them.
 lint: $(VENV)/.installed-server,test,dev
-	$(BIN)/ruff check service client tests benchmarks examples
-	$(BIN)/mypy service client
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy sampleplan
 
 bench: $(VENV)/.installed-server,test,dev
 	$(BIN)/python benchmarks/run.py

@@ -1,4 +1,4 @@
-"""Benchmark: batch plans (``service.core.batches``, NOTE [batches-v1]).
+"""Benchmark: batch plans (``sampleplan.core.batches``, NOTE [batches-v1]).
 
 Run from the repository root (or through ``python benchmarks/run.py``)::
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import best_of  # noqa: E402
-from service.core.batches import BatchTable, batching_from_json  # noqa: E402
+from sampleplan.core.batches import BatchTable, batching_from_json  # noqa: E402
 
 BATCH = 256
 M_PER_CLASS = {"kind": "m_per_class", "m": 4, "batch_size": BATCH}

@@ -3,7 +3,7 @@
 Each figure is the best of several runs of a fresh process, next to the bare
 interpreter's start-up measured in the same run (what no command can go below), and the
 time to import what the commands use, which ``--help`` must not pay for (NOTE [A fast
---help] in ``service/cli.py``).
+--help] in ``sampleplan/cli.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def best_of(argv: Sequence[str], runs: int) -> float:
 def command(*args: str) -> list[str]:
     if SCRIPT.exists():
         return [str(SCRIPT), *args]
-    return [sys.executable, "-c", "from service.cli import main; main()", *args]
+    return [sys.executable, "-c", "from sampleplan.cli import main; main()", *args]
 
 
 def rows(quick: bool = False) -> Iterable[dict[str, Any]]:
@@ -42,7 +42,10 @@ def rows(quick: bool = False) -> Iterable[dict[str, Any]]:
     bare = best_of([sys.executable, "-c", "pass"], runs)
     help_time = best_of(command("--help"), runs)
     version = best_of(command("--version"), runs)
-    heavy = best_of([sys.executable, "-c", "import client, service.main"], max(1, runs // 2))
+    heavy = best_of(
+        [sys.executable, "-c", "import sampleplan.client, sampleplan.service.main"],
+        max(1, runs // 2),
+    )
     yield {"name": "python -c pass (start-up floor)", "value": bare, "unit": "s"}
     yield {
         "name": "sampleplan --help",
@@ -58,7 +61,7 @@ def rows(quick: bool = False) -> Iterable[dict[str, Any]]:
         "limit": HELP_LIMIT_SECONDS,
     }
     yield {
-        "name": "import client, service.main (what --help skips)",
+        "name": "import sampleplan.client, sampleplan.service.main (what --help skips)",
         "value": heavy,
         "unit": "s",
         "note": f"--help is {help_time / heavy:.2f}x of it",

@@ -1,4 +1,4 @@
-"""Benchmark: ``service.core.exact`` against ``torch.multinomial`` and the generator floor.
+"""Benchmark: ``sampleplan.core.exact`` against ``torch.multinomial`` and the generator floor.
 
 Run from the repository root::
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# Importable as a script from anywhere; ``service.core.exact`` is imported late, so that
+# Importable as a script from anywhere; ``sampleplan.core.exact`` is imported late, so that
 # the cold-page run measures its import too.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,7 +80,7 @@ def cold_page(size: int, seed: int) -> dict[str, float]:
     """
     weights = make_weights(size)
     began = time.perf_counter()
-    from service.core import exact as fresh
+    from sampleplan.core import exact as fresh
 
     imported = time.perf_counter()
     fresh.warm_up()
@@ -107,7 +107,7 @@ def measure(quick: bool = False, repeat: int = 3, echo: bool = True) -> list[dic
     """Every measurement of the module docstring, as rows for ``benchmarks/run.py``."""
     import torch
 
-    from service.core import exact
+    from sampleplan.core import exact
 
     def say(line: str = "") -> None:
         if echo:

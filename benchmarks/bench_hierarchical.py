@@ -1,4 +1,4 @@
-"""Benchmark: algorithm ``hierarchical`` (``service.core.hierarchical``).
+"""Benchmark: algorithm ``hierarchical`` (``sampleplan.core.hierarchical``).
 
 Run from the repository root::
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import best_of  # noqa: E402
-from service.core.hierarchical import (  # noqa: E402
+from sampleplan.core.hierarchical import (  # noqa: E402
     ALGORITHM_VERSION,
     HierarchicalTable,
     draw_hierarchical,

@@ -19,10 +19,10 @@ import numpy.typing as npt
 import torch
 
 from benchmarks.timing import best_of
-from service.catalog import build_plan
-from service.core.labelsets import label_sets_from_csr, label_sets_from_list
-from service.core.plan import PlanConfig
-from service.core.stats import plan_statistics
+from sampleplan.core.labelsets import label_sets_from_csr, label_sets_from_list
+from sampleplan.core.plan import PlanConfig
+from sampleplan.core.stats import plan_statistics
+from sampleplan.service.catalog import build_plan
 
 LABELS = 1000
 

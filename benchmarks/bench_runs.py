@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.server_process import server_process  # noqa: E402
-from client import SamplePlanClient  # noqa: E402
+from sampleplan.client import SamplePlanClient  # noqa: E402
 
 PAGE = 65536
 

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.server_process import server_process  # noqa: E402
-from client import SamplePlanClient  # noqa: E402
+from sampleplan.client import SamplePlanClient  # noqa: E402
 
 NUM_CLASSES = 1000
 ROW_GROUP = 1 << 22

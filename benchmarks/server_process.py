@@ -43,7 +43,7 @@ def server_process(
         "SAMPLEPLAN_LOG_LEVEL": log_level,
         **{f"SAMPLEPLAN_{k.upper()}": str(v) for k, v in settings.items()},
     }
-    command = [sys.executable, "-m", "service.main", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "sampleplan.service.main", "serve", "--port", str(port)]
     command += ["--workers", str(workers)]
     log_path = folder / f"server-{port}.log"
     url = f"http://127.0.0.1:{port}"

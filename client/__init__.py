@@ -1,6 +1,6 @@
 """sampleplan client: talk to the service and draw from its plans in a ``DataLoader``.
 
->>> from client import SamplePlanClient, RemoteWeightedSampler
+>>> from sampleplan.client import SamplePlanClient, RemoteWeightedSampler
 >>> api = SamplePlanClient("http://127.0.0.1:8000")            # doctest: +SKIP
 >>> plan = api.create_plan(labels=[0, 0, 0, 1], seed=0)       # doctest: +SKIP
 >>> loader = DataLoader(data, sampler=RemoteWeightedSampler(plan.id, api))  # doctest: +SKIP
@@ -10,10 +10,10 @@ Batch plans (``batching=...``) go to ``DataLoader(data, batch_sampler=RemoteBatc
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from client._batch_sampler import RemoteBatchSampler
-from client._cache import PlanCache, default_cache_dir
-from client._client import AsyncSamplePlanClient, SamplePlanClient
-from client._exceptions import (
+from sampleplan.client._batch_sampler import RemoteBatchSampler
+from sampleplan.client._cache import PlanCache, default_cache_dir
+from sampleplan.client._client import AsyncSamplePlanClient, SamplePlanClient
+from sampleplan.client._exceptions import (
     APIError,
     BadRequestError,
     CacheError,
@@ -24,10 +24,10 @@ from client._exceptions import (
     TimeoutError,
     TransportError,
 )
-from client._folders import ImageFolderTargets, image_folder_targets
-from client._models import ClassRow, Dataset, Plan, Run
-from client._retry import RetryPolicy
-from client._sampler import RemoteWeightedSampler
+from sampleplan.client._folders import ImageFolderTargets, image_folder_targets
+from sampleplan.client._models import ClassRow, Dataset, Plan, Run
+from sampleplan.client._retry import RetryPolicy
+from sampleplan.client._sampler import RemoteWeightedSampler
 
 __all__ = [
     "APIError",

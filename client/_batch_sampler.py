@@ -41,18 +41,18 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Sampler
 
-from client._cache import PlanCache
-from client._client import SamplePlanClient
-from client._exceptions import (
+from sampleplan.client._cache import PlanCache
+from sampleplan.client._client import SamplePlanClient
+from sampleplan.client._exceptions import (
     BadRequestError,
     CacheError,
     SamplePlanError,
     ServerError,
     TransportError,
 )
-from client._models import Plan
-from client._offline import OfflineBatches
-from client._sampler import (
+from sampleplan.client._models import Plan
+from sampleplan.client._offline import OfflineBatches
+from sampleplan.client._sampler import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CHUNK_SIZE,
     _check_int,
@@ -60,12 +60,12 @@ from client._sampler import (
     _distributed_world,
     _Prefetch,
 )
-from service.core.batches import batching_from_json
-from service.core.streams import Space, rank_length
+from sampleplan.core.batches import batching_from_json
+from sampleplan.core.streams import Space, rank_length
 
 __all__ = ["RemoteBatchSampler"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("sampleplan.client")
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
 

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from client._exceptions import CacheError
-from client._models import Dataset, Plan
+from sampleplan.client._exceptions import CacheError
+from sampleplan.client._models import Dataset, Plan
 
 __all__ = ["CachedPlan", "PlanCache", "default_cache_dir"]
 

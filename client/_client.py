@@ -1,7 +1,7 @@
 """``SamplePlanClient`` and ``AsyncSamplePlanClient``: typed methods for every endpoint.
 
-Both clients send the same :class:`~client._endpoints.Call` objects and retry them under
-the same :class:`~client._retry.RetryPolicy`; each method here is one line that hands a
+Both clients send the same :class:`~sampleplan.client._endpoints.Call` objects and retry them under
+the same :class:`~sampleplan.client._retry.RetryPolicy`; each method here is one line that hands a
 call to :meth:`send`. Only sending and sleeping differ between the two.
 """
 
@@ -20,13 +20,13 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from client import _endpoints as endpoints
-from client._endpoints import Call, LabelsLike
-from client._exceptions import SamplePlanError
-from client._folders import image_folder_targets
-from client._models import Dataset, Plan, Run
-from client._progress import attach_progress, require_tqdm
-from client._retry import RetryPolicy
+from sampleplan.client import _endpoints as endpoints
+from sampleplan.client._endpoints import Call, LabelsLike
+from sampleplan.client._exceptions import SamplePlanError
+from sampleplan.client._folders import image_folder_targets
+from sampleplan.client._models import Dataset, Plan, Run
+from sampleplan.client._progress import attach_progress, require_tqdm
+from sampleplan.client._retry import RetryPolicy
 
 __all__ = ["AsyncSamplePlanClient", "SamplePlanClient"]
 
@@ -122,7 +122,7 @@ class SamplePlanClient(_ClientOptions):
             leaves it open.
 
     Usable as a context manager, which closes it. Raises :class:`~client.SamplePlanError`
-    subclasses only; see :mod:`client._exceptions` for the tree.
+    subclasses only; see :mod:`sampleplan.client._exceptions` for the tree.
     """
 
     def __init__(
@@ -321,7 +321,7 @@ class SamplePlanClient(_ClientOptions):
         """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON).
 
         ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
-        keep or drop its ragged tail (NOTE [Dealing] in ``service/core/dealing.py``).
+        keep or drop its ragged tail (NOTE [Dealing] in ``sampleplan/core/dealing.py``).
         """
         return self.send(
             endpoints.indices(
@@ -667,7 +667,7 @@ class AsyncSamplePlanClient(_ClientOptions):
         """A page of a rank's stream for an epoch, as int64 (``binary=False``: via JSON).
 
         ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
-        keep or drop its ragged tail (NOTE [Dealing] in ``service/core/dealing.py``).
+        keep or drop its ragged tail (NOTE [Dealing] in ``sampleplan/core/dealing.py``).
         """
         return await self.send(
             endpoints.indices(

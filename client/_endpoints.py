@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from client import _tables as tables
-from client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
-from client._folders import ImageFolderTargets
-from client._models import Dataset, Plan, Run
+from sampleplan.client import _tables as tables
+from sampleplan.client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
+from sampleplan.client._folders import ImageFolderTargets
+from sampleplan.client._models import Dataset, Plan, Run
 
 T_co = TypeVar("T_co", covariant=True)
 

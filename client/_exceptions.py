@@ -13,7 +13,7 @@ Every error the client raises derives from :class:`SamplePlanError`::
      │                           algorithm), so the offline fallback refuses
      └── CacheError              the local plan cache lacks a plan or holds a damaged one
 
-Connection errors, timeouts, 5xx and 429 are retried first (see ``client._retry``);
+Connection errors, timeouts, 5xx and 429 are retried first (see ``sampleplan.client._retry``);
 what is raised is what persisted through the last attempt.
 """
 

@@ -2,7 +2,7 @@
 
 The listing (``os.scandir`` for the classes, ``os.walk(followlinks=True)`` for the files)
 happens here; the rules that order and filter it are the service core's
-(:mod:`service.core.imagefolder`, NOTE [ImageFolder rules]), shared with the service's
+(:mod:`sampleplan.core.imagefolder`, NOTE [ImageFolder rules]), shared with the service's
 path list manifests.
 """
 
@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from service.core.imagefolder import (
+from sampleplan.core.imagefolder import (
     IMG_EXTENSIONS,
     has_file_allowed_extension,
     image_folder_order,

@@ -6,33 +6,33 @@ NOTE [Offline streams]
         cut_page(draw_torch_epoch(weights, num_samples, replacement, epoch_seed(seed, epoch)),
                  num_samples, StreamRequest(...), population)
 
-    with every function from :mod:`service.core`, as the service cuts pages. The service
-    draws with replacement through :mod:`service.core.exact` instead, which reproduces
+    with every function from :mod:`sampleplan.core`, as the service cuts pages. The service
+    draws with replacement through :mod:`sampleplan.core.exact` instead, which reproduces
     ``torch.multinomial`` bit for bit (``tests/core/test_exact.py``), so the two cannot
     drift apart. What they cannot share is the machine: ``torch.multinomial`` is not
     promised across torch releases or CPU architectures, so the versions the plan recorded
-    are checked (:func:`service.core.plan.reproduction_problems`) before anything is
+    are checked (:func:`sampleplan.core.plan.reproduction_problems`) before anything is
     drawn, and a mismatch is refused with :class:`~client.StreamMismatchError` rather
     than producing a stream that silently differs.
 
     For algorithm ``hierarchical`` the table depends on the population's class codes
     (its mode and grouping), not only on its weights, so the cache holds the dataset's
     codes too. The population's codes are those at the population positions (the split
-    recomputed with :func:`~service.core.splitting.split_from_canonical`), and the page is
-    drawn by the service's own :class:`~service.core.plan.PreparedPlan` (its
+    recomputed with :func:`~sampleplan.core.splitting.split_from_canonical`), and the page is
+    drawn by the service's own :class:`~sampleplan.core.plan.PreparedPlan` (its
     ``HierarchicalTable.build(codes, weights)`` and ``draw_hierarchical``), built from
     exactly the arrays the service builds it from. That stream is defined by its version
     alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
 
     Label-set datasets cache their offsets beside the codes; the population's codes are
-    then :func:`~service.core.labelsets.hierarchical_codes` of its label sets, as the
+    then :func:`~sampleplan.core.labelsets.hierarchical_codes` of its label sets, as the
     service computes them. A stratified split's population depends on the labels too
     (NOTE [stratified-v1]), so its plans cache the codes whatever their algorithm, and the
-    population is recomputed by :func:`~service.core.stratify.population_indices`.
+    population is recomputed by :func:`~sampleplan.core.stratify.population_indices`.
 
     For batch plans, :class:`OfflineBatches` rebuilds the service's
-    :class:`~service.core.batches.BatchTable` from the same population codes and cuts
-    pages with :func:`~service.core.batches.batch_page`, as the service does; the batches
+    :class:`~sampleplan.core.batches.BatchTable` from the same population codes and cuts
+    pages with :func:`~sampleplan.core.batches.batch_page`, as the service does; the batches
     are defined by NOTE [batches-v1] alone, so only the recorded ``batches`` version must
     match.
 """
@@ -45,16 +45,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from client._cache import CachedPlan, needs_labels
-from client._exceptions import StreamMismatchError
-from service.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
-from service.core.labels import LabelKind, Labels, labels_from_codes
-from service.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
-from service.core.plan import PlanConfig, PreparedPlan, reproduction_problems
-from service.core.schedules import schedule_from_json
-from service.core.splitting import split_from_canonical
-from service.core.stratify import population_indices
-from service.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
+from sampleplan.client._cache import CachedPlan, needs_labels
+from sampleplan.client._exceptions import StreamMismatchError
+from sampleplan.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
+from sampleplan.core.labels import LabelKind, Labels, labels_from_codes
+from sampleplan.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
+from sampleplan.core.plan import PlanConfig, PreparedPlan, reproduction_problems
+from sampleplan.core.schedules import schedule_from_json
+from sampleplan.core.splitting import split_from_canonical
+from sampleplan.core.stratify import population_indices
+from sampleplan.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 
 __all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
 
@@ -85,8 +85,7 @@ def dataset_labels(cached: CachedPlan) -> Labels | LabelSets:
     plan = cached.plan
     if cached.codes is None:
         raise StreamMismatchError(
-            f"the cached copy of plan {plan.id} has no class codes, which drawing it "
-            "offline needs"
+            f"the cached copy of plan {plan.id} has no class codes, which drawing it offline needs"
         )
     kind: LabelKind = "int" if cached.dataset.label_type == "int" else "str"
     labels: Labels | LabelSets

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from client._exceptions import (
+from sampleplan.client._exceptions import (
     APIError,
     BadRequestError,
     NotFoundError,

@@ -30,7 +30,7 @@ NOTE [Resumption]
     deal at ``position``, exactly as torchdata's ``StatefulDistributedSampler`` does, so a
     checkpoint written by rank 0 restores every rank. With another world size (elastic
     restart), the rest of the epoch, ``stream[global_position:]``, is dealt over the new
-    ranks (NOTE [Dealing] in ``service/core/dealing.py``): no position of the epoch is
+    ranks (NOTE [Dealing] in ``sampleplan/core/dealing.py``): no position of the epoch is
     skipped, none before ``global_position`` repeated, and the ranks' lengths are equal
     (padded by repeating the rest from its beginning, or dropped with ``drop_last``) or
     differ by one (``pad=False``). Every later ``iter()`` deals a whole epoch again;
@@ -81,7 +81,7 @@ NOTE [Offline fallback]
     ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
     and machine: a plan's content never changes). When the service cannot be reached,
     or keeps answering 5xx, the rest of the epoch is drawn locally by
-    :class:`~client._offline.OfflineStream` with the service's own core, after checking
+    :class:`~sampleplan.client._offline.OfflineStream` with the service's own core, after checking
     that this machine reproduces the plan's streams (for ``torch`` plans: the same torch
     version and CPU architecture); otherwise
     :class:`~client.StreamMismatchError` is raised. Each new ``iter()`` tries the service
@@ -109,24 +109,24 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DistributedSampler
 
-from client._cache import PlanCache, needs_labels
-from client._client import SamplePlanClient
-from client._exceptions import (
+from sampleplan.client._cache import PlanCache, needs_labels
+from sampleplan.client._client import SamplePlanClient
+from sampleplan.client._exceptions import (
     BadRequestError,
     CacheError,
     SamplePlanError,
     ServerError,
     TransportError,
 )
-from client._models import Plan
-from client._offline import OfflineStream
-from service.core.dealing import dealt_length, global_position
-from service.core.schedules import schedule_from_json
-from service.core.streams import Space
+from sampleplan.client._models import Plan
+from sampleplan.client._offline import OfflineStream
+from sampleplan.core.dealing import dealt_length, global_position
+from sampleplan.core.schedules import schedule_from_json
+from sampleplan.core.streams import Space
 
 __all__ = ["RemoteWeightedSampler"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("sampleplan.client")
 
 T = TypeVar("T")
 

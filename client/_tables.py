@@ -10,7 +10,7 @@ What goes over the wire is the cheapest binary form the service reads:
   travels once and the service turns indices into codes without a string per row.
 
 A file (``.parquet``, ``.arrow``, ``.feather``) is memory-mapped and only its label
-column is read (:func:`service.core.tables.read_label_column`, the service's own reader);
+column is read (:func:`sampleplan.core.tables.read_label_column`, the service's own reader);
 the rest of the file is never sent. pyarrow is the optional ``arrow`` extra: without it,
 pyarrow objects cannot exist, pandas objects go as numpy arrays or JSON, and reading a
 table file says which extra to install.
@@ -119,14 +119,14 @@ def read_column(path: Path, column: str) -> Any:
     message lists the columns it has).
     """
     pa = _require_pyarrow(f"reading {path.name!r}")
-    from service.core.tables import read_label_column
-    from service.errors import SamplePlanServiceError
+    from sampleplan.core.errors import SamplingError
+    from sampleplan.core.tables import read_label_column
 
     fmt = TABLE_SUFFIXES[path.suffix.lower()]
     try:
         with pa.memory_map(str(path)) as source:
             return read_label_column(source, fmt, column)
-    except SamplePlanServiceError as exc:
+    except SamplingError as exc:
         detail = exc.detail.replace("the body", f"{path.name!r}").replace(
             "the 'label_column' query parameter", "label_column="
         )

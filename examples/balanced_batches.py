@@ -28,7 +28,7 @@ from local_service import service_url
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from client import RemoteBatchSampler, SamplePlanClient
+from sampleplan.client import RemoteBatchSampler, SamplePlanClient
 
 
 def long_tailed_points(
@@ -87,18 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             total, batches = 0.0, 0
             for x, y in loader:
                 made_up = Counter(y.tolist())
-                every_batch_ok &= len(made_up) == classes_per_batch and set(
-                    made_up.values()
-                ) == {args.m}
+                every_batch_ok &= len(made_up) == classes_per_batch and set(made_up.values()) == {
+                    args.m
+                }
                 loss = batch_hard_triplet_loss(model(x), y, margin=0.5)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total, batches = total + loss.item(), batches + 1
             print(f"epoch {epoch}: {batches} batches, mean triplet loss {total / batches:.3f}")
-        print(
-            f"every batch held {classes_per_batch} classes x {args.m} samples: {every_batch_ok}"
-        )
+        print(f"every batch held {classes_per_batch} classes x {args.m} samples: {every_batch_ok}")
 
         # Resume: a checkpoint after 3 batches, a new loader, the rest of the epoch.
         sampler.set_epoch(args.epochs)

@@ -30,7 +30,7 @@ from local_service import service_url
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, random_split
 
-from client import RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 
 SPLIT_SEED = 42
 SEED = 0

@@ -22,8 +22,8 @@ def local_service() -> Iterator[str]:
     """Serve on ``http://127.0.0.1:<free port>`` for the duration of the block; yield the URL."""
     import uvicorn
 
-    from service.config import Settings
-    from service.main import create_app
+    from sampleplan.service.config import Settings
+    from sampleplan.service.main import create_app
 
     with tempfile.TemporaryDirectory(prefix="sampleplan-example-") as tmp, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -23,7 +23,7 @@ from local_service import service_url
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from client import RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 
 
 def make_data(n: int, hard: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

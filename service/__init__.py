@@ -1,7 +1,5 @@
-"""sampleplan service: sampling plans for imbalanced datasets over HTTP.
+"""sampleplan's HTTP service: the FastAPI app, its catalogs and its storage.
 
-Importing this package is cheap and pulls in no web framework, so that the client can
-reuse :mod:`service.core` (the pure sampling core) without the server's dependencies.
+Imported as ``sampleplan.service``; it needs the ``server`` extra. Importing this package
+itself is cheap; :func:`sampleplan.service.main.create_app` builds the app.
 """
-
-__version__ = "0.1.0"

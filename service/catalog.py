@@ -4,7 +4,7 @@ It joins the sampling core and the store: labels and configs are validated and h
 the core, written by the store, and read back into prepared plans, which are kept in a
 small LRU because preparing one (decompressing labels, splitting, weighting) costs far
 more than drawing a page. Drawn epochs of algorithm ``torch`` are kept too, in an
-:class:`~service.epoch_cache.EpochCache` bounded by bytes, so that paging through an
+:class:`~sampleplan.service.epoch_cache.EpochCache` bounded by bytes, so that paging through an
 epoch draws it once; see NOTE [When an epoch is drawn whole].
 """
 
@@ -21,18 +21,23 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.config import Settings
-from service.core.batches import batching_from_json
-from service.core.labels import Labels, labels_from_codes
-from service.core.labelsets import LabelSets, label_sets_from_parts
-from service.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
-from service.core.schedules import schedule_from_json
-from service.core.splitting import split_from_canonical
-from service.core.streams import Int64Array, StreamRequest, in_space
-from service.epoch_cache import EpochCache
-from service.errors import DatasetNotFound, InvalidStreamRequest, PayloadTooLarge, PlanNotFound
-from service.metrics import ServiceMetrics
-from service.storage import DatasetRecord, PlanRecord, PlanStore
+from sampleplan.core.batches import batching_from_json
+from sampleplan.core.labels import Labels, labels_from_codes
+from sampleplan.core.labelsets import LabelSets, label_sets_from_parts
+from sampleplan.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
+from sampleplan.core.schedules import schedule_from_json
+from sampleplan.core.splitting import split_from_canonical
+from sampleplan.core.streams import Int64Array, StreamRequest, in_space
+from sampleplan.service.config import Settings
+from sampleplan.service.epoch_cache import EpochCache
+from sampleplan.service.errors import (
+    DatasetNotFound,
+    InvalidStreamRequest,
+    PayloadTooLarge,
+    PlanNotFound,
+)
+from sampleplan.service.metrics import ServiceMetrics
+from sampleplan.service.storage import DatasetRecord, PlanRecord, PlanStore
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The service's exception tree.
 
-Every error the service means to report derives from :class:`SamplePlanServiceError`,
-which carries its HTTP status and a problem type slug. One handler in
-``service.api.problems`` turns any of them into ``application/problem+json``; the
-sampling core raises them too, because they are plain Python (no web framework)::
+The sampling core raises the errors of :mod:`sampleplan.core.errors` (plain Python, no
+status); the service adds its own beneath the same root, each with its HTTP status, and
+:func:`http_status` gives the status of either. One handler in
+``sampleplan.service.api.problems`` turns any of them into ``application/problem+json``::
 
-    SamplePlanServiceError                 (500)
+    SamplingError                          (core root; 500 unless mapped)
      ├── InvalidInput                       (422)  the request is well-formed but wrong
      │    ├── InvalidLabels
      │    ├── InvalidWeights
@@ -13,71 +13,93 @@ sampling core raises them too, because they are plain Python (no web framework):
      │    ├── InvalidPlanConfig
      │    ├── InvalidStreamRequest
      │    └── InvalidRunUpdate
-     ├── MalformedRequest                   (400)  the body cannot be parsed at all
-     ├── UnsupportedMediaType               (415)
-     ├── NotAcceptable                      (406)
-     ├── PayloadTooLarge                    (413)
-     ├── Unauthorized                       (401)
-     ├── NotFound                           (404)
-     │    ├── DatasetNotFound
-     │    ├── PlanNotFound
-     │    └── RunNotFound
-     ├── Conflict                           (409)  the request contradicts what is stored
-     │    ├── RunPlanConflict
-     │    └── EpochFrozen
-     ├── StorageUnavailable                 (503)
-     └── RequestTimeout                     (504)  no response within the request timeout
+     ├── UnsupportedEncoding                (415)
+     ├── InputTooLarge                      (413)
+     └── SamplePlanServiceError             (500)  raised by the service only
+          ├── MalformedRequest              (400)  the body cannot be parsed at all
+          ├── UnsupportedMediaType          (415)
+          ├── NotAcceptable                 (406)
+          ├── PayloadTooLarge               (413)
+          ├── Unauthorized                  (401)
+          ├── NotFound                      (404)
+          │    ├── DatasetNotFound
+          │    ├── PlanNotFound
+          │    └── RunNotFound
+          ├── Conflict                      (409)  the request contradicts what is stored
+          │    ├── RunPlanConflict
+          │    └── EpochFrozen
+          ├── StorageUnavailable            (503)
+          └── RequestTimeout                (504)  no response within the request timeout
 """
 
 from __future__ import annotations
 
+from sampleplan.core.errors import (
+    InputTooLarge,
+    InvalidInput,
+    InvalidLabels,
+    InvalidPlanConfig,
+    InvalidRunUpdate,
+    InvalidSplit,
+    InvalidStreamRequest,
+    InvalidWeights,
+    SamplingError,
+    UnsupportedEncoding,
+)
 
-class SamplePlanServiceError(Exception):
-    """Base of every error the service reports; ``status`` is the HTTP status."""
+__all__ = [
+    "Conflict",
+    "DatasetNotFound",
+    "EpochFrozen",
+    "InputTooLarge",
+    "InvalidInput",
+    "InvalidLabels",
+    "InvalidPlanConfig",
+    "InvalidRunUpdate",
+    "InvalidSplit",
+    "InvalidStreamRequest",
+    "InvalidWeights",
+    "MalformedRequest",
+    "NotAcceptable",
+    "NotFound",
+    "PayloadTooLarge",
+    "PlanNotFound",
+    "RequestTimeout",
+    "RunNotFound",
+    "RunPlanConflict",
+    "SamplePlanServiceError",
+    "SamplingError",
+    "StorageUnavailable",
+    "Unauthorized",
+    "UnsupportedEncoding",
+    "UnsupportedMediaType",
+    "http_status",
+]
+
+#: The HTTP status of each kind of error the core raises.
+_CORE_STATUS: dict[type[SamplingError], int] = {
+    InvalidInput: 422,
+    UnsupportedEncoding: 415,
+    InputTooLarge: 413,
+}
+
+
+def http_status(error: SamplingError | type[SamplingError]) -> int:
+    """The HTTP status that answers ``error`` (an instance or a class)."""
+    cls = error if isinstance(error, type) else type(error)
+    for base in cls.__mro__:
+        if base in _CORE_STATUS:
+            return _CORE_STATUS[base]
+        status = base.__dict__.get("status")
+        if isinstance(status, int):
+            return status
+    return 500
+
+
+class SamplePlanServiceError(SamplingError):
+    """Base of the errors only the service raises; ``status`` is the HTTP status."""
 
     status: int = 500
-    title: str = "Internal error"
-    type_slug: str = "internal-error"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class InvalidInput(SamplePlanServiceError):
-    status = 422
-    title = "Invalid input"
-    type_slug = "invalid-input"
-
-
-class InvalidLabels(InvalidInput):
-    title = "Invalid labels"
-    type_slug = "invalid-labels"
-
-
-class InvalidWeights(InvalidInput):
-    title = "Invalid weights"
-    type_slug = "invalid-weights"
-
-
-class InvalidSplit(InvalidInput):
-    title = "Invalid split"
-    type_slug = "invalid-split"
-
-
-class InvalidPlanConfig(InvalidInput):
-    title = "Invalid plan configuration"
-    type_slug = "invalid-plan-config"
-
-
-class InvalidStreamRequest(InvalidInput):
-    title = "Invalid stream request"
-    type_slug = "invalid-stream-request"
-
-
-class InvalidRunUpdate(InvalidInput):
-    title = "Invalid run update"
-    type_slug = "invalid-run-update"
 
 
 class MalformedRequest(SamplePlanServiceError):

@@ -84,8 +84,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
 
 
 _FORMATTERS: dict[str, str] = {
-    "json": "service.logs.JsonFormatter",
-    "text": "service.logs.TextFormatter",
+    "json": "sampleplan.service.logs.JsonFormatter",
+    "text": "sampleplan.service.logs.TextFormatter",
 }
 
 
@@ -127,7 +127,9 @@ def uvicorn_log_config(log_format: LogFormat, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"service": {"()": _FORMATTERS[resolve_format(log_format)]}},
-        "handlers": {"stderr": {"()": "service.logs.StderrHandler", "formatter": "service"}},
+        "handlers": {
+            "stderr": {"()": "sampleplan.service.logs.StderrHandler", "formatter": "service"}
+        },
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},

@@ -11,24 +11,24 @@ import anyio
 from fastapi import FastAPI, Security
 from fastapi.security import HTTPBearer
 
-from service import __version__
-from service.api.auth import BearerAuthMiddleware, load_api_tokens
-from service.api.docs import install_offline_docs
-from service.api.fastlane import FastLane, get_route
-from service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
-from service.api.observability import ObservabilityMiddleware, RouteTemplates
-from service.api.openapi import install_problem_openapi
-from service.api.page_threads import page_limiter
-from service.api.problems import install_problem_handlers
-from service.api.routes import batches, datasets, health, metrics, plans, runs, sample
-from service.api.schemas import Problem
-from service.catalog import Catalog
-from service.config import Settings, get_settings
-from service.core import exact
-from service.logs import configure_logging
-from service.metrics import ServiceMetrics
-from service.run_catalog import RunCatalog
-from service.storage import PlanStore, RunStore
+from sampleplan import __version__
+from sampleplan.core import exact
+from sampleplan.service.api.auth import BearerAuthMiddleware, load_api_tokens
+from sampleplan.service.api.docs import install_offline_docs
+from sampleplan.service.api.fastlane import FastLane, get_route
+from sampleplan.service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
+from sampleplan.service.api.observability import ObservabilityMiddleware, RouteTemplates
+from sampleplan.service.api.openapi import install_problem_openapi
+from sampleplan.service.api.page_threads import page_limiter
+from sampleplan.service.api.problems import install_problem_handlers
+from sampleplan.service.api.routes import batches, datasets, health, metrics, plans, runs, sample
+from sampleplan.service.api.schemas import Problem
+from sampleplan.service.catalog import Catalog
+from sampleplan.service.config import Settings, get_settings
+from sampleplan.service.logs import configure_logging
+from sampleplan.service.metrics import ServiceMetrics
+from sampleplan.service.run_catalog import RunCatalog
+from sampleplan.service.storage import PlanStore, RunStore
 
 DESCRIPTION = """\
 Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
@@ -202,8 +202,8 @@ def serve_app() -> FastAPI:
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    """The ``sampleplan`` command; it lives in :mod:`service.cli` (which imports lazily)."""
-    from service.cli import main
+    """The ``sampleplan`` command; it lives in :mod:`sampleplan.cli` (which imports lazily)."""
+    from sampleplan.cli import main
 
     main(argv)
 

@@ -1,6 +1,6 @@
 """The service's Prometheus metrics, one registry per app.
 
-Each :func:`~service.main.create_app` call builds its own :class:`ServiceMetrics` (and
+Each :func:`~sampleplan.service.main.create_app` call builds its own :class:`ServiceMetrics` (and
 its own ``CollectorRegistry``), so apps made side by side in one process, as the tests
 make them, never clash over prometheus_client's global registry.
 
@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service import __version__
+from sampleplan import __version__
 
 #: The classic text exposition format, which every Prometheus server reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

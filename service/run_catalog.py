@@ -1,5 +1,5 @@
 """The run catalog: runs as the HTTP layer sees them (a join of core and store, as
-:class:`~service.catalog.Catalog` is for datasets and plans).
+:class:`~sampleplan.service.catalog.Catalog` is for datasets and plans).
 
 A run's epoch ``e`` is drawn exactly as a plan's, from a :class:`PreparedPlan` whose
 weights are the run's frozen weights of epoch ``e`` (NOTE [Run updates] in
@@ -24,9 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.engine import Connection
 
-from service.catalog import Catalog, Plan
-from service.core.plan import PreparedPlan
-from service.core.runs import (
+from sampleplan.core.plan import PreparedPlan
+from sampleplan.core.runs import (
     RunUpdate,
     UpdateOp,
     apply_update,
@@ -34,15 +33,16 @@ from service.core.runs import (
     check_result,
     check_run_id,
 )
-from service.core.streams import Int64Array, StreamRequest
-from service.errors import (
+from sampleplan.core.streams import Int64Array, StreamRequest
+from sampleplan.service.catalog import Catalog, Plan
+from sampleplan.service.errors import (
     EpochFrozen,
     InvalidPlanConfig,
     InvalidStreamRequest,
     RunNotFound,
     RunPlanConflict,
 )
-from service.storage import EpochRecord, RunRecord, RunStore, UpdateRecord
+from sampleplan.service.storage import EpochRecord, RunRecord, RunStore, UpdateRecord
 
 Float64Array = npt.NDArray[np.float64]
 

@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpTool
 __all__ = ["HTTP_PROTOCOL", "HttpToolsProtocol"]
 
 #: uvicorn's ``http`` setting for ``sampleplan serve`` (an import string: workers import it).
-HTTP_PROTOCOL = "service.server:HttpToolsProtocol"
+HTTP_PROTOCOL = "sampleplan.service.server:HttpToolsProtocol"
 
 
 class HttpToolsProtocol(_HttpToolsProtocol):

@@ -15,8 +15,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 # Quiet logs: one access line per request would bury a failing test's output. Tests of
 # the logs ask for their level; SAMPLEPLAN_LOG_LEVEL=info in the environment brings them back.
@@ -62,7 +62,9 @@ class LiveServer:
     def __init__(self, app: FastAPI) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -128,7 +130,11 @@ def postgres_url() -> Iterator[str]:
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url = (
+        sa.engine.make_url(POSTGRES_ADMIN_URL)
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
     try:
         yield url
     finally:

@@ -17,7 +17,9 @@ def population(n: int, split: Sequence[float] | Sequence[int] | None, split_seed
     """Dataset indices of the training part of ``random_split`` (or all of them)."""
     if split is None:
         return list(range(n))
-    train = random_split(range(n), list(split), generator=torch.Generator().manual_seed(split_seed))[0]
+    train = random_split(
+        range(n), list(split), generator=torch.Generator().manual_seed(split_seed)
+    )[0]
     return list(train.indices)
 
 
@@ -31,7 +33,9 @@ def inverse_sqrt_frequency(targets: Sequence[object]) -> list[float]:
     return [1.0 / math.sqrt(counts[t]) for t in targets]
 
 
-def weighted_stream(weights: Sequence[float], num_samples: int, replacement: bool, seed: int) -> list[int]:
+def weighted_stream(
+    weights: Sequence[float], num_samples: int, replacement: bool, seed: int
+) -> list[int]:
     """``list(WeightedRandomSampler(...))`` with a float64 weight tensor and a seeded generator."""
     sampler = WeightedRandomSampler(
         torch.tensor(list(weights), dtype=torch.float64),

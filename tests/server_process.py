@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerProcess:
-    """One replica: ``python -m service.main serve`` on a free loopback port."""
+    """One replica: ``python -m sampleplan.service.main serve`` on a free loopback port."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
@@ -36,7 +36,14 @@ class ServerProcess:
         """Start the process without waiting for it (so that several can start at once)."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.main", "serve", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "sampleplan.service.main",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                ],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -85,7 +85,9 @@ def test_dependencies_are_pinned() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     for requirement in project["dependencies"] + project["optional-dependencies"]["server"]:
         name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-        assert name in pinned, f"{name} (from {requirement!r}) is not pinned in docker/requirements.txt"
+        assert name in pinned, (
+            f"{name} (from {requirement!r}) is not pinned in docker/requirements.txt"
+        )
 
 
 def test_the_service_runs_as_a_non_root_user_with_a_data_volume() -> None:

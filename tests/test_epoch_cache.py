@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.epoch_cache import EpochCache
+from sampleplan.service.epoch_cache import EpochCache
 
 
 def test_a_failed_draw_reaches_every_waiter_and_is_not_cached() -> None:

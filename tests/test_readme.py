@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-import client
+import sampleplan.client as client
 from tests.conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]

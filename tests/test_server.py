@@ -16,7 +16,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornProtocol
 from uvicorn.server import ServerState
 
-from service.server import HttpToolsProtocol
+from sampleplan.service.server import HttpToolsProtocol
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
@@ -73,7 +73,7 @@ def test_the_setup_reproduces_what_the_protocol_is_for() -> None:
 def test_serve_hands_uvicorn_this_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    from service.main import cli
+    from sampleplan.service.main import cli
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))

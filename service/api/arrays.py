@@ -43,8 +43,8 @@ from fastapi import Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from service.api.schemas import Problem
-from service.errors import NotAcceptable
+from sampleplan.service.api.schemas import Problem
+from sampleplan.service.errors import NotAcceptable
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"

@@ -17,9 +17,9 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.problems import problem_response
-from service.config import Settings
-from service.errors import Unauthorized
+from sampleplan.service.api.problems import problem_response
+from sampleplan.service.config import Settings
+from sampleplan.service.errors import Unauthorized
 
 #: Paths that never need a token: probes, metrics, and the API's own description.
 OPEN_PATHS = frozenset(

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.api.uploads import JSON, parse_content_type
-from service.catalog import Catalog
-from service.config import Settings
-from service.errors import UnsupportedMediaType
-from service.run_catalog import RunCatalog
+from sampleplan.service.api.uploads import JSON, parse_content_type
+from sampleplan.service.catalog import Catalog
+from sampleplan.service.config import Settings
+from sampleplan.service.errors import UnsupportedMediaType
+from sampleplan.service.run_catalog import RunCatalog
 
 # Async, though they do not await: FastAPI runs a plain ``def`` dependency in its
 # threadpool, and that hop cost more than everything else a cached page needs.

@@ -26,8 +26,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from service import errors
-from service.api.problems import PROBLEM_JSON, problem_type
+from sampleplan.service import errors
+from sampleplan.service.api.problems import PROBLEM_JSON, problem_type
 
 #: Where the docs' static files are served.
 DOCS_STATIC_URL = "/static/docs"
@@ -45,7 +45,7 @@ DOCS_CSP = (
 )
 
 #: The error each status stands for in examples, and an example detail.
-_PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplePlanServiceError], str]] = {
+_PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplingError], str]] = {
     "400": (errors.MalformedRequest, "the request body is not valid JSON: EOF while parsing"),
     "401": (errors.Unauthorized, "this service needs a bearer token"),
     "404": (errors.NotFound, "no such endpoint"),
@@ -144,7 +144,7 @@ def problems_as_problem_json(schema: dict[str, Any]) -> dict[str, Any]:
                     response["description"] = "The request's parameters or body are invalid."
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     if "Problem" not in components:
-        from service.api.schemas import Problem
+        from sampleplan.service.api.schemas import Problem
 
         components["Problem"] = Problem.model_json_schema(
             ref_template="#/components/schemas/{model}"

@@ -22,7 +22,7 @@ NOTE [Fast lane]
 
     Anything else goes to FastAPI untouched: another route or method, an unknown or
     repeated query parameter, an empty value, a value that fails validation, or a
-    :class:`~service.errors.SamplePlanServiceError` from ``answer`` (the route meets it
+    :class:`~sampleplan.core.errors.SamplingError` from ``answer`` (the route meets it
     again and answers it as problem+json). So every error is produced by the route
     itself, and the fast lane never answers what the route would refuse.
 """
@@ -39,12 +39,12 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import SamplePlanServiceError
+from sampleplan.service.errors import SamplingError
 
 __all__ = ["FastAnswer", "FastLane", "get_route", "parameter_model"]
 
 #: Answers a matched request from its validated parameters (by name), or ``None`` to let
-#: the route serve it. May raise :class:`SamplePlanServiceError`: the route then serves it.
+#: the route serve it. May raise :class:`SamplingError`: the route then serves it.
 FastAnswer = Callable[[Scope, dict[str, Any]], Awaitable[Response | None]]
 
 
@@ -109,7 +109,7 @@ class FastLane:
             return None  # the route answers it, with its 422
         try:
             response = await self.answer(scope, dict(parameters))
-        except SamplePlanServiceError:
+        except SamplingError:
             return None  # the route raises it again, and answers it as problem+json
         if response is not None:
             # What the router would have recorded: the access log and metrics read it.

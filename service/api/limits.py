@@ -24,8 +24,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem_response
-from service.errors import PayloadTooLarge, RequestTimeout, SamplePlanServiceError
+from sampleplan.service.api.problems import problem_response
+from sampleplan.service.errors import PayloadTooLarge, RequestTimeout, SamplePlanServiceError
 
 logger = logging.getLogger("sampleplan")
 

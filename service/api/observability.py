@@ -16,9 +16,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.auth import OPEN_PATHS
-from service.logs import request_id_var
-from service.metrics import ServiceMetrics
+from sampleplan.service.api.auth import OPEN_PATHS
+from sampleplan.service.logs import request_id_var
+from sampleplan.service.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 

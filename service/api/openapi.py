@@ -2,7 +2,7 @@
 
 FastAPI documents every response under the route's media type (``application/json``)
 and adds its own 422 schema (``HTTPValidationError``); this service answers every error
-as ``application/problem+json`` in the :class:`~service.api.schemas.Problem` shape, and
+as ``application/problem+json`` in the :class:`~sampleplan.service.api.schemas.Problem` shape, and
 its middlewares add answers no route declares (413 for a large body, 504 for a timeout,
 401 without a token). The schema is rewritten once, after FastAPI builds it, so that
 clients and fuzzers (schemathesis, in the tests) can hold the service to it.
@@ -16,9 +16,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api.docs import problem_example
-from service.api.problems import PROBLEM_JSON
-from service.api.schemas import Problem
+from sampleplan.service.api.docs import problem_example
+from sampleplan.service.api.problems import PROBLEM_JSON
+from sampleplan.service.api.schemas import Problem
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

@@ -1,6 +1,6 @@
 """Every error response is ``application/problem+json`` (RFC 9457) in one shape.
 
-One handler covers the whole :class:`~service.errors.SamplePlanServiceError` tree (Starlette
+One handler covers the whole :class:`~sampleplan.core.errors.SamplingError` tree (Starlette
 finds handlers along the MRO); the others translate framework errors (validation, unknown
 routes, wrong methods) and, as a last resort, unexpected exceptions into the same shape.
 """
@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import SamplePlanServiceError
+from sampleplan.service.errors import SamplingError, http_status
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_PREFIX = "urn:sampleplan:problem:"
@@ -56,8 +56,8 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, SamplePlanServiceError)
-    return problem_response(request, exc.status, exc.title, exc.detail, exc.type_slug)
+    assert isinstance(exc, SamplingError)
+    return problem_response(request, http_status(exc), exc.title, exc.detail, exc.type_slug)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -106,7 +106,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(SamplePlanServiceError, _service_error)
+    app.add_exception_handler(SamplingError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

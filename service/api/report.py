@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from html import escape
 
-from service.api.schemas import ClassRow, PlanOut
+from sampleplan.service.api.schemas import ClassRow, PlanOut
 
 #: A drawn sample of a class seen more often than this per epoch, on average, is flagged.
 REPEAT_WARNING = 3.0

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema, model_validator
 from pydantic.config import JsonDict
 
-from service.core.batches import batching_from_json
-from service.core.labelsets import LabelReduce
-from service.core.plan import Algorithm, PlanConfig
-from service.core.schedules import schedule_from_json
-from service.core.splitting import Split
-from service.core.streams import Space, StreamRequest
-from service.core.weighting import Strategy, weights_from_list
+from sampleplan.core.batches import batching_from_json
+from sampleplan.core.labelsets import LabelReduce
+from sampleplan.core.plan import Algorithm, PlanConfig
+from sampleplan.core.schedules import schedule_from_json
+from sampleplan.core.splitting import Split
+from sampleplan.core.streams import Space, StreamRequest
+from sampleplan.core.weighting import Strategy, weights_from_list
 
 Label = int | str
 
@@ -28,7 +28,7 @@ _SEED: JsonDict = {"minimum": 0, "maximum": 2**32 - 1}
 
 #: Labels in a request body: checked by the core in one pass (not per element by pydantic),
 #: documented as what the core accepts: a non-empty list, all int64 or all strings, or
-#: label sets (a list of labels per sample, possibly empty; service.core.labelsets).
+#: label sets (a list of labels per sample, possibly empty; sampleplan.core.labelsets).
 LabelList = Annotated[
     SkipValidation[list[int] | list[str] | list[list[int]] | list[list[str]]],
     WithJsonSchema(

@@ -18,11 +18,11 @@ Parquet, Arrow IPC            ``application/vnd.apache.parquet``,
 ============================  =========================================================
 
 Parquet and Arrow bodies are spooled to a temporary file as they arrive (see
-:func:`spooled_body`) and read from there by :mod:`service.core.tables`, so a table
+:func:`spooled_body`) and read from there by :mod:`sampleplan.core.tables`, so a table
 many times larger than its label column is never held in memory.
 
 Text bodies are UTF-8 unless their ``Content-Type`` names a ``charset``. The parsers are
-pure (:mod:`service.core.manifests`); this module only maps media types onto them and
+pure (:mod:`sampleplan.core.manifests`); this module only maps media types onto them and
 keeps the JSON form's errors identical to FastAPI's own body validation.
 """
 
@@ -41,13 +41,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from service.api import examples
-from service.api.schemas import DatasetCreate
-from service.core import manifests
-from service.core.labels import Labels
-from service.core.labelsets import LabelSets, labels_or_label_sets
-from service.core.tables import TableFormat, labels_from_arrow, read_label_column
-from service.errors import InvalidLabels, UnsupportedMediaType
+from sampleplan.core import manifests
+from sampleplan.core.labels import Labels
+from sampleplan.core.labelsets import LabelSets, labels_or_label_sets
+from sampleplan.core.tables import TableFormat, labels_from_arrow, read_label_column
+from sampleplan.service.api import examples
+from sampleplan.service.api.schemas import DatasetCreate
+from sampleplan.service.errors import InvalidLabels, UnsupportedMediaType
 
 RawDtype = Literal["int32", "int64", "uint8", "uint16"]
 
@@ -67,7 +67,7 @@ _NDJSON_ALIASES = frozenset(
     {NDJSON, "application/jsonl", "application/x-jsonlines", "application/jsonlines"}
 )
 
-#: Table formats, read by :mod:`service.core.tables` from a spooled body. An Arrow body
+#: Table formats, read by :mod:`sampleplan.core.tables` from a spooled body. An Arrow body
 #: may be an IPC file or stream whichever type names it: the reader tells them apart.
 TABLE_MEDIA_TYPES: dict[str, TableFormat] = {
     PARQUET: "parquet",
@@ -235,7 +235,7 @@ def labels_from_upload(
     """Parse an upload body by its ``Content-Type`` (see the module docstring).
 
     Raises :class:`UnsupportedMediaType` for a media type not in the table, and the
-    parsers' :class:`~service.errors.InvalidLabels` for bad content.
+    parsers' :class:`~sampleplan.service.errors.InvalidLabels` for bad content.
     """
     media_type, params = parse_content_type(content_type)
     charset = params.get("charset")

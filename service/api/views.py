@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from service.api.schemas import ClassRow, DatasetOut, EpochCoverage, LabelSetSummary, PlanOut
-from service.catalog import DatasetInfo, Plan
-from service.core.stats import PlanStats, plan_statistics
+from sampleplan.core.stats import PlanStats, plan_statistics
+from sampleplan.service.api.schemas import (
+    ClassRow,
+    DatasetOut,
+    EpochCoverage,
+    LabelSetSummary,
+    PlanOut,
+)
+from sampleplan.service.catalog import DatasetInfo, Plan
 
 
 def dataset_out(info: DatasetInfo) -> DatasetOut:

@@ -2,11 +2,11 @@
 
 Records here are plain bytes and JSON; turning them into arrays is the caller's job, so
 the store knows nothing of the sampling core. Runs live in their own tables
-(:mod:`service.storage.runs`), in the same database.
+(:mod:`sampleplan.service.storage.runs`), in the same database.
 """
 
-from service.storage.runs import EpochRecord, RunRecord, RunStore, UpdateRecord
-from service.storage.store import DatasetRecord, PlanRecord, PlanStore
+from sampleplan.service.storage.runs import EpochRecord, RunRecord, RunStore, UpdateRecord
+from sampleplan.service.storage.store import DatasetRecord, PlanRecord, PlanStore
 
 __all__ = [
     "DatasetRecord",

@@ -2,7 +2,7 @@
 
 New tables beside ``datasets`` and ``plans`` (``metadata.create_all`` adds them to an
 existing database). Weights of epochs are bytes here; the arithmetic is
-:mod:`service.core.runs`, called back through the functions the run catalog passes in.
+:mod:`sampleplan.core.runs`, called back through the functions the run catalog passes in.
 
 NOTE [Run transactions]
     A freeze and an update of one run must not interleave: an update is accepted only
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from service.storage.store import _storage_errors, metadata
+from sampleplan.service.storage.store import _storage_errors, metadata
 
 runs = sa.Table(
     "runs",

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service.errors import StorageUnavailable
+from sampleplan.service.errors import StorageUnavailable
 
 logger = logging.getLogger("sampleplan.storage")
 
@@ -83,7 +83,7 @@ schema_version = sa.Table(
 #: - 1: ``datasets``, ``plans`` (zlib blobs), ``schema_version``.
 #: - 2: blobs in NOTE [How arrays are stored]'s format (version-1 blobs stay readable);
 #:   new tables ``dataset_label_sets`` (label-set offsets) and ``runs``,
-#:   ``run_updates``, ``run_epochs`` (:mod:`service.storage.runs`). A version-1 release
+#:   ``run_updates``, ``run_epochs`` (:mod:`sampleplan.service.storage.runs`). A version-1 release
 #:   would misread both (label-set datasets as single-label codes, new blobs as zlib), so
 #:   it must refuse such a database, which the bump makes it do.
 SCHEMA_VERSION = 2

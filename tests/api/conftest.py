@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 
 @pytest.fixture(scope="module")

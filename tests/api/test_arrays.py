@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import arrays
-from service.api.arrays import NPY, OCTET_STREAM, negotiate, npy_header
-from service.catalog import Catalog
-from service.config import Settings
-from service.core.plan import PreparedPlan
-from service.errors import NotAcceptable
-from service.main import create_app
+from sampleplan.core.plan import PreparedPlan
+from sampleplan.service.api import arrays
+from sampleplan.service.api.arrays import NPY, OCTET_STREAM, negotiate, npy_header
+from sampleplan.service.catalog import Catalog
+from sampleplan.service.config import Settings
+from sampleplan.service.errors import NotAcceptable
+from sampleplan.service.main import create_app
 from tests import reference
 
 LABELS = [int(x) for x in np.random.default_rng(3).integers(0, 4, 1800)]
@@ -297,16 +297,16 @@ def test_concurrent_requests_for_a_cold_epoch_draw_it_once(
 
 
 def make_catalog(tmp_path: Path, **settings: Any) -> Catalog:
-    from service.storage import PlanStore
+    from sampleplan.service.storage import PlanStore
 
     config = Settings(database_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", **settings)
     return Catalog(PlanStore.open(config.database_url), config)
 
 
 def test_epochs_are_evicted_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.core.labels import labels_from_list
-    from service.core.plan import PlanConfig
-    from service.core.streams import StreamRequest
+    from sampleplan.core.labels import labels_from_list
+    from sampleplan.core.plan import PlanConfig
+    from sampleplan.core.streams import StreamRequest
 
     # 1000 draws are 8000 bytes: three epochs fit in 25000 bytes, a fourth evicts the oldest.
     catalog = make_catalog(tmp_path, epoch_cache_bytes=25_000)
@@ -325,9 +325,9 @@ def test_epochs_are_evicted_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_zero_byte_cache_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.core.labels import labels_from_list
-    from service.core.plan import PlanConfig
-    from service.core.streams import StreamRequest
+    from sampleplan.core.labels import labels_from_list
+    from sampleplan.core.plan import PlanConfig
+    from sampleplan.core.streams import StreamRequest
 
     catalog = make_catalog(tmp_path, epoch_cache_bytes=0)
     plan, _ = catalog.create_plan(PlanConfig(num_samples=50), labels=labels_from_list([0, 1, 1]))
@@ -342,9 +342,9 @@ def test_cheap_pages_skip_the_cache_on_first_touch(
 ) -> None:
     # NOTE [When an epoch is drawn whole]: a plan that draws pages cheaply gets its first
     # lone page of a cold epoch drawn on its own; the second request caches the epoch.
-    from service.core.labels import labels_from_list
-    from service.core.plan import PlanConfig
-    from service.core.streams import StreamRequest
+    from sampleplan.core.labels import labels_from_list
+    from sampleplan.core.plan import PlanConfig
+    from sampleplan.core.streams import StreamRequest
 
     catalog = make_catalog(tmp_path)
     plan, _ = catalog.create_plan(
@@ -382,5 +382,3 @@ def test_cheap_pages_skip_the_cache_on_first_touch(
 
 
 # -- the body cap, message by message -----------------------------------------------------------
-
-

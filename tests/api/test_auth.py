@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from client import BadRequestError, SamplePlanClient
-from service.api.auth import load_api_tokens, token_matches
-from service.config import Settings
-from service.main import create_app
+from sampleplan.client import BadRequestError, SamplePlanClient
+from sampleplan.service.api.auth import load_api_tokens, token_matches
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 from tests.conftest import LiveServer
 

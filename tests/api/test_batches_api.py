@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 LABELS = ["cat"] * 40 + ["dog"] * 13 + ["emu"] * 7 + ["fox"] * 22 + ["gnu"] * 3
 M_PER_CLASS = {"kind": "m_per_class", "m": 2, "batch_size": 6}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.arrays import NPY, OCTET_STREAM
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.api.arrays import NPY, OCTET_STREAM
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 MAX_PAGE = 500
 LABELS = ["b", "a", "c", "a", "c", "c", "b"] * 20

@@ -8,9 +8,9 @@ import torch
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from service.config import Settings
-from service.core import exact
-from service.main import create_app
+from sampleplan.core import exact
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 
 def test_exact_parallelism_is_set_at_start_up(sqlite_url: str) -> None:

@@ -16,9 +16,9 @@ import torch
 from fastapi.testclient import TestClient
 from torch.utils.data import WeightedRandomSampler
 
-from service.api.routes import plans
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.api.routes import plans
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 LABELS = [0] * 40 + [1] * 7 + [2] * 3
 SEED = 11

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 
 SETS = [["cat", "dog"], [], ["emu"], ["dog"], ["cat"], ["cat", "emu"], ["cat"], ["dog", "cat"]]

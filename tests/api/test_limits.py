@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from service.api.limits import RequestTimeoutMiddleware
-from service.config import Settings
-from service.core.plan import PreparedPlan
-from service.main import create_app
+from sampleplan.core.plan import PreparedPlan
+from sampleplan.service.api.limits import RequestTimeoutMiddleware
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests.conftest import LiveServer
 
 MAX_BODY = 8 * 1024

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests.conftest import POSTGRES_ADMIN_URL
 
 LABELS = [0] * 12 + [1] * 5 + [2] * 2

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import examples
-from service.api.schemas import Problem
+from sampleplan.service.api import examples
+from sampleplan.service.api.schemas import Problem
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 
 LABELS = ["cat"] * 40 + ["dog"] * 12 + ["emu"] * 3 + ["<b>yak</b>"] * 5

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 
 LABELS = [0] * 30 + [1] * 6 + [2] * 12

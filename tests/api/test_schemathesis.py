@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 #: Per operation. SAMPLEPLAN_FUZZ_EXAMPLES=1000 digs deeper locally.
 MAX_EXAMPLES = int(os.environ.get("SAMPLEPLAN_FUZZ_EXAMPLES", "40"))

@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.config import Settings
-from service.core.plan import PreparedPlan
-from service.main import create_app
+from sampleplan.core.plan import PreparedPlan
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 from tests.conftest import LiveServer
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import Dataset, WeightedRandomSampler, random_split
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 
 
@@ -26,7 +26,9 @@ class FakeImageFolder(Dataset[tuple[torch.Tensor, int]]):
         self.classes = sorted({f.split("/")[0] for f in files})
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         # ImageFolder walks classes in sorted order and files sorted within each.
-        self.samples = sorted(((f, self.class_to_idx[f.split("/")[0]]) for f in files), key=lambda s: (s[1], s[0]))
+        self.samples = sorted(
+            ((f, self.class_to_idx[f.split("/")[0]]) for f in files), key=lambda s: (s[1], s[0])
+        )
         self.targets = [t for _, t in self.samples]
 
     def __len__(self) -> int:
@@ -37,9 +39,11 @@ class FakeImageFolder(Dataset[tuple[torch.Tensor, int]]):
 
 
 def test_classic_recipe_end_to_end(module_api: TestClient) -> None:
-    files = [f"cat/{i:04d}.png" for i in range(400)] + [f"dog/{i:04d}.png" for i in range(150)] + [
-        f"emu/{i:04d}.png" for i in range(42)
-    ]
+    files = (
+        [f"cat/{i:04d}.png" for i in range(400)]
+        + [f"dog/{i:04d}.png" for i in range(150)]
+        + [f"emu/{i:04d}.png" for i in range(42)]
+    )
     dataset = FakeImageFolder(files)
     train, _val = random_split(dataset, [0.7, 0.3], generator=torch.Generator().manual_seed(42))
     # The classic recipe, as users write it today.
@@ -51,7 +55,11 @@ def test_classic_recipe_end_to_end(module_api: TestClient) -> None:
     assert ds.status_code in (200, 201)
     plan = module_api.post(
         "/v1/plans",
-        json={"dataset_id": ds.json()["id"], "split": {"fractions": [0.7, 0.3], "seed": 42}, "seed": 0},
+        json={
+            "dataset_id": ds.json()["id"],
+            "split": {"fractions": [0.7, 0.3], "seed": 42},
+            "seed": 0,
+        },
     )
     assert plan.status_code in (200, 201), plan.text
     body = plan.json()
@@ -82,7 +90,12 @@ def test_classic_recipe_end_to_end(module_api: TestClient) -> None:
     data=st.data(),
 )
 def test_http_pages_equal_local_samplers(
-    module_api: TestClient, labels: list[str], seed: int, epoch: int, world_size: int, data: st.DataObject
+    module_api: TestClient,
+    labels: list[str],
+    seed: int,
+    epoch: int,
+    world_size: int,
+    data: st.DataObject,
 ) -> None:
     rank = data.draw(st.integers(0, world_size - 1))
     split = data.draw(st.sampled_from([None, [0.7, 0.3], [0.5, 0.5]]))
@@ -98,11 +111,18 @@ def test_http_pages_equal_local_samplers(
     plan_id = created.json()["id"]
 
     targets = [labels[i] for i in pop]
-    stream = reference.weighted_stream(reference.inverse_frequency(targets), len(pop), True, seed + epoch)
+    stream = reference.weighted_stream(
+        reference.inverse_frequency(targets), len(pop), True, seed + epoch
+    )
     shard = reference.distributed_shard(stream, rank, world_size)
     offset = data.draw(st.integers(0, len(shard)))
     limit = data.draw(st.one_of(st.none(), st.integers(0, len(shard) + 2)))
-    params: dict[str, Any] = {"epoch": epoch, "rank": rank, "world_size": world_size, "offset": offset}
+    params: dict[str, Any] = {
+        "epoch": epoch,
+        "rank": rank,
+        "world_size": world_size,
+        "offset": offset,
+    }
     if limit is not None:
         params["limit"] = limit
     page = module_api.get(f"/v1/plans/{plan_id}/indices", params=params)
@@ -113,7 +133,9 @@ def test_http_pages_equal_local_samplers(
 
 def test_sample_endpoint_matches_torch(module_api: TestClient) -> None:
     labels = [0, 0, 0, 0, 1, 1, 2] * 5
-    r = module_api.post("/v1/sample", json={"labels": labels, "seed": 11, "epoch": 2, "world_size": 3, "rank": 2})
+    r = module_api.post(
+        "/v1/sample", json={"labels": labels, "seed": 11, "epoch": 2, "world_size": 3, "rank": 2}
+    )
     assert r.status_code == 200
     body = r.json()
     weights = reference.inverse_frequency(labels)
@@ -125,10 +147,22 @@ def test_sample_endpoint_matches_torch(module_api: TestClient) -> None:
 
 def test_without_replacement_over_http(module_api: TestClient) -> None:
     labels = list(np.random.default_rng(0).integers(0, 3, 50))
-    r = module_api.post("/v1/plans", json={"labels": [int(x) for x in labels], "replacement": False, "num_samples": 20, "seed": 3})
+    r = module_api.post(
+        "/v1/plans",
+        json={
+            "labels": [int(x) for x in labels],
+            "replacement": False,
+            "num_samples": 20,
+            "seed": 3,
+        },
+    )
     assert r.status_code in (200, 201), r.text
-    served = module_api.get(f"/v1/plans/{r.json()['id']}/indices", params={"epoch": 1}).json()["indices"]
-    expected = reference.weighted_stream(reference.inverse_frequency([int(x) for x in labels]), 20, False, 4)
+    served = module_api.get(f"/v1/plans/{r.json()['id']}/indices", params={"epoch": 1}).json()[
+        "indices"
+    ]
+    expected = reference.weighted_stream(
+        reference.inverse_frequency([int(x) for x in labels]), 20, False, 4
+    )
     assert served == expected
     assert len(set(served)) == 20
 
@@ -142,7 +176,13 @@ def test_plans_are_idempotent(api: TestClient) -> None:
     # The same config spelled differently (defaults written out) is the same plan.
     explicit = api.post(
         "/v1/plans",
-        json={**body, "strategy": "inverse_frequency", "num_samples": 3, "replacement": True, "algorithm": "torch"},
+        json={
+            **body,
+            "strategy": "inverse_frequency",
+            "num_samples": 3,
+            "replacement": True,
+            "algorithm": "torch",
+        },
     )
     assert explicit.status_code == 200
     assert explicit.json()["id"] == first.json()["id"]
@@ -155,7 +195,9 @@ def test_restart_on_the_same_sqlite_file_serves_identical_streams(tmp_path: Path
     labels = [int(x) for x in np.random.default_rng(1).integers(0, 5, 300)]
     params = {"epoch": 4, "rank": 1, "world_size": 3}
     with TestClient(create_app(settings)) as client:
-        plan = client.post("/v1/plans", json={"labels": labels, "split": {"lengths": [200, 100], "seed": 7}})
+        plan = client.post(
+            "/v1/plans", json={"labels": labels, "split": {"lengths": [200, 100], "seed": 7}}
+        )
         assert plan.status_code == 201
         before = client.get(f"/v1/plans/{plan.json()['id']}/indices", params=params).json()
         weights_before = client.get(f"/v1/plans/{plan.json()['id']}/weights").json()
@@ -168,7 +210,10 @@ def test_restart_on_the_same_sqlite_file_serves_identical_streams(tmp_path: Path
 
 def test_hierarchical_plans_page_anywhere(module_api: TestClient) -> None:
     labels = [0] * 90 + [1] * 9 + [2]
-    r = module_api.post("/v1/plans", json={"labels": labels, "algorithm": "hierarchical", "num_samples": 10**12, "seed": 4})
+    r = module_api.post(
+        "/v1/plans",
+        json={"labels": labels, "algorithm": "hierarchical", "num_samples": 10**12, "seed": 4},
+    )
     assert r.status_code in (200, 201), r.text
     plan = r.json()
     assert plan["versions"]["algorithm_version"] == "hierarchical-v1"
@@ -178,5 +223,7 @@ def test_hierarchical_plans_page_anywhere(module_api: TestClient) -> None:
     assert len(page["indices"]) == 1000
     # Two half pages are the page, and pages repeat exactly.
     first = module_api.get(f"/v1/plans/{plan['id']}/indices", params={**deep, "limit": 500}).json()
-    second = module_api.get(f"/v1/plans/{plan['id']}/indices", params={**deep, "offset": 10**11 + 500, "limit": 500}).json()
+    second = module_api.get(
+        f"/v1/plans/{plan['id']}/indices", params={**deep, "offset": 10**11 + 500, "limit": 500}
+    ).json()
     assert first["indices"] + second["indices"] == page["indices"]

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 PARQUET = "application/vnd.apache.parquet"
 STREAM = "application/vnd.apache.arrow.stream"
@@ -151,7 +151,14 @@ BAD: list[tuple[str, bytes, str, dict[str, str], int, list[str]]] = [
     ("nulls in arrow", ipc(WIDE, file=True), FILE, {"label_column": "maybe"}, 422, ["null"]),
     ("struct column", parquet(WIDE), PARQUET, {"label_column": "point"}, 422, ["nested"]),
     ("list of lists", parquet(WIDE), PARQUET, {"label_column": "matrix"}, 422, ["label sets"]),
-    ("separator with a table", parquet(WIDE), PARQUET, {"label_column": "tags", "label_separator": "|"}, 422, ["text/csv uploads only"]),
+    (
+        "separator with a table",
+        parquet(WIDE),
+        PARQUET,
+        {"label_column": "tags", "label_separator": "|"},
+        422,
+        ["text/csv uploads only"],
+    ),
     (
         "no rows",
         parquet(pa.table({"label": pa.array([], pa.int64())})),

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 
 MAX_UPLOAD = 4096
 MAX_LABELS = 300

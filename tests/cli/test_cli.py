@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.main import cli
+from sampleplan.service.main import cli
 from tests import reference
 from tests.conftest import LiveServer
 
@@ -206,11 +206,24 @@ def test_plan_on_label_sets_locally_and_on_a_service_agree(
     """A CSV of label sets (split on --label-separator), reduced and stratified, both ways."""
     rows = [["cat", "dog"], ["cat"], [], ["dog"], ["emu", "cat"], ["cat"]] * 6
     manifest = tmp_path / "tags.csv"
-    manifest.write_text("path,tags\n" + "".join(f"{i}.png,{';'.join(r)}\n" for i, r in enumerate(rows)))
+    manifest.write_text(
+        "path,tags\n" + "".join(f"{i}.png,{';'.join(r)}\n" for i, r in enumerate(rows))
+    )
     args = [
-        "plan", str(manifest), "--column", "tags", "--label-separator", ";",
-        "--label-reduce", "max", "--unlabelled-weight", "0.05",
-        "--split", "0.5,0.5", "--stratify", "--json",
+        "plan",
+        str(manifest),
+        "--column",
+        "tags",
+        "--label-separator",
+        ";",
+        "--label-reduce",
+        "max",
+        "--unlabelled-weight",
+        "0.05",
+        "--split",
+        "0.5,0.5",
+        "--stratify",
+        "--json",
     ]
     code, local, err = run(args, capsys)
     assert code == 0, err

@@ -15,28 +15,37 @@ from pathlib import Path
 
 import pytest
 
-from service import __version__
-from service.cli import (
+from sampleplan import __version__
+from sampleplan.cli import (
     ALGORITHM_CHOICES,
     LABEL_REDUCE_CHOICES,
     STRATEGY_CHOICES,
     build_parser,
     main,
 )
-from service.core.labelsets import LABEL_REDUCES
-from service.core.plan import ALGORITHMS
-from service.core.weighting import STRATEGIES
-from service.logs import resolve_format
-from service.progress import Progress
+from sampleplan.core.labelsets import LABEL_REDUCES
+from sampleplan.core.plan import ALGORITHMS
+from sampleplan.core.weighting import STRATEGIES
+from sampleplan.service.logs import resolve_format
+from sampleplan.service.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("numpy", "torch", "fastapi", "starlette", "pydantic", "sqlalchemy", "httpx", "client")
+HEAVY = (
+    "numpy",
+    "torch",
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "sqlalchemy",
+    "httpx",
+    "sampleplan.client",
+)
 
 
 def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys\n"
-        "from service.cli import main\n"
+        "from sampleplan.cli import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit:\n"
@@ -53,7 +62,7 @@ def test_help_imports_nothing_heavy() -> None:
 
 def test_the_console_script_prints_its_version() -> None:
     script = Path(sys.executable).with_name("sampleplan")
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "service.main"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "sampleplan.service.main"]
     result = subprocess.run(
         [*argv, "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )

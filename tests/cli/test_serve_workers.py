@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.main import cli
+from sampleplan.service.main import cli
 from tests.server_process import ServerProcess
 
 
@@ -66,7 +66,7 @@ def _uvicorn_run_arguments(
     """The keywords ``sampleplan serve`` hands uvicorn.run (which is not called)."""
     import uvicorn
 
-    from service.config import get_settings
+    from sampleplan.service.config import get_settings
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from client import SamplePlanClient
+from sampleplan.client import SamplePlanClient
 from tests.client.readme_blocks import python_blocks
 
 WORLD_SIZE = 2
@@ -28,7 +28,7 @@ def process_main(rank: int, url: str, plan_id: str, port: int, out: str, cache: 
         # What `accelerate launch --cpu --num_processes 2` sets for each process.
         ACCELERATE_USE_CPU="true",
     )
-    from client import RemoteWeightedSampler
+    from sampleplan.client import RemoteWeightedSampler
 
     (snippet,) = python_blocks("### Accelerate")
     result: dict[str, object] = {}

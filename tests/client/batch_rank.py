@@ -9,7 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from client import RemoteBatchSampler, SamplePlanClient
+from sampleplan.client import RemoteBatchSampler, SamplePlanClient
 
 BATCH_EPOCHS = (0, 1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client import SamplePlanClient
+from sampleplan.client import SamplePlanClient
 from tests.conftest import LiveServer
 
 

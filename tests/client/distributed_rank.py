@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from client import RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 
 WORLD_SIZE = 2
 EPOCHS = (0, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from client import RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 
 BATCH = 2
 EPOCH = 3

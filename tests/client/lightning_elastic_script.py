@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from client import RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 from tests.client.lightning_script import Positions
 
 STEPS = 4

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
-from client import SamplePlanClient
+from sampleplan.client import SamplePlanClient
 from tests.client.readme_blocks import python_blocks
 
 EPOCHS = 3

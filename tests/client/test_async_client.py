@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client import AsyncSamplePlanClient, NotFoundError, SamplePlanClient
+from sampleplan.client import AsyncSamplePlanClient, NotFoundError, SamplePlanClient
 from tests.client.data import PLAN_CONFIG, imbalanced_labels
 from tests.conftest import LiveServer
 

@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
-from client import Plan, RemoteBatchSampler, SamplePlanClient, StreamMismatchError
+from sampleplan.client import Plan, RemoteBatchSampler, SamplePlanClient, StreamMismatchError
 from tests.client.batch_rank import BATCH_EPOCHS, batch_rank_main
 from tests.client.data import Items, imbalanced_labels, train_subset
 from tests.conftest import LiveServer, free_port
@@ -178,7 +178,7 @@ def test_service_stopped_mid_epoch_the_batches_finish_from_the_cache(
         iterator = iter(sampler)
         before = [next(iterator) for _ in range(5)]
         live_server.stop()
-        with caplog.at_level(logging.WARNING, logger="client"):
+        with caplog.at_level(logging.WARNING, logger="sampleplan.client"):
             after = list(iterator)
         assert before + after == expected[0]
         assert "drawing the rest of epoch 0" in caplog.text

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from client import SamplePlanClient, TransportError
+from sampleplan.client import SamplePlanClient, TransportError
 from tests import reference
 from tests.conftest import LiveServer
 
@@ -137,7 +137,7 @@ def test_a_server_that_answers_json_anyway_still_works() -> None:
 
 
 def test_errors_of_binary_requests_are_api_errors() -> None:
-    from client import BadRequestError
+    from sampleplan.client import BadRequestError
 
     problem = {
         "type": "x",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client import BadRequestError, NotFoundError, SamplePlanClient, SamplePlanError, TransportError
+from sampleplan.client import (
+    BadRequestError,
+    NotFoundError,
+    SamplePlanClient,
+    SamplePlanError,
+    TransportError,
+)
 from tests import reference
 from tests.conftest import LiveServer, free_port
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch.multiprocessing as mp
 
-from client import SamplePlanClient
+from sampleplan.client import SamplePlanClient
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
 from tests.client.distributed_rank import EPOCHS, WORLD_SIZE, rank_main

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch.multiprocessing as mp
 
-from client import SamplePlanClient
+from sampleplan.client import SamplePlanClient
 from tests import reference
 from tests.client.distributed_run_rank import (
     BATCH,

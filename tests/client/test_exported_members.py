@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import client
+import sampleplan.client as client
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,11 +25,11 @@ def test_every_export_has_a_docstring() -> None:
 def test_importing_the_client_pulls_in_no_server_dependency() -> None:
     # In a fresh interpreter: this process has the server imported already.
     code = (
-        "import sys, client\n"
-        "from client import RemoteWeightedSampler, SamplePlanClient, AsyncSamplePlanClient\n"
-        "from client import RemoteBatchSampler\n"
+        "import sys, sampleplan.client\n"
+        "from sampleplan.client import (\n"
+        "    AsyncSamplePlanClient, RemoteBatchSampler, RemoteWeightedSampler, SamplePlanClient)\n"
         "heavy = sorted(m for m in ('fastapi', 'starlette', 'sqlalchemy', 'pydantic',\n"
-        "    'pydantic_settings', 'uvicorn', 'psycopg', 'service.catalog', 'service.api')\n"
+        "    'pydantic_settings', 'uvicorn', 'psycopg', 'sampleplan.service')\n"
         "    if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

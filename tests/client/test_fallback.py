@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import (
+from sampleplan.client import (
     CacheError,
     Plan,
     PlanCache,
@@ -24,8 +24,8 @@ from client import (
     TransportError,
     default_cache_dir,
 )
-from service.core.hierarchical import HierarchicalTable
-from service.core.splitting import split_from_canonical
+from sampleplan.core.hierarchical import HierarchicalTable
+from sampleplan.core.splitting import split_from_canonical
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
 from tests.conftest import LiveServer
@@ -68,7 +68,7 @@ def test_service_stopped_mid_epoch_the_epoch_finishes_from_the_cache(
     iterator = iter(sampler)
     before = [next(iterator) for _ in range(60)]
     live_server.stop()
-    with caplog.at_level(logging.WARNING, logger="client"):
+    with caplog.at_level(logging.WARNING, logger="sampleplan.client"):
         after = list(iterator)
     assert before + after == classic_stream(dataset, 0)
     assert "drawing the rest of epoch 0" in caplog.text and "from the local cache" in caplog.text
@@ -250,9 +250,12 @@ def test_unreachable_and_not_cached(
     live_server: LiveServer, api: SamplePlanClient, plan: Plan, caplog: pytest.LogCaptureFixture
 ) -> None:
     live_server.stop()
-    with caplog.at_level(logging.WARNING, logger="client"), pytest.raises(
-        CacheError, match=r"no offline fallback: plan \w+ is not in the cache"
-    ) as info:
+    with (
+        caplog.at_level(logging.WARNING, logger="sampleplan.client"),
+        pytest.raises(
+            CacheError, match=r"no offline fallback: plan \w+ is not in the cache"
+        ) as info,
+    ):
         RemoteWeightedSampler(plan.id, api)
     assert isinstance(info.value.__cause__, TransportError)
     # No "using the cached copy" before a "not in the cache".

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from client import AsyncSamplePlanClient, SamplePlanClient, image_folder_targets
-from service.core.imagefolder import IMG_EXTENSIONS
+from sampleplan.client import AsyncSamplePlanClient, SamplePlanClient, image_folder_targets
+from sampleplan.core.imagefolder import IMG_EXTENSIONS
 from tests.conftest import LiveServer
 
 # -- torchvision's rules, transcribed (torchvision/datasets/folder.py) -------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client import PlanCache, RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import PlanCache, RemoteWeightedSampler, SamplePlanClient
 from tests.conftest import LiveServer
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from client import SamplePlanClient
+from sampleplan.client import SamplePlanClient
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
 from tests.conftest import LiveServer, free_port

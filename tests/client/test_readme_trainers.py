@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from client import Plan, SamplePlanClient
+from sampleplan.client import Plan, SamplePlanClient
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
 from tests.client.readme_blocks import python_blocks

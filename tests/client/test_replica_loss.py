@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.balancer import haproxy, haproxy_binary
-from client import RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 from tests import reference
 from tests.server_process import ServerProcess
 
@@ -57,7 +57,7 @@ def test_a_replica_killed_mid_epoch_leaves_every_rank_its_exact_stream(
                 )
                 for rank in range(WORLD_SIZE)
             ]
-            caplog.set_level(logging.INFO, logger="client")
+            caplog.set_level(logging.INFO, logger="sampleplan.client")
             iterators = [iter(sampler) for sampler in samplers]
             seen: list[list[int]] = [[] for _ in samplers]
             # Both ranks are under way, pages served by both replicas (round robin) ...

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from client import Plan, RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import Plan, RemoteWeightedSampler, SamplePlanClient
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
 

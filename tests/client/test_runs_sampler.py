@@ -11,7 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from client import AsyncSamplePlanClient, BadRequestError, RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import (
+    AsyncSamplePlanClient,
+    BadRequestError,
+    RemoteWeightedSampler,
+    SamplePlanClient,
+)
 from tests import reference
 
 LABELS = [0] * 60 + [1] * 12 + [2] * 24

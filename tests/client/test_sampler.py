@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from client import NotFoundError, Plan, RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import NotFoundError, Plan, RemoteWeightedSampler, SamplePlanClient
 from tests import reference
 from tests.client.data import (
     PLAN_CONFIG,

@@ -14,7 +14,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from client import BadRequestError, SamplePlanClient
+from sampleplan.client import BadRequestError, SamplePlanClient
 from tests.client.conftest import LiveServer
 
 INTS = [3, 0, 0, 7, 3, 3, 1, 7, 0, 0]

@@ -12,7 +12,7 @@ import pytest
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from client import Plan, RemoteWeightedSampler, SamplePlanClient
+from sampleplan.client import Plan, RemoteWeightedSampler, SamplePlanClient
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
 

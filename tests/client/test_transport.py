@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import (
+from sampleplan.client import (
     AsyncSamplePlanClient,
     BadRequestError,
     NotFoundError,
@@ -24,7 +24,7 @@ from client import (
     TimeoutError,
     TransportError,
 )
-from client import _client as client_module
+from sampleplan.client import _client as client_module
 
 PLAN_ID = "ab" * 32
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -1,6 +1,6 @@
 """Batch plans (``batches-v1``): contracts counted, the definition written out, pinned batches.
 
-The module docstring of ``service.core.batches`` (NOTE [batches-v1]) is the spec. The
+The module docstring of ``sampleplan.core.batches`` (NOTE [batches-v1]) is the spec. The
 reference below implements it again, scalar and in plain Python integers, from the text
 (Philox4x64-10 from ``test_hierarchical``'s own spec implementation); the vectorised code
 must agree with it batch for batch.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.batches import (
+from sampleplan.core.batches import (
     BATCHES_VERSION,
     BatchTable,
     ClassQuota,
@@ -28,10 +28,10 @@ from service.core.batches import (
     default_num_batches,
     keyed_permutation,
 )
-from service.core.labels import labels_from_list
-from service.core.plan import PlanConfig, prepare_plan
-from service.core.streams import StreamRequest
-from service.errors import InvalidPlanConfig
+from sampleplan.core.errors import InvalidPlanConfig
+from sampleplan.core.labels import labels_from_list
+from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.streams import StreamRequest
 from tests.core.test_hierarchical import _chi_square_limit, _spec_philox4x64_10
 
 M64 = 2**64 - 1
@@ -129,7 +129,7 @@ def test_version() -> None:
 def test_mix_is_splitmix64s_finaliser() -> None:
     # SplitMix64 with state 0: the first output is mix(0x9E3779B97F4A7C15).
     assert spec_mix(0x9E3779B97F4A7C15) == 0xE220A8397B1DCDAF
-    from service.core.batches import mix64
+    from sampleplan.core.batches import mix64
 
     values = np.array([0, 1, 0x9E3779B97F4A7C15, M64], dtype=np.uint64)
     assert [int(v) for v in mix64(values)] == [spec_mix(int(v)) for v in values]
@@ -331,7 +331,7 @@ def test_space_dataset_maps_population_positions_back() -> None:
         split=None,
         batching=batching_from_json({"kind": "class_quota", "quota": {"0": 2, "1": 2, "2": 2}}),
     )
-    from service.core.splitting import Split
+    from sampleplan.core.splitting import Split
 
     split_config = PlanConfig(split=Split(seed=3, fractions=(0.7, 0.3)), batching=config.batching)
     prepared = prepare_plan(labels, split_config)

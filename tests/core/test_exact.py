@@ -1,4 +1,4 @@
-"""``service.core.exact`` reproduces torch.multinomial's with-replacement stream, bit for bit.
+"""``sampleplan.core.exact`` reproduces torch.multinomial's with-replacement stream, bit for bit.
 
 Real torch is the oracle everywhere: random weight vectors of every awkward shape, seeds
 inside and beyond 32 bits, random ``[start, stop)`` cuts, and generator states crafted so
@@ -28,8 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.core import exact, mt19937
-from service.core.exact import Backend, CumulativeTable, draw_exact_with_replacement
+from sampleplan.core import exact, mt19937
+from sampleplan.core.exact import Backend, CumulativeTable, draw_exact_with_replacement
 
 ROOT = Path(__file__).resolve().parents[2]
 Weights = npt.NDArray[np.float64]
@@ -340,7 +340,7 @@ def test_default_backend_is_available() -> None:
 _FALLBACK_SCRIPT = """
 import json, sys
 {prelude}
-from service.core import exact
+from sampleplan.core import exact
 table = exact.CumulativeTable.from_weights(exact.np.arange(1.0, 300.0))
 drawn = exact.draw_exact_with_replacement(table, 77, 1000, 1500)
 print(json.dumps([exact.BACKEND, drawn.tolist()]))

@@ -1,6 +1,6 @@
 """Algorithm ``hierarchical-v1``: slices, determinism, distribution, and the definition.
 
-The module docstring of ``service.core.hierarchical`` (NOTE [hierarchical-v1]) is the
+The module docstring of ``sampleplan.core.hierarchical`` (NOTE [hierarchical-v1]) is the
 definition of the stream. ``_spec_*`` below reimplements it from that text alone, in
 plain Python integers and floats (Python floats are IEEE binary64, as the spec needs),
 and the vectorised module is checked against it on random inputs.
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.hierarchical import (
+from sampleplan.core.hierarchical import (
     ALGORITHM_VERSION,
     HierarchicalTable,
     _alias_table,

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.core.labels import labels_from_array, labels_from_list
-from service.errors import InvalidLabels
+from sampleplan.core.errors import InvalidLabels
+from sampleplan.core.labels import labels_from_array, labels_from_list
 
 
 def test_int_labels_are_indexed_in_sorted_class_order() -> None:

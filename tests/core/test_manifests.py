@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.labels import Labels, labels_from_list
-from service.core.manifests import (
+from sampleplan.core.errors import InvalidLabels, UnsupportedEncoding
+from sampleplan.core.labels import Labels, labels_from_list
+from sampleplan.core.manifests import (
     decode_text,
     labels_from_csv,
     labels_from_jsonl,
@@ -23,7 +24,6 @@ from service.core.manifests import (
     labels_from_paths,
     labels_from_raw,
 )
-from service.errors import InvalidLabels, UnsupportedMediaType
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -242,7 +242,7 @@ def test_decode_text() -> None:
     with pytest.raises(InvalidLabels) as info:
         decode_text(b"label\nok\ncaf\xe9\n", None, "CSV manifest")
     assert "not valid UTF-8: byte 0xe9 at offset 12 (line 3)" in info.value.detail
-    with pytest.raises(UnsupportedMediaType) as unknown:
+    with pytest.raises(UnsupportedEncoding) as unknown:
         decode_text(b"x", "klingon", "CSV manifest")
     assert "unknown charset 'klingon'" in unknown.value.detail
 

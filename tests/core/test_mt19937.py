@@ -1,4 +1,4 @@
-"""``service.core.mt19937`` against numpy's MT19937 (torch's generator, as tested in test_exact).
+"""``sampleplan.core.mt19937`` against numpy's MT19937 (torch's generator, as tested in test_exact).
 
 numpy's generator stepping one output at a time is the oracle for draw words, skips and
 jumps; numpy's own ``jumped()`` (a fixed jump of 2**128) checks the jump polynomial
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core import mt19937
+from sampleplan.core import mt19937
 
 needs_jump = pytest.mark.skipif(not mt19937.JUMP_AVAILABLE, reason="jump-ahead needs numba")
 Key = npt.NDArray[np.uint32]

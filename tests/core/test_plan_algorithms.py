@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.labels import labels_from_array, labels_from_list
-from service.core.plan import PlanConfig, prepare_plan
-from service.core.streams import StreamRequest
-from service.errors import InvalidPlanConfig
+from sampleplan.core.errors import InvalidPlanConfig
+from sampleplan.core.labels import labels_from_array, labels_from_list
+from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.streams import StreamRequest
 from tests import reference
 
 
@@ -27,17 +27,24 @@ from tests import reference
 def test_pages_drawn_by_range_equal_torch_whole_epoch(
     n: int, seed: int, epoch: int, world_size: int, data: st.DataObject
 ) -> None:
-    """The exact path's skip-ahead pages, sharded, equal torch's epoch sharded (seed + epoch may pass 2**32)."""
+    """Skip-ahead pages of the exact path, sharded, equal torch's sharded epoch.
+
+    (seed + epoch may pass 2**32.)
+    """
     labels = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
     num_samples = data.draw(st.integers(2, 3 * n))
     plan = prepare_plan(labels_from_list(labels), PlanConfig(seed=seed, num_samples=num_samples))
     assert plan.draws_by_range
     rank = data.draw(st.integers(0, world_size - 1))
-    stream = reference.weighted_stream(reference.inverse_frequency(labels), num_samples, True, seed + epoch)
+    stream = reference.weighted_stream(
+        reference.inverse_frequency(labels), num_samples, True, seed + epoch
+    )
     shard = reference.distributed_shard(stream, rank, world_size)
     offset = data.draw(st.integers(0, len(shard)))
     limit = data.draw(st.integers(0, len(shard)))
-    page = plan.indices(StreamRequest(epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit))
+    page = plan.indices(
+        StreamRequest(epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit)
+    )
     assert page.tolist() == shard[offset : offset + limit]
 
 
@@ -47,7 +54,9 @@ def test_a_single_draw_goes_through_torch() -> None:
     plan = prepare_plan(labels_from_list(labels), PlanConfig(num_samples=1, seed=3))
     assert not plan.draws_by_range
     for epoch in range(5):
-        expected = reference.weighted_stream(reference.inverse_frequency(labels), 1, True, 3 + epoch)
+        expected = reference.weighted_stream(
+            reference.inverse_frequency(labels), 1, True, 3 + epoch
+        )
         assert plan.indices(StreamRequest(epoch=epoch)).tolist() == expected
 
 
@@ -64,7 +73,8 @@ def test_hierarchical_pages_shard_one_epoch_stream(
 ) -> None:
     labels = data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
     plan = prepare_plan(
-        labels_from_list(labels), PlanConfig(algorithm="hierarchical", num_samples=num_samples, seed=7)
+        labels_from_list(labels),
+        PlanConfig(algorithm="hierarchical", num_samples=num_samples, seed=7),
     )
     epoch_stream = plan.draw_range(epoch, 0, num_samples).tolist()
     rank = data.draw(st.integers(0, world_size - 1))
@@ -77,7 +87,9 @@ def test_hierarchical_pages_shard_one_epoch_stream(
 def test_hierarchical_draws_the_plan_distribution() -> None:
     rng = np.random.default_rng(0)
     labels = rng.choice(4, size=5000, p=[0.85, 0.1, 0.04, 0.01])
-    plan = prepare_plan(labels_from_array(labels), PlanConfig(algorithm="hierarchical", num_samples=200_000))
+    plan = prepare_plan(
+        labels_from_array(labels), PlanConfig(algorithm="hierarchical", num_samples=200_000)
+    )
     drawn = plan.draw_range(0, 0, 200_000)
     shares = np.bincount(plan.codes[drawn], minlength=4) / 200_000
     np.testing.assert_allclose(shares, 0.25, atol=0.01)  # inverse frequency balances the classes
@@ -85,7 +97,9 @@ def test_hierarchical_draws_the_plan_distribution() -> None:
 
 def test_hierarchical_page_at_offset_1e12_is_cheap() -> None:
     labels = np.arange(100_000, dtype=np.int64) % 10
-    plan = prepare_plan(labels_from_array(labels), PlanConfig(algorithm="hierarchical", num_samples=10**12 + 10**6))
+    plan = prepare_plan(
+        labels_from_array(labels), PlanConfig(algorithm="hierarchical", num_samples=10**12 + 10**6)
+    )
     plan.draw_range(0, 0, 10)  # build the table once
     started = time.perf_counter()
     page = plan.indices(StreamRequest(epoch=3, rank=1, world_size=4, offset=10**11, limit=100_000))

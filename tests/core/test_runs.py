@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.runs import RunUpdate, apply_updates, check_run_id
-from service.errors import InvalidRunUpdate
+from sampleplan.core.errors import InvalidRunUpdate
+from sampleplan.core.runs import RunUpdate, apply_updates, check_run_id
 
 
 def reference(weights: list[float], updates: list[dict[str, Any]]) -> list[float]:

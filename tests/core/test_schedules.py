@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.labels import labels_from_list
-from service.core.plan import PlanConfig, plan_id, prepare_plan
-from service.core.schedules import DynamicBalanceSchedule, PowerSchedule, schedule_from_json
-from service.core.stats import plan_statistics, summarize_stream
-from service.core.streams import StreamRequest
-from service.errors import InvalidPlanConfig
+from sampleplan.core.errors import InvalidPlanConfig
+from sampleplan.core.labels import labels_from_list
+from sampleplan.core.plan import PlanConfig, plan_id, prepare_plan
+from sampleplan.core.schedules import DynamicBalanceSchedule, PowerSchedule, schedule_from_json
+from sampleplan.core.stats import plan_statistics, summarize_stream
+from sampleplan.core.streams import StreamRequest
 from tests import reference
 
 

@@ -13,16 +13,16 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
-from service.core.labels import labels_from_list
-from service.core.plan import PlanConfig, PreparedPlan, prepare_plan
-from service.core.splitting import Split
-from service.core.stats import (
+from sampleplan.core.labels import labels_from_list
+from sampleplan.core.plan import PlanConfig, PreparedPlan, prepare_plan
+from sampleplan.core.splitting import Split
+from sampleplan.core.stats import (
     plan_statistics,
     stream_class_counts,
     stream_digest,
     summarize_stream,
 )
-from service.core.streams import StreamRequest
+from sampleplan.core.streams import StreamRequest
 from tests import reference
 
 EPOCHS = 3000

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.labels import labels_from_list
-from service.core.labelsets import label_sets_from_list
-from service.core.plan import PlanConfig, prepare_plan
-from service.core.splitting import Split
-from service.core.stratify import population_indices, stratified_parts
-from service.errors import InvalidSplit
+from sampleplan.core.errors import InvalidSplit
+from sampleplan.core.labels import labels_from_list
+from sampleplan.core.labelsets import label_sets_from_list
+from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.splitting import Split
+from sampleplan.core.stratify import population_indices, stratified_parts
 from tests import reference
 
 
@@ -110,7 +110,9 @@ def test_iterative_stratification_keeps_every_labels_share(fractions: tuple[floa
         # Within the split's rounding: at most a couple of samples per label and part.
         assert (np.abs(got - exact) <= 2).all(), (j, got, exact)
     # A random split of the same data misses some label by far more.
-    random_train = canon.subset(np.array(reference.population(600, list(fractions), 7))).class_counts()
+    random_train = canon.subset(
+        np.array(reference.population(600, list(fractions), 7))
+    ).class_counts()
     assert np.abs(random_train - counts * lengths[0] / 600).max() > worst
 
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.labels import labels_from_list
-from service.core.plan import PlanConfig, prepare_plan
-from service.core.splitting import Split
-from service.core.streams import StreamRequest
-from service.errors import InvalidPlanConfig, InvalidStreamRequest
+from sampleplan.core.errors import InvalidPlanConfig, InvalidStreamRequest
+from sampleplan.core.labels import labels_from_list
+from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.splitting import Split
+from sampleplan.core.streams import StreamRequest
 from tests import reference
 
 
@@ -27,7 +27,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     split = draw(
         st.one_of(
             st.none(),
-            st.sampled_from([(0.7, 0.3), (0.8, 0.2), (0.5, 0.3, 0.2)]).map(lambda f: ("fractions", f)),
+            st.sampled_from([(0.7, 0.3), (0.8, 0.2), (0.5, 0.3, 0.2)]).map(
+                lambda f: ("fractions", f)
+            ),
             st.integers(1, n).map(lambda a: ("lengths", (a, n - a))),
         )
     )
@@ -57,7 +59,9 @@ def _local_population(case: dict[str, Any]) -> list[int]:
 
 @settings(max_examples=150, deadline=None)
 @given(case=scenarios())
-def test_stream_equals_weighted_random_sampler_sharded_like_distributed_sampler(case: dict[str, Any]) -> None:
+def test_stream_equals_weighted_random_sampler_sharded_like_distributed_sampler(
+    case: dict[str, Any],
+) -> None:
     pop = _local_population(case)
     if not pop:
         return  # an empty training part is refused (tested elsewhere)
@@ -83,17 +87,29 @@ def test_stream_equals_weighted_random_sampler_sharded_like_distributed_sampler(
         split=split, num_samples=num_samples, replacement=case["replacement"], seed=case["seed"]
     )
     plan = prepare_plan(labels_from_list(case["labels"]), config)
-    request = StreamRequest(epoch=case["epoch"], rank=rank, world_size=world_size, offset=offset, limit=limit)
+    request = StreamRequest(
+        epoch=case["epoch"], rank=rank, world_size=world_size, offset=offset, limit=limit
+    )
     assert plan.indices(request).tolist() == expected_page
     assert plan.rank_length(world_size) == len(expected_rank)
 
     dataset_page = plan.indices(
-        StreamRequest(epoch=case["epoch"], rank=rank, world_size=world_size, offset=offset, limit=limit, space="dataset")
+        StreamRequest(
+            epoch=case["epoch"],
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space="dataset",
+        )
     )
     assert dataset_page.tolist() == [pop[i] for i in expected_page]
 
 
-@pytest.mark.parametrize("strategy", ["inverse_sqrt_frequency", "uniform", "effective_number", "class_weights", "sample_weights"])
+@pytest.mark.parametrize(
+    "strategy",
+    ["inverse_sqrt_frequency", "uniform", "effective_number", "class_weights", "sample_weights"],
+)
 def test_other_strategies_draw_like_weighted_random_sampler(strategy: str) -> None:
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 4, size=200).tolist()
@@ -125,7 +141,9 @@ def test_inverse_frequency_weights_are_exactly_the_recipe() -> None:
 
 def test_without_replacement_needs_enough_positive_weights() -> None:
     labels = [0, 1, 1]
-    config = PlanConfig(strategy="class_weights", class_weights={"1": 0.0}, replacement=False, num_samples=2)
+    config = PlanConfig(
+        strategy="class_weights", class_weights={"1": 0.0}, replacement=False, num_samples=2
+    )
     with pytest.raises(InvalidPlanConfig, match="only 1 of"):
         prepare_plan(labels_from_list(labels), config)
 

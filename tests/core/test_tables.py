@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core import codes as codes_module
-from service.core.labels import labels_from_array, labels_from_int_chunks, labels_from_list
-from service.core.tables import labels_from_arrow, read_label_column
-from service.errors import InvalidLabels, PayloadTooLarge
+from sampleplan.core import codes as codes_module
+from sampleplan.core.errors import InputTooLarge, InvalidLabels
+from sampleplan.core.labels import labels_from_array, labels_from_int_chunks, labels_from_list
+from sampleplan.core.tables import labels_from_arrow, read_label_column
 
 
 def sha256_of_labels(kind: str, classes: list[Any], codes: np.ndarray) -> str:
@@ -219,7 +219,7 @@ def test_what_is_not_such_a_file_is_refused(data: bytes, fmt: Any) -> None:
 
 def test_rows_over_the_limit_are_refused_before_the_column_is_read() -> None:
     for data, fmt in ((parquet_bytes(TABLE), "parquet"), (ipc_bytes(TABLE, file=False), "arrow")):
-        with pytest.raises(PayloadTooLarge, match="at most 5"):
+        with pytest.raises(InputTooLarge, match="at most 5"):
             read_label_column(data, fmt, "i", max_rows=5)  # type: ignore[arg-type]
         assert len(read_label_column(data, fmt, "i", max_rows=len(VALUES))) == len(VALUES)  # type: ignore[arg-type]
 
@@ -268,7 +268,7 @@ def test_kernels_match_numpy(values: list[int], dtype: str) -> None:
 )
 def test_list_columns_are_label_sets(column: Any, expected: list[list[int]]) -> None:
     """A list column is label sets: the same dataset as the JSON lists (issue 10)."""
-    from service.core.labelsets import label_sets_from_list
+    from sampleplan.core.labelsets import label_sets_from_list
 
     sets = labels_from_arrow(column)
     assert sets.values() == expected  # type: ignore[union-attr]
@@ -276,7 +276,7 @@ def test_list_columns_are_label_sets(column: Any, expected: list[list[int]]) -> 
 
 
 def test_string_and_dictionary_list_columns_are_label_sets() -> None:
-    from service.core.labelsets import label_sets_from_list
+    from sampleplan.core.labelsets import label_sets_from_list
 
     strings = pa.array([["dog", "cat"], [], ["emu"]])
     encoded = strings.cast(pa.list_(pa.dictionary(pa.int16(), pa.string())))

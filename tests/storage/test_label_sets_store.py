@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from service.catalog import dataset_record, labels_from_record
-from service.core.labels import labels_from_list
-from service.core.labelsets import LabelSets, label_sets_from_list
-from service.storage import PlanStore
-from service.storage import store as store_module
+from sampleplan.core.labels import labels_from_list
+from sampleplan.core.labelsets import LabelSets, label_sets_from_list
+from sampleplan.service.catalog import dataset_record, labels_from_record
+from sampleplan.service.storage import PlanStore
+from sampleplan.service.storage import store as store_module
 
 
 @pytest.fixture

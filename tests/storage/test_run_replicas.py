@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
 from tests import reference
 from tests.server_process import ServerProcess
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from service.errors import StorageUnavailable
-from service.storage import DatasetRecord, PlanRecord, PlanStore
-from service.storage import store as store_module
+from sampleplan.service.errors import StorageUnavailable
+from sampleplan.service.storage import DatasetRecord, PlanRecord, PlanStore
+from sampleplan.service.storage import store as store_module
 
 T = TypeVar("T")
 

@@ -8,14 +8,19 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from service.api import examples
-from service.api.arrays import SHAPE_HEADER, ArrayMediaType, array_response, array_responses
-from service.api.deps import CatalogDep
-from service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
-from service.api.schemas import BatchesOut, BatchSummaryOut, Problem
-from service.catalog import Catalog, Plan
-from service.core.streams import Space, StreamRequest
-from service.errors import InvalidStreamRequest
+from sampleplan.core.streams import Space, StreamRequest
+from sampleplan.service.api import examples
+from sampleplan.service.api.arrays import (
+    SHAPE_HEADER,
+    ArrayMediaType,
+    array_response,
+    array_responses,
+)
+from sampleplan.service.api.deps import CatalogDep
+from sampleplan.service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
+from sampleplan.service.api.schemas import BatchesOut, BatchSummaryOut, Problem
+from sampleplan.service.catalog import Catalog, Plan
+from sampleplan.service.errors import InvalidStreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["batches"])
 
@@ -121,7 +126,7 @@ def get_batches(
 
 router.add_api_route("/{plan_id}/batches", get_batches, methods=["HEAD"], include_in_schema=False)
 
-#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+#: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/batches",)
 
 

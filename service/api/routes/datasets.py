@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from service.api import examples
-from service.api.arrays import ArrayMediaType, array_response, array_responses
-from service.api.deps import CatalogDep
-from service.api.schemas import CodesOut, DatasetOut, OffsetsOut, Problem
-from service.api.uploads import (
+from sampleplan.service.api import examples
+from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
+from sampleplan.service.api.deps import CatalogDep
+from sampleplan.service.api.schemas import CodesOut, DatasetOut, OffsetsOut, Problem
+from sampleplan.service.api.uploads import (
     UPLOAD_REQUEST_BODY,
     RawDtype,
     labels_from_table_file,
@@ -20,8 +20,8 @@ from service.api.uploads import (
     table_format,
     upload_description,
 )
-from service.api.views import dataset_out
-from service.errors import InvalidLabels
+from sampleplan.service.api.views import dataset_out
+from sampleplan.service.errors import InvalidLabels
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -208,5 +208,5 @@ router.add_api_route(
     "/{dataset_id}/offsets", get_offsets, methods=["HEAD"], include_in_schema=False
 )
 
-#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+#: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes", f"{router.prefix}/{{dataset_id}}/offsets")

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Scope
 
-from service.api.deps import CatalogDep
-from service.api.schemas import Problem
+from sampleplan.service.api.deps import CatalogDep
+from sampleplan.service.api.schemas import Problem
 
 router = APIRouter(tags=["health"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.metrics import CONTENT_TYPE, ServiceMetrics
+from sampleplan.service.metrics import CONTENT_TYPE, ServiceMetrics
 
 router = APIRouter(tags=["health"])
 

@@ -10,12 +10,15 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from service.api import examples
-from service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
-from service.api.deps import JSON_BODY, CatalogDep
-from service.api.page_threads import run_page_work
-from service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
-from service.api.schemas import (
+from sampleplan.core.labelsets import labels_or_label_sets
+from sampleplan.core.stats import summarize_stream
+from sampleplan.core.streams import Int64Array, Space, StreamRequest
+from sampleplan.service.api import examples
+from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
+from sampleplan.service.api.deps import JSON_BODY, CatalogDep
+from sampleplan.service.api.page_threads import run_page_work
+from sampleplan.service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
+from sampleplan.service.api.schemas import (
     IndicesOut,
     PlanCreate,
     PlanOut,
@@ -23,12 +26,9 @@ from service.api.schemas import (
     StreamSummaryOut,
     WeightsOut,
 )
-from service.api.views import plan_out
-from service.catalog import Catalog, Plan
-from service.core.labelsets import labels_or_label_sets
-from service.core.stats import summarize_stream
-from service.core.streams import Int64Array, Space, StreamRequest
-from service.errors import InvalidStreamRequest
+from sampleplan.service.api.views import plan_out
+from sampleplan.service.catalog import Catalog, Plan
+from sampleplan.service.errors import InvalidStreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
@@ -297,7 +297,7 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
 
     ``parameters`` are the route's own, validated as the route validates them; the
     catalog and the media type are found as its dependencies find them. A
-    :class:`~service.errors.SamplePlanServiceError` sends the request to the route, which
+    :class:`~sampleplan.core.errors.SamplingError` sends the request to the route, which
     answers it as problem+json.
     """
     catalog: Catalog = scope["app"].state.catalog
@@ -363,7 +363,7 @@ def stream_page_response(
 for _path, _endpoint in (("/{plan_id}/weights", get_weights), ("/{plan_id}/indices", get_indices)):
     router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
-#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+#: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_id}}/indices")
 
 

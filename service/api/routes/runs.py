@@ -11,11 +11,20 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api import examples
-from service.api.arrays import ArrayMediaType, array_response, array_responses
-from service.api.deps import JSON_BODY, RunCatalogDep
-from service.api.page_threads import run_page_work
-from service.api.routes.plans import (
+from sampleplan.core.runs import (
+    RUN_ID_PATTERN,
+    UPDATE_OPS,
+    RunUpdate,
+    UpdateOp,
+    indices_from_list,
+    values_from_list,
+)
+from sampleplan.core.streams import Space, StreamRequest
+from sampleplan.service.api import examples
+from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
+from sampleplan.service.api.deps import JSON_BODY, RunCatalogDep
+from sampleplan.service.api.page_threads import run_page_work
+from sampleplan.service.api.routes.plans import (
     DropLastQuery,
     EpochQuery,
     PadQuery,
@@ -24,7 +33,7 @@ from service.api.routes.plans import (
     WorldSizeQuery,
     stream_page_response,
 )
-from service.api.schemas import (
+from sampleplan.service.api.schemas import (
     Problem,
     RunCreate,
     RunIndicesOut,
@@ -33,17 +42,8 @@ from service.api.schemas import (
     RunUpdateMeta,
     RunWeightsOut,
 )
-from service.core.runs import (
-    RUN_ID_PATTERN,
-    UPDATE_OPS,
-    RunUpdate,
-    UpdateOp,
-    indices_from_list,
-    values_from_list,
-)
-from service.core.streams import Space, StreamRequest
-from service.errors import InvalidRunUpdate, UnsupportedMediaType
-from service.run_catalog import RunInfo
+from sampleplan.service.errors import InvalidRunUpdate, UnsupportedMediaType
+from sampleplan.service.run_catalog import RunInfo
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -341,5 +341,5 @@ router.add_api_route(
     "/{run_id}/indices", get_run_indices, methods=["HEAD"], include_in_schema=False
 )
 
-#: Paths answering HEAD, documented by service.api.openapi.head_operations.
+#: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{run_id}}/indices",)

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 
-from service.api import examples
-from service.api.arrays import JSON, array_json_response, negotiate
-from service.api.deps import JSON_BODY, CatalogDep
-from service.api.schemas import Problem, SampleOut, SampleRequest
-from service.api.views import plan_out
-from service.core.labelsets import labels_or_label_sets
+from sampleplan.core.labelsets import labels_or_label_sets
+from sampleplan.service.api import examples
+from sampleplan.service.api.arrays import JSON, array_json_response, negotiate
+from sampleplan.service.api.deps import JSON_BODY, CatalogDep
+from sampleplan.service.api.schemas import Problem, SampleOut, SampleRequest
+from sampleplan.service.api.views import plan_out
 
 router = APIRouter(prefix="/v1", tags=["sample"])
 

@@ -32,8 +32,8 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from service.core.weighting import check_weights, weights_from_list
-from service.errors import InvalidRunUpdate, InvalidWeights
+from sampleplan.core.errors import InvalidRunUpdate, InvalidWeights
+from sampleplan.core.weighting import check_weights, weights_from_list
 
 __all__ = ["RUN_ID_PATTERN", "RunUpdate", "UpdateOp", "apply_updates", "check_run_id"]
 

@@ -1,7 +1,7 @@
 """Label sets: datasets whose samples carry any number of labels (multi-label data).
 
 A label-set dataset is stored as CSR, once: sorted distinct ``classes`` (as in
-:mod:`service.core.labels`), ``offsets`` (``size + 1`` non-decreasing int64, from 0) and
+:mod:`sampleplan.core.labels`), ``offsets`` (``size + 1`` non-decreasing int64, from 0) and
 ``codes`` (one class index per label occurrence); sample ``i``'s labels are
 ``codes[offsets[i]:offsets[i + 1]]``. A sample may have no label at all.
 
@@ -35,7 +35,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from service.core.labels import (
+from sampleplan.core.errors import InvalidLabels
+from sampleplan.core.labels import (
     ClassName,
     LabelKind,
     Labels,
@@ -43,7 +44,6 @@ from service.core.labels import (
     labels_from_array,
     labels_from_list,
 )
-from service.errors import InvalidLabels
 
 __all__ = [
     "LABEL_REDUCES",

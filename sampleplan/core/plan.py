@@ -3,7 +3,7 @@
 :class:`PlanConfig` is the validated, canonical configuration (its JSON form names the
 plan); :func:`prepare_plan` turns labels and a config into a :class:`PreparedPlan`, the
 arrays every stream of the plan is drawn from. The client's offline fallback draws from
-the cached weights with the same functions of :mod:`service.core.streams`, and a
+the cached weights with the same functions of :mod:`sampleplan.core.streams`, and a
 ``hierarchical`` plan's pages with a :class:`PreparedPlan` rebuilt from the cache (see
 NOTE [Offline streams] in ``client/_offline.py``), so the two cannot drift apart.
 """
@@ -25,23 +25,24 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
-from service.core.codes import count_values
-from service.core.exact import CumulativeTable, draw_exact_with_replacement
-from service.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
-from service.core.hierarchical import HierarchicalTable, draw_hierarchical
-from service.core.labels import Labels
-from service.core.labelsets import (
+from sampleplan.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
+from sampleplan.core.codes import count_values
+from sampleplan.core.errors import InvalidPlanConfig, InvalidWeights
+from sampleplan.core.exact import CumulativeTable, draw_exact_with_replacement
+from sampleplan.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
+from sampleplan.core.hierarchical import HierarchicalTable, draw_hierarchical
+from sampleplan.core.labels import Labels
+from sampleplan.core.labelsets import (
     LABEL_REDUCES,
     LabelReduce,
     LabelSets,
     hierarchical_codes,
     reduce_label_weights,
 )
-from service.core.schedules import DynamicBalanceSchedule, Schedule
-from service.core.splitting import SEED_LIMIT, Split
-from service.core.stratify import STRATIFY_VERSION, population_indices
-from service.core.streams import (
+from sampleplan.core.schedules import DynamicBalanceSchedule, Schedule
+from sampleplan.core.splitting import SEED_LIMIT, Split
+from sampleplan.core.stratify import STRATIFY_VERSION, population_indices
+from sampleplan.core.streams import (
     TORCH_MAX_CATEGORIES,
     Int64Array,
     StreamRequest,
@@ -52,7 +53,7 @@ from service.core.streams import (
     rank_length,
     shard_positions,
 )
-from service.core.weighting import (
+from sampleplan.core.weighting import (
     CLASS_BASED,
     DEFAULT_THRESHOLD,
     STRATEGIES,
@@ -62,7 +63,6 @@ from service.core.weighting import (
     resolve_class_weights,
     sample_weights,
 )
-from service.errors import InvalidPlanConfig, InvalidWeights
 
 Algorithm = Literal["torch", "hierarchical"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -101,7 +101,7 @@ class PlanConfig:
     unlabelled_weight: float | None = None
     threshold: float | None = None
     schedule: Schedule | None = None
-    #: Batch plans (``service.core.batches``): the contract, and batches per epoch
+    #: Batch plans (``sampleplan.core.batches``): the contract, and batches per epoch
     #: (``None``: ``max(1, population_size // batch_size)``).
     batching: Batching | None = None
     num_batches: int | None = None
@@ -301,7 +301,7 @@ def runtime_versions(
     Batch plans also record ``batches``, the version of NOTE [batches-v1]; plans with a
     stratified split ``stratify``, the version of NOTE [stratified-v1] (their population).
     """
-    from service import __version__
+    from sampleplan import __version__
 
     versions = {
         "algorithm": algorithm,
@@ -402,7 +402,7 @@ class PreparedPlan:
     the population is the whole dataset); ``weights`` and ``codes`` are per position.
     For label-set data ``label_sets`` holds the population's label sets and ``codes`` are
     the codes algorithm ``hierarchical`` is given
-    (:func:`~service.core.labelsets.hierarchical_codes`).
+    (:func:`~sampleplan.core.labelsets.hierarchical_codes`).
 
     NOTE [Epoch views]
         With a ``schedule`` the weights and the length depend on the epoch. ``weights``

@@ -14,10 +14,10 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from service.core.codes import gather
-from service.core.labels import Labels
-from service.core.labelsets import LabelSets
-from service.errors import InvalidPlanConfig, InvalidWeights
+from sampleplan.core.codes import gather
+from sampleplan.core.errors import InvalidPlanConfig, InvalidWeights
+from sampleplan.core.labels import Labels
+from sampleplan.core.labelsets import LabelSets
 
 Strategy = Literal[
     "inverse_frequency",
@@ -109,8 +109,7 @@ def resolve_class_weights(
         known = ", ".join(repr(str(c)) for c in labels.classes[:10])
         raise InvalidWeights(
             f"class_weights names classes the dataset does not have: {shown}; "
-            f"its classes are {known}"
-            + (" ..." if labels.num_classes > 10 else "")
+            f"its classes are {known}" + (" ..." if labels.num_classes > 10 else "")
         )
     resolved = {by_name[str(name)]: float(w) for name, w in given.items()}
     check_weights(

@@ -2,7 +2,7 @@
 
 ``split = {"fractions": [...], "seed": s, "stratify": true}`` selects the training part
 by :func:`stratified_parts` instead of ``random_split``; without ``stratify`` splits stay
-exactly ``random_split`` (:mod:`service.core.splitting`).
+exactly ``random_split`` (:mod:`sampleplan.core.splitting`).
 
 NOTE [stratified-v1]
     The definition of a stratified split; a change to what it selects is a new
@@ -50,10 +50,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.core.labels import Labels
-from service.core.labelsets import LabelSets
-from service.core.splitting import Split
-from service.errors import InvalidSplit
+from sampleplan.core.errors import InvalidSplit
+from sampleplan.core.labels import Labels
+from sampleplan.core.labelsets import LabelSets
+from sampleplan.core.splitting import Split
 
 __all__ = ["STRATIFY_VERSION", "population_indices", "stratified_parts"]
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import InvalidPlanConfig
+from sampleplan.core.errors import InvalidPlanConfig
 
 __all__ = ["DynamicBalanceSchedule", "PowerSchedule", "Schedule", "schedule_from_json"]
 

@@ -47,11 +47,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from service.core.codes import first_positions
-from service.core.labelsets import LabelSets
-from service.core.plan import PreparedPlan, label_weight_table
-from service.core.streams import StreamRequest
-from service.core.weighting import resolve_class_weights
+from sampleplan.core.codes import first_positions
+from sampleplan.core.labelsets import LabelSets
+from sampleplan.core.plan import PreparedPlan, label_weight_table
+from sampleplan.core.streams import StreamRequest
+from sampleplan.core.weighting import resolve_class_weights
 
 Float64Array = npt.NDArray[np.float64]
 

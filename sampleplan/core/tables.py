@@ -5,7 +5,7 @@ fetched, an Arrow IPC file's other buffers are not decoded (``included_fields``)
 when the source is memory-mapped the column's buffers are used where they lie. Integer
 columns are codes as they are; strings go through a dictionary (a dictionary-encoded
 column's own, or one built by Arrow), so 10**8 string labels never become 10**8 Python
-objects; the result is exactly :mod:`service.core.labels`' canonical form, so a dataset
+objects; the result is exactly :mod:`sampleplan.core.labels`' canonical form, so a dataset
 has the same id whatever format it came in.
 
 NOTE [Null labels]
@@ -30,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.core.labels import Labels, labels_from_dictionary, labels_from_int_chunks
-from service.core.labelsets import LabelSets, label_sets_from_csr
-from service.errors import InvalidLabels, PayloadTooLarge
+from sampleplan.core.errors import InputTooLarge, InvalidLabels
+from sampleplan.core.labels import Labels, labels_from_dictionary, labels_from_int_chunks
+from sampleplan.core.labelsets import LabelSets, label_sets_from_csr
 
 TableFormat = Literal["parquet", "arrow"]
 ArrowColumn = Any  # pyarrow.Array | pyarrow.ChunkedArray (pyarrow ships no type hints)
@@ -50,7 +50,7 @@ def read_label_column(
 
     ``source`` is a ``pyarrow.NativeFile`` (a memory map reads best) or a buffer.
     Raises :class:`InvalidLabels` when the source is not such a file or has no such
-    column (the message lists the columns it has), and :class:`PayloadTooLarge` when it
+    column (the message lists the columns it has), and :class:`InputTooLarge` when it
     has more than ``max_rows`` rows (checked before the column is read).
     """
     if not isinstance(source, pa.NativeFile):
@@ -77,7 +77,7 @@ def _missing(column: str, names: Sequence[str], what: str) -> InvalidLabels:
 
 def _check_rows(rows: int, max_rows: int | None) -> None:
     if max_rows is not None and rows > max_rows:
-        raise PayloadTooLarge(
+        raise InputTooLarge(
             f"the table has {rows} rows; this service takes at most {max_rows} labels"
         )
 
@@ -249,7 +249,7 @@ def label_sets_from_arrow(column: ArrowColumn) -> LabelSets:
 
     The list column is checked here (its values integers or strings, no null list and no
     null label) and taken apart into the CSR form ``(offsets, values)`` that the
-    multi-label core reads (:func:`service.core.labelsets.label_sets_from_csr`; strings
+    multi-label core reads (:func:`sampleplan.core.labelsets.label_sets_from_csr`; strings
     and dictionary-encoded values through their dictionary). An empty list is a sample
     without labels.
     """

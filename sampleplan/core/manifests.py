@@ -1,7 +1,7 @@
 """Manifests: labels given as a file rather than a JSON list, parsed into :class:`Labels`.
 
 Pure functions from text or bytes to canonical labels; each raises
-:class:`~service.errors.InvalidLabels` with a message that names the line (or byte) at
+:class:`~sampleplan.core.errors.InvalidLabels` with a message that names the line (or byte) at
 fault. The same labels give the same dataset whatever the format they came in:
 
 ``labels_from_npy(data)``
@@ -39,7 +39,7 @@ NOTE [ImageFolder order]
     ``ImageFolder.classes[i]``. The *samples* keep the order of the lines (ImageFolder
     itself walks classes in order, then sorted file names; list the paths in that order
     to index samples as it does: the client's ``create_dataset_from_folder`` does). The
-    class is the first path component (:func:`service.core.imagefolder.class_of_path`,
+    class is the first path component (:func:`sampleplan.core.imagefolder.class_of_path`,
     the rules shared with the client's folder listing); deeper folders belong to it, as
     ``os.walk`` under a class folder finds them. Every line is a sample: filter by file
     extension before uploading. Separators are ``/``; a leading ``./`` is dropped;
@@ -59,10 +59,10 @@ from typing import Any
 
 import numpy as np
 
-from service.core.imagefolder import class_of_path
-from service.core.labels import Labels, labels_from_array, labels_from_list, labels_from_strings
-from service.core.labelsets import LabelSets, label_sets_from_csr, label_sets_from_list
-from service.errors import InvalidLabels, UnsupportedMediaType
+from sampleplan.core.errors import InvalidLabels, UnsupportedEncoding
+from sampleplan.core.imagefolder import class_of_path
+from sampleplan.core.labels import Labels, labels_from_array, labels_from_list, labels_from_strings
+from sampleplan.core.labelsets import LabelSets, label_sets_from_csr, label_sets_from_list
 
 __all__ = [
     "RAW_DTYPES",
@@ -99,14 +99,14 @@ def decode_text(data: bytes, charset: str | None, what: str) -> str:
     """``data`` as text: UTF-8 (a leading BOM dropped) unless ``charset`` names another.
 
     Raises :class:`InvalidLabels` (422) for bytes that are not valid in the charset and
-    :class:`UnsupportedMediaType` (415) for a charset Python does not know.
+    :class:`UnsupportedEncoding` (415) for a charset Python does not know.
     """
     name = (charset or "utf-8").strip().strip('"').lower()
     codec = "utf-8-sig" if name in ("utf-8", "utf8") else name
     try:
         return data.decode(codec)
     except LookupError as exc:
-        raise UnsupportedMediaType(
+        raise UnsupportedEncoding(
             f"unknown charset {charset!r} for the {what}; send UTF-8"
         ) from exc
     except UnicodeDecodeError as exc:
@@ -134,7 +134,7 @@ def check_label_separator(label_separator: str | None) -> None:
     """A label separator is one character (not a quote or a line break)."""
     if label_separator is None:
         return
-    if len(label_separator) != 1 or label_separator in "\"\r\n":
+    if len(label_separator) != 1 or label_separator in '"\r\n':
         raise InvalidLabels(
             f"label_separator must be one character (not a quote or a line break), "
             f"got {label_separator!r}"

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.core.codes import count_values, gather, min_max
-from service.errors import InvalidLabels
+from sampleplan.core.codes import count_values, gather, min_max
+from sampleplan.core.errors import InvalidLabels
 
 LabelKind = Literal["int", "str"]
 ClassName = int | str

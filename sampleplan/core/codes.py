@@ -15,7 +15,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from service.core.jit import NUMBA, compile_kernel
+from sampleplan.core.jit import NUMBA, compile_kernel
 
 __all__ = [
     "count_values",

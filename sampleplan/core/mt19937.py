@@ -18,7 +18,7 @@ generator state forward without producing anything. A state is numpy's: ``(key, 
   after ``J`` single-word steps ``T`` is ``p(T)`` applied to the state, with
   ``p(x) = x**J mod phi(x)`` and ``phi`` the characteristic polynomial of ``T``.
 
-Kernels are compiled by numba when it is available (:data:`service.core.jit.NUMBA`);
+Kernels are compiled by numba when it is available (:data:`sampleplan.core.jit.NUMBA`);
 without it, :func:`advance` and :func:`fill_draw_words` fall back to numpy's own
 MT19937, and :func:`jump` is unavailable (:data:`JUMP_AVAILABLE`).
 """
@@ -32,7 +32,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from service.core.jit import NUMBA, compile_kernel
+from sampleplan.core.jit import NUMBA, compile_kernel
 
 __all__ = [
     "JUMP_AVAILABLE",

@@ -33,8 +33,8 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.core import mt19937
-from service.core.jit import NUMBA, compile_kernel
+from sampleplan.core import mt19937
+from sampleplan.core.jit import NUMBA, compile_kernel
 
 __all__ = [
     "AVAILABLE_BACKENDS",
@@ -65,7 +65,7 @@ GuideArray = npt.NDArray[np.int32] | npt.NDArray[np.int64]
 #     The generator is ``mt19937(seed)``: init_genrand with ``seed & 0xffffffff``
 #     (higher seed bits are ignored), exactly what ``numpy.random.RandomState(int)`` does;
 #     we take its state from there and either let numpy's MT19937 produce the raw outputs
-#     or ``service.core.mt19937`` (the same recurrence, vectorised, with jump-ahead).
+#     or ``sampleplan.core.mt19937`` (the same recurrence, vectorised, with jump-ahead).
 #
 #     We rebuild ``cum`` with ``np.cumsum`` (an accumulate is a left-to-right loop of
 #     float64 additions, unlike ``np.sum``'s pairwise reduction) and one in-place

@@ -78,7 +78,7 @@ NOTE [hierarchical-v1]
     ``start .. stop - 1``.
 
     Label-set populations (multi-label data) are given as codes ``c`` too, by
-    :func:`service.core.labelsets.hierarchical_codes`: each sample's one label when every
+    :func:`sampleplan.core.labelsets.hierarchical_codes`: each sample's one label when every
     sample has exactly one (so the stream is the single-label data's), else ``c[i] = i``
     (every category one sample: class mode with ``n[g] = 1`` and ``t = 0``, the same
     stream as an alias table over samples with masses ``w``).
@@ -93,7 +93,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.core.codes import count_values, group_by_class, is_sorted, value_per_class
+from sampleplan.core.codes import count_values, group_by_class, is_sorted, value_per_class
 
 __all__ = ["ALGORITHM_VERSION", "HierarchicalTable", "draw_hierarchical"]
 

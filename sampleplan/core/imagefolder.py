@@ -2,7 +2,7 @@
 
 Pure functions over names and paths (no file system access): the client's
 ``image_folder_targets`` lists a folder and hands the listing here; the service's path
-list manifests (:func:`service.core.manifests.labels_from_paths`) name classes with
+list manifests (:func:`sampleplan.core.manifests.labels_from_paths`) name classes with
 :func:`class_of_path`. One set of rules for both, so an uploaded folder and a folder read
 locally give the same classes.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from service.errors import InvalidLabels
+from sampleplan.core.errors import InvalidLabels
 
 __all__ = [
     "IMG_EXTENSIONS",

@@ -86,8 +86,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.core.streams import StreamRequest, in_space, shard_positions
-from service.errors import InvalidPlanConfig
+from sampleplan.core.errors import InvalidPlanConfig
+from sampleplan.core.streams import StreamRequest, in_space, shard_positions
 
 __all__ = [
     "BATCHES_VERSION",

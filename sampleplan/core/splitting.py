@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.errors import InvalidSplit
+from sampleplan.core.errors import InvalidSplit
 
 SEED_LIMIT = 2**32
 
@@ -27,7 +27,7 @@ SEED_LIMIT = 2**32
 class Split:
     """Either ``fractions`` (adding up to 1) or ``lengths`` (adding up to n), and a seed.
 
-    ``stratify``: select the parts by NOTE [stratified-v1] (:mod:`service.core.stratify`)
+    ``stratify``: select the parts by NOTE [stratified-v1] (:mod:`sampleplan.core.stratify`)
     instead of ``random_split``; :meth:`training_indices` is ``random_split``'s only.
     """
 

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.core.dealing import dealt_length, dealt_positions, dealt_values
-from service.errors import InvalidStreamRequest
+from sampleplan.core.dealing import dealt_length, dealt_positions, dealt_values
+from sampleplan.core.errors import InvalidStreamRequest
 
 Space = Literal["population", "dataset"]
 Int64Array = npt.NDArray[np.int64]
@@ -143,7 +143,7 @@ def shard_positions(num_samples: int, request: StreamRequest) -> Int64Array:
 
 
 def _deal_of(num_samples: int, request: StreamRequest) -> tuple[int, int, int, int, int, int]:
-    """The request's page as :mod:`~service.core.dealing` takes it: ``num_samples, start,
+    """The request's page as :mod:`~sampleplan.core.dealing` takes it: ``num_samples, start,
     world_size, rank, first, stop``."""
     first, stop = request.page_bounds(num_samples)
     return num_samples, request.start, request.world_size, request.rank, first, stop

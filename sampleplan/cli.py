@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from service import __version__
-from service.progress import Progress
+from sampleplan import __version__
+from sampleplan.service.progress import Progress
 
 if TYPE_CHECKING:
-    from service.core.labels import Labels
-    from service.core.labelsets import LabelSets
+    from sampleplan.core.labels import Labels
+    from sampleplan.core.labelsets import LabelSets
 
 #: Where ``--url`` points when neither it nor ``SAMPLEPLAN_URL`` is given (``report`` only).
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -56,7 +56,7 @@ FORMATS_BY_SUFFIX = {
 }
 FORMATS = ("csv", "jsonl", "npy", "npz", "paths", "parquet", "arrow", "folder")
 
-#: service.core.weighting.STRATEGIES but sample_weights, and service.core.plan.ALGORITHMS
+#: sampleplan.core.weighting.STRATEGIES but sample_weights, and sampleplan.core.plan.ALGORITHMS
 #: (NOTE [A fast --help]).
 STRATEGY_CHOICES = (
     "inverse_frequency",
@@ -67,7 +67,7 @@ STRATEGY_CHOICES = (
     "repeat_factor",
 )
 ALGORITHM_CHOICES = ("torch", "hierarchical")
-#: service.core.labelsets.LABEL_REDUCES (NOTE [A fast --help]).
+#: sampleplan.core.labelsets.LABEL_REDUCES (NOTE [A fast --help]).
 LABEL_REDUCE_CHOICES = ("sum", "max", "mean")
 
 #: Repeats per drawn sample above which the table flags a class (as the report does).
@@ -140,9 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def serve_command(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.config import get_settings
-    from service.logs import uvicorn_log_config
-    from service.server import HTTP_PROTOCOL
+    from sampleplan.service.config import get_settings
+    from sampleplan.service.logs import uvicorn_log_config
+    from sampleplan.service.server import HTTP_PROTOCOL
 
     if args.log_level is not None:
         # The app (in this process or in workers) reads its level from the settings.
@@ -166,7 +166,7 @@ def serve_command(args: argparse.Namespace) -> None:
     uvicorn.run(
         # serve_app: create_app with the garbage collector's start-up freeze (see
         # NOTE [Garbage collection pauses] in service/main.py).
-        "service.main:serve_app",
+        "sampleplan.service.main:serve_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -221,9 +221,7 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     plan.add_argument(
         "--split", help="train/validation split: fractions '0.7,0.3' or lengths '414,178'"
     )
-    plan.add_argument(
-        "--stratify", action="store_true", help="stratify the split by class (label)"
-    )
+    plan.add_argument("--stratify", action="store_true", help="stratify the split by class (label)")
     plan.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
     plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
     plan.add_argument(
@@ -302,8 +300,8 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``plan`` or ``report``; print errors in one line; return the exit status."""
-    from client import SamplePlanError
-    from service.errors import SamplePlanServiceError
+    from sampleplan.client import SamplePlanError
+    from sampleplan.core.errors import SamplingError
 
     out = out or sys.stdout
     try:
@@ -313,7 +311,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
             report_command(args, out)
         else:  # pragma: no cover - argparse only hands over registered commands
             raise CommandError(f"unknown command {args.command!r}")
-    except (CommandError, SamplePlanServiceError, SamplePlanError) as exc:
+    except (CommandError, SamplingError, SamplePlanError) as exc:
         print(f"sampleplan {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -344,10 +342,10 @@ def read_labels(
     progress: Progress | None = None,
     label_separator: str | None = None,
 ) -> Labels | LabelSets:
-    """Labels from a manifest file (``-``: standard input), parsed by ``service.core.manifests``,
+    """Labels from a manifest file (``-``: standard input), parsed by ``sampleplan.core.manifests``,
     or from an ImageFolder folder, listed by ``client.image_folder_targets``."""
-    from service.core import manifests
-    from service.errors import InvalidLabels
+    from sampleplan.core import manifests
+    from sampleplan.service.errors import InvalidLabels
 
     progress = progress or Progress(enabled=False)
     if fmt is None and path != "-" and Path(path).is_dir():
@@ -394,8 +392,8 @@ def read_labels(
 
 def _folder_labels(path: str, progress: Progress) -> Labels:
     """An ImageFolder folder's labels: class names in ImageFolder's sample order."""
-    from client import image_folder_targets
-    from service.core.labels import labels_from_strings
+    from sampleplan.client import image_folder_targets
+    from sampleplan.core.labels import labels_from_strings
 
     with progress.stage(f"listing {path}"):
         try:
@@ -409,8 +407,8 @@ def _table_labels(path: str, fmt: str, column: str) -> Labels | LabelSets:
     """Labels from one column of a Parquet or Arrow file, memory-mapped: only it is read."""
     import pyarrow as pa
 
-    from service.core.tables import labels_from_arrow, read_label_column
-    from service.errors import InvalidLabels
+    from sampleplan.core.tables import labels_from_arrow, read_label_column
+    from sampleplan.service.errors import InvalidLabels
 
     table_format: Literal["parquet", "arrow"] = "parquet" if fmt == "parquet" else "arrow"
     try:
@@ -491,10 +489,10 @@ def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def local_plan(labels: Labels | LabelSets, fields: dict[str, Any]) -> dict[str, Any]:
     """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
-    from service.api.views import plan_out
-    from service.catalog import build_plan
-    from service.core.plan import PlanConfig
-    from service.core.splitting import split_from_canonical
+    from sampleplan.core.plan import PlanConfig
+    from sampleplan.core.splitting import split_from_canonical
+    from sampleplan.service.api.views import plan_out
+    from sampleplan.service.catalog import build_plan
 
     config = PlanConfig(
         strategy=fields["strategy"],
@@ -524,7 +522,7 @@ def remote_plan(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Upload the dataset (in binary), create the plan on it at ``url``; the plan's JSON."""
-    from client import SamplePlanClient
+    from sampleplan.client import SamplePlanClient
 
     progress = progress or Progress(enabled=False)
     with SamplePlanClient(url, token=token, retries=1) as api:
@@ -541,7 +539,7 @@ def _upload_form(labels: Labels | LabelSets) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    from service.core.labelsets import LabelSets
+    from sampleplan.core.labelsets import LabelSets
 
     if isinstance(labels, LabelSets):
         return labels.values()
@@ -556,13 +554,11 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> None:
     # sit silent before the first step.
     with progress.stage("loading the sampling core"):
         if args.url:
-            import client  # noqa: F401
+            import sampleplan.client
         else:
-            import service.api.views
-            import service.catalog  # noqa: F401
-    labels = read_labels(
-        args.labels_file, args.format, args.column, progress, args.label_separator
-    )
+            import sampleplan.service.api.views
+            import sampleplan.service.catalog  # noqa: F401
+    labels = read_labels(args.labels_file, args.format, args.column, progress, args.label_separator)
     fields = plan_fields(args)
     if args.url:
         plan = remote_plan(args.url, args.token, labels, fields, progress)
@@ -583,8 +579,8 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def write_local_report(plan: dict[str, Any], path: str) -> None:
-    from service.api.report import render_report
-    from service.api.schemas import PlanOut
+    from sampleplan.service.api.report import render_report
+    from sampleplan.service.api.schemas import PlanOut
 
     html = render_report(PlanOut.model_validate(plan))
     try:
@@ -690,7 +686,7 @@ def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source
 
 
 def report_command(args: argparse.Namespace, out: TextIO) -> None:
-    from client import SamplePlanClient
+    from sampleplan.client import SamplePlanClient
 
     with SamplePlanClient(args.url, token=args.token, retries=1) as api:
         html = api.request("GET", f"/v1/plans/{args.plan_id}/report").text
