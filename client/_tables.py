@@ -119,15 +119,13 @@ def read_column(path: Path, column: str) -> Any:
     message lists the columns it has).
     """
     pa = _require_pyarrow(f"reading {path.name!r}")
-    from sampleplan.core.errors import SamplingError
+    from sampleplan.core.errors import InputNames, SamplingError
     from sampleplan.core.tables import read_label_column
 
     fmt = TABLE_SUFFIXES[path.suffix.lower()]
+    names = InputNames(source=repr(path.name), column_option="label_column=")
     try:
         with pa.memory_map(str(path)) as source:
-            return read_label_column(source, fmt, column)
+            return read_label_column(source, fmt, column, names=names)
     except SamplingError as exc:
-        detail = exc.detail.replace("the body", f"{path.name!r}").replace(
-            "the 'label_column' query parameter", "label_column="
-        )
-        raise ValueError(detail) from exc
+        raise ValueError(exc.detail) from exc

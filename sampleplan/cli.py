@@ -345,7 +345,7 @@ def read_labels(
     """Labels from a manifest file (``-``: standard input), parsed by ``sampleplan.core.manifests``,
     or from an ImageFolder folder, listed by ``client.image_folder_targets``."""
     from sampleplan.core import manifests
-    from sampleplan.service.errors import InvalidLabels
+    from sampleplan.core.errors import InputNames
 
     progress = progress or Progress(enabled=False)
     if fmt is None and path != "-" and Path(path).is_dir():
@@ -373,21 +373,17 @@ def read_labels(
     except OSError as exc:
         raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
     with progress.stage(f"parsing {fmt}"):
+        names = InputNames(source=repr(path), column_option="--column")
         if fmt == "npy":
-            return manifests.labels_from_npy(data)
+            return manifests.labels_from_npy(data, names=names)
         if fmt == "npz":
-            return manifests.label_sets_from_npz(data)
+            return manifests.label_sets_from_npz(data, names=names)
         text = manifests.decode_text(data, None, f"file {path!r}")
-        try:
-            if fmt == "csv":
-                return manifests.labels_from_csv(text, column or "label", label_separator)
-            if fmt == "jsonl":
-                return manifests.labels_from_jsonl(text, column or "label")
-            return manifests.labels_from_paths(text)
-        except InvalidLabels as exc:
-            # The parser speaks to HTTP clients; here the option is --column.
-            detail = exc.detail.replace("with the 'label_column' query parameter", "with --column")
-            raise InvalidLabels(detail) from exc
+        if fmt == "csv":
+            return manifests.labels_from_csv(text, column or "label", label_separator, names=names)
+        if fmt == "jsonl":
+            return manifests.labels_from_jsonl(text, column or "label", names=names)
+        return manifests.labels_from_paths(text)
 
 
 def _folder_labels(path: str, progress: Progress) -> Labels:
@@ -407,22 +403,17 @@ def _table_labels(path: str, fmt: str, column: str) -> Labels | LabelSets:
     """Labels from one column of a Parquet or Arrow file, memory-mapped: only it is read."""
     import pyarrow as pa
 
+    from sampleplan.core.errors import InputNames
     from sampleplan.core.tables import labels_from_arrow, read_label_column
-    from sampleplan.service.errors import InvalidLabels
 
     table_format: Literal["parquet", "arrow"] = "parquet" if fmt == "parquet" else "arrow"
     try:
         source = pa.BufferReader(sys.stdin.buffer.read()) if path == "-" else pa.memory_map(path)
     except OSError as exc:
         raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
-    try:
-        with source:
-            return labels_from_arrow(read_label_column(source, table_format, column))
-    except InvalidLabels as exc:
-        detail = exc.detail.replace("the body", f"{path!r}").replace(
-            "with the 'label_column' query parameter", "with --label-column"
-        )
-        raise InvalidLabels(detail) from exc
+    names = InputNames(source=repr(path), column_option="--label-column")
+    with source:
+        return labels_from_arrow(read_label_column(source, table_format, column, names=names))
 
 
 def parse_split(text: str | None, seed: int) -> dict[str, Any] | None:

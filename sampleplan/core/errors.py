@@ -19,6 +19,26 @@ the CLI prints the detail, and the client's offline fallback raises them as they
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputNames:
+    """How the core's messages name the caller's input, in the caller's own words.
+
+    The same parser reads an HTTP body, a file named on the command line and a local
+    file in the client: each caller says what the input is called (``source``) and how
+    its user names the label column (``column_option``), so that no caller rewrites the
+    core's messages.
+    """
+
+    source: str = "the input"
+    column_option: str = "the label column argument"
+
+
+#: The names the core uses when its caller gives none.
+PLAIN_INPUT = InputNames()
+
 
 class SamplingError(Exception):
     """Base of every error the sampling core raises (and of the service's errors)."""

@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from sampleplan.core.errors import InvalidLabels, UnsupportedEncoding
+from sampleplan.core.errors import PLAIN_INPUT, InputNames, InvalidLabels, UnsupportedEncoding
 from sampleplan.core.imagefolder import class_of_path
 from sampleplan.core.labels import Labels, labels_from_array, labels_from_list, labels_from_strings
 from sampleplan.core.labelsets import LabelSets, label_sets_from_csr, label_sets_from_list
@@ -142,7 +142,11 @@ def check_label_separator(label_separator: str | None) -> None:
 
 
 def labels_from_csv(
-    text: str, column: str = "label", label_separator: str | None = None
+    text: str,
+    column: str = "label",
+    label_separator: str | None = None,
+    *,
+    names: InputNames = PLAIN_INPUT,
 ) -> Labels | LabelSets:
     """Labels from the column ``column`` of a CSV file with a header line.
 
@@ -168,7 +172,7 @@ def labels_from_csv(
             shown = ", ".join(_show(name) for name in header[:20])
             raise InvalidLabels(
                 f"the CSV header has no column {column!r} (its columns: {shown}); "
-                f"name the label column with the 'label_column' query parameter"
+                f"name the label column with {names.column_option}"
             )
         at = header.index(column)
         width = len(header)
@@ -209,7 +213,9 @@ def _typed_sets(sets: list[list[str]]) -> LabelSets:
     return label_sets_from_list(sets)
 
 
-def labels_from_jsonl(text: str, column: str = "label") -> Labels | LabelSets:
+def labels_from_jsonl(
+    text: str, column: str = "label", *, names: InputNames = PLAIN_INPUT
+) -> Labels | LabelSets:
     """Labels from JSON Lines: the value under ``column`` in each line's object.
 
     Blank lines are skipped. Values must be all integers or all strings (not booleans,
@@ -237,7 +243,7 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels | LabelSets:
         if column not in record:
             raise InvalidLabels(
                 f"line {number} of the JSON Lines manifest has no {column!r} key; "
-                f"name the label key with the 'label_column' query parameter"
+                f"name the label key with {names.column_option}"
             )
         value = record[column]
         kind = type(value)
@@ -267,10 +273,12 @@ def labels_from_jsonl(text: str, column: str = "label") -> Labels | LabelSets:
     return labels_from_list(values)
 
 
-def label_sets_from_npz(data: bytes) -> LabelSets:
+def label_sets_from_npz(data: bytes, *, names: InputNames = PLAIN_INPUT) -> LabelSets:
     """Label sets from a ``.npz`` archive of ``offsets`` and ``values`` (never unpickled)."""
     if not data.startswith(b"PK"):
-        raise InvalidLabels("the body is not a .npz archive (np.savez): it is not a zip file")
+        raise InvalidLabels(
+            f"{names.source} is not a .npz archive (np.savez): it is not a zip file"
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as members:
             # Compressed members could expand far beyond the body limit: refuse them.
@@ -280,11 +288,11 @@ def label_sets_from_npz(data: bytes) -> LabelSets:
                     "np.savez_compressed (the upload's size limit must bound its arrays)"
                 )
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            names = set(archive.files)
-            if not {"offsets", "values"} <= names:
+            arrays = set(archive.files)
+            if not {"offsets", "values"} <= arrays:
                 raise InvalidLabels(
                     "a label-set .npz holds two arrays, 'offsets' (n + 1 integers) and "
-                    f"'values' (the labels); this one has {sorted(names)}"
+                    f"'values' (the labels); this one has {sorted(arrays)}"
                 )
             offsets, values = archive["offsets"], archive["values"]
     except InvalidLabels:
@@ -299,12 +307,12 @@ def label_sets_from_npz(data: bytes) -> LabelSets:
     return label_sets_from_csr(offsets, values)
 
 
-def labels_from_npy(data: bytes) -> Labels:
+def labels_from_npy(data: bytes, *, names: InputNames = PLAIN_INPUT) -> Labels:
     """Labels from a ``.npy`` file: a 1-d array of integers or unicode strings."""
     if not data.startswith(_NPY_MAGIC):
         hint = " (that is a .npz archive; send one array as .npy)" if data.startswith(b"PK") else ""
         raise InvalidLabels(
-            f"the body is not a .npy file: it does not start with the .npy magic string{hint}"
+            f"{names.source} is not a .npy file: it does not start with the .npy magic string{hint}"
         )
     try:
         array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
@@ -329,7 +337,9 @@ def labels_from_npy(data: bytes) -> Labels:
     return labels_from_array(array)
 
 
-def labels_from_raw(data: bytes, dtype: str = "int64") -> Labels:
+def labels_from_raw(
+    data: bytes, dtype: str = "int64", *, names: InputNames = PLAIN_INPUT
+) -> Labels:
     """Labels from the raw bytes of a little-endian ``int32``, ``int64``, ``uint8`` or
     ``uint16`` array."""
     wire = RAW_DTYPES.get(dtype)
@@ -340,7 +350,7 @@ def labels_from_raw(data: bytes, dtype: str = "int64") -> Labels:
     if len(data) % wire.itemsize:
         raise InvalidLabels(
             f"raw {dtype} labels take {wire.itemsize} bytes each, "
-            f"but the body has {len(data)} bytes, "
+            f"but {names.source} has {len(data)} bytes, "
             f"which is not a multiple of {wire.itemsize}"
         )
     return labels_from_array(

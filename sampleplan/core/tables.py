@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampleplan.core.errors import InputTooLarge, InvalidLabels
+from sampleplan.core.errors import PLAIN_INPUT, InputNames, InputTooLarge, InvalidLabels
 from sampleplan.core.labels import Labels, labels_from_dictionary, labels_from_int_chunks
 from sampleplan.core.labelsets import LabelSets, label_sets_from_csr
 
@@ -44,7 +44,12 @@ PARQUET_MAGIC = b"PAR1"
 
 
 def read_label_column(
-    source: Any, fmt: TableFormat, column: str, *, max_rows: int | None = None
+    source: Any,
+    fmt: TableFormat,
+    column: str,
+    *,
+    max_rows: int | None = None,
+    names: InputNames = PLAIN_INPUT,
 ) -> ArrowColumn:
     """The column ``column`` of a Parquet file or an Arrow IPC file or stream.
 
@@ -56,8 +61,8 @@ def read_label_column(
     if not isinstance(source, pa.NativeFile):
         source = pa.BufferReader(source)
     if fmt == "parquet":
-        return _parquet_column(source, column, max_rows)
-    return _arrow_column(source, column, max_rows)
+        return _parquet_column(source, column, max_rows, names)
+    return _arrow_column(source, column, max_rows, names)
 
 
 def _describe_columns(names: Sequence[str]) -> str:
@@ -68,10 +73,10 @@ def _describe_columns(names: Sequence[str]) -> str:
     return f"its columns are {shown}{more}"
 
 
-def _missing(column: str, names: Sequence[str], what: str) -> InvalidLabels:
+def _missing(column: str, columns: Sequence[str], what: str, names: InputNames) -> InvalidLabels:
     return InvalidLabels(
-        f"the {what} has no column {column!r}; {_describe_columns(names)} "
-        "(name the label column with the 'label_column' query parameter)"
+        f"the {what} has no column {column!r}; {_describe_columns(columns)} "
+        f"(name the label column with {names.column_option})"
     )
 
 
@@ -82,14 +87,16 @@ def _check_rows(rows: int, max_rows: int | None) -> None:
         )
 
 
-def _parquet_column(source: Any, column: str, max_rows: int | None) -> ArrowColumn:
+def _parquet_column(
+    source: Any, column: str, max_rows: int | None, names: InputNames
+) -> ArrowColumn:
     try:
         meta = pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as exc:
-        raise InvalidLabels(f"the body is not a Parquet file: {exc}") from exc
-    names = meta.schema_arrow.names
-    if column not in names:
-        raise _missing(column, names, "Parquet file")
+        raise InvalidLabels(f"{names.source} is not a Parquet file: {exc}") from exc
+    columns = meta.schema_arrow.names
+    if column not in columns:
+        raise _missing(column, columns, "Parquet file", names)
     _check_rows(meta.metadata.num_rows, max_rows)
     field = meta.schema_arrow.field(column)
     # Strings are read as Arrow dictionaries (what Parquet usually stores them as), so
@@ -102,7 +109,7 @@ def _parquet_column(source: Any, column: str, max_rows: int | None) -> ArrowColu
         raise InvalidLabels(f"the Parquet file cannot be read: {exc}") from exc
 
 
-def _arrow_column(source: Any, column: str, max_rows: int | None) -> ArrowColumn:
+def _arrow_column(source: Any, column: str, max_rows: int | None, names: InputNames) -> ArrowColumn:
     def open_reader(options: Any = None) -> Any:
         if source.read_at(len(ARROW_FILE_MAGIC), 0) == ARROW_FILE_MAGIC:
             return pa.ipc.open_file(source, options=options)
@@ -110,14 +117,14 @@ def _arrow_column(source: Any, column: str, max_rows: int | None) -> ArrowColumn
         return pa.ipc.open_stream(source, options=options)
 
     try:
-        names = open_reader().schema.names
+        columns = open_reader().schema.names
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InvalidLabels(f"the body is not an Arrow IPC file or stream: {exc}") from exc
-    if column not in names:
-        raise _missing(column, names, "Arrow table")
+        raise InvalidLabels(f"{names.source} is not an Arrow IPC file or stream: {exc}") from exc
+    if column not in columns:
+        raise _missing(column, columns, "Arrow table", names)
     # Decode only the label column's buffers: the others are skipped (and not
     # decompressed), whatever they hold.
-    options = pa.ipc.IpcReadOptions(included_fields=[names.index(column)], use_threads=False)
+    options = pa.ipc.IpcReadOptions(included_fields=[columns.index(column)], use_threads=False)
     chunks: list[Any] = []
     rows = 0
     try:

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from sampleplan.core import manifests
+from sampleplan.core.errors import InputNames
 from sampleplan.core.labels import Labels
 from sampleplan.core.labelsets import LabelSets, labels_or_label_sets
 from sampleplan.core.tables import TableFormat, labels_from_arrow, read_label_column
@@ -131,6 +132,9 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
     },
 }
 
+#: How the core's messages name an upload: the request body and its query parameter.
+BODY = InputNames(source="the body", column_option="the 'label_column' query parameter")
+
 
 def parse_content_type(value: str | None) -> tuple[str | None, dict[str, str]]:
     """``"text/csv; charset=latin-1"`` -> ``("text/csv", {"charset": "latin-1"})``."""
@@ -183,7 +187,7 @@ def labels_from_table_file(
         raise InvalidLabels(f"the body is empty; send {name}")
     try:
         with pa.memory_map(str(path)) as source:
-            column = read_label_column(source, fmt, label_column, max_rows=max_labels)
+            column = read_label_column(source, fmt, label_column, max_rows=max_labels, names=BODY)
             labels = labels_from_arrow(column)
             del column
     finally:
@@ -255,18 +259,21 @@ def labels_from_upload(
     ):
         return _labels_from_json(body)
     if media_type == NPY:
-        return manifests.labels_from_npy(body)
+        return manifests.labels_from_npy(body, names=BODY)
     if media_type == NPZ:
-        return manifests.label_sets_from_npz(body)
+        return manifests.label_sets_from_npz(body, names=BODY)
     if media_type == OCTET_STREAM:
-        return manifests.labels_from_raw(body, dtype)
+        return manifests.labels_from_raw(body, dtype, names=BODY)
     if media_type == CSV:
         return manifests.labels_from_csv(
-            manifests.decode_text(body, charset, "CSV manifest"), label_column, label_separator
+            manifests.decode_text(body, charset, "CSV manifest"),
+            label_column,
+            label_separator,
+            names=BODY,
         )
     if media_type in _NDJSON_ALIASES:
         return manifests.labels_from_jsonl(
-            manifests.decode_text(body, charset, "JSON Lines manifest"), label_column
+            manifests.decode_text(body, charset, "JSON Lines manifest"), label_column, names=BODY
         )
     if media_type == PATHS:
         return manifests.labels_from_paths(manifests.decode_text(body, charset, "path list"))

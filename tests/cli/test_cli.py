@@ -157,12 +157,20 @@ def test_plan_writes_a_local_report(tmp_path: Path, capsys: pytest.CaptureFixtur
     ("make", "args", "message"),
     [
         (lambda d: d / "labels.xlsx", [], "cannot tell the format"),
-        (lambda d: d / "labels.parquet", [], "is not a Parquet file"),
-        (lambda d: d / "y.parquet", [], "no column 'label'; its columns are 'y'"),
+        (lambda d: d / "labels.parquet", [], "labels.parquet' is not a Parquet file"),
+        (
+            lambda d: d / "y.parquet",
+            [],
+            "no column 'label'; its columns are 'y' (name the label column with --label-column)",
+        ),
         (lambda d: d / "missing.csv", [], "cannot read"),
         (lambda d: d / "ok.csv", ["--split", "0.7,x"], "--split takes numbers"),
         (lambda d: d / "ok.csv", ["--split", "0.5,0.6"], "must add up to 1"),
-        (lambda d: d / "ok.csv", ["--column", "nope"], "no column 'nope'"),
+        (
+            lambda d: d / "ok.csv",
+            ["--column", "nope"],
+            "no column 'nope' (its columns: 'label'); name the label column with --column",
+        ),
         (lambda d: d / "ok.csv", ["--class-weight", "a=2"], "needs --strategy class_weights"),
         (
             lambda d: d / "ok.csv",

@@ -121,7 +121,10 @@ def test_files_send_only_their_label_column(
             assert got.id == expected.id, name
             _, size, _ = record.sent[-1]
             assert size < 2000, (name, size)  # one image alone is 2000 bytes
-        with pytest.raises(ValueError, match=r"no column 'label'.*'image', 'y'"):
+        with pytest.raises(
+            ValueError,
+            match=r"no column 'label'.*'image', 'y' \(name the label column with label_column=\)",
+        ):
             api.create_dataset_from_file(tmp_path / "labels.parquet")
     http.close()
 
@@ -129,7 +132,10 @@ def test_files_send_only_their_label_column(
 def test_a_file_that_is_not_a_table_says_so(live_server: LiveServer, tmp_path: Path) -> None:
     path = tmp_path / "labels.parquet"
     path.write_text("label\n1\n")
-    with SamplePlanClient(live_server.url) as api, pytest.raises(ValueError, match="Parquet"):
+    with (
+        SamplePlanClient(live_server.url) as api,
+        pytest.raises(ValueError, match=r"'labels\.parquet' is not a Parquet file"),
+    ):
         api.create_dataset_from_file(path)
     # media_type= sends the file as it is, and the service answers.
     with (
