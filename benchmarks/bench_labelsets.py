@@ -19,8 +19,8 @@ import numpy.typing as npt
 import torch
 
 from benchmarks.timing import best_of
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.labelsets import label_sets_from_csr, label_sets_from_list
-from sampleplan.core.plan import PlanConfig
 from sampleplan.core.stats import plan_statistics
 from sampleplan.service.catalog import build_plan
 

@@ -11,7 +11,7 @@ NOTE [Offline streams]
     ``torch.multinomial`` bit for bit (``tests/core/test_exact.py``), so the two cannot
     drift apart. What they cannot share is the machine: ``torch.multinomial`` is not
     promised across torch releases or CPU architectures, so the versions the plan recorded
-    are checked (:func:`sampleplan.core.plan.reproduction_problems`) before anything is
+    are checked (:func:`sampleplan.core.versions.reproduction_problems`) before anything is
     drawn, and a mismatch is refused with :class:`~client.StreamMismatchError` rather
     than producing a stream that silently differs.
 
@@ -19,7 +19,7 @@ NOTE [Offline streams]
     (its mode and grouping), not only on its weights, so the cache holds the dataset's
     codes too. The population's codes are those at the population positions (the split
     recomputed with :func:`~sampleplan.core.splitting.split_from_canonical`), and the page is
-    drawn by the service's own :class:`~sampleplan.core.plan.PreparedPlan` (its
+    drawn by the service's own :class:`~sampleplan.core.prepared.PreparedPlan` (its
     ``HierarchicalTable.build(codes, weights)`` and ``draw_hierarchical``), built from
     exactly the arrays the service builds it from. That stream is defined by its version
     alone (NOTE [hierarchical-v1]), so only ``algorithm_version`` must match.
@@ -48,13 +48,15 @@ import numpy.typing as npt
 from sampleplan.client._cache import CachedPlan, needs_labels
 from sampleplan.client._exceptions import StreamMismatchError
 from sampleplan.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.labels import LabelKind, Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
-from sampleplan.core.plan import PlanConfig, PreparedPlan, reproduction_problems
+from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
 from sampleplan.core.stratify import population_indices
 from sampleplan.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
+from sampleplan.core.versions import reproduction_problems
 
 __all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
 

@@ -56,7 +56,7 @@ FORMATS_BY_SUFFIX = {
 }
 FORMATS = ("csv", "jsonl", "npy", "npz", "paths", "parquet", "arrow", "folder")
 
-#: sampleplan.core.weighting.STRATEGIES but sample_weights, and sampleplan.core.plan.ALGORITHMS
+#: sampleplan.core.weighting.STRATEGIES but sample_weights, and sampleplan.core.config.ALGORITHMS
 #: (NOTE [A fast --help]).
 STRATEGY_CHOICES = (
     "inverse_frequency",
@@ -480,7 +480,7 @@ def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def local_plan(labels: Labels | LabelSets, fields: dict[str, Any]) -> dict[str, Any]:
     """The plan as ``GET /v1/plans/{id}`` would answer it, computed here with the core."""
-    from sampleplan.core.plan import PlanConfig
+    from sampleplan.core.config import PlanConfig
     from sampleplan.core.splitting import split_from_canonical
     from sampleplan.service.api.views import plan_out
     from sampleplan.service.catalog import build_plan

@@ -22,12 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.batches import batching_from_json
+from sampleplan.core.config import PlanConfig, plan_id
 from sampleplan.core.labels import Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, label_sets_from_parts
-from sampleplan.core.plan import PlanConfig, PreparedPlan, plan_id, prepare_plan, runtime_versions
+from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
 from sampleplan.core.streams import Int64Array, StreamRequest, in_space
+from sampleplan.core.versions import runtime_versions
 from sampleplan.service.config import Settings
 from sampleplan.service.epoch_cache import EpochCache
 from sampleplan.service.errors import (

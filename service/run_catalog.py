@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.engine import Connection
 
-from sampleplan.core.plan import PreparedPlan
+from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.runs import (
     RunUpdate,
     UpdateOp,

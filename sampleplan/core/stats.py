@@ -49,7 +49,7 @@ import numpy.typing as npt
 
 from sampleplan.core.codes import first_positions
 from sampleplan.core.labelsets import LabelSets
-from sampleplan.core.plan import PreparedPlan, label_weight_table
+from sampleplan.core.prepared import PreparedPlan, label_weight_table
 from sampleplan.core.streams import StreamRequest
 from sampleplan.core.weighting import resolve_class_weights
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchem
 from pydantic.config import JsonDict
 
 from sampleplan.core.batches import batching_from_json
+from sampleplan.core.config import Algorithm, PlanConfig
 from sampleplan.core.labelsets import LabelReduce
-from sampleplan.core.plan import Algorithm, PlanConfig
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import Split
 from sampleplan.core.streams import Space, StreamRequest

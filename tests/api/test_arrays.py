@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from sampleplan.core.plan import PreparedPlan
+from sampleplan.core.prepared import PreparedPlan
 from sampleplan.service.api import arrays
 from sampleplan.service.api.arrays import NPY, OCTET_STREAM, negotiate, npy_header
 from sampleplan.service.catalog import Catalog
@@ -304,8 +304,8 @@ def make_catalog(tmp_path: Path, **settings: Any) -> Catalog:
 
 
 def test_epochs_are_evicted_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sampleplan.core.config import PlanConfig
     from sampleplan.core.labels import labels_from_list
-    from sampleplan.core.plan import PlanConfig
     from sampleplan.core.streams import StreamRequest
 
     # 1000 draws are 8000 bytes: three epochs fit in 25000 bytes, a fourth evicts the oldest.
@@ -325,8 +325,8 @@ def test_epochs_are_evicted_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_zero_byte_cache_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sampleplan.core.config import PlanConfig
     from sampleplan.core.labels import labels_from_list
-    from sampleplan.core.plan import PlanConfig
     from sampleplan.core.streams import StreamRequest
 
     catalog = make_catalog(tmp_path, epoch_cache_bytes=0)
@@ -342,8 +342,8 @@ def test_cheap_pages_skip_the_cache_on_first_touch(
 ) -> None:
     # NOTE [When an epoch is drawn whole]: a plan that draws pages cheaply gets its first
     # lone page of a cold epoch drawn on its own; the second request caches the epoch.
+    from sampleplan.core.config import PlanConfig
     from sampleplan.core.labels import labels_from_list
-    from sampleplan.core.plan import PlanConfig
     from sampleplan.core.streams import StreamRequest
 
     catalog = make_catalog(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from sampleplan.core.plan import PreparedPlan
+from sampleplan.core.prepared import PreparedPlan
 from sampleplan.service.api.limits import RequestTimeoutMiddleware
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from sampleplan.core.plan import PreparedPlan
+from sampleplan.core.prepared import PreparedPlan
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from tests import reference

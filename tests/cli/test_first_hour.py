@@ -23,8 +23,8 @@ from sampleplan.cli import (
     build_parser,
     main,
 )
+from sampleplan.core.config import ALGORITHMS
 from sampleplan.core.labelsets import LABEL_REDUCES
-from sampleplan.core.plan import ALGORITHMS
 from sampleplan.core.weighting import STRATEGIES
 from sampleplan.service.logs import resolve_format
 from sampleplan.service.progress import Progress

@@ -28,9 +28,10 @@ from sampleplan.core.batches import (
     default_num_batches,
     keyed_permutation,
 )
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import labels_from_list
-from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.streams import StreamRequest
 from tests.core.test_hierarchical import _chi_square_limit, _spec_philox4x64_10
 

@@ -16,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DistributedSampler
 
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.dealing import global_position
 from sampleplan.core.errors import InvalidStreamRequest
 from sampleplan.core.labels import labels_from_list
-from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.streams import StreamRequest, cut_page, shard_positions
 from tests import reference
 

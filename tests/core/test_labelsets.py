@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.errors import InvalidLabels, InvalidPlanConfig, InvalidWeights
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.labelsets import (
@@ -24,7 +25,7 @@ from sampleplan.core.labelsets import (
     label_sets_from_list,
     labels_or_label_sets,
 )
-from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.stats import plan_statistics, stream_class_counts
 from sampleplan.core.streams import StreamRequest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sampleplan.core.plan import reproduction_problems, runtime_versions
+from sampleplan.core.versions import reproduction_problems, runtime_versions
 
 
 def test_this_machine_can_reproduce_its_own_plans() -> None:

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sampleplan.core.config import PlanConfig, plan_id
 from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import labels_from_list
-from sampleplan.core.plan import PlanConfig, plan_id, prepare_plan
+from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.schedules import DynamicBalanceSchedule, PowerSchedule, schedule_from_json
 from sampleplan.core.stats import plan_statistics, summarize_stream
 from sampleplan.core.streams import StreamRequest

@@ -13,8 +13,9 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.labels import labels_from_list
-from sampleplan.core.plan import PlanConfig, PreparedPlan, prepare_plan
+from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.stats import (
     plan_statistics,

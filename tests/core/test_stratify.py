@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.errors import InvalidSplit
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.labelsets import label_sets_from_list
-from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.stratify import population_indices, stratified_parts
 from tests import reference

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.errors import InvalidPlanConfig, InvalidStreamRequest
 from sampleplan.core.labels import labels_from_list
-from sampleplan.core.plan import PlanConfig, prepare_plan
+from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.streams import StreamRequest
 from tests import reference
