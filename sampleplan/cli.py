@@ -56,8 +56,8 @@ FORMATS_BY_SUFFIX = {
 }
 FORMATS = ("csv", "jsonl", "npy", "npz", "paths", "parquet", "arrow", "folder")
 
-#: sampleplan.core.weighting.STRATEGIES but sample_weights, and sampleplan.core.config.ALGORITHMS
-#: (NOTE [A fast --help]).
+#: sampleplan.core.weighting.STRATEGIES but sample_weights, and the names of
+#: sampleplan.core.algorithms.ALGORITHMS (NOTE [A fast --help]).
 STRATEGY_CHOICES = (
     "inverse_frequency",
     "inverse_sqrt_frequency",

@@ -12,20 +12,18 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.algorithms import BATCHES, Algorithm, AlgorithmName, algorithm_named
 from sampleplan.core.batches import Batching
 from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labelsets import LABEL_REDUCES, LabelReduce
 from sampleplan.core.schedules import DynamicBalanceSchedule, Schedule
 from sampleplan.core.splitting import SEED_LIMIT, Split
 from sampleplan.core.weighting import CLASS_BASED, DEFAULT_THRESHOLD, STRATEGIES, Strategy
-
-Algorithm = Literal["torch", "hierarchical"]
-ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 _PLAN_HASH_DOMAIN = b"sampleplan/plan/v1\n"
 
@@ -50,7 +48,7 @@ class PlanConfig:
     num_samples: int | None = None
     replacement: bool = True
     seed: int = 0
-    algorithm: Algorithm = "torch"
+    algorithm: AlgorithmName = "torch"
     label_reduce: LabelReduce | None = None
     unlabelled_weight: float | None = None
     threshold: float | None = None
@@ -65,10 +63,7 @@ class PlanConfig:
             raise InvalidPlanConfig(
                 f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"
             )
-        if self.algorithm not in ALGORITHMS:
-            raise InvalidPlanConfig(
-                f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
-            )
+        drawing = algorithm_named(self.algorithm)
         if not 0 <= self.seed < SEED_LIMIT:
             raise InvalidPlanConfig(
                 f"seed should be in [0, 2**32) (torch's CPU generator keeps only the low 32 bits), "
@@ -95,10 +90,7 @@ class PlanConfig:
             raise InvalidPlanConfig(
                 "strategy 'sample_weights' needs a 'weights' list, one per sample"
             )
-        if self.algorithm == "hierarchical" and not self.replacement:
-            raise InvalidPlanConfig(
-                "algorithm 'hierarchical' draws with replacement; set replacement=true"
-            )
+        drawing.check_config(self)
         if self.label_reduce is not None:
             if self.label_reduce not in LABEL_REDUCES:
                 raise InvalidPlanConfig(
@@ -135,14 +127,8 @@ class PlanConfig:
                 "num_batches should be a positive integer value, "
                 f"but got num_batches={self.num_batches}"
             )
-        if self.batching is not None and not self.replacement:
-            # Batches take members without replacement within each class's cycle whatever
-            # 'replacement' says; accepting false would suggest it changed something.
-            raise InvalidPlanConfig(
-                "'batching' draws each class's members without replacement, cycle by cycle, "
-                "and repeats a class once it is used up; replacement=false has no meaning "
-                "for it: leave replacement at true"
-            )
+        if self.batching is not None:
+            BATCHES.check_config(self)
         if self.schedule is not None and self.strategy != "inverse_frequency":
             raise InvalidPlanConfig(
                 "a schedule defines the weights of every epoch: leave 'strategy' at its "
@@ -153,6 +139,12 @@ class PlanConfig:
                 "'schedule' changes a plan's weights and 'batching' fixes its batches' "
                 "class make-up: a plan takes one or the other"
             )
+
+    @property
+    def drawing_algorithm(self) -> Algorithm:
+        """The object that draws the index stream ``algorithm`` names (NOTE [Drawing
+        algorithms] in ``algorithms.py``)."""
+        return algorithm_named(self.algorithm)
 
     @property
     def epoch_lengths_vary(self) -> bool:

@@ -19,12 +19,11 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from sampleplan.core.batches import BatchTable, batch_page
+from sampleplan.core.algorithms import BATCHES, Drawer
+from sampleplan.core.batches import BatchTable
 from sampleplan.core.codes import count_values
 from sampleplan.core.config import MAX_NUM_SAMPLES, PlanConfig
 from sampleplan.core.errors import InvalidPlanConfig, InvalidWeights
-from sampleplan.core.exact import CumulativeTable, draw_exact_with_replacement
-from sampleplan.core.hierarchical import HierarchicalTable, draw_hierarchical
 from sampleplan.core.labels import Labels
 from sampleplan.core.labelsets import (
     LabelSets,
@@ -33,12 +32,9 @@ from sampleplan.core.labelsets import (
 )
 from sampleplan.core.stratify import population_indices
 from sampleplan.core.streams import (
-    TORCH_MAX_CATEGORIES,
     Int64Array,
     StreamRequest,
     cut_page,
-    draw_torch_epoch,
-    epoch_seed,
     in_space,
     rank_length,
     shard_positions,
@@ -149,6 +145,10 @@ class PreparedPlan:
         count_values(self.codes, counts)
         return counts
 
+    @cached_property
+    def _drawer(self) -> Drawer:
+        return self.config.drawing_algorithm.prepare(self)
+
     def build_tables(self) -> None:
         """Build what the streams are drawn from now, not at the first page.
 
@@ -156,27 +156,10 @@ class PreparedPlan:
         10**8 samples). The exact path's cumulative table is left to the first page, as
         a ``torch`` plan may never be drawn by range.
         """
-        if self.config.algorithm == "hierarchical":
-            _ = self._hierarchical_table
+        self._drawer.build()
 
     def rank_length(self, world_size: int) -> int:
         return rank_length(self.num_samples, world_size)
-
-    @cached_property
-    def _cumulative_table(self) -> CumulativeTable:
-        return CumulativeTable.from_weights(self.weights)
-
-    @cached_property
-    def _hierarchical_table(self) -> HierarchicalTable:
-        try:
-            return HierarchicalTable.build(self.codes, self.weights)
-        except ValueError as exc:
-            # The weights passed check_weights (finite, non-negative, a positive finite
-            # sum), so what is left is their scale: a mean below float64's normal range
-            # cannot be turned into alias probabilities. A caller's input, not a bug.
-            raise InvalidWeights(
-                f"algorithm 'hierarchical' cannot draw from these weights: {exc}"
-            ) from exc
 
     @property
     def draws_by_range(self) -> bool:
@@ -187,41 +170,22 @@ class PreparedPlan:
         through ``torch.multinomial`` whole. See NOTE [Why the stream is torch's, bit for bit]
         in ``exact.py``.
         """
-        if self.config.algorithm == "hierarchical":
-            return True
-        return self.config.replacement and self.num_samples > 1
+        return self._drawer.draws_by_range
 
     def draw_range(self, epoch: int, start: int, stop: int) -> Int64Array:
         """Population positions ``[start, stop)`` of the epoch stream."""
         view = self.at_epoch(epoch)
         if view is not self:
             return view.draw_range(epoch, start, stop)
-        seed = self.config.seed
-        if self.config.algorithm == "hierarchical":
-            return draw_hierarchical(self._hierarchical_table, seed, epoch, start, stop)
-        if self.draws_by_range:
-            # Bit-identical to torch.multinomial's stream (tested against torch), faster,
-            # and a late page costs only the skipped generator outputs.
-            return draw_exact_with_replacement(
-                self._cumulative_table, epoch_seed(seed, epoch), start, stop
-            )
-        return self.draw_epoch(epoch)[start:stop]
+        return self._drawer.draw_range(epoch, start, stop)
 
     def draw_epoch(self, epoch: int) -> Int64Array:
-        """The whole epoch stream (population positions). Only for algorithm ``torch``."""
-        if self.config.algorithm != "torch":
-            raise ValueError("algorithm 'hierarchical' epochs are never materialised; draw ranges")
+        """The whole epoch stream (population positions), for an algorithm that
+        :attr:`~sampleplan.core.algorithms.Algorithm.draws_whole_epochs` (``torch``)."""
         view = self.at_epoch(epoch)
         if view is not self:
             return view.draw_epoch(epoch)
-        if self.draws_by_range:
-            return self.draw_range(epoch, 0, self.num_samples)
-        return draw_torch_epoch(
-            self.weights,
-            self.num_samples,
-            self.config.replacement,
-            epoch_seed(self.config.seed, epoch),
-        )
+        return self._drawer.draw_epoch(epoch)
 
     def draw_positions(self, epoch: int, positions: Int64Array) -> Int64Array:
         """The epoch stream at ``positions`` (increasing, but for wrap-arounds).
@@ -259,7 +223,7 @@ class PreparedPlan:
         """A page of a rank's batches, ``(rows, batch_size)``: see :func:`batch_page`."""
         if self.batch_table is None:
             raise ValueError("this plan has no batching")
-        return batch_page(self.batch_table, self.config.seed, request, self.population)
+        return BATCHES.draw_page(self.batch_table, self.config.seed, request, self.population)
 
     def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
         """The requested page of a rank's stream, in the requested index space.
@@ -363,30 +327,16 @@ def prepare_plan(
             "num_samples should be at most 2**62 (positions are int64), "
             f"but got num_samples={num_samples}"
         )
-    if config.algorithm == "torch":
-        if size > TORCH_MAX_CATEGORIES:
-            raise InvalidPlanConfig(
-                f"algorithm 'torch' draws with torch.multinomial, which takes at most 2**24 "
-                f"({TORCH_MAX_CATEGORIES}) samples, but the population has {size}; "
-                f"use algorithm 'hierarchical' for datasets this large"
-            )
-        if not config.replacement:
-            positive = int(np.count_nonzero(weights))
-            if num_samples > positive:
-                raise InvalidPlanConfig(
-                    f"replacement=false cannot draw num_samples={num_samples} distinct samples: "
-                    f"only {positive} of the population's {size} samples have a positive weight"
-                )
+    config.drawing_algorithm.check_population(config, weights, num_samples)
     batch_table = None
     if config.batching is not None:
-        if label_sets is not None:
-            # A batch contract counts members of one class per sample; a sample with
-            # several labels (or none) has no one class to count under.
-            raise InvalidPlanConfig(
-                "'batching' needs single-label data: a label-set dataset has no one class "
-                "per sample for its per-class quotas"
-            )
-        batch_table = BatchTable.build(codes, labels.classes, config.batching, config.num_batches)
+        batch_table = BATCHES.prepare(
+            codes,
+            labels.classes,
+            config.batching,
+            config.num_batches,
+            label_sets=label_sets is not None,
+        )
     prepared = PreparedPlan(
         config=config,
         dataset_size=labels.size,

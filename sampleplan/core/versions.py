@@ -12,16 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from sampleplan.core.batches import BATCHES_VERSION
-from sampleplan.core.config import ALGORITHMS
-from sampleplan.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
+from sampleplan.core.algorithms import ALGORITHMS, BATCHES, algorithm_named
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.stratify import STRATIFY_VERSION
-
-#: Versions of the stream definitions. A change to how an algorithm draws must bump it.
-ALGORITHM_VERSIONS: dict[str, str] = {
-    "torch": "torch-multinomial-v1",
-    "hierarchical": HIERARCHICAL_VERSION,
-}
 
 
 def runtime_versions(
@@ -35,18 +28,26 @@ def runtime_versions(
     from sampleplan import __version__
 
     versions = {
-        "algorithm": algorithm,
-        "algorithm_version": ALGORITHM_VERSIONS[algorithm],
+        **algorithm_named(algorithm).versions(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "machine": platform.machine(),
         "sampleplan": __version__,
     }
     if batching:
-        versions["batches"] = BATCHES_VERSION
+        versions.update(BATCHES.versions())
     if stratify:
         versions["stratify"] = STRATIFY_VERSION
     return versions
+
+
+def plan_versions(config: PlanConfig) -> dict[str, str]:
+    """:func:`runtime_versions` of a plan made from ``config``: what its ``versions`` holds."""
+    return runtime_versions(
+        config.algorithm,
+        batching=config.batching is not None,
+        stratify=config.split is not None and config.split.stratify,
+    )
 
 
 def _public_version(version: str) -> str:
@@ -58,14 +59,16 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
     """Why a plan's streams, defined by ``versions``, cannot be reproduced here (empty: they can).
 
     ``versions`` is what :func:`runtime_versions` recorded where the plan was created.
-    The algorithm's definition must be the one this code implements. For ``torch``,
+    The algorithm's definition must be the one this code implements. For an algorithm
+    that is :attr:`~sampleplan.core.algorithms.Algorithm.machine_bound` (``torch``:
     ``torch.multinomial`` is promised neither across torch releases nor across CPU
-    architectures, so both must match too.
+    architectures), both must match too.
     """
-    algorithm = versions.get("algorithm")
-    if algorithm not in ALGORITHMS:
-        return [f"unknown algorithm {algorithm!r}"]
-    here = runtime_versions(algorithm)
+    name = versions.get("algorithm")
+    algorithm = ALGORITHMS.get(name) if name is not None else None
+    if algorithm is None:
+        return [f"unknown algorithm {name!r}"]
+    here = runtime_versions(algorithm.name)
     problems: list[str] = []
     if versions.get("algorithm_version") != here["algorithm_version"]:
         problems.append(
@@ -81,11 +84,8 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
             f"the plan's stratified split is defined by {recorded_stratify!r}, "
             f"this code implements {STRATIFY_VERSION!r}"
         )
-    if algorithm == "hierarchical":
-        # Not torch's stream: NOTE [hierarchical-v1] defines it with binary64 arithmetic,
-        # uint64 integers and Philox4x64-10 only (numpy, no torch), so that every replica
-        # and release keeping the version gives the same stream (DESIGN.md). The version
-        # is the whole contract; torch release and CPU architecture play no part.
+    if not algorithm.machine_bound:
+        # The version is the whole contract (NOTE [hierarchical-v1]).
         return problems
     recorded_torch = versions.get("torch", "?")
     if _public_version(recorded_torch) != _public_version(here["torch"]):

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema, model_validator
 from pydantic.config import JsonDict
 
+from sampleplan.core.algorithms import AlgorithmName
 from sampleplan.core.batches import batching_from_json
-from sampleplan.core.config import Algorithm, PlanConfig
+from sampleplan.core.config import PlanConfig
 from sampleplan.core.labelsets import LabelReduce
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import Split
@@ -116,7 +117,7 @@ class PlanFields(_Request):
         description="Base seed in [0, 2**32); epoch e uses seed + e.",
         json_schema_extra=_SEED,
     )
-    algorithm: Algorithm = "torch"
+    algorithm: AlgorithmName = "torch"
     label_reduce: LabelReduce | None = Field(
         default=None,
         description="Label sets: how a sample's class weights combine (sum, max, mean); "

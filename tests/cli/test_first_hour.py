@@ -23,7 +23,7 @@ from sampleplan.cli import (
     build_parser,
     main,
 )
-from sampleplan.core.config import ALGORITHMS
+from sampleplan.core.algorithms import ALGORITHMS
 from sampleplan.core.labelsets import LABEL_REDUCES
 from sampleplan.core.weighting import STRATEGIES
 from sampleplan.service.logs import resolve_format
