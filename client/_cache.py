@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from sampleplan.client._exceptions import CacheError
 from sampleplan.client._models import Dataset, Plan
+from sampleplan.core.algorithms import ALGORITHMS
 
 __all__ = ["CachedPlan", "PlanCache", "default_cache_dir"]
 
@@ -113,8 +114,9 @@ def needs_labels(plan: Plan) -> bool:
     (their epochs' weights do) and stratified splits (their population does).
     """
     split = plan.config.get("split") or {}
+    algorithm = ALGORITHMS.get(plan.algorithm)
     return (
-        plan.algorithm == "hierarchical"
+        (algorithm is not None and algorithm.needs_codes)
         or plan.config.get("schedule") is not None
         or bool(split.get("stratify", False))
     )

@@ -47,7 +47,8 @@ import numpy.typing as npt
 
 from sampleplan.client._cache import CachedPlan, needs_labels
 from sampleplan.client._exceptions import StreamMismatchError
-from sampleplan.core.batches import BATCHES_VERSION, BatchTable, batch_page, batching_from_json
+from sampleplan.core.algorithms import ALGORITHMS, BATCHES
+from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig
 from sampleplan.core.labels import LabelKind, Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
@@ -128,14 +129,13 @@ class OfflineBatches:
         batching = batching_from_json(plan.config.get("batching"))
         if batching is None:
             raise StreamMismatchError(f"plan {plan.id} has no batching")
-        recorded = plan.versions.get("batches")
-        if recorded != BATCHES_VERSION:
+        problems = BATCHES.reproduction_problems(plan.versions)
+        if problems:
             raise StreamMismatchError(
-                f"cannot reproduce the batches of plan {plan.id} here: they are defined by "
-                f"{recorded!r}, this code implements {BATCHES_VERSION!r}"
+                f"cannot reproduce the batches of plan {plan.id} here: {'; '.join(problems)}"
             )
         population, codes = population_codes(cached)
-        table = BatchTable.build(
+        table = BATCHES.prepare(
             codes,
             cached.dataset.classes,
             batching,
@@ -164,7 +164,7 @@ class OfflineBatches:
         request = StreamRequest(
             epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
         )
-        return batch_page(self.table, self.plan.seed, request, self._population)
+        return BATCHES.draw_page(self.table, self.plan.seed, request, self._population)
 
 
 class OfflineStream:
@@ -172,10 +172,12 @@ class OfflineStream:
 
     def __init__(self, cached: CachedPlan) -> None:
         plan = cached.plan
-        if plan.algorithm not in ("torch", "hierarchical"):
+        algorithm = ALGORITHMS.get(plan.algorithm)
+        if algorithm is None:
+            known = " and ".join(repr(name) for name in ALGORITHMS)
             raise StreamMismatchError(
                 f"plan {plan.id} uses algorithm {plan.algorithm!r}, which this client cannot "
-                f"reproduce offline (only 'torch' and 'hierarchical' plans can be)"
+                f"reproduce offline (only {known} plans can be)"
             )
         self._scheduled = plan.config.get("schedule") is not None
         if needs_labels(plan) and cached.codes is None:
@@ -186,22 +188,23 @@ class OfflineStream:
         problems = reproduction_problems(plan.versions)
         if problems:
             why = (
-                "the version of its stream's definition differs"
-                if plan.algorithm == "hierarchical"
-                else "torch does not promise the same stream across versions or CPU architectures"
+                "torch does not promise the same stream across versions or CPU architectures"
+                if algorithm.machine_bound
+                else "the version of its stream's definition differs"
             )
             raise StreamMismatchError(
                 f"cannot reproduce the stream of plan {plan.id} here, since {why}: "
                 f"{'; '.join(problems)}"
             )
         self.plan = plan
+        self._algorithm = algorithm
         self._cached = cached
         self._lock = threading.Lock()
         self._epoch: tuple[int, npt.NDArray[np.int64]] | None = None
         self._population: npt.NDArray[np.int64] | None = None
         self._prepared: PreparedPlan | None = None
 
-    def _hierarchical_plan(self) -> PreparedPlan:
+    def _prepared_plan(self) -> PreparedPlan:
         """The service's prepared plan, rebuilt from the cache (built once, under the lock).
 
         Also for a plan with a schedule: its :meth:`PreparedPlan.at_epoch` recomputes each
@@ -225,7 +228,7 @@ class OfflineStream:
                     num_samples=plan.config.get("num_samples"),
                     replacement=plan.replacement,
                     seed=plan.seed,
-                    algorithm="hierarchical" if plan.algorithm == "hierarchical" else "torch",
+                    algorithm=self._algorithm.name,
                     schedule=schedule_from_json(plan.config.get("schedule")),
                 ),
                 dataset_size=cached.dataset.size,
@@ -282,10 +285,10 @@ class OfflineStream:
             pad=pad,
             drop_last=drop_last,
         )
-        if self.plan.algorithm == "hierarchical" or self._scheduled:
+        if not self._algorithm.draws_whole_epochs or self._scheduled:
             # Never materialised: each page is drawn on its own, as the service draws it.
             with self._lock:
-                return self._hierarchical_plan().indices(request)
+                return self._prepared_plan().indices(request)
         with self._lock:
             stream = self._epoch_stream(epoch)
             population = self._dataset_indices() if space == "dataset" else None

@@ -29,7 +29,7 @@ from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
 from sampleplan.core.streams import Int64Array, StreamRequest, in_space
-from sampleplan.core.versions import runtime_versions
+from sampleplan.core.versions import plan_versions
 from sampleplan.service.config import Settings
 from sampleplan.service.epoch_cache import EpochCache
 from sampleplan.service.errors import (
@@ -129,11 +129,7 @@ def build_plan(
         id=plan_id(dataset_id, canonical),
         dataset_id=dataset_id,
         config=canonical,
-        versions=runtime_versions(
-            config.algorithm,
-            batching=config.batching is not None,
-            stratify=config.split is not None and config.split.stratify,
-        ),
+        versions=plan_versions(config),
         classes=list(labels.classes),
         prepared=prepared,
     )
@@ -243,7 +239,9 @@ class Catalog:
     def build_plan(self, labels: Labels | LabelSets, config: PlanConfig) -> Plan:
         """Validate and prepare a plan without storing it (``POST /v1/sample`` stops here)."""
         self.check_size(labels)
-        limit = self.settings.max_num_samples if config.algorithm == "torch" else None
+        # An epoch drawn whole is held in memory: its length is bounded by this service.
+        drawn_whole = config.drawing_algorithm.draws_whole_epochs
+        limit = self.settings.max_num_samples if drawn_whole else None
         return build_plan(labels, config, max_num_samples=limit)
 
     def create_plan(
@@ -332,9 +330,11 @@ class Catalog:
             )
 
     # NOTE [When an epoch is drawn whole]
-    #     Only algorithm ``torch`` materialises epochs. For it, a page is cut from the
-    #     whole epoch stream, which comes from the epoch cache (drawn once however many
-    #     requests page through it or arrive together; see NOTE [Single flight]).
+    #     Only an algorithm that ``draws_whole_epochs`` (``torch``; NOTE [Drawing
+    #     algorithms] in ``algorithms.py``) materialises epochs. For it, a page is cut
+    #     from the whole epoch stream, which comes from the epoch cache (drawn once
+    #     however many requests page through it or arrive together; see NOTE [Single
+    #     flight]).
     #     A prepared plan that can draw a page without drawing the epoch says so with
     #     ``draws_by_range`` (the exact path: skipping draws costs only generator
     #     outputs). Then the first request for a cold epoch, if it wants
@@ -354,16 +354,17 @@ class Catalog:
     def page_at_hand(self, plan_id: str, request: StreamRequest) -> tuple[Plan, Int64Array] | None:
         """The plan and its page when serving it costs no more than a slice of memory.
 
-        That is: the plan is prepared in memory, its algorithm is ``torch`` with the
-        epoch cached, it has no schedule (an epoch's view of a schedule may need its
-        weights computed), and the page holds at most :data:`INLINE_PAGE_VALUES` values.
-        Then the HTTP layer answers on the event loop; ``None`` means the work may block
-        (a store read, a draw, a large page), and it belongs in a worker thread.
+        That is: the plan is prepared in memory, its algorithm draws whole epochs
+        (``torch``) and the epoch is cached, it has no schedule (an epoch's view of a
+        schedule may need its weights computed), and the page holds at most
+        :data:`INLINE_PAGE_VALUES` values. Then the HTTP layer answers on the event loop;
+        ``None`` means the work may block (a store read, a draw, a large page), and it
+        belongs in a worker thread.
         """
         plan = self.prepared_plan(plan_id)
         if (
             plan is None
-            or plan.prepared.config.algorithm != "torch"
+            or not plan.prepared.config.drawing_algorithm.draws_whole_epochs
             or plan.prepared.config.schedule is not None
         ):
             return None
@@ -404,7 +405,7 @@ class Catalog:
         stop: int,
     ) -> Int64Array:
         """See NOTE [When an epoch is drawn whole]."""
-        if prepared.config.algorithm != "torch":
+        if not prepared.config.drawing_algorithm.draws_whole_epochs:
             return prepared.indices(request)
         stream = self.epochs.get(key)
         if stream is None:
