@@ -2,10 +2,13 @@
 
 :func:`prepare_plan` turns labels and a :class:`~sampleplan.core.config.PlanConfig` into a
 :class:`PreparedPlan` (its population, per-sample weights and class codes, with each
-epoch's view under a schedule). The client's offline fallback draws from the cached
-weights with the same functions of :mod:`sampleplan.core.streams`, and a ``hierarchical``
-plan's pages with a :class:`PreparedPlan` rebuilt from the cache (see NOTE [Offline
-streams] in ``client/_offline.py``), so the two cannot drift apart.
+epoch's view under a schedule). Its streams are drawn by the drawer of the algorithm
+its config names (NOTE [Drawing algorithms] in ``algorithms.py``); sharding, paging and
+index spaces are the same for every algorithm. The client's offline fallback draws from
+the cached weights with the same functions of :mod:`sampleplan.core.streams`, and the
+pages of a ``hierarchical`` or scheduled plan with a :class:`PreparedPlan` rebuilt from
+the cache (see NOTE [Offline streams] in ``client/_offline.py``), so the two cannot drift
+apart.
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ class PreparedPlan:
 
     @cached_property
     def _drawer(self) -> Drawer:
+        # This view's: an epoch view of a schedule (a new PreparedPlan) has its own.
         return self.config.drawing_algorithm.prepare(self)
 
     def build_tables(self) -> None:
@@ -220,7 +224,8 @@ class PreparedPlan:
         return rank_length(self.batch_table.num_batches, world_size)
 
     def batches(self, request: StreamRequest) -> Int64Array:
-        """A page of a rank's batches, ``(rows, batch_size)``: see :func:`batch_page`."""
+        """A page of a rank's batches, ``(rows, batch_size)``: see
+        :func:`~sampleplan.core.batches.batch_page`."""
         if self.batch_table is None:
             raise ValueError("this plan has no batching")
         return BATCHES.draw_page(self.batch_table, self.config.seed, request, self.population)
