@@ -81,7 +81,7 @@ class Drawer(ABC):
 
     def build(self) -> None:
         """Build what the stream is drawn from now, not at the first draw."""
-        return None  # nothing to do unless an algorithm says otherwise
+        return None  # by default, what is drawn from is built at the first draw
 
     @abstractmethod
     def draw_range(self, epoch: int, start: int, stop: int) -> Int64Array:
@@ -114,13 +114,13 @@ class Algorithm(ABC):
 
     def check_config(self, config: PlanConfig) -> None:
         """Refuse a config this algorithm cannot draw (``InvalidPlanConfig``)."""
-        return None  # nothing to do unless an algorithm says otherwise
+        return None  # by default, any valid config can be drawn
 
     def check_population(
         self, config: PlanConfig, weights: npt.NDArray[np.float64], num_samples: int
     ) -> None:
         """Refuse a population (its per-sample ``weights``) and length it cannot draw."""
-        return None  # nothing to do unless an algorithm says otherwise
+        return None  # by default, any population and length can be drawn
 
     @abstractmethod
     def prepare(self, plan: PreparedPlan) -> Drawer:
