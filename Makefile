@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint bench load clean venv browser load-tools
+.PHONY: serve test lint docs bench load clean venv browser load-tools
 
 # tests/browser drive Debian's Chromium (headless, with no network). Installed once when
 # missing; quick when it is there. apt needs root: sudo is used when we are not.
@@ -24,7 +24,7 @@ $(VENV)/.installed-%: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -c constraints.txt -e '.[$*]'
 	touch $@
 
-venv: $(VENV)/.installed-server,test,dev
+venv: $(VENV)/.installed-server,test,dev,docs
 
 serve: $(VENV)/.installed-server
 	$(BIN)/sampleplan serve --host $(HOST) --port $(PORT)
@@ -53,24 +53,33 @@ load-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: $(VENV)/.installed-server,test,dev browser load-tools
+test: $(VENV)/.installed-server,test,dev,docs browser load-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff reads the real folders (service/, client/); mypy the import package, whose
 # sampleplan/service and sampleplan/client are links to them.
-lint: $(VENV)/.installed-server,test,dev
+lint: $(VENV)/.installed-server,test,dev,docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy sampleplan
 
-bench: $(VENV)/.installed-server,test,dev
+# The guide (docs/, mkdocs.yml) as a static site in site/: open site/index.html, or serve
+# it with `$(BIN)/mkdocs serve`. --strict turns every warning (a broken link, a page left
+# out of the nav) into an error; the check after it refuses a page that would load a
+# script, a style sheet or an image from another host (the guide is read offline).
+docs: $(VENV)/.installed-server,test,dev,docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	@if grep -rlE '<(script|link|img)[^>]+(src|href)="(https?:)?//' site --include='*.html'; then \
+	  echo "pages above load assets from another host"; exit 1; fi
+
+bench: $(VENV)/.installed-server,test,dev,docs
 	$(BIN)/python benchmarks/run.py
 
 # wrk on cached pages (JSON, binary) and /healthz, --workers 2, 64 ranks on one cold 1e7
 # epoch, haproxy over 1-3 replicas on PostgreSQL; loopback only, about 3 minutes, bounded.
 # LOAD_ARGS=--quick for a short run.
-load: $(VENV)/.installed-server,test,dev load-tools
+load: $(VENV)/.installed-server,test,dev,docs load-tools
 	timeout 900 $(BIN)/python benchmarks/load.py $(LOAD_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis site
