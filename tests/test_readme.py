@@ -1,13 +1,13 @@
-"""The README's Python code runs: every ```python block, taken from README.md itself.
+"""The Python code of README.md and of the guide (docs/) runs, and what the code cites exists.
 
-The blocks run in order, in one namespace (later ones may use what earlier ones made, as
-a reader would in one session), in a folder holding what they name (``data/train`` as an
-ImageFolder tree, ``train.csv``, ``files.txt``), against a live service in place of
-``http://127.0.0.1:8000``. A block preceded by ``<!-- readme-test: ... -->`` says why it
-is not run as is: ``needs torchvision`` runs only where torchvision imports (it cannot be
-installed next to the pinned torch), ``a formula, not a program`` never. The section
-"Training frameworks" and "Elastic training and evaluation" are left to their own tests
-(``tests/client/test_readme_trainers.py``: they need several processes).
+Each page's blocks (:mod:`tests.docs_blocks`) run in order, in one namespace (later ones
+may use what earlier ones made, as a reader would in one session), in a folder holding
+what they name (``data/train`` as an ImageFolder tree, ``train.csv``, ``files.txt``),
+against a live service in place of ``http://127.0.0.1:8000``. A block's
+``<!-- docs-test: ... -->`` note keeps it from running here: ``needs torchvision`` runs
+only where torchvision imports (it cannot be installed next to the pinned torch), ``a
+formula, not a program`` never, and the trainers' and elastic snippets run in
+``tests/client/test_readme_trainers.py`` (some need several processes).
 """
 
 from __future__ import annotations
@@ -23,30 +23,19 @@ from torch.utils.data import WeightedRandomSampler
 
 import sampleplan.client as client
 from tests.conftest import LiveServer
-
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-README_URL = "http://127.0.0.1:8000"
-#: Sections whose snippets other tests run.
-SECTIONS_RUN_ELSEWHERE = ("Training frameworks", "Elastic training and evaluation")
-
-_BLOCK = re.compile(
-    r"(?:<!-- readme-test: (?P<note>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S
+from tests.docs_blocks import (
+    DOCS,
+    NEEDS_TORCHVISION,
+    NOTES,
+    ROOT,
+    RUN_BY_TRAINER_TESTS,
+    Block,
+    pages,
+    python_blocks,
 )
 
-
-def python_blocks() -> list[tuple[str, str | None, str]]:
-    """``(section, note, code)`` for every Python block, in README order.
-
-    ``section`` is the block's ``##`` heading (its ``###`` subsections belong to it).
-    """
-    text = README.read_text(encoding="utf-8")
-    blocks = []
-    for match in _BLOCK.finditer(text):
-        headings = re.findall(r"^## (.+)$", text[: match.start()], re.M)
-        section = headings[-1] if headings else ""
-        blocks.append((section, match.group("note"), match.group("code")))
-    return blocks
+SERVICE_URL = "http://127.0.0.1:8000"
+TUTORIAL = DOCS / "tutorial.md"
 
 
 def make_image_folder(root: Path) -> None:
@@ -68,24 +57,44 @@ def _torchvision_imports() -> bool:
     return True
 
 
-def test_the_readme_has_the_blocks_this_test_expects() -> None:
-    blocks = python_blocks()
-    notes = {note for _, note, _ in blocks if note}
-    assert notes <= {"needs torchvision", "a formula, not a program"}
-    run = [code for section, note, code in blocks if note is None]
-    assert len(run) >= 3
-    assert any("image_folder_targets" in code for code in run)
+def _runs_here(block: Block) -> bool:
+    if block.note == NEEDS_TORCHVISION:
+        return _torchvision_imports()
+    return block.note is None
+
+
+PAGES_WITH_CODE = [page for page in pages() if any(map(_runs_here, python_blocks(page)))]
+
+
+def test_the_pages_have_the_blocks_this_test_expects() -> None:
+    every = [block for page in pages() for block in python_blocks(page)]
+    assert {block.note for block in every if block.note} <= NOTES
+    run = [block for block in every if block.note is None]
+    assert len(run) >= 8 and {block.page for block in run} >= {"README.md", "docs/tutorial.md"}
+    assert any("image_folder_targets" in block.code for block in run)
     # The headline recipe runs without torchvision; only the marked block imports it.
-    assert not any(re.search(r"^\s*(from|import) torchvision", code, re.M) for code in run)
+    assert not any(re.search(r"^\s*(from|import) torchvision", b.code, re.M) for b in run)
+    # Every block the trainer tests run is marked so, and nothing else.
+    elsewhere = {block.page for block in every if block.note == RUN_BY_TRAINER_TESTS}
+    assert elsewhere == {"docs/how-to/trainers.md", "docs/how-to/elastic.md"}
+    # A fence the tests would not see (```py, ```python3, an indented fence) is a mistake.
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*```(py|python3|pycon)\s*$", text, re.M), page
+        assert not re.search(r"^[ \t]+```python", text, re.M), page
 
 
+@pytest.mark.parametrize(
+    "page", PAGES_WITH_CODE, ids=lambda page: page.relative_to(ROOT).as_posix()
+)
 def test_every_python_block_runs(
-    module_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, module_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_image_folder(tmp_path / "data" / "train")
     (tmp_path / "train.csv").write_text("path,y\na.png,cat\nb.png,dog\nc.png,cat\n")
     (tmp_path / "files.txt").write_text("cat/0001.png\ncat/0002.png\ndog/0001.png\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAMPLEPLAN_CACHE_DIR", str(tmp_path / "plan-cache"))
     # The snippets open clients as a reader would, without closing them: close them here.
     opened: list[client.SamplePlanClient] = []
 
@@ -95,18 +104,16 @@ def test_every_python_block_runs(
             opened.append(self)
 
     monkeypatch.setattr(client, "SamplePlanClient", TrackedClient)
-    namespace: dict[str, Any] = {"__name__": "readme"}
+    namespace: dict[str, Any] = {"__name__": "docs"}
     ran = 0
     try:
-        for section, note, code in python_blocks():
-            if section in SECTIONS_RUN_ELSEWHERE or note == "a formula, not a program":
+        for block in python_blocks(page):
+            if not _runs_here(block):
                 continue
-            if note == "needs torchvision" and not _torchvision_imports():
-                continue
-            source = code.replace(README_URL, module_server.url)
-            exec(compile(source, f"README.md ({section})", "exec"), namespace)
+            source = block.code.replace(SERVICE_URL, module_server.url)
+            exec(compile(source, block.where, "exec"), namespace)
             ran += 1
-            if section == "The classic recipe, on the service" and "api.indices" in code:
+            if page == TUTORIAL and "api.indices" in block.code:
                 _check_the_headline_claim(namespace)
             if "RemoteBatchSampler(" in source:
                 _paths, targets = next(iter(namespace["loader"]))
@@ -115,7 +122,7 @@ def test_every_python_block_runs(
         namespace.clear()
         for api in opened:
             api.close()
-    assert ran >= 3 and opened
+    assert ran >= 1
 
 
 def _check_the_headline_claim(namespace: dict[str, Any]) -> None:
@@ -134,3 +141,64 @@ def _check_the_headline_claim(namespace: dict[str, Any]) -> None:
     assert namespace["indices"].tolist() == expected
     batch = next(iter(namespace["loader"]))
     assert len(batch) == 2  # (paths, targets), as an ImageFolder batch is (images, targets)
+
+
+# -- what the code and the guide cite -------------------------------------------------------
+
+_NOTE = re.compile(r"NOTE\s+\[([^\]]+)\]")
+#: A note's definition: ``NOTE [name]`` opening a line (of a docstring or a comment).
+_NOTE_DEFINED = re.compile(r"^[ \t]*(?:#[ \t]*)?NOTE \[([^\]]+)\][^\S\n]*(?:\(|$)", re.M)
+
+
+def _sources() -> list[Path]:
+    folders = ("sampleplan", "service", "client", "tests", "benchmarks", "examples")
+    # sampleplan/service and sampleplan/client are links to the real folders.
+    links = ("sampleplan/service/", "sampleplan/client/")
+    return [
+        path
+        for folder in folders
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if not path.relative_to(ROOT).as_posix().startswith(links)
+    ]
+
+
+def _cited(text: str) -> set[str]:
+    # A name may be wrapped over the lines of a comment, whose "#" is then not part of it.
+    names = {" ".join(re.sub(r"\n\s*#?", " ", name).split()) for name in _NOTE.findall(text)}
+    return names - {"..."}  # prose about notes in general
+
+
+def test_every_note_cited_is_defined_and_indexed_in_the_design_page() -> None:
+    defined: dict[str, set[str]] = {}
+    cited: set[str] = set()
+    for path in _sources():
+        if path == Path(__file__):
+            continue  # this file spells the pattern out
+        text = path.read_text(encoding="utf-8")
+        for name in _NOTE_DEFINED.findall(text):
+            defined.setdefault(name, set()).add(path.relative_to(ROOT).as_posix())
+        cited |= _cited(text)
+    for page in pages():
+        cited |= _cited(page.read_text(encoding="utf-8"))
+    assert cited - set(defined) == set(), "cited but defined nowhere"
+    design = (DOCS / "design.md").read_text(encoding="utf-8").split("\n## Notes in the code\n")[1]
+    index = dict(re.findall(r"^\| ([^|]+?) \| `([^`]+)` \|$", design, re.M))
+    assert set(index) == set(defined), "docs/design.md's index of notes is not the code's"
+    for name, path in index.items():
+        assert path in defined[name], f"NOTE [{name}] is not in {path}"
+
+
+#: A file of the repository named in code or prose, as `service/api/limits.py`.
+_FILE = re.compile(
+    r"`((?:sampleplan|service|client|tests|benchmarks|examples|docker|docs)/[\w./-]+\.\w+)`"
+)
+
+
+def test_nothing_cites_a_file_the_repository_does_not_have() -> None:
+    texts = [path.read_text(encoding="utf-8") for path in _sources()]
+    texts += [page.read_text(encoding="utf-8") for page in pages()]
+    texts.append((ROOT / "constraints.txt").read_text(encoding="utf-8"))
+    assert not any(re.search(r"\bDESIGN\.md\b|README[']s", text) for text in texts)
+    for text in texts:
+        for cited in _FILE.findall(text):
+            assert (ROOT / cited).exists(), cited

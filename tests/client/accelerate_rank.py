@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sampleplan.client import SamplePlanClient
-from tests.client.readme_blocks import python_blocks
+from tests.docs_blocks import DOCS, blocks_under
 
 WORLD_SIZE = 2
 BATCH = 8
@@ -30,12 +30,12 @@ def process_main(rank: int, url: str, plan_id: str, port: int, out: str, cache: 
     )
     from sampleplan.client import RemoteWeightedSampler
 
-    (snippet,) = python_blocks("### Accelerate")
+    (snippet,) = blocks_under(DOCS / "how-to" / "trainers.md", "## Accelerate")
     result: dict[str, object] = {}
     with SamplePlanClient(url, retries=2, backoff=0.05) as api:
         plan = api.get_plan(plan_id)
         positions = list(range(plan.population_size))
-        # The README's snippet as written: a whole-epoch sampler, Accelerate deals batches.
+        # The guide's snippet as written: a whole-epoch sampler, Accelerate deals batches.
         namespace: dict[str, object] = {"api": api, "plan": plan, "train_subset": positions}
         exec(snippet, namespace)
         for epoch, batches in enumerate(namespace["epochs"]):  # type: ignore[call-overload]

@@ -1,4 +1,4 @@
-"""The README's Lightning snippet on a tiny model, run as its own program by the tests.
+"""The guide's Lightning snippet (docs/how-to/trainers.md) on a tiny model, run as a program.
 
 ``python lightning_script.py URL PLAN_ID OUT STRATEGY`` runs the snippet (3 epochs of
 ``Trainer(strategy=STRATEGY, devices=2, accelerator="cpu")`` with Lightning's defaults,
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sampleplan.client import SamplePlanClient
-from tests.client.readme_blocks import python_blocks
+from tests.docs_blocks import DOCS, blocks_under
 
 EPOCHS = 3
 
@@ -57,8 +57,8 @@ class Tiny(L.LightningModule):
 
 
 def main(url: str, plan_id: str, out: str, strategy: str) -> None:
-    """Run the README's Lightning snippet as written, but for the strategy under test."""
-    (snippet,) = python_blocks("### Lightning")
+    """Run the guide's Lightning snippet as written, but for the strategy under test."""
+    (snippet,) = blocks_under(DOCS / "how-to" / "trainers.md", "## Lightning")
     assert 'strategy="ddp"' in snippet and f"max_epochs={EPOCHS}" in snippet
     api = SamplePlanClient(url)
     plan = api.get_plan(plan_id)

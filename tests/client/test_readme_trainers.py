@@ -1,8 +1,10 @@
-"""The README's "Training frameworks" and "Elastic training and evaluation" snippets, run.
+"""The guide's "Training frameworks" and "Elastic training and evaluation" snippets, run.
 
-Lightning's and Accelerate's snippets need several processes: ``test_lightning.py`` and
-``test_accelerate.py`` run them there. The others run here, as written, with ``api``,
-``plan`` and ``train_subset`` defined as the README says.
+Lightning's and Accelerate's snippets (docs/how-to/trainers.md) need several processes:
+``test_lightning.py`` and ``test_accelerate.py`` run them there. The others run here, as
+written, with ``api``, ``plan`` and ``train_subset`` defined as the pages say. Every block
+of those pages is marked ``<!-- docs-test: runs in tests/client/test_readme_trainers.py -->``
+(``tests/test_readme.py`` checks the marks).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import pytest
 from sampleplan.client import Plan, SamplePlanClient
 from tests import reference
 from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
-from tests.client.readme_blocks import python_blocks
+from tests.docs_blocks import DOCS, RUN_BY_TRAINER_TESTS, blocks_under, python_blocks
 
 N = 101
+TRAINERS = DOCS / "how-to" / "trainers.md"
+ELASTIC = DOCS / "how-to" / "elastic.md"
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +40,18 @@ def _run(snippet: str, client: SamplePlanClient, plan: Plan, dataset: Items) -> 
 
 
 def test_every_framework_has_its_snippet() -> None:
-    for heading in ("### Lightning", "### Accelerate", "### Plain DDP", "### torchdata"):
-        assert len(python_blocks(heading)) == 1, heading
-    assert len(python_blocks("## Elastic training and evaluation")) == 2
+    for heading in ("## Lightning", "## Accelerate", "## Plain DDP", "## torchdata"):
+        assert len(blocks_under(TRAINERS, heading)) == 1, heading
+    for heading in ("## Elastic resume", "## Exactly-once evaluation"):
+        assert len(blocks_under(ELASTIC, heading)) == 1, heading
+    # Each of them, and only they, carry the mark that keeps tests/test_readme.py off them.
+    for page, count in ((TRAINERS, 4), (ELASTIC, 2)):
+        blocks = python_blocks(page)
+        assert len(blocks) == count and all(b.note == RUN_BY_TRAINER_TESTS for b in blocks)
 
 
 def test_plain_ddp_snippet(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
-    (snippet,) = python_blocks("### Plain DDP")
+    (snippet,) = blocks_under(TRAINERS, "## Plain DDP")
     namespace = _run(snippet, client, plan, dataset)
     assert namespace["sampler"].epoch == 1
     assert list(namespace["sampler"]) == classic_stream(dataset, 1, num_samples=N)
@@ -51,7 +60,7 @@ def test_plain_ddp_snippet(client: SamplePlanClient, plan: Plan, dataset: Items)
 # torchdata 0.11 calls a torch function that torch 2.13 deprecates; not ours to fix.
 @pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
 def test_torchdata_snippet(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
-    (snippet,) = python_blocks("### torchdata")
+    (snippet,) = blocks_under(TRAINERS, "## torchdata")
     namespace = _run(snippet, client, plan, dataset)
     train = train_subset(dataset)
     where = {index: position for position, index in enumerate(train.indices)}
@@ -60,7 +69,7 @@ def test_torchdata_snippet(client: SamplePlanClient, plan: Plan, dataset: Items)
 
 
 def test_elastic_snippet(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
-    snippet = python_blocks("## Elastic training and evaluation")[0]
+    (snippet,) = blocks_under(ELASTIC, "## Elastic resume")
     namespace = _run(snippet, client, plan, dataset)
     stream = classic_stream(dataset, 0, num_samples=N)
     taken, rest = namespace["taken"], namespace["rest"]
@@ -72,7 +81,7 @@ def test_elastic_snippet(client: SamplePlanClient, plan: Plan, dataset: Items) -
 
 
 def test_evaluation_snippet(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:
-    snippet = python_blocks("## Elastic training and evaluation")[1]
+    (snippet,) = blocks_under(ELASTIC, "## Exactly-once evaluation")
     namespace = _run(snippet, client, plan, dataset)
     permutation = reference.weighted_stream([1.0] * 7, 7, replacement=False, seed=0)
     assert namespace["shares"] == [permutation[r::3] for r in range(3)]
