@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the HTTP service (uvicorn)",
         description="Run the service. Settings come from SAMPLEPLAN_* environment variables "
-        "(database, limits, tokens, logs); see the README's Configuration section.",
+        "(database, limits, tokens, logs); see docs/reference/configuration.md.",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
@@ -106,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="worker processes sharing the port (default: $SAMPLEPLAN_WORKERS, else 1); each "
-        "has its own epoch cache and metrics: see the README's 'Serving under load'",
+        "has its own epoch cache and metrics: see docs/operations/serving-under-load.md",
     )
     serve.add_argument(
         "--loop",
         default=None,
         choices=["asyncio", "uvloop"],
         help="event loop (default: $SAMPLEPLAN_EVENT_LOOP, else asyncio, whose tail latency "
-        "under load was the shorter: see the README's 'Serving under load')",
+        "under load was the shorter: see docs/operations/serving-under-load.md)",
     )
     serve.add_argument(
         "--log-level",

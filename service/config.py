@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         description="The event loop of `sampleplan serve` (its --loop wins): 'asyncio', the "
         "standard library's, answers requests in the order they came; 'uvloop' (installed "
         "with `pip install uvloop`) gave the same throughput with a p99 five to ten times "
-        "longer at 64 connections (see the README's 'Serving under load').",
+        "longer at 64 connections (see docs/operations/serving-under-load.md).",
     )
     opentelemetry: bool = Field(
         default=False,

@@ -37,7 +37,7 @@ _LATENCY_BUCKETS = (
 
 
 class ServiceMetrics:
-    """Every metric the service exports; see the README's Operations section for the list."""
+    """Every metric the service exports; docs/operations/metrics-and-logs.md lists them."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -1,4 +1,4 @@
-"""The examples in examples/ run, on small sizes, and say what the README says they say."""
+"""The examples in examples/ run, on small sizes, and say what the guide says they say."""
 
 from __future__ import annotations
 

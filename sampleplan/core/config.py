@@ -38,7 +38,7 @@ def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
 
 @dataclass(frozen=True, eq=False)
 class PlanConfig:
-    """How to weight and draw. Validated on construction; defaults as in DESIGN.md."""
+    """How to weight and draw. Validated on construction; defaults as in docs/design.md."""
 
     strategy: Strategy = "inverse_frequency"
     beta: float | None = None

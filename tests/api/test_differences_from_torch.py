@@ -1,5 +1,6 @@
-"""The README's "Differences from torch": each input torch takes and the service refuses on
-purpose, checked against torch itself (what it does) and the service (a clear 422)."""
+"""The guide's "Differences from torch" (docs/reference/streams.md): each input torch takes
+and the service refuses on purpose, checked against torch itself (what it does) and the
+service (a clear 422)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Schedules against real torch: weights and lengths written out here from the formulas.
 
-Nothing here calls sampleplan to compute an expected weight: ``power`` is DESIGN.md's
+Nothing here calls sampleplan to compute an expected weight: ``power`` is docs/design.md's
 formula, ``dynamic_balance`` is catalyst's ``DynamicBalanceClassSampler._update``
 (``min(D ** (exp_lambda ** epoch), max_d)``, ``int(D * min_class_size)``) written out.
 """

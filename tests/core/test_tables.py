@@ -25,7 +25,7 @@ from sampleplan.core.tables import labels_from_arrow, read_label_column
 
 
 def sha256_of_labels(kind: str, classes: list[Any], codes: np.ndarray) -> str:
-    """The dataset id as DESIGN.md defines it (domain, kind, classes JSON, LE codes)."""
+    """The dataset id as docs/design.md defines it (domain, kind, classes JSON, LE codes)."""
     h = hashlib.sha256(b"sampleplan/dataset/v1\n")
     h.update(kind.encode() + b"\n")
     h.update(json.dumps(classes, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
