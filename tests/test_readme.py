@@ -84,6 +84,13 @@ def test_the_pages_have_the_blocks_this_test_expects() -> None:
         assert not re.search(r"^[ \t]+```python", text, re.M), page
 
 
+def test_the_readme_is_the_front_page() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    for command in ("make serve", "make test", "make docs"):
+        assert re.search(rf"^{command}\b", readme, re.M), command
+
+
 @pytest.mark.parametrize(
     "page", PAGES_WITH_CODE, ids=lambda page: page.relative_to(ROOT).as_posix()
 )
