@@ -31,6 +31,7 @@ import numpy.typing as npt
 import torch
 
 from sampleplan.core.dealing import dealt_length, dealt_positions, dealt_values
+from sampleplan.core.epochs import check_epoch
 from sampleplan.core.errors import InvalidStreamRequest
 
 Space = Literal["population", "dataset"]
@@ -73,12 +74,7 @@ class StreamRequest:
     drop_last: bool = False
 
     def __post_init__(self) -> None:
-        if self.epoch < 0:
-            raise InvalidStreamRequest(
-                f"epoch should be a non-negative integer, but got epoch={self.epoch}"
-            )
-        if self.epoch >= 2**32:
-            raise InvalidStreamRequest(f"epoch should be below 2**32, but got epoch={self.epoch}")
+        check_epoch(self.epoch)
         if self.world_size < 1:
             raise InvalidStreamRequest(
                 f"world_size should be a positive integer, but got world_size={self.world_size}"
