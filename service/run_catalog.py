@@ -11,38 +11,32 @@ and its plan's epochs never mix.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from itertools import groupby
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy.engine import Connection
 
+from sampleplan.core.epochs import check_epoch
+from sampleplan.core.lru import LRUCache
 from sampleplan.core.prepared import PreparedPlan
-from sampleplan.core.runs import (
-    RunUpdate,
-    UpdateOp,
-    apply_update,
-    apply_updates,
-    check_result,
-    check_run_id,
-)
+from sampleplan.core.runs import NextEpoch, RunUpdate, check_run_id, parse_op, replay
 from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import (
     EpochFrozen,
     InvalidPlanConfig,
-    InvalidStreamRequest,
     RunNotFound,
     RunPlanConflict,
 )
-from sampleplan.service.storage import EpochRecord, RunRecord, RunStore, UpdateRecord
+from sampleplan.service.storage import (
+    EpochRecord,
+    RunRecord,
+    RunStore,
+    RunTransaction,
+    UpdateRecord,
+)
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -59,8 +53,7 @@ class _Pending:
 
     updates: int  # the run's update count, and
     max_seq: int  # its largest seq, when this was made
-    last_key: tuple[int, int]  # (step, rank) of the last update in application order
-    weights: Float64Array
+    state: NextEpoch
 
 
 @dataclass(frozen=True)
@@ -76,13 +69,32 @@ def _digest(weights: Float64Array) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
 
 
+def _locked_run(tx: RunTransaction) -> RunRecord:
+    if tx.run is None:
+        raise RunNotFound(f"no run has id {tx.run_id!r}")
+    return tx.run
+
+
+def _to_record(update: RunUpdate, update_id: str | None) -> UpdateRecord:
+    return UpdateRecord(
+        seq=0,
+        epoch=update.epoch,
+        rank=update.rank,
+        step=update.step,
+        op=update.op,
+        alpha=update.alpha,
+        indices=np.ascontiguousarray(update.indices, dtype="<i8").tobytes(),
+        values=np.ascontiguousarray(update.values, dtype="<f8").tobytes(),
+        update_id=update_id,
+    )
+
+
 def _to_update(record: UpdateRecord) -> RunUpdate:
-    op: UpdateOp = "set" if record.op == "set" else "mul" if record.op == "mul" else "ema"
     return RunUpdate(
         epoch=record.epoch,
         rank=record.rank,
         step=record.step,
-        op=op,
+        op=parse_op(record.op),
         alpha=record.alpha,
         indices=np.frombuffer(record.indices, dtype="<i8").astype(np.int64),
         values=np.frombuffer(record.values, dtype="<f8").astype(np.float64),
@@ -96,9 +108,8 @@ class RunCatalog:
     def __init__(self, store: RunStore, catalog: Catalog) -> None:
         self.store = store
         self.catalog = catalog
-        self._lock = threading.Lock()
-        self._frozen: OrderedDict[tuple[str, int], PreparedPlan] = OrderedDict()
-        self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
+        self._frozen: LRUCache[tuple[str, int], PreparedPlan] = LRUCache(_FROZEN_CACHE)
+        self._pending: LRUCache[tuple[str, int], _Pending] = LRUCache(_PENDING_CACHE)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -149,72 +160,58 @@ class RunCatalog:
 
         ``update_id``, chosen by the sender, makes a retried request harmless: an update
         with an id the run has stored already is not applied twice.
+
+        One unit of work (NOTE [Run transactions] in ``storage/runs.py``): under the run's
+        lock, read what the decision needs, decide (the arithmetic is ``core/runs.py``'s),
+        store the update; the transaction commits as the ``with`` block ends, and only then
+        is the next epoch's state remembered (NOTE [Pending epoch state]).
         """
         _, plan = self.plan_of(run_id)
         update.check(plan.prepared.population_size)
+        pending: _Pending | None = None
+        with self.store.transaction(run_id) as tx:
+            run = _locked_run(tx)
+            # A retried request (its id is stored already) is neither checked nor stored.
+            if update_id is None or not tx.has_update(update_id):
+                if update.epoch < run.max_frozen:
+                    raise EpochFrozen(
+                        f"epoch {run.max_frozen} of run {run_id!r} is frozen (it has been "
+                        f"served), so an update sent during epoch {update.epoch} can no longer "
+                        f"change it; updates are accepted for epoch {run.max_frozen} and later"
+                    )
+                next_epoch = self._next_epoch(tx, run, plan, update)
+                seq = tx.add_update(_to_record(update, update_id))
+                run = _locked_run(tx)
+                if next_epoch is not None:
+                    pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
+        if pending is not None:  # committed: the state is the stored updates'
+            self._pending.put((run_id, update.epoch), pending)
+        return self._info(run)
 
-        state: dict[str, Any] = {}
-
-        def accept(conn: Connection, run: RunRecord) -> None:
-            if update.epoch < run.max_frozen:
-                raise EpochFrozen(
-                    f"epoch {run.max_frozen} of run {run_id!r} is frozen (it has been served), "
-                    f"so an update sent during epoch {update.epoch} can no longer change it; "
-                    f"updates are accepted for epoch {run.max_frozen} and later"
-                )
-            max_seq, max_epoch = self.store.update_totals(conn, run_id)
-            key = (update.step, update.rank)
-            pending = self._pending_state(run_id, update.epoch, run.updates, max_seq)
-            if max_epoch <= update.epoch and pending is not None and key >= pending.last_key:
-                # The common case: this update sorts after every update of its epoch, and
-                # no later epoch has any: apply it alone to the epoch's state so far.
-                weights = pending.weights.copy()
-                with np.errstate(over="ignore", invalid="ignore"):
-                    apply_update(weights, update)
-                check_result(
-                    weights,
-                    num_samples=plan.prepared.num_samples,
-                    replacement=plan.prepared.config.replacement,
-                )
-                state.update(weights=weights, last_key=key)
-                return
-            # Replay to the last epoch that has updates, with this one among them: the
-            # weights must stay drawable at every epoch, whatever arrives in what order.
-            weights, _ = self._replay(conn, run_id, plan, None, extra=update)
-            if max_epoch <= update.epoch:
-                last_key = self.store.last_key(conn, run_id, update.epoch, key)
-                state.update(weights=weights, last_key=last_key)
-
-        stored = self.store.add_update(
-            run_id,
-            UpdateRecord(
-                seq=0,
-                epoch=update.epoch,
-                rank=update.rank,
-                step=update.step,
-                op=update.op,
-                alpha=update.alpha,
-                indices=np.ascontiguousarray(update.indices, dtype="<i8").tobytes(),
-                values=np.ascontiguousarray(update.values, dtype="<f8").tobytes(),
-                update_id=update_id,
-            ),
-            accept,
-        )
-        if stored is None:
-            raise RunNotFound(f"no run has id {run_id!r}")
-        record, seq = stored
-        if "weights" in state and seq >= 0:
-            self._remember_pending(
-                run_id,
-                update.epoch,
-                _Pending(
-                    updates=record.updates,
-                    max_seq=seq,
-                    last_key=state["last_key"],
-                    weights=state["weights"],
-                ),
+    def _next_epoch(
+        self, tx: RunTransaction, run: RunRecord, plan: Plan, update: RunUpdate
+    ) -> NextEpoch | None:
+        """Check that the weights stay drawable at every epoch with ``update`` among the
+        updates (else :class:`InvalidRunUpdate`); answer the weights of epoch
+        ``update.epoch + 1`` so far when no later epoch has updates (``None`` otherwise)."""
+        prepared = plan.prepared
+        max_seq, max_epoch = tx.update_totals()
+        latest = max_epoch <= update.epoch
+        pending = self._pending_state(run.id, update.epoch, run.updates, max_seq)
+        if latest and pending is not None:
+            # The common case: this update sorts after every update of its epoch, and no
+            # later epoch has any: apply it alone to the epoch's state so far.
+            extended = pending.state.then(
+                update, num_samples=prepared.num_samples, replacement=prepared.config.replacement
             )
-        return self._info(record)
+            if extended is not None:
+                return extended
+        # Replay to the last epoch that has updates, with this one among them: the weights
+        # must stay drawable at every epoch, whatever arrives in what order.
+        weights, _ = self._replay(tx, plan, None, extra=update)
+        if not latest:
+            return None
+        return NextEpoch(weights=weights, last_key=tx.last_key(update.epoch, update.key))
 
     # NOTE [Pending epoch state]
     #     Checking an update replays its epoch's updates (NOTE [Run updates]), which would
@@ -229,23 +226,14 @@ class RunCatalog:
     def _pending_state(
         self, run_id: str, epoch: int, updates: int, max_seq: int
     ) -> _Pending | None:
-        with self._lock:
-            pending = self._pending.get((run_id, epoch))
+        pending = self._pending.peek((run_id, epoch))
         if pending is None or pending.updates != updates or pending.max_seq != max_seq:
             return None
         return pending
 
-    def _remember_pending(self, run_id: str, epoch: int, pending: _Pending) -> None:
-        with self._lock:
-            self._pending[(run_id, epoch)] = pending
-            self._pending.move_to_end((run_id, epoch))
-            while len(self._pending) > _PENDING_CACHE:
-                self._pending.popitem(last=False)
-
     def _replay(
         self,
-        conn: Connection,
-        run_id: str,
+        tx: RunTransaction,
         plan: Plan,
         stop_epoch: int | None,
         extra: RunUpdate | None = None,
@@ -256,88 +244,78 @@ class RunCatalog:
         # Epochs up to the latest frozen one are final: replay from the latest frozen
         # epoch at or before the first epoch that can still change.
         before = stop_epoch if stop_epoch is not None else (extra.epoch + 1 if extra else 2**62)
-        first = self.store.latest_epoch_number_before(conn, run_id, before)
+        first = tx.latest_frozen_before(before)
         weights = prepared.weights
         updated = False
         if first is None:
             first = 0
         else:
-            with self._lock:
-                cached = self._frozen.get((run_id, first))
+            cached = self._frozen.peek((tx.run_id, first))
             if cached is not None:
                 weights = cached.weights
                 updated = weights is not prepared.weights
             else:
-                base = self.store.read_epoch(conn, run_id, first)
+                base = tx.epoch(first)
                 if base is not None and base.weights is not None:
                     weights = np.frombuffer(base.weights, dtype="<f8")
                     updated = True
         stop = stop_epoch if stop_epoch is not None else 2**62
-        updates: Iterable[RunUpdate] = [
-            _to_update(r) for r in self.store.updates_between(conn, run_id, first, stop)
-        ]
+        updates = [_to_update(r) for r in tx.updates_between(first, stop)]
         if extra is not None:
-            updates = [*updates, replace(extra, seq=2**62)]  # it arrives last
-        by_epoch = sorted(updates, key=lambda u: u.epoch)
-        for _, group in groupby(by_epoch, key=lambda u: u.epoch):
-            weights = apply_updates(
-                weights,
-                group,
-                num_samples=prepared.num_samples,
-                replacement=prepared.config.replacement,
-            )
-            updated = True
-        return weights, updated
+            updates.append(replace(extra, seq=2**62))  # it arrives last
+        weights, replayed = replay(
+            weights,
+            updates,
+            num_samples=prepared.num_samples,
+            replacement=prepared.config.replacement,
+        )
+        return weights, updated or replayed
 
     # -- epochs ---------------------------------------------------------------------------
 
     def epoch_plan(self, run_id: str, epoch: int) -> tuple[Plan, PreparedPlan]:
         """The run's plan and the prepared plan its epoch ``epoch`` draws from (frozen now)."""
-        if not 0 <= epoch < 2**32:
-            raise InvalidStreamRequest(f"epoch should be in [0, 2**32), but got epoch={epoch}")
+        check_epoch(epoch)
         _, plan = self.plan_of(run_id)
         key = (run_id, epoch)
-        with self._lock:
-            cached = self._frozen.get(key)
-            if cached is not None:
-                self._frozen.move_to_end(key)
-                return plan, cached
+        cached = self._frozen.get(key)
+        if cached is not None:
+            return plan, cached
         record = self.store.get_epoch(run_id, epoch)
         if record is None:
-
-            def compute(conn: Connection, run: RunRecord) -> EpochRecord:
-                max_seq, _ = self.store.update_totals(conn, run_id)
-                pending = (
-                    self._pending_state(run_id, epoch - 1, run.updates, max_seq)
-                    if epoch > 0
-                    else None
-                )
-                if pending is not None:
-                    weights, updated = pending.weights, True
-                else:
-                    weights, updated = self._replay(conn, run_id, plan, epoch)
-                return EpochRecord(
-                    epoch=epoch,
-                    weights=np.ascontiguousarray(weights, dtype="<f8").tobytes()
-                    if updated
-                    else None,
-                    weights_sha256=_digest(weights),
-                )
-
-            record = self.store.freeze(run_id, epoch, compute)
-            if record is None:
-                raise RunNotFound(f"no run has id {run_id!r}")
+            record = self._freeze(run_id, plan, epoch)
         weights = (
             plan.prepared.weights
             if record.weights is None
             else np.frombuffer(record.weights, dtype="<f8")
         )
         prepared = replace(plan.prepared, weights=weights)
-        with self._lock:
-            self._frozen[key] = prepared
-            while len(self._frozen) > _FROZEN_CACHE:
-                self._frozen.popitem(last=False)
+        self._frozen.put(key, prepared)
         return plan, prepared
+
+    def _freeze(self, run_id: str, plan: Plan, epoch: int) -> EpochRecord:
+        """Epoch ``epoch``'s record, frozen now if no one has frozen it yet: one unit of
+        work under the run's lock, as :meth:`add_update`."""
+        with self.store.transaction(run_id) as tx:
+            run = _locked_run(tx)
+            existing = tx.epoch(epoch)
+            if existing is not None:
+                return existing
+            max_seq, _ = tx.update_totals()
+            pending = (
+                self._pending_state(run_id, epoch - 1, run.updates, max_seq) if epoch > 0 else None
+            )
+            if pending is not None:
+                weights, updated = pending.state.weights, True
+            else:
+                weights, updated = self._replay(tx, plan, epoch)
+            record = EpochRecord(
+                epoch=epoch,
+                weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if updated else None,
+                weights_sha256=_digest(weights),
+            )
+            tx.freeze(record)
+            return record
 
     def weights(self, run_id: str, epoch: int) -> tuple[Plan, Float64Array]:
         """Epoch ``epoch``'s weights (freezing it)."""

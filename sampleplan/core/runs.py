@@ -1,7 +1,9 @@
 """Runs: a plan's weights, changed between epochs by sparse updates from training.
 
 This module is the arithmetic only (no storage): what an update is, how it is checked,
-and how the updates of an epoch turn one epoch's weights into the next's.
+and how the updates of an epoch turn one epoch's weights into the next's. The run
+catalog reads a run's stored state in one transaction, asks this module what the weights
+become (:func:`replay`, :meth:`NextEpoch.then`), and writes the result.
 
 NOTE [Run updates]
     Epoch 0 of a run draws from the plan's weights. An update sent during epoch ``u``
@@ -27,18 +29,32 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.epochs import check_epoch
 from sampleplan.core.errors import InvalidRunUpdate, InvalidWeights
 from sampleplan.core.weighting import check_weights, weights_from_list
 
-__all__ = ["RUN_ID_PATTERN", "RunUpdate", "UpdateOp", "apply_updates", "check_run_id"]
+__all__ = [
+    "RUN_ID_PATTERN",
+    "UPDATE_OPS",
+    "NextEpoch",
+    "RunUpdate",
+    "UpdateOp",
+    "apply_updates",
+    "check_alpha",
+    "check_run_id",
+    "parse_op",
+    "replay",
+]
 
+#: What an update does to each weight it names (NOTE [Run updates]).
 UpdateOp = Literal["set", "mul", "ema"]
-UPDATE_OPS: tuple[str, ...] = get_args(UpdateOp)
+UPDATE_OPS: tuple[UpdateOp, ...] = get_args(UpdateOp)
 
 #: Run ids are chosen by the caller: short, URL-safe, no path separators.
 RUN_ID_PATTERN = r"[A-Za-z0-9._-]{1,128}"
@@ -56,6 +72,27 @@ def check_run_id(run_id: str) -> str:
             f"but got {run_id!r:.150}"
         )
     return run_id
+
+
+def parse_op(op: object) -> UpdateOp:
+    """``op`` as an :data:`UpdateOp`, else :class:`InvalidRunUpdate`.
+
+    The one check of an update's ``op``: the HTTP schema, the client and the stored
+    updates read back all go through it.
+    """
+    for known in UPDATE_OPS:
+        if op == known:
+            return known
+    raise InvalidRunUpdate(f"op should be 'set', 'mul' or 'ema', but got op={op!r:.40}")
+
+
+def check_alpha(op: UpdateOp, alpha: float | None) -> None:
+    """``alpha`` goes with op ``ema`` only, and is then in (0, 1]."""
+    if op == "ema":
+        if alpha is None or not (math.isfinite(alpha) and 0.0 < alpha <= 1.0):
+            raise InvalidRunUpdate(f"op 'ema' needs alpha in (0, 1], but got alpha={alpha}")
+    elif alpha is not None:
+        raise InvalidRunUpdate(f"alpha only applies to op 'ema', not to op {op!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,30 +113,23 @@ class RunUpdate:
     seq: int = 0
 
     @property
+    def key(self) -> tuple[int, int]:
+        """Where the update sorts among its epoch's, up to arrival: ``(step, rank)``."""
+        return (self.step, self.rank)
+
+    @property
     def order(self) -> tuple[int, int, int]:
         return (self.step, self.rank, self.seq)
 
     def check(self, population_size: int) -> None:
         """Refuse an update that is wrong in itself (whatever the weights it meets)."""
-        for name, value in (("epoch", self.epoch), ("rank", self.rank), ("step", self.step)):
+        check_epoch(self.epoch, InvalidRunUpdate)
+        for name, value in (("rank", self.rank), ("step", self.step)):
             if not 0 <= value < 2**63:
                 raise InvalidRunUpdate(
                     f"{name} should be a non-negative integer below 2**63, but got {name}={value}"
                 )
-        if self.epoch >= 2**32:
-            raise InvalidRunUpdate(f"epoch should be below 2**32, but got epoch={self.epoch}")
-        if self.op not in UPDATE_OPS:
-            raise InvalidRunUpdate(
-                f"op should be one of {', '.join(map(repr, UPDATE_OPS))}, "
-                f"but got op={self.op!r:.40}"
-            )
-        if self.op == "ema":
-            if self.alpha is None or not (math.isfinite(self.alpha) and 0.0 < self.alpha <= 1.0):
-                raise InvalidRunUpdate(
-                    f"op 'ema' needs alpha in (0, 1], but got alpha={self.alpha}"
-                )
-        elif self.alpha is not None:
-            raise InvalidRunUpdate(f"alpha only applies to op 'ema', not to op {self.op!r}")
+        check_alpha(parse_op(self.op), self.alpha)
         if self.indices.shape != self.values.shape or self.indices.ndim != 1:
             raise InvalidRunUpdate(
                 f"indices and values should have the same length, but got "
@@ -174,6 +204,46 @@ def apply_updates(
             apply_update(out, update)
     check_result(out, num_samples=num_samples, replacement=replacement)
     return out
+
+
+def replay(
+    weights: Float64Array,
+    updates: Iterable[RunUpdate],
+    *,
+    num_samples: int,
+    replacement: bool,
+) -> tuple[Float64Array, bool]:
+    """``weights`` of an epoch carried through ``updates`` of that epoch and later ones,
+    each epoch's applied to the weights the epochs before made; and whether any update
+    went in. Raises :class:`InvalidRunUpdate` when any epoch's result cannot be drawn from.
+    """
+    updated = False
+    for _, group in groupby(sorted(updates, key=lambda u: u.epoch), key=lambda u: u.epoch):
+        weights = apply_updates(weights, group, num_samples=num_samples, replacement=replacement)
+        updated = True
+    return weights, updated
+
+
+@dataclass(frozen=True, eq=False)
+class NextEpoch:
+    """The weights of epoch ``e + 1`` as the updates of epoch ``e`` applied so far make
+    them, and the key (:attr:`RunUpdate.key`) of the last of those updates."""
+
+    weights: Float64Array
+    last_key: tuple[int, int]
+
+    def then(self, update: RunUpdate, *, num_samples: int, replacement: bool) -> NextEpoch | None:
+        """This state with ``update`` (of epoch ``e``) applied too, when it sorts after every
+        update applied so far; ``None`` when it does not (replay the epoch instead).
+
+        Raises :class:`InvalidRunUpdate` when the result cannot be drawn from.
+        """
+        if update.key < self.last_key:
+            return None
+        weights = apply_updates(
+            self.weights, [update], num_samples=num_samples, replacement=replacement
+        )
+        return NextEpoch(weights=weights, last_key=update.key)
 
 
 def check_result(weights: Float64Array, *, num_samples: int, replacement: bool) -> None:

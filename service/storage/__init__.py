@@ -5,7 +5,13 @@ the store knows nothing of the sampling core. Runs live in their own tables
 (:mod:`sampleplan.service.storage.runs`), in the same database.
 """
 
-from sampleplan.service.storage.runs import EpochRecord, RunRecord, RunStore, UpdateRecord
+from sampleplan.service.storage.runs import (
+    EpochRecord,
+    RunRecord,
+    RunStore,
+    RunTransaction,
+    UpdateRecord,
+)
 from sampleplan.service.storage.store import DatasetRecord, PlanRecord, PlanStore
 
 __all__ = [
@@ -15,5 +21,6 @@ __all__ = [
     "PlanStore",
     "RunRecord",
     "RunStore",
+    "RunTransaction",
     "UpdateRecord",
 ]

@@ -2,7 +2,9 @@
 
 New tables beside ``datasets`` and ``plans`` (``metadata.create_all`` adds them to an
 existing database). Weights of epochs are bytes here; the arithmetic is
-:mod:`sampleplan.core.runs`, called back through the functions the run catalog passes in.
+:mod:`sampleplan.core.runs`, and the decisions are the run catalog's: it opens a
+:meth:`RunStore.transaction`, reads what it needs through it, decides, writes through it,
+and the ``with`` block commits. The store never calls back up.
 
 NOTE [Run transactions]
     A freeze and an update of one run must not interleave: an update is accepted only
@@ -16,9 +18,9 @@ NOTE [Run transactions]
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -142,18 +144,6 @@ class RunStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _locked(self, run_id: str) -> Iterator[tuple[Connection, RunRecord | None]]:
-        """A transaction holding run ``run_id``'s lock; see NOTE [Run transactions]."""
-        with _storage_errors(), self.engine.begin() as conn:
-            query = sa.select(runs).where(runs.c.id == run_id)
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                query = query.with_for_update()
-            row = conn.execute(query).mappings().first()
-            yield conn, _run(row) if row is not None else None
-
     # -- runs -----------------------------------------------------------------------------
 
     def create_run(self, run_id: str, plan_id: str) -> tuple[RunRecord, bool]:
@@ -191,157 +181,158 @@ class RunStore:
         with _storage_errors(), self.engine.connect() as conn:
             return [int(e) for e in conn.execute(query).scalars()]
 
-    # -- updates --------------------------------------------------------------------------
+    # -- the unit of work ---------------------------------------------------------------
 
-    def add_update(
-        self,
-        run_id: str,
-        update: UpdateRecord,
-        accept: Callable[[Connection, RunRecord], None],
-    ) -> tuple[RunRecord, int] | None:
-        """Store ``update`` under the run's lock if ``accept(conn, run)`` does not raise.
+    @contextmanager
+    def transaction(self, run_id: str) -> Iterator[RunTransaction]:
+        """One transaction holding run ``run_id``'s lock: see NOTE [Run transactions].
 
-        ``accept`` sees the locked run (to refuse an update for a frozen epoch, or one
-        whose result cannot be drawn from) and may read through ``conn``. An update whose
-        ``update_id`` is stored already (a retried request) is not stored again, nor
-        checked. Answers the run and the update's ``seq`` (-1 for a repeat); ``None``: no
-        such run.
+        The caller reads through it, decides, and writes through it; it commits when the
+        ``with`` block ends and rolls back, writing nothing, when the block raises.
         """
-        with self._locked(run_id) as (conn, run):
-            if run is None:
-                return None
-            if update.update_id is not None:
-                seen = conn.execute(
-                    sa.select(run_updates.c.seq).where(
-                        run_updates.c.run_id == run_id,
-                        run_updates.c.update_id == update.update_id,
-                    )
-                ).first()
-                if seen is not None:
-                    return run, -1
-            accept(conn, run)
-            inserted = conn.execute(
-                run_updates.insert()
-                .values(
-                    run_id=run_id,
-                    epoch=update.epoch,
-                    rank=update.rank,
-                    step=update.step,
-                    op=update.op,
-                    alpha=update.alpha,
-                    indices=update.indices,
-                    values=update.values,
-                    update_id=update.update_id,
-                    created_at=_now(),
-                )
-                .returning(run_updates.c.seq)
-            ).scalar_one()
-            conn.execute(
-                runs.update().where(runs.c.id == run_id).values(updates=runs.c.updates + 1)
-            )
-            record = RunRecord(run.id, run.plan_id, run.max_frozen, run.updates + 1, run.created_at)
-            return record, int(inserted)
+        with _storage_errors(), self.engine.begin() as conn:
+            query = sa.select(runs).where(runs.c.id == run_id)
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                query = query.with_for_update()
+            row = conn.execute(query).mappings().first()
+            yield RunTransaction(conn, run_id, _run(row) if row is not None else None)
 
-    @staticmethod
-    def last_key(
-        conn: Connection, run_id: str, epoch: int, at_least: tuple[int, int]
-    ) -> tuple[int, int]:
+    # -- epochs ---------------------------------------------------------------------------
+
+    def get_epoch(self, run_id: str, epoch: int) -> EpochRecord | None:
+        """Epoch ``epoch``'s record if it is frozen, outside any transaction."""
+        with _storage_errors(), self.engine.connect() as conn:
+            return _epoch(conn, run_id, epoch)
+
+
+class RunTransaction:
+    """What one run's transaction reads and writes (:meth:`RunStore.transaction`).
+
+    ``run`` is the locked run as this transaction leaves it (``None``: no such run; then
+    nothing can be written). The store decides nothing: the run catalog does, between the
+    reads and the writes.
+    """
+
+    def __init__(self, conn: Connection, run_id: str, run: RunRecord | None) -> None:
+        self._conn = conn
+        self.run_id = run_id
+        self.run = run
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def has_update(self, update_id: str) -> bool:
+        """Whether an update with this sender's id is stored (a retried request)."""
+        query = sa.select(run_updates.c.seq).where(
+            run_updates.c.run_id == self.run_id, run_updates.c.update_id == update_id
+        )
+        return self._conn.execute(query).first() is not None
+
+    def update_totals(self) -> tuple[int, int]:
+        """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
+        query = sa.select(sa.func.max(run_updates.c.seq), sa.func.max(run_updates.c.epoch)).where(
+            run_updates.c.run_id == self.run_id
+        )
+        seq, epoch = self._conn.execute(query).one()
+        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+
+    def last_key(self, epoch: int, at_least: tuple[int, int]) -> tuple[int, int]:
         """The largest ``(step, rank)`` among epoch ``epoch``'s updates and ``at_least``."""
         query = (
             sa.select(run_updates.c.step, run_updates.c.rank)
-            .where(run_updates.c.run_id == run_id, run_updates.c.epoch == epoch)
+            .where(run_updates.c.run_id == self.run_id, run_updates.c.epoch == epoch)
             .order_by(run_updates.c.step.desc(), run_updates.c.rank.desc())
             .limit(1)
         )
-        row = conn.execute(query).first()
+        row = self._conn.execute(query).first()
         found = (int(row[0]), int(row[1])) if row is not None else at_least
         return max(found, at_least)
 
-    @staticmethod
-    def update_totals(conn: Connection, run_id: str) -> tuple[int, int]:
-        """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
-        query = sa.select(sa.func.max(run_updates.c.seq), sa.func.max(run_updates.c.epoch)).where(
-            run_updates.c.run_id == run_id
-        )
-        seq, epoch = conn.execute(query).one()
-        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
-
-    @staticmethod
-    def updates_between(
-        conn: Connection, run_id: str, first_epoch: int, stop_epoch: int
-    ) -> list[UpdateRecord]:
+    def updates_between(self, first_epoch: int, stop_epoch: int) -> list[UpdateRecord]:
         """Updates of epochs ``[first_epoch, stop_epoch)``, in arrival order."""
         query = (
             sa.select(run_updates)
             .where(
-                run_updates.c.run_id == run_id,
+                run_updates.c.run_id == self.run_id,
                 run_updates.c.epoch >= first_epoch,
                 run_updates.c.epoch < stop_epoch,
             )
             .order_by(run_updates.c.seq)
         )
-        return [_update(row) for row in conn.execute(query).mappings()]
+        return [_update(row) for row in self._conn.execute(query).mappings()]
 
-    # -- epochs ---------------------------------------------------------------------------
-
-    def get_epoch(self, run_id: str, epoch: int) -> EpochRecord | None:
-        with _storage_errors(), self.engine.connect() as conn:
-            return self._epoch(conn, run_id, epoch)
-
-    @staticmethod
-    def _epoch(conn: Connection, run_id: str, epoch: int) -> EpochRecord | None:
-        query = sa.select(run_epochs).where(
-            run_epochs.c.run_id == run_id, run_epochs.c.epoch == epoch
-        )
-        row = conn.execute(query).mappings().first()
-        if row is None:
-            return None
-        blob = row["weights"]
-        return EpochRecord(
-            epoch=int(row["epoch"]),
-            weights=bytes(blob) if blob is not None else None,
-            weights_sha256=row["weights_sha256"],
-        )
-
-    @staticmethod
-    def latest_epoch_number_before(conn: Connection, run_id: str, epoch: int) -> int | None:
+    def latest_frozen_before(self, epoch: int) -> int | None:
         """The latest frozen epoch before ``epoch`` (its weights are a base to replay from)."""
         query = sa.select(sa.func.max(run_epochs.c.epoch)).where(
-            run_epochs.c.run_id == run_id, run_epochs.c.epoch < epoch
+            run_epochs.c.run_id == self.run_id, run_epochs.c.epoch < epoch
         )
-        found = conn.execute(query).scalar()
+        found = self._conn.execute(query).scalar()
         return None if found is None else int(found)
 
-    def read_epoch(self, conn: Connection, run_id: str, epoch: int) -> EpochRecord | None:
-        """As :meth:`get_epoch`, inside the caller's transaction."""
-        return self._epoch(conn, run_id, epoch)
+    def epoch(self, epoch: int) -> EpochRecord | None:
+        """Epoch ``epoch``'s record if it is frozen."""
+        return _epoch(self._conn, self.run_id, epoch)
 
-    def freeze(
-        self,
-        run_id: str,
-        epoch: int,
-        compute: Callable[[Connection, RunRecord], EpochRecord],
-    ) -> EpochRecord | None:
-        """Epoch ``epoch``'s record, frozen now with ``compute(conn, run)`` if it was not yet.
+    # -- writes ---------------------------------------------------------------------------
 
-        Runs under the run's lock (NOTE [Run transactions]); ``None``: no such run.
-        """
-        with self._locked(run_id) as (conn, run):
-            if run is None:
-                return None
-            existing = self._epoch(conn, run_id, epoch)
-            if existing is not None:
-                return existing
-            record = compute(conn, run)
-            conn.execute(
-                run_epochs.insert().values(
-                    run_id=run_id,
-                    epoch=epoch,
-                    weights=record.weights if record.weights is not None else None,
-                    weights_sha256=record.weights_sha256,
-                    frozen_at=_now(),
-                )
+    def add_update(self, update: UpdateRecord) -> int:
+        """Store ``update`` (its ``seq`` is assigned here, and answered)."""
+        run = self._locked_run()
+        inserted = self._conn.execute(
+            run_updates.insert()
+            .values(
+                run_id=self.run_id,
+                epoch=update.epoch,
+                rank=update.rank,
+                step=update.step,
+                op=update.op,
+                alpha=update.alpha,
+                indices=update.indices,
+                values=update.values,
+                update_id=update.update_id,
+                created_at=_now(),
             )
-            if epoch > run.max_frozen:
-                conn.execute(runs.update().where(runs.c.id == run_id).values(max_frozen=epoch))
-            return record
+            .returning(run_updates.c.seq)
+        ).scalar_one()
+        self._conn.execute(
+            runs.update().where(runs.c.id == self.run_id).values(updates=runs.c.updates + 1)
+        )
+        self.run = replace(run, updates=run.updates + 1)
+        return int(inserted)
+
+    def freeze(self, record: EpochRecord) -> None:
+        """Store epoch ``record.epoch`` as frozen (it must not be yet)."""
+        run = self._locked_run()
+        self._conn.execute(
+            run_epochs.insert().values(
+                run_id=self.run_id,
+                epoch=record.epoch,
+                weights=record.weights,
+                weights_sha256=record.weights_sha256,
+                frozen_at=_now(),
+            )
+        )
+        if record.epoch > run.max_frozen:
+            self._conn.execute(
+                runs.update().where(runs.c.id == self.run_id).values(max_frozen=record.epoch)
+            )
+            self.run = replace(run, max_frozen=record.epoch)
+
+    def _locked_run(self) -> RunRecord:
+        if self.run is None:
+            raise RuntimeError(f"no run {self.run_id!r} to write to: check .run first")
+        return self.run
+
+
+def _epoch(conn: Connection, run_id: str, epoch: int) -> EpochRecord | None:
+    query = sa.select(run_epochs).where(run_epochs.c.run_id == run_id, run_epochs.c.epoch == epoch)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    blob = row["weights"]
+    return EpochRecord(
+        epoch=int(row["epoch"]),
+        weights=bytes(blob) if blob is not None else None,
+        weights_sha256=row["weights_sha256"],
+    )

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sampleplan.core.errors import InvalidRunUpdate
-from sampleplan.core.runs import RunUpdate, apply_updates, check_run_id
+from sampleplan.core.runs import (
+    NextEpoch,
+    RunUpdate,
+    apply_updates,
+    check_run_id,
+    parse_op,
+    replay,
+)
 
 
 def reference(weights: list[float], updates: list[dict[str, Any]]) -> list[float]:
@@ -131,3 +138,57 @@ def test_results_that_cannot_be_drawn_from_are_refused() -> None:
 def test_bad_run_ids(run_id: str) -> None:
     with pytest.raises(InvalidRunUpdate):
         check_run_id(run_id)
+
+
+@pytest.mark.parametrize("op", ["set", "mul", "ema"])
+def test_parse_op_takes_the_three_ops(op: str) -> None:
+    assert parse_op(op) == op
+
+
+@pytest.mark.parametrize("op", ["pow", "SET", "", None, 1])
+def test_parse_op_refuses_anything_else_with_one_message(op: object) -> None:
+    with pytest.raises(InvalidRunUpdate, match=r"op should be 'set', 'mul' or 'ema', but got op="):
+        parse_op(op)
+
+
+@pytest.mark.parametrize("epoch", [-1, 2**32, 2**63])
+def test_an_update_epoch_outside_the_epoch_range_is_refused(epoch: int) -> None:
+    bad = RunUpdate(
+        epoch=epoch,
+        rank=0,
+        step=0,
+        op="set",
+        alpha=None,
+        indices=np.array([0], dtype=np.int64),
+        values=np.array([1.0]),
+    )
+    with pytest.raises(InvalidRunUpdate, match=r"epoch should be in \[0, 2\*\*32\)"):
+        bad.check(population_size=3)
+
+
+def test_next_epoch_takes_an_update_that_sorts_last_and_declines_one_that_does_not() -> None:
+    weights = np.array([1.0, 2.0, 3.0])
+    first = update("mul", indices=[1], values=[3.0])
+    state = NextEpoch(weights=weights, last_key=(0, 0)).then(first, num_samples=3, replacement=True)
+    assert state is not None and state.weights.tolist() == [1.0, 6.0, 3.0]
+    assert weights.tolist() == [1.0, 2.0, 3.0]  # never changed in place
+    later = as_update({**_fields(), "step": 2, "indices": [0], "values": [5.0]})
+    state = state.then(later, num_samples=3, replacement=True)
+    assert state is not None and state.last_key == (2, 0)
+    earlier = as_update({**_fields(), "step": 1, "indices": [0], "values": [7.0]})
+    assert state.then(earlier, num_samples=3, replacement=True) is None
+
+
+def test_replay_applies_epoch_by_epoch() -> None:
+    weights = np.array([1.0, 1.0])
+    # Epoch 1's set comes before epoch 0's mul in the list, yet applies after it.
+    later = RunUpdate(1, 0, 0, "set", None, np.array([0]), np.array([4.0]))
+    earlier = RunUpdate(0, 0, 0, "mul", None, np.array([0]), np.array([3.0]))
+    got, updated = replay(weights, [later, earlier], num_samples=2, replacement=True)
+    assert got.tolist() == [4.0, 1.0] and updated
+    unchanged, updated = replay(weights, [], num_samples=2, replacement=True)
+    assert unchanged is weights and not updated
+
+
+def _fields() -> dict[str, Any]:
+    return {"rank": 0, "step": 0, "op": "set", "alpha": None, "seq": 0}
