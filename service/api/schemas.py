@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from sampleplan.core.algorithms import AlgorithmName
 from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig
+from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.labelsets import LabelReduce
+from sampleplan.core.runs import UpdateOp, parse_op
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import Split
 from sampleplan.core.streams import Space, StreamRequest
@@ -217,7 +227,7 @@ class SampleRequest(PlanFields):
     """``POST /v1/sample``: labels and config, plus which stream to return."""
 
     labels: LabelList
-    epoch: int = Field(default=0, ge=0, lt=2**32)
+    epoch: int = Field(default=0, ge=0, lt=EPOCH_LIMIT)
     rank: int = Field(default=0, ge=0)
     world_size: int = Field(default=1, ge=1)
     offset: int = Field(default=0, ge=0)
@@ -495,6 +505,10 @@ class RunCreate(_Request):
     plan_id: str = Field(description="The plan whose weights epoch 0 of the run uses.")
 
 
+#: An update's ``op``, parsed by the core's one check (its 422 says which ops there are).
+UpdateOpField = Annotated[UpdateOp, BeforeValidator(parse_op)]
+
+
 class RunUpdateIn(_Request):
     """One sparse update of a run's weights, sent during epoch ``epoch``.
 
@@ -505,7 +519,7 @@ class RunUpdateIn(_Request):
     epoch: int = Field(ge=0, description="The epoch during which the update is sent.")
     rank: int = Field(default=0, ge=0, description="The sending rank.")
     step: int = Field(default=0, ge=0, description="The training step (orders updates).")
-    op: str = Field(
+    op: UpdateOpField = Field(
         description="`set` (w = v), `mul` (w = w * v) or `ema` (w = (1 - alpha) w + alpha v)."
     )
     alpha: float | None = Field(default=None, description="`ema` only: in (0, 1].")
@@ -527,7 +541,7 @@ class RunUpdateMeta(BaseModel):
     epoch: int = Field(ge=0)
     rank: int = Field(default=0, ge=0)
     step: int = Field(default=0, ge=0)
-    op: str
+    op: UpdateOpField
     alpha: float | None = None
     update_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
 

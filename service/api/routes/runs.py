@@ -11,14 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from sampleplan.core.runs import (
-    RUN_ID_PATTERN,
-    UPDATE_OPS,
-    RunUpdate,
-    UpdateOp,
-    indices_from_list,
-    values_from_list,
-)
+from sampleplan.core.epochs import EPOCH_LIMIT
+from sampleplan.core.runs import RUN_ID_PATTERN, RunUpdate, indices_from_list, values_from_list
 from sampleplan.core.streams import Space, StreamRequest
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
@@ -193,14 +187,11 @@ def _update_from_body(
         raise UnsupportedMediaType(
             f"an update is application/json or application/octet-stream, not {media_type!r}"
         )
-    if fields.op not in UPDATE_OPS:
-        raise InvalidRunUpdate(f"op should be 'set', 'mul' or 'ema', but got op={fields.op!r:.40}")
-    op: UpdateOp = "set" if fields.op == "set" else "mul" if fields.op == "mul" else "ema"
     update = RunUpdate(
         epoch=fields.epoch,
         rank=fields.rank,
         step=fields.step,
-        op=op,
+        op=fields.op,
         alpha=fields.alpha,
         indices=indices,
         values=values,
@@ -243,7 +234,7 @@ async def post_update(run_id: RunId, request: Request, runs: RunCatalogDep) -> R
 
 
 WeightsEpochQuery = Annotated[
-    int, Query(ge=0, lt=2**32, description="The epoch; reading it freezes its weights.")
+    int, Query(ge=0, lt=EPOCH_LIMIT, description="The epoch; reading it freezes its weights.")
 ]
 
 
