@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.labelsets import labels_or_label_sets
 from sampleplan.core.stats import summarize_stream
 from sampleplan.core.streams import Int64Array, Space, StreamRequest
@@ -34,7 +35,7 @@ router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 # Which stream: shared by the indices and their summary.
 EpochQuery = Annotated[
-    int, Query(ge=0, lt=2**32, description="Epoch; its generator seed is seed + epoch.")
+    int, Query(ge=0, lt=EPOCH_LIMIT, description="Epoch; its generator seed is seed + epoch.")
 ]
 RankQuery = Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")]
 WorldSizeQuery = Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")]
@@ -42,7 +43,7 @@ WeightsEpochQuery = Annotated[
     int,
     Query(
         ge=0,
-        lt=2**32,
+        lt=EPOCH_LIMIT,
         description="Epoch whose weights to describe; they differ by epoch only with a schedule.",
     ),
 ]
