@@ -27,6 +27,7 @@ from sampleplan.client._folders import image_folder_targets
 from sampleplan.client._models import Dataset, Plan, Run
 from sampleplan.client._progress import attach_progress, require_tqdm
 from sampleplan.client._retry import RetryPolicy
+from sampleplan.core.runs import UpdateOp
 
 __all__ = ["AsyncSamplePlanClient", "SamplePlanClient"]
 
@@ -401,7 +402,7 @@ class SamplePlanClient(_ClientOptions):
         epoch: int,
         rank: int = 0,
         step: int = 0,
-        op: str = "set",
+        op: UpdateOp = "set",
         alpha: float | None = None,
     ) -> Run:
         """Send one update made during epoch ``epoch``; it changes epoch ``epoch + 1`` on.
@@ -747,7 +748,7 @@ class AsyncSamplePlanClient(_ClientOptions):
         epoch: int,
         rank: int = 0,
         step: int = 0,
-        op: str = "set",
+        op: UpdateOp = "set",
         alpha: float | None = None,
     ) -> Run:
         """Send one update made during epoch ``epoch``; it changes epoch ``epoch + 1`` on.

@@ -23,6 +23,7 @@ from sampleplan.client import _tables as tables
 from sampleplan.client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
 from sampleplan.client._folders import ImageFolderTargets
 from sampleplan.client._models import Dataset, Plan, Run
+from sampleplan.core.runs import UpdateOp
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -272,7 +273,7 @@ def update_weights(
     epoch: int,
     rank: int,
     step: int,
-    op: str,
+    op: UpdateOp,
     alpha: float | None,
 ) -> Call[Run]:
     idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64).reshape(-1), dtype="<i8")

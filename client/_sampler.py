@@ -121,6 +121,7 @@ from sampleplan.client._exceptions import (
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
 from sampleplan.core.dealing import dealt_length, global_position
+from sampleplan.core.runs import UpdateOp
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.streams import Space
 
@@ -712,7 +713,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         indices: npt.ArrayLike,
         values: npt.ArrayLike,
         *,
-        op: str = "set",
+        op: UpdateOp = "set",
         alpha: float | None = None,
     ) -> None:
         """Change the weights of the next epochs of the run: see NOTE [Runs].
