@@ -10,9 +10,7 @@ epoch draws it once; see NOTE [When an epoch is drawn whole].
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig, plan_id
 from sampleplan.core.labels import Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, label_sets_from_parts
+from sampleplan.core.lru import LRUCache
 from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
@@ -139,34 +138,13 @@ def build_plan(
 #: cached page of 4096 indices is cut and written as JSON in well under a millisecond.
 INLINE_PAGE_VALUES = 4096
 
-#: Memory for the labels of recently uploaded datasets (see :class:`_RecentLabels`).
+#: Memory for the labels of recently uploaded datasets (``Catalog._recent_labels``).
 _RECENT_LABELS_BYTES = 256 << 20
 
 
 def _nbytes(labels: Labels | LabelSets) -> int:
     extra = labels.offsets.nbytes if isinstance(labels, LabelSets) else 0
     return int(labels.codes.nbytes) + int(extra)
-
-
-class _RecentLabels:
-    """Labels of the last datasets uploaded, so the plan that usually follows an upload
-    does not read them back and decompress them. Bounded by bytes of codes; thread-safe."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, Labels | LabelSets] = OrderedDict()
-
-    def put(self, dataset_id: str, labels: Labels | LabelSets) -> None:
-        with self._lock:
-            self._entries[dataset_id] = labels
-            self._entries.move_to_end(dataset_id)
-            while sum(_nbytes(entry) for entry in self._entries.values()) > self.max_bytes:
-                self._entries.popitem(last=False)
-
-    def get(self, dataset_id: str) -> Labels | LabelSets | None:
-        with self._lock:
-            return self._entries.get(dataset_id)
 
 
 class Catalog:
@@ -178,10 +156,13 @@ class Catalog:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self._plans: OrderedDict[str, Plan] = OrderedDict()
-        self._lock = threading.Lock()
+        self._plans: LRUCache[str, Plan] = LRUCache(settings.plan_cache_size)
         self.epochs = EpochCache(settings.epoch_cache_bytes)
-        self._recent_labels = _RecentLabels(_RECENT_LABELS_BYTES)
+        # Labels of the last datasets uploaded, so the plan that usually follows an upload
+        # does not read them back and decompress them; bounded by bytes of codes.
+        self._recent_labels: LRUCache[str, Labels | LabelSets] = LRUCache(
+            _RECENT_LABELS_BYTES, size=_nbytes
+        )
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -255,7 +236,7 @@ class Catalog:
         new_dataset: DatasetRecord | None = None
         if labels is None:
             assert dataset_id is not None
-            labels = self._recent_labels.get(dataset_id) or labels_from_record(
+            labels = self._recent_labels.peek(dataset_id) or labels_from_record(
                 self._dataset_record(dataset_id)
             )
         else:
@@ -305,20 +286,10 @@ class Catalog:
 
     def prepared_plan(self, plan_id: str) -> Plan | None:
         """The plan if it is prepared in memory already (never reads the store)."""
-        with self._lock:
-            cached = self._plans.get(plan_id)
-            if cached is not None:
-                self._plans.move_to_end(plan_id)
-            return cached
+        return self._plans.get(plan_id)
 
     def _remember(self, plan: Plan) -> None:
-        if self.settings.plan_cache_size == 0:
-            return
-        with self._lock:
-            self._plans[plan.id] = plan
-            self._plans.move_to_end(plan.id)
-            while len(self._plans) > self.settings.plan_cache_size:
-                self._plans.popitem(last=False)
+        self._plans.put(plan.id, plan)
 
     # -- arrays ---------------------------------------------------------------------------
 
