@@ -28,7 +28,6 @@ Cached arrays are made read-only: they are shared by every request that reads th
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -37,12 +36,18 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.lru import LRUCache
+
 __all__ = ["EpochCache", "EpochCacheStats"]
 
 Int64Array = npt.NDArray[np.int64]
 
 #: How many cold keys :meth:`EpochCache.first_touch` remembers.
 _TOUCHED_KEYS = 4096
+
+
+def _nbytes(stream: Int64Array) -> int:
+    return int(stream.nbytes)
 
 
 @dataclass(frozen=True)
@@ -71,16 +76,15 @@ class EpochCache:
             )
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, Int64Array] = OrderedDict()
+        # Its own lock guards each of the LRUs; ``_lock`` keeps them and the rest in step.
+        self._entries: LRUCache[Hashable, Int64Array] = LRUCache(max_bytes, size=_nbytes)
         self._pending: dict[Hashable, Future[Int64Array]] = {}
-        self._touched: OrderedDict[Hashable, None] = OrderedDict()
+        self._touched: LRUCache[Hashable, bool] = LRUCache(_TOUCHED_KEYS)
         self._in_flight: dict[Hashable, int] = {}
         self._held: dict[Hashable, Int64Array] = {}
-        self._bytes = 0
         self._hits = 0
         self._misses = 0
         self._draws = 0
-        self._evictions = 0
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` is cached (or held) now (not counted as a hit, not refreshed)."""
@@ -95,9 +99,7 @@ class EpochCache:
     def _lookup(self, key: Hashable) -> Int64Array | None:
         """The cached (or held) stream, counted and refreshed as a hit, or ``None``; lock held."""
         stream = self._entries.get(key)
-        if stream is not None:
-            self._entries.move_to_end(key)
-        else:
+        if stream is None:
             stream = self._held.get(key)
         if stream is not None:
             self._hits += 1
@@ -129,9 +131,7 @@ class EpochCache:
             known = self._entries, self._held, self._pending, self._touched
             if any(key in where for where in known):
                 return False
-            self._touched[key] = None
-            while len(self._touched) > _TOUCHED_KEYS:
-                self._touched.popitem(last=False)
+            self._touched.put(key, True)
             return True
 
     def get_or_draw(self, key: Hashable, draw: Callable[[], Int64Array]) -> Int64Array:
@@ -161,30 +161,18 @@ class EpochCache:
             raise
         with self._lock:
             del self._pending[key]
-            self._touched.pop(key, None)
-            if not self._store(key, stream) and key in self._in_flight:
+            self._touched.pop(key)
+            # Kept if it fits the budget (evicting the least recently used), else held.
+            if not self._entries.put(key, stream) and key in self._in_flight:
                 self._held[key] = stream
         future.set_result(stream)
         return stream
-
-    def _store(self, key: Hashable, stream: Int64Array) -> bool:
-        """Whether ``stream`` was cached (it fits the budget); lock held."""
-        if stream.nbytes > self.max_bytes:
-            return False
-        self._entries[key] = stream
-        self._bytes += stream.nbytes
-        while self._bytes > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= evicted.nbytes
-            self._evictions += 1
-        return True
 
     def clear(self) -> None:
         """Forget every cached stream (draws in flight finish and are cached)."""
         with self._lock:
             self._entries.clear()
             self._touched.clear()
-            self._bytes = 0
 
     def stats(self) -> EpochCacheStats:
         with self._lock:
@@ -192,8 +180,8 @@ class EpochCache:
                 hits=self._hits,
                 misses=self._misses,
                 draws=self._draws,
-                evictions=self._evictions,
+                evictions=self._entries.evictions,
                 entries=len(self._entries),
-                bytes=self._bytes,
+                bytes=self._entries.total,
                 max_bytes=self.max_bytes,
             )
