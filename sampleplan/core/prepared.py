@@ -13,9 +13,7 @@ apart.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -33,6 +31,7 @@ from sampleplan.core.labelsets import (
     hierarchical_codes,
     reduce_label_weights,
 )
+from sampleplan.core.lru import LRUCache
 from sampleplan.core.stratify import population_indices
 from sampleplan.core.streams import (
     Int64Array,
@@ -51,27 +50,6 @@ from sampleplan.core.weighting import (
 
 #: Epochs of a scheduled plan whose weights (and drawing tables) are kept prepared.
 _EPOCH_VIEWS = 8
-
-
-class _EpochViews:
-    """The last few epochs of a scheduled plan, prepared; shared by all its views."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._views: OrderedDict[int, PreparedPlan] = OrderedDict()
-
-    def get(self, epoch: int, build: Callable[[], PreparedPlan]) -> PreparedPlan:
-        with self._lock:
-            view = self._views.get(epoch)
-            if view is not None:
-                self._views.move_to_end(epoch)
-                return view
-        view = build()  # outside the lock: two builds of one epoch give equal views
-        with self._lock:
-            self._views[epoch] = view
-            while len(self._views) > _EPOCH_VIEWS:
-                self._views.popitem(last=False)
-        return view
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +82,10 @@ class PreparedPlan:
     num_samples: int
     label_sets: LabelSets | None = None
     epoch: int = 0
-    _views: _EpochViews = field(default_factory=_EpochViews, repr=False)
+    # The last few epochs of a scheduled plan, prepared; shared by all its views.
+    _views: LRUCache[int, PreparedPlan] = field(
+        default_factory=lambda: LRUCache(_EPOCH_VIEWS), repr=False
+    )
     batch_table: BatchTable | None = None
 
     def at_epoch(self, epoch: int) -> PreparedPlan:
@@ -119,7 +100,8 @@ class PreparedPlan:
             )
             return replace(self, weights=weights, num_samples=num_samples, epoch=epoch)
 
-        return self._views.get(epoch, build)
+        # ``build`` runs outside the cache's lock: two builds of one epoch give equal views.
+        return self._views.get_or_build(epoch, build)
 
     def weights_at(self, epoch: int) -> npt.NDArray[np.float64]:
         """Per-sample weights of epoch ``epoch`` (the plan's ``weights`` without a schedule)."""
