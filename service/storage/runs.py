@@ -181,7 +181,7 @@ class RunStore:
         with _storage_errors(), self.engine.connect() as conn:
             return [int(e) for e in conn.execute(query).scalars()]
 
-    # -- the unit of work ---------------------------------------------------------------
+    # -- the unit of work -----------------------------------------------------------------
 
     @contextmanager
     def transaction(self, run_id: str) -> Iterator[RunTransaction]:
