@@ -77,8 +77,8 @@ def check_run_id(run_id: str) -> str:
 def parse_op(op: object) -> UpdateOp:
     """``op`` as an :data:`UpdateOp`, else :class:`InvalidRunUpdate`.
 
-    The one check of an update's ``op``: the HTTP schema, the client and the stored
-    updates read back all go through it.
+    The one check of an update's ``op``: the HTTP schema, :meth:`RunUpdate.check` and
+    the run catalog reading stored updates back all go through it.
     """
     for known in UPDATE_OPS:
         if op == known:
