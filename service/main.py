@@ -18,7 +18,7 @@ from sampleplan.service.api.docs import install_offline_docs
 from sampleplan.service.api.fastlane import FastLane, get_route
 from sampleplan.service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from sampleplan.service.api.observability import ObservabilityMiddleware, RouteTemplates
-from sampleplan.service.api.openapi import install_problem_openapi
+from sampleplan.service.api.openapi import install_problem_openapi, operation_id
 from sampleplan.service.api.page_threads import page_limiter
 from sampleplan.service.api.problems import install_problem_handlers
 from sampleplan.service.api.routes import batches, datasets, health, metrics, plans, runs, sample
@@ -125,6 +125,7 @@ def create_app(
         description=DESCRIPTION + limits_description(settings, auth=bool(tokens)),
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
+        generate_unique_id_function=operation_id,
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
         redoc_url=None,

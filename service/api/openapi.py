@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from sampleplan.service.api.docs import problem_example
 from sampleplan.service.api.problems import PROBLEM_JSON
@@ -34,6 +35,18 @@ _BODY_ERRORS = {
     "415": "The body's Content-Type is not one the operation reads.",
     "422": "The body is well-formed but invalid; `detail` says what to fix.",
 }
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id: its route's name, the handler's, as a method name would read.
+
+    FastAPI's default appends the path and method (``create_plan_v1_plans_post``), and
+    client generators name their functions after it. The app passes this as its
+    ``generate_unique_id_function``; handler names are unique across the routers
+    (plans' ``get_indices``, runs' ``get_run_indices``), and tests/api/test_openapi.py
+    pins the list, since a generated client's method names are part of the API.
+    """
+    return route.name
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -88,7 +101,7 @@ def head_operations(schema: dict[str, Any], paths: Iterable[str]) -> dict[str, A
             for key, value in get.items()
             if key not in ("responses", "operationId", "summary", "description")
         }
-        head["operationId"] = f"{get.get('operationId', path)}_head"
+        head["operationId"] = _head_id(get.get("operationId", path))
         head["summary"] = f"Headers of: {get.get('summary', path)}"
         head["description"] = (
             "The headers `GET` would answer (`X-Sampleplan-Length`, `X-Sampleplan-Dtype`, "
@@ -100,6 +113,11 @@ def head_operations(schema: dict[str, Any], paths: Iterable[str]) -> dict[str, A
         }
         operations["head"] = head
     return schema
+
+
+def _head_id(get_id: str) -> str:
+    """``get_indices`` -> ``head_indices``: the HEAD twin of a GET operation."""
+    return "head_" + get_id.removeprefix("get_")
 
 
 def install_problem_openapi(app: FastAPI, *, head_paths: Iterable[str] = ()) -> None:

@@ -62,6 +62,51 @@ def test_every_operation_is_documented(schema: dict[str, Any]) -> None:
             assert "422" in op["responses"], f"{where} does not document its 422"
 
 
+#: Every operation's id. Client generators name their functions after them, so they are
+#: part of the API: a change here is a change of every generated client.
+OPERATION_IDS = {
+    ("get", "/healthz"): "healthz",
+    ("get", "/readyz"): "readyz",
+    ("get", "/metrics"): "metrics",
+    ("post", "/v1/datasets"): "create_dataset",
+    ("get", "/v1/datasets/{dataset_id}"): "get_dataset",
+    ("get", "/v1/datasets/{dataset_id}/codes"): "get_codes",
+    ("head", "/v1/datasets/{dataset_id}/codes"): "head_codes",
+    ("get", "/v1/datasets/{dataset_id}/offsets"): "get_offsets",
+    ("head", "/v1/datasets/{dataset_id}/offsets"): "head_offsets",
+    ("post", "/v1/plans"): "create_plan",
+    ("get", "/v1/plans/{plan_id}"): "get_plan",
+    ("get", "/v1/plans/{plan_id}/weights"): "get_weights",
+    ("head", "/v1/plans/{plan_id}/weights"): "head_weights",
+    ("get", "/v1/plans/{plan_id}/indices"): "get_indices",
+    ("head", "/v1/plans/{plan_id}/indices"): "head_indices",
+    ("get", "/v1/plans/{plan_id}/indices/summary"): "get_indices_summary",
+    ("get", "/v1/plans/{plan_id}/report"): "get_report",
+    ("get", "/v1/plans/{plan_id}/batches"): "get_batches",
+    ("head", "/v1/plans/{plan_id}/batches"): "head_batches",
+    ("get", "/v1/plans/{plan_id}/batches/summary"): "get_batches_summary",
+    ("put", "/v1/runs/{run_id}"): "put_run",
+    ("get", "/v1/runs/{run_id}"): "get_run",
+    ("post", "/v1/runs/{run_id}/updates"): "post_update",
+    ("get", "/v1/runs/{run_id}/weights"): "get_run_weights",
+    ("get", "/v1/runs/{run_id}/indices"): "get_run_indices",
+    ("head", "/v1/runs/{run_id}/indices"): "head_run_indices",
+    ("post", "/v1/sample"): "sample",
+}
+
+
+def test_operation_ids_read_as_method_names(schema: dict[str, Any]) -> None:
+    """``create_plan``, not FastAPI's ``create_plan_v1_plans_post``: unique snake_case ids."""
+    ids = {
+        (method, path): op["operationId"]
+        for path, item in schema["paths"].items()
+        for method, op in item.items()
+    }
+    assert ids == OPERATION_IDS
+    assert len(set(ids.values())) == len(ids)
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", name) for name in ids.values())
+
+
 def test_every_tag_is_declared_in_the_docs_order(schema: dict[str, Any]) -> None:
     """The docs' sections follow the declared tags: the API first, probes last, each
     described; the order the routers are tried in (probes first) does not leak into it."""

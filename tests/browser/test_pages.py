@@ -43,7 +43,7 @@ def test_swagger_ui_tries_an_endpoint(
 ) -> None:
     """A newcomer opens POST /v1/plans, presses Try it out and Execute with the example."""
     page.goto(f"{module_server.url}/docs")
-    operation = page.locator("#operations-plans-create_plan_v1_plans_post")
+    operation = page.locator("#operations-plans-create_plan")
     operation.wait_for(timeout=TIMEOUT_MS)
     operation.locator(".opblock-summary").click()
     operation.get_by_role("button", name="Try it out").click()
