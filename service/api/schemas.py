@@ -15,11 +15,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SkipValidation,
     WithJsonSchema,
     model_validator,
 )
 from pydantic.config import JsonDict
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from sampleplan.core.algorithms import AlgorithmName
 from sampleplan.core.batches import batching_from_json
@@ -193,8 +196,28 @@ class PlanFields(_Request):
         )
 
 
+class PlanFromDataset(PlanFields):
+    """A plan over a stored dataset: ``dataset_id`` (``labels`` absent or null)."""
+
+    dataset_id: str = Field(description="The dataset's id, from `POST /v1/datasets`.")
+    labels: None = None
+
+
+class PlanFromLabels(PlanFields):
+    """A plan over inline ``labels`` (``dataset_id`` absent or null); they are stored as a
+    dataset, as ``POST /v1/datasets`` would store them."""
+
+    labels: LabelList
+    dataset_id: None = None
+
+
 class PlanCreate(PlanFields):
-    """A plan over a stored dataset (``dataset_id``) or over inline ``labels``."""
+    """A plan over a stored dataset (``dataset_id``) or over inline ``labels``.
+
+    Its JSON schema is :class:`PlanFromDataset` or :class:`PlanFromLabels`, exactly one
+    (see :meth:`__get_pydantic_json_schema__`); this model validates both, and its own
+    check says which source is missing or doubled.
+    """
 
     dataset_id: str | None = None
     labels: LabelList | None = None
@@ -205,13 +228,26 @@ class PlanCreate(PlanFields):
             raise ValueError("give exactly one of 'dataset_id' or 'labels'")
         return self
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            # Exactly one source: a string dataset_id, or a labels list (null is absent).
-            "oneOf": [
-                {"required": ["dataset_id"], "properties": {"dataset_id": {"type": "string"}}},
-                {"required": ["labels"], "properties": {"labels": {"type": "array"}}},
-            ],
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # NOTE [One source, in a schema generators read]
+        #     "Exactly one of dataset_id or labels" as a `oneOf` of two complete objects,
+        #     each with every config field and its source required (the other one null
+        #     or absent). A `oneOf` of bare `required` fragments beside `properties`
+        #     said the same, but client generators read a `oneOf` as the union of its
+        #     branches and a fragment with no `type` as no schema at all
+        #     (openapi-python-client skipped POST /v1/plans).
+        sources = core_schema.union_schema(
+            [PlanFromDataset.__pydantic_core_schema__, PlanFromLabels.__pydantic_core_schema__]
+        )
+        return {
+            # Their union is an anyOf of references; no body matches both.
+            "oneOf": handler(sources)["anyOf"],
+            "title": cls.__name__,
+            "description": "A plan over a stored dataset (`dataset_id`) or over inline "
+            "`labels`, exactly one, and how to weight and draw from it.",
             "examples": [
                 {
                     "labels": [0, 0, 0, 0, 1, 1, 2],
@@ -220,7 +256,6 @@ class PlanCreate(PlanFields):
                 }
             ],
         }
-    )
 
 
 class SampleRequest(PlanFields):
