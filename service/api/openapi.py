@@ -16,12 +16,19 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from sampleplan.service.api.docs import problem_example
 from sampleplan.service.api.problems import PROBLEM_JSON
-from sampleplan.service.api.schemas import Problem
+from sampleplan.service.api.schemas import DatasetCreate, Problem, RunUpdateIn
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+#: Models that parts of the document written here or by hand (``openapi_extra``) refer to
+#: by name, which FastAPI does not add: the problems the middlewares answer, and the JSON
+#: bodies of operations that read their body themselves (``POST /v1/datasets``,
+#: ``POST /v1/runs/{run_id}/updates``).
+_REFERRED_BY_HAND: tuple[type[BaseModel], ...] = (Problem, DatasetCreate, RunUpdateIn)
 
 # Answers any operation can give, whatever its route declares.
 _COMMON_ERRORS = {
@@ -76,8 +83,11 @@ def problem_responses(schema: dict[str, Any], *, versioned_prefix: str = "/v1/")
                         PROBLEM_JSON: {"schema": _PROBLEM_REF, "example": example}
                     }
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.setdefault("Problem", problem)
+    for model in _REFERRED_BY_HAND:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in model_schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault(model.__name__, model_schema)
     # FastAPI's own 422 shapes are never sent: validation errors are problems too.
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

@@ -95,12 +95,17 @@ UPLOAD_MEDIA_TYPES: tuple[str, ...] = (
 _BINARY = {"type": "string", "format": "binary"}
 _TEXT = {"type": "string"}
 
+#: Where the OpenAPI document lists the media types of a request body that client
+#: generators cannot send (NOTE [Bodies generators can send]).
+OTHER_CONTENT = "x-other-content"
+
 #: The ``requestBody`` of ``POST /v1/datasets`` in the OpenAPI document.
 UPLOAD_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         JSON: {
-            "schema": DatasetCreate.model_json_schema(),
+            # Added to the document's components by sampleplan.service.api.openapi.
+            "schema": {"$ref": "#/components/schemas/DatasetCreate"},
             "examples": {
                 "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
                 "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 1, 2, 2]}),
@@ -109,9 +114,11 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
                 ),
             },
         },
+        OCTET_STREAM: {"schema": _BINARY},
+    },
+    OTHER_CONTENT: {
         NPY: {"schema": _BINARY},
         NPZ: {"schema": _BINARY},
-        OCTET_STREAM: {"schema": _BINARY},
         CSV: {"schema": _TEXT, "example": "path,label\na.png,cat\nb.png,dog\n"},
         NDJSON: {
             # JSON Lines: the objects of this array, one per line (not a JSON array). OpenAPI
@@ -131,6 +138,16 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
         ARROW_FILE: {"schema": _BINARY},
     },
 }
+
+# NOTE [Bodies generators can send]
+#     POST /v1/datasets reads ten media types. Client generators send JSON, forms and
+#     application/octet-stream, and nothing else: openapi-python-client warns once for
+#     every other media type in a body's `content` and leaves it out. So `content` holds
+#     the two forms a generated client can send (JSON, raw integers), and `x-other-content`
+#     (OTHER_CONTENT) holds the others, in `content`'s own form: schema and example per
+#     media type. The operation's description lists all ten; the schemathesis test reads
+#     both maps and fuzzes every one; tests/api/test_client_generators.py holds the
+#     generators to no warning.
 
 #: How the core's messages name an upload: the request body and its query parameter.
 BODY = InputNames(source="the body", column_option="the 'label_column' query parameter")
@@ -314,5 +331,7 @@ def upload_description() -> str:
         "`torchvision.datasets.ImageFolder` indexes them. "
         "Text is UTF-8 unless the Content-Type names a `charset`. "
         "Table columns may hold integers, strings or dictionary-encoded integers or strings; "
-        "null labels, floats, booleans and nested types are refused (422)."
+        "null labels, floats, booleans and nested types are refused (422).\n\n"
+        "This document's `requestBody.content` holds the JSON and raw forms, the ones client "
+        f"generators send; `{OTHER_CONTENT}` holds the other formats, in the same form."
     )

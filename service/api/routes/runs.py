@@ -135,7 +135,8 @@ UPDATE_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": RunUpdateIn.model_json_schema(),
+            # Added to the document's components by sampleplan.service.api.openapi.
+            "schema": {"$ref": "#/components/schemas/RunUpdateIn"},
             "example": examples.RUN_UPDATE,
         },
         "application/octet-stream": {
