@@ -37,7 +37,9 @@ from sampleplan.core.weighting import Strategy, weights_from_list
 
 Label = int | str
 
-_INT64: JsonDict = {"minimum": -(2**63), "maximum": 2**63 - 1}
+# Bounds that survive as floats (FastAPI's OpenAPI model types them so): 2**63 - 1 would
+# round up to 2**63 and let a client think 2**63 fits.
+_INT64: JsonDict = {"minimum": -(2**63), "exclusiveMaximum": 2**63}
 _SEED: JsonDict = {"minimum": 0, "maximum": 2**32 - 1}
 
 #: Labels in a request body: checked by the core in one pass (not per element by pydantic),
