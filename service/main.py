@@ -137,7 +137,7 @@ def create_app(
     app.state.metrics = service_metrics
     install_problem_handlers(app)
     install_offline_docs(app)
-    # After the docs: it wraps the schema builder they install.
+    # The document /docs shows, rewritten to say what the service answers.
     heads = datasets.HEAD_PATHS + plans.HEAD_PATHS + batches.HEAD_PATHS + runs.HEAD_PATHS
     install_problem_openapi(app, head_paths=heads)
     v1_extra: dict[str, Any] = {}

@@ -1,11 +1,17 @@
-"""Make ``/openapi.json`` say what the service really answers on errors.
+"""Make ``/openapi.json`` say what the service really answers, in a form generators read.
 
 FastAPI documents every response under the route's media type (``application/json``)
 and adds its own 422 schema (``HTTPValidationError``); this service answers every error
-as ``application/problem+json`` in the :class:`~sampleplan.service.api.schemas.Problem` shape, and
-its middlewares add answers no route declares (413 for a large body, 504 for a timeout,
-401 without a token). The schema is rewritten once, after FastAPI builds it, so that
-clients and fuzzers (schemathesis, in the tests) can hold the service to it.
+as ``application/problem+json`` in the :class:`~sampleplan.service.api.schemas.Problem`
+shape (the problem handlers replace FastAPI's 422 body), and its middlewares add answers
+no route declares (413 for a large body, 504 for a timeout, 401 without a token). The
+schema is rewritten once, after FastAPI builds it, so that clients and fuzzers
+(schemathesis, in the tests) can hold the service to it: every error response is
+problem+json with the ``Problem`` schema and an example, and ``HEAD`` routes are
+operations of their own.
+
+Operation ids are the handlers' names (:func:`operation_id`): client generators name
+their functions after them (tests/api/test_client_generators.py generates two clients).
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from sampleplan.service.api.docs import problem_example
-from sampleplan.service.api.problems import PROBLEM_JSON
+from sampleplan.service import errors
+from sampleplan.service.api.problems import PROBLEM_JSON, problem_type
 from sampleplan.service.api.schemas import DatasetCreate, Problem, RunUpdateIn
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -29,6 +35,22 @@ _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 #: bodies of operations that read their body themselves (``POST /v1/datasets``,
 #: ``POST /v1/runs/{run_id}/updates``).
 _REFERRED_BY_HAND: tuple[type[BaseModel], ...] = (Problem, DatasetCreate, RunUpdateIn)
+
+#: The error each status stands for in examples, and an example detail.
+_PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplingError], str]] = {
+    "400": (errors.MalformedRequest, "the request body is not valid JSON: EOF while parsing"),
+    "401": (errors.Unauthorized, "this service needs a bearer token"),
+    "404": (errors.NotFound, "no such endpoint"),
+    "406": (errors.NotAcceptable, "cannot answer with the requested media type"),
+    "413": (
+        errors.PayloadTooLarge,
+        "the dataset has 200000000 labels; this service takes at most 100000000",
+    ),
+    "415": (errors.UnsupportedMediaType, "unsupported Content-Type"),
+    "504": (errors.RequestTimeout, "no response within 60 s"),
+    "422": (errors.InvalidInput, "seed: Input should be greater than or equal to 0"),
+    "503": (errors.StorageUnavailable, "the database is unreachable"),
+}
 
 # Answers any operation can give, whatever its route declares.
 _COMMON_ERRORS = {
@@ -76,12 +98,16 @@ def problem_responses(schema: dict[str, Any], *, versioned_prefix: str = "/v1/")
             for code, response in responses.items():
                 if code[0] not in "45":
                     continue
-                media = response.get("content", {}).get(PROBLEM_JSON)
-                if media is None or "example" not in media:
+                # Errors are problem+json whatever the route's own media type (the
+                # report's is text/html): one media type, one schema, one example, the
+                # route's own if it gave one.
+                given = response.get("content", {}).values()
+                example = next((m["example"] for m in given if "example" in m), None)
+                if example is None:
                     example = problem_example(code, path, response.get("description", ""))
-                    response["content"] = {
-                        PROBLEM_JSON: {"schema": _PROBLEM_REF, "example": example}
-                    }
+                response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF, "example": example}}
+                if code == "422" and response.get("description") == "Validation Error":
+                    response["description"] = "The request's parameters or body are invalid."
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in _REFERRED_BY_HAND:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -92,6 +118,24 @@ def problem_responses(schema: dict[str, Any], *, versioned_prefix: str = "/v1/")
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     return schema
+
+
+def problem_example(status: str, path: str, description: str) -> dict[str, Any]:
+    """An example problem body for a ``status`` answer of the operation at ``path``."""
+    error, detail = _PROBLEM_EXAMPLES.get(
+        status, (errors.SamplePlanServiceError, "the request failed")
+    )
+    if status == "404" and ("dataset" in description.lower() or path.startswith("/v1/datasets")):
+        error, detail = errors.DatasetNotFound, "no dataset has id '0123abcd'"
+    elif status == "404" and path.startswith("/v1/plans"):
+        error, detail = errors.PlanNotFound, "no plan has id '0123abcd'"
+    return {
+        "type": problem_type(error.type_slug),
+        "title": error.title,
+        "status": int(status),
+        "detail": detail,
+        "instance": path,
+    }
 
 
 def head_operations(schema: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
