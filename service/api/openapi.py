@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from sampleplan.core.algorithms import AlgorithmName
+from sampleplan.core.labelsets import LabelReduce
+from sampleplan.core.streams import Space
+from sampleplan.core.weighting import Strategy
 from sampleplan.service import errors
 from sampleplan.service.api.problems import PROBLEM_JSON, problem_type
 from sampleplan.service.api.schemas import DatasetCreate, Problem, RunUpdateIn
@@ -35,6 +39,16 @@ _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 #: bodies of operations that read their body themselves (``POST /v1/datasets``,
 #: ``POST /v1/runs/{run_id}/updates``).
 _REFERRED_BY_HAND: tuple[type[BaseModel], ...] = (Problem, DatasetCreate, RunUpdateIn)
+
+#: Enumerations that fields and parameters of many operations share, each named once in
+#: the document's components: a generated client then has one ``Space``, not one per
+#: parameter and model (``GetIndicesSpace``, ``IndicesOutSpace``...).
+NAMED_ENUMS: dict[str, tuple[str, ...]] = {
+    "Space": get_args(Space),
+    "Strategy": get_args(Strategy),
+    "Algorithm": get_args(AlgorithmName),
+    "LabelReduce": get_args(LabelReduce),
+}
 
 #: The error each status stands for in examples, and an example detail.
 _PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplingError], str]] = {
@@ -174,6 +188,40 @@ def _head_id(get_id: str) -> str:
     return "head_" + get_id.removeprefix("get_")
 
 
+def named_enums(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every string enumeration of :data:`NAMED_ENUMS` as a reference to it (in place).
+
+    Pydantic and FastAPI write a ``Literal`` out where it is used; this puts it in the
+    components once and refers to it, keeping what the place said beside it (its
+    default, description or examples).
+    """
+    names = {values: name for name, values in NAMED_ENUMS.items()}
+
+    def named(node: Any) -> Any:
+        if isinstance(node, list):
+            return [named(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        name = names.get(tuple(node.get("enum", ())))
+        if name is not None and node.get("type") == "string":
+            kept = {k: v for k, v in node.items() if k not in ("type", "enum", "title")}
+            return {"$ref": f"#/components/schemas/{name}", **kept}
+        return {
+            key: value if key in ("example", "examples") else named(value)
+            for key, value in node.items()
+        }
+
+    schema["paths"] = named(schema.get("paths", {}))
+    components = schema.setdefault("components", {})
+    components["schemas"] = named(components.get("schemas", {}))
+    for name, values in NAMED_ENUMS.items():
+        components["schemas"].setdefault(
+            name, {"type": "string", "enum": list(values), "title": name}
+        )
+    components["schemas"] = dict(sorted(components["schemas"].items()))
+    return schema
+
+
 def install_problem_openapi(app: FastAPI, *, head_paths: Iterable[str] = ()) -> None:
     """Serve the rewritten schema at ``/openapi.json`` (built once, on first request);
     ``head_paths`` answer HEAD as well as GET."""
@@ -183,7 +231,7 @@ def install_problem_openapi(app: FastAPI, *, head_paths: Iterable[str] = ()) -> 
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = head_operations(problem_responses(build()), heads)
+            app.openapi_schema = named_enums(head_operations(problem_responses(build()), heads))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sampleplan.service.api import examples
+from sampleplan.service.api.openapi import NAMED_ENUMS
 from sampleplan.service.api.schemas import Problem
 from sampleplan.service.api.uploads import OTHER_CONTENT, UPLOAD_MEDIA_TYPES
 
@@ -115,6 +116,20 @@ def test_every_upload_media_type_is_documented(schema: dict[str, Any]) -> None:
     body = schema["paths"]["/v1/datasets"]["post"]["requestBody"]
     assert set(body["content"]) == {"application/json", "application/octet-stream"}
     assert sorted([*body["content"], *body[OTHER_CONTENT]]) == sorted(UPLOAD_MEDIA_TYPES)
+
+
+def test_shared_enumerations_are_named_once(schema: dict[str, Any]) -> None:
+    """``Space``, ``Strategy``...: one component each, referred to everywhere they are used."""
+    inline = re.findall(r"'enum': (\[[^\]]*\])", repr(schema["paths"]))
+    inline += re.findall(r"'enum': (\[[^\]]*\])", repr(schema["components"]["schemas"]))
+    for name, values in NAMED_ENUMS.items():
+        assert schema["components"]["schemas"][name]["enum"] == list(values)
+        assert inline.count(repr(list(values))) == 1, name  # its own component's
+        assert f"'$ref': '#/components/schemas/{name}'" in repr(schema)
+    # A parameter's default stays beside the reference.
+    get = schema["paths"]["/v1/plans/{plan_id}/indices"]["get"]
+    space = next(p["schema"] for p in get["parameters"] if p["name"] == "space")
+    assert (space["$ref"], space["default"]) == ("#/components/schemas/Space", "population")
 
 
 def test_every_tag_is_declared_in_the_docs_order(schema: dict[str, Any]) -> None:
