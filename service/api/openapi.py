@@ -213,7 +213,11 @@ def named_enums(schema: dict[str, Any]) -> dict[str, Any]:
 
     schema["paths"] = named(schema.get("paths", {}))
     components = schema.setdefault("components", {})
-    components["schemas"] = named(components.get("schemas", {}))
+    components["schemas"] = {
+        # An enumeration named so already (a Python Enum) is not made a reference to itself.
+        name: definition if name in NAMED_ENUMS else named(definition)
+        for name, definition in components.get("schemas", {}).items()
+    }
     for name, values in NAMED_ENUMS.items():
         components["schemas"].setdefault(
             name, {"type": "string", "enum": list(values), "title": name}
