@@ -30,7 +30,6 @@ NOTE [Pickling]
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -41,7 +40,9 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Sampler
 
+from sampleplan.client._arguments import check_int, checked_sampler_arguments
 from sampleplan.client._cache import PlanCache
+from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
 from sampleplan.client._exceptions import (
     BadRequestError,
@@ -52,14 +53,7 @@ from sampleplan.client._exceptions import (
 )
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineBatches
-from sampleplan.client._sampler import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CHUNK_SIZE,
-    _check_int,
-    _checked_sampler_arguments,
-    _distributed_world,
-    _Prefetch,
-)
+from sampleplan.client._ranks import distributed_world
 from sampleplan.core.batches import batching_from_json
 from sampleplan.core.streams import Space, rank_length
 
@@ -121,7 +115,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
         cache_dir: str | os.PathLike[str] | None = None,
         fallback: bool = True,
     ) -> None:
-        plan_id = _checked_sampler_arguments(
+        plan_id = checked_sampler_arguments(
             plan,
             epoch=epoch,
             chunk_size=chunk_size,
@@ -182,11 +176,11 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     @property
     def rank(self) -> int:
-        return _distributed_world(self._rank, self._world_size)[0]
+        return distributed_world(self._rank, self._world_size)[0]
 
     @property
     def world_size(self) -> int:
-        return _distributed_world(self._rank, self._world_size)[1]
+        return distributed_world(self._rank, self._world_size)[1]
 
     # -- construction ---------------------------------------------------------------------
 
@@ -251,7 +245,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
-        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
             self._epoch = epoch
             self._position = 0
@@ -269,22 +263,15 @@ class RemoteBatchSampler(Sampler[list[int]]):
                 f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
             )
         fetch = _BatchFetcher(self, epoch, rank, world_size)
-        length = rank_length(self.num_batches, world_size)
-        offset = start
-        limit = max(1, self.chunk_size // self.batch_size)
-        most = max(1, self.max_chunk_size // self.batch_size)
-        pending = _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-        while pending is not None:
-            chunk = pending.result()
-            if chunk.shape[0] == 0:
-                raise SamplePlanError(
-                    f"the batches of plan {self.plan_id} ended at {offset} of {length}"
-                )
-            offset += int(chunk.shape[0])
-            limit = min(2 * limit, most)
-            pending = (
-                _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-            )
+        chunks = prefetched_chunks(
+            fetch,
+            start,
+            rank_length(self.num_batches, world_size),
+            max(1, self.chunk_size // self.batch_size),
+            max(1, self.max_chunk_size // self.batch_size),
+            what=f"the batches of plan {self.plan_id}",
+        )
+        for chunk in chunks:
             for batch in chunk.tolist():
                 self._position += 1
                 yield batch
@@ -317,8 +304,8 @@ class RemoteBatchSampler(Sampler[list[int]]):
                 f"state_dict was saved with world_size={state_dict['world_size']}, this sampler "
                 f"has world_size={self.world_size}: a rank's batches do not carry over"
             )
-        epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
-        position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
+        epoch = check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        position = check_int("position", state_dict["position"], minimum=0, what="non-negative")
         if position > len(self):
             raise ValueError(
                 f"position should be at most len(sampler)={len(self)}, but got position={position}"

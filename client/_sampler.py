@@ -90,26 +90,25 @@ NOTE [Offline fallback]
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import operator
 import os
 import queue
-import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import DistributedSampler
 
+from sampleplan.client._arguments import check_int, checked_sampler_arguments
 from sampleplan.client._cache import PlanCache, needs_labels
+from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
 from sampleplan.client._exceptions import (
     BadRequestError,
@@ -120,6 +119,7 @@ from sampleplan.client._exceptions import (
 )
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
+from sampleplan.client._ranks import distributed_world, refuse_resharding
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
 from sampleplan.core.schedules import schedule_from_json
@@ -128,14 +128,6 @@ from sampleplan.core.streams import Space
 __all__ = ["RemoteWeightedSampler"]
 
 logger = logging.getLogger("sampleplan.client")
-
-T = TypeVar("T")
-
-#: Indices in the first request of an epoch (512 KiB as int64): a small first wait.
-DEFAULT_CHUNK_SIZE = 65536
-#: The most indices per request once chunks have grown (8 MiB as int64): few requests
-#: per epoch. It must not exceed the service's SAMPLEPLAN_MAX_PAGE (10**7 by default).
-DEFAULT_MAX_CHUNK_SIZE = 1 << 20
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
 
@@ -181,116 +173,6 @@ class _UpdateSender:
         error, self._error = self._error, None
         if error is not None:
             raise error
-
-
-class _Prefetch(Generic[T]):
-    """``fn()`` run in a daemon thread; :meth:`result` waits for it (and re-raises)."""
-
-    def __init__(self, fn: Callable[[], T]) -> None:
-        self._fn = fn
-        self._value: T
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sampleplan-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-def _distributed_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``rank`` and ``world_size``, each ``torch.distributed``'s when not given."""
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if initialised else 1
-    if rank is None:
-        rank = torch.distributed.get_rank() if initialised else 0
-    _check_int("world_size", world_size, minimum=1, what="positive")
-    _check_int("rank", rank, minimum=0, what="non-negative")
-    if rank >= world_size:
-        raise ValueError(
-            f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-        )
-    return rank, world_size
-
-
-# NOTE [Samplers that others re-shard]
-#     Hugging Face Accelerate's ``prepare()`` deals the batches of every process's loader
-#     round-robin over the processes itself (``BatchSamplerShard``), whatever the sampler.
-#     A sampler that also shards by the process group would hand each process a quarter of
-#     the epoch, silently. Accelerate gives the sampler no sign of it but the call: so when
-#     the world size comes from the process group, the first frames above ``iter()`` are
-#     checked for Accelerate's batch sampler (a few frames, once per epoch), and the user
-#     is told to pass ``world_size=1`` (every process draws the whole epoch, Accelerate
-#     deals it).
-_RESHARDERS = (("accelerate.data_loader", "BatchSamplerShard"),)
-
-
-def _refuse_resharding(world_size: int) -> None:
-    frame: FrameType | None = sys._getframe(2)
-    for _ in range(8):
-        if frame is None:
-            return
-        owner = frame.f_locals.get("self")
-        kind = type(owner)
-        if (kind.__module__, kind.__name__) in _RESHARDERS:
-            raise RuntimeError(
-                f"{kind.__module__}.{kind.__name__} deals this loader's batches over the "
-                f"{world_size} processes itself, and this sampler shards by the process group "
-                "too: each process would get a fraction of its shard. Build the sampler with "
-                "world_size=1, rank=0: every process draws the whole epoch and Accelerate "
-                "deals it"
-            )
-        frame = frame.f_back
-
-
-def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} should be a {what} integer value, but got {name}={value!r}")
-    return value
-
-
-def _checked_sampler_arguments(
-    plan: str | Plan,
-    *,
-    epoch: int,
-    chunk_size: int,
-    max_chunk_size: int,
-    space: str,
-    api: SamplePlanClient | None,
-    fallback: bool,
-    rank: int | None,
-    world_size: int | None,
-) -> str:
-    """The arguments both remote samplers take, checked as torch's samplers check theirs;
-    the plan id."""
-    plan_id = plan.id if isinstance(plan, Plan) else plan
-    if not isinstance(plan_id, str) or not plan_id:
-        raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
-    _check_int("epoch", epoch, minimum=0, what="non-negative")
-    _check_int("chunk_size", chunk_size, minimum=1, what="positive")
-    _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
-    if space not in ("population", "dataset"):
-        raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
-    if api is None and not fallback:
-        raise ValueError("with api=None the sampler draws from its cache: fallback must be True")
-    if rank is not None:
-        _check_int("rank", rank, minimum=0, what="non-negative")
-    if world_size is not None:
-        _check_int("world_size", world_size, minimum=1, what="positive")
-        if rank is not None and rank >= world_size:
-            raise ValueError(
-                f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-            )
-    return plan_id
 
 
 @dataclass(frozen=True)
@@ -373,7 +255,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         run: str | None = None,
         update_batch_size: int = DEFAULT_UPDATE_BATCH_SIZE,
     ) -> None:
-        plan_id = _checked_sampler_arguments(
+        plan_id = checked_sampler_arguments(
             plan,
             epoch=epoch,
             chunk_size=chunk_size,
@@ -390,7 +272,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 raise ValueError(f"run should be a run id (a non-empty str), but got run={run!r}")
             if api is None:
                 raise ValueError("a run's weights live in the service: run needs an api")
-        _check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
+        check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
 
         self.plan_id = plan_id
         self._rank_arg = rank
@@ -538,7 +420,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def _world(self) -> tuple[int, int]:
         """``(rank, world_size)`` as of now: given, or ``torch.distributed``'s."""
-        return _distributed_world(self._rank_arg, self._world_size_arg)
+        return distributed_world(self._rank_arg, self._world_size_arg)
 
     @property
     def rank(self) -> int:
@@ -547,7 +429,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     @rank.setter
     def rank(self, value: int) -> None:
-        self._rank_arg = _check_int("rank", value, minimum=0, what="non-negative")
+        self._rank_arg = check_int("rank", value, minimum=0, what="non-negative")
 
     @property
     def world_size(self) -> int:
@@ -556,7 +438,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     @world_size.setter
     def world_size(self, value: int) -> None:
-        self._world_size_arg = _check_int("world_size", value, minimum=1, what="positive")
+        self._world_size_arg = check_int("world_size", value, minimum=1, what="positive")
 
     @property
     def num_replicas(self) -> int:
@@ -614,7 +496,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
-        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
             if self.run is not None:
                 self.flush_updates()
@@ -641,7 +523,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 "process (or pass world_size), so that no rank gets a different stream"
             )
         if self._world_size_arg is None and world_size > 1:
-            _refuse_resharding(world_size)
+            refuse_resharding(world_size)
         self._used_world_size = world_size
         start, position = self._resume_point(rank, world_size)
         self._resume = None
@@ -678,23 +560,17 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     ) -> Iterator[Iterator[int]]:
         fetch = _ChunkFetcher(self, epoch, start, rank, world_size)
         length = self._deal_length(start, rank, world_size)
-        offset, limit = position, self.chunk_size
+        chunks = prefetched_chunks(
+            fetch,
+            position,
+            length,
+            self.chunk_size,
+            self.max_chunk_size,
+            what=f"the stream of plan {self.plan_id}",
+        )
         self._iterating = True
         try:
-            pending = (
-                _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-            )
-            while pending is not None:
-                chunk = pending.result()
-                if chunk.shape[0] == 0:
-                    raise SamplePlanError(
-                        f"the stream of plan {self.plan_id} ended at {offset} of {length}"
-                    )
-                offset += int(chunk.shape[0])
-                limit = min(2 * limit, self.max_chunk_size)
-                pending = (
-                    _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-                )
+            for chunk in chunks:
                 # The position is read off the list iterator only when asked (see
                 # _position), not counted per index.
                 items = chunk.tolist()
@@ -822,13 +698,13 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 f"state_dict is for run {state_dict.get('run')!r}, "
                 f"this sampler draws run {self.run!r}"
             )
-        epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        epoch = check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
         saved_epoch, self._epoch = self._epoch, epoch
         num_samples = self._draws()  # the length of the saved epoch
         self._epoch = saved_epoch
-        position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
-        world_size = _check_int("world_size", state_dict["world_size"], minimum=1, what="positive")
-        start = _check_int("start", state_dict.get("start", 0), minimum=0, what="non-negative")
+        position = check_int("position", state_dict["position"], minimum=0, what="non-negative")
+        world_size = check_int("world_size", state_dict["world_size"], minimum=1, what="positive")
+        start = check_int("start", state_dict.get("start", 0), minimum=0, what="non-negative")
         if start > num_samples:
             raise ValueError(
                 f"start should be at most the epoch's {num_samples} draws, but got start={start}"
@@ -842,7 +718,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         reached = global_position(num_samples, start, world_size, position)
         if "global_position" in state_dict:
             given = state_dict["global_position"]
-            _check_int("global_position", given, minimum=0, what="non-negative")
+            check_int("global_position", given, minimum=0, what="non-negative")
             if given > num_samples:
                 raise ValueError(
                     f"global_position should be at most the epoch's {num_samples} draws, "
@@ -855,7 +731,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._position = 0
         self._resume = _Resume(world_size, start, position, reached)
         if self.run is not None:
-            self._step = _check_int(
+            self._step = check_int(
                 "update_step", state_dict.get("update_step", 0), minimum=0, what="non-negative"
             )
 
