@@ -76,22 +76,14 @@ NOTE [Runs]
     has no offline fallback. ``state_dict`` carries the run (and the step), so a restored
     job continues the same run; a pickled copy sends its updates from a thread of its own.
 
-NOTE [Offline fallback]
-    At construction the plan, its dataset's size and its weights (and, for
-    ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
-    and machine: a plan's content never changes). When the service cannot be reached,
-    or keeps answering 5xx, the rest of the epoch is drawn locally by
-    :class:`~sampleplan.client._offline.OfflineStream` with the service's own core, after checking
-    that this machine reproduces the plan's streams (for ``torch`` plans: the same torch
-    version and CPU architecture); otherwise
-    :class:`~client.StreamMismatchError` is raised. Each new ``iter()`` tries the service
-    again first.
+NOTE [Offline fallback] (in ``_plan_source.py``)
+    The plan is cached on disk at construction; when the service cannot be reached, the
+    rest of the epoch is drawn on this machine by the service's own core, or refused.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import operator
 import os
 import queue
@@ -107,18 +99,12 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from sampleplan.client._arguments import check_int, checked_sampler_arguments
-from sampleplan.client._cache import PlanCache, needs_labels
+from sampleplan.client._cache import PlanCache
 from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
-from sampleplan.client._exceptions import (
-    BadRequestError,
-    CacheError,
-    SamplePlanError,
-    ServerError,
-    TransportError,
-)
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
+from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world, refuse_resharding
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
@@ -126,8 +112,6 @@ from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.streams import Space
 
 __all__ = ["RemoteWeightedSampler"]
-
-logger = logging.getLogger("sampleplan.client")
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
 
@@ -282,9 +266,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.space: Space = space
         self.chunk_size = chunk_size
         self.max_chunk_size = max_chunk_size
-        self.api = api
-        self.fallback = fallback
-        self.cache = PlanCache(cache_dir) if fallback else None
+        self._source = PlanSource(
+            plan_id, api, fallback=fallback, cache_dir=cache_dir, offline=OfflineStream
+        )
         self._epoch = epoch
         self._start = 0
         self._live_chunk: tuple[int, int, Iterator[int]] | None = None
@@ -292,8 +276,6 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._iterating = False
         self._used_world_size: int | None = None
         self._resume: _Resume | None = None
-        self._offline: OfflineStream | None = None
-        self._offline_lock = threading.Lock()
         self.run = run
         self.update_batch_size = update_batch_size
         self._updates: list[
@@ -302,7 +284,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._buffered = 0
         self._step = 0
         self._sender: _UpdateSender | None = None
-        self.plan = self._load_plan()
+        self.plan = self._source.load_plan()
         self._schedule = schedule_from_json(self.plan.config.get("schedule"))
         if run is not None:
             assert api is not None
@@ -334,8 +316,6 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             # send them a second time (a 'mul' applied twice) whenever both flush.
             self.flush_updates()
         state = self.__dict__.copy()
-        del state["_offline_lock"]
-        state["_offline"] = None
         state["_sender"] = None  # a thread: the copy starts its own
         state["_live_chunk"] = None  # the position it counts is folded in just below
         state["_position_before_chunk"] = self._position
@@ -353,7 +333,6 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._offline_lock = threading.Lock()
         if self.run is not None:
             self._start_sender()
 
@@ -363,58 +342,22 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._sender = sender
         weakref.finalize(self, sender.stop)
 
-    # -- construction ---------------------------------------------------------------------
+    # -- the plan's source (NOTE [Offline fallback]) -----------------------------------------
 
-    def _load_plan(self) -> Plan:
-        if self.api is None:
-            return self._offline_stream(None).plan
-        try:
-            plan = self.api.get_plan(self.plan_id)
-            if self.cache is not None and not self.cache.has(plan.id):
-                self._fill_cache(self.api, self.cache, plan)
-        except (TransportError, ServerError) as exc:
-            if self.cache is None:
-                raise
-            # Say "using the cached copy" only once there is one: without it this raises.
-            offline = self._offline_stream(exc)
-            logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
-            return offline.plan
-        return plan
+    @property
+    def api(self) -> SamplePlanClient | None:
+        """The client; ``None``: cache only."""
+        return self._source.api
 
-    @staticmethod
-    def _fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
-        try:
-            weights = api.weights(plan.id)
-            # A hierarchical table depends on the population's classes, not only on its
-            # weights (NOTE [Offline streams] in client/_offline.py).
-            # So do a schedule's weights (a function of the class counts) and a stratified
-            # split's population.
-            dataset = api.get_dataset(plan.dataset_id)
-            codes = offsets = None
-            if needs_labels(plan):
-                codes = api.codes(plan.dataset_id)
-                offsets = api.offsets(plan.dataset_id) if dataset.multi_label else None
-        except BadRequestError as exc:
-            # The service refuses to send them (more values than its page limit): the
-            # sampler works, only without an offline fallback.
-            logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
-            return
-        cache.store(plan, dataset, weights, codes, offsets)
+    @property
+    def fallback(self) -> bool:
+        """Whether the plan is cached and drawn locally when the service is unreachable."""
+        return self._source.fallback
 
-    def _offline_stream(self, cause: SamplePlanError | None) -> OfflineStream:
-        """The offline stream, built once; raises (from ``cause``) when it cannot be."""
-        with self._offline_lock:
-            if self._offline is None:
-                assert self.cache is not None
-                try:
-                    self._offline = OfflineStream(self.cache.load(self.plan_id))
-                except SamplePlanError as exc:
-                    if cause is None:
-                        raise
-                    if isinstance(exc, CacheError):
-                        raise CacheError(f"{cause}; and no offline fallback: {exc}") from cause
-                    raise exc from cause
-            return self._offline
+    @property
+    def cache(self) -> PlanCache | None:
+        """Where the plan is cached for the offline fallback (``None`` without fallback)."""
+        return self._source.cache
 
     # -- ranks (NOTE [Ranks, trainers and pickling]) ----------------------------------------
 
@@ -754,7 +697,7 @@ class _ChunkFetcher:
         self.start = start
         self.rank = rank
         self.world_size = world_size
-        self.online = sampler.api is not None
+        self.pages = EpochPages(sampler._source, epoch)
 
     def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
@@ -773,22 +716,6 @@ class _ChunkFetcher:
             # A run's weights live in the service: no offline fallback (NOTE [Runs]).
             assert s.api is not None
             return s.api.run_indices(s.run, **page)
-        if self.online:
-            assert s.api is not None
-            try:
-                return s.api.indices(s.plan_id, **page)
-            except (TransportError, ServerError) as exc:
-                # Only an unreachable or failing service is a reason to go offline: a 4xx
-                # means the request is wrong, on any replica and offline alike.
-                if not s.fallback:
-                    raise
-                offline = s._offline_stream(exc)
-                self.online = False
-                logger.warning(
-                    "sampleplan: %s; drawing the rest of epoch %d of plan %s from the local cache",
-                    exc,
-                    self.epoch,
-                    s.plan_id,
-                )
-                return offline.indices(**page)
-        return s._offline_stream(None).indices(**page)
+        return self.pages(
+            lambda api: api.indices(s.plan_id, **page), lambda offline: offline.indices(**page)
+        )
