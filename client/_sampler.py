@@ -59,22 +59,10 @@ NOTE [Ranks, trainers and pickling]
     copy taken during an iteration continues from where the original stood, at its next
     ``iter()``.
 
-NOTE [Runs]
-    With ``run="job-42"`` the sampler draws from that run of the plan (made with
-    ``PUT /v1/runs/job-42`` if new): epoch 0 from the plan's weights, every later epoch
-    from the weights the run's updates made. ``update_weights(indices, values, op=...,
-    alpha=...)`` tags the values with the current epoch, this rank and a step (the number
-    of ``update_weights`` calls so far this epoch), buffers them, and sends them from one
-    background thread in batches of up to ``update_batch_size`` values (consecutive calls
-    with the same ``op`` and ``alpha`` go in one request, under the step of its first
-    call). Batches are cut by count, never by time, so what each rank sends, and hence
-    the next epoch's weights, does not depend on timing. ``set_epoch`` to a new epoch
-    flushes and waits for every send (an error, such as a 409 for an epoch already
-    served, is raised there), then, when ``torch.distributed`` is initialised with
-    several ranks, waits at a barrier so that no rank reads the next epoch (which freezes
-    it) before every rank's updates are in. A run's weights live in the service: a run
-    has no offline fallback. ``state_dict`` carries the run (and the step), so a restored
-    job continues the same run; a pickled copy sends its updates from a thread of its own.
+NOTE [Runs] (in ``_run_updates.py``)
+    With ``run=`` the sampler draws from a run of the plan, whose later epochs' weights
+    ``update_weights`` changes; the updates are buffered, sent in the background and
+    flushed at ``set_epoch``.
 
 NOTE [Offline fallback] (in ``_plan_source.py``)
     The plan is cached on disk at construction; when the service cannot be reached, the
@@ -86,16 +74,12 @@ from __future__ import annotations
 import itertools
 import operator
 import os
-import queue
-import threading
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from torch.utils.data import DistributedSampler
 
 from sampleplan.client._arguments import check_int, checked_sampler_arguments
@@ -106,6 +90,7 @@ from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
 from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world, refuse_resharding
+from sampleplan.client._run_updates import DEFAULT_UPDATE_BATCH_SIZE, RunUpdates
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
 from sampleplan.core.schedules import schedule_from_json
@@ -114,49 +99,6 @@ from sampleplan.core.streams import Space
 __all__ = ["RemoteWeightedSampler"]
 
 _STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
-
-#: Values per update request the sampler's ``update_weights`` sends at most.
-DEFAULT_UPDATE_BATCH_SIZE = 1 << 16
-
-
-class _UpdateSender:
-    """Sends a run's updates, in order, from one daemon thread; remembers the first error."""
-
-    def __init__(self, api: SamplePlanClient, run_id: str) -> None:
-        self.api = api
-        self.run_id = run_id
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sampleplan-updates", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:  # stop(): the sampler is gone
-                self._queue.task_done()
-                return
-            try:
-                if self._error is None:
-                    self.api.update_weights(self.run_id, **item)
-            except BaseException as exc:  # raised to the trainer at the next flush
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def send(self, item: dict[str, Any]) -> None:
-        self._queue.put(item)
-
-    def stop(self) -> None:
-        """Let the thread end once what is queued is sent (called when the sampler goes)."""
-        self._queue.put(None)
-
-    def wait(self) -> None:
-        """Block until everything queued is sent; raise the first error, once."""
-        self._queue.join()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
 
 
 @dataclass(frozen=True)
@@ -278,18 +220,13 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._resume: _Resume | None = None
         self.run = run
         self.update_batch_size = update_batch_size
-        self._updates: list[
-            tuple[str, float | None, int, npt.NDArray[np.int64], npt.NDArray[np.float64]]
-        ] = []
-        self._buffered = 0
-        self._step = 0
-        self._sender: _UpdateSender | None = None
+        self._run_updates: RunUpdates | None = None
         self.plan = self._source.load_plan()
         self._schedule = schedule_from_json(self.plan.config.get("schedule"))
         if run is not None:
             assert api is not None
             api.create_run(run, self.plan.id)
-            self._start_sender()
+            self._run_updates = RunUpdates(api, run, batch_size=update_batch_size)
         # DistributedSampler's remaining attributes: the draw is random, seeded by the plan.
         self.shuffle = True
         self.seed = int(self.plan.config.get("seed", 0))
@@ -311,12 +248,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     # -- pickling (NOTE [Ranks, trainers and pickling]) -------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        if self.run is not None:
-            # Buffered updates are sent now, by this sampler: a copy holding them too would
-            # send them a second time (a 'mul' applied twice) whenever both flush.
-            self.flush_updates()
+        # The source drops its offline stream and the run's updates their thread, after
+        # sending what is buffered (NOTE [Runs]): the copy rebuilds them.
         state = self.__dict__.copy()
-        state["_sender"] = None  # a thread: the copy starts its own
         state["_live_chunk"] = None  # the position it counts is folded in just below
         state["_position_before_chunk"] = self._position
         if self._iterating and self._resume is None:
@@ -330,17 +264,6 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             )
         state["_iterating"] = False
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.run is not None:
-            self._start_sender()
-
-    def _start_sender(self) -> None:
-        assert self.api is not None and self.run is not None
-        sender = _UpdateSender(self.api, self.run)
-        self._sender = sender
-        weakref.finalize(self, sender.stop)
 
     # -- the plan's source (NOTE [Offline fallback]) -----------------------------------------
 
@@ -441,17 +364,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
         check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
-            if self.run is not None:
-                self.flush_updates()
-                if (
-                    torch.distributed.is_available()
-                    and torch.distributed.is_initialized()
-                    and torch.distributed.get_world_size() > 1
-                ):
-                    # No rank may read (and so freeze) the next epoch before every rank's
-                    # updates of this one are in: see NOTE [Runs].
-                    torch.distributed.barrier()
-                self._step = 0
+            if self._run_updates is not None:
+                self._run_updates.next_epoch()  # flushed, and every rank's in: NOTE [Runs]
             self._epoch = epoch
             self._start = 0
             self._position = 0
@@ -543,65 +457,23 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         Buffered and sent in the background; :meth:`flush_updates` (and ``set_epoch``)
         waits for them.
         """
-        if self.run is None:
+        if self._run_updates is None:
             raise ValueError("update_weights needs a run: RemoteWeightedSampler(..., run='job-1')")
-        if op not in ("set", "mul", "ema"):
-            raise ValueError(f"op should be 'set', 'mul' or 'ema', but got op={op!r}")
-        if op == "ema":
-            if alpha is None or not 0.0 < float(alpha) <= 1.0:
-                raise ValueError(f"op 'ema' needs alpha in (0, 1], but got alpha={alpha!r}")
-        elif alpha is not None:
-            raise ValueError(f"alpha only applies to op 'ema', not to op {op!r}")
-        idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
-        val = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
-        idx = idx.astype(np.int64, copy=False).reshape(-1)
-        val = val.astype(np.float64, copy=False).reshape(-1)
-        if idx.shape != val.shape:
-            raise ValueError(
-                f"indices and values should have the same length, but got {idx.shape[0]} "
-                f"and {val.shape[0]}"
-            )
-        if self._updates and self._updates[0][:2] != (op, alpha):
-            self._send_buffer()
-        self._updates.append((op, alpha, self._step, idx, val))
-        self._buffered += int(idx.shape[0])
-        self._step += 1
-        if self._buffered >= self.update_batch_size:
-            self._send_buffer()
-
-    def _send_buffer(self) -> None:
-        if not self._updates:
-            return
-        assert self._sender is not None
-        op, alpha, step = self._updates[0][:3]
-        self._sender.send(
-            {
-                "indices": np.concatenate([u[3] for u in self._updates]),
-                "values": np.concatenate([u[4] for u in self._updates]),
-                "epoch": self._epoch,
-                "rank": self.rank,
-                "step": step,
-                "op": op,
-                "alpha": alpha,
-            }
+        self._run_updates.add(
+            indices, values, op=op, alpha=alpha, epoch=self._epoch, rank=self.rank
         )
-        self._updates = []
-        self._buffered = 0
 
     def flush_updates(self) -> None:
         """Send every buffered update and wait until the service has them (or raise)."""
-        if self._sender is None:
-            return
-        self._send_buffer()
-        self._sender.wait()
+        if self._run_updates is not None:
+            self._run_updates.flush()
 
     # -- resumption --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands in the epoch; see NOTE [Resumption]."""
-        if self.run is not None:
-            # A checkpoint must not hold a position past updates that were never sent.
-            self.flush_updates()
+        # A checkpoint must not hold a position past updates that were never sent.
+        self.flush_updates()
         if self._resume is not None:
             # Loaded but not iterated yet: hand the loaded state on unchanged.
             resume = self._resume
@@ -619,9 +491,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             "start": start,
             "global_position": reached,
         }
-        if self.run is not None:
+        if self._run_updates is not None:
             state["run"] = self.run
-            state["update_step"] = self._step
+            state["update_step"] = self._run_updates.step
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -673,8 +545,8 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._start = 0
         self._position = 0
         self._resume = _Resume(world_size, start, position, reached)
-        if self.run is not None:
-            self._step = check_int(
+        if self._run_updates is not None:
+            self._run_updates.step = check_int(
                 "update_step", state_dict.get("update_step", 0), minimum=0, what="non-negative"
             )
 
