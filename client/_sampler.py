@@ -75,7 +75,6 @@ import itertools
 import operator
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -90,6 +89,7 @@ from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
 from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world, refuse_resharding
+from sampleplan.client._resumption import STATE_KEYS, Resume
 from sampleplan.client._run_updates import DEFAULT_UPDATE_BATCH_SIZE, RunUpdates
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
@@ -97,18 +97,6 @@ from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.streams import Space
 
 __all__ = ["RemoteWeightedSampler"]
-
-_STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
-
-
-@dataclass(frozen=True)
-class _Resume:
-    """A loaded state, applied at the next ``iter()``; see NOTE [Resumption]."""
-
-    world_size: int
-    start: int
-    position: int
-    global_position: int
 
 
 class RemoteWeightedSampler(DistributedSampler[int]):
@@ -217,7 +205,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._position = 0
         self._iterating = False
         self._used_world_size: int | None = None
-        self._resume: _Resume | None = None
+        self._resume: Resume | None = None
         self.run = run
         self.update_batch_size = update_batch_size
         self._run_updates: RunUpdates | None = None
@@ -256,7 +244,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         if self._iterating and self._resume is None:
             # The copy continues where this iteration stands.
             world_size = self._used_world_size or 1
-            state["_resume"] = _Resume(
+            state["_resume"] = Resume(
                 world_size,
                 self._start,
                 self._position,
@@ -317,14 +305,18 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     # -- the Sampler protocol --------------------------------------------------------------
 
-    def _draws(self) -> int:
-        """Draws in the current epoch, over all ranks: the plan's ``num_samples``, or with a
-        ``dynamic_balance`` schedule and ``num_samples`` null, the sum of the epoch's quotas."""
+    def _draws(self, epoch: int | None = None) -> int:
+        """Draws in epoch ``epoch`` (default: the current one), over all ranks: the plan's
+        ``num_samples``, or with a ``dynamic_balance`` schedule and ``num_samples`` null,
+        the sum of the epoch's quotas."""
         if self._schedule is None or self.plan.config.get("num_samples") is not None:
             return self.plan.num_samples
         # The schedule is a pure function of the class counts: the same core as the service.
         counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
-        return self._schedule.num_samples(counts, self._epoch) or self.plan.population_size
+        return (
+            self._schedule.num_samples(counts, self._epoch if epoch is None else epoch)
+            or self.plan.population_size
+        )
 
     @property
     def num_samples(self) -> int:  # type: ignore[override]
@@ -389,19 +381,11 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def _resume_point(self, rank: int, world_size: int) -> tuple[int, int]:
         """``(start, position)`` of this iteration; see NOTE [Resumption]."""
-        resume = self._resume
-        if resume is None:
+        if self._resume is None:
             return 0, 0
-        unedited = resume.global_position == global_position(
-            self._draws(), resume.start, resume.world_size, resume.position
+        return self._resume.point(
+            self._draws(), rank, world_size, pad=self.pad, drop_last=self.drop_last
         )
-        if (
-            resume.world_size == world_size
-            and unedited
-            and resume.position <= self._deal_length(resume.start, rank, world_size)
-        ):
-            return resume.start, resume.position
-        return resume.global_position, 0
 
     def _iterate(
         self, epoch: int, start: int, position: int, rank: int, world_size: int
@@ -498,10 +482,10 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict`` at the next ``iter()``, in this world size or another."""
-        missing = [key for key in _STATE_KEYS if key not in state_dict]
+        missing = [key for key in STATE_KEYS if key not in state_dict]
         if missing:
             raise ValueError(
-                f"state_dict lacks {', '.join(missing)}; expected {', '.join(_STATE_KEYS)}"
+                f"state_dict lacks {', '.join(missing)}; expected {', '.join(STATE_KEYS)}"
             )
         if state_dict["plan_id"] != self.plan_id:
             raise ValueError(
@@ -514,37 +498,11 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 f"this sampler draws run {self.run!r}"
             )
         epoch = check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
-        saved_epoch, self._epoch = self._epoch, epoch
-        num_samples = self._draws()  # the length of the saved epoch
-        self._epoch = saved_epoch
-        position = check_int("position", state_dict["position"], minimum=0, what="non-negative")
-        world_size = check_int("world_size", state_dict["world_size"], minimum=1, what="positive")
-        start = check_int("start", state_dict.get("start", 0), minimum=0, what="non-negative")
-        if start > num_samples:
-            raise ValueError(
-                f"start should be at most the epoch's {num_samples} draws, but got start={start}"
-            )
-        most = dealt_length(num_samples, start, world_size, 0, pad=True, drop_last=False)
-        if position > most:
-            raise ValueError(
-                f"position should be at most ceil((num_samples - start) / world_size)={most}, "
-                f"but got position={position}"
-            )
-        reached = global_position(num_samples, start, world_size, position)
-        if "global_position" in state_dict:
-            given = state_dict["global_position"]
-            check_int("global_position", given, minimum=0, what="non-negative")
-            if given > num_samples:
-                raise ValueError(
-                    f"global_position should be at most the epoch's {num_samples} draws, "
-                    f"but got global_position={given}"
-                )
-            # Lowered to the minimum over ranks, it wins; it never moves past ``position``.
-            reached = min(reached, given)
+        resume = Resume.from_state_dict(state_dict, self._draws(epoch))
         self._epoch = epoch
         self._start = 0
         self._position = 0
-        self._resume = _Resume(world_size, start, position, reached)
+        self._resume = resume
         if self._run_updates is not None:
             self._run_updates.step = check_int(
                 "update_step", state_dict.get("update_step", 0), minimum=0, what="non-negative"
