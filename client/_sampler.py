@@ -59,14 +59,10 @@ NOTE [Ranks, trainers and pickling]
     copy taken during an iteration continues from where the original stood, at its next
     ``iter()``.
 
-NOTE [Runs] (in ``_run_updates.py``)
-    With ``run=`` the sampler draws from a run of the plan, whose later epochs' weights
-    ``update_weights`` changes; the updates are buffered, sent in the background and
-    flushed at ``set_epoch``.
-
-NOTE [Offline fallback] (in ``_plan_source.py``)
-    The plan is cached on disk at construction; when the service cannot be reached, the
-    rest of the epoch is drawn on this machine by the service's own core, or refused.
+Runs and the offline fallback live in modules of their own: NOTE [Runs]
+in ``_run_updates.py`` (``run=``, ``update_weights``), NOTE [Offline fallback] in
+``_plan_source.py`` (the plan cached at construction, drawn on this machine by the
+service's own core when the service cannot be reached).
 """
 
 from __future__ import annotations
