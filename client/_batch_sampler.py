@@ -46,12 +46,11 @@ from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineBatches
 from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world
+from sampleplan.client._resumption import check_state_dict
 from sampleplan.core.batches import Batching, batching_from_json
 from sampleplan.core.streams import Space, rank_length
 
 __all__ = ["RemoteBatchSampler"]
-
-_STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
 
 
 class RemoteBatchSampler(Sampler[list[int]]):
@@ -219,16 +218,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict``: the next ``iter()`` starts where it stopped."""
-        missing = [key for key in _STATE_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(
-                f"state_dict lacks {', '.join(missing)}; expected {', '.join(_STATE_KEYS)}"
-            )
-        if state_dict["plan_id"] != self.plan_id:
-            raise ValueError(
-                f"state_dict is for plan {state_dict['plan_id']!r}, "
-                f"this sampler draws plan {self.plan_id!r}"
-            )
+        check_state_dict(state_dict, self.plan_id)
         if state_dict["world_size"] != self.world_size:
             raise ValueError(
                 f"state_dict was saved with world_size={state_dict['world_size']}, this sampler "

@@ -1,4 +1,4 @@
-"""A weighted sampler's loaded state: checked once, applied at the next ``iter()``.
+"""A sampler's loaded state: checked once, applied at the next ``iter()``.
 
 The rules are NOTE [Resumption] in ``_sampler.py``: with the world size it was saved in
 and unedited, each rank goes on with its own deal at ``position``; otherwise the rest of
@@ -14,10 +14,22 @@ from typing import Any
 from sampleplan.client._arguments import check_int
 from sampleplan.core.dealing import dealt_length, global_position
 
-__all__ = ["STATE_KEYS", "Resume"]
+__all__ = ["STATE_KEYS", "Resume", "check_state_dict"]
 
-#: What every state dict holds (``start`` and ``global_position`` came later: optional).
+#: What every state dict of both samplers holds (a weighted sampler's ``start`` and
+#: ``global_position`` came later: optional).
 STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
+
+
+def check_state_dict(state_dict: Mapping[str, Any], plan_id: str) -> None:
+    """Refuse a state dict without :data:`STATE_KEYS` or for another plan."""
+    missing = [key for key in STATE_KEYS if key not in state_dict]
+    if missing:
+        raise ValueError(f"state_dict lacks {', '.join(missing)}; expected {', '.join(STATE_KEYS)}")
+    if state_dict["plan_id"] != plan_id:
+        raise ValueError(
+            f"state_dict is for plan {state_dict['plan_id']!r}, this sampler draws plan {plan_id!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
 from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world, refuse_resharding
-from sampleplan.client._resumption import STATE_KEYS, Resume
+from sampleplan.client._resumption import Resume, check_state_dict
 from sampleplan.client._run_updates import DEFAULT_UPDATE_BATCH_SIZE, RunUpdates
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
@@ -478,16 +478,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict`` at the next ``iter()``, in this world size or another."""
-        missing = [key for key in STATE_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(
-                f"state_dict lacks {', '.join(missing)}; expected {', '.join(STATE_KEYS)}"
-            )
-        if state_dict["plan_id"] != self.plan_id:
-            raise ValueError(
-                f"state_dict is for plan {state_dict['plan_id']!r}, "
-                f"this sampler draws plan {self.plan_id!r}"
-            )
+        check_state_dict(state_dict, self.plan_id)
         if state_dict.get("run") != self.run:
             raise ValueError(
                 f"state_dict is for run {state_dict.get('run')!r}, "
