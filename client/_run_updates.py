@@ -24,21 +24,19 @@ import queue
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from sampleplan.client._client import SamplePlanClient
-from sampleplan.core.runs import UpdateOp
+from sampleplan.core.runs import UPDATE_OPS, UpdateOp
 
 __all__ = ["DEFAULT_UPDATE_BATCH_SIZE", "RunUpdates"]
 
 #: Values per update request the sampler's ``update_weights`` sends at most.
 DEFAULT_UPDATE_BATCH_SIZE = 1 << 16
-
-_OPS: tuple[str, ...] = get_args(UpdateOp)
 
 
 class _UpdateSender:
@@ -85,7 +83,7 @@ class _UpdateSender:
 class _Update:
     """One ``update_weights`` call, tagged; see NOTE [Runs]."""
 
-    op: str
+    op: UpdateOp
     alpha: float | None
     epoch: int
     rank: int
@@ -144,13 +142,13 @@ class RunUpdates:
         indices: npt.ArrayLike,
         values: npt.ArrayLike,
         *,
-        op: str,
+        op: UpdateOp,
         alpha: float | None,
         epoch: int,
         rank: int,
     ) -> None:
         """Check and buffer one ``update_weights`` call; send a batch once it is full."""
-        if op not in _OPS:
+        if op not in UPDATE_OPS:
             raise ValueError(f"op should be 'set', 'mul' or 'ema', but got op={op!r}")
         if op == "ema":
             if alpha is None or not 0.0 < float(alpha) <= 1.0:
