@@ -30,10 +30,7 @@ NOTE [Pickling]
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -41,33 +38,19 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Sampler
 
+from sampleplan.client._arguments import check_int, checked_sampler_arguments
 from sampleplan.client._cache import PlanCache
+from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
-from sampleplan.client._exceptions import (
-    BadRequestError,
-    CacheError,
-    SamplePlanError,
-    ServerError,
-    TransportError,
-)
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineBatches
-from sampleplan.client._sampler import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CHUNK_SIZE,
-    _check_int,
-    _checked_sampler_arguments,
-    _distributed_world,
-    _Prefetch,
-)
-from sampleplan.core.batches import batching_from_json
+from sampleplan.client._plan_source import EpochPages, PlanSource
+from sampleplan.client._ranks import distributed_world
+from sampleplan.client._resumption import check_state_dict
+from sampleplan.core.batches import Batching, batching_from_json
 from sampleplan.core.streams import Space, rank_length
 
 __all__ = ["RemoteBatchSampler"]
-
-logger = logging.getLogger("sampleplan.client")
-
-_STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
 
 
 class RemoteBatchSampler(Sampler[list[int]]):
@@ -121,7 +104,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
         cache_dir: str | os.PathLike[str] | None = None,
         fallback: bool = True,
     ) -> None:
-        plan_id = _checked_sampler_arguments(
+        plan_id = checked_sampler_arguments(
             plan,
             epoch=epoch,
             chunk_size=chunk_size,
@@ -133,111 +116,51 @@ class RemoteBatchSampler(Sampler[list[int]]):
             world_size=world_size,
         )
         self.plan_id = plan_id
-        self._rank = rank
-        self._world_size = world_size
+        self._rank_arg = rank
+        self._world_size_arg = world_size
         self.space: Space = space
         self.chunk_size = chunk_size
         self.max_chunk_size = max(max_chunk_size, chunk_size)
-        self.fallback = fallback
         self.cache_dir = cache_dir
-        self._api = api
+        self._source = PlanSource(
+            plan_id,
+            api,
+            fallback=fallback,
+            cache_dir=cache_dir,
+            offline=OfflineBatches,
+            codes=True,  # the batches depend on the classes
+        )
         self._epoch = epoch
         self._position = 0
         self._resume_pending = False
-        self._offline: OfflineBatches | None = None
-        self._lock = threading.Lock()
-        self.plan = self._load_plan()
-        batching = batching_from_json(self.plan.config.get("batching"))
-        if batching is None:
-            raise ValueError(
-                f"plan {plan_id} has no 'batching': RemoteBatchSampler serves batch plans "
-                "(create one with batching=...), RemoteWeightedSampler serves the others"
-            )
-        self.batch_size: int = batching.batch_size
+        self.plan = self._source.load_plan(check=_batching)
+        self.batch_size: int = _batching(self.plan).batch_size
         self.num_batches: int = int(self.plan.config["num_batches"])
 
-    # -- pickling and lazy state --------------------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Plain data only; see NOTE [Pickling]."""
-        # The client pickles itself (its connection pool reopens on first use) and refuses
-        # when it was built on a caller's http_client.
-        state = dict(self.__dict__)
-        state["_offline"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    # -- the plan's source and the ranks (NOTE [Pickling]) -----------------------------------
 
     @property
     def api(self) -> SamplePlanClient | None:
         """The client; ``None``: cache only."""
-        return self._api
+        return self._source.api
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the plan is cached and drawn locally when the service is unreachable."""
+        return self._source.fallback
 
     @property
     def cache(self) -> PlanCache | None:
-        return PlanCache(self.cache_dir) if self.fallback else None
+        """Where the plan is cached for the offline fallback (``None`` without fallback)."""
+        return self._source.cache
 
     @property
     def rank(self) -> int:
-        return _distributed_world(self._rank, self._world_size)[0]
+        return distributed_world(self._rank_arg, self._world_size_arg)[0]
 
     @property
     def world_size(self) -> int:
-        return _distributed_world(self._rank, self._world_size)[1]
-
-    # -- construction ---------------------------------------------------------------------
-
-    def _load_plan(self) -> Plan:
-        api, cache = self.api, self.cache
-        if api is None:
-            return self._offline_batches(None).plan
-        try:
-            plan = api.get_plan(self.plan_id)
-            if cache is not None and plan.config.get("batching") is not None:
-                self._fill_cache(api, cache, plan)
-        except (TransportError, ServerError) as exc:
-            if cache is None:
-                raise
-            logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
-            return self._offline_batches(exc).plan
-        return plan
-
-    @staticmethod
-    def _fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
-        if cache.has(plan.id):
-            try:
-                if cache.load(plan.id).codes is not None:
-                    return
-            except CacheError:
-                pass  # damaged: written again below
-        try:
-            weights = api.weights(plan.id)
-            codes = api.codes(plan.dataset_id)
-        except BadRequestError as exc:
-            logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
-            return
-        cache.store(plan, api.get_dataset(plan.dataset_id), weights, codes)
-
-    def _offline_batches(self, cause: SamplePlanError | None) -> OfflineBatches:
-        """The offline batches, built once; raises (from ``cause``) when they cannot be."""
-        with self._lock:
-            if self._offline is None:
-                cache = self.cache
-                if cache is None:
-                    assert cause is not None
-                    raise cause
-                try:
-                    self._offline = OfflineBatches(cache.load(self.plan_id))
-                except SamplePlanError as exc:
-                    if cause is None:
-                        raise
-                    if isinstance(exc, CacheError):
-                        raise CacheError(f"{cause}; and no offline fallback: {exc}") from cause
-                    raise exc from cause
-            return self._offline
+        return distributed_world(self._rank_arg, self._world_size_arg)[1]
 
     # -- the Sampler protocol --------------------------------------------------------------
 
@@ -251,7 +174,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
-        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
             self._epoch = epoch
             self._position = 0
@@ -269,22 +192,15 @@ class RemoteBatchSampler(Sampler[list[int]]):
                 f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
             )
         fetch = _BatchFetcher(self, epoch, rank, world_size)
-        length = rank_length(self.num_batches, world_size)
-        offset = start
-        limit = max(1, self.chunk_size // self.batch_size)
-        most = max(1, self.max_chunk_size // self.batch_size)
-        pending = _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-        while pending is not None:
-            chunk = pending.result()
-            if chunk.shape[0] == 0:
-                raise SamplePlanError(
-                    f"the batches of plan {self.plan_id} ended at {offset} of {length}"
-                )
-            offset += int(chunk.shape[0])
-            limit = min(2 * limit, most)
-            pending = (
-                _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-            )
+        chunks = prefetched_chunks(
+            fetch,
+            start,
+            rank_length(self.num_batches, world_size),
+            max(1, self.chunk_size // self.batch_size),
+            max(1, self.max_chunk_size // self.batch_size),
+            what=f"the batches of plan {self.plan_id}",
+        )
+        for chunk in chunks:
             for batch in chunk.tolist():
                 self._position += 1
                 yield batch
@@ -302,23 +218,14 @@ class RemoteBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict``: the next ``iter()`` starts where it stopped."""
-        missing = [key for key in _STATE_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(
-                f"state_dict lacks {', '.join(missing)}; expected {', '.join(_STATE_KEYS)}"
-            )
-        if state_dict["plan_id"] != self.plan_id:
-            raise ValueError(
-                f"state_dict is for plan {state_dict['plan_id']!r}, "
-                f"this sampler draws plan {self.plan_id!r}"
-            )
+        check_state_dict(state_dict, self.plan_id)
         if state_dict["world_size"] != self.world_size:
             raise ValueError(
                 f"state_dict was saved with world_size={state_dict['world_size']}, this sampler "
                 f"has world_size={self.world_size}: a rank's batches do not carry over"
             )
-        epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
-        position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
+        epoch = check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        position = check_int("position", state_dict["position"], minimum=0, what="non-negative")
         if position > len(self):
             raise ValueError(
                 f"position should be at most len(sampler)={len(self)}, but got position={position}"
@@ -346,27 +253,22 @@ class _BatchFetcher:
             "world_size": world_size,
             "space": sampler.space,
         }
-        self.online = sampler.api is not None
+        self.pages = EpochPages(sampler._source, epoch)
 
     def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
         page = {**self.page, "offset": offset, "limit": limit}
-        if self.online:
-            api = s.api
-            assert api is not None
-            try:
-                return api.batches(s.plan_id, **page)
-            except (TransportError, ServerError) as exc:
-                # Only an unreachable or failing service is a reason to go offline.
-                if not s.fallback:
-                    raise
-                offline = s._offline_batches(exc)
-                self.online = False
-                logger.warning(
-                    "sampleplan: %s; drawing the rest of epoch %d of plan %s from the local cache",
-                    exc,
-                    page["epoch"],
-                    s.plan_id,
-                )
-                return offline.batches(**page)
-        return s._offline_batches(None).batches(**page)
+        return self.pages(
+            lambda api: api.batches(s.plan_id, **page), lambda offline: offline.batches(**page)
+        )
+
+
+def _batching(plan: Plan) -> Batching:
+    """The plan's batching; :class:`ValueError` for a plan without."""
+    batching = batching_from_json(plan.config.get("batching"))
+    if batching is None:
+        raise ValueError(
+            f"plan {plan.id} has no 'batching': RemoteBatchSampler serves batch plans "
+            "(create one with batching=...), RemoteWeightedSampler serves the others"
+        )
+    return batching

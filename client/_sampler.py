@@ -59,248 +59,40 @@ NOTE [Ranks, trainers and pickling]
     copy taken during an iteration continues from where the original stood, at its next
     ``iter()``.
 
-NOTE [Runs]
-    With ``run="job-42"`` the sampler draws from that run of the plan (made with
-    ``PUT /v1/runs/job-42`` if new): epoch 0 from the plan's weights, every later epoch
-    from the weights the run's updates made. ``update_weights(indices, values, op=...,
-    alpha=...)`` tags the values with the current epoch, this rank and a step (the number
-    of ``update_weights`` calls so far this epoch), buffers them, and sends them from one
-    background thread in batches of up to ``update_batch_size`` values (consecutive calls
-    with the same ``op`` and ``alpha`` go in one request, under the step of its first
-    call). Batches are cut by count, never by time, so what each rank sends, and hence
-    the next epoch's weights, does not depend on timing. ``set_epoch`` to a new epoch
-    flushes and waits for every send (an error, such as a 409 for an epoch already
-    served, is raised there), then, when ``torch.distributed`` is initialised with
-    several ranks, waits at a barrier so that no rank reads the next epoch (which freezes
-    it) before every rank's updates are in. A run's weights live in the service: a run
-    has no offline fallback. ``state_dict`` carries the run (and the step), so a restored
-    job continues the same run; a pickled copy sends its updates from a thread of its own.
-
-NOTE [Offline fallback]
-    At construction the plan, its dataset's size and its weights (and, for
-    ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
-    and machine: a plan's content never changes). When the service cannot be reached,
-    or keeps answering 5xx, the rest of the epoch is drawn locally by
-    :class:`~sampleplan.client._offline.OfflineStream` with the service's own core, after checking
-    that this machine reproduces the plan's streams (for ``torch`` plans: the same torch
-    version and CPU architecture); otherwise
-    :class:`~client.StreamMismatchError` is raised. Each new ``iter()`` tries the service
-    again first.
+Runs and the offline fallback live in modules of their own: NOTE [Runs]
+in ``_run_updates.py`` (``run=``, ``update_weights``), NOTE [Offline fallback] in
+``_plan_source.py`` (the plan cached at construction, drawn on this machine by the
+service's own core when the service cannot be reached).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
-import logging
 import operator
 import os
-import queue
-import sys
-import threading
-import weakref
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from types import FrameType
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from torch.utils.data import DistributedSampler
 
-from sampleplan.client._cache import PlanCache, needs_labels
+from sampleplan.client._arguments import check_int, checked_sampler_arguments
+from sampleplan.client._cache import PlanCache
+from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
-from sampleplan.client._exceptions import (
-    BadRequestError,
-    CacheError,
-    SamplePlanError,
-    ServerError,
-    TransportError,
-)
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
+from sampleplan.client._plan_source import EpochPages, PlanSource
+from sampleplan.client._ranks import distributed_world, refuse_resharding
+from sampleplan.client._resumption import Resume, check_state_dict
+from sampleplan.client._run_updates import DEFAULT_UPDATE_BATCH_SIZE, RunUpdates
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.streams import Space
 
 __all__ = ["RemoteWeightedSampler"]
-
-logger = logging.getLogger("sampleplan.client")
-
-T = TypeVar("T")
-
-#: Indices in the first request of an epoch (512 KiB as int64): a small first wait.
-DEFAULT_CHUNK_SIZE = 65536
-#: The most indices per request once chunks have grown (8 MiB as int64): few requests
-#: per epoch. It must not exceed the service's SAMPLEPLAN_MAX_PAGE (10**7 by default).
-DEFAULT_MAX_CHUNK_SIZE = 1 << 20
-
-_STATE_KEYS = ("plan_id", "epoch", "position", "world_size")
-
-#: Values per update request the sampler's ``update_weights`` sends at most.
-DEFAULT_UPDATE_BATCH_SIZE = 1 << 16
-
-
-class _UpdateSender:
-    """Sends a run's updates, in order, from one daemon thread; remembers the first error."""
-
-    def __init__(self, api: SamplePlanClient, run_id: str) -> None:
-        self.api = api
-        self.run_id = run_id
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sampleplan-updates", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:  # stop(): the sampler is gone
-                self._queue.task_done()
-                return
-            try:
-                if self._error is None:
-                    self.api.update_weights(self.run_id, **item)
-            except BaseException as exc:  # raised to the trainer at the next flush
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def send(self, item: dict[str, Any]) -> None:
-        self._queue.put(item)
-
-    def stop(self) -> None:
-        """Let the thread end once what is queued is sent (called when the sampler goes)."""
-        self._queue.put(None)
-
-    def wait(self) -> None:
-        """Block until everything queued is sent; raise the first error, once."""
-        self._queue.join()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-
-class _Prefetch(Generic[T]):
-    """``fn()`` run in a daemon thread; :meth:`result` waits for it (and re-raises)."""
-
-    def __init__(self, fn: Callable[[], T]) -> None:
-        self._fn = fn
-        self._value: T
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sampleplan-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-def _distributed_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``rank`` and ``world_size``, each ``torch.distributed``'s when not given."""
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if initialised else 1
-    if rank is None:
-        rank = torch.distributed.get_rank() if initialised else 0
-    _check_int("world_size", world_size, minimum=1, what="positive")
-    _check_int("rank", rank, minimum=0, what="non-negative")
-    if rank >= world_size:
-        raise ValueError(
-            f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-        )
-    return rank, world_size
-
-
-# NOTE [Samplers that others re-shard]
-#     Hugging Face Accelerate's ``prepare()`` deals the batches of every process's loader
-#     round-robin over the processes itself (``BatchSamplerShard``), whatever the sampler.
-#     A sampler that also shards by the process group would hand each process a quarter of
-#     the epoch, silently. Accelerate gives the sampler no sign of it but the call: so when
-#     the world size comes from the process group, the first frames above ``iter()`` are
-#     checked for Accelerate's batch sampler (a few frames, once per epoch), and the user
-#     is told to pass ``world_size=1`` (every process draws the whole epoch, Accelerate
-#     deals it).
-_RESHARDERS = (("accelerate.data_loader", "BatchSamplerShard"),)
-
-
-def _refuse_resharding(world_size: int) -> None:
-    frame: FrameType | None = sys._getframe(2)
-    for _ in range(8):
-        if frame is None:
-            return
-        owner = frame.f_locals.get("self")
-        kind = type(owner)
-        if (kind.__module__, kind.__name__) in _RESHARDERS:
-            raise RuntimeError(
-                f"{kind.__module__}.{kind.__name__} deals this loader's batches over the "
-                f"{world_size} processes itself, and this sampler shards by the process group "
-                "too: each process would get a fraction of its shard. Build the sampler with "
-                "world_size=1, rank=0: every process draws the whole epoch and Accelerate "
-                "deals it"
-            )
-        frame = frame.f_back
-
-
-def _check_int(name: str, value: object, *, minimum: int, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} should be a {what} integer value, but got {name}={value!r}")
-    return value
-
-
-def _checked_sampler_arguments(
-    plan: str | Plan,
-    *,
-    epoch: int,
-    chunk_size: int,
-    max_chunk_size: int,
-    space: str,
-    api: SamplePlanClient | None,
-    fallback: bool,
-    rank: int | None,
-    world_size: int | None,
-) -> str:
-    """The arguments both remote samplers take, checked as torch's samplers check theirs;
-    the plan id."""
-    plan_id = plan.id if isinstance(plan, Plan) else plan
-    if not isinstance(plan_id, str) or not plan_id:
-        raise ValueError(f"plan should be a plan id or a Plan, but got plan={plan!r}")
-    _check_int("epoch", epoch, minimum=0, what="non-negative")
-    _check_int("chunk_size", chunk_size, minimum=1, what="positive")
-    _check_int("max_chunk_size", max_chunk_size, minimum=1, what="positive")
-    if space not in ("population", "dataset"):
-        raise ValueError(f"space should be 'population' or 'dataset', but got space={space!r}")
-    if api is None and not fallback:
-        raise ValueError("with api=None the sampler draws from its cache: fallback must be True")
-    if rank is not None:
-        _check_int("rank", rank, minimum=0, what="non-negative")
-    if world_size is not None:
-        _check_int("world_size", world_size, minimum=1, what="positive")
-        if rank is not None and rank >= world_size:
-            raise ValueError(
-                f"Invalid rank {rank}, rank should be in the interval [0, {world_size - 1}]"
-            )
-    return plan_id
-
-
-@dataclass(frozen=True)
-class _Resume:
-    """A loaded state, applied at the next ``iter()``; see NOTE [Resumption]."""
-
-    world_size: int
-    start: int
-    position: int
-    global_position: int
 
 
 class RemoteWeightedSampler(DistributedSampler[int]):
@@ -373,7 +165,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         run: str | None = None,
         update_batch_size: int = DEFAULT_UPDATE_BATCH_SIZE,
     ) -> None:
-        plan_id = _checked_sampler_arguments(
+        plan_id = checked_sampler_arguments(
             plan,
             epoch=epoch,
             chunk_size=chunk_size,
@@ -390,7 +182,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 raise ValueError(f"run should be a run id (a non-empty str), but got run={run!r}")
             if api is None:
                 raise ValueError("a run's weights live in the service: run needs an api")
-        _check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
+        check_int("update_batch_size", update_batch_size, minimum=1, what="positive")
 
         self.plan_id = plan_id
         self._rank_arg = rank
@@ -400,32 +192,25 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.space: Space = space
         self.chunk_size = chunk_size
         self.max_chunk_size = max_chunk_size
-        self.api = api
-        self.fallback = fallback
-        self.cache = PlanCache(cache_dir) if fallback else None
+        self._source = PlanSource(
+            plan_id, api, fallback=fallback, cache_dir=cache_dir, offline=OfflineStream
+        )
         self._epoch = epoch
         self._start = 0
         self._live_chunk: tuple[int, int, Iterator[int]] | None = None
         self._position = 0
         self._iterating = False
         self._used_world_size: int | None = None
-        self._resume: _Resume | None = None
-        self._offline: OfflineStream | None = None
-        self._offline_lock = threading.Lock()
+        self._resume: Resume | None = None
         self.run = run
         self.update_batch_size = update_batch_size
-        self._updates: list[
-            tuple[str, float | None, int, npt.NDArray[np.int64], npt.NDArray[np.float64]]
-        ] = []
-        self._buffered = 0
-        self._step = 0
-        self._sender: _UpdateSender | None = None
-        self.plan = self._load_plan()
+        self._run_updates: RunUpdates | None = None
+        self.plan = self._source.load_plan()
         self._schedule = schedule_from_json(self.plan.config.get("schedule"))
         if run is not None:
             assert api is not None
             api.create_run(run, self.plan.id)
-            self._start_sender()
+            self._run_updates = RunUpdates(api, run, batch_size=update_batch_size)
         # DistributedSampler's remaining attributes: the draw is random, seeded by the plan.
         self.shuffle = True
         self.seed = int(self.plan.config.get("seed", 0))
@@ -447,20 +232,15 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     # -- pickling (NOTE [Ranks, trainers and pickling]) -------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        if self.run is not None:
-            # Buffered updates are sent now, by this sampler: a copy holding them too would
-            # send them a second time (a 'mul' applied twice) whenever both flush.
-            self.flush_updates()
+        # The source drops its offline stream and the run's updates their thread, after
+        # sending what is buffered (NOTE [Runs]): the copy rebuilds them.
         state = self.__dict__.copy()
-        del state["_offline_lock"]
-        state["_offline"] = None
-        state["_sender"] = None  # a thread: the copy starts its own
         state["_live_chunk"] = None  # the position it counts is folded in just below
         state["_position_before_chunk"] = self._position
         if self._iterating and self._resume is None:
             # The copy continues where this iteration stands.
             world_size = self._used_world_size or 1
-            state["_resume"] = _Resume(
+            state["_resume"] = Resume(
                 world_size,
                 self._start,
                 self._position,
@@ -469,76 +249,28 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         state["_iterating"] = False
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._offline_lock = threading.Lock()
-        if self.run is not None:
-            self._start_sender()
+    # -- the plan's source (NOTE [Offline fallback]) -----------------------------------------
 
-    def _start_sender(self) -> None:
-        assert self.api is not None and self.run is not None
-        sender = _UpdateSender(self.api, self.run)
-        self._sender = sender
-        weakref.finalize(self, sender.stop)
+    @property
+    def api(self) -> SamplePlanClient | None:
+        """The client; ``None``: cache only."""
+        return self._source.api
 
-    # -- construction ---------------------------------------------------------------------
+    @property
+    def fallback(self) -> bool:
+        """Whether the plan is cached and drawn locally when the service is unreachable."""
+        return self._source.fallback
 
-    def _load_plan(self) -> Plan:
-        if self.api is None:
-            return self._offline_stream(None).plan
-        try:
-            plan = self.api.get_plan(self.plan_id)
-            if self.cache is not None and not self.cache.has(plan.id):
-                self._fill_cache(self.api, self.cache, plan)
-        except (TransportError, ServerError) as exc:
-            if self.cache is None:
-                raise
-            # Say "using the cached copy" only once there is one: without it this raises.
-            offline = self._offline_stream(exc)
-            logger.warning("sampleplan: %s; using the cached copy of plan %s", exc, self.plan_id)
-            return offline.plan
-        return plan
-
-    @staticmethod
-    def _fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
-        try:
-            weights = api.weights(plan.id)
-            # A hierarchical table depends on the population's classes, not only on its
-            # weights (NOTE [Offline streams] in client/_offline.py).
-            # So do a schedule's weights (a function of the class counts) and a stratified
-            # split's population.
-            dataset = api.get_dataset(plan.dataset_id)
-            codes = offsets = None
-            if needs_labels(plan):
-                codes = api.codes(plan.dataset_id)
-                offsets = api.offsets(plan.dataset_id) if dataset.multi_label else None
-        except BadRequestError as exc:
-            # The service refuses to send them (more values than its page limit): the
-            # sampler works, only without an offline fallback.
-            logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
-            return
-        cache.store(plan, dataset, weights, codes, offsets)
-
-    def _offline_stream(self, cause: SamplePlanError | None) -> OfflineStream:
-        """The offline stream, built once; raises (from ``cause``) when it cannot be."""
-        with self._offline_lock:
-            if self._offline is None:
-                assert self.cache is not None
-                try:
-                    self._offline = OfflineStream(self.cache.load(self.plan_id))
-                except SamplePlanError as exc:
-                    if cause is None:
-                        raise
-                    if isinstance(exc, CacheError):
-                        raise CacheError(f"{cause}; and no offline fallback: {exc}") from cause
-                    raise exc from cause
-            return self._offline
+    @property
+    def cache(self) -> PlanCache | None:
+        """Where the plan is cached for the offline fallback (``None`` without fallback)."""
+        return self._source.cache
 
     # -- ranks (NOTE [Ranks, trainers and pickling]) ----------------------------------------
 
     def _world(self) -> tuple[int, int]:
         """``(rank, world_size)`` as of now: given, or ``torch.distributed``'s."""
-        return _distributed_world(self._rank_arg, self._world_size_arg)
+        return distributed_world(self._rank_arg, self._world_size_arg)
 
     @property
     def rank(self) -> int:
@@ -547,7 +279,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     @rank.setter
     def rank(self, value: int) -> None:
-        self._rank_arg = _check_int("rank", value, minimum=0, what="non-negative")
+        self._rank_arg = check_int("rank", value, minimum=0, what="non-negative")
 
     @property
     def world_size(self) -> int:
@@ -556,7 +288,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     @world_size.setter
     def world_size(self, value: int) -> None:
-        self._world_size_arg = _check_int("world_size", value, minimum=1, what="positive")
+        self._world_size_arg = check_int("world_size", value, minimum=1, what="positive")
 
     @property
     def num_replicas(self) -> int:
@@ -569,14 +301,18 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     # -- the Sampler protocol --------------------------------------------------------------
 
-    def _draws(self) -> int:
-        """Draws in the current epoch, over all ranks: the plan's ``num_samples``, or with a
-        ``dynamic_balance`` schedule and ``num_samples`` null, the sum of the epoch's quotas."""
+    def _draws(self, epoch: int | None = None) -> int:
+        """Draws in epoch ``epoch`` (default: the current one), over all ranks: the plan's
+        ``num_samples``, or with a ``dynamic_balance`` schedule and ``num_samples`` null,
+        the sum of the epoch's quotas."""
         if self._schedule is None or self.plan.config.get("num_samples") is not None:
             return self.plan.num_samples
         # The schedule is a pure function of the class counts: the same core as the service.
         counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
-        return self._schedule.num_samples(counts, self._epoch) or self.plan.population_size
+        return (
+            self._schedule.num_samples(counts, self._epoch if epoch is None else epoch)
+            or self.plan.population_size
+        )
 
     @property
     def num_samples(self) -> int:  # type: ignore[override]
@@ -614,19 +350,10 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch`` from the next ``iter()`` on, as ``DistributedSampler.set_epoch``."""
-        _check_int("epoch", epoch, minimum=0, what="non-negative")
+        check_int("epoch", epoch, minimum=0, what="non-negative")
         if epoch != self._epoch:
-            if self.run is not None:
-                self.flush_updates()
-                if (
-                    torch.distributed.is_available()
-                    and torch.distributed.is_initialized()
-                    and torch.distributed.get_world_size() > 1
-                ):
-                    # No rank may read (and so freeze) the next epoch before every rank's
-                    # updates of this one are in: see NOTE [Runs].
-                    torch.distributed.barrier()
-                self._step = 0
+            if self._run_updates is not None:
+                self._run_updates.next_epoch()  # flushed, and every rank's in: NOTE [Runs]
             self._epoch = epoch
             self._start = 0
             self._position = 0
@@ -641,7 +368,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 "process (or pass world_size), so that no rank gets a different stream"
             )
         if self._world_size_arg is None and world_size > 1:
-            _refuse_resharding(world_size)
+            refuse_resharding(world_size)
         self._used_world_size = world_size
         start, position = self._resume_point(rank, world_size)
         self._resume = None
@@ -650,19 +377,11 @@ class RemoteWeightedSampler(DistributedSampler[int]):
 
     def _resume_point(self, rank: int, world_size: int) -> tuple[int, int]:
         """``(start, position)`` of this iteration; see NOTE [Resumption]."""
-        resume = self._resume
-        if resume is None:
+        if self._resume is None:
             return 0, 0
-        unedited = resume.global_position == global_position(
-            self._draws(), resume.start, resume.world_size, resume.position
+        return self._resume.point(
+            self._draws(), rank, world_size, pad=self.pad, drop_last=self.drop_last
         )
-        if (
-            resume.world_size == world_size
-            and unedited
-            and resume.position <= self._deal_length(resume.start, rank, world_size)
-        ):
-            return resume.start, resume.position
-        return resume.global_position, 0
 
     def _iterate(
         self, epoch: int, start: int, position: int, rank: int, world_size: int
@@ -678,23 +397,17 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     ) -> Iterator[Iterator[int]]:
         fetch = _ChunkFetcher(self, epoch, start, rank, world_size)
         length = self._deal_length(start, rank, world_size)
-        offset, limit = position, self.chunk_size
+        chunks = prefetched_chunks(
+            fetch,
+            position,
+            length,
+            self.chunk_size,
+            self.max_chunk_size,
+            what=f"the stream of plan {self.plan_id}",
+        )
         self._iterating = True
         try:
-            pending = (
-                _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-            )
-            while pending is not None:
-                chunk = pending.result()
-                if chunk.shape[0] == 0:
-                    raise SamplePlanError(
-                        f"the stream of plan {self.plan_id} ended at {offset} of {length}"
-                    )
-                offset += int(chunk.shape[0])
-                limit = min(2 * limit, self.max_chunk_size)
-                pending = (
-                    _Prefetch(functools.partial(fetch, offset, limit)) if offset < length else None
-                )
+            for chunk in chunks:
                 # The position is read off the list iterator only when asked (see
                 # _position), not counted per index.
                 items = chunk.tolist()
@@ -724,65 +437,23 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         Buffered and sent in the background; :meth:`flush_updates` (and ``set_epoch``)
         waits for them.
         """
-        if self.run is None:
+        if self._run_updates is None:
             raise ValueError("update_weights needs a run: RemoteWeightedSampler(..., run='job-1')")
-        if op not in ("set", "mul", "ema"):
-            raise ValueError(f"op should be 'set', 'mul' or 'ema', but got op={op!r}")
-        if op == "ema":
-            if alpha is None or not 0.0 < float(alpha) <= 1.0:
-                raise ValueError(f"op 'ema' needs alpha in (0, 1], but got alpha={alpha!r}")
-        elif alpha is not None:
-            raise ValueError(f"alpha only applies to op 'ema', not to op {op!r}")
-        idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
-        val = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
-        idx = idx.astype(np.int64, copy=False).reshape(-1)
-        val = val.astype(np.float64, copy=False).reshape(-1)
-        if idx.shape != val.shape:
-            raise ValueError(
-                f"indices and values should have the same length, but got {idx.shape[0]} "
-                f"and {val.shape[0]}"
-            )
-        if self._updates and self._updates[0][:2] != (op, alpha):
-            self._send_buffer()
-        self._updates.append((op, alpha, self._step, idx, val))
-        self._buffered += int(idx.shape[0])
-        self._step += 1
-        if self._buffered >= self.update_batch_size:
-            self._send_buffer()
-
-    def _send_buffer(self) -> None:
-        if not self._updates:
-            return
-        assert self._sender is not None
-        op, alpha, step = self._updates[0][:3]
-        self._sender.send(
-            {
-                "indices": np.concatenate([u[3] for u in self._updates]),
-                "values": np.concatenate([u[4] for u in self._updates]),
-                "epoch": self._epoch,
-                "rank": self.rank,
-                "step": step,
-                "op": op,
-                "alpha": alpha,
-            }
+        self._run_updates.add(
+            indices, values, op=op, alpha=alpha, epoch=self._epoch, rank=self.rank
         )
-        self._updates = []
-        self._buffered = 0
 
     def flush_updates(self) -> None:
         """Send every buffered update and wait until the service has them (or raise)."""
-        if self._sender is None:
-            return
-        self._send_buffer()
-        self._sender.wait()
+        if self._run_updates is not None:
+            self._run_updates.flush()
 
     # -- resumption --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands in the epoch; see NOTE [Resumption]."""
-        if self.run is not None:
-            # A checkpoint must not hold a position past updates that were never sent.
-            self.flush_updates()
+        # A checkpoint must not hold a position past updates that were never sent.
+        self.flush_updates()
         if self._resume is not None:
             # Loaded but not iterated yet: hand the loaded state on unchanged.
             resume = self._resume
@@ -800,62 +471,27 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             "start": start,
             "global_position": reached,
         }
-        if self.run is not None:
+        if self._run_updates is not None:
             state["run"] = self.run
-            state["update_step"] = self._step
+            state["update_step"] = self._run_updates.step
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from ``state_dict`` at the next ``iter()``, in this world size or another."""
-        missing = [key for key in _STATE_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(
-                f"state_dict lacks {', '.join(missing)}; expected {', '.join(_STATE_KEYS)}"
-            )
-        if state_dict["plan_id"] != self.plan_id:
-            raise ValueError(
-                f"state_dict is for plan {state_dict['plan_id']!r}, "
-                f"this sampler draws plan {self.plan_id!r}"
-            )
+        check_state_dict(state_dict, self.plan_id)
         if state_dict.get("run") != self.run:
             raise ValueError(
                 f"state_dict is for run {state_dict.get('run')!r}, "
                 f"this sampler draws run {self.run!r}"
             )
-        epoch = _check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
-        saved_epoch, self._epoch = self._epoch, epoch
-        num_samples = self._draws()  # the length of the saved epoch
-        self._epoch = saved_epoch
-        position = _check_int("position", state_dict["position"], minimum=0, what="non-negative")
-        world_size = _check_int("world_size", state_dict["world_size"], minimum=1, what="positive")
-        start = _check_int("start", state_dict.get("start", 0), minimum=0, what="non-negative")
-        if start > num_samples:
-            raise ValueError(
-                f"start should be at most the epoch's {num_samples} draws, but got start={start}"
-            )
-        most = dealt_length(num_samples, start, world_size, 0, pad=True, drop_last=False)
-        if position > most:
-            raise ValueError(
-                f"position should be at most ceil((num_samples - start) / world_size)={most}, "
-                f"but got position={position}"
-            )
-        reached = global_position(num_samples, start, world_size, position)
-        if "global_position" in state_dict:
-            given = state_dict["global_position"]
-            _check_int("global_position", given, minimum=0, what="non-negative")
-            if given > num_samples:
-                raise ValueError(
-                    f"global_position should be at most the epoch's {num_samples} draws, "
-                    f"but got global_position={given}"
-                )
-            # Lowered to the minimum over ranks, it wins; it never moves past ``position``.
-            reached = min(reached, given)
+        epoch = check_int("epoch", state_dict["epoch"], minimum=0, what="non-negative")
+        resume = Resume.from_state_dict(state_dict, self._draws(epoch))
         self._epoch = epoch
         self._start = 0
         self._position = 0
-        self._resume = _Resume(world_size, start, position, reached)
-        if self.run is not None:
-            self._step = _check_int(
+        self._resume = resume
+        if self._run_updates is not None:
+            self._run_updates.step = check_int(
                 "update_step", state_dict.get("update_step", 0), minimum=0, what="non-negative"
             )
 
@@ -878,7 +514,7 @@ class _ChunkFetcher:
         self.start = start
         self.rank = rank
         self.world_size = world_size
-        self.online = sampler.api is not None
+        self.pages = EpochPages(sampler._source, epoch)
 
     def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
@@ -897,22 +533,6 @@ class _ChunkFetcher:
             # A run's weights live in the service: no offline fallback (NOTE [Runs]).
             assert s.api is not None
             return s.api.run_indices(s.run, **page)
-        if self.online:
-            assert s.api is not None
-            try:
-                return s.api.indices(s.plan_id, **page)
-            except (TransportError, ServerError) as exc:
-                # Only an unreachable or failing service is a reason to go offline: a 4xx
-                # means the request is wrong, on any replica and offline alike.
-                if not s.fallback:
-                    raise
-                offline = s._offline_stream(exc)
-                self.online = False
-                logger.warning(
-                    "sampleplan: %s; drawing the rest of epoch %d of plan %s from the local cache",
-                    exc,
-                    self.epoch,
-                    s.plan_id,
-                )
-                return offline.indices(**page)
-        return s._offline_stream(None).indices(**page)
+        return self.pages(
+            lambda api: api.indices(s.plan_id, **page), lambda offline: offline.indices(**page)
+        )

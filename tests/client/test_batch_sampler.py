@@ -16,7 +16,15 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
-from sampleplan.client import Plan, RemoteBatchSampler, SamplePlanClient, StreamMismatchError
+from sampleplan.client import (
+    CacheError,
+    Plan,
+    RemoteBatchSampler,
+    RemoteWeightedSampler,
+    SamplePlanClient,
+    StreamMismatchError,
+    TransportError,
+)
 from tests.client.batch_rank import BATCH_EPOCHS, batch_rank_main
 from tests.client.data import Items, imbalanced_labels, train_subset
 from tests.conftest import LiveServer, free_port
@@ -166,6 +174,32 @@ def test_offline_the_cache_gives_the_same_batches(
     path.write_text(json.dumps(data))
     with pytest.raises(StreamMismatchError, match="batches-v0"):
         RemoteBatchSampler(plan.id, None)
+
+
+def test_an_entry_cached_without_class_codes_is_completed(
+    client: SamplePlanClient, plan: Plan, private_cache: Path
+) -> None:
+    # A weighted sampler caches what its stream needs: no class codes for this plan.
+    RemoteWeightedSampler(plan.id, client)
+    assert not (private_cache / "plans" / plan.id / "codes.npy").exists()
+    RemoteBatchSampler(plan.id, client)  # the batches depend on the classes
+    assert (private_cache / "plans" / plan.id / "codes.npy").exists()
+    cached_only = RemoteBatchSampler(plan.id, None, epoch=2)
+    assert list(cached_only) == client.batches(plan.id, epoch=2).tolist()
+
+
+def test_unreachable_and_not_cached(plan: Plan, caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        SamplePlanClient(f"http://127.0.0.1:{free_port()}", retries=0, timeout=2.0) as gone,
+        caplog.at_level(logging.WARNING, logger="sampleplan.client"),
+        pytest.raises(
+            CacheError, match=r"no offline fallback: plan \w+ is not in the cache"
+        ) as info,
+    ):
+        RemoteBatchSampler(plan.id, gone)
+    assert isinstance(info.value.__cause__, TransportError)
+    # No "using the cached copy" before a "not in the cache".
+    assert "cached copy" not in caplog.text
 
 
 def test_service_stopped_mid_epoch_the_batches_finish_from_the_cache(
