@@ -354,6 +354,50 @@ def summarize_stream(
     return StreamSummary(length=length, class_counts=counts, sha256=digest.hexdigest())
 
 
+@dataclass(frozen=True)
+class BatchSummary:
+    """What one rank's batches of an epoch hold: how many, their size, samples per class
+    and SHA-256."""
+
+    num_batches: int
+    batch_size: int
+    class_counts: npt.NDArray[np.int64]
+    sha256: str
+
+
+def summarize_batches(
+    plan: PreparedPlan,
+    request: StreamRequest,
+    *,
+    chunk: int = 1 << 20,
+) -> BatchSummary:
+    """Summarise the rank's batches for ``request``'s epoch (its page is ignored).
+
+    Drawn in chunks of about ``chunk`` indices, so memory stays bounded however many
+    batches the rank has; the digest is :func:`stream_digest` of the batches' indices in
+    ``request.space``, row after row, as ``list(batch_sampler)`` flattens them.
+    """
+    table = plan.batch_table
+    if table is None:
+        raise ValueError("this plan has no batching")
+    length = request.length(table.num_batches)
+    counts = np.zeros(plan.num_classes, dtype=np.int64)
+    digest = hashlib.sha256()
+    step = max(1, chunk // table.batch_size)
+    for offset in range(0, length, step):
+        page = plan.batches(replace(request, offset=offset, limit=step, space="population"))
+        counts += stream_class_counts(plan, page.reshape(-1))
+        if request.space == "dataset" and plan.population is not None:
+            page = plan.population[page]
+        digest.update(np.ascontiguousarray(page, dtype="<i8").data)
+    return BatchSummary(
+        num_batches=length,
+        batch_size=table.batch_size,
+        class_counts=counts,
+        sha256=digest.hexdigest(),
+    )
+
+
 def stream_class_counts(
     plan: PreparedPlan, positions: npt.NDArray[np.integer]
 ) -> npt.NDArray[np.int64]:

@@ -23,8 +23,8 @@ NOTE [Sharding]
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import InitVar, dataclass, field, fields, replace
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -55,12 +55,35 @@ def rank_length(num_samples: int, world_size: int) -> int:
 
 
 @dataclass(frozen=True)
+class PageBounds:
+    """Where a request's page lies in a rank's stream of ``num_samples`` draws.
+
+    ``length`` is the rank's whole stream; ``[first, stop)`` the page within it, clipped
+    to it. :meth:`StreamRequest.bounds` computes them once per request.
+    """
+
+    num_samples: int
+    length: int
+    first: int
+    stop: int
+
+
+@dataclass(frozen=True)
 class StreamRequest:
     """Which part of which stream: an epoch, a rank of a world, and a page of it.
+
+    The one value that says which page a caller wants, from the HTTP query (the service's
+    query models build it) through the catalogs to the core, and from the client's
+    methods and samplers to the query they send (:meth:`to_query`) and to the offline
+    fallback.
 
     ``start``, ``pad`` and ``drop_last`` say how the epoch is dealt to the ranks (NOTE
     [Dealing] in ``dealing.py``): from global position ``start``, padding the ragged tail
     (the default, as ``DistributedSampler``), dropping it, or neither (``pad=False``).
+
+    A request is checked when made (:class:`InvalidStreamRequest`), except with
+    ``check=False``: the client sends what its caller asked for, and the service judges
+    it, so that every refusal is the service's own (and its 422 the client's error).
     """
 
     epoch: int = 0
@@ -72,8 +95,13 @@ class StreamRequest:
     start: int = 0
     pad: bool = True
     drop_last: bool = False
+    check: InitVar[bool] = True
+    # The page's bounds in a stream of some length, kept once computed (see ``bounds``).
+    _bounds: PageBounds | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check: bool) -> None:
+        if not check:
+            return
         check_epoch(self.epoch)
         if self.world_size < 1:
             raise InvalidStreamRequest(
@@ -105,14 +133,22 @@ class StreamRequest:
                 f"start should be a non-negative integer, but got start={self.start}"
             )
 
-    def length(self, num_samples: int) -> int:
-        """How many indices the rank's stream has (its whole length, not the page's)."""
+    def bounds(self, num_samples: int) -> PageBounds:
+        """The page's bounds in a stream of ``num_samples`` draws (or batches).
+
+        Computed once per request: whoever asks next (the catalog, the core, the response)
+        gets the same bounds back. A request is immutable and its bounds are a pure
+        function of it and ``num_samples``, so keeping them on it changes nothing else.
+        """
+        known = self._bounds
+        if known is not None and known.num_samples == num_samples:
+            return known
         if self.start > num_samples:
             raise InvalidStreamRequest(
                 f"start should be at most the epoch's {num_samples} draws, "
                 f"but got start={self.start}"
             )
-        return dealt_length(
+        length = dealt_length(
             num_samples,
             self.start,
             self.world_size,
@@ -120,13 +156,57 @@ class StreamRequest:
             pad=self.pad,
             drop_last=self.drop_last,
         )
+        first = min(self.offset, length)
+        stop = length if self.limit is None else min(length, first + self.limit)
+        bounds = PageBounds(num_samples, length, first, stop)
+        object.__setattr__(self, "_bounds", bounds)  # frozen, but this is a cache of it
+        return bounds
+
+    def length(self, num_samples: int) -> int:
+        """How many indices the rank's stream has (its whole length, not the page's)."""
+        return self.bounds(num_samples).length
 
     def page_bounds(self, num_samples: int) -> tuple[int, int]:
         """``[start, stop)`` of the page within the rank's stream (clipped to its length)."""
-        length = self.length(num_samples)
-        start = min(self.offset, length)
-        stop = length if self.limit is None else min(length, start + self.limit)
-        return start, stop
+        bounds = self.bounds(num_samples)
+        return bounds.first, bounds.stop
+
+    def checked(self) -> StreamRequest:
+        """This request, checked (a request made with ``check=False`` is checked now)."""
+        return replace(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The nine fields by name, as the client's methods take them as keywords."""
+        return {f.name: getattr(self, f.name) for f in _FIELDS}
+
+    def to_query(self, *, page: bool = True) -> dict[str, int | str]:
+        """The HTTP query that asks the service for this request.
+
+        ``epoch``, ``rank``, ``world_size``, ``space`` and (with ``page``) ``offset``
+        always; ``limit``, ``start``, ``pad`` and ``drop_last`` only when not at their
+        defaults, so a plain page's query is what it always was. ``page=False`` leaves
+        the page out, for the summaries of a whole stream.
+        """
+        query: dict[str, int | str] = {
+            "epoch": self.epoch,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+        if page:
+            query["offset"] = self.offset
+        query["space"] = self.space
+        if page and self.limit is not None:
+            query["limit"] = self.limit
+        if self.start:
+            query["start"] = self.start
+        if not self.pad:
+            query["pad"] = "false"
+        if self.drop_last:
+            query["drop_last"] = "true"
+        return query
+
+
+_FIELDS = tuple(f for f in fields(StreamRequest) if not f.name.startswith("_"))
 
 
 def shard_positions(num_samples: int, request: StreamRequest) -> Int64Array:
@@ -141,8 +221,8 @@ def shard_positions(num_samples: int, request: StreamRequest) -> Int64Array:
 def _deal_of(num_samples: int, request: StreamRequest) -> tuple[int, int, int, int, int, int]:
     """The request's page as :mod:`~sampleplan.core.dealing` takes it: ``num_samples, start,
     world_size, rank, first, stop``."""
-    first, stop = request.page_bounds(num_samples)
-    return num_samples, request.start, request.world_size, request.rank, first, stop
+    bounds = request.bounds(num_samples)
+    return num_samples, request.start, request.world_size, request.rank, bounds.first, bounds.stop
 
 
 def draw_torch_epoch(

@@ -171,6 +171,74 @@ def test_bad_stream_requests(kwargs: dict[str, int], message: str) -> None:
         StreamRequest(**kwargs)  # type: ignore[arg-type]
 
 
+def test_an_unchecked_request_is_what_was_asked_until_checked() -> None:
+    """The client sends what its caller asked for and lets the service judge it."""
+    asked = StreamRequest(rank=2, world_size=2, check=False)
+    assert (asked.rank, asked.world_size) == (2, 2)
+    with pytest.raises(InvalidStreamRequest, match="rank should be in"):
+        asked.checked()
+    assert StreamRequest(rank=1, world_size=2, check=False).checked() == StreamRequest(
+        rank=1, world_size=2
+    )
+
+
+def test_page_bounds_are_computed_once_per_request() -> None:
+    request = StreamRequest(rank=1, world_size=3, offset=2, limit=5, start=4)
+    bounds = request.bounds(20)
+    assert (bounds.length, bounds.first, bounds.stop) == (6, 2, 6)
+    assert request.bounds(20) is bounds
+    assert request.page_bounds(20) == (2, 6) and request.length(20) == 6
+    assert request.bounds(21) is not bounds and request.bounds(21).length == 6
+    # Kept on the request, yet no part of its value.
+    assert request == StreamRequest(rank=1, world_size=3, offset=2, limit=5, start=4)
+    assert "bounds" not in repr(request)
+
+
+@pytest.mark.parametrize(
+    ("request_", "query"),
+    [
+        (
+            StreamRequest(),
+            {"epoch": 0, "rank": 0, "world_size": 1, "offset": 0, "space": "population"},
+        ),
+        (
+            StreamRequest(epoch=2, rank=1, world_size=3, offset=5, limit=3, space="dataset"),
+            {"epoch": 2, "rank": 1, "world_size": 3, "offset": 5, "space": "dataset", "limit": 3},
+        ),
+        (
+            StreamRequest(start=7, pad=False, drop_last=True, limit=0),
+            {
+                "epoch": 0,
+                "rank": 0,
+                "world_size": 1,
+                "offset": 0,
+                "space": "population",
+                "limit": 0,
+                "start": 7,
+                "pad": "false",
+                "drop_last": "true",
+            },
+        ),
+    ],
+)
+def test_to_query_sends_the_defaults_of_dealing_only_when_changed(
+    request_: StreamRequest, query: dict[str, Any]
+) -> None:
+    assert request_.to_query() == query
+    assert list(request_.to_query()) == list(query)
+
+
+def test_a_whole_streams_query_has_no_page() -> None:
+    request = StreamRequest(epoch=1, world_size=2, offset=3, limit=4)
+    assert request.to_query(page=False) == {
+        "epoch": 1,
+        "rank": 0,
+        "world_size": 2,
+        "space": "population",
+    }
+    assert StreamRequest(**request.as_dict()) == request
+
+
 def test_rank_length_is_distributed_samplers() -> None:
     for n in range(1, 30):
         for ws in range(1, 8):
