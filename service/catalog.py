@@ -27,7 +27,7 @@ from sampleplan.core.lru import LRUCache
 from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
-from sampleplan.core.streams import Int64Array, StreamRequest, in_space
+from sampleplan.core.streams import Int64Array, PageBounds, StreamRequest, in_space
 from sampleplan.core.versions import plan_versions
 from sampleplan.service.config import Settings
 from sampleplan.service.epoch_cache import EpochCache
@@ -339,8 +339,11 @@ class Catalog:
             or plan.prepared.config.schedule is not None
         ):
             return None
-        start, stop = request.page_bounds(plan.prepared.num_samples)
-        if stop - start > INLINE_PAGE_VALUES or (plan.id, request.epoch) not in self.epochs:
+        bounds = request.bounds(plan.prepared.num_samples)
+        if (
+            bounds.stop - bounds.first > INLINE_PAGE_VALUES
+            or (plan.id, request.epoch) not in self.epochs
+        ):
             return None
         return plan, self.indices(plan, request)
 
@@ -355,12 +358,14 @@ class Catalog:
 
         ``(stream_key, epoch)`` names the epoch's stream in the epoch cache: the plan id
         for a plan's streams (a schedule's epochs differ by epoch), something else for
-        streams drawn from other weights, such as a run's.
+        streams drawn from other weights, such as a run's. The page's bounds are computed
+        here, once for the request (:meth:`StreamRequest.bounds`): the core and the
+        response read the same.
         """
-        start, stop = request.page_bounds(prepared.num_samples)
-        self.check_page(stop - start)
+        bounds = request.bounds(prepared.num_samples)
+        self.check_page(bounds.stop - bounds.first)
         began = time.perf_counter()
-        page = self._page(prepared, (stream_key, request.epoch), request, start, stop)
+        page = self._page(prepared, (stream_key, request.epoch), request, bounds)
         if self.metrics is not None:
             algorithm = prepared.config.algorithm
             self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
@@ -372,15 +377,14 @@ class Catalog:
         prepared: PreparedPlan,
         key: Hashable,
         request: StreamRequest,
-        start: int,
-        stop: int,
+        bounds: PageBounds,
     ) -> Int64Array:
         """See NOTE [When an epoch is drawn whole]."""
         if not prepared.config.drawing_algorithm.draws_whole_epochs:
             return prepared.indices(request)
         stream = self.epochs.get(key)
         if stream is None:
-            span = (stop - start) * request.world_size
+            span = (bounds.stop - bounds.first) * request.world_size
             if (
                 prepared.draws_by_range
                 and 2 * span < prepared.num_samples
@@ -391,7 +395,7 @@ class Catalog:
             stream = self.epochs.get_or_draw(key, lambda: self._draw_epoch(prepared, epoch))
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
-            page = stream[request.start + start : request.start + stop]
+            page = stream[request.start + bounds.first : request.start + bounds.stop]
             return in_space(page, request.space, prepared.population)
         return prepared.indices(request, epoch_stream=stream)
 

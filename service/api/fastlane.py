@@ -15,7 +15,9 @@ NOTE [Fast lane]
     1. matches the request with the route's own ``matches`` (path, method, root path);
     2. validates the path and query parameters in one pydantic call, against a model
        built from the route's declared parameters: the same annotations and constraints
-       FastAPI validates them with, so a value is read exactly as the route would read it;
+       FastAPI validates them with, so a value is read exactly as the route would read it
+       (a query model, such as a stream query of NOTE [Stream queries] in ``streams.py``,
+       is read field by field, as FastAPI reads it);
     3. awaits the route's ``answer``, the code the route itself runs once its parameters
        are read (for ``/indices``: a slice on the event loop when the epoch is cached, a
        worker thread otherwise).
@@ -35,13 +37,14 @@ from urllib.parse import parse_qsl
 
 import pydantic
 from fastapi.routing import APIRoute, APIRouter
+from pydantic.fields import FieldInfo
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sampleplan.service.errors import SamplingError
 
-__all__ = ["FastAnswer", "FastLane", "get_route", "parameter_model"]
+__all__ = ["FastAnswer", "FastLane", "get_route", "parameter_model", "query_fields"]
 
 #: Answers a matched request from its validated parameters (by name), or ``None`` to let
 #: the route serve it. May raise :class:`SamplingError`: the route then serves it.
@@ -60,22 +63,36 @@ def parameter_model(route: APIRoute) -> type[pydantic.BaseModel]:
     """A model of the route's path and query parameters, as the route declares them.
 
     Each field carries the parameter's annotation and its ``Path``/``Query`` field info
-    (constraints, alias, default), which is what FastAPI validates a value against.
-    Routes with header, cookie or body parameters are refused: the fast lane reads only
-    the path and the query string.
+    (constraints, alias, default), which is what FastAPI validates a value against; a
+    query model's fields are the model's own. Routes with header, cookie or body
+    parameters are refused: the fast lane reads only the path and the query string.
     """
     dependant = route.dependant
     if dependant.header_params or dependant.cookie_params or dependant.body_params:
         raise ValueError(f"{route.path}: the fast lane reads only path and query parameters")
     fields: dict[str, Any] = {}
-    for param in [*dependant.path_params, *dependant.query_params]:
+    for param in dependant.path_params:
         fields[param.name] = (param.field_info.annotation, param.field_info)
+    for name, info in query_fields(route).items():
+        fields[name] = (info.annotation, info)
     model: type[pydantic.BaseModel] = pydantic.create_model(
         f"{route.name}_parameters",
         __config__=pydantic.ConfigDict(extra="forbid"),
         **fields,
     )
     return model
+
+
+def query_fields(route: APIRoute) -> dict[str, FieldInfo]:
+    """The route's query parameters by name, with a query model's fields in its place."""
+    fields: dict[str, FieldInfo] = {}
+    for param in route.dependant.query_params:
+        annotation = param.field_info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            fields.update(annotation.model_fields)
+        else:
+            fields[param.name] = param.field_info
+    return fields
 
 
 class FastLane:
@@ -86,7 +103,7 @@ class FastLane:
         self.route = route
         self.answer = answer
         self.model = parameter_model(route)
-        self.aliases = frozenset(param.alias for param in route.dependant.query_params)
+        self.aliases = frozenset(info.alias or name for name, info in query_fields(route).items())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._try(scope) if scope["type"] == "http" else None

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
-from sampleplan.core.streams import Space, StreamRequest
+from sampleplan.core.stats import summarize_batches
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import (
     SHAPE_HEADER,
@@ -17,8 +15,8 @@ from sampleplan.service.api.arrays import (
     array_responses,
 )
 from sampleplan.service.api.deps import CatalogDep
-from sampleplan.service.api.routes.plans import EpochQuery, RankQuery, WorldSizeQuery
 from sampleplan.service.api.schemas import BatchesOut, BatchSummaryOut, Problem
+from sampleplan.service.api.streams import BatchesQueryParams, BatchesSummaryQueryParams
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import InvalidStreamRequest
 
@@ -27,12 +25,6 @@ router = APIRouter(prefix="/v1/plans", tags=["batches"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No plan has this id."}
 }
-
-#: Batches per summary chunk: bounds the memory of a summary of a long epoch.
-_SUMMARY_CHUNK_VALUES = 1 << 20
-
-SpaceQuery = Annotated[Space, Query(description="population positions or dataset indices.")]
-
 
 PlanId = Annotated[
     str,
@@ -77,37 +69,25 @@ def get_batches(
     catalog: CatalogDep,
     media_type: ArrayMediaType,
     request: Request,
-    epoch: EpochQuery = 0,
-    rank: RankQuery = 0,
-    world_size: WorldSizeQuery = 1,
-    offset: Annotated[
-        int, Query(ge=0, description="First batch of the page in the rank's batches.")
-    ] = 0,
-    limit: Annotated[
-        int | None, Query(ge=0, description="Batches in the page; default: to the end.")
-    ] = None,
-    space: SpaceQuery = "population",
+    query: BatchesQueryParams,
 ) -> Response:
-    stream_request = StreamRequest(
-        epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
-    )
+    stream_request = query.to_request()
     plan = _batch_plan(catalog, plan_id)
     prepared = plan.prepared
     assert prepared.batch_table is not None
     batch_size = prepared.batch_table.batch_size
-    length = prepared.rank_batches(world_size)
-    start, stop = stream_request.page_bounds(prepared.batch_table.num_batches)
-    catalog.check_page((stop - start) * batch_size)
+    bounds = stream_request.bounds(prepared.batch_table.num_batches)
+    catalog.check_page((bounds.stop - bounds.first) * batch_size)
     batches = prepared.batches(stream_request)
     meta = {
         "plan_id": plan.id,
-        "epoch": epoch,
-        "rank": rank,
-        "world_size": world_size,
-        "offset": offset,
-        "length": length,
+        "epoch": stream_request.epoch,
+        "rank": stream_request.rank,
+        "world_size": stream_request.world_size,
+        "offset": stream_request.offset,
+        "length": bounds.length,
         "batch_size": batch_size,
-        "space": space,
+        "space": stream_request.space,
     }
     return array_response(
         media_type,
@@ -115,8 +95,8 @@ def get_batches(
         meta=meta,
         key="batches",
         headers={
-            "X-Sampleplan-Stream-Length": str(length),
-            "X-Sampleplan-Offset": str(offset),
+            "X-Sampleplan-Stream-Length": str(bounds.length),
+            "X-Sampleplan-Offset": str(stream_request.offset),
             # Also on an empty page, whose array shape numpy keeps as (0, batch_size).
             SHAPE_HEADER: f"{batches.shape[0]},{batch_size}",
         },
@@ -154,45 +134,30 @@ HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/batches",)
 def get_batches_summary(
     plan_id: PlanId,
     catalog: CatalogDep,
-    epoch: EpochQuery = 0,
-    rank: RankQuery = 0,
-    world_size: WorldSizeQuery = 1,
-    space: SpaceQuery = "population",
+    query: BatchesSummaryQueryParams,
 ) -> BatchSummaryOut:
-    StreamRequest(epoch=epoch, rank=rank, world_size=world_size, space=space)
+    request = query.to_request()
     plan = _batch_plan(catalog, plan_id)
-    prepared = plan.prepared
-    table = prepared.batch_table
+    table = plan.prepared.batch_table
     assert table is not None
-    length = prepared.rank_batches(world_size)
+    length = request.length(table.num_batches)
     if length * table.batch_size > catalog.settings.max_num_samples:
         raise InvalidStreamRequest(
             f"the rank's batches hold {length * table.batch_size} indices; this service "
             f"summarises at most {catalog.settings.max_num_samples} "
             "(SAMPLEPLAN_MAX_NUM_SAMPLES) in one request"
         )
-    digest = hashlib.sha256()
-    counts = np.zeros(prepared.num_classes, dtype=np.int64)
-    step = max(1, _SUMMARY_CHUNK_VALUES // table.batch_size)
-    for offset in range(0, length, step):
-        page_request = StreamRequest(
-            epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=step
-        )
-        page = prepared.batches(page_request)
-        counts += np.bincount(prepared.codes[page.reshape(-1)], minlength=prepared.num_classes)
-        if space == "dataset" and prepared.population is not None:
-            page = prepared.population[page]
-        digest.update(np.ascontiguousarray(page, dtype="<i8").tobytes())
+    summary = summarize_batches(plan.prepared, request)
     return BatchSummaryOut(
         plan_id=plan.id,
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        space=space,
-        num_batches=length,
-        batch_size=table.batch_size,
+        epoch=request.epoch,
+        rank=request.rank,
+        world_size=request.world_size,
+        space=request.space,
+        num_batches=summary.num_batches,
+        batch_size=summary.batch_size,
         classes=plan.classes,
-        counts=counts.tolist(),
-        sha256=digest.hexdigest(),
+        counts=summary.class_counts.tolist(),
+        sha256=summary.sha256,
         versions=plan.versions,
     )

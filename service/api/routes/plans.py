@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
@@ -13,7 +12,7 @@ from starlette.types import Scope
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.labelsets import labels_or_label_sets
 from sampleplan.core.stats import summarize_stream
-from sampleplan.core.streams import Int64Array, Space, StreamRequest
+from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
 from sampleplan.service.api.deps import JSON_BODY, CatalogDep
@@ -27,18 +26,18 @@ from sampleplan.service.api.schemas import (
     StreamSummaryOut,
     WeightsOut,
 )
+from sampleplan.service.api.streams import (
+    StreamQuery,
+    StreamQueryParams,
+    StreamSummaryQueryParams,
+    stream_page_response,
+)
 from sampleplan.service.api.views import plan_out
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import InvalidStreamRequest
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
-# Which stream: shared by the indices and their summary.
-EpochQuery = Annotated[
-    int, Query(ge=0, lt=EPOCH_LIMIT, description="Epoch; its generator seed is seed + epoch.")
-]
-RankQuery = Annotated[int, Query(ge=0, description="This process's rank, in [0, world_size).")]
-WorldSizeQuery = Annotated[int, Query(ge=1, description="Number of ranks sharing the epoch.")]
 WeightsEpochQuery = Annotated[
     int,
     Query(
@@ -47,30 +46,6 @@ WeightsEpochQuery = Annotated[
         description="Epoch whose weights to describe; they differ by epoch only with a schedule.",
     ),
 ]
-StartQuery = Annotated[
-    int,
-    Query(
-        ge=0,
-        description="Global position in the epoch stream where the deal starts (an elastic "
-        "resume point: what all ranks together had consumed); at most the epoch's length.",
-    ),
-]
-PadQuery = Annotated[
-    bool,
-    Query(
-        description="Pad the ragged tail by repeating the dealt stream from its beginning, as "
-        "DistributedSampler does (true), or give rank r exactly stream[start + r::world_size] "
-        "(false: every index once over all ranks, for evaluation)."
-    ),
-]
-DropLastQuery = Annotated[
-    bool,
-    Query(
-        description="Drop the ragged tail, as DistributedSampler(drop_last=True) (then `pad` "
-        "does not matter)."
-    ),
-]
-
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No plan has this id."}
 }
@@ -232,33 +207,9 @@ async def get_indices(
     catalog: CatalogDep,
     media_type: ArrayMediaType,
     request: Request,
-    epoch: EpochQuery = 0,
-    rank: RankQuery = 0,
-    world_size: WorldSizeQuery = 1,
-    offset: Annotated[
-        int, Query(ge=0, description="First position of the page in the rank's stream.")
-    ] = 0,
-    limit: Annotated[
-        int | None, Query(ge=0, description="Page length; default: to the end.")
-    ] = None,
-    space: Annotated[
-        Space, Query(description="population positions or dataset indices.")
-    ] = "population",
-    start: StartQuery = 0,
-    pad: PadQuery = True,
-    drop_last: DropLastQuery = False,
+    query: StreamQueryParams,
 ) -> Response:
-    stream_request = StreamRequest(
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        offset=offset,
-        limit=limit,
-        space=space,
-        start=start,
-        pad=pad,
-        drop_last=drop_last,
-    )
+    stream_request = query.to_request()
     head_only = request.method == "HEAD"
     return await serve_indices(
         request.scope, catalog, media_type, plan_id, stream_request, head_only
@@ -304,7 +255,8 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
     catalog: Catalog = scope["app"].state.catalog
     media_type = negotiate(Headers(scope=scope).get("accept"))
     plan_id = parameters.pop("plan_id")
-    request = StreamRequest(**parameters)
+    # Validated against the route's own fields: the request is made as the route makes it.
+    request = StreamQuery.model_construct(**parameters).to_request()
     return await serve_indices(scope, catalog, media_type, plan_id, request, head_only=False)
 
 
@@ -314,47 +266,6 @@ def _indices_response(
     num_samples = plan.prepared.at_epoch(request.epoch).num_samples
     return stream_page_response(
         media_type, indices, request, num_samples, head_only, ids={"plan_id": plan.id}
-    )
-
-
-def stream_page_response(
-    media_type: str,
-    indices: Int64Array,
-    request: StreamRequest,
-    num_samples: int,
-    head_only: bool,
-    *,
-    ids: Mapping[str, str],
-) -> Response:
-    """A page of an index stream (a plan's or a run's) in ``media_type``.
-
-    The JSON body is ``ids`` (what the stream belongs to), the request's stream fields and
-    the rank's whole stream ``length``, then ``indices``; every format carries
-    ``X-Sampleplan-Stream-Length`` and ``X-Sampleplan-Offset``.
-    """
-    stream_length = request.length(num_samples)
-    meta = {
-        **ids,
-        "epoch": request.epoch,
-        "rank": request.rank,
-        "world_size": request.world_size,
-        "offset": request.offset,
-        "length": stream_length,
-        "space": request.space,
-        "start": request.start,
-        "pad": request.pad,
-        "drop_last": request.drop_last,
-    }
-    return array_response(
-        media_type,
-        indices,
-        meta=meta,
-        key="indices",
-        headers={
-            "X-Sampleplan-Stream-Length": str(stream_length),
-            "X-Sampleplan-Offset": str(request.offset),
-        },
-        head_only=head_only,
     )
 
 
@@ -392,27 +303,11 @@ HEAD_PATHS = (f"{router.prefix}/{{plan_id}}/weights", f"{router.prefix}/{{plan_i
 def get_indices_summary(
     plan_id: PlanId,
     catalog: CatalogDep,
-    epoch: EpochQuery = 0,
-    rank: RankQuery = 0,
-    world_size: WorldSizeQuery = 1,
-    space: Annotated[
-        Space, Query(description="Digest population positions or dataset indices.")
-    ] = "population",
-    start: StartQuery = 0,
-    pad: PadQuery = True,
-    drop_last: DropLastQuery = False,
+    query: StreamSummaryQueryParams,
 ) -> StreamSummaryOut:
-    request = StreamRequest(
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        space=space,
-        start=start,
-        pad=pad,
-        drop_last=drop_last,
-    )
+    request = query.to_request()
     plan = catalog.get_plan(plan_id)
-    length = request.length(plan.prepared.at_epoch(epoch).num_samples)
+    length = request.length(plan.prepared.at_epoch(request.epoch).num_samples)
     if length > catalog.settings.max_num_samples:
         raise InvalidStreamRequest(
             f"the stream has {length} draws; this service summarises at most "
@@ -421,10 +316,10 @@ def get_indices_summary(
     summary = summarize_stream(plan.prepared, request)
     return StreamSummaryOut(
         plan_id=plan.id,
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        space=space,
+        epoch=request.epoch,
+        rank=request.rank,
+        world_size=request.world_size,
+        space=request.space,
         length=summary.length,
         classes=plan.classes,
         counts=summary.class_counts.tolist(),

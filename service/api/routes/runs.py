@@ -13,20 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.runs import RUN_ID_PATTERN, RunUpdate, indices_from_list, values_from_list
-from sampleplan.core.streams import Space, StreamRequest
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
 from sampleplan.service.api.deps import JSON_BODY, RunCatalogDep
 from sampleplan.service.api.page_threads import run_page_work
-from sampleplan.service.api.routes.plans import (
-    DropLastQuery,
-    EpochQuery,
-    PadQuery,
-    RankQuery,
-    StartQuery,
-    WorldSizeQuery,
-    stream_page_response,
-)
 from sampleplan.service.api.schemas import (
     Problem,
     RunCreate,
@@ -36,6 +26,7 @@ from sampleplan.service.api.schemas import (
     RunUpdateMeta,
     RunWeightsOut,
 )
+from sampleplan.service.api.streams import StreamQueryParams, stream_page_response
 from sampleplan.service.errors import InvalidRunUpdate, UnsupportedMediaType
 from sampleplan.service.run_catalog import RunInfo
 
@@ -291,27 +282,9 @@ async def get_run_indices(
     runs: RunCatalogDep,
     media_type: ArrayMediaType,
     request: Request,
-    epoch: EpochQuery = 0,
-    rank: RankQuery = 0,
-    world_size: WorldSizeQuery = 1,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int | None, Query(ge=0)] = None,
-    space: Annotated[Space, Query()] = "population",
-    start: StartQuery = 0,
-    pad: PadQuery = True,
-    drop_last: DropLastQuery = False,
+    query: StreamQueryParams,
 ) -> Response:
-    stream_request = StreamRequest(
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        offset=offset,
-        limit=limit,
-        space=space,
-        start=start,
-        pad=pad,
-        drop_last=drop_last,
-    )
+    stream_request = query.to_request()
     head_only = request.method == "HEAD"
 
     def fetch() -> Response:
@@ -323,7 +296,7 @@ async def get_run_indices(
 
     # A run's epoch is many ranks' too: page threads and single flight as for a plan's
     # (NOTE [Page threads], NOTE [Held while in flight]).
-    with runs.epoch_in_flight(run_id, epoch):
+    with runs.epoch_in_flight(run_id, stream_request.epoch):
         return await run_page_work(request.scope, fetch)
 
 

@@ -1,0 +1,184 @@
+"""The stream request as the HTTP API reads it from a query and answers a page of it.
+
+NOTE [Stream queries]
+    Which page of which stream a request wants is one value,
+    :class:`~sampleplan.core.streams.StreamRequest`, from the query to the core. Its
+    query parameters are declared here once, as fields of pydantic query models that
+    FastAPI reads whole (``Annotated[StreamQuery, Query()]``): the same names, types,
+    bounds and descriptions in every route and in the OpenAPI document, each parameter
+    listed on its own as before. A route takes the model of its shape (a page of a stream,
+    a whole stream, a page of batches, a rank's batches) and turns it into the request
+    with :meth:`StreamQueryFields.to_request`, which checks the rules between fields
+    (``rank < world_size``) that no schema states. The fast lane (NOTE [Fast lane] in
+    ``fastlane.py``) validates a query against the same fields and builds the request the
+    same way.
+
+    The request is made in the handler, not in a dependency of its own: FastAPI solves a
+    sub-dependency before the route's path parameters, which would reorder a 422's errors
+    and let a stream error hide a malformed id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from sampleplan.core.epochs import EPOCH_LIMIT
+from sampleplan.core.streams import Int64Array, Space, StreamRequest
+from sampleplan.service.api.arrays import array_response
+
+__all__ = [
+    "BatchesQuery",
+    "BatchesSummaryQuery",
+    "StreamQuery",
+    "StreamQueryFields",
+    "StreamSummaryQuery",
+    "stream_page_response",
+]
+
+# -- the parameters, declared once ----------------------------------------------------------
+
+Epoch = Annotated[
+    int, Field(ge=0, lt=EPOCH_LIMIT, description="Epoch; its generator seed is seed + epoch.")
+]
+Rank = Annotated[int, Field(ge=0, description="This process's rank, in [0, world_size).")]
+WorldSize = Annotated[int, Field(ge=1, description="Number of ranks sharing the epoch.")]
+Offset = Annotated[int, Field(ge=0, description="First position of the page in the rank's stream.")]
+Limit = Annotated[int | None, Field(ge=0, description="Page length; default: to the end.")]
+SpaceField = Annotated[Space, Field(description="population positions or dataset indices.")]
+Start = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="Global position in the epoch stream where the deal starts (an elastic "
+        "resume point: what all ranks together had consumed); at most the epoch's length.",
+    ),
+]
+Pad = Annotated[
+    bool,
+    Field(
+        description="Pad the ragged tail by repeating the dealt stream from its beginning, as "
+        "DistributedSampler does (true), or give rank r exactly stream[start + r::world_size] "
+        "(false: every index once over all ranks, for evaluation)."
+    ),
+]
+DropLast = Annotated[
+    bool,
+    Field(
+        description="Drop the ragged tail, as DistributedSampler(drop_last=True) (then `pad` "
+        "does not matter)."
+    ),
+]
+# Batches are paged by batch, and a rank's batches are always dealt from the first.
+BatchOffset = Annotated[
+    int, Field(ge=0, description="First batch of the page in the rank's batches.")
+]
+BatchLimit = Annotated[
+    int | None, Field(ge=0, description="Batches in the page; default: to the end.")
+]
+
+
+# -- the query models, one per shape of request ----------------------------------------------
+
+
+class StreamQueryFields(BaseModel):
+    """Which stream: the fields every stream query has, and the request they make."""
+
+    epoch: Epoch = 0
+    rank: Rank = 0
+    world_size: WorldSize = 1
+
+    def to_request(self) -> StreamRequest:
+        """The request this query asks for (raises ``InvalidStreamRequest``, a 422)."""
+        return StreamRequest(**dict(self))
+
+
+class StreamQuery(StreamQueryFields):
+    """``/indices`` of a plan or a run: a page of a rank's stream, dealt as asked."""
+
+    offset: Offset = 0
+    limit: Limit = None
+    space: SpaceField = "population"
+    start: Start = 0
+    pad: Pad = True
+    drop_last: DropLast = False
+
+
+class StreamSummaryQuery(StreamQueryFields):
+    """``/indices/summary``: a rank's whole stream, dealt as asked."""
+
+    space: Annotated[
+        Space, Field(description="Digest population positions or dataset indices.")
+    ] = "population"
+    start: Start = 0
+    pad: Pad = True
+    drop_last: DropLast = False
+
+
+class BatchesQuery(StreamQueryFields):
+    """``/batches``: a page of a rank's batches."""
+
+    offset: BatchOffset = 0
+    limit: BatchLimit = None
+    space: SpaceField = "population"
+
+
+class BatchesSummaryQuery(StreamQueryFields):
+    """``/batches/summary``: a rank's batches, whole."""
+
+    space: SpaceField = "population"
+
+
+#: The route parameters that read each model from the query string.
+StreamQueryParams = Annotated[StreamQuery, Query()]
+StreamSummaryQueryParams = Annotated[StreamSummaryQuery, Query()]
+BatchesQueryParams = Annotated[BatchesQuery, Query()]
+BatchesSummaryQueryParams = Annotated[BatchesSummaryQuery, Query()]
+
+
+# -- the answer ------------------------------------------------------------------------------
+
+
+def stream_page_response(
+    media_type: str,
+    indices: Int64Array,
+    request: StreamRequest,
+    num_samples: int,
+    head_only: bool,
+    *,
+    ids: Mapping[str, str],
+) -> Response:
+    """A page of an index stream (a plan's or a run's) in ``media_type``.
+
+    The JSON body is ``ids`` (what the stream belongs to), the request's stream fields and
+    the rank's whole stream ``length``, then ``indices``; every format carries
+    ``X-Sampleplan-Stream-Length`` and ``X-Sampleplan-Offset``.
+    """
+    stream_length = request.length(num_samples)
+    meta = {
+        **ids,
+        "epoch": request.epoch,
+        "rank": request.rank,
+        "world_size": request.world_size,
+        "offset": request.offset,
+        "length": stream_length,
+        "space": request.space,
+        "start": request.start,
+        "pad": request.pad,
+        "drop_last": request.drop_last,
+    }
+    return array_response(
+        media_type,
+        indices,
+        meta=meta,
+        key="indices",
+        headers={
+            "X-Sampleplan-Stream-Length": str(stream_length),
+            "X-Sampleplan-Offset": str(request.offset),
+        },
+        head_only=head_only,
+    )
