@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world
 from sampleplan.client._resumption import check_state_dict
 from sampleplan.core.batches import Batching, batching_from_json
-from sampleplan.core.streams import Space, rank_length
+from sampleplan.core.streams import Space, StreamRequest, rank_length
 
 __all__ = ["RemoteBatchSampler"]
 
@@ -247,19 +248,18 @@ class _BatchFetcher:
 
     def __init__(self, sampler: RemoteBatchSampler, epoch: int, rank: int, world_size: int) -> None:
         self.sampler = sampler
-        self.page: dict[str, Any] = {
-            "epoch": epoch,
-            "rank": rank,
-            "world_size": world_size,
-            "space": sampler.space,
-        }
+        # This rank's batches of the epoch; a chunk is a page of them.
+        self.stream = StreamRequest(
+            epoch=epoch, rank=rank, world_size=world_size, space=sampler.space, check=False
+        )
         self.pages = EpochPages(sampler._source, epoch)
 
     def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
-        page = {**self.page, "offset": offset, "limit": limit}
+        request = replace(self.stream, offset=offset, limit=limit, check=False)
         return self.pages(
-            lambda api: api.batches(s.plan_id, **page), lambda offline: offline.batches(**page)
+            lambda api: api.batches(s.plan_id, **request.keywords()),
+            lambda offline: offline.batches(request),
         )
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx
@@ -28,8 +28,15 @@ from sampleplan.client._models import Dataset, Plan, Run
 from sampleplan.client._progress import attach_progress, require_tqdm
 from sampleplan.client._retry import RetryPolicy
 from sampleplan.core.runs import UpdateOp
+from sampleplan.core.streams import Space, StreamRequest
 
 __all__ = ["AsyncSamplePlanClient", "SamplePlanClient"]
+
+
+def _space(space: str) -> Space:
+    """The caller's ``space`` as given: the service judges it (a 422 for anything else)."""
+    return cast(Space, space)
+
 
 T = TypeVar("T")
 
@@ -324,21 +331,19 @@ class SamplePlanClient(_ClientOptions):
         ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
         keep or drop its ragged tail (NOTE [Dealing] in ``sampleplan/core/dealing.py``).
         """
-        return self.send(
-            endpoints.indices(
-                plan_id,
-                epoch=epoch,
-                rank=rank,
-                world_size=world_size,
-                offset=offset,
-                limit=limit,
-                space=space,
-                binary=binary,
-                start=start,
-                pad=pad,
-                drop_last=drop_last,
-            )
+        request = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=_space(space),
+            start=start,
+            pad=pad,
+            drop_last=drop_last,
+            check=False,
         )
+        return self.send(endpoints.indices(plan_id, request, binary=binary))
 
     def batches(
         self,
@@ -356,18 +361,16 @@ class SamplePlanClient(_ClientOptions):
 
         ``offset`` and ``limit`` count batches (``binary=False``: via JSON).
         """
-        return self.send(
-            endpoints.batches(
-                plan_id,
-                epoch=epoch,
-                rank=rank,
-                world_size=world_size,
-                offset=offset,
-                limit=limit,
-                space=space,
-                binary=binary,
-            )
+        request = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=_space(space),
+            check=False,
         )
+        return self.send(endpoints.batches(plan_id, request, binary=binary))
 
     def batches_summary(
         self,
@@ -379,11 +382,10 @@ class SamplePlanClient(_ClientOptions):
         space: str = "population",
     ) -> dict[str, Any]:
         """Per-class counts and SHA-256 of a rank's batches for an epoch."""
-        return self.send(
-            endpoints.batches_summary(
-                plan_id, epoch=epoch, rank=rank, world_size=world_size, space=space
-            )
+        request = StreamRequest(
+            epoch=epoch, rank=rank, world_size=world_size, space=_space(space), check=False
         )
+        return self.send(endpoints.batches_summary(plan_id, request))
 
     def create_run(self, run_id: str, plan_id: str) -> Run:
         """Create (or find) run ``run_id`` of ``plan_id`` (409 if it belongs to another plan)."""
@@ -442,21 +444,19 @@ class SamplePlanClient(_ClientOptions):
 
         ``start``, ``pad`` and ``drop_last`` deal the epoch as for a plan's ``indices``.
         """
-        return self.send(
-            endpoints.run_indices(
-                run_id,
-                epoch=epoch,
-                rank=rank,
-                world_size=world_size,
-                offset=offset,
-                limit=limit,
-                space=space,
-                binary=binary,
-                start=start,
-                pad=pad,
-                drop_last=drop_last,
-            )
+        request = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=_space(space),
+            start=start,
+            pad=pad,
+            drop_last=drop_last,
+            check=False,
         )
+        return self.send(endpoints.run_indices(run_id, request, binary=binary))
 
     def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
         """``POST /v1/sample``: counts, weights and indices, nothing stored."""
@@ -670,21 +670,19 @@ class AsyncSamplePlanClient(_ClientOptions):
         ``start``, ``pad`` and ``drop_last`` deal the epoch from a global position and pad,
         keep or drop its ragged tail (NOTE [Dealing] in ``sampleplan/core/dealing.py``).
         """
-        return await self.send(
-            endpoints.indices(
-                plan_id,
-                epoch=epoch,
-                rank=rank,
-                world_size=world_size,
-                offset=offset,
-                limit=limit,
-                space=space,
-                binary=binary,
-                start=start,
-                pad=pad,
-                drop_last=drop_last,
-            )
+        request = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=_space(space),
+            start=start,
+            pad=pad,
+            drop_last=drop_last,
+            check=False,
         )
+        return await self.send(endpoints.indices(plan_id, request, binary=binary))
 
     async def batches(
         self,
@@ -702,18 +700,16 @@ class AsyncSamplePlanClient(_ClientOptions):
 
         ``offset`` and ``limit`` count batches (``binary=False``: via JSON).
         """
-        return await self.send(
-            endpoints.batches(
-                plan_id,
-                epoch=epoch,
-                rank=rank,
-                world_size=world_size,
-                offset=offset,
-                limit=limit,
-                space=space,
-                binary=binary,
-            )
+        request = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=_space(space),
+            check=False,
         )
+        return await self.send(endpoints.batches(plan_id, request, binary=binary))
 
     async def batches_summary(
         self,
@@ -725,11 +721,10 @@ class AsyncSamplePlanClient(_ClientOptions):
         space: str = "population",
     ) -> dict[str, Any]:
         """Per-class counts and SHA-256 of a rank's batches for an epoch."""
-        return await self.send(
-            endpoints.batches_summary(
-                plan_id, epoch=epoch, rank=rank, world_size=world_size, space=space
-            )
+        request = StreamRequest(
+            epoch=epoch, rank=rank, world_size=world_size, space=_space(space), check=False
         )
+        return await self.send(endpoints.batches_summary(plan_id, request))
 
     async def create_run(self, run_id: str, plan_id: str) -> Run:
         """Create (or find) run ``run_id`` of ``plan_id`` (409 if it belongs to another plan)."""
@@ -788,21 +783,19 @@ class AsyncSamplePlanClient(_ClientOptions):
 
         ``start``, ``pad`` and ``drop_last`` deal the epoch as for a plan's ``indices``.
         """
-        return await self.send(
-            endpoints.run_indices(
-                run_id,
-                epoch=epoch,
-                rank=rank,
-                world_size=world_size,
-                offset=offset,
-                limit=limit,
-                space=space,
-                binary=binary,
-                start=start,
-                pad=pad,
-                drop_last=drop_last,
-            )
+        request = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            offset=offset,
+            limit=limit,
+            space=_space(space),
+            start=start,
+            pad=pad,
+            drop_last=drop_last,
+            check=False,
         )
+        return await self.send(endpoints.run_indices(run_id, request, binary=binary))
 
     async def sample(self, labels: LabelsLike, **fields: Any) -> dict[str, Any]:
         """``POST /v1/sample``: counts, weights and indices, nothing stored."""

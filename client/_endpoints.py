@@ -24,6 +24,7 @@ from sampleplan.client._arrays import BINARY, ArrayRead, binary_labels, manifest
 from sampleplan.client._folders import ImageFolderTargets
 from sampleplan.client._models import Dataset, Plan, Run
 from sampleplan.core.runs import UpdateOp
+from sampleplan.core.streams import StreamRequest
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -225,31 +226,10 @@ def offsets(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int6
 
 
 def indices(
-    plan_id: str,
-    *,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    offset: int,
-    limit: int | None,
-    space: str,
-    binary: bool = True,
-    start: int = 0,
-    pad: bool = True,
-    drop_last: bool = False,
+    plan_id: str, request: StreamRequest, *, binary: bool = True
 ) -> Call[npt.NDArray[np.int64]]:
-    return _stream(
-        f"/v1/plans/{_segment(plan_id)}/indices",
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        offset=offset,
-        limit=limit,
-        space=space,
-        binary=binary,
-        start=start,
-        pad=pad,
-        drop_last=drop_last,
+    return _array_call(
+        f"/v1/plans/{_segment(plan_id)}/indices", _INDICES, binary, request.to_query()
     )
 
 
@@ -309,65 +289,9 @@ def run_weights(run_id: str, *, epoch: int, binary: bool = True) -> Call[npt.NDA
 
 
 def run_indices(
-    run_id: str,
-    *,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    offset: int,
-    limit: int | None,
-    space: str,
-    binary: bool = True,
-    start: int = 0,
-    pad: bool = True,
-    drop_last: bool = False,
+    run_id: str, request: StreamRequest, *, binary: bool = True
 ) -> Call[npt.NDArray[np.int64]]:
-    return _stream(
-        f"/v1/runs/{_segment(run_id)}/indices",
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-        offset=offset,
-        limit=limit,
-        space=space,
-        binary=binary,
-        start=start,
-        pad=pad,
-        drop_last=drop_last,
-    )
-
-
-def _stream(
-    path: str,
-    *,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    offset: int,
-    limit: int | None,
-    space: str,
-    binary: bool = True,
-    start: int = 0,
-    pad: bool = True,
-    drop_last: bool = False,
-) -> Call[npt.NDArray[np.int64]]:
-    params: dict[str, Any] = {
-        "epoch": epoch,
-        "rank": rank,
-        "world_size": world_size,
-        "offset": offset,
-        "space": space,
-    }
-    if limit is not None:
-        params["limit"] = limit
-    # Sent only when not at their defaults: the request of a plain page stays as it was.
-    if start:
-        params["start"] = start
-    if not pad:
-        params["pad"] = "false"
-    if drop_last:
-        params["drop_last"] = "true"
-    return _array_call(path, _INDICES, binary, params)
+    return _array_call(f"/v1/runs/{_segment(run_id)}/indices", _INDICES, binary, request.to_query())
 
 
 class _BatchRead(ArrayRead):
@@ -391,28 +315,10 @@ _BATCHES = _BatchRead(np.dtype(np.int64), "batches")
 
 
 def batches(
-    plan_id: str,
-    *,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    offset: int,
-    limit: int | None,
-    space: str,
-    binary: bool = True,
-    start: int = 0,
-    pad: bool = True,
-    drop_last: bool = False,
+    plan_id: str, request: StreamRequest, *, binary: bool = True
 ) -> Call[npt.NDArray[np.int64]]:
-    params: dict[str, Any] = {
-        "epoch": epoch,
-        "rank": rank,
-        "world_size": world_size,
-        "offset": offset,
-        "space": space,
-    }
-    if limit is not None:
-        params["limit"] = limit
+    """A page of batches: ``request``'s offset and limit count batches."""
+    params = request.to_query()
     path = f"/v1/plans/{_segment(plan_id)}/batches"
     if binary:
         return Call(
@@ -426,10 +332,9 @@ def batches(
     )
 
 
-def batches_summary(
-    plan_id: str, *, epoch: int, rank: int, world_size: int, space: str
-) -> Call[dict[str, Any]]:
-    params = {"epoch": epoch, "rank": rank, "world_size": world_size, "space": space}
+def batches_summary(plan_id: str, request: StreamRequest) -> Call[dict[str, Any]]:
+    """A rank's batches summarised: ``request``'s page is not part of the question."""
+    params = request.to_query(page=False)
     return Call("GET", f"/v1/plans/{_segment(plan_id)}/batches/summary", _json, params=params)
 
 

@@ -56,7 +56,7 @@ from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
 from sampleplan.core.stratify import population_indices
-from sampleplan.core.streams import Space, StreamRequest, cut_page, draw_torch_epoch, epoch_seed
+from sampleplan.core.streams import StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 from sampleplan.core.versions import reproduction_problems
 
 __all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
@@ -150,20 +150,12 @@ class OfflineBatches:
         self.table = table
         self._population = population
 
-    def batches(
-        self,
-        *,
-        epoch: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        offset: int = 0,
-        limit: int | None = None,
-        space: Space = "population",
-    ) -> npt.NDArray[np.int64]:
-        """The page that ``SamplePlanClient.batches`` would return for these arguments."""
-        request = StreamRequest(
-            epoch=epoch, rank=rank, world_size=world_size, offset=offset, limit=limit, space=space
-        )
+    def batches(self, request: StreamRequest) -> npt.NDArray[np.int64]:
+        """The page that ``SamplePlanClient.batches`` would return for ``request``.
+
+        ``request`` is checked here, as the service checks it (:class:`InvalidStreamRequest`).
+        """
+        request = request.checked()
         return BATCHES.draw_page(self.table, self.plan.seed, request, self._population)
 
 
@@ -260,36 +252,17 @@ class OfflineStream:
             self._population = plan_population(self._cached)
         return self._population
 
-    def indices(
-        self,
-        *,
-        epoch: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        offset: int = 0,
-        limit: int | None = None,
-        space: Space = "population",
-        start: int = 0,
-        pad: bool = True,
-        drop_last: bool = False,
-    ) -> npt.NDArray[np.int64]:
-        """The page that ``SamplePlanClient.indices`` would return for these arguments."""
-        request = StreamRequest(
-            epoch=epoch,
-            rank=rank,
-            world_size=world_size,
-            offset=offset,
-            limit=limit,
-            space=space,
-            start=start,
-            pad=pad,
-            drop_last=drop_last,
-        )
+    def indices(self, request: StreamRequest) -> npt.NDArray[np.int64]:
+        """The page that ``SamplePlanClient.indices`` would return for ``request``.
+
+        ``request`` is checked here, as the service checks it (:class:`InvalidStreamRequest`).
+        """
+        request = request.checked()
         if not self._algorithm.draws_whole_epochs or self._scheduled:
             # Never materialised: each page is drawn on its own, as the service draws it.
             with self._lock:
                 return self._prepared_plan().indices(request)
         with self._lock:
-            stream = self._epoch_stream(epoch)
-            population = self._dataset_indices() if space == "dataset" else None
+            stream = self._epoch_stream(request.epoch)
+            population = self._dataset_indices() if request.space == "dataset" else None
         return cut_page(stream, self.plan.num_samples, request, population)

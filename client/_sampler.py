@@ -71,6 +71,7 @@ import itertools
 import operator
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -90,7 +91,7 @@ from sampleplan.client._run_updates import DEFAULT_UPDATE_BATCH_SIZE, RunUpdates
 from sampleplan.core.dealing import dealt_length, global_position
 from sampleplan.core.runs import UpdateOp
 from sampleplan.core.schedules import schedule_from_json
-from sampleplan.core.streams import Space
+from sampleplan.core.streams import Space, StreamRequest
 
 __all__ = ["RemoteWeightedSampler"]
 
@@ -510,29 +511,27 @@ class _ChunkFetcher:
         self, sampler: RemoteWeightedSampler, epoch: int, start: int, rank: int, world_size: int
     ) -> None:
         self.sampler = sampler
-        self.epoch = epoch
-        self.start = start
-        self.rank = rank
-        self.world_size = world_size
+        # This rank's stream of the epoch, dealt as the sampler deals it; a chunk is a page.
+        self.stream = StreamRequest(
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            space=sampler.space,
+            start=start,
+            pad=sampler.pad,
+            drop_last=sampler.drop_last,
+            check=False,
+        )
         self.pages = EpochPages(sampler._source, epoch)
 
     def __call__(self, offset: int, limit: int) -> npt.NDArray[np.int64]:
         s = self.sampler
-        page: dict[str, Any] = {
-            "epoch": self.epoch,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "offset": offset,
-            "limit": limit,
-            "space": s.space,
-            "start": self.start,
-            "pad": s.pad,
-            "drop_last": s.drop_last,
-        }
+        request = replace(self.stream, offset=offset, limit=limit, check=False)
         if s.run is not None:
             # A run's weights live in the service: no offline fallback (NOTE [Runs]).
             assert s.api is not None
-            return s.api.run_indices(s.run, **page)
+            return s.api.run_indices(s.run, **request.keywords())
         return self.pages(
-            lambda api: api.indices(s.plan_id, **page), lambda offline: offline.indices(**page)
+            lambda api: api.indices(s.plan_id, **request.keywords()),
+            lambda offline: offline.indices(request),
         )

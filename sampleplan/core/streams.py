@@ -175,9 +175,12 @@ class StreamRequest:
         """This request, checked (a request made with ``check=False`` is checked now)."""
         return replace(self)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The nine fields by name, as the client's methods take them as keywords."""
-        return {f.name: getattr(self, f.name) for f in _FIELDS}
+    def keywords(self) -> dict[str, Any]:
+        """The fields not at their defaults, by name: what a call of the client's methods
+        (whose keywords default as these fields do) says to ask for this request."""
+        return {
+            f.name: getattr(self, f.name) for f in _FIELDS if getattr(self, f.name) != f.default
+        }
 
     def to_query(self, *, page: bool = True) -> dict[str, int | str]:
         """The HTTP query that asks the service for this request.

@@ -236,7 +236,8 @@ def test_a_whole_streams_query_has_no_page() -> None:
         "world_size": 2,
         "space": "population",
     }
-    assert StreamRequest(**request.as_dict()) == request
+    assert request.keywords() == {"epoch": 1, "world_size": 2, "offset": 3, "limit": 4}
+    assert StreamRequest(**request.keywords()) == request
 
 
 def test_rank_length_is_distributed_samplers() -> None:
