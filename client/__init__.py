@@ -8,20 +8,26 @@
 Batch plans (``batching=...``) go to ``DataLoader(data, batch_sampler=RemoteBatchSampler(...))``.
 
 Everything public is re-exported here; the modules behind it are private.
+
+Deprecated aliases, kept for one release (reading one warns): ``TimeoutError`` for
+:class:`TimeoutException` and ``BadRequestError`` for :class:`ClientRequestError`.
 """
 
+from typing import Any as _Any
+
+from sampleplan.client import _exceptions
 from sampleplan.client._batch_sampler import RemoteBatchSampler
 from sampleplan.client._cache import PlanCache, default_cache_dir
 from sampleplan.client._client import AsyncSamplePlanClient, SamplePlanClient
 from sampleplan.client._exceptions import (
     APIError,
-    BadRequestError,
     CacheError,
+    ClientRequestError,
     NotFoundError,
     SamplePlanError,
     ServerError,
     StreamMismatchError,
-    TimeoutError,
+    TimeoutException,
     TransportError,
 )
 from sampleplan.client._folders import ImageFolderTargets, image_folder_targets
@@ -32,9 +38,9 @@ from sampleplan.client._sampler import RemoteWeightedSampler
 __all__ = [
     "APIError",
     "AsyncSamplePlanClient",
-    "BadRequestError",
     "CacheError",
     "ClassRow",
+    "ClientRequestError",
     "Dataset",
     "ImageFolderTargets",
     "NotFoundError",
@@ -48,8 +54,15 @@ __all__ = [
     "SamplePlanError",
     "ServerError",
     "StreamMismatchError",
-    "TimeoutError",
+    "TimeoutException",
     "TransportError",
     "default_cache_dir",
     "image_folder_targets",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    # The deprecated aliases, read through here only, so that reading one warns.
+    if name in _exceptions.DEPRECATED_ALIASES:
+        return _exceptions.deprecated_alias(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -410,7 +410,7 @@ class SamplePlanClient(_ClientOptions):
         """Send one update made during epoch ``epoch``; it changes epoch ``epoch + 1`` on.
 
         ``op`` is ``"set"``, ``"mul"`` or ``"ema"`` (with ``alpha`` in (0, 1]); updates of an
-        epoch apply in the order ``(step, rank, arrival)``. :class:`~client.BadRequestError`
+        epoch apply in the order ``(step, rank, arrival)``. :class:`~client.ClientRequestError`
         (409) when epoch ``epoch + 1`` has been served already.
         """
         return self.send(
@@ -749,7 +749,7 @@ class AsyncSamplePlanClient(_ClientOptions):
         """Send one update made during epoch ``epoch``; it changes epoch ``epoch + 1`` on.
 
         ``op`` is ``"set"``, ``"mul"`` or ``"ema"`` (with ``alpha`` in (0, 1]); updates of an
-        epoch apply in the order ``(step, rank, arrival)``. :class:`~client.BadRequestError`
+        epoch apply in the order ``(step, rank, arrival)``. :class:`~client.ClientRequestError`
         (409) when epoch ``epoch + 1`` has been served already.
         """
         return await self.send(

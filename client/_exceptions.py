@@ -3,22 +3,33 @@
 Every error the client raises derives from :class:`SamplePlanError`::
 
     SamplePlanError
-     ├── TransportError          the service could not be reached or did not answer
-     │    └── TimeoutError       ... within the configured timeout
-     ├── APIError                the service answered with an error (problem+json)
-     │    ├── BadRequestError    4xx: the request was wrong; retrying will not help
-     │    │    └── NotFoundError 404: no such dataset or plan
-     │    └── ServerError        5xx (and 429) after every retry
-     ├── StreamMismatchError     a stream cannot be reproduced here (torch version, CPU,
-     │                           algorithm), so the offline fallback refuses
-     └── CacheError              the local plan cache lacks a plan or holds a damaged one
+     ├── TransportError              the service could not be reached or did not answer
+     │    └── TimeoutException       ... within the configured timeout
+     ├── APIError                    the service answered with an error (problem+json)
+     │    ├── ClientRequestError     4xx but 429: the service refused the request as it
+     │    │    │                     stands (invalid, unauthorised, conflicting, too
+     │    │    │                     large); retrying it unchanged will not help
+     │    │    └── NotFoundError     404: no such dataset, plan or run
+     │    └── ServerError            5xx (and 429) after every retry
+     ├── StreamMismatchError         a stream cannot be reproduced here (torch version, CPU,
+     │                               algorithm), so the offline fallback refuses
+     └── CacheError                  the local plan cache lacks a plan or holds a damaged one
 
 Connection errors, timeouts, 5xx and 429 are retried first (see ``sampleplan.client._retry``);
 what is raised is what persisted through the last attempt.
+
+No name shadows a builtin (httpx says ``TimeoutException`` for that reason). The names of
+the previous release are kept for one more as deprecated aliases of the same classes;
+reading one warns (:class:`DeprecationWarning`):
+
+- ``TimeoutError`` is :class:`TimeoutException` (it shadowed the builtin ``TimeoutError``);
+- ``BadRequestError`` is :class:`ClientRequestError` (it was raised for every 4xx but
+  429, not only for 400 Bad Request).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
@@ -30,7 +41,7 @@ class TransportError(SamplePlanError):
     """The service could not be reached, or the connection failed mid-request."""
 
 
-class TimeoutError(TransportError):
+class TimeoutException(TransportError):
     """The service did not answer within the configured timeout."""
 
 
@@ -53,12 +64,17 @@ class APIError(SamplePlanError):
         super().__init__(message)
 
 
-class BadRequestError(APIError):
-    """A 4xx answer: the request itself was wrong, so it is not retried."""
+class ClientRequestError(APIError):
+    """A 4xx answer other than 429: the service refused the request as it stands.
+
+    The request was invalid (400, 422), unauthorised (401, 403), in conflict with what
+    the service holds (409), too large (413) or of a media type it does not take (406,
+    415): sending it again unchanged would be refused again, so it is not retried.
+    """
 
 
-class NotFoundError(BadRequestError):
-    """404: the dataset or plan does not exist on this service."""
+class NotFoundError(ClientRequestError):
+    """404: the dataset, plan or run does not exist on this service."""
 
 
 class ServerError(APIError):
@@ -71,3 +87,28 @@ class StreamMismatchError(SamplePlanError):
 
 class CacheError(SamplePlanError):
     """The offline fallback needs a cached plan that is missing or damaged."""
+
+
+#: The previous release's names, kept as aliases for one more (see the module docstring).
+DEPRECATED_ALIASES: dict[str, type[SamplePlanError]] = {
+    "TimeoutError": TimeoutException,
+    "BadRequestError": ClientRequestError,
+}
+
+
+def deprecated_alias(name: str) -> type[SamplePlanError]:
+    """The class a deprecated name stands for, with a :class:`DeprecationWarning`."""
+    new = DEPRECATED_ALIASES[name]
+    warnings.warn(
+        f"sampleplan.client.{name} is deprecated and will be removed in the next release; "
+        f"use sampleplan.client.{new.__name__}, the same class",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new
+
+
+def __getattr__(name: str) -> Any:
+    if name in DEPRECATED_ALIASES:
+        return deprecated_alias(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

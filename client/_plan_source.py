@@ -33,8 +33,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from sampleplan.client._cache import CachedPlan, PlanCache, needs_labels
 from sampleplan.client._client import SamplePlanClient
 from sampleplan.client._exceptions import (
-    BadRequestError,
     CacheError,
+    ClientRequestError,
     SamplePlanError,
     ServerError,
     TransportError,
@@ -172,7 +172,7 @@ def fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan, *, codes: bo
         if codes or needs_labels(plan):
             class_codes = api.codes(plan.dataset_id)
             offsets = api.offsets(plan.dataset_id) if dataset.multi_label else None
-    except BadRequestError as exc:
+    except ClientRequestError as exc:
         # The service refuses to send them (more values than its page limit): the
         # sampler works, only without an offline fallback.
         logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)

@@ -21,10 +21,10 @@ import httpx
 
 from sampleplan.client._exceptions import (
     APIError,
-    BadRequestError,
+    ClientRequestError,
     NotFoundError,
     ServerError,
-    TimeoutError,
+    TimeoutException,
     TransportError,
 )
 
@@ -43,7 +43,7 @@ def error_from_response(response: httpx.Response, *, attempts: int = 1) -> APIEr
     if status == 404:
         return NotFoundError(status, problem, attempts=attempts)
     if 400 <= status < 500 and status != 429:
-        return BadRequestError(status, problem, attempts=attempts)
+        return ClientRequestError(status, problem, attempts=attempts)
     return ServerError(status, problem, attempts=attempts)
 
 
@@ -122,7 +122,7 @@ class RetryPolicy:
             return self.delay(attempt)
         tries = f"after {attempt + 1} attempt{'s' if attempt else ''}"
         if isinstance(exc, httpx.TimeoutException):
-            raise TimeoutError(
+            raise TimeoutException(
                 f"{what}: {base_url} did not answer in time, {tries} ({exc!r})"
             ) from exc
         raise TransportError(f"{what}: cannot reach {base_url}, {tries} ({exc!r})") from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from sampleplan.client import BadRequestError, SamplePlanClient
+from sampleplan.client import ClientRequestError, SamplePlanClient
 from sampleplan.service.api.auth import load_api_tokens, token_matches
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
@@ -166,7 +166,7 @@ def test_the_client_sends_its_token(sqlite_url: str) -> None:
         assert got.tolist() == expected
         with (
             SamplePlanClient(server.url, retries=0) as anonymous,
-            pytest.raises(BadRequestError) as caught,
+            pytest.raises(ClientRequestError) as caught,
         ):
             anonymous.get_plan(plan.id)
         assert caught.value.status_code == 401

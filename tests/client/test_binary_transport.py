@@ -137,7 +137,7 @@ def test_a_server_that_answers_json_anyway_still_works() -> None:
 
 
 def test_errors_of_binary_requests_are_api_errors() -> None:
-    from sampleplan.client import BadRequestError
+    from sampleplan.client import ClientRequestError
 
     problem = {
         "type": "x",
@@ -148,5 +148,5 @@ def test_errors_of_binary_requests_are_api_errors() -> None:
     api = mock_client(
         [httpx.Response(422, json=problem, headers={"content-type": "application/problem+json"})]
     )
-    with pytest.raises(BadRequestError, match="rank should be in"):
+    with pytest.raises(ClientRequestError, match="rank should be in"):
         api.indices("p", rank=9)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sampleplan.client import (
-    BadRequestError,
+    ClientRequestError,
     NotFoundError,
     SamplePlanClient,
     SamplePlanError,
@@ -54,7 +54,7 @@ def test_errors_map_onto_the_exception_tree(live_server: LiveServer) -> None:
             api.get_plan("0" * 64)
         assert missing.value.status_code == 404
         assert "no plan has id" in missing.value.detail
-        with pytest.raises(BadRequestError) as bad:
+        with pytest.raises(ClientRequestError) as bad:
             api.create_plan(labels=[0, 1], seed=-1)
         assert bad.value.status_code == 422
         assert bad.value.problem["type"].endswith("invalid-plan-config")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import sampleplan.client as client
 
@@ -42,3 +45,23 @@ def test_importing_the_client_pulls_in_no_server_dependency() -> None:
         check=True,
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("TimeoutError", "TimeoutException"), ("BadRequestError", "ClientRequestError")],
+)
+def test_the_previous_names_are_deprecated_aliases(old: str, new: str) -> None:
+    """Kept for one release: the same class, read with a warning, and not in ``__all__``."""
+    assert old not in client.__all__ and new in client.__all__
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated.*{new}"):
+        alias = getattr(client, old)
+    assert alias is getattr(client, new)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated"):
+        exec(f"from sampleplan.client import {old}", {})
+
+
+def test_no_exported_name_shadows_a_builtin() -> None:
+    assert not set(client.__all__) & set(dir(builtins))
+    with pytest.raises(AttributeError):
+        client.NoSuchName  # noqa: B018

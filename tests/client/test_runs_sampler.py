@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sampleplan.client import (
     AsyncSamplePlanClient,
-    BadRequestError,
+    ClientRequestError,
     RemoteWeightedSampler,
     SamplePlanClient,
 )
@@ -97,7 +97,7 @@ def test_late_update_is_raised_at_the_next_set_epoch(client: SamplePlanClient) -
     list(sampler)
     client.run_weights(run, 1)  # someone froze epoch 1 already
     sampler.update_weights([0], [2.0])
-    with pytest.raises(BadRequestError) as refused:
+    with pytest.raises(ClientRequestError) as refused:
         sampler.set_epoch(1)
     assert refused.value.status_code == 409
 

@@ -14,7 +14,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from sampleplan.client import BadRequestError, SamplePlanClient
+from sampleplan.client import ClientRequestError, SamplePlanClient
 from tests.client.conftest import LiveServer
 
 INTS = [3, 0, 0, 7, 3, 3, 1, 7, 0, 0]
@@ -77,11 +77,11 @@ def test_arrow_and_pandas_labels_give_the_json_dataset(
 
 def test_nulls_and_floats_are_refused_by_the_service(live_server: LiveServer) -> None:
     with SamplePlanClient(live_server.url) as api:
-        with pytest.raises(BadRequestError, match="null"):
+        with pytest.raises(ClientRequestError, match="null"):
             api.create_dataset(pa.array([1, None, 2]))
-        with pytest.raises(BadRequestError, match="null"):
+        with pytest.raises(ClientRequestError, match="null"):
             api.create_dataset(pd.Series([1, None, 2], dtype="Int64"))
-        with pytest.raises(BadRequestError, match="float"):
+        with pytest.raises(ClientRequestError, match="float"):
             api.create_dataset(pa.array([1.0, 2.0]))
 
 
@@ -140,6 +140,6 @@ def test_a_file_that_is_not_a_table_says_so(live_server: LiveServer, tmp_path: P
     # media_type= sends the file as it is, and the service answers.
     with (
         SamplePlanClient(live_server.url) as api,
-        pytest.raises(BadRequestError, match="not a Parquet file"),
+        pytest.raises(ClientRequestError, match="not a Parquet file"),
     ):
         api.create_dataset_from_file(path, media_type="application/vnd.apache.parquet")

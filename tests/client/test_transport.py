@@ -15,13 +15,13 @@ import pytest
 
 from sampleplan.client import (
     AsyncSamplePlanClient,
-    BadRequestError,
+    ClientRequestError,
     NotFoundError,
     RetryPolicy,
     SamplePlanClient,
     SamplePlanError,
     ServerError,
-    TimeoutError,
+    TimeoutException,
     TransportError,
 )
 from sampleplan.client import _client as client_module
@@ -148,7 +148,7 @@ def test_connection_errors_are_retried_then_raised_as_transport_error(
     api = sync_client(script, retries=2, backoff=0.0)
     with pytest.raises(TransportError) as info:
         api.weights(PLAN_ID)
-    assert not isinstance(info.value, TimeoutError)
+    assert not isinstance(info.value, TimeoutException)
     assert isinstance(info.value.__cause__, httpx.ConnectError)
     assert "after 3 attempts" in str(info.value)
     assert len(script.requests) == 3
@@ -156,7 +156,7 @@ def test_connection_errors_are_retried_then_raised_as_transport_error(
 
 def test_timeouts_raise_timeout_error(sleeps: list[float]) -> None:
     script = Script(httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow"))
-    with pytest.raises(TimeoutError) as info:
+    with pytest.raises(TimeoutException) as info:
         sync_client(script, retries=1).get_plan(PLAN_ID)
     assert isinstance(info.value, TransportError)
     assert len(script.requests) == 2
@@ -191,7 +191,7 @@ def test_4xx_is_not_retried(sleeps: list[float]) -> None:
     with pytest.raises(NotFoundError) as info:
         api.get_plan("x")
     assert info.value.attempts == 1 and "no plan has id" in str(info.value)
-    with pytest.raises(BadRequestError):
+    with pytest.raises(ClientRequestError):
         api.indices(PLAN_ID, epoch=-1)
     assert len(script.requests) == 2 and sleeps == []
 
@@ -314,7 +314,7 @@ async def test_async_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_every_error_is_a_sampleplan_error() -> None:
-    for error in (TransportError, TimeoutError, ServerError, NotFoundError, BadRequestError):
+    for error in (TransportError, TimeoutException, ServerError, NotFoundError, ClientRequestError):
         assert issubclass(error, SamplePlanError)
 
 
