@@ -21,7 +21,7 @@ NOTE [Stream queries]
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 from pydantic import BaseModel, Field
@@ -94,7 +94,14 @@ class StreamQueryFields(BaseModel):
 
     def to_request(self) -> StreamRequest:
         """The request this query asks for (raises ``InvalidStreamRequest``, a 422)."""
-        return StreamRequest(**dict(self))
+        return self.request_of(dict(self))
+
+    @staticmethod
+    def request_of(fields: Mapping[str, Any]) -> StreamRequest:
+        """The request of a query's validated fields, by name: what :meth:`to_request`
+        makes, for the fast lane, which validates the fields without making the model (a
+        model costs more than the request)."""
+        return StreamRequest(**fields)
 
 
 class StreamQuery(StreamQueryFields):

@@ -256,7 +256,7 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
     media_type = negotiate(Headers(scope=scope).get("accept"))
     plan_id = parameters.pop("plan_id")
     # Validated against the route's own fields: the request is made as the route makes it.
-    request = StreamQuery.model_construct(**parameters).to_request()
+    request = StreamQuery.request_of(parameters)
     return await serve_indices(scope, catalog, media_type, plan_id, request, head_only=False)
 
 
