@@ -13,6 +13,7 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
+from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.prepared import PreparedPlan, prepare_plan
@@ -21,9 +22,10 @@ from sampleplan.core.stats import (
     plan_statistics,
     stream_class_counts,
     stream_digest,
+    summarize_batches,
     summarize_stream,
 )
-from sampleplan.core.streams import StreamRequest
+from sampleplan.core.streams import Space, StreamRequest
 from tests import reference
 
 EPOCHS = 3000
@@ -229,15 +231,34 @@ def test_hierarchical_draws_match_the_same_statistics() -> None:
 @pytest.mark.parametrize("space", ["population", "dataset"])
 def test_summary_in_chunks_equals_the_whole_stream(algorithm: str, space: str) -> None:
     labels = _labels([40, 8, 2])
-    config = PlanConfig(algorithm=algorithm, split=Split(seed=1, fractions=(0.8, 0.2)))  # type: ignore[arg-type]
+    config = PlanConfig(algorithm=algorithm, split=Split(seed=1, fractions=(0.8, 0.2)))
     plan = prepare_plan(labels_from_list(labels), config)
-    request = StreamRequest(epoch=4, rank=2, world_size=3, space=space)  # type: ignore[arg-type]
+    request = StreamRequest(epoch=4, rank=2, world_size=3, space=space)
     whole = plan.indices(request)
     summary = summarize_stream(plan, request, chunk=5)
     assert summary.length == whole.shape[0] == plan.rank_length(3)
     assert summary.sha256 == stream_digest(whole)
     positions = plan.indices(StreamRequest(epoch=4, rank=2, world_size=3))
     assert summary.class_counts.tolist() == stream_class_counts(plan, positions).tolist()
+
+
+@pytest.mark.parametrize("space", ["population", "dataset"])
+def test_summary_of_a_ranks_batches_is_that_of_its_batches_whole(space: Space) -> None:
+    labels = labels_from_list(_labels([30, 12, 9]))
+    batching = batching_from_json({"kind": "m_per_class", "m": 2, "batch_size": 6})
+    config = PlanConfig(split=Split(seed=3, fractions=(0.7, 0.3)), batching=batching)
+    plan = prepare_plan(labels, config)
+    assert plan.batch_table is not None
+    request = StreamRequest(epoch=3, rank=1, world_size=3, space=space, offset=2, limit=1)
+    # Chunks of 2 batches (12 indices): the summary is made of several pages.
+    summary = summarize_batches(plan, request, chunk=12)
+    whole = plan.batches(StreamRequest(epoch=3, rank=1, world_size=3, space=space))
+    assert summary.num_batches == whole.shape[0] == plan.rank_batches(3)
+    assert summary.batch_size == whole.shape[1] == 6
+    assert summary.sha256 == stream_digest(whole.reshape(-1))
+    positions = plan.batches(StreamRequest(epoch=3, rank=1, world_size=3)).reshape(-1)
+    assert summary.class_counts.tolist() == stream_class_counts(plan, positions).tolist()
+    assert summary.class_counts.sum() == whole.size
 
 
 def test_summary_of_a_stream_without_replacement_draws_its_epoch_once(
