@@ -302,6 +302,18 @@ def _label_weight_table(plan: PreparedPlan, sets: LabelSets) -> Float64Array | N
     return label_weight_table(config, sets, class_weights)
 
 
+def expected_shares_by_epoch(plan: PreparedPlan, epochs: int) -> list[list[float]]:
+    """Each class's expected share of the draws, for epochs ``0 .. epochs - 1``.
+
+    A plan with a schedule changes its weights by epoch; one without gives the same
+    shares every epoch.
+    """
+    return [
+        [row.expected_share for row in plan_statistics(plan.at_epoch(epoch)).classes]
+        for epoch in range(epochs)
+    ]
+
+
 def class_table(plan: PreparedPlan) -> list[ClassStats]:
     """Per class: count, weight, share of draws and coverage; see :func:`plan_statistics`."""
     return plan_statistics(plan).classes

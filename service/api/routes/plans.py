@@ -11,7 +11,7 @@ from starlette.types import Scope
 
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.labelsets import labels_or_label_sets
-from sampleplan.core.stats import summarize_stream
+from sampleplan.core.stats import expected_shares_by_epoch, summarize_stream
 from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
@@ -350,9 +350,6 @@ def get_report(
     plan = catalog.get_plan(plan_id)
     shares = None
     if plan.prepared.config.schedule is not None:
-        shares = [
-            [row.expected_share for row in plan_out(plan, epoch).classes]
-            for epoch in range(SCHEDULE_EPOCHS)
-        ]
+        shares = expected_shares_by_epoch(plan.prepared, SCHEDULE_EPOCHS)
     html = render_report(plan_out(plan), shares)
     return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})
