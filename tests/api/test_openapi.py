@@ -267,3 +267,40 @@ def test_docs_pages_load_only_local_assets(
         assert len(response.content) > 500, asset
     if page == "/docs":
         assert '"validatorUrl": null' in html  # no badge fetched from validator.swagger.io
+
+
+def test_stream_parameters_read_the_same_in_every_operation(schema: dict[str, Any]) -> None:
+    """The stream query is declared once (NOTE [Stream queries]): each of its parameters
+    has one name, schema and description wherever it appears, and the plans' and runs'
+    ``/indices`` take the same nine."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, path, op in operations(schema):
+        if not path.endswith(("/indices", "/indices/summary", "/batches", "/batches/summary")):
+            continue  # a weights epoch, say, is another parameter
+        kind = "batches" if "/batches" in path else "digest" if path.endswith("/summary") else ""
+        for param in op.get("parameters", []):
+            if param["in"] != "query" or param["name"] not in STREAM_FIELDS:
+                continue
+            # Batches count offset and limit in batches; a summary digests its `space`.
+            key = (param["name"], kind if param["name"] in ("offset", "limit", "space") else "")
+            if param["name"] == "space" and kind == "batches":
+                key = ("space", "")
+            assert seen.setdefault(key, param) == param, (path, param["name"])
+    for path in ("/v1/plans/{plan_id}/indices", "/v1/runs/{run_id}/indices"):
+        names = [
+            p["name"] for p in schema["paths"][path]["get"]["parameters"] if p["in"] == "query"
+        ]
+        assert names == list(STREAM_FIELDS), path
+
+
+STREAM_FIELDS = (
+    "epoch",
+    "rank",
+    "world_size",
+    "offset",
+    "limit",
+    "space",
+    "start",
+    "pad",
+    "drop_last",
+)
