@@ -1,6 +1,6 @@
 """The Python code of README.md and of the guide (docs/) runs, and what the code cites exists.
 
-Each page's blocks (:mod:`tests.docs_blocks`) run in order, in one namespace (later ones
+Each page's blocks (:mod:`tests.helpers.docs_blocks`) run in order, in one namespace (later ones
 may use what earlier ones made, as a reader would in one session), in a folder holding
 what they name (``data/train`` as an ImageFolder tree, ``train.csv``, ``files.txt``),
 against a live service in place of ``http://127.0.0.1:8000``. A block's
@@ -22,8 +22,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 import sampleplan.client as client
-from tests.conftest import LiveServer
-from tests.docs_blocks import (
+from tests.helpers.docs_blocks import (
     DOCS,
     NEEDS_TORCHVISION,
     NOTES,
@@ -33,6 +32,7 @@ from tests.docs_blocks import (
     pages,
     python_blocks,
 )
+from tests.helpers.servers import LiveServer
 
 SERVICE_URL = "http://127.0.0.1:8000"
 TUTORIAL = DOCS / "tutorial.md"

@@ -19,7 +19,7 @@ from sampleplan.service.catalog import Catalog
 from sampleplan.service.config import Settings
 from sampleplan.service.errors import NotAcceptable
 from sampleplan.service.main import create_app
-from tests import reference
+from tests.helpers import reference
 
 LABELS = [int(x) for x in np.random.default_rng(3).integers(0, 4, 1800)]
 MAX_PAGE = 2000

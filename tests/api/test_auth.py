@@ -12,8 +12,8 @@ from sampleplan.client import ClientRequestError, SamplePlanClient
 from sampleplan.service.api.auth import load_api_tokens, token_matches
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
-from tests.conftest import LiveServer
+from tests.helpers import reference
+from tests.helpers.servers import LiveServer
 
 TOKENS = "alpha-token-1, beta-token-2"
 LABELS = [0, 0, 0, 1, 1, 2]

@@ -38,7 +38,7 @@ import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from tests.conftest import LiveServer
+from tests.helpers.servers import LiveServer
 
 HERE = Path(__file__).parent / "client_generators"
 PYTHON_REQUIREMENTS = HERE / "python" / "requirements.txt"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests import reference
+from tests.helpers import reference
 
 LABELS = [0] * 30 + [1] * 7 + [2] * 3
 

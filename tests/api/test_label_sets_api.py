@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
+from tests.helpers import reference
 
 SETS = [["cat", "dog"], [], ["emu"], ["dog"], ["cat"], ["cat", "emu"], ["cat"], ["dog", "cat"]]
 

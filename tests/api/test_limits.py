@@ -20,7 +20,7 @@ from sampleplan.core.prepared import PreparedPlan
 from sampleplan.service.api.limits import RequestTimeoutMiddleware
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests.conftest import LiveServer
+from tests.helpers.servers import LiveServer
 
 MAX_BODY = 8 * 1024
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.helpers.databases import POSTGRES_ADMIN_URL
 
 LABELS = [0] * 12 + [1] * 5 + [2] * 2
 

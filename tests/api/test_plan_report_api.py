@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
+from tests.helpers import reference
 
 LABELS = ["cat"] * 40 + ["dog"] * 12 + ["emu"] * 3 + ["<b>yak</b>"] * 5
 SPLIT = [0.75, 0.25]

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
+from tests.helpers import reference
 
 LABELS = [0] * 30 + [1] * 6 + [2] * 12
 

@@ -19,8 +19,8 @@ import pytest
 from sampleplan.core.prepared import PreparedPlan
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
-from tests.conftest import LiveServer
+from tests.helpers import reference
+from tests.helpers.servers import LiveServer
 
 REQUESTS = 12
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler, random_split
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
+from tests.helpers import reference
 
 
 class FakeImageFolder(Dataset[tuple[torch.Tensor, int]]):

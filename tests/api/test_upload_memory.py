@@ -1,7 +1,7 @@
 """A Parquet upload far larger than its label column: the server spools it and reads the
 column only, so its memory grows by about the column, not by the file.
 
-The server runs as a process of its own (``tests/server_process.py``) so that its peak
+The server runs as a process of its own (``tests/helpers/servers.py``) so that its peak
 resident set (``VmHWM`` in ``/proc``) is its own.
 """
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.server_process import ServerProcess
+from tests.helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 

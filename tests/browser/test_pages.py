@@ -8,8 +8,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser.conftest import NetworkLog
-from tests.conftest import LiveServer
+from tests.helpers.browser import NetworkLog
+from tests.helpers.servers import LiveServer
 
 pytestmark = pytest.mark.browser
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sampleplan.service.main import cli
-from tests import reference
-from tests.conftest import LiveServer
+from tests.helpers import reference
+from tests.helpers.servers import LiveServer
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sampleplan.service.main import cli
-from tests.server_process import ServerProcess
+from tests.helpers.servers import ServerProcess
 
 
 def _children(pid: int) -> list[int]:

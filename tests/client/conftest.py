@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sampleplan.client import SamplePlanClient
-from tests.conftest import LiveServer
+from tests.helpers.servers import LiveServer
 
 
 @pytest.fixture(autouse=True)

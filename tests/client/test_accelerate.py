@@ -9,12 +9,12 @@ import pytest
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
-from tests.conftest import LiveServer, free_port
+from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.servers import LiveServer, free_port
 
 pytest.importorskip("accelerate")
 
-from tests.client.accelerate_rank import BATCH, EPOCHS, WORLD_SIZE, process_main
+from tests.helpers.ranks.accelerate_rank import BATCH, EPOCHS, WORLD_SIZE, process_main
 
 N = 100  # 12.5 batches of 8: the last batch is short and the processes' counts differ
 

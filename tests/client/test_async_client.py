@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sampleplan.client import AsyncSamplePlanClient, NotFoundError, SamplePlanClient
-from tests.client.data import PLAN_CONFIG, imbalanced_labels
-from tests.conftest import LiveServer
+from tests.helpers.datasets import PLAN_CONFIG, imbalanced_labels
+from tests.helpers.servers import LiveServer
 
 
 @pytest.mark.anyio

@@ -25,9 +25,9 @@ from sampleplan.client import (
     StreamMismatchError,
     TransportError,
 )
-from tests.client.batch_rank import BATCH_EPOCHS, batch_rank_main
-from tests.client.data import Items, imbalanced_labels, train_subset
-from tests.conftest import LiveServer, free_port
+from tests.helpers.datasets import Items, imbalanced_labels, train_subset
+from tests.helpers.ranks.batch_rank import BATCH_EPOCHS, batch_rank_main
+from tests.helpers.servers import LiveServer, free_port
 
 BATCHING = {"kind": "m_per_class", "m": 4, "batch_size": 12}
 QUOTA = {"kind": "class_quota", "quota": {"0": 3, "1": 3, "2": 2}}

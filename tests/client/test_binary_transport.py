@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from sampleplan.client import SamplePlanClient, TransportError
-from tests import reference
-from tests.conftest import LiveServer
+from tests.helpers import reference
+from tests.helpers.servers import LiveServer
 
 LABELS = [int(x) for x in np.random.default_rng(7).integers(0, 5, 2000)]
 

@@ -12,8 +12,8 @@ from sampleplan.client import (
     SamplePlanError,
     TransportError,
 )
-from tests import reference
-from tests.conftest import LiveServer, free_port
+from tests.helpers import reference
+from tests.helpers.servers import LiveServer, free_port
 
 
 def test_endpoints_return_typed_objects_and_arrays(live_server: LiveServer) -> None:

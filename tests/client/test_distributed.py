@@ -8,10 +8,10 @@ from pathlib import Path
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
-from tests.client.distributed_rank import EPOCHS, WORLD_SIZE, rank_main
-from tests.conftest import LiveServer, free_port
+from tests.helpers import reference
+from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.ranks.distributed_rank import EPOCHS, WORLD_SIZE, rank_main
+from tests.helpers.servers import LiveServer, free_port
 
 
 def test_two_ranks_shard_one_global_weighted_draw(

@@ -10,15 +10,15 @@ from pathlib import Path
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
-from tests import reference
-from tests.client.distributed_run_rank import (
+from tests.helpers import reference
+from tests.helpers.ranks.distributed_run_rank import (
     BATCH,
     EPOCHS,
     UPDATE_BATCH,
     WORLD_SIZE,
     run_rank_main,
 )
-from tests.conftest import LiveServer, free_port
+from tests.helpers.servers import LiveServer, free_port
 
 LABELS = [0] * 70 + [1] * 9 + [2] * 21
 

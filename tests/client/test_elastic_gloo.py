@@ -8,9 +8,9 @@ from pathlib import Path
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
-from tests.client.elastic_rank import EPOCH, rank_main
-from tests.conftest import LiveServer, free_port
+from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.ranks.elastic_rank import EPOCH, rank_main
+from tests.helpers.servers import LiveServer, free_port
 
 N = 131
 

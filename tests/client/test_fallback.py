@@ -26,9 +26,15 @@ from sampleplan.client import (
 )
 from sampleplan.core.hierarchical import HierarchicalTable
 from sampleplan.core.splitting import split_from_canonical
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
-from tests.conftest import LiveServer
+from tests.helpers import reference
+from tests.helpers.datasets import (
+    PLAN_CONFIG,
+    Items,
+    classic_stream,
+    imbalanced_labels,
+    train_subset,
+)
+from tests.helpers.servers import LiveServer
 
 
 @pytest.fixture(scope="module")

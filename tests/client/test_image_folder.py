@@ -17,7 +17,7 @@ import pytest
 
 from sampleplan.client import AsyncSamplePlanClient, SamplePlanClient, image_folder_targets
 from sampleplan.core.imagefolder import IMG_EXTENSIONS
-from tests.conftest import LiveServer
+from tests.helpers.servers import LiveServer
 
 # -- torchvision's rules, transcribed (torchvision/datasets/folder.py) -------------------------
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sampleplan.client import PlanCache, RemoteWeightedSampler, SamplePlanClient
-from tests.conftest import LiveServer
+from tests.helpers.servers import LiveServer
 
 
 def _label_sets(n: int = 240) -> list[list[int]]:

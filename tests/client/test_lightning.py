@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from sampleplan.client import SamplePlanClient
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
-from tests.conftest import LiveServer, free_port
+from tests.helpers import reference
+from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.ranks import RANKS
+from tests.helpers.servers import LiveServer, free_port
 
 pytest.importorskip("lightning")
 
-SCRIPT = Path(__file__).with_name("lightning_script.py")
+SCRIPT = RANKS / "lightning_script.py"
 ROOT = Path(__file__).resolve().parents[2]
 N = 75  # odd: rank 1's shard ends with the padded first draw
 

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from sampleplan.client import SamplePlanClient
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
-from tests.conftest import LiveServer, free_port
+from tests.helpers import reference
+from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.ranks import RANKS
+from tests.helpers.servers import LiveServer, free_port
 
 pytest.importorskip("lightning")
 pytest.importorskip("torchdata")
 
-SCRIPT = Path(__file__).with_name("lightning_elastic_script.py")
+SCRIPT = RANKS / "lightning_elastic_script.py"
 ROOT = Path(__file__).resolve().parents[2]
 N = 75
 STEPS, BATCH = 4, 4

@@ -14,9 +14,15 @@ from typing import Any
 import pytest
 
 from sampleplan.client import Plan, SamplePlanClient
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
-from tests.docs_blocks import DOCS, RUN_BY_TRAINER_TESTS, blocks_under, python_blocks
+from tests.helpers import reference
+from tests.helpers.datasets import (
+    PLAN_CONFIG,
+    Items,
+    classic_stream,
+    imbalanced_labels,
+    train_subset,
+)
+from tests.helpers.docs_blocks import DOCS, RUN_BY_TRAINER_TESTS, blocks_under, python_blocks
 
 N = 101
 TRAINERS = DOCS / "how-to" / "trainers.md"

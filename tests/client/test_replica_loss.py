@@ -19,8 +19,8 @@ import pytest
 
 from benchmarks.balancer import haproxy, haproxy_binary
 from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
-from tests import reference
-from tests.server_process import ServerProcess
+from tests.helpers import reference
+from tests.helpers.servers import ServerProcess
 
 WORLD_SIZE = 2
 NUM_SAMPLES = 120_000

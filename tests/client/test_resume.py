@@ -11,8 +11,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from sampleplan.client import Plan, RemoteWeightedSampler, SamplePlanClient
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels, train_subset
+from tests.helpers import reference
+from tests.helpers.datasets import (
+    PLAN_CONFIG,
+    Items,
+    classic_stream,
+    imbalanced_labels,
+    train_subset,
+)
 
 BATCH = 10
 

@@ -17,7 +17,7 @@ from sampleplan.client import (
     RemoteWeightedSampler,
     SamplePlanClient,
 )
-from tests import reference
+from tests.helpers import reference
 
 LABELS = [0] * 60 + [1] * 12 + [2] * 24
 BATCH = 8

@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from sampleplan.client import NotFoundError, Plan, RemoteWeightedSampler, SamplePlanClient
-from tests import reference
-from tests.client.data import (
+from tests.helpers import reference
+from tests.helpers.datasets import (
     PLAN_CONFIG,
     Items,
     classic_loader,

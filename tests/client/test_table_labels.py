@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sampleplan.client import ClientRequestError, SamplePlanClient
-from tests.client.conftest import LiveServer
+from tests.helpers.servers import LiveServer
 
 INTS = [3, 0, 0, 7, 3, 3, 1, 7, 0, 0]
 NAMES = ["dog", "cat", "cat", "émeu", "dog", "Zebra", "cat", "dog", "ant", "cat"]

@@ -13,8 +13,8 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from sampleplan.client import Plan, RemoteWeightedSampler, SamplePlanClient
-from tests import reference
-from tests.client.data import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers import reference
+from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
 
 N = 130  # draws per epoch: not a multiple of 2, 3, 4 or 8
 

@@ -2,7 +2,7 @@
 
 The module docstring of ``sampleplan.core.batches`` (NOTE [batches-v1]) is the spec. The
 reference below implements it again, scalar and in plain Python integers, from the text
-(Philox4x64-10 from ``test_hierarchical``'s own spec implementation); the vectorised code
+(Philox4x64-10 from the spec implementation in ``tests.helpers.philox``); the vectorised code
 must agree with it batch for batch.
 """
 
@@ -33,7 +33,8 @@ from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.streams import StreamRequest
-from tests.core.test_hierarchical import _chi_square_limit, _spec_philox4x64_10
+from tests.helpers.philox import spec_philox4x64_10
+from tests.helpers.statistics import chi_square_limit
 
 M64 = 2**64 - 1
 TAG = 0x6261746368657331
@@ -82,7 +83,7 @@ def spec_batch(
     codes: Sequence[int], batching: dict[str, Any], seed: int, epoch: int, b: int
 ) -> list[int]:
     members = spec_members(codes)
-    k_class, k_member, _, _ = _spec_philox4x64_10((0, 0, 0, TAG), (seed, epoch))
+    k_class, k_member, _, _ = spec_philox4x64_10((0, 0, 0, TAG), (seed, epoch))
     if batching["kind"] == "class_quota":
         out = []
         for name in sorted(batching["quota"], key=int):
@@ -95,7 +96,7 @@ def spec_batch(
     per_round = big_k // g
     left_out = big_k - per_round * g
     r, u = divmod(b, per_round)
-    k_round = _spec_philox4x64_10((r, 1, 0, TAG), (seed, epoch))[0]
+    k_round = spec_philox4x64_10((r, 1, 0, TAG), (seed, epoch))[0]
     out = []
     for slot in range(g):
         h = (r * left_out + left_out + spec_perm(per_round * g, k_round, u * g + slot)) % big_k
@@ -373,13 +374,13 @@ def test_class_and_member_frequencies_match_the_contract() -> None:
     assert np.all(np.abs(appearances - expected) <= epochs)
     observed = np.array([first_classes[c] for c in range(k)], dtype=np.float64)
     share = epochs * g / k
-    assert float(((observed - share) ** 2 / share).sum()) < _chi_square_limit(k - 1)
+    assert float(((observed - share) ** 2 / share).sum()) < chi_square_limit(k - 1)
     for c, n in enumerate(counts):
         if n == 1:
             continue
         seen = np.array([first_member[c][m] for m in np.flatnonzero(codes == c)], dtype=np.float64)
         chi = float(((seen - epochs / n) ** 2 / (epochs / n)).sum())
-        assert chi < _chi_square_limit(n - 1), (c, seen)
+        assert chi < chi_square_limit(n - 1), (c, seen)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Dealing an epoch from a global position: elastic resume and exactly-once evaluation.
 
 The oracle is torch: the epoch is ``list(WeightedRandomSampler(...))`` and the ranks'
-shares are what ``DistributedSampler`` deals from a list (``tests/reference.py``).
+shares are what ``DistributedSampler`` deals from a list (``tests/helpers/reference.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sampleplan.core.errors import InvalidStreamRequest
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.streams import StreamRequest, cut_page, shard_positions
-from tests import reference
+from tests.helpers import reference
 
 
 def _dealt(n: int, world_size: int, **options: object) -> list[list[int]]:

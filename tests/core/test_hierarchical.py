@@ -9,7 +9,6 @@ and the vectorised module is checked against it on random inputs.
 from __future__ import annotations
 
 import itertools
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,27 +30,14 @@ from sampleplan.core.hierarchical import (
     _sequential_sum,
     draw_hierarchical,
 )
+from tests.helpers.philox import spec_philox4x64_10
+from tests.helpers.statistics import chi_square_limit
 
 U64 = 2**64 - 1
 
 # ---------------------------------------------------------------------------------------
 # The definition, written again from NOTE [hierarchical-v1] in plain Python.
 # ---------------------------------------------------------------------------------------
-
-_PHILOX_M = (0xD2E7470EE14C6C93, 0xCA5A826395121157)
-_PHILOX_W = (0x9E3779B97F4A7C15, 0xBB67AE8584CAA73B)
-
-
-def _spec_philox4x64_10(ctr: Sequence[int], key: Sequence[int]) -> tuple[int, int, int, int]:
-    """Philox4x64-10 as Random123's ``philox4x64_R(10, ctr, key)``."""
-    c0, c1, c2, c3 = ctr
-    k0, k1 = key
-    for round_ in range(10):
-        if round_:
-            k0, k1 = (k0 + _PHILOX_W[0]) & U64, (k1 + _PHILOX_W[1]) & U64
-        p0, p1 = _PHILOX_M[0] * c0, _PHILOX_M[1] * c2
-        c0, c1, c2, c3 = (p1 >> 64) ^ c1 ^ k0, p1 & U64, (p0 >> 64) ^ c3 ^ k1, p0 & U64
-    return c0, c1, c2, c3
 
 
 @dataclass
@@ -103,7 +89,7 @@ def _spec_table(codes: Sequence[int], weights: Sequence[float]) -> _SpecTable:
 
 
 def _spec_draw(table: _SpecTable, seed: int, epoch: int, i: int) -> int:
-    r0, r1, r2, _ = _spec_philox4x64_10((i, 0, 0, 0), (seed, epoch))
+    r0, r1, r2, _ = spec_philox4x64_10((i, 0, 0, 0), (seed, epoch))
     column = (r0 * len(table.prob)) >> 64
     coin = (r1 >> 11) * 2.0**-53
     category = column if coin < table.prob[column] else table.alias[column]
@@ -158,11 +144,6 @@ def _implied_distribution(
     return distribution
 
 
-def _chi_square_limit(dof: int, z: float = 5.0) -> float:
-    """Wilson-Hilferty upper quantile of chi-square (z = 5: a 3e-7 false-alarm rate)."""
-    return dof * (1.0 - 2.0 / (9.0 * dof) + z * math.sqrt(2.0 / (9.0 * dof))) ** 3
-
-
 # ---------------------------------------------------------------------------------------
 # The definition.
 # ---------------------------------------------------------------------------------------
@@ -196,7 +177,7 @@ def test_philox_known_answers(
     ctr: tuple[int, ...], key: tuple[int, int], expected: tuple[int, ...]
 ) -> None:
     """Random123's kat_vectors for philox4x64 10 rounds, for the spec and for numpy."""
-    assert _spec_philox4x64_10(ctr, key) == expected
+    assert spec_philox4x64_10(ctr, key) == expected
     counter = sum(word << (64 * i) for i, word in enumerate(ctr))
     numpy_philox = np.random.Philox(
         counter=(counter - 1) % 2**256, key=np.array(key, dtype=np.uint64)
@@ -213,7 +194,7 @@ def test_philox_known_answers(
 def test_philox_blocks_are_the_blocks_of_the_definition(seed: int, epoch: int, start: int) -> None:
     words = _philox_blocks(seed, epoch, start).random_raw(12).reshape(3, 4)
     for row, i in enumerate(range(start, start + 3)):
-        assert tuple(int(v) for v in words[row]) == _spec_philox4x64_10((i, 0, 0, 0), (seed, epoch))
+        assert tuple(int(v) for v in words[row]) == spec_philox4x64_10((i, 0, 0, 0), (seed, epoch))
 
 
 @settings(max_examples=200, deadline=None)
@@ -396,7 +377,7 @@ def test_class_path_draws_classes_by_mass_and_members_uniformly() -> None:
     assert observed[weights == 0.0].sum() == 0
     support = weights > 0.0
     chi_square = float((((observed - expected) ** 2)[support] / expected[support]).sum())
-    assert chi_square < _chi_square_limit(int(support.sum()) - 1)
+    assert chi_square < chi_square_limit(int(support.sum()) - 1)
 
 
 def test_sample_path_draws_samples_by_weight() -> None:
@@ -412,7 +393,7 @@ def test_sample_path_draws_samples_by_weight() -> None:
     assert observed[weights == 0.0].sum() == 0
     support = weights > 0.0
     chi_square = float((((observed - expected) ** 2)[support] / expected[support]).sum())
-    assert chi_square < _chi_square_limit(int(support.sum()) - 1)
+    assert chi_square < chi_square_limit(int(support.sum()) - 1)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The oracles: each reduce rule and LVIS's repeat factor written out here over Python lists
 (detectron2's ``repeat_factors_from_category_frequency`` as its source computes it), and
-torch's ``WeightedRandomSampler`` on those weights (``tests/reference.py``).
+torch's ``WeightedRandomSampler`` on those weights (``tests/helpers/reference.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.stats import plan_statistics, stream_class_counts
 from sampleplan.core.streams import StreamRequest
-from tests import reference
+from tests.helpers import reference
 
 SETS = [[0, 3], [2], [], [3, 0, 0], [1], [0], [0, 2, 3], [], [3]]
 

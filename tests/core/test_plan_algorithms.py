@@ -14,7 +14,7 @@ from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import labels_from_array, labels_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.streams import StreamRequest
-from tests import reference
+from tests.helpers import reference
 
 
 @settings(max_examples=60, deadline=None)

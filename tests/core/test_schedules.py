@@ -22,7 +22,7 @@ from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.schedules import DynamicBalanceSchedule, PowerSchedule, schedule_from_json
 from sampleplan.core.stats import plan_statistics, summarize_stream
 from sampleplan.core.streams import StreamRequest
-from tests import reference
+from tests.helpers import reference
 
 
 def power_weights(

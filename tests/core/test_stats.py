@@ -1,6 +1,6 @@
 """Plan statistics against brute force: the expected figures equal averages over many epochs.
 
-Epochs are drawn with torch's own ``WeightedRandomSampler`` (tests/reference.py), from the
+Epochs are drawn with torch's own ``WeightedRandomSampler`` (tests/helpers/reference.py), from the
 weights the plan computed; the statistics under test never see those draws.
 """
 
@@ -26,7 +26,7 @@ from sampleplan.core.stats import (
     summarize_stream,
 )
 from sampleplan.core.streams import Space, StreamRequest
-from tests import reference
+from tests.helpers import reference
 
 EPOCHS = 3000
 

@@ -17,7 +17,7 @@ from sampleplan.core.labelsets import label_sets_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.stratify import population_indices, stratified_parts
-from tests import reference
+from tests.helpers import reference
 
 
 def _check_partition(parts: list[np.ndarray], n: int, lengths: list[int]) -> None:

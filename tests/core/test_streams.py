@@ -17,7 +17,7 @@ from sampleplan.core.labels import labels_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.splitting import Split
 from sampleplan.core.streams import StreamRequest
-from tests import reference
+from tests.helpers import reference
 
 
 @st.composite

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from tests import reference
-from tests.server_process import ServerProcess
+from tests.helpers import reference
+from tests.helpers.servers import ServerProcess
 
 WRITERS = 4
 ACKNOWLEDGED_BEFORE_KILL = 60

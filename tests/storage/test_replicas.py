@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from tests import reference
-from tests.server_process import ServerProcess
+from tests.helpers import reference
+from tests.helpers.servers import ServerProcess
 
 PLANS: list[dict[str, Any]] = [
     {"labels": [0] * 40 + [1] * 9 + [2] * 3, "seed": 11},

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
-from tests import reference
-from tests.server_process import ServerProcess
+from tests.helpers import reference
+from tests.helpers.servers import ServerProcess
 
 LABELS = [0] * 50 + [1] * 10 + [2] * 20
 

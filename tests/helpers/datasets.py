@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler, random_split
 
-from tests import reference
+from tests.helpers import reference
 
 SPLIT_SEED = 42
 PLAN_SEED = 7

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sampleplan.client import SamplePlanClient
-from tests.docs_blocks import DOCS, blocks_under
+from tests.helpers.docs_blocks import DOCS, blocks_under
 
 WORLD_SIZE = 2
 BATCH = 8

@@ -1,20 +1,64 @@
-"""``sampleplan serve`` in a subprocess of its own, for tests that need a real process:
-several replicas side by side, or one to ``kill -9``."""
+"""Servers for the tests: a free loopback port, uvicorn in a thread of this process
+(:class:`LiveServer`), and ``sampleplan serve`` in a process of its own
+(:class:`ServerProcess`, for several replicas side by side, or one to ``kill -9``)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 
-from tests.conftest import free_port
+#: The repository's root (what ``PYTHONPATH`` must hold for ``import tests`` in a child).
+ROOT = Path(__file__).resolve().parents[2]
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, picked by the OS (no fixed number to share)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """uvicorn serving an app on a loopback port, in a thread of this process."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 class ServerProcess:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sampleplan.client import SamplePlanClient
-from tests.docs_blocks import DOCS, blocks_under
+from tests.helpers.docs_blocks import DOCS, blocks_under
 
 EPOCHS = 3
 
