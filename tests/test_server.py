@@ -65,9 +65,15 @@ def test_connections_accepted_on_a_proto_0_socket_get_tcp_nodelay() -> None:
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_NODELAY"), reason="no TCP_NODELAY here")
 def test_the_setup_reproduces_what_the_protocol_is_for() -> None:
-    """uvicorn's own protocol on such a socket: Nagle on (else the test above proves little)."""
-    if _nodelay_of_a_served_connection(UvicornProtocol) != 0:
-        pytest.skip("this uvicorn / asyncio sets TCP_NODELAY on proto-0 sockets already")
+    """uvicorn's own protocol on such a socket leaves Nagle on: the test above is not vacuous.
+
+    The day asyncio or uvicorn's protocol sets ``TCP_NODELAY`` on these connections
+    themselves, this fails: ``HttpToolsProtocol`` (and its NOTE) can then go.
+    """
+    assert _nodelay_of_a_served_connection(UvicornProtocol) == 0, (
+        "uvicorn's own protocol now gets TCP_NODELAY on connections accepted from a proto-0 "
+        "socket: sampleplan.service.server.HttpToolsProtocol may no longer be needed"
+    )
 
 
 def test_serve_hands_uvicorn_this_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
