@@ -25,6 +25,14 @@ from tests.helpers.servers import LiveServer
 os.environ.setdefault("SAMPLEPLAN_LOG_LEVEL", "warning")
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test caches plans in its own directory: never the user's, nor another worker's."""
+    cache = tmp_path / "plan-cache"
+    monkeypatch.setenv("SAMPLEPLAN_CACHE_DIR", str(cache))
+    return cache
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'sampleplan.sqlite3'}"
