@@ -25,6 +25,18 @@ from tests.helpers.servers import LiveServer
 os.environ.setdefault("SAMPLEPLAN_LOG_LEVEL", "warning")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that hold a slow test run first (each file's tests stay together, in order).
+
+    Under xdist (`make test`: ``--dist loadfile --no-loadscope-reorder``) the workers take
+    files in this order, so the long multi-process tests start at once, side by side,
+    and the many short ones fill in after them rather than leaving one worker alone with
+    a minute-long test at the end.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test caches plans in its own directory: never the user's, nor another worker's."""

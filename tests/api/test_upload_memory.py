@@ -18,7 +18,10 @@ import pytest
 
 from tests.helpers.servers import ServerProcess
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="reads /proc"),
+    pytest.mark.slow,  # starts a process: `make test-quick` leaves it out
+]
 
 ROWS = 400_000
 PAYLOAD = 200  # bytes of incompressible payload per row: 80 MB beside a 1.6 MB label column

@@ -14,6 +14,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
+
 
 @pytest.fixture(scope="module")
 def load() -> ModuleType:

@@ -11,7 +11,7 @@ from playwright.sync_api import Page
 from tests.helpers.browser import NetworkLog
 from tests.helpers.servers import LiveServer
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium: not in `make test-quick`
 
 TIMEOUT_MS = 30_000
 

@@ -24,6 +24,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_two_workers_serve_one_port(tmp_path: Path) -> None:
     env = {
@@ -108,6 +109,7 @@ def test_an_unknown_event_loop_setting_stops_the_start(monkeypatch: pytest.Monke
         _uvicorn_run_arguments(monkeypatch, [], SAMPLEPLAN_EVENT_LOOP="tokio")
 
 
+@pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_served_process_does_not_load_uvloop(tmp_path: Path) -> None:
     """Whatever is installed beside it, the server runs asyncio's loop (uvloop never loaded)."""

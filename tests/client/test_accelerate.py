@@ -16,6 +16,8 @@ pytest.importorskip("accelerate")
 
 from tests.helpers.ranks.accelerate_rank import BATCH, EPOCHS, WORLD_SIZE, process_main
 
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
+
 N = 100  # 12.5 batches of 8: the last batch is short and the processes' counts differ
 
 

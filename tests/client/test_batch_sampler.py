@@ -235,6 +235,7 @@ def test_bad_arguments(client: SamplePlanClient, plan: Plan, dataset: Items) -> 
         RemoteBatchSampler(plan.id, client, space="train")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 def test_two_gloo_ranks_share_the_epochs_batches(
     live_server: LiveServer, tmp_path: Path, private_cache: Path
 ) -> None:

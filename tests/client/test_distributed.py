@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
@@ -12,6 +13,8 @@ from tests.helpers import reference
 from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
 from tests.helpers.ranks.distributed_rank import EPOCHS, WORLD_SIZE, rank_main
 from tests.helpers.servers import LiveServer, free_port
+
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
 
 def test_two_ranks_shard_one_global_weighted_draw(

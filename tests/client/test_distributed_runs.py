@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
@@ -19,6 +20,8 @@ from tests.helpers.ranks.distributed_run_rank import (
     run_rank_main,
 )
 from tests.helpers.servers import LiveServer, free_port
+
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
 LABELS = [0] * 70 + [1] * 9 + [2] * 21
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
 from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
 from tests.helpers.ranks.elastic_rank import EPOCH, rank_main
 from tests.helpers.servers import LiveServer, free_port
+
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
 N = 131
 

@@ -16,6 +16,8 @@ from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalance
 from tests.helpers.ranks import RANKS
 from tests.helpers.servers import LiveServer, free_port
 
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
+
 pytest.importorskip("lightning")
 
 SCRIPT = RANKS / "lightning_script.py"

@@ -22,6 +22,8 @@ from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 from tests.helpers import reference
 from tests.helpers.servers import ServerProcess
 
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
+
 WORLD_SIZE = 2
 NUM_SAMPLES = 120_000
 CHUNK = 2_000

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import reference
 from tests.helpers.servers import ServerProcess
+
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
 WRITERS = 4
 ACKNOWLEDGED_BEFORE_KILL = 60

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from tests.helpers import reference
 from tests.helpers.servers import ServerProcess
+
+pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
 PLANS: list[dict[str, Any]] = [
     {"labels": [0] * 40 + [1] * 9 + [2] * 3, "seed": 11},

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from sampleplan.service.config import Settings
@@ -48,6 +49,7 @@ def test_runs_on_each_database(database_url: str) -> None:
         assert api.get("/v1/runs/db-run").json()["frozen_epochs"] == [0, 1]
 
 
+@pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 def test_two_replicas_racing_a_freeze_and_updates_agree(
     fresh_postgres_url: str, tmp_path: Path
 ) -> None:
