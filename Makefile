@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint docs bench load clean venv browser load-tools
+.PHONY: serve test test-quick lint docs bench load clean venv browser load-tools
 
 # tests/browser drive Debian's Chromium (headless, with no network). Installed once when
 # missing; quick when it is there. apt needs root: sudo is used when we are not.
@@ -53,8 +53,20 @@ load-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The suite runs on every core (pytest-xdist); a test file stays on one worker, so that
+# its module-scoped servers start once. Tests that need a port or a PostgreSQL database
+# take their own. PYTEST_ARGS adds options, e.g. PYTEST_ARGS='tests/core -x'.
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(VENV)/.installed-server,test,dev,docs browser load-tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# The quick loop while editing: everything but the tests marked slow (several processes:
+# torch.distributed ranks, Lightning and Accelerate, `sampleplan serve` processes,
+# replicas, crashes, the load scenarios). `make test` and CI run them all.
+test-quick: $(VENV)/.installed-server,test,dev,docs
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # ruff reads the real folders (service/, client/); mypy the import package, whose
 # sampleplan/service and sampleplan/client are links to them.
