@@ -40,6 +40,9 @@ from torch.utils.data import WeightedRandomSampler
 
 from tests.helpers.servers import LiveServer
 
+# Runs the generators, npm and tsc in processes: `make test-quick` leaves it out.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent / "client_generators"
 PYTHON_REQUIREMENTS = HERE / "python" / "requirements.txt"
 TYPESCRIPT_PROJECT = HERE / "typescript"
