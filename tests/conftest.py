@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: settings, apps, a live server, databases."""
+"""Fixtures shared by every test folder (settings, apps, a live server, databases, a private
+plan cache), and the order the test files run in."""
 
 from __future__ import annotations
 
