@@ -2,7 +2,9 @@
 
 NOTE [TCP_NODELAY with --workers] in service/server.py: with ``--workers N`` uvicorn binds
 ``socket.socket(family=AF_INET)`` (``proto`` 0), and asyncio then leaves Nagle's algorithm
-on for the connections it accepts. The servers here listen on such a socket.
+on for the connections it accepts. The servers here listen on such a socket. (uvicorn
+0.55 binds with ``proto=IPPROTO_TCP``; 0.54, which docker/requirements.txt pins, and the
+older ones that pyproject.toml allows do not.)
 """
 
 from __future__ import annotations
