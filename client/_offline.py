@@ -55,7 +55,7 @@ from sampleplan.core.labelsets import LabelSets, hierarchical_codes, label_sets_
 from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
-from sampleplan.core.stratify import population_indices
+from sampleplan.core.stratify import STRATIFY_VERSION, population_indices
 from sampleplan.core.streams import StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 from sampleplan.core.versions import reproduction_problems
 
@@ -108,20 +108,25 @@ def plan_population(
     cached: CachedPlan, labels: Labels | LabelSets | None = None
 ) -> npt.NDArray[np.int64] | None:
     """Dataset indices of the plan's population (``None``: the whole dataset), as the
-    service selects them: ``random_split``'s, or NOTE [stratified-v1]'s from the labels."""
+    service selects them: ``random_split``'s, or by the stratified split's definition (NOTE
+    [stratified-v1] or [stratified-v2], as the plan's ``versions`` record) from the labels."""
     split = split_from_canonical(cached.plan.config.get("split"))
     if split is None:
         return None
     if not split.stratify:
         return split.training_indices(cached.dataset.size)
-    return population_indices(split, labels if labels is not None else dataset_labels(cached))
+    return population_indices(
+        split,
+        labels if labels is not None else dataset_labels(cached),
+        version=cached.plan.versions.get("stratify", STRATIFY_VERSION),
+    )
 
 
 class OfflineBatches:
     """Pages of a cached batch plan's batches, drawn by the service's own core (or refused).
 
-    The batches are defined by NOTE [batches-v1] alone (integers and Philox; no torch), so
-    only the recorded ``batches`` version must match this code's.
+    The batches are defined by NOTE [batches-v1] or [batches-v2] alone (integers and
+    Philox; no torch), so only the recorded ``batches`` version must be one this code draws.
     """
 
     def __init__(self, cached: CachedPlan) -> None:
@@ -140,6 +145,7 @@ class OfflineBatches:
             cached.dataset.classes,
             batching,
             plan.config.get("num_batches"),
+            version=plan.versions["batches"],
         )
         if table.num_batches != plan.config.get("num_batches"):
             raise StreamMismatchError(

@@ -114,6 +114,7 @@ def config_from_canonical(canonical: Mapping[str, Any], weights: bytes | None) -
         schedule=schedule_from_json(canonical.get("schedule")),
         batching=batching_from_json(canonical.get("batching")),
         num_batches=canonical.get("num_batches"),
+        definitions=canonical.get("definitions"),
     )
 
 

@@ -42,7 +42,13 @@ from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from sampleplan.core.batches import BATCHES_VERSION, Batching, BatchTable, batch_page
+from sampleplan.core.batches import (
+    BATCHES_VERSION,
+    BATCHES_VERSIONS,
+    Batching,
+    BatchTable,
+    batch_page,
+)
 from sampleplan.core.errors import InvalidPlanConfig, InvalidWeights
 from sampleplan.core.exact import CumulativeTable, draw_exact_with_replacement
 from sampleplan.core.hierarchical import ALGORITHM_VERSION as HIERARCHICAL_VERSION
@@ -284,10 +290,13 @@ class BatchDrawing:
     """
 
     name = "batches"
+    #: The definition a plan gets unless its ``definitions`` name another.
     version = BATCHES_VERSION
+    #: Every definition drawn here (NOTE [batches-v1], NOTE [batches-v2]).
+    known_versions = BATCHES_VERSIONS
 
-    def versions(self) -> dict[str, str]:
-        return {"batches": self.version}
+    def versions(self, version: str = BATCHES_VERSION) -> dict[str, str]:
+        return {"batches": version}
 
     def check_config(self, config: PlanConfig) -> None:
         if not config.replacement:
@@ -302,9 +311,12 @@ class BatchDrawing:
     def reproduction_problems(self, versions: Mapping[str, str]) -> list[str]:
         """Why the batches ``versions`` records cannot be drawn here (empty: they can)."""
         recorded = versions.get("batches")
-        if recorded == self.version:
+        if recorded in self.known_versions:
             return []
-        return [f"they are defined by {recorded!r}, this code implements {self.version!r}"]
+        return [
+            f"they are defined by {recorded!r}, this code implements "
+            f"{', '.join(map(repr, self.known_versions))}"
+        ]
 
     def prepare(
         self,
@@ -314,6 +326,7 @@ class BatchDrawing:
         num_batches: int | None,
         *,
         label_sets: bool = False,
+        version: str = BATCHES_VERSION,
     ) -> BatchTable:
         """The table the batches are drawn from: see :meth:`BatchTable.build`."""
         if label_sets:
@@ -323,7 +336,7 @@ class BatchDrawing:
                 "'batching' needs single-label data: a label-set dataset has no one class "
                 "per sample for its per-class quotas"
             )
-        return BatchTable.build(codes, class_names, batching, num_batches)
+        return BatchTable.build(codes, class_names, batching, num_batches, version)
 
     def draw_page(
         self,
@@ -336,5 +349,5 @@ class BatchDrawing:
         return batch_page(table, seed, request, population)
 
 
-#: The one batch drawing there is (``batches-v1``).
+#: The batch drawing (``batches-v1`` and ``batches-v2``, as a plan's definitions choose).
 BATCHES = BatchDrawing()

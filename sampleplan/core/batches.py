@@ -74,6 +74,40 @@ NOTE [batches-v1]
 
     Batch ``b`` depends on ``(plan, seed, epoch, b)`` alone, at O(batch_size) cost, so a
     page of batches anywhere in an epoch costs what its length does.
+
+NOTE [batches-v2]
+    ``batches-v1`` keeps its streams for the plans that have it; a plan asks for this
+    definition with ``"definitions": {"batches": "batches-v2"}``. It is ``batches-v1``
+    (steps 1 to 3: the same mixing, permutation and keys) with two changes, which give
+    three guarantees ``batches-v1`` does not keep:
+
+    - a class with at least ``q`` samples (``q``: its per-batch count, ``m`` or its quota)
+      never repeats a sample within its group of a batch;
+    - a class with fewer than ``q`` samples gives a group that starts a fresh permutation
+      of the class: every member ``floor(q / n)`` or ``ceil(q / n)`` times;
+    - ``m_per_class``: after any number of whole batches of an epoch, the classes' counts
+      of appearances differ by at most one.
+
+    4'. Members. The ``t``-th group (from 0) of class ``k`` in an epoch, of ``q`` members,
+       holds for ``i < q`` the member ``M_k[perm(n_k, mix(mix(K_member ^ k) + c), p)]``
+       with, when ``n_k >= q``, ``G_k = n_k // q`` groups per cycle, cycle
+       ``c = t // G_k`` and ``p = (t % G_k) * q + i`` (a group never crosses the end of a
+       cycle; a cycle leaves ``n_k % q`` members out, other ones each cycle); when
+       ``n_k < q``, ``c = t * ceil(q / n_k) + i // n_k`` and ``p = i % n_k`` (whole
+       permutations, each group starting a new one).
+
+    5'. ``class_quota``: batch ``b`` is, for each named class ``k`` in class order, its group
+       ``t = b`` of ``q_k`` members.
+
+    6'. ``m_per_class``: as step 6, but within round ``r`` the classes it owes go first.
+       With ``o = (r * R) % K``, the ranks below ``o`` have been left out once more than
+       the others in rounds ``0 .. r-1``; in step 6's dealt order ``h = (o + R + d) % K``
+       (``d < B * G``) they are the last ``w = min(o, B * G)``. Round ``r`` deals slot
+       ``z = u * G + g`` as ``d = B * G - w + perm(w, K_round(r), z)`` when ``z < w``, else
+       ``d = perm(B * G - w, K_round2(r), z - w)``, where ``(K_round(r), K_round2(r), _, _) =
+       Philox(ctr = (r, 1, 0, T))``. The class is ``E[perm(K, K_class, h)]``, its group
+       ``t = r - W`` with ``W = (r * R - h + K - 1) // K`` as in step 6, of ``m`` members
+       (step 4').
 """
 
 from __future__ import annotations
@@ -90,7 +124,9 @@ from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.streams import StreamRequest, in_space, shard_positions
 
 __all__ = [
+    "BATCHES_V2",
     "BATCHES_VERSION",
+    "BATCHES_VERSIONS",
     "BatchTable",
     "Batching",
     "ClassQuota",
@@ -100,7 +136,12 @@ __all__ = [
     "default_num_batches",
 ]
 
+#: The definition a batch plan gets unless its ``definitions`` ask for another.
 BATCHES_VERSION = "batches-v1"
+#: NOTE [batches-v2].
+BATCHES_V2 = "batches-v2"
+#: Every definition this code draws, oldest first.
+BATCHES_VERSIONS: tuple[str, ...] = (BATCHES_VERSION, BATCHES_V2)
 
 Int64Array = npt.NDArray[np.int64]
 UInt64Array = npt.NDArray[np.uint64]
@@ -342,8 +383,9 @@ def _philox_words(seed: int, epoch: int, first: int, word1: int, count: int) -> 
     return words
 
 
-def _round_keys(seed: int, epoch: int, rounds: Int64Array) -> UInt64Array:
-    """``K_round(r)`` for each of ``rounds``, in O(len(rounds)) whatever their spread.
+def _round_keys(seed: int, epoch: int, rounds: Int64Array, words: int = 1) -> UInt64Array:
+    """``K_round(r)`` for each of ``rounds`` (``words=2``: and ``K_round2(r)``, a last axis
+    of 2), in O(len(rounds)) whatever their spread.
 
     Consecutive rounds are consecutive Philox counters, drawn in one call; a page that
     wraps around the end of an epoch (a padded rank) asks for rounds far apart, which are
@@ -351,13 +393,12 @@ def _round_keys(seed: int, epoch: int, rounds: Int64Array) -> UInt64Array:
     """
     first, last = int(rounds.min()), int(rounds.max())
     if last - first < 4 * rounds.shape[0] + 64:
-        run: UInt64Array = _philox_words(seed, epoch, first, 1, last - first + 1)[rounds - first, 0]
-        return run
-    wanted, where = np.unique(rounds, return_inverse=True)
-    keys = np.array(
-        [_philox_words(seed, epoch, int(r), 1, 1)[0, 0] for r in wanted], dtype=np.uint64
-    )
-    out: UInt64Array = keys[where.reshape(-1)]
+        block = _philox_words(seed, epoch, first, 1, last - first + 1)[rounds - first]
+    else:
+        wanted, where = np.unique(rounds, return_inverse=True)
+        keys = np.stack([_philox_words(seed, epoch, int(r), 1, 1)[0] for r in wanted])
+        block = keys[where.reshape(-1)]
+    out: UInt64Array = block[..., 0] if words == 1 else block[..., :words]
     return out
 
 
@@ -380,6 +421,7 @@ class BatchTable:
         slot_class: ``class_quota`` only: the class of each position of a batch.
         slot_draw: ``class_quota`` only: the position's draw within its class's quota.
         slot_quota: ``class_quota`` only: the quota of the position's class.
+        version: the definition drawn, NOTE [batches-v1] or NOTE [batches-v2].
     """
 
     batching: Batching
@@ -392,6 +434,7 @@ class BatchTable:
     slot_class: Int64Array | None = None
     slot_draw: Int64Array | None = None
     slot_quota: Int64Array | None = None
+    version: str = BATCHES_VERSION
 
     @classmethod
     def build(
@@ -400,6 +443,7 @@ class BatchTable:
         class_names: Sequence[object],
         batching: Batching,
         num_batches: int | None,
+        version: str = BATCHES_VERSION,
     ) -> BatchTable:
         """Check ``batching`` against the population's class ``codes`` and prepare it.
 
@@ -469,6 +513,7 @@ class BatchTable:
             slot_class,
             slot_draw,
             slot_quota,
+            version,
         )
 
     @property
@@ -493,6 +538,8 @@ class BatchTable:
         if b.shape[0] == 0:
             return np.empty((0, self.batch_size), dtype=np.int64)
         k_class, k_member = (int(w) for w in _philox_words(seed, epoch, 0, 0, 1)[0, :2])
+        if self.version == BATCHES_V2:
+            return self._draw_v2(seed, epoch, b, k_class, k_member)
         if isinstance(self.batching, MPerClass):
             cls_codes, draws = self._m_per_class(seed, epoch, b, k_class)
         else:
@@ -521,6 +568,73 @@ class BatchTable:
         step = np.arange(m, dtype=np.int64)
         draws = (prior[:, :, None] * m + step).reshape(b.shape[0], g * m)
         return np.repeat(cls_codes, m, axis=1), draws
+
+    def _draw_v2(
+        self, seed: int, epoch: int, b: Int64Array, k_class: int, k_member: int
+    ) -> Int64Array:
+        """NOTE [batches-v2]: class, group and place in the group of every position."""
+        if isinstance(self.batching, MPerClass):
+            m, g = self.batching.m, self.batching.classes_per_batch
+            k = int(self.classes.shape[0])
+            per_round = k // g
+            dealt_total = per_round * g
+            left_out = k - dealt_total
+            rounds = b // per_round
+            slots = (b % per_round)[:, None] * g + np.arange(g, dtype=np.int64)[None, :]
+            window = rounds * left_out  # r * R: int64, below num_batches * batch_size
+            owed = np.minimum(window % k, dealt_total)[:, None]
+            keys = _round_keys(seed, epoch, rounds, words=2)
+            first = slots < owed
+            dealt = keyed_permutation(
+                np.where(first, slots, slots - owed),
+                np.where(first, owed, dealt_total - owed),
+                np.where(first, keys[:, None, 0], keys[:, None, 1]),
+            )
+            dealt = np.where(first, dealt_total - owed + dealt, dealt)
+            rank = ((window % k)[:, None] + left_out + dealt) % k
+            cls = self.classes[keyed_permutation(rank, k, k_class)]
+            group = rounds[:, None] - (window[:, None] - rank + k - 1) // k
+            cls_codes = np.repeat(cls, m, axis=1)
+            groups = np.repeat(group, m, axis=1)
+            places = np.broadcast_to(np.tile(np.arange(m, dtype=np.int64), g), cls_codes.shape)
+            sizes = np.full(cls_codes.shape, m, dtype=np.int64)
+        else:
+            assert self.slot_class is not None and self.slot_draw is not None
+            assert self.slot_quota is not None
+            shape = (b.shape[0], self.batch_size)
+            cls_codes = np.broadcast_to(self.slot_class, shape)
+            groups = np.broadcast_to(b[:, None], shape)
+            places = np.broadcast_to(self.slot_draw, shape)
+            sizes = np.broadcast_to(self.slot_quota, shape)
+        n = self.counts[cls_codes]
+        whole = n >= sizes
+        per_cycle = np.maximum(n // sizes, 1)
+        cycle = np.where(whole, groups // per_cycle, groups * ((sizes + n - 1) // n) + places // n)
+        within = np.where(whole, (groups % per_cycle) * sizes + places, places % n)
+        return self._members_in_cycle(k_member, cls_codes, cycle, within)
+
+    def _members_in_cycle(
+        self, k_member: int, cls_codes: Int64Array, cycle: Int64Array, within: Int64Array
+    ) -> Int64Array:
+        """Member ``within`` of cycle ``cycle`` of class ``cls_codes``, elementwise (step 4)."""
+        n = self.counts[cls_codes]
+        num_classes = self.counts.shape[0]
+        if cls_codes.size >= num_classes:
+            table = mix64(np.arange(num_classes, dtype=np.uint64) ^ np.uint64(k_member))
+            key = table[cls_codes]
+        else:
+            key = mix64(np.asarray(cls_codes, dtype=np.uint64) ^ np.uint64(k_member))
+        key += np.ascontiguousarray(cycle, dtype=np.int64).view(np.uint64)
+        _mix_in_place(key, np.empty_like(key))
+        shape = cls_codes.shape
+        place = _permute(
+            np.ascontiguousarray(within, dtype=np.int64).reshape(-1),
+            n.reshape(-1),
+            self.sqrt_counts[cls_codes].reshape(-1),
+            key.reshape(-1),
+        ).reshape(shape)
+        out: Int64Array = self.members[self.offsets[cls_codes] + place]
+        return out
 
     def _members_at(self, k_member: int, cls_codes: Int64Array, draws: Int64Array) -> Int64Array:
         """Step 4: the ``draws``-th draw of class ``cls_codes``, elementwise."""

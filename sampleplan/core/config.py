@@ -18,17 +18,49 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.algorithms import BATCHES, Algorithm, AlgorithmName, algorithm_named
-from sampleplan.core.batches import Batching
+from sampleplan.core.batches import BATCHES_VERSION, BATCHES_VERSIONS, Batching
 from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labelsets import LABEL_REDUCES, LabelReduce
 from sampleplan.core.schedules import DynamicBalanceSchedule, Schedule
 from sampleplan.core.splitting import SEED_LIMIT, Split
-from sampleplan.core.weighting import CLASS_BASED, DEFAULT_THRESHOLD, STRATEGIES, Strategy
+from sampleplan.core.stratify import STRATIFY_VERSION, STRATIFY_VERSIONS
+from sampleplan.core.weighting import (
+    CLASS_BASED,
+    DEFAULT_THRESHOLD,
+    STRATEGIES,
+    WEIGHTS_VERSION,
+    WEIGHTS_VERSIONS,
+    Strategy,
+)
 
 _PLAN_HASH_DOMAIN = b"sampleplan/plan/v1\n"
 
 #: Draws per epoch, at most: stream positions (and rank offsets on top) stay int64.
 MAX_NUM_SAMPLES = 2**62
+
+#: The definitions a plan may choose (NOTE [Choosing a definition]): every version this
+#: code draws, oldest (the default) first.
+DEFINITIONS: Mapping[str, tuple[str, ...]] = {
+    "batches": BATCHES_VERSIONS,
+    "stratify": STRATIFY_VERSIONS,
+    "weights": WEIGHTS_VERSIONS,
+}
+#: The newest of each: what a new plan should ask for.
+LATEST_DEFINITIONS: Mapping[str, str] = {key: versions[-1] for key, versions in DEFINITIONS.items()}
+
+# NOTE [Choosing a definition]
+#     A plan's id names its request for ever: 0.1.0's requests, sent again to any release,
+#     name the same plans with the same streams (tests/storage/test_previous_release.py,
+#     on a fresh database too). A request that does not say which definition it wants
+#     therefore keeps the first one (``batches-v1``, ``stratified-v1``, ``weights-v1``),
+#     and a newer definition is asked for by name: ``"definitions": {"batches":
+#     "batches-v2"}`` (``LATEST_DEFINITIONS`` holds the newest of each). The canonical
+#     form holds ``definitions`` only with the entries that are not the first version and
+#     that apply to the plan (``batches`` to batch plans, ``stratify`` to stratified
+#     splits, ``weights`` to ``effective_number``, the one strategy whose weights differ
+#     between its versions), so every plan made before keeps its id and a definition that
+#     changes nothing for a plan does not make it another plan. The plan's ``versions``
+#     records what was drawn.
 
 
 def _weights_digest(weights: npt.NDArray[np.float64]) -> str:
@@ -57,8 +89,28 @@ class PlanConfig:
     #: (``None``: ``max(1, population_size // batch_size)``).
     batching: Batching | None = None
     num_batches: int | None = None
+    #: The definitions asked for by name (NOTE [Choosing a definition]); absent: the first.
+    definitions: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
+        if self.definitions is not None:
+            if not isinstance(self.definitions, Mapping):
+                raise InvalidPlanConfig(
+                    f"definitions should be an object {{name: version}}, "
+                    f"but got {self.definitions!r}"
+                )
+            for key, version in self.definitions.items():
+                known = DEFINITIONS.get(key)
+                if known is None:
+                    raise InvalidPlanConfig(
+                        f"definitions: unknown definition {key!r}; expected one of "
+                        f"{', '.join(DEFINITIONS)}"
+                    )
+                if version not in known:
+                    raise InvalidPlanConfig(
+                        f"definitions.{key} should be one of {', '.join(known)}, "
+                        f"but got {version!r}"
+                    )
         if self.strategy not in STRATEGIES:
             raise InvalidPlanConfig(
                 f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"
@@ -139,6 +191,36 @@ class PlanConfig:
                 "'schedule' changes a plan's weights and 'batching' fixes its batches' "
                 "class make-up: a plan takes one or the other"
             )
+
+    def _definition(self, key: str) -> str:
+        return (self.definitions or {}).get(key, DEFINITIONS[key][0])
+
+    @property
+    def batches_version(self) -> str:
+        """The batch definition a batch plan draws (NOTE [batches-v1], [batches-v2])."""
+        return self._definition("batches")
+
+    @property
+    def stratify_version(self) -> str:
+        """The stratified split's definition (NOTE [stratified-v1], [stratified-v2])."""
+        return self._definition("stratify")
+
+    @property
+    def weights_version(self) -> str:
+        """The weighting formulas' definition (NOTE [Weight formulas] in ``weighting.py``)."""
+        return self._definition("weights")
+
+    def applied_definitions(self) -> dict[str, str]:
+        """The definitions that are not the first version and apply to this plan."""
+        out: dict[str, str] = {}
+        if self.batching is not None and self.batches_version != BATCHES_VERSION:
+            out["batches"] = self.batches_version
+        stratified = self.split is not None and self.split.stratify
+        if stratified and self.stratify_version != STRATIFY_VERSION:
+            out["stratify"] = self.stratify_version
+        if self.strategy == "effective_number" and self.weights_version != WEIGHTS_VERSION:
+            out["weights"] = self.weights_version
+        return out
 
     @property
     def drawing_algorithm(self) -> Algorithm:
@@ -227,6 +309,10 @@ class PlanConfig:
                 raise ValueError("a batch plan's canonical form needs its resolved num_batches")
             out["batching"] = self.batching.canonical()
             out["num_batches"] = num_batches
+        # Only the definitions that are not the first and apply: NOTE [Choosing a definition].
+        definitions = self.applied_definitions()
+        if definitions:
+            out["definitions"] = definitions
         return out
 
 

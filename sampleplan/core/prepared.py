@@ -251,7 +251,7 @@ def prepare_plan(
     """Validate ``config`` against ``labels`` and compute the population and its weights."""
     population: Int64Array | None = None
     if config.split is not None:
-        population = population_indices(config.split, labels)
+        population = population_indices(config.split, labels, version=config.stratify_version)
 
     per_sample: npt.NDArray[np.float64] | None = None
     if config.weights is not None:
@@ -302,6 +302,7 @@ def prepare_plan(
                 class_weights=class_weights,
                 per_sample=per_sample,
                 threshold=config.threshold,
+                version=config.weights_version,
             )
         num_samples = size if config.num_samples is None else config.num_samples
     if max_num_samples is not None and num_samples > max_num_samples:
@@ -323,6 +324,7 @@ def prepare_plan(
             config.batching,
             config.num_batches,
             label_sets=label_sets is not None,
+            version=config.batches_version,
         )
     prepared = PreparedPlan(
         config=config,
@@ -352,6 +354,7 @@ def label_weight_table(
         class_weights=class_weights,
         threshold=config.threshold,
         population_size=label_sets.size,
+        version=config.weights_version,
     )
 
 

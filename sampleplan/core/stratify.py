@@ -42,9 +42,45 @@ NOTE [stratified-v1]
        ``d[j]`` (ties: lower index).
     4. Each part lists its dataset indices in increasing order; the training part is
        part 0.
+
+NOTE [stratified-v2]
+    ``stratified-v1`` keeps its splits for the plans that have it; a plan asks for this
+    definition with ``"definitions": {"stratify": "stratified-v2"}``. The measure it
+    minimises is Sechidis's label distribution, ``LD = mean over labels l of the mean over
+    parts j of |a[l, j] / (L[j] - a[l, j]) - n_l / (n - n_l)|`` (``a[l, j]``: samples of
+    part ``j`` carrying ``l``). Steps 0, 1 and 4 are stratified-v1's.
+
+    2'. Single labels, two parts: largest remainder, as scikit-learn's
+       ``StratifiedShuffleSplit`` counts (``_approximate_mode``). Part 0 gets
+       ``floor(x[c, 0])`` samples of every class plus one for the ``L[0] - sum_c
+       floor(x[c, 0])`` classes with the largest fractional parts of ``x[c, 0]`` (exact,
+       as integers over ``n``); among classes whose fractional parts tie at the boundary,
+       those whose extra sample in part 0 lowers LD most (exactly, in rationals; a part
+       left with no sample outside the class counts as infinite), then the class whose
+       first sample in seed order comes first. Part 1 gets the rest of each class. So
+       every class is within ``floor``/``ceil`` of its exact share in both parts, and LD
+       is the least of every largest-remainder rounding: never above scikit-learn's, whose
+       ties are random. More than two parts: stratified-v1's step 2. The class's samples
+       are dealt as in stratified-v1.
+    3'. Label sets: stratified-v1's step 3, then a deterministic descent on
+       ``LD + 2 * LPD`` (LPD: LD over the pairs of labels that occur together in a sample,
+       Szymanski and Kajdanowicz 2017; weighted twice, as LD alone lets the pairs drift),
+       which keeps every part's length. A move exchanges two samples
+       of different parts; the samples are taken by label set, the first sample in seed
+       order of each (label set, part). Each pass takes the move that lowers the sum
+       most (by more than ``1e-12``; ties: the first in the order (part, part, label set,
+       label set) with label sets in the order of their first sample in seed order) and
+       stops when none does, or after 256 moves. Each term is binary64 and the sums are
+       ``math.fsum`` (exactly rounded), so every machine takes the same moves. The
+       descent runs when it is cheap: ``U * U * m * m <= 4096`` (``U`` distinct label
+       sets, ``m`` parts) and ``n <= 10000``; larger problems keep stratified-v1's
+       assignment, which matches the peers there.
 """
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -55,18 +91,31 @@ from sampleplan.core.labels import Labels
 from sampleplan.core.labelsets import LabelSets
 from sampleplan.core.splitting import Split
 
-__all__ = ["STRATIFY_VERSION", "population_indices", "stratified_parts"]
+__all__ = [
+    "STRATIFY_V2",
+    "STRATIFY_VERSION",
+    "STRATIFY_VERSIONS",
+    "label_distribution",
+    "population_indices",
+    "stratified_parts",
+]
 
+#: The definition a stratified split gets unless the plan's ``definitions`` ask for another.
 STRATIFY_VERSION = "stratified-v1"
+#: NOTE [stratified-v2].
+STRATIFY_V2 = "stratified-v2"
+STRATIFY_VERSIONS: tuple[str, ...] = (STRATIFY_VERSION, STRATIFY_V2)
 
 Int64Array = npt.NDArray[np.int64]
 
 
-def population_indices(split: Split, labels: Labels | LabelSets) -> Int64Array:
+def population_indices(
+    split: Split, labels: Labels | LabelSets, *, version: str = STRATIFY_VERSION
+) -> Int64Array:
     """Dataset indices of the training part: ``random_split``'s, or stratified if asked."""
     if not split.stratify:
         return split.training_indices(labels.size)
-    return stratified_parts(split, labels)[0]
+    return stratified_parts(split, labels, version=version)[0]
 
 
 def _seed_rank(n: int, seed: int) -> Int64Array:
@@ -88,8 +137,13 @@ def _check_class_sizes(labels: Labels | LabelSets, counts: Int64Array, parts: in
         )
 
 
-def stratified_parts(split: Split, labels: Labels | LabelSets) -> list[Int64Array]:
-    """Every part's dataset indices, as NOTE [stratified-v1] defines them."""
+def stratified_parts(
+    split: Split, labels: Labels | LabelSets, *, version: str = STRATIFY_VERSION
+) -> list[Int64Array]:
+    """Every part's dataset indices, as NOTE [stratified-v1] (or ``version``) defines them."""
+    if version not in STRATIFY_VERSIONS:
+        raise ValueError(f"unknown stratified split definition {version!r}")
+    v2 = version == STRATIFY_V2
     n = labels.size
     lengths = np.asarray(split.part_lengths(n), dtype=np.int64)
     counts = labels.class_counts()
@@ -97,13 +151,15 @@ def stratified_parts(split: Split, labels: Labels | LabelSets) -> list[Int64Arra
     rank = _seed_rank(n, split.seed)
     if isinstance(labels, LabelSets):
         part_of = _iterative(labels, lengths, rank)
+        if v2:
+            _descend(labels, lengths, rank, part_of)
     else:
-        part_of = _per_class(labels, counts, lengths, rank)
+        part_of = _per_class(labels, counts, lengths, rank, v2=v2)
     return [np.flatnonzero(part_of == j).astype(np.int64) for j in range(lengths.shape[0])]
 
 
 def _per_class(
-    labels: Labels, counts: Int64Array, lengths: Int64Array, rank: Int64Array
+    labels: Labels, counts: Int64Array, lengths: Int64Array, rank: Int64Array, *, v2: bool
 ) -> npt.NDArray[np.intp]:
     n = labels.size
     k, m = counts.shape[0], lengths.shape[0]
@@ -115,24 +171,32 @@ def _per_class(
     col_extra = lengths - base.sum(axis=0)
     take = base.copy()
     part_index = np.arange(m)
+    # Members of each class in seed order: sort by (class, rank).
+    by_class = np.lexsort((rank, labels.codes))
+    starts = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    if v2 and m == 2:
+        first_rank = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+        present = counts > 0
+        first_rank[present] = rank[by_class[starts[:-1][present]]]
+        up = _largest_remainder(counts, lengths, frac[:, 0], int(col_extra[0]), first_rank)
+        take[up, 0] += 1
+        take[:, 1] = counts - take[:, 0]
+        row_extra[:] = 0
     for c in range(k):
         extra = int(row_extra[c])
         if extra == 0:
             continue
         # Most places left first, then larger fractional part, then lower index.
-        order = np.lexsort((part_index, -frac[c], -col_extra))
-        chosen = order[:extra]
+        preference = np.lexsort((part_index, -frac[c], -col_extra))
+        chosen = preference[:extra]
         if (col_extra[chosen] <= 0).any():  # pragma: no cover - impossible by Gale-Ryser
             raise AssertionError("stratified-v1: no controlled rounding found")
         take[c, chosen] += 1
         col_extra[chosen] -= 1
     part_of = np.empty(n, dtype=np.intp)
-    # Members of each class in seed order: sort by (class, rank).
-    order = np.lexsort((rank, labels.codes))
-    starts = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
     for c in range(k):
-        members = order[starts[c] : starts[c + 1]]
+        members = by_class[starts[c] : starts[c + 1]]
         part_of[members] = np.repeat(part_index, take[c])
     return part_of
 
@@ -186,3 +250,170 @@ def _iterative(labels: LabelSets, lengths: Int64Array, rank: Int64Array) -> npt.
         part_of[sample] = best
         wanted[best] -= 1
     return part_of
+
+
+def _ld_term(count: int, part: int, ratio: Fraction) -> Fraction | None:
+    """``|count / (part - count) - ratio|``; ``None`` (infinite) for ``part == count``."""
+    if part == count:
+        return None
+    return abs(Fraction(count, part - count) - ratio)
+
+
+def _rounding_cost(n_c: int, a0: int, lengths: Int64Array, n: int) -> tuple[int, Fraction]:
+    """LD terms of a class with ``a0`` samples in part 0 of two: (infinite terms, the rest)."""
+    ratio = Fraction(n_c, n - n_c)
+    infinite, total = 0, Fraction(0)
+    for count, part in ((a0, int(lengths[0])), (n_c - a0, int(lengths[1]))):
+        term = _ld_term(count, part, ratio)
+        if term is None:
+            infinite += 1
+        else:
+            total += term
+    return infinite, total
+
+
+def _largest_remainder(
+    counts: Int64Array, lengths: Int64Array, frac: Int64Array, extra: int, first_rank: Int64Array
+) -> Int64Array:
+    """NOTE [stratified-v2] step 2': the classes that get their extra sample in part 0."""
+    n = int(lengths.sum())
+    candidates = np.flatnonzero(frac > 0)
+    if extra <= 0:
+        return np.empty(0, dtype=np.int64)
+    by_frac = candidates[np.lexsort((first_rank[candidates], -frac[candidates]))]
+    boundary = int(frac[by_frac[extra - 1]])
+    above = by_frac[frac[by_frac] > boundary]
+    tied = [int(c) for c in by_frac[frac[by_frac] == boundary]]
+    needed = extra - above.shape[0]
+    if needed < len(tied):
+
+        def gain(c: int) -> tuple[int, Fraction, int]:
+            n_c, low = int(counts[c]), int(counts[c]) * int(lengths[0]) // n
+            up_inf, up = _rounding_cost(n_c, low + 1, lengths, n)
+            down_inf, down = _rounding_cost(n_c, low, lengths, n)
+            return (up_inf - down_inf, up - down, int(first_rank[c]))
+
+        tied.sort(key=gain)
+    chosen = np.concatenate([above, np.array(tied[:needed], dtype=np.int64)])
+    return chosen.astype(np.int64)
+
+
+def _distribution(per_part: Int64Array, sizes: Int64Array, totals: Int64Array, n: int) -> float:
+    """LD from per-part counts ``per_part[j, l]``, part ``sizes`` and label ``totals``.
+
+    Each term in binary64; the sums are ``math.fsum`` (exactly rounded, so the same on
+    every machine). Labels no sample or every sample carries are left out; a part whose
+    samples all carry a label gives an infinite term.
+    """
+    keep = (totals > 0) & (totals < n)
+    if not keep.any():
+        return 0.0
+    a = per_part[:, keep].astype(np.float64)
+    whole = totals[keep].astype(np.float64)
+    size = sizes[:, None].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.abs(a / (size - a) - whole / (n - whole))
+    terms[np.broadcast_to(size == a, terms.shape)] = math.inf
+    m = per_part.shape[0]
+    per_label = [math.fsum(column) / m for column in terms.T.tolist()]
+    return math.fsum(per_label) / len(per_label)
+
+
+def label_distribution(
+    indicators: npt.NDArray[np.bool_], part_of: npt.NDArray[np.intp], num_parts: int
+) -> float:
+    """Sechidis's LD of a split: ``indicators[i, l]`` whether sample ``i`` carries ``l``.
+
+    Pass :func:`pair_indicators` of the labels for LPD.
+    """
+    n = indicators.shape[0]
+    sizes = np.bincount(part_of, minlength=num_parts).astype(np.int64)
+    per_part = np.zeros((num_parts, indicators.shape[1]), dtype=np.int64)
+    np.add.at(per_part, part_of, indicators.astype(np.int64))
+    return _distribution(per_part, sizes, indicators.sum(axis=0).astype(np.int64), n)
+
+
+def pair_indicators(indicators: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Whether each sample carries each pair of labels (pairs in lexicographic order)."""
+    q = indicators.shape[1]
+    pairs = [(a, b) for a in range(q) for b in range(a + 1, q)]
+    if not pairs:
+        return np.zeros((indicators.shape[0], 0), dtype=bool)
+    first = np.array([a for a, _ in pairs])
+    second = np.array([b for _, b in pairs])
+    out: npt.NDArray[np.bool_] = indicators[:, first] & indicators[:, second]
+    return out
+
+
+#: NOTE [stratified-v2] step 3': the descent runs for at most this many candidate moves
+#: per pass (``U * U * m * m``), at most this many samples, and at most this many moves.
+_DESCENT_CANDIDATES = 4096
+_DESCENT_SAMPLES = 10_000
+_DESCENT_MOVES = 256
+
+
+def _descend(
+    labels: LabelSets, lengths: Int64Array, rank: Int64Array, part_of: npt.NDArray[np.intp]
+) -> None:
+    """NOTE [stratified-v2] step 3', in place on ``part_of``."""
+    n, m = labels.size, int(lengths.shape[0])
+    if n > _DESCENT_SAMPLES:
+        return
+    indicators = np.zeros((n, labels.num_classes), dtype=bool)
+    indicators[labels.sample_of_occurrence(), labels.codes.astype(np.int64)] = True
+    # Distinct label sets, in the order of their first sample in seed order.
+    by_seed = np.argsort(rank, kind="stable")
+    rows = [indicators[i].tobytes() for i in by_seed.tolist()]
+    kinds: dict[bytes, int] = {}
+    for row in rows:
+        kinds.setdefault(row, len(kinds))
+    u = len(kinds)
+    if u * u * m * m > _DESCENT_CANDIDATES:
+        return
+    kind_of = np.empty(n, dtype=np.int64)
+    kind_of[by_seed] = [kinds[row] for row in rows]
+    q = indicators.shape[1]
+    features = np.concatenate([indicators, pair_indicators(indicators)], axis=1).astype(np.int64)
+    totals = features.sum(axis=0)
+    sizes = lengths.astype(np.int64)
+    per_part = np.zeros((m, features.shape[1]), dtype=np.int64)
+    np.add.at(per_part, part_of, features)
+
+    def objective(counts: Int64Array) -> float:
+        ld = _distribution(counts[:, :q], sizes, totals[:q], n)
+        lpd = _distribution(counts[:, q:], sizes, totals[q:], n)
+        return ld + 2.0 * lpd
+
+    current = objective(per_part)
+    for _ in range(_DESCENT_MOVES):
+        # The first sample in seed order of each (label set, part).
+        first: dict[tuple[int, int], int] = {}
+        for sample in by_seed.tolist():
+            first.setdefault((int(kind_of[sample]), int(part_of[sample])), sample)
+        best, best_move = current - 1e-12, None
+        for j1 in range(m):
+            for j2 in range(j1 + 1, m):
+                for k1 in range(u):
+                    s1 = first.get((k1, j1))
+                    if s1 is None:
+                        continue
+                    for k2 in range(u):
+                        s2 = first.get((k2, j2))
+                        if s2 is None or k1 == k2:
+                            continue
+                        delta = features[s1] - features[s2]
+                        per_part[j1] -= delta
+                        per_part[j2] += delta
+                        value = objective(per_part)
+                        per_part[j1] += delta
+                        per_part[j2] -= delta
+                        if value < best:
+                            best, best_move = value, (s1, s2, j1, j2)
+        if best_move is None:
+            return
+        s1, s2, j1, j2 = best_move
+        delta = features[s1] - features[s2]
+        per_part[j1] -= delta
+        per_part[j2] += delta
+        part_of[s1], part_of[s2] = j2, j1
+        current = best

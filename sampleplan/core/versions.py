@@ -14,16 +14,25 @@ import torch
 
 from sampleplan.core.algorithms import ALGORITHMS, BATCHES, algorithm_named
 from sampleplan.core.config import PlanConfig
-from sampleplan.core.stratify import STRATIFY_VERSION
+from sampleplan.core.stratify import STRATIFY_VERSION, STRATIFY_VERSIONS
+from sampleplan.core.weighting import WEIGHTS_VERSIONS
 
 
 def runtime_versions(
-    algorithm: str, *, batching: bool = False, stratify: bool = False
+    algorithm: str,
+    *,
+    batching: bool | str = False,
+    stratify: bool | str = False,
+    weights: str | None = None,
 ) -> dict[str, str]:
     """What defines a plan's streams here: reproducing them elsewhere needs the same.
 
-    Batch plans also record ``batches``, the version of NOTE [batches-v1]; plans with a
-    stratified split ``stratify``, the version of NOTE [stratified-v1] (their population).
+    Batch plans also record ``batches``, the version of their batches' definition (NOTE
+    [batches-v1], [batches-v2]); plans with a stratified split ``stratify``, the version of
+    its definition (NOTE [stratified-v1], [stratified-v2]: their population); plans whose
+    weights follow ``weights-v2`` (NOTE [Weight formulas]), ``weights``. ``True`` stands
+    for the first version. What is recorded for a plan of the first versions is what
+    release 0.1.0 recorded.
     """
     from sampleplan import __version__
 
@@ -35,18 +44,23 @@ def runtime_versions(
         "sampleplan": __version__,
     }
     if batching:
-        versions.update(BATCHES.versions())
+        versions.update(BATCHES.versions(BATCHES.version if batching is True else batching))
     if stratify:
-        versions["stratify"] = STRATIFY_VERSION
+        versions["stratify"] = STRATIFY_VERSION if stratify is True else stratify
+    if weights is not None:
+        versions["weights"] = weights
     return versions
 
 
 def plan_versions(config: PlanConfig) -> dict[str, str]:
     """:func:`runtime_versions` of a plan made from ``config``: what its ``versions`` holds."""
+    stratified = config.split is not None and config.split.stratify
     return runtime_versions(
         config.algorithm,
-        batching=config.batching is not None,
-        stratify=config.split is not None and config.split.stratify,
+        batching=config.batches_version if config.batching is not None else False,
+        stratify=config.stratify_version if stratified else False,
+        # Recorded only where it is not the first: plans of weights-v1 record what 0.1.0 did.
+        weights=config.applied_definitions().get("weights"),
     )
 
 
@@ -75,14 +89,20 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
             f"the plan's stream is defined by {versions.get('algorithm_version')!r}, "
             f"this code implements {here['algorithm_version']!r}"
         )
-    # A stratified split's population is NOTE [stratified-v1]'s: another definition draws
-    # from other samples. Absent: no stratified split (or one recorded before the key
-    # existed, when stratified-v1 was the only definition).
+    # A stratified split's population is its definition's: another definition draws from
+    # other samples. Absent: no stratified split (or one recorded before the key existed,
+    # when stratified-v1 was the only definition).
     recorded_stratify = versions.get("stratify", STRATIFY_VERSION)
-    if recorded_stratify != STRATIFY_VERSION:
+    if recorded_stratify not in STRATIFY_VERSIONS:
         problems.append(
             f"the plan's stratified split is defined by {recorded_stratify!r}, "
-            f"this code implements {STRATIFY_VERSION!r}"
+            f"this code implements {', '.join(map(repr, STRATIFY_VERSIONS))}"
+        )
+    recorded_weights = versions.get("weights", WEIGHTS_VERSIONS[0])
+    if recorded_weights not in WEIGHTS_VERSIONS:
+        problems.append(
+            f"the plan's weights are defined by {recorded_weights!r}, "
+            f"this code implements {', '.join(map(repr, WEIGHTS_VERSIONS))}"
         )
     if not algorithm.machine_bound:
         # The version is the whole contract (NOTE [hierarchical-v1]).

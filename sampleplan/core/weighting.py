@@ -4,6 +4,29 @@
 as the classic recipe does, so that streams match ``WeightedRandomSampler`` to the bit.
 Normalising (dividing by the total) would change the cumulative sums torch computes and
 with them the stream, so no strategy normalises.
+
+NOTE [Weight formulas]
+    Every class weight is, bit for bit, its formula written in plain Python floats
+    (binary64, each operation rounded to nearest; ``n`` a class's count in the population,
+    at least 1; ``P`` the population size):
+
+    - ``inverse_frequency``: ``1.0 / n``, correctly rounded (one IEEE division);
+    - ``inverse_sqrt_frequency``: ``1.0 / math.sqrt(n)`` (IEEE square root, then division);
+    - ``effective_number``: ``(1.0 - beta) / (1.0 - beta ** n)``; ``beta ** n`` is C's
+      ``pow`` (Python's ``float.__pow__``), correctly rounded on glibc, so each of the four
+      operations is the exact result rounded once (a test checks this against
+      ``fractions.Fraction``);
+    - ``repeat_factor``: ``max(1.0, math.sqrt(t / (n / P)))``;
+    - ``uniform``: ``1.0``; ``class_weights`` and ``sample_weights``: the given numbers.
+
+    ``weights-v1`` computed ``effective_number``'s ``beta ** n`` with numpy's vectorised
+    ``power`` (release 0.1.0 did too), which differs from the correctly rounded power in
+    the last bit for some counts (about 5 % of the counts up to 10**5 at beta 0.999), and
+    ``1 - beta ** n`` magnifies that: ``n = 7``, beta 0.999 gives 0.1432862859997125
+    where the formula gives 0.1432862859997148. A plan's weights are its stream's input, so
+    the fix is a new definition, ``weights-v2``, chosen by the plan's ``definitions``
+    (NOTE [Choosing a definition] in ``config.py``); every other strategy is the same in
+    both.
 """
 
 from __future__ import annotations
@@ -32,6 +55,14 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 Float64Array = npt.NDArray[np.float64]
 
+#: NOTE [Weight formulas]: the first definition (numpy's vectorised ``power`` in
+#: ``effective_number``), kept for the plans that have it; every plan gets it unless its
+#: ``definitions`` ask for ``weights-v2``.
+WEIGHTS_VERSION = "weights-v1"
+#: NOTE [Weight formulas]: every strategy bit for bit its formula in Python floats.
+WEIGHTS_V2 = "weights-v2"
+WEIGHTS_VERSIONS: tuple[str, ...] = (WEIGHTS_VERSION, WEIGHTS_V2)
+
 #: Strategies that give each class a weight, combined over a label set by ``label_reduce``.
 CLASS_BASED: frozenset[str] = frozenset(
     {"inverse_frequency", "inverse_sqrt_frequency", "effective_number", "class_weights"}
@@ -50,6 +81,7 @@ def class_weight_table(
     class_weights: Mapping[int, float] | None = None,
     threshold: float | None = None,
     population_size: int | None = None,
+    version: str = WEIGHTS_VERSION,
 ) -> Float64Array | None:
     """The weight of one sample of each class, or ``None`` for ``sample_weights``.
 
@@ -77,7 +109,16 @@ def class_weight_table(
         b = 0.999 if beta is None else float(beta)
         if not 0.0 <= b < 1.0:
             raise InvalidPlanConfig(f"beta should be in [0, 1), but got beta={b}")
-        return (1.0 - b) / (1.0 - np.power(b, safe))
+        if version == WEIGHTS_VERSION:
+            return (1.0 - b) / (1.0 - np.power(b, safe))
+        # NOTE [Weight formulas]: Python's float power, once per distinct count.
+        distinct, where = np.unique(counts, return_inverse=True)
+        table = np.array(
+            [(1.0 - b) / (1.0 - b ** max(int(n), 1)) for n in distinct.tolist()],
+            dtype=np.float64,
+        )
+        out: Float64Array = table[where.reshape(-1)]
+        return out
     if strategy == "uniform":
         return np.ones(counts.shape[0], dtype=np.float64)
     if strategy == "class_weights":
@@ -151,6 +192,7 @@ def sample_weights(
     class_weights: Mapping[int, float] | None = None,
     per_sample: Float64Array | None = None,
     threshold: float | None = None,
+    version: str = WEIGHTS_VERSION,
 ) -> Float64Array:
     """A float64 weight per sample of the population, validated for drawing."""
     table = class_weight_table(
@@ -160,6 +202,7 @@ def sample_weights(
         class_weights=class_weights,
         threshold=threshold,
         population_size=int(codes.shape[0]),
+        version=version,
     )
     weights: Float64Array
     if table is None:

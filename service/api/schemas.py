@@ -168,6 +168,15 @@ class PlanFields(_Request):
         default=None,
         description="Batch plans: batches per epoch; null: max(1, population_size // batch_size).",
     )
+    definitions: dict[str, str] | None = Field(
+        default=None,
+        description="Which version of a definition the plan draws, by name: "
+        '`{"batches": "batches-v2", "stratify": "stratified-v2", "weights": "weights-v2"}` '
+        "(the newest: ask for them in a new plan). An entry the "
+        "plan has no use for is ignored. Absent: the first versions (batches-v1, "
+        "stratified-v1, weights-v1), so a request names the same plan in every release.",
+        examples=[{"batches": "batches-v2", "stratify": "stratified-v2", "weights": "weights-v2"}],
+    )
 
     def to_config(self) -> PlanConfig:
         """The core's validated config (raises the core's 4xx errors)."""
@@ -195,6 +204,7 @@ class PlanFields(_Request):
             schedule=schedule_from_json(self.schedule),
             batching=batching_from_json(self.batching),
             num_batches=self.num_batches,
+            definitions=self.definitions,
         )
 
 

@@ -56,9 +56,11 @@ def test_what_each_algorithm_records_and_promises() -> None:
         hierarchical.needs_codes,
     ) == (False, False, True)
     assert BATCHES.versions() == {"batches": "batches-v1"}
+    assert BATCHES.versions("batches-v2") == {"batches": "batches-v2"}
     assert BATCHES.reproduction_problems({"batches": "batches-v1"}) == []
+    assert BATCHES.reproduction_problems({"batches": "batches-v2"}) == []
     assert BATCHES.reproduction_problems({"batches": "batches-v0"}) == [
-        "they are defined by 'batches-v0', this code implements 'batches-v1'"
+        "they are defined by 'batches-v0', this code implements 'batches-v1', 'batches-v2'"
     ]
 
 

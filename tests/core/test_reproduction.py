@@ -47,6 +47,11 @@ def test_a_stratified_split_needs_its_version() -> None:
         versions = runtime_versions(algorithm, stratify=True)
         assert versions["stratify"] == "stratified-v1"
         assert reproduction_problems(versions) == []
-        problems = reproduction_problems({**versions, "stratify": "stratified-v2"})
-        assert len(problems) == 1 and "'stratified-v2'" in problems[0]
+        # NOTE [stratified-v2] is drawn here too; a definition this code lacks is refused.
+        assert reproduction_problems({**versions, "stratify": "stratified-v2"}) == []
+        problems = reproduction_problems({**versions, "stratify": "stratified-v9"})
+        assert len(problems) == 1 and "'stratified-v9'" in problems[0]
+        assert reproduction_problems({**versions, "weights": "weights-v2"}) == []
+        problems = reproduction_problems({**versions, "weights": "weights-v9"})
+        assert len(problems) == 1 and "'weights-v9'" in problems[0]
     assert "stratify" not in runtime_versions("torch")
