@@ -176,6 +176,24 @@ def test_offline_the_cache_gives_the_same_batches(
         RemoteBatchSampler(plan.id, None)
 
 
+def test_offline_batches_v2_over_a_stratified_v2_split_are_the_services(
+    client: SamplePlanClient, dataset: Items, private_cache: Path
+) -> None:
+    plan = client.create_plan(
+        labels=dataset.targets,
+        batching=BATCHING,
+        split={"fractions": [0.7, 0.3], "seed": 42, "stratify": True},
+        seed=7,
+        definitions={"batches": "batches-v2", "stratify": "stratified-v2"},
+    )
+    assert plan.versions["batches"] == "batches-v2"
+    assert plan.versions["stratify"] == "stratified-v2"
+    RemoteBatchSampler(plan.id, client)  # caches the plan and its dataset's class codes
+    expected = client.batches(plan.id, epoch=3, rank=1, world_size=2, space="dataset").tolist()
+    cached_only = RemoteBatchSampler(plan.id, None, epoch=3, rank=1, world_size=2, space="dataset")
+    assert list(cached_only) == expected
+
+
 def test_an_entry_cached_without_class_codes_is_completed(
     client: SamplePlanClient, plan: Plan, private_cache: Path
 ) -> None:

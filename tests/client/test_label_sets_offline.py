@@ -35,8 +35,13 @@ def api(live_server: LiveServer) -> Iterator[SamplePlanClient]:
             "split": {"fractions": [0.7, 0.3], "seed": 2, "stratify": True},
         },
         {"label_reduce": "mean", "split": {"fractions": [0.7, 0.3], "seed": 2, "stratify": True}},
+        {
+            "strategy": "effective_number",
+            "split": {"lengths": [200, 40], "seed": 2, "stratify": True},
+            "definitions": {"stratify": "stratified-v2", "weights": "weights-v2"},
+        },
     ],
-    ids=["hierarchical", "hierarchical-stratified", "torch-stratified"],
+    ids=["hierarchical", "hierarchical-stratified", "torch-stratified", "stratified-v2"],
 )
 def test_offline_label_set_streams_are_the_services(
     live_server: LiveServer, api: SamplePlanClient, private_cache: Path, config: dict[str, Any]
