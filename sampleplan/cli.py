@@ -250,6 +250,14 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         help="a class's weight for strategy class_weights (repeat for more classes)",
     )
     plan.add_argument(
+        "--definition",
+        action="append",
+        default=[],
+        metavar="NAME=VERSION",
+        help="a newer definition for the plan, e.g. stratify=stratified-v2 or "
+        "weights=weights-v2 (repeat for more; default: the first versions)",
+    )
+    plan.add_argument(
         "--num-samples", type=int, help="draws per epoch (default: the population size)"
     )
     plan.add_argument("--no-replacement", action="store_true", help="draw without replacement")
@@ -448,6 +456,21 @@ def parse_class_weights(items: Sequence[str]) -> dict[str, float] | None:
     return weights
 
 
+def parse_definitions(items: list[str]) -> dict[str, str] | None:
+    """``--definition NAME=VERSION`` options as the request's ``definitions``."""
+    if not items:
+        return None
+    definitions: dict[str, str] = {}
+    for item in items:
+        name, sep, version = item.partition("=")
+        if not sep or not name or not version:
+            raise CommandError(
+                f"--definition takes NAME=VERSION, e.g. stratify=stratified-v2; got {item!r}"
+            )
+        definitions[name] = version
+    return definitions
+
+
 def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The plan request's fields (as JSON would carry them) from the command line."""
     fields: dict[str, Any] = {
@@ -475,6 +498,9 @@ def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = getattr(args, name)
     if args.num_samples is not None:
         fields["num_samples"] = args.num_samples
+    definitions = parse_definitions(args.definition)
+    if definitions is not None:
+        fields["definitions"] = definitions
     return fields
 
 
@@ -498,6 +524,7 @@ def local_plan(labels: Labels | LabelSets, fields: dict[str, Any]) -> dict[str, 
         label_reduce=fields.get("label_reduce"),
         unlabelled_weight=fields.get("unlabelled_weight"),
         threshold=fields.get("threshold"),
+        definitions=fields.get("definitions"),
     )
     body: dict[str, Any] = plan_out(build_plan(labels, config)).model_dump(
         mode="json", by_alias=True

@@ -177,6 +177,12 @@ def test_plan_writes_a_local_report(tmp_path: Path, capsys: pytest.CaptureFixtur
             ["--strategy", "class_weights", "--class-weight", "zzz=2"],
             "does not have: 'zzz'",
         ),
+        (lambda d: d / "ok.csv", ["--definition", "stratify"], "--definition takes NAME=VERSION"),
+        (
+            lambda d: d / "ok.csv",
+            ["--definition", "stratify=stratified-v9"],
+            "definitions.stratify should be one of stratified-v1, stratified-v2",
+        ),
     ],
 )
 def test_plan_errors_are_one_line(
@@ -243,6 +249,13 @@ def test_plan_on_label_sets_locally_and_on_a_service_agree(
     assert local_plan["config"]["split"]["stratify"] is True
     assert local_plan["population_size"] == 18 and local_plan["label_sets"]["unlabelled"] <= 6
     assert [c["count"] for c in local_plan["classes"]] == [12, 6, 3]  # exact halves of 24, 12, 6
+    newer = [*args, "--definition", "stratify=stratified-v2"]
+    code, local, err = run(newer, capsys)
+    assert code == 0, err
+    code, remote, err = run([*newer, "--url", live_server.url], capsys)
+    assert code == 0, err
+    assert json.loads(local) == json.loads(remote)
+    assert json.loads(local)["versions"]["stratify"] == "stratified-v2"
     code, out, err = run([*args[:-1]], capsys)
     assert code == 0, err
     assert "cat" in out and "emu" in out
