@@ -8,7 +8,6 @@ must agree with it batch for batch.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -33,44 +32,13 @@ from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.streams import StreamRequest
+from tests.helpers.batches_spec import M64, TAG, spec_members, spec_mix, spec_perm
 from tests.helpers.philox import spec_philox4x64_10
 from tests.helpers.statistics import chi_square_limit
 
-M64 = 2**64 - 1
-TAG = 0x6261746368657331
-
-
 # ---------------------------------------------------------------------------------------
-# The definition, written out from NOTE [batches-v1].
+# The definition, written out from NOTE [batches-v1] (steps 1 to 3 in tests.helpers).
 # ---------------------------------------------------------------------------------------
-
-
-def spec_mix(z: int) -> int:
-    z ^= z >> 30
-    z = (z * 0xBF58476D1CE4E5B9) & M64
-    z ^= z >> 27
-    z = (z * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
-
-
-def spec_perm(n: int, key: int, x: int) -> int:
-    s = math.isqrt(n - 1) + 1 if n > 1 else 1  # the least s with s * s >= n
-    y = x
-    while True:
-        left, right = divmod(y, s)
-        for i in range(1, 5):
-            f = ((spec_mix(((key + i * 0x9E3779B97F4A7C15) & M64) ^ right) >> 32) * s) >> 32
-            left, right = right, (left + f) % s
-        y = left * s + right
-        if y < n:
-            return y
-
-
-def spec_members(codes: Sequence[int]) -> dict[int, list[int]]:
-    members: dict[int, list[int]] = {}
-    for position, code in enumerate(codes):
-        members.setdefault(code, []).append(position)
-    return members
 
 
 def spec_draw(members: dict[int, list[int]], k_member: int, k: int, j: int) -> int:
