@@ -208,9 +208,7 @@ def test_long_tail_over_many_epochs_and_seeds_against_mperclasssampler(
     worst_spread = {"ours": 0, "peer": 0}
     for seed in range(6):
         for epoch in range(10):
-            found = _measure(
-                table.draw(seed, epoch, np.arange(table.num_batches)), codes, counts
-            )
+            found = _measure(table.draw(seed, epoch, np.arange(table.num_batches)), codes, counts)
             ours.update(found)
             worst_spread["ours"] = max(worst_spread["ours"], found["spread"])
             assert found["repeats"] == 0 and found["lacking"] == 0
