@@ -63,18 +63,19 @@ NOTE [stratified-v2]
        ties are random. More than two parts: stratified-v1's step 2. The class's samples
        are dealt as in stratified-v1.
     3'. Label sets: stratified-v1's step 3, then a deterministic descent on
-       ``LD + 2 * LPD`` (LPD: LD over the pairs of labels that occur together in a sample,
-       Szymanski and Kajdanowicz 2017; weighted twice, as LD alone lets the pairs drift),
-       which keeps every part's length. A move exchanges two samples
-       of different parts; the samples are taken by label set, the first sample in seed
-       order of each (label set, part). Each pass takes the move that lowers the sum
-       most (by more than ``1e-12``; ties: the first in the order (part, part, label set,
-       label set) with label sets in the order of their first sample in seed order) and
-       stops when none does, or after 256 moves. Each term is binary64 and the sums are
-       ``math.fsum`` (exactly rounded), so every machine takes the same moves. The
-       descent runs when it is cheap: ``U * U * m * m <= 4096`` (``U`` distinct label
-       sets, ``m`` parts) and ``n <= 10000``; larger problems keep stratified-v1's
-       assignment, which matches the peers there.
+       ``LD + 2 * LPD`` (LPD: LD over the pairs of labels that occur together in a
+       sample, Szymanski and Kajdanowicz 2017; weighted twice, as LD alone lets the pairs
+       drift), which keeps every part's length. LD here is the sum of its terms, each
+       binary64 and their sum exactly rounded (``math.fsum``), divided by their number:
+       every machine takes the same moves. A move exchanges two samples of different
+       parts, each the first in seed order of its (label set, part). Each pass takes the
+       move that lowers the measure most, by more than ``1e-12`` (ties: the first in the
+       order part ``j1``, part ``j2 > j1``, the label set leaving ``j1``, the label set
+       leaving ``j2``, label sets numbered in the order of their first sample in seed
+       order), and the descent stops when no move does, or after 256 moves. It runs when
+       it is cheap: ``U * U * m * m <= 4096`` (``U`` distinct label sets, ``m`` parts)
+       and ``n <= 10000``; larger problems keep stratified-v1's assignment, which matches
+       the peers there.
 """
 
 from __future__ import annotations
@@ -298,25 +299,33 @@ def _largest_remainder(
     return chosen.astype(np.int64)
 
 
-def _distribution(per_part: Int64Array, sizes: Int64Array, totals: Int64Array, n: int) -> float:
-    """LD from per-part counts ``per_part[j, l]``, part ``sizes`` and label ``totals``.
+def _terms(
+    per_part: npt.NDArray[np.float64],
+    sizes: npt.NDArray[np.float64],
+    ratios: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """LD's terms ``|a / (L - a) - r|`` (infinite where ``a == L``), elementwise.
 
-    Each term in binary64; the sums are ``math.fsum`` (exactly rounded, so the same on
-    every machine). Labels no sample or every sample carries are left out; a part whose
-    samples all carry a label gives an infinite term.
+    ``per_part[..., j, l]``: samples of part ``j`` carrying ``l``; ``sizes[j]`` the parts'
+    lengths; ``ratios[l] = n_l / (n - n_l)``.
     """
-    keep = (totals > 0) & (totals < n)
-    if not keep.any():
-        return 0.0
-    a = per_part[:, keep].astype(np.float64)
-    whole = totals[keep].astype(np.float64)
-    size = sizes[:, None].astype(np.float64)
+    size = sizes[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.abs(a / (size - a) - whole / (n - whole))
-    terms[np.broadcast_to(size == a, terms.shape)] = math.inf
-    m = per_part.shape[0]
-    per_label = [math.fsum(column) / m for column in terms.T.tolist()]
-    return math.fsum(per_label) / len(per_label)
+        terms = np.abs(per_part / (size - per_part) - ratios)
+    out: npt.NDArray[np.float64] = np.where(size == per_part, math.inf, terms)
+    return out
+
+
+def _ratios(totals: Int64Array, n: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """The labels LD counts (some but not all samples carry them), and their ``n_l / (n - n_l)``."""
+    keep = (totals > 0) & (totals < n)
+    whole = totals[keep].astype(np.float64)
+    return keep, whole / (n - whole)
+
+
+def _mean(terms: npt.NDArray[np.float64]) -> float:
+    """``fsum(terms) / terms.size``: exactly rounded sum, so the same on every machine."""
+    return math.fsum(terms.ravel().tolist()) / terms.size if terms.size else 0.0
 
 
 def label_distribution(
@@ -324,13 +333,17 @@ def label_distribution(
 ) -> float:
     """Sechidis's LD of a split: ``indicators[i, l]`` whether sample ``i`` carries ``l``.
 
-    Pass :func:`pair_indicators` of the labels for LPD.
+    The mean, over the labels some but not all samples carry and over the parts, of
+    ``|a / (L - a) - n_l / (n - n_l)|`` (infinite for a part all of whose samples carry
+    the label): each term in binary64, their sum exactly rounded (``math.fsum``), so the
+    same on every machine. Pass :func:`pair_indicators` of the labels for LPD.
     """
     n = indicators.shape[0]
-    sizes = np.bincount(part_of, minlength=num_parts).astype(np.int64)
+    sizes = np.bincount(part_of, minlength=num_parts).astype(np.float64)
     per_part = np.zeros((num_parts, indicators.shape[1]), dtype=np.int64)
     np.add.at(per_part, part_of, indicators.astype(np.int64))
-    return _distribution(per_part, sizes, indicators.sum(axis=0).astype(np.int64), n)
+    keep, ratios = _ratios(indicators.sum(axis=0).astype(np.int64), n)
+    return _mean(_terms(per_part[:, keep].astype(np.float64), sizes, ratios))
 
 
 def pair_indicators(indicators: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -372,47 +385,59 @@ def _descend(
         return
     kind_of = np.empty(n, dtype=np.int64)
     kind_of[by_seed] = [kinds[row] for row in rows]
-    q = indicators.shape[1]
-    features = np.concatenate([indicators, pair_indicators(indicators)], axis=1).astype(np.int64)
-    totals = features.sum(axis=0)
-    sizes = lengths.astype(np.int64)
+    # The labels and the pairs LD and LPD count, as one feature matrix per label set.
+    keep_labels, label_ratios = _ratios(indicators.sum(axis=0).astype(np.int64), n)
+    pairs = pair_indicators(indicators)
+    keep_pairs, pair_ratios = _ratios(pairs.sum(axis=0).astype(np.int64), n)
+    features = np.concatenate([indicators[:, keep_labels], pairs[:, keep_pairs]], axis=1)
+    q = int(keep_labels.sum())
+    ratios = np.concatenate([label_ratios, pair_ratios])
+    first_of_kind = np.zeros(u, dtype=np.int64)
+    first_of_kind[kind_of[by_seed[::-1]]] = by_seed[::-1]  # the first sample of each kind
+    kind_features = features[first_of_kind].astype(np.int64)
+    sizes = lengths.astype(np.float64)
     per_part = np.zeros((m, features.shape[1]), dtype=np.int64)
-    np.add.at(per_part, part_of, features)
+    np.add.at(per_part, part_of, features.astype(np.int64))
 
-    def objective(counts: Int64Array) -> float:
-        ld = _distribution(counts[:, :q], sizes, totals[:q], n)
-        lpd = _distribution(counts[:, q:], sizes, totals[q:], n)
-        return ld + 2.0 * lpd
+    def objective(terms: npt.NDArray[np.float64]) -> float:
+        return _mean(terms[..., :q]) + 2.0 * _mean(terms[..., q:])
 
-    current = objective(per_part)
+    current = objective(_terms(per_part.astype(np.float64), sizes, ratios))
     for _ in range(_DESCENT_MOVES):
         # The first sample in seed order of each (label set, part).
-        first: dict[tuple[int, int], int] = {}
-        for sample in by_seed.tolist():
-            first.setdefault((int(kind_of[sample]), int(part_of[sample])), sample)
+        keys = kind_of[by_seed] * m + part_of[by_seed]
+        found, where = np.unique(keys, return_index=True)
+        first = {
+            (key // m, key % m): int(sample)
+            for key, sample in zip(found.tolist(), by_seed[where].tolist(), strict=True)
+        }
         best, best_move = current - 1e-12, None
         for j1 in range(m):
             for j2 in range(j1 + 1, m):
-                for k1 in range(u):
-                    s1 = first.get((k1, j1))
-                    if s1 is None:
-                        continue
-                    for k2 in range(u):
-                        s2 = first.get((k2, j2))
-                        if s2 is None or k1 == k2:
+                out_of_1 = [k for k in range(u) if (k, j1) in first]
+                out_of_2 = [k for k in range(u) if (k, j2) in first]
+                if not out_of_1 or not out_of_2:
+                    continue
+                # Every exchange of a kind of part j1 with a kind of part j2 at once.
+                delta = kind_features[out_of_1][:, None, :] - kind_features[out_of_2][None, :, :]
+                counts = np.broadcast_to(
+                    per_part, (len(out_of_1), len(out_of_2), *per_part.shape)
+                ).copy()
+                counts[:, :, j1] -= delta
+                counts[:, :, j2] += delta
+                terms = _terms(counts.astype(np.float64), sizes, ratios)
+                for a, k1 in enumerate(out_of_1):
+                    for b, k2 in enumerate(out_of_2):
+                        if k1 == k2:
                             continue
-                        delta = features[s1] - features[s2]
-                        per_part[j1] -= delta
-                        per_part[j2] += delta
-                        value = objective(per_part)
-                        per_part[j1] += delta
-                        per_part[j2] -= delta
+                        value = objective(terms[a, b])
                         if value < best:
-                            best, best_move = value, (s1, s2, j1, j2)
+                            best = value
+                            best_move = (first[(k1, j1)], first[(k2, j2)], j1, j2)
         if best_move is None:
             return
         s1, s2, j1, j2 = best_move
-        delta = features[s1] - features[s2]
+        delta = features[s1].astype(np.int64) - features[s2].astype(np.int64)
         per_part[j1] -= delta
         per_part[j2] += delta
         part_of[s1], part_of[s2] = j2, j1

@@ -159,3 +159,57 @@ def test_a_plan_takes_its_population_from_the_definition_it_names() -> None:
         assert (
             plan.population.tolist() == stratified_parts(split, labels, version=version)[0].tolist()
         )
+
+
+def test_pinned_parts() -> None:
+    """stratified-v2 pinned: a change here is a new version, not a new expected value."""
+    y = _label_sets(16, 5, 1)
+    assert y is not None
+    sets = label_sets_from_list([np.flatnonzero(row).tolist() for row in y])
+    split = Split(seed=9, lengths=(12, 4), stratify=True)
+    assert stratified_parts(split, sets, version=STRATIFY_V2)[1].tolist() == [4, 6, 10, 14]
+    assert stratified_parts(split, sets)[1].tolist() == [4, 8, 10, 12]  # stratified-v1
+    labels = labels_from_list(_single_labels(60, 4, 3).tolist())
+    split = Split(seed=2, fractions=(0.7, 0.3), stratify=True)
+    assert stratified_parts(split, labels, version=STRATIFY_V2)[1].tolist() == [
+        1,
+        9,
+        12,
+        13,
+        17,
+        18,
+        26,
+        27,
+        31,
+        36,
+        38,
+        45,
+        49,
+        51,
+        53,
+        54,
+        59,
+        61,
+        63,
+    ]
+    assert stratified_parts(split, labels)[1].tolist() == [
+        1,
+        9,
+        12,
+        13,
+        17,
+        18,
+        26,
+        27,
+        31,
+        33,
+        36,
+        38,
+        45,
+        49,
+        51,
+        53,
+        54,
+        59,
+        61,
+    ]
