@@ -15,8 +15,13 @@ index stream. Two contracts:
 Within a class, members come without replacement: a class's draws of an epoch walk
 through a fresh permutation of the class, then another, so every member is seen once
 before any is seen again. A class smaller than its per-batch count is allowed: such a
-batch holds repeats (one whole permutation, then the start of the next), as
-MPerClassSampler's ``safe_random_choice`` samples with replacement in that case.
+batch holds repeats, as MPerClassSampler's ``safe_random_choice`` samples with
+replacement in that case. Two definitions: ``batches-v1`` (a plan's default, so that every
+request keeps naming the plan it named) lets a group run across the end of one
+permutation into the next; ``batches-v2``, asked for by the plan's ``definitions``, never
+does: a class with at least its per-batch count of samples never repeats one within its
+group, a smaller class's group is a whole permutation then the start of the next, and
+``m_per_class`` keeps the classes' appearances within one of each other after every batch.
 
 ``num_batches`` (plan field; default ``max(1, population_size // batch_size)``): the
 batches of an epoch. That is MPerClassSampler's length with ``length_before_new_iter``
