@@ -73,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with service_url(args.url) as url, SamplePlanClient(url) as api:
         batching = {"kind": "m_per_class", "m": args.m, "batch_size": args.batch_size}
-        plan = api.create_plan(labels=labels.tolist(), batching=batching, seed=0)
+        # batches-v2: no sample twice in a class's group, appearances within one per epoch.
+        plan = api.create_plan(
+            labels=labels.tolist(),
+            batching=batching,
+            seed=0,
+            definitions={"batches": "batches-v2"},
+        )
         sampler = RemoteBatchSampler(plan.id, api)
         loader = DataLoader(data, batch_sampler=sampler)
         print(f"plan {plan.id[:12]}…: {len(sampler)} batches of {sampler.batch_size} per epoch")
