@@ -6,8 +6,8 @@ NOTE [Batch iteration]
     holds about ``chunk_size`` indices, each next one twice as many, up to
     ``max_chunk_size``; while the ``DataLoader`` consumes one chunk, the next is fetched by
     a background (daemon) thread, as :class:`~client.RemoteWeightedSampler` does. Every
-    batch depends only on (plan, epoch, batch index) (NOTE [batches-v1]), so chunks of
-    any size join up into exactly the rank's batches.
+    batch depends only on (plan, epoch, batch index) (NOTE [batches-v1], [batches-v2]), so
+    chunks of any size join up into exactly the rank's batches.
 
 NOTE [Batch resumption]
     ``state_dict()`` is ``{"plan_id", "epoch", "position", "world_size"}``, ``position``

@@ -27,14 +27,15 @@ NOTE [Offline streams]
     Label-set datasets cache their offsets beside the codes; the population's codes are
     then :func:`~sampleplan.core.labelsets.hierarchical_codes` of its label sets, as the
     service computes them. A stratified split's population depends on the labels too
-    (NOTE [stratified-v1]), so its plans cache the codes whatever their algorithm, and the
-    population is recomputed by :func:`~sampleplan.core.stratify.population_indices`.
+    (NOTE [stratified-v1], NOTE [stratified-v2]), so its plans cache the codes whatever
+    their algorithm, and the population is recomputed by
+    :func:`~sampleplan.core.stratify.population_indices`.
 
     For batch plans, :class:`OfflineBatches` rebuilds the service's
     :class:`~sampleplan.core.batches.BatchTable` from the same population codes and cuts
     pages with :func:`~sampleplan.core.batches.batch_page`, as the service does; the batches
-    are defined by NOTE [batches-v1] alone, so only the recorded ``batches`` version must
-    match.
+    are defined by NOTE [batches-v1] or NOTE [batches-v2] alone, so only the recorded
+    ``batches`` version must be one this code draws.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ class SplitSpec(_Request):
     stratify: bool = Field(
         default=False,
         description="Stratify the parts by class (label sets: iterative stratification), "
-        "as NOTE [stratified-v1] defines; false: exactly random_split.",
+        "as NOTE [stratified-v1] defines (NOTE [stratified-v2] with `definitions`); false: "
+        "exactly random_split.",
     )
 
     @model_validator(mode="after")

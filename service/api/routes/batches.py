@@ -46,7 +46,8 @@ def _batch_plan(catalog: Catalog, plan_id: str) -> Plan:
     "/{plan_id}/batches",
     summary="A page of a rank's batches for an epoch",
     description=(
-        "The epoch's batches of a batch plan (see NOTE [batches-v1]; every batch meets the "
+        "The epoch's batches of a batch plan (NOTE [batches-v1] or NOTE [batches-v2], as the "
+        "plan's `versions` record; every batch meets the "
         "plan's `batching` contract exactly). Ranks take whole batches, `batches[rank::"
         "world_size]` after padding by repeating from the first batch, so every rank gets "
         "`ceil(num_batches / world_size)`. `offset` and `limit` count batches. JSON is a list "
