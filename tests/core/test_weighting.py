@@ -15,6 +15,7 @@ import pytest
 
 from sampleplan.core.config import PlanConfig
 from sampleplan.core.labels import labels_from_list
+from sampleplan.core.labelsets import label_sets_from_list
 from sampleplan.core.prepared import prepare_plan
 from sampleplan.core.weighting import (
     STRATEGIES,
@@ -120,3 +121,19 @@ def test_a_plan_draws_with_the_weights_its_definitions_name() -> None:
         )
         assert table is not None
         assert plan.weights.tolist() == [table[c] for c in labels.codes.tolist()]
+
+
+def test_label_sets_take_the_formula_per_label_too() -> None:
+    sets = [[0, 1], [1], [2], [0], [1, 2], [1]] * 7 + [[0]] * 3
+    labels = label_sets_from_list(sets)
+    counts = {c: sum(c in s for s in sets) for c in (0, 1, 2)}
+    assert counts == {0: 17, 1: 28, 2: 14}
+    for beta in (0.99, 0.999):
+        plan = prepare_plan(
+            labels,
+            PlanConfig(strategy="effective_number", beta=beta, definitions={"weights": WEIGHTS_V2}),
+        )
+        per_label = {c: (1.0 - beta) / (1.0 - beta**n) for c, n in counts.items()}
+        # label_reduce sum, left to right over the sample's labels in class order.
+        expected = [sum(per_label[c] for c in sorted(s)) for s in sets]
+        assert plan.weights.tolist() == expected
