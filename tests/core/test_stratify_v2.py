@@ -17,6 +17,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 
 from sampleplan.core.config import PlanConfig
+from sampleplan.core.errors import InvalidSplit
 from sampleplan.core.labels import labels_from_list
 from sampleplan.core.labelsets import label_sets_from_list
 from sampleplan.core.prepared import prepare_plan
@@ -213,3 +214,26 @@ def test_pinned_parts() -> None:
         59,
         61,
     ]
+
+
+def test_scikit_learns_argument_checks() -> None:
+    """A class of one sample is refused by both (a 422 here); a test part smaller than the
+    number of classes is refused by scikit-learn only: here every class still gets its
+    floor or ceil, so the part holds as many classes as it has samples."""
+    y = np.array([0] * 10 + [1] * 5 + [2])
+    with pytest.raises(ValueError, match="least populated class"):
+        next(StratifiedShuffleSplit(1, test_size=4, random_state=0).split(y, y))
+    split = Split(seed=0, lengths=(12, 4), stratify=True)
+    with pytest.raises(InvalidSplit, match="class 2 has 1 sample"):
+        stratified_parts(split, labels_from_list(y.tolist()), version=STRATIFY_V2)
+    y = np.array([0] * 10 + [1] * 5 + [2] * 2 + [3] * 2 + [4] * 2)
+    with pytest.raises(ValueError, match="greater or equal to the number of classes"):
+        train_test_split(np.arange(y.shape[0]), test_size=3, stratify=y, random_state=0)
+    parts = stratified_parts(
+        Split(seed=0, lengths=(18, 3), stratify=True),
+        labels_from_list(y.tolist()),
+        version=STRATIFY_V2,
+    )
+    got = np.bincount(y[parts[1]], minlength=5)
+    exact = np.bincount(y) * 3 / y.shape[0]
+    assert got.sum() == 3 and (np.floor(exact) <= got).all() and (got <= np.ceil(exact)).all()
