@@ -81,3 +81,45 @@ def test_two_ranks_train_on_their_shards_and_send_their_losses(
         # Accelerate's loader reads one batch ahead only within an epoch: 32 per epoch.
         assert fed[:32] == reference.distributed_shard(epoch0, r, 2)
         assert fed[32:] == reference.distributed_shard(epoch1, r, 2)
+
+
+def test_the_guides_torchrun_script_runs_as_written(
+    module_server: LiveServer, tmp_path: Path, private_cache: Path
+) -> None:
+    """docs/how-to/hugging-face.md's train.py, started as it says, 2 processes."""
+    from tests.helpers.docs_blocks import DOCS, blocks_under
+
+    (script,) = blocks_under(DOCS / "how-to" / "hugging-face.md", "## Two processes with torchrun")
+    assert "torchrun --nproc_per_node 2 train.py" in script
+    (tmp_path / "train.py").write_text(script.replace("http://127.0.0.1:8000", module_server.url))
+    env = {
+        **os.environ,
+        "GLOO_SOCKET_IFNAME": "lo",
+        "SAMPLEPLAN_CACHE_DIR": str(private_cache),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf-home"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "train.py",
+    ]
+    done = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with SamplePlanClient(module_server.url) as api:
+        run = api.get_run("bert-ddp-1")
+        plan = api.get_plan(run.plan_id)
+        assert plan.population_size == 96
+        # Both processes sent their 48 losses of epoch 0: epoch 1 draws from other weights.
+        before = api.weights(run.plan_id)
+        after = api.run_weights("bert-ddp-1", 1)
+    assert run.updates >= 2
+    assert not np.allclose(before, after)
