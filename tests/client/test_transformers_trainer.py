@@ -270,3 +270,83 @@ def test_bad_input_is_refused_at_construction(
         make(run="hf-bad", loss_update={"op": "ema", "alpha": 0.1, "beta": 1})
     with pytest.raises(ValueError, match="train_dataset"):
         make(train_dataset=None)
+
+
+# TRL 1.16's SFTConfig sets the argument transformers 5.24 renamed; not ours to fix.
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")
+# Per-sample losses need the logits, which TRL 1.16's fused LM head recomputes (documented).
+@pytest.mark.filterwarnings("ignore:`return_outputs=True`:FutureWarning")
+def test_trls_sft_trainer_with_the_mixin(
+    client: SamplePlanClient, labels: list[int], tmp_path: Path
+) -> None:
+    """TRL's SFTTrainer (a Trainer subclass) behind SamplePlanMixin, on a tiny random GPT-2:
+    the stream, and each sequence's mean token loss sent to the run."""
+    pytest.importorskip("trl")
+    import torch
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from trl import SFTConfig, SFTTrainer
+
+    from sampleplan.integrations.transformers import SamplePlanMixin
+
+    class PlanSFTTrainer(SamplePlanMixin, SFTTrainer):  # type: ignore[misc]
+        pass
+
+    vocab = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i + 2 for i in range(30)}}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<pad>")),
+        pad_token="<pad>",
+        eos_token="<eos>",
+    )
+    tokens = torch.randint(2, 32, (N, 6), generator=torch.Generator().manual_seed(0))
+    ds = Dataset.from_dict({"input_ids": tokens.tolist()})
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=32,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    plan = client.create_plan(labels=labels, strategy="inverse_frequency", seed=SEED)
+    args = SFTConfig(
+        str(tmp_path),
+        per_device_train_batch_size=8,
+        num_train_epochs=2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+    )
+    sent: list[tuple[list[int], list[float]]] = []
+
+    class Recorded(PlanSFTTrainer):
+        def update_run(self, indices: Any, losses: Any) -> None:
+            sent.append((indices.tolist(), losses.tolist()))
+            super().update_run(indices, losses)
+
+    trainer = Recorded(
+        plan_id=plan.id,
+        api=client,
+        run="trl-sft",
+        loss_update={"op": "ema", "alpha": ALPHA},
+        model=GPT2LMHeadModel(config),
+        args=args,
+        train_dataset=ds,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    weights = reference.inverse_frequency(labels)
+    (indices0, losses0), (indices1, _) = sent
+    assert indices0 == stream(weights, 0)
+    expected = np.array(weights, dtype=np.float64)
+    for i, loss in zip(indices0, losses0, strict=True):
+        expected[i] = (1 - ALPHA) * expected[i] + ALPHA * loss
+    assert indices1 == stream(expected, 1)
+    # A sequence's loss is its mean next-token cross-entropy: about log(32) for a new model.
+    assert all(0.5 < loss < 10 for loss in losses0)
