@@ -62,8 +62,7 @@ import torch.nn.functional as F
 import transformers
 from torch.utils.data import IterableDataset
 
-from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
-from sampleplan.client._models import Plan
+from sampleplan.client import Plan, RemoteWeightedSampler, SamplePlanClient
 from sampleplan.core.errors import InvalidRunUpdate
 from sampleplan.core.runs import check_alpha, parse_op
 
