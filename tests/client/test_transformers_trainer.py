@@ -350,3 +350,13 @@ def test_trls_sft_trainer_with_the_mixin(
     assert indices1 == stream(expected, 1)
     # A sequence's loss is its mean next-token cross-entropy: about log(32) for a new model.
     assert all(0.5 < loss < 10 for loss in losses0)
+
+
+def test_transformers_4s_group_by_length_is_a_conflict_too() -> None:
+    from types import SimpleNamespace
+
+    from sampleplan.integrations.transformers import conflicts
+
+    assert conflicts(SimpleNamespace(train_sampling_strategy="random")) == []
+    (found,) = conflicts(SimpleNamespace(group_by_length=True))
+    assert found.startswith("group_by_length=True")
