@@ -215,8 +215,9 @@ class SamplePlanClient(_ClientOptions):
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
         ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
-        ``ChunkedArray`` (a Hugging Face ``datasets`` column, ``ds.data.column("label")``),
-        or a pandas ``Series`` or ``Categorical``. Integer labels go as raw binary; other
+        ``ChunkedArray``, a Hugging Face ``datasets`` column (``ds["label"]``, read from the
+        dataset's Arrow table without a copy, or ``ds.data.column("label")``), or a pandas
+        ``Series`` or ``Categorical``. Integer labels go as raw binary; other
         pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
         the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
         JSON. Either way the id is the same.
@@ -554,8 +555,9 @@ class AsyncSamplePlanClient(_ClientOptions):
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
         ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
-        ``ChunkedArray`` (a Hugging Face ``datasets`` column, ``ds.data.column("label")``),
-        or a pandas ``Series`` or ``Categorical``. Integer labels go as raw binary; other
+        ``ChunkedArray``, a Hugging Face ``datasets`` column (``ds["label"]``, read from the
+        dataset's Arrow table without a copy, or ``ds.data.column("label")``), or a pandas
+        ``Series`` or ``Categorical``. Integer labels go as raw binary; other
         pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
         the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
         JSON. Either way the id is the same.

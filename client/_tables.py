@@ -4,6 +4,8 @@ What goes over the wire is the cheapest binary form the service reads:
 
 * integer labels without nulls (numpy arrays, pyarrow integer columns, pandas integer
   series): raw little-endian ``int32`` (``int64`` when a value needs it), 4 bytes a label;
+* a Hugging Face ``datasets`` column (``ds["label"]``) is its Arrow column, read from
+  the dataset's table without a copy (:func:`datasets_column`);
 * anything else from pyarrow or pandas (strings, categoricals, dictionary columns, and
   what the service must refuse with a clear message: nulls, floats, nested types): a
   one-column Arrow IPC stream, strings dictionary-encoded first, so each distinct name
@@ -25,6 +27,7 @@ __all__ = [
     "ARROW_STREAM",
     "TABLE_SUFFIXES",
     "arrow_stream",
+    "datasets_column",
     "integer_chunks",
     "is_arrow",
     "read_column",
@@ -67,8 +70,30 @@ def _require_pyarrow(what: str) -> Any:
     return pyarrow
 
 
+def datasets_column(column: object) -> Any | None:
+    """The Arrow data of a Hugging Face ``datasets`` column (``ds["label"]``), else ``None``.
+
+    ``datasets`` 4 and later answer ``ds["label"]`` with a lazy ``Column``, which numpy
+    would read value by value through Python. Its dataset's Arrow table holds the column
+    already: that ``ChunkedArray`` is returned as it is (no copy), or, for a dataset that
+    is a selection of another (``select``, ``shuffle``, ``train_test_split``), the
+    selected rows of it, taken in Arrow (the label column only).
+    """
+    if _module_of(column) != "datasets" or type(column).__name__ != "Column":
+        return None
+    source, name = getattr(column, "source", None), getattr(column, "column_name", None)
+    table = getattr(source, "data", None)
+    if _module_of(source) != "datasets" or not isinstance(name, str) or table is None:
+        return None  # a column of a column (nested features): read as a sequence
+    arrow = table.column(name)
+    selection = getattr(source, "_indices", None)
+    if selection is not None:
+        arrow = arrow.take(selection.column(0))
+    return arrow
+
+
 def to_arrow(labels: Any) -> Any | None:
-    """A pyarrow array for pyarrow and pandas labels, ``None`` for anything else.
+    """A pyarrow array for pyarrow, ``datasets`` and pandas labels, ``None`` for anything else.
 
     pandas objects convert only when pyarrow is installed (categoricals become
     dictionary arrays, nullable integers keep their nulls); otherwise ``None``, and the
@@ -76,6 +101,9 @@ def to_arrow(labels: Any) -> Any | None:
     """
     if is_arrow(labels):
         return labels
+    column = datasets_column(labels)
+    if column is not None:
+        return column
     if is_pandas(labels):
         try:
             import pyarrow as pa

@@ -8,6 +8,9 @@ The distribution installs one import package with four parts:
 - :mod:`sampleplan.client`: the HTTP client and the torch samplers;
 - :mod:`sampleplan.cli`: the ``sampleplan`` command.
 
+and, for the trainers that are optional extras, :mod:`sampleplan.integrations`
+(``SamplePlanTrainer`` for Hugging Face ``transformers``).
+
 Importing this package is cheap: it pulls in none of them.
 """
 

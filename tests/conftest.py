@@ -24,6 +24,10 @@ from tests.helpers.servers import LiveServer
 # Quiet logs: one access line per request would bury a failing test's output. Tests of
 # the logs ask for their level; SAMPLEPLAN_LOG_LEVEL=info in the environment brings them back.
 os.environ.setdefault("SAMPLEPLAN_LOG_LEVEL", "warning")
+# No test reaches the Hugging Face Hub (the guide's models are built from configs): set
+# before anything imports huggingface_hub, and inherited by the processes tests start.
+for _offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_offline, "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

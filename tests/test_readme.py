@@ -76,7 +76,11 @@ def test_the_pages_have_the_blocks_this_test_expects() -> None:
     assert not any(re.search(r"^\s*(from|import) torchvision", b.code, re.M) for b in run)
     # Every block the trainer tests run is marked so, and nothing else.
     elsewhere = {block.page for block in every if block.note == RUN_BY_TRAINER_TESTS}
-    assert elsewhere == {"docs/how-to/trainers.md", "docs/how-to/elastic.md"}
+    assert elsewhere == {
+        "docs/how-to/trainers.md",
+        "docs/how-to/elastic.md",
+        "docs/how-to/hugging-face.md",
+    }
     # A fence the tests would not see (```py, ```python3, an indented fence) is a mistake.
     for page in pages():
         text = page.read_text(encoding="utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,8 @@ pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it o
 
 pytest.importorskip("lightning")
 
+from tests.helpers.ranks.lightning_script import COUNTS, EPOCHS  # noqa: E402
+
 SCRIPT = RANKS / "lightning_script.py"
 ROOT = Path(__file__).resolve().parents[2]
 N = 75  # odd: rank 1's shard ends with the padded first draw
@@ -29,7 +30,7 @@ N = 75  # odd: rank 1's shard ends with the padded first draw
 def test_lightning_ranks_train_on_the_plans_shards(
     module_server: LiveServer, tmp_path: Path, private_cache: Path, strategy: str
 ) -> None:
-    dataset = Items(imbalanced_labels(counts=(60, 25, 8)))
+    dataset = Items(imbalanced_labels(counts=COUNTS))
     with SamplePlanClient(module_server.url) as api:
         plan = api.create_plan(labels=dataset.targets, **{**PLAN_CONFIG, "num_samples": N})
     env = {
@@ -49,8 +50,11 @@ def test_lightning_ranks_train_on_the_plans_shards(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for epoch in range(3):
-        stream = classic_stream(dataset, epoch, num_samples=N)
-        for rank in range(2):
-            seen = json.loads((tmp_path / f"rank{rank}-epoch{epoch}.json").read_text())
+    shard = -(-N // 2)  # each rank's batches of an epoch, in order
+    for rank in range(2):
+        fetched = [int(line) for line in (tmp_path / f"rank{rank}.txt").read_text().split()]
+        assert len(fetched) == EPOCHS * shard
+        for epoch in range(EPOCHS):
+            stream = classic_stream(dataset, epoch, num_samples=N)
+            seen = fetched[epoch * shard : (epoch + 1) * shard]
             assert seen == reference.distributed_shard(stream, rank, 2), (epoch, rank)

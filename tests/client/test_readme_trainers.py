@@ -1,10 +1,13 @@
 """The guide's "Training frameworks" and "Elastic training and evaluation" snippets, run.
 
-Lightning's and Accelerate's snippets (docs/how-to/trainers.md) need several processes:
-``test_lightning.py`` and ``test_accelerate.py`` run them there. The others run here, as
-written, with ``api``, ``plan`` and ``train_subset`` defined as the pages say. Every block
-of those pages is marked ``<!-- docs-test: runs in tests/client/test_readme_trainers.py -->``
-(``tests/test_readme.py`` checks the marks).
+Lightning's and Accelerate's snippets (docs/how-to/trainers.md) and the Hugging Face
+page's ``torchrun`` script (docs/how-to/hugging-face.md) need several processes:
+``test_lightning.py``, ``test_accelerate.py`` and ``test_transformers_ddp.py`` run them
+there (the Hugging Face page's other blocks run in ``tests/test_readme.py``). The others
+run here, as written, with ``api``, ``plan`` and ``train_subset`` defined as the pages
+say. Every block of the trainers and elastic pages is marked
+``<!-- docs-test: runs in tests/client/test_readme_trainers.py -->`` (``tests/test_readme.py``
+checks the marks).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tests.helpers.docs_blocks import DOCS, RUN_BY_TRAINER_TESTS, blocks_under, 
 N = 101
 TRAINERS = DOCS / "how-to" / "trainers.md"
 ELASTIC = DOCS / "how-to" / "elastic.md"
+HUGGING_FACE = DOCS / "how-to" / "hugging-face.md"
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,9 @@ def test_every_framework_has_its_snippet() -> None:
     for page, count in ((TRAINERS, 4), (ELASTIC, 2)):
         blocks = python_blocks(page)
         assert len(blocks) == count and all(b.note == RUN_BY_TRAINER_TESTS for b in blocks)
+    # The Hugging Face page: only its torchrun script runs elsewhere.
+    marked = [b for b in python_blocks(HUGGING_FACE) if b.note == RUN_BY_TRAINER_TESTS]
+    assert [b.section for b in marked] == ["Two processes with torchrun"]
 
 
 def test_plain_ddp_snippet(client: SamplePlanClient, plan: Plan, dataset: Items) -> None:

@@ -1,74 +1,71 @@
-"""The guide's Lightning snippet (docs/how-to/trainers.md) on a tiny model, run as a program.
+"""The guide's Lightning snippet (docs/how-to/trainers.md), run as a program.
 
-``python lightning_script.py URL PLAN_ID OUT STRATEGY`` runs the snippet (3 epochs of
-``Trainer(strategy=STRATEGY, devices=2, accelerator="cpu")`` with Lightning's defaults,
-``use_distributed_sampler=True`` among them), and the model writes the indices each rank
-trained on in each epoch to ``OUT/rank{r}-epoch{e}.json``. ``ddp`` re-runs this file for
-rank 1; ``ddp_spawn`` pickles the loader (and the sampler in it) into 2 processes.
+``python lightning_script.py URL PLAN_ID OUT STRATEGY`` runs the snippet as written (its
+model included: 3 epochs of ``Trainer(strategy=STRATEGY, devices=2, accelerator="cpu")``
+with Lightning's defaults, ``use_distributed_sampler=True`` among them) on ``api``, ``plan``
+and ``train_subset`` made as the tutorial makes them (a ``Subset`` of ``(path, label)``
+pairs). Each rank appends the subset positions it fetched to ``OUT/rank{r}.txt``.
+``ddp`` re-runs this file for rank 1; ``ddp_spawn`` pickles the model and the loader (and
+the sampler in it) into 2 processes, which import this file as ``__mp_main__``: the
+snippet's classes are defined when the file is imported, as a script's are.
 """
 
 from __future__ import annotations
 
-import json
+import ast
 import sys
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import random_split
 
 from sampleplan.client import SamplePlanClient
+from tests.helpers.datasets import SPLIT_SEED, imbalanced_labels
 from tests.helpers.docs_blocks import DOCS, blocks_under
 
 EPOCHS = 3
+COUNTS = (60, 25, 8)  # the test's labels
+(SNIPPET,) = blocks_under(DOCS / "how-to" / "trainers.md", "## Lightning")
+
+# The snippet's imports and classes, at import time (see above).
+_definitions = [
+    node
+    for node in ast.parse(SNIPPET).body
+    if isinstance(node, ast.ClassDef | ast.Import | ast.ImportFrom)
+]
+exec(compile(ast.Module(body=_definitions, type_ignores=[]), "<snippet>", "exec"), globals())
 
 
-class Positions(Dataset[torch.Tensor]):
-    """Item ``i`` is ``tensor([i])``: a batch shows which samples it holds."""
+class Fetched(list[tuple[str, int]]):
+    """``(path, label)`` pairs; item ``i`` fetched by rank ``r`` is appended to
+    ``OUT/rank{r}.txt`` as its subset position (picklable: ``ddp_spawn``)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    out: str
+    position: dict[int, int]
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.tensor([float(i)])
-
-
-class Tiny(L.LightningModule):
-    def __init__(self, out: str) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(1, 1)
-        self.out = out
-        self.seen: list[int] = []
-
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        self.seen += batch[:, 0].long().tolist()
-        return self.layer(batch).pow(2).mean()
-
-    def on_train_epoch_end(self) -> None:
-        name = f"rank{self.global_rank}-epoch{self.current_epoch}.json"
-        Path(self.out, name).write_text(json.dumps(self.seen))
-        self.seen = []
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+    def __getitem__(self, i: Any) -> Any:
+        rank = torch.distributed.get_rank()
+        with open(Path(self.out, f"rank{rank}.txt"), "a", encoding="utf-8") as file:
+            file.write(f"{self.position[int(i)]}\n")
+        return super().__getitem__(i)
 
 
 def main(url: str, plan_id: str, out: str, strategy: str) -> None:
     """Run the guide's Lightning snippet as written, but for the strategy under test."""
-    (snippet,) = blocks_under(DOCS / "how-to" / "trainers.md", "## Lightning")
-    assert 'strategy="ddp"' in snippet and f"max_epochs={EPOCHS}" in snippet
+    assert 'strategy="ddp"' in SNIPPET and f"max_epochs={EPOCHS}" in SNIPPET
     api = SamplePlanClient(url)
     plan = api.get_plan(plan_id)
-    namespace = {
-        "api": api,
-        "plan": plan,
-        "train_subset": Positions(plan.population_size),
-        "model": Tiny(out),
-    }
-    exec(snippet.replace('strategy="ddp"', f'strategy="{strategy}"'), namespace)
+    labels = imbalanced_labels(COUNTS)
+    dataset = Fetched((f"class{y}/{i:04d}.jpg", y) for i, y in enumerate(labels))
+    train_subset, _ = random_split(
+        dataset, [0.7, 0.3], generator=torch.Generator().manual_seed(SPLIT_SEED)
+    )
+    dataset.out = out
+    dataset.position = {index: p for p, index in enumerate(train_subset.indices)}
+    # In this module's globals, so that the model's class is the one pickled by name.
+    globals().update(api=api, plan=plan, train_subset=train_subset)
+    exec(SNIPPET.replace('strategy="ddp"', f'strategy="{strategy}"'), globals())
 
 
 if __name__ == "__main__":
