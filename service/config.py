@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         "twice the CPUs the process may use); requests beyond wait without a thread. See "
         "NOTE [Page threads] in service/api/page_threads.py.",
     )
+    run_keep_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Frozen epochs of a run kept readable, the latest first (default: all). "
+        "Older frozen epochs and their updates are deleted once a keyframe (a frozen epoch "
+        "stored whole, every 64th) falls out of the window, so between N and N + 63 are kept; "
+        "reading an epoch before them is a 410. See docs/operations/runs-storage.md.",
+    )
     # -- operations (auth, limits, logs) ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         default=None,

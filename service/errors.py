@@ -51,6 +51,7 @@ __all__ = [
     "Conflict",
     "DatasetNotFound",
     "EpochFrozen",
+    "EpochPruned",
     "InputTooLarge",
     "InvalidInput",
     "InvalidLabels",
@@ -167,6 +168,12 @@ class RunPlanConflict(Conflict):
 class EpochFrozen(Conflict):
     title = "Epoch frozen"
     type_slug = "epoch-frozen"
+
+
+class EpochPruned(SamplePlanServiceError):
+    status = 410
+    title = "Epoch no longer kept"
+    type_slug = "epoch-pruned"
 
 
 class StorageUnavailable(SamplePlanServiceError):

@@ -26,12 +26,15 @@ from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import (
     EpochFrozen,
+    EpochPruned,
     InvalidPlanConfig,
     RunNotFound,
     RunPlanConflict,
+    StorageUnavailable,
 )
 from sampleplan.service.storage import (
     EpochRecord,
+    RunReads,
     RunRecord,
     RunStore,
     RunTransaction,
@@ -45,6 +48,32 @@ _FROZEN_CACHE = 16
 
 #: Runs whose next epoch's weights so far are kept (NOTE [Pending epoch state]).
 _PENDING_CACHE = 16
+
+#: A frozen epoch is stored whole (a keyframe) when this many frozen epochs would
+#: otherwise lie between it and the previous keyframe (NOTE [How frozen epochs are stored]).
+KEYFRAME_EVERY = 64
+
+# NOTE [How frozen epochs are stored]
+#     A frozen epoch's weights are a function of the plan's weights and the updates of
+#     the epochs before it, and those updates are final once it is frozen (an update for
+#     an epoch before the latest frozen one is refused). So most frozen epochs store no
+#     weights: only their SHA-256 and ``base_epoch``, the frozen epoch (-1: the plan)
+#     they were derived from. Reading one replays the updates of the epochs since the
+#     latest keyframe before it (or the latest frozen epoch before it that is in the
+#     frozen-epoch LRU), epoch by epoch as its freeze did, which makes the same bits
+#     (the same float64 operations in the same order; the SHA-256 is checked, and a
+#     mismatch is a 503, never other weights).
+#     A keyframe stores the weights whole: an epoch is one when ``KEYFRAME_EVERY``
+#     frozen epochs would lie since the last keyframe, or when the updates since it
+#     take as many bytes as the weights do. Replaying one epoch from its keyframe so
+#     costs at most ``KEYFRAME_EVERY`` passes over the weights plus as many update bytes
+#     as the weights take, and storage is the updates plus one weights array per
+#     ``KEYFRAME_EVERY`` frozen epochs (1e6 samples: 8 MB / 64 = 125 KB per epoch).
+#     An epoch frozen before any update went in stores nothing: it is the plan's.
+#     Frozen epochs of schema 2 are all keyframes; they are read as they are.
+#     Retention (``run_keep_epochs``): when an epoch is frozen, the latest keyframe at
+#     or before the first epoch to keep becomes the run's ``kept_from``; the frozen
+#     epochs and updates before it are deleted, and reading them is a 410.
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +98,13 @@ def _digest(weights: Float64Array) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").data).hexdigest()
 
 
-def _locked_run(tx: RunTransaction) -> RunRecord:
+def _incarnation(run: RunRecord) -> tuple[str, str]:
+    """What a run's cached state is kept under: a run deleted and made again under its id
+    is another run, whose epochs must not be served from the first one's."""
+    return (run.id, run.created_at.isoformat())
+
+
+def _locked_run(tx: RunReads) -> RunRecord:
     if tx.run is None:
         raise RunNotFound(f"no run has id {tx.run_id!r}")
     return tx.run
@@ -108,8 +143,10 @@ class RunCatalog:
     def __init__(self, store: RunStore, catalog: Catalog) -> None:
         self.store = store
         self.catalog = catalog
-        self._frozen: LRUCache[tuple[str, int], PreparedPlan] = LRUCache(_FROZEN_CACHE)
-        self._pending: LRUCache[tuple[str, int], _Pending] = LRUCache(_PENDING_CACHE)
+        self._frozen: LRUCache[tuple[str, str, int], PreparedPlan] = LRUCache(_FROZEN_CACHE)
+        self._pending: LRUCache[tuple[str, str, int], _Pending] = LRUCache(_PENDING_CACHE)
+        # The incarnation each run id was last seen with (for epoch_in_flight's key).
+        self._seen: LRUCache[str, tuple[str, str]] = LRUCache(1024)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -153,6 +190,18 @@ class RunCatalog:
         record = self._record(run_id)
         return record, self.catalog.get_plan(record.plan_id)
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete run ``run_id``, its updates and its frozen epochs (404 if there is none).
+
+        What this replica kept of it is under its incarnation (:func:`_incarnation`), so a
+        run made again with the same id never sees it, here or on another replica; it
+        leaves the caches as they evict.
+        """
+        check_run_id(run_id)
+        if not self.store.delete_run(run_id):
+            raise RunNotFound(f"no run has id {run_id!r}")
+        self._seen.pop(run_id)
+
     # -- updates --------------------------------------------------------------------------
 
     def add_update(self, run_id: str, update: RunUpdate, update_id: str | None = None) -> RunInfo:
@@ -185,7 +234,7 @@ class RunCatalog:
                 if next_epoch is not None:
                     pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
         if pending is not None:  # committed: the state is the stored updates'
-            self._pending.put((run_id, update.epoch), pending)
+            self._pending.put((*_incarnation(run), update.epoch), pending)
         return self._info(run)
 
     def _next_epoch(
@@ -197,7 +246,7 @@ class RunCatalog:
         prepared = plan.prepared
         max_seq, max_epoch = tx.update_totals()
         latest = max_epoch <= update.epoch
-        pending = self._pending_state(run.id, update.epoch, run.updates, max_seq)
+        pending = self._pending_state(run, update.epoch, max_seq)
         if latest and pending is not None:
             # The common case: this update sorts after every update of its epoch, and no
             # later epoch has any: apply it alone to the epoch's state so far.
@@ -223,11 +272,9 @@ class RunCatalog:
     #     last one, the update is applied to that state alone. Anything else replays.
     #     A freeze of the next epoch reads the same state when it is still current.
 
-    def _pending_state(
-        self, run_id: str, epoch: int, updates: int, max_seq: int
-    ) -> _Pending | None:
-        pending = self._pending.peek((run_id, epoch))
-        if pending is None or pending.updates != updates or pending.max_seq != max_seq:
+    def _pending_state(self, run: RunRecord, epoch: int, max_seq: int) -> _Pending | None:
+        pending = self._pending.peek((*_incarnation(run), epoch))
+        if pending is None or pending.updates != run.updates or pending.max_seq != max_seq:
             return None
         return pending
 
@@ -246,19 +293,11 @@ class RunCatalog:
         before = stop_epoch if stop_epoch is not None else (extra.epoch + 1 if extra else 2**62)
         first = tx.latest_frozen_before(before)
         weights = prepared.weights
-        updated = False
         if first is None:
             first = 0
         else:
-            cached = self._frozen.peek((tx.run_id, first))
-            if cached is not None:
-                weights = cached.weights
-                updated = weights is not prepared.weights
-            else:
-                base = tx.epoch(first)
-                if base is not None and base.weights is not None:
-                    weights = np.frombuffer(base.weights, dtype="<f8")
-                    updated = True
+            weights = self._frozen_weights(tx, plan, first)
+        updated = weights is not prepared.weights
         stop = stop_epoch if stop_epoch is not None else 2**62
         updates = [_to_update(r) for r in tx.updates_between(first, stop)]
         if extra is not None:
@@ -275,47 +314,133 @@ class RunCatalog:
 
     def epoch_plan(self, run_id: str, epoch: int) -> tuple[Plan, PreparedPlan]:
         """The run's plan and the prepared plan its epoch ``epoch`` draws from (frozen now)."""
-        check_epoch(epoch)
-        _, plan = self.plan_of(run_id)
-        key = (run_id, epoch)
-        cached = self._frozen.get(key)
-        if cached is not None:
-            return plan, cached
-        record = self.store.get_epoch(run_id, epoch)
-        if record is None:
-            record = self._freeze(run_id, plan, epoch)
-        weights = (
-            plan.prepared.weights
-            if record.weights is None
-            else np.frombuffer(record.weights, dtype="<f8")
-        )
-        prepared = replace(plan.prepared, weights=weights)
-        self._frozen.put(key, prepared)
+        _, plan, prepared = self._epoch_plan(run_id, epoch)
         return plan, prepared
 
-    def _freeze(self, run_id: str, plan: Plan, epoch: int) -> EpochRecord:
-        """Epoch ``epoch``'s record, frozen now if no one has frozen it yet: one unit of
+    def _epoch_plan(self, run_id: str, epoch: int) -> tuple[RunRecord, Plan, PreparedPlan]:
+        check_epoch(epoch)
+        run, plan = self.plan_of(run_id)
+        _check_kept(run, epoch)
+        self._seen.put(run_id, _incarnation(run))
+        key = (*_incarnation(run), epoch)
+        cached = self._frozen.get(key)
+        if cached is not None:
+            return run, plan, cached
+        record = self.store.get_epoch(run_id, epoch)
+        if record is None:
+            weights = self._freeze(run_id, plan, epoch)
+        elif record.keyframe:
+            weights = _keyframe_weights(plan, record)
+        else:
+            # Rebuilt from what is final, in one snapshot of the database (no lock).
+            with self.store.snapshot(run_id) as reads:
+                found = _locked_run(reads)
+                if _incarnation(found) != _incarnation(run):
+                    raise RunNotFound(f"no run has id {run_id!r}")
+                _check_kept(found, epoch)
+                weights = self._frozen_weights(reads, plan, epoch, record)
+        prepared = replace(plan.prepared, weights=weights)
+        self._frozen.put(key, prepared)
+        return run, plan, prepared
+
+    def _frozen_weights(
+        self, reads: RunReads, plan: Plan, epoch: int, record: EpochRecord | None = None
+    ) -> Float64Array:
+        """Frozen epoch ``epoch``'s weights: from memory, its keyframe, or rebuilt from the
+        latest keyframe before it (NOTE [How frozen epochs are stored])."""
+        run = _locked_run(reads)
+        cached = self._frozen.peek((*_incarnation(run), epoch))
+        if cached is not None:
+            return cached.weights
+        if record is None:
+            record = reads.epoch(epoch)
+        if record is None:
+            _check_kept(run, epoch)
+            raise StorageUnavailable(f"frozen epoch {epoch} of run {run.id!r} is not stored")
+        if record.keyframe:
+            return _keyframe_weights(plan, record)
+        keyframe = reads.latest_keyframe_before(epoch)
+        base_epoch = -1 if keyframe is None else keyframe.epoch
+        base: Float64Array | None = None
+        # A later frozen epoch in memory is a shorter replay (at most the keyframe spacing
+        # of them is looked up).
+        for later in range(epoch - 1, max(base_epoch, epoch - 1 - KEYFRAME_EVERY), -1):
+            in_memory = self._frozen.peek((*_incarnation(run), later))
+            if in_memory is not None:
+                base_epoch, base = later, in_memory.weights
+                break
+        if base is None:
+            base = plan.prepared.weights if keyframe is None else _keyframe_weights(plan, keyframe)
+        updates = [_to_update(r) for r in reads.updates_between(max(base_epoch, 0), epoch)]
+        weights, _ = replay(
+            base,
+            updates,
+            num_samples=plan.prepared.num_samples,
+            replacement=plan.prepared.config.replacement,
+        )
+        if _digest(weights) != record.weights_sha256:
+            _check_kept(_locked_run(reads), epoch)
+            raise StorageUnavailable(
+                f"the weights of frozen epoch {epoch} of run {run.id!r}, rebuilt from its "
+                "updates, are not the ones frozen; nothing was served from them"
+            )
+        return weights
+
+    def _freeze(self, run_id: str, plan: Plan, epoch: int) -> Float64Array:
+        """Epoch ``epoch``'s weights, frozen now if no one has frozen it yet: one unit of
         work under the run's lock, as :meth:`add_update`."""
         with self.store.transaction(run_id) as tx:
             run = _locked_run(tx)
+            _check_kept(run, epoch)
             existing = tx.epoch(epoch)
             if existing is not None:
-                return existing
+                return self._frozen_weights(tx, plan, epoch, existing)
             max_seq, _ = tx.update_totals()
-            pending = (
-                self._pending_state(run_id, epoch - 1, run.updates, max_seq) if epoch > 0 else None
-            )
+            pending = self._pending_state(run, epoch - 1, max_seq) if epoch > 0 else None
             if pending is not None:
                 weights, updated = pending.state.weights, True
             else:
                 weights, updated = self._replay(tx, plan, epoch)
-            record = EpochRecord(
-                epoch=epoch,
-                weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if updated else None,
-                weights_sha256=_digest(weights),
-            )
-            tx.freeze(record)
-            return record
+            tx.freeze(self._epoch_record(tx, epoch, weights, updated))
+            self._retain(tx, epoch)
+            return weights
+
+    def _epoch_record(
+        self, tx: RunTransaction, epoch: int, weights: Float64Array, updated: bool
+    ) -> EpochRecord:
+        """How epoch ``epoch`` is stored: NOTE [How frozen epochs are stored]."""
+        digest = _digest(weights)
+        if not updated:  # the plan's weights: nothing to store
+            return EpochRecord(epoch=epoch, weights=None, weights_sha256=digest)
+        keyframe = tx.latest_keyframe_before(epoch)
+        since = -1 if keyframe is None else keyframe.epoch
+        frozen = tx.frozen_between(since + 1, epoch) + 1
+        if frozen >= KEYFRAME_EVERY or tx.update_bytes_between(max(since, 0), epoch) >= 8 * int(
+            weights.shape[0]
+        ):
+            whole = np.ascontiguousarray(weights, dtype="<f8").tobytes()
+            return EpochRecord(epoch=epoch, weights=whole, weights_sha256=digest)
+        base = tx.latest_frozen_before(epoch)
+        return EpochRecord(
+            epoch=epoch,
+            weights=None,
+            weights_sha256=digest,
+            base_epoch=-1 if base is None else base,
+        )
+
+    def _retain(self, tx: RunTransaction, epoch: int) -> None:
+        """Drop what the retention setting no longer keeps, once epoch ``epoch`` (the run's
+        latest frozen one) is frozen: NOTE [How frozen epochs are stored]."""
+        keep = self.catalog.settings.run_keep_epochs
+        run = _locked_run(tx)
+        if keep is None or epoch != run.max_frozen:
+            return
+        first_kept = epoch - keep + 1
+        if first_kept <= run.kept_from:
+            return
+        keyframe = tx.latest_keyframe_before(first_kept + 1)
+        if keyframe is not None and keyframe.epoch > run.kept_from:
+            tx.drop_before(keyframe.epoch)
 
     def weights(self, run_id: str, epoch: int) -> tuple[Plan, Float64Array]:
         """Epoch ``epoch``'s weights (freezing it)."""
@@ -326,15 +451,31 @@ class RunCatalog:
     def epoch_in_flight(self, run_id: str, epoch: int) -> AbstractContextManager[None]:
         """Marks a request for a page of the run's epoch as being served, from its arrival
         (NOTE [Held while in flight] in ``epoch_cache.py``)."""
-        return self.catalog.epoch_in_flight(_stream_key(run_id), epoch)
+        seen = self._seen.peek(run_id) or (run_id, "")
+        return self.catalog.epoch_in_flight(_stream_key(seen), epoch)
 
     def indices(self, run_id: str, request: StreamRequest) -> tuple[Plan, PreparedPlan, Int64Array]:
         """A page of the run's stream of ``request.epoch`` (freezing the epoch), with the
         run's plan and the prepared plan the epoch draws from."""
-        plan, prepared = self.epoch_plan(run_id, request.epoch)
-        return plan, prepared, self.catalog.stream_page(prepared, _stream_key(run_id), request)
+        run, plan, prepared = self._epoch_plan(run_id, request.epoch)
+        key = _stream_key(_incarnation(run))
+        return plan, prepared, self.catalog.stream_page(prepared, key, request)
 
 
-def _stream_key(run_id: str) -> tuple[str, str]:
+def _stream_key(incarnation: tuple[str, str]) -> tuple[str, str, str]:
     """What a run's epochs are cached under (beside plans' ids, which are plain strings)."""
-    return ("run", run_id)
+    return ("run", *incarnation)
+
+
+def _check_kept(run: RunRecord, epoch: int) -> None:
+    if epoch < run.kept_from:
+        raise EpochPruned(
+            f"epoch {epoch} of run {run.id!r} is no longer kept: the service keeps the "
+            f"latest frozen epochs only (run_keep_epochs), epoch {run.kept_from} and later"
+        )
+
+
+def _keyframe_weights(plan: Plan, record: EpochRecord) -> Float64Array:
+    if record.weights is None:
+        return plan.prepared.weights
+    return np.frombuffer(record.weights, dtype="<f8")

@@ -7,6 +7,7 @@ the store knows nothing of the sampling core. Runs live in their own tables
 
 from sampleplan.service.storage.runs import (
     EpochRecord,
+    RunReads,
     RunRecord,
     RunStore,
     RunTransaction,
@@ -19,6 +20,7 @@ __all__ = [
     "EpochRecord",
     "PlanRecord",
     "PlanStore",
+    "RunReads",
     "RunRecord",
     "RunStore",
     "RunTransaction",

@@ -39,6 +39,9 @@ runs = sa.Table(
     sa.Column("max_frozen", sa.BigInteger, nullable=False),
     sa.Column("updates", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The earliest epoch still kept (null: 0): the retention setting dropped the frozen
+    # epochs and updates before it (NOTE [How frozen epochs are stored]). Schema 3.
+    sa.Column("kept_from", sa.BigInteger, nullable=True),
 )
 
 run_updates = sa.Table(
@@ -65,6 +68,8 @@ run_updates = sa.Table(
     sa.Column("update_id", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_run_updates_run_epoch", "run_id", "epoch"),
+    # The run's latest update in O(log n) (schema 3): every update asks for it.
+    sa.Index("ix_run_updates_run_seq", "run_id", "seq"),
     sa.UniqueConstraint("run_id", "update_id", name="uq_run_updates_update_id"),
 )
 
@@ -79,6 +84,10 @@ run_epochs = sa.Table(
     sa.Column("weights", sa.LargeBinary, nullable=True),
     sa.Column("weights_sha256", sa.String(64), nullable=False),
     sa.Column("frozen_at", sa.DateTime(timezone=True), nullable=False),
+    # Null: a keyframe, whose ``weights`` are the epoch's (or the plan's when null).
+    # Else the frozen epoch (-1: the plan) it was derived from by the updates of the
+    # epochs between, which are kept: NOTE [How frozen epochs are stored]. Schema 3.
+    sa.Column("base_epoch", sa.BigInteger, nullable=True),
 )
 
 
@@ -89,6 +98,8 @@ class RunRecord:
     max_frozen: int
     updates: int
     created_at: datetime
+    #: The earliest epoch kept (the retention setting dropped those before it).
+    kept_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,16 @@ class UpdateRecord:
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int
-    weights: bytes | None  # raw little-endian float64; None: the plan's
+    weights: bytes | None  # raw little-endian float64; None: the plan's (or derived)
     weights_sha256: str
+    #: None: a keyframe (``weights`` as above); else the frozen epoch (-1: the plan) the
+    #: weights are derived from by the updates of the epochs between, and ``weights`` is
+    #: None (NOTE [How frozen epochs are stored]).
+    base_epoch: int | None = None
+
+    @property
+    def keyframe(self) -> bool:
+        return self.base_epoch is None
 
 
 def _now() -> datetime:
@@ -122,6 +141,7 @@ def _run(row: Any) -> RunRecord:
         max_frozen=int(row["max_frozen"]),
         updates=int(row["updates"]),
         created_at=row["created_at"],
+        kept_from=int(row["kept_from"] or 0),
     )
 
 
@@ -155,6 +175,7 @@ class RunStore:
             "max_frozen": -1,
             "updates": 0,
             "created_at": created_at,
+            "kept_from": 0,
         }
         try:
             with _storage_errors(), self.engine.begin() as conn:
@@ -181,6 +202,18 @@ class RunStore:
         with _storage_errors(), self.engine.connect() as conn:
             return [int(e) for e in conn.execute(query).scalars()]
 
+    def delete_run(self, run_id: str) -> bool:
+        """Delete run ``run_id`` with its updates and frozen epochs; ``False``: no such run.
+
+        Under the run's lock (NOTE [Run transactions]), so an update or a freeze racing
+        the deletion either lands before it (and is deleted) or finds no run (404).
+        """
+        with self.transaction(run_id) as tx:
+            if tx.run is None:
+                return False
+            tx.delete_run()
+            return True
+
     # -- the unit of work -----------------------------------------------------------------
 
     @contextmanager
@@ -199,6 +232,19 @@ class RunStore:
             row = conn.execute(query).mappings().first()
             yield RunTransaction(conn, run_id, _run(row) if row is not None else None)
 
+    @contextmanager
+    def snapshot(self, run_id: str) -> Iterator[RunReads]:
+        """Reads of run ``run_id`` that all see one state of the database, without its lock
+        (a frozen epoch's weights are rebuilt from what is final: nothing to decide)."""
+        with _storage_errors(), self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")  # WAL: the snapshot is taken at the first read
+            else:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+            yield RunReads(conn, run_id, _run(row) if row is not None else None)
+            # Leaving ``connect`` rolls the read-only transaction back.
+
     # -- epochs ---------------------------------------------------------------------------
 
     def get_epoch(self, run_id: str, epoch: int) -> EpochRecord | None:
@@ -207,47 +253,17 @@ class RunStore:
             return _epoch(conn, run_id, epoch)
 
 
-class RunTransaction:
-    """What one run's transaction reads and writes (:meth:`RunStore.transaction`).
-
-    ``run`` is the locked run as this transaction leaves it (``None``: no such run; then
-    nothing can be written). The store decides nothing: the run catalog does, between the
-    reads and the writes.
-    """
+class RunReads:
+    """What can be read of one run (:meth:`RunStore.snapshot`, and every transaction)."""
 
     def __init__(self, conn: Connection, run_id: str, run: RunRecord | None) -> None:
         self._conn = conn
         self.run_id = run_id
         self.run = run
 
-    # -- reads ----------------------------------------------------------------------------
-
-    def has_update(self, update_id: str) -> bool:
-        """Whether an update with this sender's id is stored (a retried request)."""
-        query = sa.select(run_updates.c.seq).where(
-            run_updates.c.run_id == self.run_id, run_updates.c.update_id == update_id
-        )
-        return self._conn.execute(query).first() is not None
-
-    def update_totals(self) -> tuple[int, int]:
-        """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
-        query = sa.select(sa.func.max(run_updates.c.seq), sa.func.max(run_updates.c.epoch)).where(
-            run_updates.c.run_id == self.run_id
-        )
-        seq, epoch = self._conn.execute(query).one()
-        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
-
-    def last_key(self, epoch: int, at_least: tuple[int, int]) -> tuple[int, int]:
-        """The largest ``(step, rank)`` among epoch ``epoch``'s updates and ``at_least``."""
-        query = (
-            sa.select(run_updates.c.step, run_updates.c.rank)
-            .where(run_updates.c.run_id == self.run_id, run_updates.c.epoch == epoch)
-            .order_by(run_updates.c.step.desc(), run_updates.c.rank.desc())
-            .limit(1)
-        )
-        row = self._conn.execute(query).first()
-        found = (int(row[0]), int(row[1])) if row is not None else at_least
-        return max(found, at_least)
+    def epoch(self, epoch: int) -> EpochRecord | None:
+        """Epoch ``epoch``'s record if it is frozen."""
+        return _epoch(self._conn, self.run_id, epoch)
 
     def updates_between(self, first_epoch: int, stop_epoch: int) -> list[UpdateRecord]:
         """Updates of epochs ``[first_epoch, stop_epoch)``, in arrival order."""
@@ -270,9 +286,79 @@ class RunTransaction:
         found = self._conn.execute(query).scalar()
         return None if found is None else int(found)
 
-    def epoch(self, epoch: int) -> EpochRecord | None:
-        """Epoch ``epoch``'s record if it is frozen."""
-        return _epoch(self._conn, self.run_id, epoch)
+    def latest_keyframe_before(self, epoch: int) -> EpochRecord | None:
+        """The latest keyframe (a frozen epoch stored whole) before ``epoch``."""
+        query = (
+            sa.select(run_epochs)
+            .where(
+                run_epochs.c.run_id == self.run_id,
+                run_epochs.c.epoch < epoch,
+                run_epochs.c.base_epoch.is_(None),
+            )
+            .order_by(run_epochs.c.epoch.desc())
+            .limit(1)
+        )
+        row = self._conn.execute(query).mappings().first()
+        return None if row is None else _epoch_record(row)
+
+    def frozen_between(self, first_epoch: int, stop_epoch: int) -> int:
+        """How many epochs of ``[first_epoch, stop_epoch)`` are frozen."""
+        query = sa.select(sa.func.count()).where(
+            run_epochs.c.run_id == self.run_id,
+            run_epochs.c.epoch >= first_epoch,
+            run_epochs.c.epoch < stop_epoch,
+        )
+        return int(self._conn.execute(query).scalar_one())
+
+    def update_bytes_between(self, first_epoch: int, stop_epoch: int) -> int:
+        """Bytes of the indices and values of the updates of ``[first_epoch, stop_epoch)``."""
+        size = sa.func.length(run_updates.c.indices) + sa.func.length(run_updates.c["values"])
+        query = sa.select(sa.func.coalesce(sa.func.sum(size), 0)).where(
+            run_updates.c.run_id == self.run_id,
+            run_updates.c.epoch >= first_epoch,
+            run_updates.c.epoch < stop_epoch,
+        )
+        return int(self._conn.execute(query).scalar_one())
+
+
+class RunTransaction(RunReads):
+    """What one run's transaction reads and writes (:meth:`RunStore.transaction`).
+
+    ``run`` is the locked run as this transaction leaves it (``None``: no such run; then
+    nothing can be written). The store decides nothing: the run catalog does, between the
+    reads and the writes.
+    """
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def has_update(self, update_id: str) -> bool:
+        """Whether an update with this sender's id is stored (a retried request)."""
+        query = sa.select(run_updates.c.seq).where(
+            run_updates.c.run_id == self.run_id, run_updates.c.update_id == update_id
+        )
+        return self._conn.execute(query).first() is not None
+
+    def update_totals(self) -> tuple[int, int]:
+        """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
+        # Two queries, each answered from one end of an index.
+        where = run_updates.c.run_id == self.run_id
+        seq = self._conn.execute(sa.select(sa.func.max(run_updates.c.seq)).where(where)).scalar()
+        epoch = self._conn.execute(
+            sa.select(sa.func.max(run_updates.c.epoch)).where(where)
+        ).scalar()
+        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+
+    def last_key(self, epoch: int, at_least: tuple[int, int]) -> tuple[int, int]:
+        """The largest ``(step, rank)`` among epoch ``epoch``'s updates and ``at_least``."""
+        query = (
+            sa.select(run_updates.c.step, run_updates.c.rank)
+            .where(run_updates.c.run_id == self.run_id, run_updates.c.epoch == epoch)
+            .order_by(run_updates.c.step.desc(), run_updates.c.rank.desc())
+            .limit(1)
+        )
+        row = self._conn.execute(query).first()
+        found = (int(row[0]), int(row[1])) if row is not None else at_least
+        return max(found, at_least)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -311,6 +397,7 @@ class RunTransaction:
                 weights=record.weights,
                 weights_sha256=record.weights_sha256,
                 frozen_at=_now(),
+                base_epoch=record.base_epoch,
             )
         )
         if record.epoch > run.max_frozen:
@@ -318,6 +405,27 @@ class RunTransaction:
                 runs.update().where(runs.c.id == self.run_id).values(max_frozen=record.epoch)
             )
             self.run = replace(run, max_frozen=record.epoch)
+
+    def drop_before(self, epoch: int) -> None:
+        """Delete the frozen epochs and the updates of the epochs before ``epoch``, which
+        must be a keyframe (the retention setting: NOTE [How frozen epochs are stored])."""
+        run = self._locked_run()
+        if epoch <= run.kept_from:
+            return
+        for table in (run_epochs, run_updates):
+            self._conn.execute(
+                table.delete().where(table.c.run_id == self.run_id, table.c.epoch < epoch)
+            )
+        self._conn.execute(runs.update().where(runs.c.id == self.run_id).values(kept_from=epoch))
+        self.run = replace(run, kept_from=epoch)
+
+    def delete_run(self) -> None:
+        """Delete the run, its updates and its frozen epochs."""
+        self._locked_run()
+        for table in (run_epochs, run_updates):
+            self._conn.execute(table.delete().where(table.c.run_id == self.run_id))
+        self._conn.execute(runs.delete().where(runs.c.id == self.run_id))
+        self.run = None
 
     def _locked_run(self) -> RunRecord:
         if self.run is None:
@@ -328,11 +436,15 @@ class RunTransaction:
 def _epoch(conn: Connection, run_id: str, epoch: int) -> EpochRecord | None:
     query = sa.select(run_epochs).where(run_epochs.c.run_id == run_id, run_epochs.c.epoch == epoch)
     row = conn.execute(query).mappings().first()
-    if row is None:
-        return None
+    return None if row is None else _epoch_record(row)
+
+
+def _epoch_record(row: Any) -> EpochRecord:
     blob = row["weights"]
+    base = row["base_epoch"]
     return EpochRecord(
         epoch=int(row["epoch"]),
         weights=bytes(blob) if blob is not None else None,
         weights_sha256=row["weights_sha256"],
+        base_epoch=None if base is None else int(base),
     )

@@ -86,7 +86,12 @@ schema_version = sa.Table(
 #:   ``run_updates``, ``run_epochs`` (:mod:`sampleplan.service.storage.runs`). A version-1 release
 #:   would misread both (label-set datasets as single-label codes, new blobs as zlib), so
 #:   it must refuse such a database, which the bump makes it do.
-SCHEMA_VERSION = 2
+#: - 3: frozen epochs stored as the updates that made them, with keyframes (NOTE [How
+#:   frozen epochs are stored] in ``storage/runs.py``): new columns
+#:   ``run_epochs.base_epoch`` and ``runs.kept_from``, index ``ix_run_updates_run_seq``.
+#:   Every version-2 frozen epoch is a keyframe as it stands; a version-2 release would
+#:   read a derived epoch (no weights) as the plan's weights, so it must refuse.
+SCHEMA_VERSION = 3
 
 
 def _to_v2(conn: Connection) -> None:
@@ -97,10 +102,26 @@ def _to_v2(conn: Connection) -> None:
     """
 
 
+def _to_v3(conn: Connection) -> None:
+    """Version 2 -> 3: two nullable columns and an index; no row is rewritten.
+
+    A version-1 database got the run tables from ``metadata.create_all`` just before, as
+    this release defines them (columns and index included): each addition is made only
+    where it is missing.
+    """
+    inspector = sa.inspect(conn)
+    for table, column in (("runs", "kept_from"), ("run_epochs", "base_epoch")):
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} BIGINT")
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_run_updates_run_seq ON run_updates (run_id, seq)"
+    )
+
+
 #: ``{n: step}``: the step from version ``n - 1`` to ``n``, run in order on start-up, in
 #: the same transaction (and under the same lock) as the version bump. Version 1 is the
 #: first release's tables; a database made before ``schema_version`` existed is version 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3}
 
 #: Serialises schema creation when several replicas start against one PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x5A3F_1E00

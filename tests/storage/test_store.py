@@ -275,9 +275,10 @@ def test_blobs_are_zstd_when_it_pays_and_raw_otherwise(data: bytes, codec: bytes
         assert len(blob) <= 7 / 8 * len(data) + 13
 
 
-def test_a_version_1_database_is_migrated_to_version_2(database_url: str) -> None:
+def test_a_version_1_database_is_migrated_to_the_current_version(database_url: str) -> None:
     """The first release's database (its three tables, version 1, a zlib blob) gains the
-    label-set and run tables, keeps its data, and is then refused by a version-1 release."""
+    label-set and run tables (as schema 3 has them), keeps its data, and is then refused
+    by a version-1 release."""
     import zlib
     from datetime import datetime, timezone
 
@@ -305,10 +306,13 @@ def test_a_version_1_database_is_migrated_to_version_2(database_url: str) -> Non
 
     migrated = PlanStore.open(database_url)
     try:
-        assert store_module.SCHEMA_VERSION == 2
-        assert migrated.current_schema_version() == 2
-        tables = set(sa.inspect(migrated.engine).get_table_names())
+        assert store_module.SCHEMA_VERSION == 3
+        assert migrated.current_schema_version() == 3
+        inspector = sa.inspect(migrated.engine)
+        tables = set(inspector.get_table_names())
         assert {"dataset_label_sets", "runs", "run_updates", "run_epochs"} <= tables
+        assert "base_epoch" in {c["name"] for c in inspector.get_columns("run_epochs")}
+        assert "kept_from" in {c["name"] for c in inspector.get_columns("runs")}
         assert migrated.get_dataset(old.id) == old
     finally:
         migrated.close()
