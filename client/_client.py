@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from sampleplan.client import _endpoints as endpoints
 from sampleplan.client._endpoints import Call, LabelsLike
-from sampleplan.client._exceptions import SamplePlanError
+from sampleplan.client._exceptions import NotFoundError, SamplePlanError
 from sampleplan.client._folders import image_folder_targets
 from sampleplan.client._models import Dataset, Plan, Run
 from sampleplan.client._progress import attach_progress, require_tqdm
@@ -396,6 +396,16 @@ class SamplePlanClient(_ClientOptions):
         """A run's plan, frozen epochs and number of updates."""
         return self.send(endpoints.get_run(run_id))
 
+    def delete_run(self, run_id: str) -> bool:
+        """Delete run ``run_id`` with its updates and frozen epochs; ``False`` if no run had
+        that id. A retry whose first try went through (its answer was lost) is ``True``."""
+        try:
+            self.send(endpoints.delete_run(run_id))
+        except NotFoundError as exc:
+            # A 404 to a retry: an earlier try may have deleted it.
+            return exc.attempts > 1
+        return True
+
     def update_weights(
         self,
         run_id: str,
@@ -735,6 +745,16 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def get_run(self, run_id: str) -> Run:
         """A run's plan, frozen epochs and number of updates."""
         return await self.send(endpoints.get_run(run_id))
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete run ``run_id`` with its updates and frozen epochs; ``False`` if no run had
+        that id. A retry whose first try went through (its answer was lost) is ``True``."""
+        try:
+            await self.send(endpoints.delete_run(run_id))
+        except NotFoundError as exc:
+            # A 404 to a retry: an earlier try may have deleted it.
+            return exc.attempts > 1
+        return True
 
     async def update_weights(
         self,

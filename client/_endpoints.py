@@ -245,6 +245,10 @@ def get_run(run_id: str) -> Call[Run]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}", _run)
 
 
+def delete_run(run_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/runs/{_segment(run_id)}", lambda _: None)
+
+
 def update_weights(
     run_id: str,
     indices: npt.ArrayLike,

@@ -90,6 +90,7 @@ OPERATION_IDS = {
     ("get", "/v1/plans/{plan_id}/batches/summary"): "get_batches_summary",
     ("put", "/v1/runs/{run_id}"): "put_run",
     ("get", "/v1/runs/{run_id}"): "get_run",
+    ("delete", "/v1/runs/{run_id}"): "delete_run",
     ("post", "/v1/runs/{run_id}/updates"): "post_update",
     ("get", "/v1/runs/{run_id}/weights"): "get_run_weights",
     ("get", "/v1/runs/{run_id}/indices"): "get_run_indices",
@@ -203,8 +204,9 @@ def test_trying_every_example_answers_as_documented(
 ) -> None:
     """What a newcomer does in /docs: create the example dataset and plan, then try the rest."""
     ops = operations(schema)
-    # POSTs and PUTs first: they create what the other operations' path examples name.
-    ops.sort(key=lambda o: (o[0] not in ("post", "put"), o[1] != "/v1/datasets"))
+    # POSTs and PUTs first: they create what the other operations' path examples name;
+    # DELETEs last, once everything else has read what they delete.
+    ops.sort(key=lambda o: (o[0] == "delete", o[0] not in ("post", "put"), o[1] != "/v1/datasets"))
     tried = 0
     for method, path, op in ops:
         url = path.format(**_path_values(op))

@@ -146,3 +146,27 @@ def test_a_pickled_sampler_does_not_send_buffered_updates_twice(
     sampler.flush_updates()
     assert client.get_run(run).updates == 1
     assert client.run_weights(run, 1).tolist() == [1.0, 0.5, 0.5, 0.5]
+
+
+def test_delete_run_from_the_client(client: SamplePlanClient) -> None:
+    plan = client.create_plan(labels=LABELS, seed=3)
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    client.create_run(run, plan.id)
+    client.update_weights(run, [0], [2.0], epoch=0)
+    assert client.delete_run(run) is True
+    assert client.delete_run(run) is False  # no run has that id any more
+    with pytest.raises(ClientRequestError) as gone:
+        client.get_run(run)
+    assert gone.value.status_code == 404
+
+
+@pytest.mark.anyio
+async def test_delete_run_from_the_async_client(module_server: object) -> None:
+    url = module_server.url  # type: ignore[attr-defined]
+    async with AsyncSamplePlanClient(url) as api:
+        plan = await api.create_plan(labels=LABELS, seed=3)
+        run = f"run-{uuid.uuid4().hex[:8]}"
+        await api.create_run(run, plan.id)
+        assert await api.delete_run(run) is True
+        assert await api.delete_run(run) is False
+        assert (await api.create_run(run, plan.id)).updates == 0  # the id is free again

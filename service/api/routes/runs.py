@@ -122,6 +122,27 @@ def get_run(run_id: RunId, runs: RunCatalogDep) -> RunOut:
     return run_out(runs.get_run(run_id))
 
 
+@router.delete(
+    "/{run_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a run, its updates and its frozen epochs",
+    description=(
+        "Gone for good: its epochs can no longer be read, and its id may be used again "
+        "(for any plan). 204 when deleted, 404 when no run has this id (a retried delete "
+        "whose first try went through gets a 404)."
+    ),
+    responses={
+        204: {"description": "The run was deleted."},
+        **_NOT_FOUND,
+        422: {"model": Problem, "description": "A bad run id."},
+    },
+)
+def delete_run(run_id: RunId, runs: RunCatalogDep) -> Response:
+    runs.delete_run(run_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 UPDATE_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {

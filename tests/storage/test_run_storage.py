@@ -1,0 +1,326 @@
+"""How a run's frozen epochs are stored (NOTE [How frozen epochs are stored]), on SQLite
+and PostgreSQL: derived from the updates with keyframes, bit for bit the weights of the
+release that stored every frozen epoch whole; schema 2 -> 3; retention; deletion.
+
+The expected weights are computed here from the update rule written out (NOTE [Run
+updates]) and the streams are torch's WeightedRandomSampler on them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from sampleplan.service import run_catalog
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
+from sampleplan.service.storage import store as store_module
+from sampleplan.service.storage.runs import run_epochs, run_updates, runs
+from tests.helpers import reference
+
+LABELS = [0] * 300 + [1] * 40 + [2] * 160
+SEED = 11
+
+
+def drop_everything(url: str) -> None:
+    engine = store_module.create_engine_for(url)
+    store_module.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@contextmanager
+def service(url: str, **settings: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(database_url=url, **settings))) as api:
+        yield api
+
+
+def make_run(api: TestClient, run_id: str, labels: list[int] = LABELS) -> str:
+    plan = api.post("/v1/plans", json={"labels": labels, "seed": SEED})
+    assert plan.status_code in (200, 201), plan.text
+    plan_id: str = plan.json()["id"]
+    assert api.put(f"/v1/runs/{run_id}", json={"plan_id": plan_id}).status_code in (200, 201)
+    return plan_id
+
+
+def inverse_frequency(labels: list[int] = LABELS) -> list[float]:
+    counts = Counter(labels)
+    return [1.0 / counts[t] for t in labels]
+
+
+def an_update(rng: random.Random, epoch: int, size: int) -> dict[str, Any]:
+    op = rng.choice(["set", "mul", "ema"])
+    indices = rng.sample(range(size), rng.randint(1, 5))
+    values = [rng.uniform(0.5, 2.0) for _ in indices]
+    update: dict[str, Any] = {"epoch": epoch, "op": op, "indices": indices, "values": values}
+    if op == "ema":
+        update["alpha"] = 0.25
+    return update
+
+
+def apply(weights: list[float], update: dict[str, Any]) -> None:
+    """NOTE [Run updates], written out: per position, in the order given."""
+    for i, v in zip(update["indices"], update["values"], strict=True):
+        if update["op"] == "set":
+            weights[i] = v
+        elif update["op"] == "mul":
+            weights[i] = weights[i] * v
+        else:
+            alpha = update["alpha"]
+            weights[i] = (1.0 - alpha) * weights[i] + alpha * v
+
+
+def weights_of(api: TestClient, run_id: str, epoch: int) -> list[float]:
+    answer = api.get(f"/v1/runs/{run_id}/weights", params={"epoch": epoch})
+    assert answer.status_code == 200, answer.text
+    weights: list[float] = answer.json()["weights"]
+    return weights
+
+
+def stored_rows(url: str, run_id: str) -> tuple[int, int, int]:
+    """``(frozen epochs, keyframes with weights, updates)`` stored for ``run_id``."""
+    engine = store_module.create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            frozen = conn.execute(
+                sa.select(sa.func.count()).where(run_epochs.c.run_id == run_id)
+            ).scalar_one()
+            whole = conn.execute(
+                sa.select(sa.func.count()).where(
+                    run_epochs.c.run_id == run_id, run_epochs.c.weights.is_not(None)
+                )
+            ).scalar_one()
+            updates = conn.execute(
+                sa.select(sa.func.count()).where(run_updates.c.run_id == run_id)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(frozen), int(whole), int(updates)
+
+
+EPOCHS = 150
+
+
+def drive(api: TestClient, run_id: str, epochs: int = EPOCHS) -> list[list[float]]:
+    """One or two small updates per epoch, each epoch frozen by a read as a trainer does;
+    answers the expected weights of every epoch, from the rule written out."""
+    rng = random.Random(5)
+    expected = [inverse_frequency()]
+    for epoch in range(epochs):
+        assert weights_of(api, run_id, epoch) == expected[epoch]
+        weights = expected[epoch][:]
+        for _ in range(rng.randint(1, 2)):
+            update = an_update(rng, epoch, len(LABELS))
+            answer = api.post(f"/v1/runs/{run_id}/updates", json=update)
+            assert answer.status_code == 202, answer.text
+            apply(weights, update)
+        expected.append(weights)
+    return expected
+
+
+def test_frozen_epochs_rebuilt_from_updates_are_bit_identical_to_whole_ones(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_everything(database_url)
+    # The way the previous release stored them: every updated frozen epoch whole.
+    with monkeypatch.context() as patch:
+        patch.setattr(run_catalog, "KEYFRAME_EVERY", 1)
+        with service(database_url) as api:
+            make_run(api, "whole")
+            expected = drive(api, "whole")
+    with service(database_url) as api:
+        make_run(api, "derived")
+        assert drive(api, "derived") == expected
+    frozen, whole, _ = stored_rows(database_url, "whole")
+    assert (frozen, whole) == (EPOCHS, EPOCHS - 1)  # epoch 0 is the plan's: nothing stored
+    frozen, whole, updates = stored_rows(database_url, "derived")
+    assert frozen == EPOCHS and whole == (EPOCHS - 1) // run_catalog.KEYFRAME_EVERY
+    assert EPOCHS <= updates <= 2 * EPOCHS
+    # A fresh replica (nothing in memory) rebuilds every epoch from its keyframe.
+    with service(database_url) as api:
+        for epoch in (*range(EPOCHS), EPOCHS):
+            assert weights_of(api, "derived", epoch) == weights_of(api, "whole", epoch)
+            assert weights_of(api, "derived", epoch) == expected[epoch]
+        for epoch in (1, 63, 64, 65, 130, EPOCHS - 1):
+            page = api.get("/v1/runs/derived/indices", params={"epoch": epoch}).json()
+            torch_stream = reference.weighted_stream(
+                expected[epoch], len(LABELS), True, SEED + epoch
+            )
+            assert page["indices"] == torch_stream
+            whole_page = api.get("/v1/runs/whole/indices", params={"epoch": epoch}).json()
+            assert whole_page["indices"] == torch_stream
+
+
+def test_a_run_of_a_million_samples_stores_little_per_frozen_epoch(
+    database_url: str,
+) -> None:
+    """One small update per epoch: the stored bytes per frozen epoch stay under 200 KB
+    (they were 8 MB, the whole float64 weights, before)."""
+    drop_everything(database_url)
+    size, epochs = 1_000_000, 130
+    labels = [i % 10 for i in range(size)]
+    with service(database_url) as api:
+        make_run(api, "big", labels)
+        catalog = api.app.state.runs  # type: ignore[attr-defined]
+        for epoch in range(epochs):
+            catalog.epoch_plan("big", epoch)  # frozen, as a trainer's first read does
+            update = {"epoch": epoch, "op": "mul", "indices": [epoch, size - 1 - epoch]}
+            update["values"] = [1.5, 0.5]
+            assert api.post("/v1/runs/big/updates", json=update).status_code == 202
+        last = catalog.epoch_plan("big", epochs)[1].weights
+    engine = store_module.create_engine_for(database_url)
+    try:
+        with engine.connect() as conn:
+            epoch_bytes = conn.execute(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(sa.func.length(run_epochs.c.weights)), 0)
+                    + sa.func.sum(sa.func.length(run_epochs.c.weights_sha256))
+                ).where(run_epochs.c.run_id == "big")
+            ).scalar_one()
+            update_bytes = conn.execute(
+                sa.select(
+                    sa.func.sum(
+                        sa.func.length(run_updates.c.indices)
+                        + sa.func.length(run_updates.c["values"])
+                    )
+                ).where(run_updates.c.run_id == "big")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    per_epoch = (int(epoch_bytes) + int(update_bytes)) / (epochs + 1)
+    assert per_epoch <= 200_000, per_epoch
+    # ... and a fresh replica reads the last epoch back, bit for bit.
+    with service(database_url) as api:
+        again = api.app.state.runs.epoch_plan("big", epochs)[1].weights  # type: ignore[attr-defined]
+        assert again.tobytes() == last.tobytes()
+        assert float(again[0]) == 1.0 / (size // 10) * 1.5
+        assert float(again[size - 1]) == 1.0 / (size // 10) * 0.5
+
+
+def test_a_version_2_database_with_runs_is_migrated_and_served_as_before(
+    database_url: str,
+) -> None:
+    """Schema 2 stored every frozen epoch whole; after the migration they are keyframes,
+    served as before, and the run goes on with derived epochs."""
+    drop_everything(database_url)
+    with service(database_url) as api:
+        make_run(api, "old")
+        for epoch in range(3):
+            weights_of(api, "old", epoch)
+            update = {"epoch": epoch, "op": "mul", "indices": [epoch], "values": [3.0]}
+            assert api.post("/v1/runs/old/updates", json=update).status_code == 202
+        before = [weights_of(api, "old", epoch) for epoch in range(4)]
+    # Make it the version-2 database schema 2 wrote: every frozen epoch whole, no new
+    # columns, no new index.
+    engine = store_module.create_engine_for(database_url)
+    with engine.begin() as conn:
+        derived = conn.execute(
+            sa.select(run_epochs.c.epoch).where(run_epochs.c.base_epoch.is_not(None))
+        ).all()
+        assert len(derived) == 3  # epochs 1 to 3 were stored as their updates
+        for (epoch,) in derived:
+            conn.execute(
+                run_epochs.update()
+                .where(run_epochs.c.run_id == "old", run_epochs.c.epoch == epoch)
+                .values(weights=sa_float_bytes(before[epoch]))
+            )
+        conn.exec_driver_sql("DROP INDEX ix_run_updates_run_seq")
+        conn.exec_driver_sql("ALTER TABLE run_epochs DROP COLUMN base_epoch")
+        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN kept_from")
+        conn.execute(store_module.schema_version.update().values(version=2))
+    engine.dispose()
+
+    with service(database_url) as api:
+        inspector_engine = store_module.create_engine_for(database_url)
+        inspector = sa.inspect(inspector_engine)
+        assert "base_epoch" in {c["name"] for c in inspector.get_columns("run_epochs")}
+        assert "kept_from" in {c["name"] for c in inspector.get_columns("runs")}
+        assert "ix_run_updates_run_seq" in {i["name"] for i in inspector.get_indexes("run_updates")}
+        inspector_engine.dispose()
+        assert api.app.state.catalog.store.current_schema_version() == 3  # type: ignore[attr-defined]
+        assert [weights_of(api, "old", epoch) for epoch in range(4)] == before
+        update = {"epoch": 3, "op": "set", "indices": [5], "values": [7.0]}
+        assert api.post("/v1/runs/old/updates", json=update).status_code == 202
+        expected = before[3][:]
+        expected[5] = 7.0
+        assert weights_of(api, "old", 4) == expected
+    assert stored_rows(database_url, "old")[:2] == (5, 3)
+    with service(database_url) as api:  # epoch 4 rebuilt from the keyframe of epoch 3
+        assert weights_of(api, "old", 4) == expected
+
+
+def sa_float_bytes(weights: list[float]) -> bytes:
+    import numpy as np
+
+    return np.asarray(weights, dtype="<f8").tobytes()
+
+
+def test_retention_keeps_the_latest_epochs_and_refuses_older_ones_with_410(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_everything(database_url)
+    monkeypatch.setattr(run_catalog, "KEYFRAME_EVERY", 4)
+    with service(database_url, run_keep_epochs=3) as api:
+        make_run(api, "kept")
+        expected = drive(api, "kept", epochs=20)
+        weights_of(api, "kept", 20)
+        frozen = api.get("/v1/runs/kept").json()["frozen_epochs"]
+        # The latest 3 and back to the keyframe at or before the first of them (epoch 18
+        # is the first to keep; keyframes every 4th frozen epoch since the last: 4, 8, ...)
+        assert frozen[-3:] == [18, 19, 20] and 3 <= len(frozen) <= 3 + 4 - 1
+        assert frozen == list(range(frozen[0], 21))
+        old = api.get("/v1/runs/kept/weights", params={"epoch": frozen[0] - 1})
+        assert old.status_code == 410, old.text
+        assert old.json()["type"].endswith("epoch-pruned")
+        assert "no longer kept" in old.json()["detail"]
+        assert api.get("/v1/runs/kept/indices", params={"epoch": 0}).status_code == 410
+    _, _, updates = stored_rows(database_url, "kept")
+    with service(database_url, run_keep_epochs=3) as api:  # a fresh replica rebuilds them
+        for epoch in frozen:
+            assert weights_of(api, "kept", epoch) == expected[epoch]
+    engine = store_module.create_engine_for(database_url)
+    with engine.connect() as conn:
+        kept_from = conn.execute(
+            sa.select(runs.c.kept_from).where(runs.c.id == "kept")
+        ).scalar_one()
+        oldest_update = conn.execute(
+            sa.select(sa.func.min(run_updates.c.epoch)).where(run_updates.c.run_id == "kept")
+        ).scalar_one()
+    engine.dispose()
+    assert kept_from == frozen[0] and oldest_update == frozen[0]
+    assert updates <= 2 * (21 - frozen[0])
+
+
+def test_deleting_a_run_deletes_its_rows_and_frees_its_id(database_url: str) -> None:
+    drop_everything(database_url)
+    with service(database_url) as api:
+        make_run(api, "gone")
+        drive(api, "gone", epochs=3)
+        assert api.delete("/v1/runs/gone").status_code == 204
+        assert stored_rows(database_url, "gone") == (0, 0, 0)
+        for answer in (
+            api.get("/v1/runs/gone"),
+            api.get("/v1/runs/gone/weights", params={"epoch": 1}),
+            api.get("/v1/runs/gone/indices", params={"epoch": 1}),
+            api.post(
+                "/v1/runs/gone/updates",
+                json={"epoch": 3, "op": "set", "indices": [], "values": []},
+            ),
+            api.delete("/v1/runs/gone"),
+        ):
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["type"].endswith("run-not-found")
+        assert api.delete("/v1/runs/no%20such").status_code == 422
+        # The id is free again, for another plan: nothing of the first run is served.
+        other = [0, 1] * 10
+        make_run(api, "gone", other)
+        assert weights_of(api, "gone", 1) == inverse_frequency(other)
+        page = api.get("/v1/runs/gone/indices", params={"epoch": 1}).json()["indices"]
+        assert page == reference.weighted_stream(inverse_frequency(other), 20, True, SEED + 1)
+        assert api.get("/v1/runs/gone").json()["frozen_epochs"] == [1]
