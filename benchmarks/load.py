@@ -26,6 +26,12 @@ target / measured), and whether every answer was right (column ``exact``). Scena
 ``scale-out-N``
     ``page-json`` through haproxy over N = 1, 2, 3 replicas on one PostgreSQL database
     (``--postgres-url``; skipped when no server answers there).
+``writes-sqlite`` / ``writes-postgresql``
+    32 connections for ``--duration`` seconds POST small run updates (1 to 20 indices
+    each, spread over 8 runs of one plan of 10 000 samples, each with an ``update_id``),
+    against ``sampleplan serve`` on SQLite and on PostgreSQL. wrk's Lua counts the 202
+    answers (acknowledged updates); afterwards the runs' update counts in the store must
+    hold every acknowledged update (at most the 32 in flight when wrk stopped more).
 
 Numbers are per machine and per moment: on a machine shared with other work they are
 depressed and noisy; compare rows of one run. ``--quick`` shortens every scenario (the
@@ -73,8 +79,12 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "page-json": (1500.0, 0.100),
     "page-octet": (1500.0, None),  # and at least the JSON figure: checked in the note
     "healthz": (3000.0, None),
+    "writes-sqlite": (500.0, 0.100),  # from issue 22
+    "writes-postgresql": (500.0, 0.100),
 }
-SCENARIOS = ("pages", "workers", "uvloop", "fan-out", "scale-out")
+SCENARIOS = ("pages", "workers", "uvloop", "fan-out", "scale-out", "writes")
+WRITE_RUNS = 8
+WRITE_CONNECTIONS = 32
 FANOUT_SECONDS = 1.5
 FANOUT_HEALTHZ_P99 = 0.050
 PAGE_SIZE = 1000
@@ -146,6 +156,57 @@ end
 """
 
 
+# Small run updates (1 to 20 indices, random values) to one of the runs listed in args[1]
+# (one path per line), each with a unique update_id; 202 answers are counted as
+# `mismatches`' twin, `acknowledged`, through the response hook.
+_LUA_UPDATES = r"""
+local paths = {}
+local threads = {}
+local counter = 0
+acknowledged = 0
+
+setup = function(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+init = function(args)
+  for line in io.lines(args[1]) do table.insert(paths, line) end
+  math.randomseed(tid * 7919 + 13)
+end
+
+request = function()
+  counter = counter + 1
+  local n = math.random(1, 20)
+  local idx, val = {}, {}
+  for i = 1, n do
+    idx[i] = tostring(math.random(0, tonumber(args_population) - 1))
+    val[i] = string.format("%.3f", 0.5 + math.random() * 1.5)
+  end
+  local body = '{"epoch":0,"op":"set","indices":[' .. table.concat(idx, ",") ..
+    '],"values":[' .. table.concat(val, ",") .. '],"update_id":"w' .. tid .. '-' ..
+    counter .. '"}'
+  return wrk.format("POST", paths[math.random(1, #paths)],
+    {["Content-Type"] = "application/json"}, body)
+end
+
+response = function(status, headers, body)
+  if status == 202 then acknowledged = acknowledged + 1 end
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local a = 0
+  for _, t in ipairs(threads) do a = a + (t:get("acknowledged") or 0) end
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
+    '"socket_errors":%d,"non_2xx":%d,"mismatches":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.connect + e.read + e.write + e.timeout, e.status, a))
+end
+"""
+
+
 @dataclass
 class WrkResult:
     """What one wrk run reports (latencies in seconds)."""
@@ -181,15 +242,17 @@ def run_wrk(
     threads: int = 2,
     headers: Sequence[str] = (),
     expected: dict[int, bytes] | None = None,
+    script: str | None = None,
 ) -> WrkResult:
-    """``wrk`` over ``paths`` in turn; with ``expected`` (bodies by offset), checking pages."""
+    """``wrk`` over ``paths`` in turn; with ``expected`` (bodies by offset), checking pages;
+    with ``script``, that Lua script instead (given the file of ``paths``)."""
     run = folder / f"wrk-{uuid.uuid4().hex[:8]}"
     run.mkdir()
     (run / "paths").write_text("\n".join(paths) + "\n", encoding="ascii")
     arguments = [str(run / "paths")]
-    if expected is None:
+    if script is None and expected is None:
         script = _LUA_COMMON + _LUA_INIT
-    else:
+    elif script is None and expected is not None:
         script = _LUA_COMMON + _LUA_CHECKING
         bodies = run / "expected"
         bodies.mkdir()
@@ -600,6 +663,60 @@ def scale_out(
             return rows
 
 
+def write_load(url: str, folder: Path, *, scenario: str, duration: float) -> Row:
+    """``writes-*``: 32 connections of small updates over 8 runs; see the module doc."""
+    created = httpx.post(f"{url}/v1/plans", json={"labels": _labels(), "seed": 3}, timeout=60)
+    created.raise_for_status()
+    plan_id = created.json()["id"]
+    prefix = f"load-{uuid.uuid4().hex[:8]}"
+    runs = [f"{prefix}-{i}" for i in range(WRITE_RUNS)]
+    for run_id in runs:
+        httpx.put(
+            f"{url}/v1/runs/{run_id}", json={"plan_id": plan_id}, timeout=60
+        ).raise_for_status()
+    script = _LUA_UPDATES.replace("tonumber(args_population)", str(POPULATION))
+    result = run_wrk(
+        url,
+        [f"/v1/runs/{r}/updates" for r in runs],
+        folder,
+        connections=WRITE_CONNECTIONS,
+        duration=duration,
+        script=script,
+    )
+    acknowledged = result.mismatches  # the update script counts 202 answers there
+    result.mismatches = 0
+    stored = sum(int(httpx.get(f"{url}/v1/runs/{r}", timeout=60).json()["updates"]) for r in runs)
+    row = wrk_row(scenario, result, None, targeted=True)
+    # Every acknowledged update is stored; at most those in flight when wrk stopped more.
+    complete = acknowledged <= stored <= acknowledged + WRITE_CONNECTIONS
+    row.ok = row.ok and complete and acknowledged > 0
+    row.note += (
+        f"; {acknowledged} acknowledged, {stored} stored "
+        f"({'none lost' if stored >= acknowledged else f'{acknowledged - stored} LOST'})"
+    )
+    row.extra.update(acknowledged=acknowledged, stored=stored)
+    return row
+
+
+def write_scenarios(folder: Path, *, duration: float) -> list[Row]:
+    """``writes-sqlite`` and ``writes-postgresql`` (the latter when a server answers)."""
+    rows = []
+    with server_process(folder, log_level="warning") as (url, _pid):  # type: ignore[arg-type]
+        rows.append(write_load(url, folder, scenario="writes-sqlite", duration=duration))
+    with postgres_database(POSTGRES_URL) as database_url:
+        if database_url is None:
+            rows.append(Row("writes-postgresql", ok=False, note=f"no PostgreSQL at {POSTGRES_URL}"))
+        else:
+            with server_process(folder, log_level="warning", database_url=database_url) as (
+                url,
+                _pid,
+            ):
+                rows.append(
+                    write_load(url, folder, scenario="writes-postgresql", duration=duration)
+                )
+    return rows
+
+
 def run(
     *,
     duration: float = 10.0,
@@ -643,6 +760,8 @@ def run(
             rows += scale_out(
                 folder, replicas=replicas, duration=duration, check_seconds=check_seconds
             )
+        if "writes" in scenarios:
+            rows += write_scenarios(folder, duration=duration)
     return rows
 
 

@@ -85,6 +85,10 @@ class _Pending:
     state: NextEpoch
 
 
+class _PlanChanged(Exception):
+    """The run was deleted and made again for another plan since its plan was looked up."""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     id: str
@@ -147,6 +151,9 @@ class RunCatalog:
         self._pending: LRUCache[tuple[str, str, int], _Pending] = LRUCache(_PENDING_CACHE)
         # The incarnation each run id was last seen with (for epoch_in_flight's key).
         self._seen: LRUCache[str, tuple[str, str]] = LRUCache(1024)
+        # The plan of each run id lately seen (a run's plan never changes; a run deleted
+        # and made again may have another, which the update's transaction finds out).
+        self._plan_ids: LRUCache[str, str] = LRUCache(1024)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -188,6 +195,7 @@ class RunCatalog:
 
     def plan_of(self, run_id: str) -> tuple[RunRecord, Plan]:
         record = self._record(run_id)
+        self._plan_ids.put(run_id, record.plan_id)
         return record, self.catalog.get_plan(record.plan_id)
 
     def delete_run(self, run_id: str) -> None:
@@ -201,10 +209,19 @@ class RunCatalog:
         if not self.store.delete_run(run_id):
             raise RunNotFound(f"no run has id {run_id!r}")
         self._seen.pop(run_id)
+        self._plan_ids.pop(run_id)
 
     # -- updates --------------------------------------------------------------------------
 
     def add_update(self, run_id: str, update: RunUpdate, update_id: str | None = None) -> RunInfo:
+        """Accept ``update`` (NOTE [Run updates]), or refuse it and store nothing; see
+        :meth:`_add_update`."""
+        try:
+            return self._add_update(run_id, update, update_id)
+        except _PlanChanged:
+            return self._add_update(run_id, update, update_id)
+
+    def _add_update(self, run_id: str, update: RunUpdate, update_id: str | None) -> RunInfo:
         """Accept ``update`` (NOTE [Run updates]), or refuse it and store nothing.
 
         ``update_id``, chosen by the sender, makes a retried request harmless: an update
@@ -215,11 +232,16 @@ class RunCatalog:
         store the update; the transaction commits as the ``with`` block ends, and only then
         is the next epoch's state remembered (NOTE [Pending epoch state]).
         """
-        _, plan = self.plan_of(run_id)
+        check_run_id(run_id)
+        known = self._plan_ids.peek(run_id)  # saves a read per update; checked below
+        plan = self.catalog.get_plan(known) if known is not None else self.plan_of(run_id)[1]
         update.check(plan.prepared.population_size)
         pending: _Pending | None = None
         with self.store.transaction(run_id) as tx:
             run = _locked_run(tx)
+            if run.plan_id != plan.id:  # deleted and made again for another plan since
+                self._plan_ids.pop(run_id)
+                raise _PlanChanged
             # A retried request (its id is stored already) is neither checked nor stored.
             if update_id is None or not tx.has_update(update_id):
                 if update.epoch < run.max_frozen:

@@ -239,11 +239,13 @@ def _update_from_body(
 async def post_update(run_id: RunId, request: Request, runs: RunCatalogDep) -> RunOut:
     # Async only to read the raw body; parsing and storing run in the threadpool.
     body = await request.body()
-    update, update_id = await run_in_threadpool(
-        _update_from_body, body, request.headers.get("content-type"), dict(request.query_params)
-    )
-    info = await run_in_threadpool(runs.add_update, run_id, update, update_id)
-    return run_out(info)
+    content_type, query = request.headers.get("content-type"), dict(request.query_params)
+
+    def parse_and_store() -> RunInfo:  # one trip to a worker thread, not two
+        update, update_id = _update_from_body(body, content_type, query)
+        return runs.add_update(run_id, update, update_id)
+
+    return run_out(await run_in_threadpool(parse_and_store))
 
 
 WeightsEpochQuery = Annotated[
