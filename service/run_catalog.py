@@ -11,14 +11,18 @@ and its plan's epochs never mix.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.epochs import check_epoch
+from sampleplan.core.errors import SamplingError
 from sampleplan.core.lru import LRUCache
 from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.runs import NextEpoch, RunUpdate, check_run_id, parse_op, replay
@@ -89,6 +93,68 @@ class _PlanChanged(Exception):
     """The run was deleted and made again for another plan since its plan was looked up."""
 
 
+#: Most updates one transaction commits (NOTE [Group commit]).
+_BATCH = 64
+
+#: Writer threads per replica on PostgreSQL (SQLite has one writer).
+_PG_WRITERS = 4
+
+
+@dataclass(eq=False)
+class _Queued:
+    """An update waiting for the writer, then its answer."""
+
+    run_id: str
+    plan: Plan
+    update: RunUpdate
+    update_id: str | None
+    result: RunInfo | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Writer:
+    """The replica's writer thread of NOTE [Group commit]."""
+
+    def __init__(self, commit: Callable[[list[_Queued]], None], threads: int) -> None:
+        self._commit = commit
+        self._threads = threads
+        self._queue: deque[_Queued] = deque()
+        self._lock = threading.Condition()
+        self._running = 0
+
+    def submit(self, queued: _Queued) -> None:
+        """Queue ``queued`` and wait until it is committed or refused."""
+        with self._lock:
+            self._queue.append(queued)
+            self._lock.notify()
+            if self._running < self._threads:
+                self._running += 1
+                threading.Thread(
+                    target=self._loop, name="sampleplan-run-writer", daemon=True
+                ).start()
+        queued.done.wait()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._lock.wait(timeout=1.0)
+                if not self._queue:
+                    self._running -= 1
+                    return
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # the commit failed: no update of it is stored
+                for queued in batch:
+                    if queued.result is not None or queued.error is None:
+                        queued.result, queued.error = None, exc
+            finally:
+                for queued in batch:
+                    queued.done.set()
+
+
 @dataclass(frozen=True)
 class RunInfo:
     id: str
@@ -154,6 +220,9 @@ class RunCatalog:
         # The plan of each run id lately seen (a run's plan never changes; a run deleted
         # and made again may have another, which the update's transaction finds out).
         self._plan_ids: LRUCache[str, str] = LRUCache(1024)
+        # SQLite has one writer at a time; PostgreSQL overlaps a few transactions' trips.
+        sqlite = store.engine.dialect.name == "sqlite"
+        self._writer = _Writer(self._commit_batch, threads=1 if sqlite else _PG_WRITERS)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -184,11 +253,11 @@ class RunCatalog:
             raise RunNotFound(f"no run has id {run_id!r}")
         return record
 
-    def _info(self, record: RunRecord) -> RunInfo:
+    def _info(self, record: RunRecord, frozen: list[int] | None = None) -> RunInfo:
         return RunInfo(
             id=record.id,
             plan_id=record.plan_id,
-            frozen_epochs=self.store.frozen_epochs(record.id),
+            frozen_epochs=self.store.frozen_epochs(record.id) if frozen is None else frozen,
             updates=record.updates,
             created_at=record.created_at,
         )
@@ -227,40 +296,98 @@ class RunCatalog:
         ``update_id``, chosen by the sender, makes a retried request harmless: an update
         with an id the run has stored already is not applied twice.
 
-        One unit of work (NOTE [Run transactions] in ``storage/runs.py``): under the run's
-        lock, read what the decision needs, decide (the arithmetic is ``core/runs.py``'s),
-        store the update; the transaction commits as the ``with`` block ends, and only then
-        is the next epoch's state remembered (NOTE [Pending epoch state]).
+        The update waits for the replica's writer, which commits it with the others
+        waiting (NOTE [Group commit]); it is answered once that commit is done.
         """
         check_run_id(run_id)
-        known = self._plan_ids.peek(run_id)  # saves a read per update; checked below
+        known = self._plan_ids.peek(run_id)  # saves a read per update; checked when stored
         plan = self.catalog.get_plan(known) if known is not None else self.plan_of(run_id)[1]
         update.check(plan.prepared.population_size)
-        pending: _Pending | None = None
-        with self.store.transaction(run_id) as tx:
-            run = _locked_run(tx)
-            if run.plan_id != plan.id:  # deleted and made again for another plan since
-                self._plan_ids.pop(run_id)
-                raise _PlanChanged
-            # A retried request (its id is stored already) is neither checked nor stored.
-            if update_id is None or not tx.has_update(update_id):
-                if update.epoch < run.max_frozen:
-                    raise EpochFrozen(
-                        f"epoch {run.max_frozen} of run {run_id!r} is frozen (it has been "
-                        f"served), so an update sent during epoch {update.epoch} can no longer "
-                        f"change it; updates are accepted for epoch {run.max_frozen} and later"
-                    )
-                next_epoch = self._next_epoch(tx, run, plan, update)
-                seq = tx.add_update(_to_record(update, update_id))
-                run = _locked_run(tx)
-                if next_epoch is not None:
-                    pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
-        if pending is not None:  # committed: the state is the stored updates'
-            self._pending.put((*_incarnation(run), update.epoch), pending)
-        return self._info(run)
+        queued = _Queued(run_id, plan, update, update_id)
+        self._writer.submit(queued)
+        if queued.error is not None:
+            raise queued.error
+        assert queued.result is not None
+        return queued.result
+
+    # NOTE [Group commit]
+    #     Small updates arrive by the hundreds per second, and a commit costs more than
+    #     the update (an fsync on PostgreSQL; on SQLite its one write lock). So each
+    #     replica has one writer thread (a few on PostgreSQL, ``_PG_WRITERS``, whose
+    #     round trips then overlap): updates queue for it, and it takes every update
+    #     waiting (up to ``_BATCH``) into one transaction, locks their runs in the order of
+    #     their ids (NOTE [Run transactions]; two replicas' batches never wait for each
+    #     other), applies each as the unit of work it always was (read, decide, write;
+    #     an update refused writes nothing and is answered its error), and commits once.
+    #     Only after that commit are the updates answered (and the next epochs' states
+    #     remembered, NOTE [Pending epoch state]); a failed commit answers every update
+    #     of the batch 503 and stored none of them. A run's update count is written once
+    #     per transaction. An idle writer thread ends after a second and starts again
+    #     with the next update.
+
+    def _commit_batch(self, batch: list[_Queued]) -> None:
+        """Store the updates of ``batch`` in one transaction (NOTE [Group commit])."""
+        overlay: dict[tuple[str, str, int], _Pending] = {}
+        applied: list[tuple[_Queued, RunRecord, RunTransaction]] = []
+        with self.store.batch() as many:
+            locked = {run_id: many.lock(run_id) for run_id in sorted({q.run_id for q in batch})}
+            for queued in batch:
+                tx = locked[queued.run_id]
+                try:
+                    self._apply_update(tx, queued, overlay)
+                except (SamplingError, _PlanChanged) as exc:
+                    queued.error = exc
+                    continue
+                applied.append((queued, _locked_run(tx), tx))
+            frozen = {run_id: tx.frozen_epochs() for run_id, tx in locked.items() if tx.run}
+        # Committed: the states are the stored updates', and the answers can go.
+        for key, pending in overlay.items():
+            self._pending.put(key, pending)
+        for queued, run, _ in applied:
+            queued.result = self._info(run, frozen[run.id])
+
+    def _apply_update(
+        self,
+        tx: RunTransaction,
+        queued: _Queued,
+        overlay: dict[tuple[str, str, int], _Pending],
+    ) -> None:
+        """One update as one unit of work in the batch's transaction (NOTE [Run
+        transactions] in ``storage/runs.py``): under the run's lock, read what the decision
+        needs, decide (the arithmetic is ``core/runs.py``'s), store the update."""
+        run_id, plan, update, update_id = (
+            queued.run_id,
+            queued.plan,
+            queued.update,
+            queued.update_id,
+        )
+        run = _locked_run(tx)
+        if run.plan_id != plan.id:  # deleted and made again for another plan since
+            self._plan_ids.pop(run_id)
+            raise _PlanChanged
+        # A retried request (its id is stored already) is neither checked nor stored.
+        if update_id is not None and tx.has_update(update_id):
+            return
+        if update.epoch < run.max_frozen:
+            raise EpochFrozen(
+                f"epoch {run.max_frozen} of run {run_id!r} is frozen (it has been "
+                f"served), so an update sent during epoch {update.epoch} can no longer "
+                f"change it; updates are accepted for epoch {run.max_frozen} and later"
+            )
+        next_epoch = self._next_epoch(tx, run, plan, update, overlay)
+        seq = tx.add_update(_to_record(update, update_id))
+        run = _locked_run(tx)
+        if next_epoch is not None:
+            pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
+            overlay[(*_incarnation(run), update.epoch)] = pending
 
     def _next_epoch(
-        self, tx: RunTransaction, run: RunRecord, plan: Plan, update: RunUpdate
+        self,
+        tx: RunTransaction,
+        run: RunRecord,
+        plan: Plan,
+        update: RunUpdate,
+        overlay: dict[tuple[str, str, int], _Pending],
     ) -> NextEpoch | None:
         """Check that the weights stay drawable at every epoch with ``update`` among the
         updates (else :class:`InvalidRunUpdate`); answer the weights of epoch
@@ -268,7 +395,7 @@ class RunCatalog:
         prepared = plan.prepared
         max_seq, max_epoch = tx.update_totals()
         latest = max_epoch <= update.epoch
-        pending = self._pending_state(run, update.epoch, max_seq)
+        pending = self._pending_state(run, update.epoch, max_seq, overlay)
         if latest and pending is not None:
             # The common case: this update sorts after every update of its epoch, and no
             # later epoch has any: apply it alone to the epoch's state so far.
@@ -294,8 +421,18 @@ class RunCatalog:
     #     last one, the update is applied to that state alone. Anything else replays.
     #     A freeze of the next epoch reads the same state when it is still current.
 
-    def _pending_state(self, run: RunRecord, epoch: int, max_seq: int) -> _Pending | None:
-        pending = self._pending.peek((*_incarnation(run), epoch))
+    def _pending_state(
+        self,
+        run: RunRecord,
+        epoch: int,
+        max_seq: int,
+        overlay: dict[tuple[str, str, int], _Pending] | None = None,
+    ) -> _Pending | None:
+        """The state kept for the next epoch if it is still current; ``overlay`` holds the
+        states of the batch being written (not committed yet: NOTE [Group commit])."""
+        key = (*_incarnation(run), epoch)
+        pending = overlay.get(key) if overlay else None
+        pending = pending or self._pending.peek(key)
         if pending is None or pending.updates != run.updates or pending.max_seq != max_seq:
             return None
         return pending

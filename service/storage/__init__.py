@@ -7,6 +7,7 @@ the store knows nothing of the sampling core. Runs live in their own tables
 
 from sampleplan.service.storage.runs import (
     EpochRecord,
+    RunBatch,
     RunReads,
     RunRecord,
     RunStore,
@@ -20,6 +21,7 @@ __all__ = [
     "EpochRecord",
     "PlanRecord",
     "PlanStore",
+    "RunBatch",
     "RunReads",
     "RunRecord",
     "RunStore",

@@ -114,7 +114,7 @@ _INSERT_UPDATE = sa.text(
     sa.bindparam("alpha", type_=sa.Float(precision=53)),
     sa.bindparam("created_at", type_=sa.DateTime(timezone=True)),
 )
-_COUNT_UPDATE = sa.text("UPDATE runs SET updates = updates + 1 WHERE id = :id")
+_COUNT_UPDATES = sa.text("UPDATE runs SET updates = updates + :added WHERE id = :id")
 _FROZEN_EPOCHS = sa.text("SELECT epoch FROM run_epochs WHERE run_id = :run_id ORDER BY epoch")
 
 
@@ -257,7 +257,21 @@ class RunStore:
             else:
                 query = _LOCK_RUN
             row = conn.execute(query, {"id": run_id}).mappings().first()
-            yield RunTransaction(conn, run_id, _run(row) if row is not None else None)
+            tx = RunTransaction(conn, run_id, _run(row) if row is not None else None)
+            yield tx
+            tx.flush()
+
+    @contextmanager
+    def batch(self) -> Iterator[RunBatch]:
+        """One transaction in which several runs are locked (:meth:`RunBatch.lock`, in the
+        order of their ids, so that two batches never wait for each other) and written:
+        many updates share one commit (NOTE [Group commit] in ``run_catalog.py``)."""
+        with self._writer or nullcontext(), _storage_errors(), self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            batch = RunBatch(conn)
+            yield batch
+            batch.flush()
 
     @contextmanager
     def snapshot(self, run_id: str) -> Iterator[RunReads]:
@@ -278,6 +292,29 @@ class RunStore:
         """Epoch ``epoch``'s record if it is frozen, outside any transaction."""
         with _storage_errors(), self.engine.connect() as conn:
             return _epoch(conn, run_id, epoch)
+
+
+class RunBatch:
+    """The transaction of :meth:`RunStore.batch`: each run locked in it is a
+    :class:`RunTransaction` on the same connection, committed together."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._locked: list[RunTransaction] = []
+
+    def flush(self) -> None:
+        for tx in self._locked:
+            tx.flush()
+
+    def lock(self, run_id: str) -> RunTransaction:
+        """Lock run ``run_id`` for the rest of the batch; ids must come in sorted order."""
+        if self._locked and run_id <= self._locked[-1].run_id:
+            raise RuntimeError("runs are locked in the order of their ids, each once")
+        query = _SELECT_RUN if self._conn.dialect.name == "sqlite" else _LOCK_RUN
+        row = self._conn.execute(query, {"id": run_id}).mappings().first()
+        tx = RunTransaction(self._conn, run_id, _run(row) if row is not None else None)
+        self._locked.append(tx)
+        return tx
 
 
 class RunReads:
@@ -356,7 +393,18 @@ class RunTransaction(RunReads):
     reads and the writes.
     """
 
+    def __init__(self, conn: Connection, run_id: str, run: RunRecord | None) -> None:
+        super().__init__(conn, run_id, run)
+        self._uncounted = 0
+        self._totals: tuple[int, int] | None = None  # kept up to date by add_update
+
     # -- reads ----------------------------------------------------------------------------
+
+    def frozen_epochs(self) -> list[int]:
+        """The run's frozen epochs, in order (as :meth:`RunStore.frozen_epochs`)."""
+        return [
+            int(e) for e in self._conn.execute(_FROZEN_EPOCHS, {"run_id": self.run_id}).scalars()
+        ]
 
     def has_update(self, update_id: str) -> bool:
         """Whether an update with this sender's id is stored (a retried request)."""
@@ -365,9 +413,11 @@ class RunTransaction(RunReads):
 
     def update_totals(self) -> tuple[int, int]:
         """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
-        # Two subqueries, each answered from one end of an index.
-        seq, epoch = self._conn.execute(_UPDATE_TOTALS, {"run_id": self.run_id}).one()
-        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+        if self._totals is None:
+            # Two subqueries, each answered from one end of an index.
+            seq, epoch = self._conn.execute(_UPDATE_TOTALS, {"run_id": self.run_id}).one()
+            self._totals = (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+        return self._totals
 
     def last_key(self, epoch: int, at_least: tuple[int, int]) -> tuple[int, int]:
         """The largest ``(step, rank)`` among epoch ``epoch``'s updates and ``at_least``."""
@@ -401,9 +451,17 @@ class RunTransaction(RunReads):
                 "created_at": _now(),
             },
         ).scalar_one()
-        self._conn.execute(_COUNT_UPDATE, {"id": self.run_id})
+        self._uncounted += 1  # written once for the transaction, by flush()
+        if self._totals is not None:  # seqs grow: this one is the largest now
+            self._totals = (int(inserted), max(self._totals[1], update.epoch))
         self.run = replace(run, updates=run.updates + 1)
         return int(inserted)
+
+    def flush(self) -> None:
+        """Write what is kept to be written once per transaction (the update count)."""
+        if self._uncounted:
+            self._conn.execute(_COUNT_UPDATES, {"id": self.run_id, "added": self._uncounted})
+            self._uncounted = 0
 
     def freeze(self, record: EpochRecord) -> None:
         """Store epoch ``record.epoch`` as frozen (it must not be yet)."""
