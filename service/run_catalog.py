@@ -116,20 +116,19 @@ class _Queued:
 class _Writer:
     """The replica's writer thread of NOTE [Group commit]."""
 
-    def __init__(self, commit: Callable[[list[_Queued]], None], threads: int) -> None:
+    def __init__(self, commit: Callable[[list[_Queued]], None]) -> None:
         self._commit = commit
-        self._threads = threads
         self._queue: deque[_Queued] = deque()
         self._lock = threading.Condition()
-        self._running = 0
+        self._running = False
 
     def submit(self, queued: _Queued) -> None:
         """Queue ``queued`` and wait until it is committed or refused."""
         with self._lock:
             self._queue.append(queued)
             self._lock.notify()
-            if self._running < self._threads:
-                self._running += 1
+            if not self._running:
+                self._running = True
                 threading.Thread(
                     target=self._loop, name="sampleplan-run-writer", daemon=True
                 ).start()
@@ -141,7 +140,7 @@ class _Writer:
                 if not self._queue:
                     self._lock.wait(timeout=1.0)
                 if not self._queue:
-                    self._running -= 1
+                    self._running = False
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
             try:
@@ -222,7 +221,7 @@ class RunCatalog:
         self._plan_ids: LRUCache[str, str] = LRUCache(1024)
         # SQLite has one writer at a time; PostgreSQL overlaps a few transactions' trips.
         sqlite = store.engine.dialect.name == "sqlite"
-        self._writer = _Writer(self._commit_batch, threads=1 if sqlite else _PG_WRITERS)
+        self._writers = [_Writer(self._commit_batch) for _ in range(1 if sqlite else _PG_WRITERS)]
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -304,7 +303,9 @@ class RunCatalog:
         plan = self.catalog.get_plan(known) if known is not None else self.plan_of(run_id)[1]
         update.check(plan.prepared.population_size)
         queued = _Queued(run_id, plan, update, update_id)
-        self._writer.submit(queued)
+        # A run's updates always go to the same writer: they never wait for each other's
+        # row locks, and batch together.
+        self._writers[hash(run_id) % len(self._writers)].submit(queued)
         if queued.error is not None:
             raise queued.error
         assert queued.result is not None
@@ -313,8 +314,9 @@ class RunCatalog:
     # NOTE [Group commit]
     #     Small updates arrive by the hundreds per second, and a commit costs more than
     #     the update (an fsync on PostgreSQL; on SQLite its one write lock). So each
-    #     replica has one writer thread (a few on PostgreSQL, ``_PG_WRITERS``, whose
-    #     round trips then overlap): updates queue for it, and it takes every update
+    #     replica has one writer thread (on PostgreSQL ``_PG_WRITERS``, each for its share
+    #     of the runs, whose round trips then overlap without waiting for each other's
+    #     row locks): updates queue for it, and it takes every update
     #     waiting (up to ``_BATCH``) into one transaction, locks their runs in the order of
     #     their ids (NOTE [Run transactions]; two replicas' batches never wait for each
     #     other), applies each as the unit of work it always was (read, decide, write;

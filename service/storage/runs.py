@@ -94,8 +94,12 @@ run_epochs = sa.Table(
 
 # The statements every update makes, written once: building them with the expression
 # language per call cost more than running them (issue 22: small updates under load).
+# With the run, the largest seq and epoch of its updates (RunTransaction.update_totals).
 _SELECT_RUN_SQL = (
-    "SELECT id, plan_id, max_frozen, updates, created_at, kept_from FROM runs WHERE id = :id"
+    "SELECT id, plan_id, max_frozen, updates, created_at, kept_from, "
+    "(SELECT max(seq) FROM run_updates WHERE run_id = :id) AS max_seq, "
+    "(SELECT max(epoch) FROM run_updates WHERE run_id = :id) AS max_epoch "
+    "FROM runs WHERE id = :id"
 )
 _SELECT_RUN = sa.text(_SELECT_RUN_SQL).columns(created_at=sa.DateTime(timezone=True))
 _LOCK_RUN = sa.text(f"{_SELECT_RUN_SQL} FOR UPDATE").columns(created_at=sa.DateTime(timezone=True))
@@ -257,7 +261,7 @@ class RunStore:
             else:
                 query = _LOCK_RUN
             row = conn.execute(query, {"id": run_id}).mappings().first()
-            tx = RunTransaction(conn, run_id, _run(row) if row is not None else None)
+            tx = _locked(conn, run_id, row)
             yield tx
             tx.flush()
 
@@ -312,7 +316,7 @@ class RunBatch:
             raise RuntimeError("runs are locked in the order of their ids, each once")
         query = _SELECT_RUN if self._conn.dialect.name == "sqlite" else _LOCK_RUN
         row = self._conn.execute(query, {"id": run_id}).mappings().first()
-        tx = RunTransaction(self._conn, run_id, _run(row) if row is not None else None)
+        tx = _locked(self._conn, run_id, row)
         self._locked.append(tx)
         return tx
 
@@ -507,6 +511,16 @@ class RunTransaction(RunReads):
         if self.run is None:
             raise RuntimeError(f"no run {self.run_id!r} to write to: check .run first")
         return self.run
+
+
+def _locked(conn: Connection, run_id: str, row: Any) -> RunTransaction:
+    """The transaction of run ``run_id``, whose row (with its update totals) is locked."""
+    if row is None:
+        return RunTransaction(conn, run_id, None)
+    tx = RunTransaction(conn, run_id, _run(row))
+    seq, epoch = row["max_seq"], row["max_epoch"]
+    tx._totals = (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+    return tx
 
 
 def _epoch(conn: Connection, run_id: str, epoch: int) -> EpochRecord | None:
