@@ -324,3 +324,90 @@ def test_deleting_a_run_deletes_its_rows_and_frees_its_id(database_url: str) -> 
         page = api.get("/v1/runs/gone/indices", params={"epoch": 1}).json()["indices"]
         assert page == reference.weighted_stream(inverse_frequency(other), 20, True, SEED + 1)
         assert api.get("/v1/runs/gone").json()["frozen_epochs"] == [1]
+
+
+def test_updates_committed_together_are_each_decided_alone(database_url: str) -> None:
+    """NOTE [Group commit]: 16 threads send updates to 4 runs at once, a third of them
+    refused (a negative weight would result) or retried; the valid ones are all stored,
+    once, in each run's (step, arrival) order, and the refused ones changed nothing."""
+    import threading
+
+    drop_everything(database_url)
+    with service(database_url) as api:
+        runs_ = [f"many-{i}" for i in range(4)]
+        for run_id in runs_:
+            make_run(api, run_id)
+        answers: dict[str, int] = {}
+        lock = threading.Lock()
+
+        def send(thread: int) -> None:
+            for k in range(12):
+                run_id = runs_[(thread + k) % 4]
+                bad = k % 3 == 2
+                body = {
+                    "epoch": 0,
+                    "step": thread * 100 + k,
+                    "op": "set",
+                    "indices": [thread, 20 + k],
+                    "values": [-1.0 if bad else 1.0 + thread, 2.0 + k],
+                    "update_id": f"u{thread}-{k}",
+                }
+                status = api.post(f"/v1/runs/{run_id}/updates", json=body).status_code
+                if k % 4 == 0:  # a retry of the same update: stored once
+                    again = api.post(f"/v1/runs/{run_id}/updates", json=body).status_code
+                    assert again == status
+                with lock:
+                    answers[f"{run_id}/{thread}/{k}"] = status
+
+        threads = [threading.Thread(target=send, args=(t,)) for t in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for key, status in answers.items():
+            k = int(key.rsplit("/", 1)[1])
+            assert status == (422 if k % 3 == 2 else 202), key
+        for run_id in runs_:
+            accepted = sorted(
+                (int(t) * 100 + int(k), int(t), int(k))
+                for key, status in answers.items()
+                if status == 202
+                for r, t, k in [key.split("/")]
+                if r == run_id
+            )
+            assert api.get(f"/v1/runs/{run_id}").json()["updates"] == len(accepted)
+            expected = inverse_frequency()
+            for _, thread, k in accepted:
+                expected[thread] = 1.0 + thread
+                expected[20 + k] = 2.0 + k
+            assert weights_of(api, run_id, 1) == expected
+
+
+def test_a_batch_whose_commit_fails_is_answered_503_and_stores_nothing(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from sampleplan.service.storage import runs as runs_module
+
+    drop_everything(database_url)
+    with service(database_url) as api:
+        make_run(api, "fails")
+        body = {"epoch": 0, "op": "set", "indices": [1], "values": [3.0], "update_id": "once"}
+
+        def broken(self: object) -> None:
+            raise OperationalError("UPDATE runs", {}, Exception("the disk is gone"))
+
+        with monkeypatch.context() as patch:
+            patch.setattr(runs_module.RunTransaction, "flush", broken)
+            failed = api.post("/v1/runs/fails/updates", json=body)
+        assert failed.status_code == 503, failed.text
+        assert stored_rows(database_url, "fails") == (0, 0, 0)
+        assert api.get("/v1/runs/fails").json()["updates"] == 0
+        # The sender retries with the same id: stored once, now.
+        assert api.post("/v1/runs/fails/updates", json=body).status_code == 202
+        assert api.post("/v1/runs/fails/updates", json=body).status_code == 202
+        assert api.get("/v1/runs/fails").json()["updates"] == 1
+        expected = inverse_frequency()
+        expected[1] = 3.0
+        assert weights_of(api, "fails", 1) == expected
