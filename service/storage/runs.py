@@ -13,7 +13,9 @@ NOTE [Run transactions]
     on PostgreSQL ``SELECT ... FOR UPDATE`` of the run's row, on SQLite ``BEGIN
     IMMEDIATE`` (the database's write lock). Whichever commits first wins; the other
     sees its effect (the update then gets 409, or the freeze includes the update). Any
-    number of replicas may race; they serialise on the row.
+    number of replicas may race; they serialise on the row. A batch of updates
+    (:meth:`RunStore.batch`) locks each of its runs so, in the order of their ids, so
+    that two batches never wait for each other in a cycle.
 """
 
 from __future__ import annotations

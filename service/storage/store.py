@@ -86,8 +86,8 @@ schema_version = sa.Table(
 #:   ``run_updates``, ``run_epochs`` (:mod:`sampleplan.service.storage.runs`). A version-1 release
 #:   would misread both (label-set datasets as single-label codes, new blobs as zlib), so
 #:   it must refuse such a database, which the bump makes it do.
-#: - 3: frozen epochs stored as the updates that made them, with keyframes (NOTE [How
-#:   frozen epochs are stored] in ``storage/runs.py``): new columns
+#: - 3: frozen epochs stored as the updates that made them, with keyframes
+#:   (NOTE [How frozen epochs are stored] in ``run_catalog.py``): new columns
 #:   ``run_epochs.base_epoch`` and ``runs.kept_from``, index ``ix_run_updates_run_seq``.
 #:   Every version-2 frozen epoch is a keyframe as it stands; a version-2 release would
 #:   read a derived epoch (no weights) as the plan's weights, so it must refuse.
