@@ -56,3 +56,15 @@ def test_wrk_reports_pages_that_differ(load: ModuleType, tmp_path: Path) -> None
             url, list(paths.values()), tmp_path, connections=4, duration=1, expected=wrong
         )
     assert result.requests > 0 and result.mismatches == result.requests
+
+
+def test_the_write_scenario_counts_acknowledged_updates_and_finds_them_stored(
+    load: ModuleType, tmp_path: Path
+) -> None:
+    with load.server_process(tmp_path) as (url, _pid):
+        row = load.write_load(url, tmp_path, scenario="writes-sqlite", duration=1.0)
+    assert row.ok, row.note
+    acknowledged, stored = row.extra["acknowledged"], row.extra["stored"]
+    assert acknowledged == row.extra["requests"] > 0 and row.extra["failed"] == 0
+    assert acknowledged <= stored <= acknowledged + load.WRITE_CONNECTIONS
+    assert "none lost" in row.note and ">= 500/s" in row.target
