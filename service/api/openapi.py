@@ -60,6 +60,11 @@ _PROBLEM_EXAMPLES: dict[str, tuple[type[errors.SamplingError], str]] = {
         errors.PayloadTooLarge,
         "the dataset has 200000000 labels; this service takes at most 100000000",
     ),
+    "410": (
+        errors.EpochPruned,
+        "epoch 3 of run 'example-run' is no longer kept: the service keeps the latest "
+        "frozen epochs only (run_keep_epochs), epoch 64 and later",
+    ),
     "415": (errors.UnsupportedMediaType, "unsupported Content-Type"),
     "504": (errors.RequestTimeout, "no response within 60 s"),
     "422": (errors.InvalidInput, "seed: Input should be greater than or equal to 0"),

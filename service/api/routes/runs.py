@@ -47,6 +47,14 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No run has this id."}
 }
 
+_PRUNED: dict[int | str, dict[str, Any]] = {
+    410: {
+        "model": Problem,
+        "description": "The epoch is no longer kept (the service's retention setting, "
+        "SAMPLEPLAN_RUN_KEEP_EPOCHS, dropped it).",
+    }
+}
+
 
 def run_out(info: RunInfo) -> RunOut:
     return RunOut(
@@ -259,11 +267,13 @@ WeightsEpochQuery = Annotated[
     description=(
         "float64, one per population position: the plan's weights for epoch 0, then those "
         "the updates of the epochs before made. Reading an epoch freezes it; its weights "
-        "are kept for ever. At most `max_page` values per response."
+        "are kept for ever (or as long as the service's retention setting keeps them: 410 "
+        "after). At most `max_page` values per response."
     ),
     responses={
         **array_responses("The weights", "<f8", examples.RUN_WEIGHTS, RunWeightsOut),
         **_NOT_FOUND,
+        **_PRUNED,
         422: {"model": Problem, "description": "More weights than `max_page`."},
     },
 )
@@ -297,6 +307,7 @@ def get_run_weights(
     responses={
         **array_responses("The page of indices", "<i8", examples.RUN_INDICES, RunIndicesOut),
         **_NOT_FOUND,
+        **_PRUNED,
         422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
     },
 )
