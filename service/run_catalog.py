@@ -57,6 +57,10 @@ _PENDING_CACHE = 16
 #: otherwise lie between it and the previous keyframe (NOTE [How frozen epochs are stored]).
 KEYFRAME_EVERY = 64
 
+#: ... or when the updates since the previous keyframe take this share of the bytes of
+#: the weights (NOTE [How frozen epochs are stored]).
+KEYFRAME_UPDATE_SHARE = 1 / 8
+
 # NOTE [How frozen epochs are stored]
 #     A frozen epoch's weights are a function of the plan's weights and the updates of
 #     the epochs before it, and those updates are final once it is frozen (an update for
@@ -69,10 +73,13 @@ KEYFRAME_EVERY = 64
 #     mismatch is a 503, never other weights).
 #     A keyframe stores the weights whole: an epoch is one when ``KEYFRAME_EVERY``
 #     frozen epochs would lie since the last keyframe, or when the updates since it
-#     take as many bytes as the weights do. Replaying one epoch from its keyframe so
-#     costs at most ``KEYFRAME_EVERY`` passes over the weights plus as many update bytes
-#     as the weights take, and storage is the updates plus one weights array per
-#     ``KEYFRAME_EVERY`` frozen epochs (1e6 samples: 8 MB / 64 = 125 KB per epoch).
+#     take an eighth of the bytes the weights do (``KEYFRAME_UPDATE_SHARE``). Replaying
+#     one epoch from its keyframe so costs at most ``KEYFRAME_EVERY`` passes over the
+#     weights plus an eighth of their bytes in updates, and storage is at most the
+#     updates, eight times their bytes in keyframes, and one weights array per
+#     ``KEYFRAME_EVERY`` frozen epochs (1e6 samples, small updates: 8 MB / 64 = 125 KB
+#     per epoch). A replica's first read of the epoch after a large update (1e5 of 1e6
+#     weights) so reads a keyframe, as fast as the whole weights were read before.
 #     An epoch frozen before any update went in stores nothing: it is the plan's.
 #     Frozen epochs of schema 2 are all keyframes; they are read as they are.
 #     Retention (``run_keep_epochs``): when an epoch is frozen, the latest keyframe at
@@ -578,9 +585,8 @@ class RunCatalog:
         keyframe = tx.latest_keyframe_before(epoch)
         since = -1 if keyframe is None else keyframe.epoch
         frozen = tx.frozen_between(since + 1, epoch) + 1
-        if frozen >= KEYFRAME_EVERY or tx.update_bytes_between(max(since, 0), epoch) >= 8 * int(
-            weights.shape[0]
-        ):
+        budget = KEYFRAME_UPDATE_SHARE * 8 * int(weights.shape[0])
+        if frozen >= KEYFRAME_EVERY or tx.update_bytes_between(max(since, 0), epoch) >= budget:
             whole = np.ascontiguousarray(weights, dtype="<f8").tobytes()
             return EpochRecord(epoch=epoch, weights=whole, weights_sha256=digest)
         base = tx.latest_frozen_before(epoch)

@@ -92,14 +92,15 @@ def test_kill_9_mid_burst_loses_no_acknowledged_plan(tmp_path: Path) -> None:
 
 
 RUN_WORKERS = 3
-RUN_LABELS = [0] * 30 + [1] * 12 + [2] * 8  # 50 samples: 400 bytes of weights
+RUN_LABELS = [0] * 240 + [1] * 96 + [2] * 64  # 400 samples: 3200 bytes of weights
 
 
 def test_kill_9_while_frozen_epochs_are_stored_loses_no_acknowledged_update(
     tmp_path: Path,
 ) -> None:
     """Runs whose epochs are frozen as they go, so the server keeps storing frozen epochs
-    (derived ones, and keyframes: 400 bytes of weights make one every few updates) and
+    (derived ones, and keyframes: with 3200 bytes of weights, an eighth of them in updates
+    makes one every third epoch) and
     batches of updates when it is killed. After a restart every acknowledged update is
     stored, and every frozen epoch serves the weights it served before the kill, which
     are those the stored updates make by the rule written out (NOTE [Run updates])."""
@@ -131,7 +132,7 @@ def test_kill_9_while_frozen_epochs_are_stored_loses_no_acknowledged_update(
                             "epoch": epoch,
                             "step": step,
                             "op": "mul" if step % 2 else "set",
-                            "indices": [(epoch * 7 + step * 3 + k) % 50 for k in range(3)],
+                            "indices": [(epoch * 7 + step * 3 + k) % 400 for k in range(3)],
                             "values": [1.0 + ((epoch + step + k) % 5) / 4 for k in range(3)],
                             "update_id": update_id,
                         }
@@ -168,7 +169,7 @@ def test_kill_9_while_frozen_epochs_are_stored_loses_no_acknowledged_update(
         ).fetchone()
     conn.close()
     assert acknowledged <= stored_ids, sorted(acknowledged - stored_ids)[:5]
-    assert kinds[1] > 0 and kinds[2] > 0  # keyframes and derived epochs were both stored
+    assert kinds[1] > 0 and kinds[2] > 0, kinds  # keyframes and derived epochs were both stored
 
     restarted = ServerProcess(env, tmp_path / "second.log").start()
     try:

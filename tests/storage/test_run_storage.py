@@ -140,7 +140,10 @@ def test_frozen_epochs_rebuilt_from_updates_are_bit_identical_to_whole_ones(
     frozen, whole, _ = stored_rows(database_url, "whole")
     assert (frozen, whole) == (EPOCHS, EPOCHS - 1)  # epoch 0 is the plan's: nothing stored
     frozen, whole, updates = stored_rows(database_url, "derived")
-    assert frozen == EPOCHS and whole == (EPOCHS - 1) // run_catalog.KEYFRAME_EVERY
+    # Keyframes every 64 frozen epochs at least, and whenever the updates since the last
+    # one reach an eighth of the weights' 4000 bytes (about every seventh epoch here).
+    assert frozen == EPOCHS
+    assert (EPOCHS - 1) // run_catalog.KEYFRAME_EVERY <= whole <= EPOCHS // 4
     assert EPOCHS <= updates <= 2 * EPOCHS
     # A fresh replica (nothing in memory) rebuilds every epoch from its keyframe.
     with service(database_url) as api:
