@@ -29,6 +29,7 @@ from sampleplan.service.logs import configure_logging
 from sampleplan.service.metrics import ServiceMetrics
 from sampleplan.service.run_catalog import RunCatalog
 from sampleplan.service.storage import PlanStore, RunStore
+from sampleplan.service.storage.store import DatabaseTimeouts
 
 DESCRIPTION = """\
 Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
@@ -86,6 +87,16 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
     )
 
 
+def database_timeouts(settings: Settings) -> DatabaseTimeouts:
+    """The settings' bounds on waiting for the database (NOTE [Database timeouts])."""
+    return DatabaseTimeouts(
+        connect=settings.database_connect_timeout_seconds,
+        ping=settings.database_ping_timeout_seconds,
+        statement=settings.database_statement_timeout_seconds,
+        pool=settings.database_pool_timeout_seconds,
+    )
+
+
 def create_app(
     settings: Settings | None = None, *, freeze_gc: bool = False, fast_lane: bool = True
 ) -> FastAPI:
@@ -102,7 +113,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = PlanStore.open(settings.database_url)
+        store = PlanStore.open(settings.database_url, database_timeouts(settings))
         exact.configure_parallelism(
             threads=settings.exact_threads, min_draws=settings.exact_parallel_min_draws
         )
