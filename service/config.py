@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Most indices or weights in one response (422 beyond).",
     )
+    plan_classes_inline: int = Field(
+        default=10_000,
+        ge=1,
+        description="Classes a plan's answer lists in full; past this its `classes` holds "
+        "the first this many, `classes_page` says how many there are, and "
+        "GET /v1/plans/{plan_id}/classes pages through them (the report lists as many).",
+    )
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."
     )
