@@ -207,6 +207,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.update_batch_size = update_batch_size
         self._run_updates: RunUpdates | None = None
         self.plan = self._source.load_plan()
+        self._counts: npt.NDArray[np.int64] | None = None
         self._schedule = schedule_from_json(self.plan.config.get("schedule"))
         if run is not None:
             assert api is not None
@@ -309,11 +310,20 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         if self._schedule is None or self.plan.config.get("num_samples") is not None:
             return self.plan.num_samples
         # The schedule is a pure function of the class counts: the same core as the service.
-        counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
+        counts = self._class_counts()
         return (
             self._schedule.num_samples(counts, self._epoch if epoch is None else epoch)
             or self.plan.population_size
         )
+
+    def _class_counts(self) -> npt.NDArray[np.int64]:
+        """Every class's count, read by the page once when the plan's answer was summarised."""
+        if self._counts is None:
+            rows = self.plan.classes
+            if not self.plan.classes_complete and self.api is not None:
+                rows = self.api.all_classes(self.plan)
+            self._counts = np.array([row.count for row in rows], dtype=np.int64)
+        return self._counts
 
     @property
     def num_samples(self) -> int:  # type: ignore[override]
