@@ -36,7 +36,8 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="Longest one statement may run or wait for a lock: PostgreSQL's "
-        "statement_timeout and lock_timeout, SQLite's busy timeout (503 beyond).",
+        "statement_timeout and lock_timeout, SQLite's busy timeout (503 beyond); a PostgreSQL "
+        "statement or commit with no answer at all is cut off a second later.",
     )
     database_pool_timeout_seconds: float = Field(
         default=5.0,

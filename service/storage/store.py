@@ -8,10 +8,15 @@ replicas racing on the same plan both succeed and leave one row.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
+import os
 import select
+import socket
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -212,12 +217,16 @@ class DatabaseTimeouts:
 #     - one statement: PostgreSQL's ``statement_timeout`` and ``lock_timeout``, which the
 #       server enforces (a statement over it fails, the request gets a 503); SQLite's busy
 #       timeout, the longest a statement waits for the database's write lock;
+#     - a server that goes silent in the middle of a statement or a commit, after its
+#       connection answered the ping: the server's timeout cannot fire there, so a
+#       watchdog thread (:class:`_Watchdog`) shuts the connection's socket down once the
+#       statement timeout and a second of grace have passed with no answer (a live
+#       server would have cancelled the statement by then); the waiting thread gets a
+#       disconnection error, the request a 503, and no worker thread stays stuck;
 #     - a free connection: the pool's ``pool_timeout``.
 #
 #     Recovery needs nothing: dropped connections are reopened on demand, so the first
-#     request after the server answers again succeeds. What no bound here catches is a
-#     server that goes silent in the middle of a statement (after its ping): that request
-#     waits for the request timeout (504); the next ones get their 503 from the ping.
+#     request after the server answers again succeeds.
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -289,6 +298,117 @@ def _ping_on_checkout(timeout: float) -> Callable[[Any, Any, Any], None]:
     return on_checkout
 
 
+#: Past the statement timeout, how long the server has to say so before the connection is
+#: taken for silent (NOTE [Database timeouts]).
+STATEMENT_GRACE_SECONDS = 1.0
+
+
+class _Watchdog:
+    """Shuts down the socket of a connection whose statement (or commit) has had no answer
+    by its deadline, so that the thread waiting on it gets an error instead of waiting on.
+
+    One daemon thread for the process, started on first use. Arming and disarming take a
+    lock the thread holds while it shuts a socket down, so a disarmed connection (one
+    whose statement has returned, and which may be closed and its file descriptor reused)
+    is never touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._armed: dict[int, int] = {}  # token -> file descriptor
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+        self.fired = 0
+
+    def arm(self, fd: int, seconds: float) -> int:
+        token = next(self._tokens)
+        with self._lock:
+            self._armed[token] = fd
+            entry = (time.monotonic() + seconds, token)
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sampleplan-db-watchdog", daemon=True
+                )
+                self._thread.start()
+            if self._heap[0] == entry:
+                # The thread sleeps until the earliest deadline: wake it only for a new
+                # earliest one (rarely: every deadline is now plus the same seconds).
+                self._lock.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._lock:
+            self._armed.pop(token, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)  # disarmed: forget it
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                deadline, token = self._heap[0]
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._lock.wait(remaining)
+                    continue
+                heapq.heappop(self._heap)
+                fd = self._armed.pop(token)
+                self.fired += 1
+                logger.warning("the database did not answer a statement in time: disconnecting")
+                try:
+                    with socket.socket(fileno=os.dup(fd)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # already closed: nothing waits on it
+                    pass
+
+
+_WATCHDOG = _Watchdog()
+_WATCHED = "sampleplan_watchdog"
+
+
+def _watch_statements(engine: Engine, seconds: float) -> None:
+    """Arm :data:`_WATCHDOG` around every statement and commit of ``engine``'s connections."""
+
+    def arm(info: dict[str, Any], dbapi_connection: Any) -> None:
+        disarm(info)
+        info[_WATCHED] = _WATCHDOG.arm(dbapi_connection.pgconn.socket, seconds)
+
+    def disarm(info: dict[str, Any]) -> None:
+        token = info.pop(_WATCHED, None)
+        if token is not None:
+            _WATCHDOG.disarm(token)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def before(conn: Connection, *_: Any) -> None:
+        arm(conn.connection.info, conn.connection.dbapi_connection)
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def after(conn: Connection, *_: Any) -> None:
+        disarm(conn.connection.info)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def failed(context: sa.engine.ExceptionContext) -> None:
+        if context.connection is not None and not context.connection.invalidated:
+            disarm(context.connection.connection.info)
+
+    @sa.event.listens_for(engine, "commit")
+    def commit(conn: Connection) -> None:
+        # No event follows a commit: the connection's return to the pool disarms it.
+        arm(conn.connection.info, conn.connection.dbapi_connection)
+
+    @sa.event.listens_for(engine, "checkin")
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        disarm(record.info)
+
+    @sa.event.listens_for(engine, "close")
+    def close(_dbapi_connection: Any, record: Any) -> None:
+        disarm(record.info)
+
+
 def _mark_fresh(_dbapi_connection: Any, record: Any) -> None:
     record.info["fresh"] = True
 
@@ -330,6 +450,7 @@ def create_engine_for(url: str, timeouts: DatabaseTimeouts | None = None) -> Eng
     if psycopg:
         sa.event.listen(engine, "connect", _mark_fresh)
         sa.event.listen(engine, "checkout", _ping_on_checkout(timeouts.ping))
+        _watch_statements(engine, timeouts.statement + STATEMENT_GRACE_SECONDS)
     return engine
 
 

@@ -19,7 +19,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from sampleplan.service.config import Settings
+from sampleplan.service.errors import StorageUnavailable
 from sampleplan.service.main import create_app
+from sampleplan.service.storage import PlanStore
+from sampleplan.service.storage import store as store_module
+from sampleplan.service.storage.store import DatabaseTimeouts
 from tests.helpers.relay import Relay
 
 #: What the issue asks of a silent database: a 503 within this many seconds.
@@ -156,3 +160,46 @@ def test_the_settings_reach_the_engine(tmp_path: Path) -> None:
         assert engine.pool._timeout == 3.0
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 2500
+
+
+def test_a_postgres_silent_in_the_middle_of_a_statement_is_cut_off(
+    relayed_postgres: tuple[str, Relay],
+) -> None:
+    """After its ping, a connection's statement and its commit are bounded too: past the
+    statement timeout and a second of grace the watchdog shuts the socket down."""
+    url, relay = relayed_postgres
+    store = PlanStore.open(url, DatabaseTimeouts(statement=1.0))
+    try:
+        with pytest.raises(StorageUnavailable), store._connection() as conn:
+            relay.pause()  # checked out and pinged: the statement is the first to wait
+            started = time.monotonic()
+            conn.execute(sa.text("SELECT 1"))
+        assert 1.0 <= time.monotonic() - started < 3.0
+        relay.resume()
+        assert store.count() == (0, 0)
+
+        with pytest.raises(StorageUnavailable), store._transaction() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            relay.pause()  # the commit is what waits
+            started = time.monotonic()
+        assert 1.0 <= time.monotonic() - started < 3.0
+        relay.resume()
+        assert store.count() == (0, 0)
+    finally:
+        relay.resume()
+        store.close()
+
+
+def test_the_watchdog_leaves_answered_statements_alone(postgres_url: str) -> None:
+    """A statement that answers within its time is never cut off, however many there are."""
+    store = PlanStore.open(postgres_url, DatabaseTimeouts(statement=0.3))
+    try:
+        fired = store_module._WATCHDOG.fired
+        for _ in range(50):
+            store.count()
+        with store._connection() as conn:
+            time.sleep(0.8)  # idle, between statements: nothing to wait for
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+        assert store_module._WATCHDOG.fired == fired
+    finally:
+        store.close()
