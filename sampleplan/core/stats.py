@@ -352,15 +352,24 @@ def _label_weight_table(plan: PreparedPlan, sets: LabelSets) -> Float64Array | N
     return label_weight_table(config, sets, class_weights)
 
 
-def expected_shares_by_epoch(plan: PreparedPlan, epochs: int) -> list[list[float]]:
-    """Each class's expected share of the draws, for epochs ``0 .. epochs - 1``.
+def expected_shares_by_epoch(
+    plan: PreparedPlan, epochs: int, classes: int | None = None
+) -> tuple[list[list[float]], float]:
+    """Each class's expected share of the draws, for epochs ``0 .. epochs - 1``, and the
+    largest share of any class in any of them.
 
-    A plan with a schedule changes its weights by epoch; one without gives the same
-    shares every epoch.
+    ``classes``: only the first that many classes' shares (the peak is still over all of
+    them), so that a plan of a million classes costs an array per epoch, not a million
+    floats. A plan with a schedule changes its weights by epoch; one without gives the
+    same shares every epoch.
     """
-    return [
-        plan_statistics(plan.at_epoch(epoch)).expected_shares.tolist() for epoch in range(epochs)
-    ]
+    shares, peak = [], 0.0
+    for epoch in range(epochs):
+        epoch_shares = plan_statistics(plan.at_epoch(epoch)).expected_shares
+        if epoch_shares.shape[0]:
+            peak = max(peak, float(epoch_shares.max()))
+        shares.append(epoch_shares[:classes].tolist())
+    return shares, peak
 
 
 def class_table(plan: PreparedPlan) -> list[ClassStats]:

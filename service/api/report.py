@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from html import escape
+from typing import Any, NamedTuple
 
 from sampleplan.service.api.schemas import ClassRow, PlanOut
 
@@ -88,14 +89,14 @@ _LINE_COLOURS = (
 
 def render_report(
     plan: PlanOut,
-    schedule_shares: list[list[float]] | None = None,
+    schedule_shares: ScheduleShares | None = None,
     *,
     flagged: tuple[list[ClassRow], int] | None = None,
 ) -> str:
     """The whole HTML page for ``plan``.
 
-    ``schedule_shares[e][c]``, for a plan with a schedule, is class ``c``'s expected share
-    of epoch ``e``'s draws; the page then charts it against the epoch. ``flagged``: the
+    ``schedule_shares``, for a plan with a schedule, are the first classes' expected
+    shares of each epoch's draws; the page then charts them against the epoch. ``flagged``: the
     classes repeated most (at most :data:`MAX_FLAGGED`) and how many are repeated more
     than :data:`REPEAT_WARNING` times, over the whole table (a summarised plan's
     ``classes`` holds only its first rows); by default, found in ``plan.classes``.
@@ -284,12 +285,24 @@ def _chart(rows: list[ClassRow], total: int) -> str:
     return "".join(out)
 
 
-def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
+class ScheduleShares(NamedTuple):
+    """What the schedule chart draws: the first classes' expected shares by epoch."""
+
+    #: The first classes (at most :data:`MAX_SCHEDULE_LINES`), in class order.
+    labels: list[Any]
+    #: ``shares[e][c]``: class ``c``'s expected share of epoch ``e``'s draws.
+    shares: list[list[float]]
+    #: The largest share of any class (not only the first) in any epoch.
+    peak: float
+
+
+def _schedule_chart(plan: PlanOut, schedule: ScheduleShares) -> str:
     """Lines: per class, its expected share of each epoch's draws."""
+    shares, peak = schedule.shares, schedule.peak
     left, plot_w, plot_h, top, legend_w = 50, 520, 220, 16, 180
     width, height = left + plot_w + legend_w, top + plot_h + 40
     epochs = len(shares)
-    peak = max([max(row) for row in shares if row] + [1e-12])
+    peak = max(peak, 1e-12)
     lines = [
         f'<svg class="schedule-chart" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" '
@@ -306,14 +319,14 @@ def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
     for e in range(0, epochs, step):
         x = left + plot_w * e / max(epochs - 1, 1)
         lines.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{e}</text>')
-    for c, row in enumerate(plan.classes[:MAX_SCHEDULE_LINES]):
+    for c, name in enumerate(schedule.labels[:MAX_SCHEDULE_LINES]):
         colour = _LINE_COLOURS[c % len(_LINE_COLOURS)]
         points = " ".join(
             f"{left + plot_w * e / max(epochs - 1, 1):.1f},"
             f"{top + plot_h * (1 - shares[e][c] / peak):.1f}"
             for e in range(epochs)
         )
-        label = escape(str(row.label))
+        label = escape(str(name))
         lines.append(
             f'<g class="class-line" data-class="{label}"><title>{label}</title>'
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/></g>'
@@ -322,7 +335,7 @@ def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
         lines.append(
             f'<rect x="{left + plot_w + 16}" y="{y - 9}" width="10" height="10" '
             f'fill="{colour}"/><text x="{left + plot_w + 30}" y="{y}">'
-            f"{escape(_short(row.label))}: {_pct(shares[0][c])} → {_pct(shares[-1][c])}</text>"
+            f"{escape(_short(name))}: {_pct(shares[0][c])} → {_pct(shares[-1][c])}</text>"
         )
     lines.append("</svg>")
     if _num_classes(plan) > MAX_SCHEDULE_LINES:

@@ -218,3 +218,20 @@ def test_a_sampler_reads_every_count_of_a_summarised_dynamic_balance_plan(
             # int((n / n_min) ** (lambda ** epoch) * n_min) per class.
             quotas = [int((n / smallest) ** (0.5**epoch) * smallest) for n in counts]
             assert len(sampler) == sum(quotas) == len(list(sampler))
+
+
+def test_the_schedule_chart_of_a_summarised_plan_is_the_whole_plan_s(
+    whole: TestClient, summarised: TestClient
+) -> None:
+    plan_id = create(whole, schedule=SCHEDULE)["id"]
+    charts = [
+        re.search(
+            r'<svg class="schedule-chart".*?</svg>',
+            api.get(f"/v1/plans/{plan_id}/report").text,
+            re.S,
+        )
+        for api in (whole, summarised)
+    ]
+    assert charts[0] is not None and charts[1] is not None
+    assert charts[0].group(0) == charts[1].group(0)
+    assert charts[0].group(0).count("<polyline") == 12

@@ -17,7 +17,13 @@ from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
 from sampleplan.service.api.deps import JSON_BODY, CatalogDep
 from sampleplan.service.api.page_threads import run_page_work
-from sampleplan.service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
+from sampleplan.service.api.report import (
+    MAX_SCHEDULE_LINES,
+    REPORT_CSP,
+    SCHEDULE_EPOCHS,
+    ScheduleShares,
+    render_report,
+)
 from sampleplan.service.api.schemas import (
     ClassesOut,
     IndicesOut,
@@ -391,7 +397,10 @@ def get_report(
     plan = catalog.get_plan(plan_id)
     shares = None
     if plan.prepared.config.schedule is not None:
-        shares = expected_shares_by_epoch(plan.prepared, SCHEDULE_EPOCHS)
+        by_epoch, peak = expected_shares_by_epoch(
+            plan.prepared, SCHEDULE_EPOCHS, MAX_SCHEDULE_LINES
+        )
+        shares = ScheduleShares(plan.classes[:MAX_SCHEDULE_LINES], by_epoch, peak)
     stats = catalog.statistics(plan)
     html = render_report(
         summarised_plan_out(catalog, plan), shares, flagged=flagged_classes(plan, stats)
