@@ -82,6 +82,7 @@ from sampleplan.client._arguments import check_int, checked_sampler_arguments
 from sampleplan.client._cache import PlanCache
 from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
+from sampleplan.client._exceptions import ServerError, TransportError
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
 from sampleplan.client._plan_source import EpochPages, PlanSource
@@ -319,10 +320,19 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     def _class_counts(self) -> npt.NDArray[np.int64]:
         """Every class's count, read by the page once when the plan's answer was summarised."""
         if self._counts is None:
-            rows = self.plan.classes
-            if not self.plan.classes_complete and self.api is not None:
-                rows = self.api.all_classes(self.plan)
-            self._counts = np.array([row.count for row in rows], dtype=np.int64)
+            if self.plan.classes_complete:
+                counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
+            elif self.api is None:
+                counts = self._source.offline(None).class_counts()
+            else:
+                try:
+                    rows = self.api.all_classes(self.plan)
+                    counts = np.array([row.count for row in rows], dtype=np.int64)
+                except (TransportError, ServerError) as exc:
+                    if self.cache is None:
+                        raise
+                    counts = self._source.offline(exc).class_counts()
+            self._counts = counts
         return self._counts
 
     @property

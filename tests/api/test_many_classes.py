@@ -209,15 +209,19 @@ def test_a_sampler_reads_every_count_of_a_summarised_dynamic_balance_plan(
     with LiveServer(create_app(settings)) as server, SamplePlanClient(server.url) as api:
         plan = api.create_plan(labels=LABELS, schedule={"kind": "dynamic_balance", "lambda": 0.5})
         assert not plan.classes_complete
-        sampler = RemoteWeightedSampler(plan.id, api, fallback=False)
+        online = RemoteWeightedSampler(plan.id, api)  # caches the plan on the way
+        # Offline, from the cache: the counts come from the cached class codes.
+        offline = RemoteWeightedSampler(plan.id, None)
+        assert not offline.plan.classes_complete
         counts = Counter(LABELS).values()
         smallest = min(counts)
-        for epoch in range(3):
-            sampler.set_epoch(epoch)
-            # catalyst's DynamicBalanceClassSampler (downsampling), written out:
-            # int((n / n_min) ** (lambda ** epoch) * n_min) per class.
-            quotas = [int((n / smallest) ** (0.5**epoch) * smallest) for n in counts]
-            assert len(sampler) == sum(quotas) == len(list(sampler))
+        for sampler in (online, offline):
+            for epoch in range(3):
+                sampler.set_epoch(epoch)
+                # catalyst's DynamicBalanceClassSampler (downsampling), written out:
+                # int((n / n_min) ** (lambda ** epoch) * n_min) per class.
+                quotas = [int((n / smallest) ** (0.5**epoch) * smallest) for n in counts]
+                assert len(sampler) == sum(quotas) == len(list(sampler))
 
 
 def test_the_schedule_chart_of_a_summarised_plan_is_the_whole_plan_s(
