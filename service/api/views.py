@@ -73,6 +73,10 @@ def rows_of(
     ]
 
 
+#: Most rows one page of ``GET /v1/plans/{plan_id}/classes`` holds.
+MAX_CLASSES_PAGE = 10_000
+
+
 def classes_path(plan_id: str, epoch: int, offset: int, limit: int) -> str:
     """The path of a page of ``GET /v1/plans/{plan_id}/classes``."""
     query = f"offset={offset}&limit={limit}" + (f"&epoch={epoch}" if epoch else "")
@@ -96,7 +100,7 @@ def plan_out(
             total=stats.num_classes,
             offset=0,
             limit=shown,
-            next=classes_path(plan.id, epoch, shown, shown),
+            next=classes_path(plan.id, epoch, shown, min(shown, MAX_CLASSES_PAGE)),
         )
     return PlanOut(
         id=plan.id,

@@ -141,7 +141,13 @@ def test_label_set_plans_page_too(whole: TestClient, summarised: TestClient) -> 
 
 @pytest.mark.parametrize(
     ("query", "status"),
-    [({"limit": 0}, 422), ({"limit": 10_001}, 422), ({"offset": -1}, 422), ({"epoch": -1}, 422)],
+    [
+        ({"limit": 0}, 422),
+        ({"limit": 10_001}, 422),
+        ({"offset": -1}, 422),
+        ({"offset": 2**63}, 422),
+        ({"epoch": -1}, 422),
+    ],
 )
 def test_bad_pages_are_refused(whole: TestClient, query: dict[str, int], status: int) -> None:
     plan_id = create(whole)["id"]
@@ -239,3 +245,15 @@ def test_the_schedule_chart_of_a_summarised_plan_is_the_whole_plan_s(
     assert charts[0] is not None and charts[1] is not None
     assert charts[0].group(0) == charts[1].group(0)
     assert charts[0].group(0).count("<polyline") == 12
+
+
+def test_a_large_threshold_still_points_to_pages_the_service_answers(database: Path) -> None:
+    """The next page's limit is at most the largest page, whatever the threshold."""
+    many = list(range(10_050))
+    settings = Settings(database_url=f"sqlite:///{database}", plan_classes_inline=10_020)
+    with TestClient(create_app(settings)) as api:
+        short = api.post("/v1/plans", json={"labels": many}).json()
+        assert len(short["classes"]) == 10_020
+        assert short["classes_page"]["next"].endswith("?offset=10020&limit=10000")
+        rest = pages(api, short["classes_page"]["next"])
+        assert [r["class"] for r in short["classes"] + rest] == many

@@ -39,7 +39,12 @@ from sampleplan.service.api.streams import (
     StreamSummaryQueryParams,
     stream_page_response,
 )
-from sampleplan.service.api.views import classes_out, flagged_classes, plan_out
+from sampleplan.service.api.views import (
+    MAX_CLASSES_PAGE,
+    classes_out,
+    flagged_classes,
+    plan_out,
+)
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import InvalidStreamRequest
 
@@ -158,10 +163,6 @@ def summarised_plan_out(catalog: Catalog, plan: Plan, epoch: int = 0) -> PlanOut
     return plan_out(plan, epoch, stats=stats, inline=catalog.settings.plan_classes_inline)
 
 
-#: Most rows one page of ``GET /v1/plans/{plan_id}/classes`` holds.
-MAX_CLASSES_PAGE = 10_000
-
-
 @router.get(
     "/{plan_id}/classes",
     response_model=ClassesOut,
@@ -183,7 +184,7 @@ def get_classes(
     plan_id: PlanId,
     catalog: CatalogDep,
     epoch: WeightsEpochQuery = 0,
-    offset: Annotated[int, Query(ge=0, description="Position of the first row.")] = 0,
+    offset: Annotated[int, Query(ge=0, lt=2**63, description="Position of the first row.")] = 0,
     limit: Annotated[
         int, Query(ge=1, le=MAX_CLASSES_PAGE, description="Rows in the page.")
     ] = 1_000,
