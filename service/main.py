@@ -67,6 +67,18 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
             "504",
             "SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS",
         ),
+        (
+            "one database statement",
+            f"{settings.database_statement_timeout_seconds:g} s",
+            "503",
+            "SAMPLEPLAN_DATABASE_STATEMENT_TIMEOUT_SECONDS",
+        ),
+        (
+            "classes a plan's answer lists",
+            str(settings.plan_classes_inline),
+            "the rest by `GET /v1/plans/{plan_id}/classes`",
+            "SAMPLEPLAN_PLAN_CLASSES_INLINE",
+        ),
     ]
     arrays = (
         "\n\nArrays (`/weights`, `/indices`) answer `application/json` by default, and "
