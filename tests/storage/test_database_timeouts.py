@@ -203,3 +203,25 @@ def test_the_watchdog_leaves_answered_statements_alone(postgres_url: str) -> Non
         assert store_module._WATCHDOG.fired == fired
     finally:
         store.close()
+
+
+def test_no_free_connection_in_time_is_a_503(database_url: str) -> None:
+    """Every pooled connection held (by stuck requests, say): the next waits the pool
+    timeout, then gets a 503 rather than queueing on."""
+    store = PlanStore.open(database_url, DatabaseTimeouts(pool=0.3))
+    held = []
+    try:
+        pool = store.engine.pool
+        for _ in range(pool.size() + pool._max_overflow):  # type: ignore[attr-defined]
+            held.append(store.engine.connect())
+        for call in (store.count, store.ping):
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                call()
+            assert 0.3 <= time.monotonic() - started < 2.0
+        held.pop().close()
+        store.count()  # one came free: answered
+    finally:
+        for conn in held:
+            conn.close()
+        store.close()
