@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +258,24 @@ def test_a_large_threshold_still_points_to_pages_the_service_answers(database: P
         assert short["classes_page"]["next"].endswith("?offset=10020&limit=10000")
         rest = pages(api, short["classes_page"]["next"])
         assert [r["class"] for r in short["classes"] + rest] == many
+
+
+def test_a_plan_of_200_000_classes_answers_a_few_megabytes_quickly(whole: TestClient) -> None:
+    """Generous bounds on a size that runs in seconds; the 1e6 figures are benchmarks'."""
+    started = time.monotonic()
+    created = whole.post("/v1/plans", json={"labels": list(range(200_000))})
+    seconds = time.monotonic() - started
+    assert created.status_code == 201
+    assert len(created.content) < 3_000_000  # the first 10 000 rows: about 2.5 MB
+    assert created.json()["classes_page"]["total"] == 200_000
+    assert seconds < 30, seconds
+    plan_id = created.json()["id"]
+    started = time.monotonic()
+    assert whole.get(f"/v1/plans/{plan_id}/report").status_code == 200
+    assert (
+        whole.get(f"/v1/plans/{plan_id}/classes", params={"offset": 199_999}).json()["classes"][0][
+            "class"
+        ]
+        == 199_999
+    )
+    assert time.monotonic() - started < 30
