@@ -689,6 +689,12 @@ def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source
         f"{plan['population_size']:,} ({_pct(cov['expected_coverage'])})"
         + ("" if cov["exact"] else " (approximate: drawn without replacement)"),
     ]
+    page = plan.get("classes_page")
+    if page:
+        notes.append(
+            f"the table shows the first {page['limit']:,} of {page['total']:,} classes; "
+            f"GET {page['next']} pages through the rest"
+        )
     for row in plan["classes"]:
         repeats = row["mean_repeats_per_drawn_sample"]
         if repeats is not None and repeats > REPEAT_WARNING:

@@ -29,6 +29,7 @@ from sampleplan.service.logs import configure_logging
 from sampleplan.service.metrics import ServiceMetrics
 from sampleplan.service.run_catalog import RunCatalog
 from sampleplan.service.storage import PlanStore, RunStore
+from sampleplan.service.storage.store import DatabaseTimeouts
 
 DESCRIPTION = """\
 Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
@@ -66,6 +67,18 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
             "504",
             "SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS",
         ),
+        (
+            "one database statement",
+            f"{settings.database_statement_timeout_seconds:g} s",
+            "503",
+            "SAMPLEPLAN_DATABASE_STATEMENT_TIMEOUT_SECONDS",
+        ),
+        (
+            "classes a plan's answer lists",
+            str(settings.plan_classes_inline),
+            "the rest by `GET /v1/plans/{plan_id}/classes`",
+            "SAMPLEPLAN_PLAN_CLASSES_INLINE",
+        ),
     ]
     arrays = (
         "\n\nArrays (`/weights`, `/indices`) answer `application/json` by default, and "
@@ -86,6 +99,16 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
     )
 
 
+def database_timeouts(settings: Settings) -> DatabaseTimeouts:
+    """The settings' bounds on waiting for the database (NOTE [Database timeouts])."""
+    return DatabaseTimeouts(
+        connect=settings.database_connect_timeout_seconds,
+        ping=settings.database_ping_timeout_seconds,
+        statement=settings.database_statement_timeout_seconds,
+        pool=settings.database_pool_timeout_seconds,
+    )
+
+
 def create_app(
     settings: Settings | None = None, *, freeze_gc: bool = False, fast_lane: bool = True
 ) -> FastAPI:
@@ -102,7 +125,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = PlanStore.open(settings.database_url)
+        store = PlanStore.open(settings.database_url, database_timeouts(settings))
         exact.configure_parallelism(
             threads=settings.exact_threads, min_draws=settings.exact_parallel_min_draws
         )
