@@ -3,6 +3,7 @@ promises with hypothesis, source orders, and the refusals (NOTE [Mixtures])."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -20,11 +21,14 @@ from sampleplan.core.mixtures import (
     kernels,
     mixing_from_json,
     mixture_drawer,
+    mixture_page,
     source_elements,
+    summarize_mixture,
 )
 from sampleplan.core.mixtures import drawers as drawers_module
 from sampleplan.core.mixtures.drawers import PERIOD_BITS, MixtureV1Drawer
 from sampleplan.core.mixtures.orders import keyed_permutation, mix
+from sampleplan.core.streams import StreamRequest
 
 # The cumulative bound docs/design.md proves for mixture-v1 ("mixture-v1's bounds"), in
 # samples, at every window end.
@@ -421,3 +425,78 @@ def test_temperature_flattens_sizes() -> None:
     assert by_size.tolist() == pytest.approx([1000 / 1010, 10 / 1010])
     sizes = np.array([1000.0, 10.0]) ** (1 / 3)
     assert hot.tolist() == (sizes / sizes.sum()).tolist()
+
+
+# -- ranks, pages and summaries -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["mixture-v1", "hf-interleave", "megatron-blend"])
+def test_ranks_are_dealt_as_distributed_sampler_deals_the_epoch(algorithm: str) -> None:
+    from torch.utils.data import DistributedSampler
+
+    weights = [0.5, 0.3, 0.2]
+    mixture = Mixture(
+        _sources(weights, [40, 25, 9], "sequential"), mixing_from_json({"algorithm": algorithm})
+    )
+    drawer = mixture_drawer(mixture)
+    for epoch in range(2):
+        stream = drawer.draw_epoch(epoch)
+        for world in (1, 2, 3, 4):
+            for rank in range(world):
+                for drop_last in (False, True):
+                    sampler = DistributedSampler(
+                        range(stream.shape[0]),
+                        num_replicas=world,
+                        rank=rank,
+                        shuffle=False,
+                        drop_last=drop_last,
+                    )
+                    expected = stream[list(sampler)].tolist()
+                    request = StreamRequest(
+                        epoch=epoch, rank=rank, world_size=world, drop_last=drop_last
+                    )
+                    assert mixture_page(drawer, request).tolist() == expected
+                    page = StreamRequest(
+                        epoch=epoch,
+                        rank=rank,
+                        world_size=world,
+                        offset=3,
+                        limit=5,
+                        drop_last=drop_last,
+                    )
+                    assert mixture_page(drawer, page).tolist() == expected[3:8]
+
+
+def test_a_resume_from_a_global_position_deals_the_rest_over_another_world() -> None:
+    mixture = Mixture(_sources([3.0, 1.0], [50, 20]), Mixing(block=8), seed=5)
+    drawer = mixture_drawer(mixture)
+    stream = drawer.draw_epoch(1)
+    start = 23
+    rest = [
+        mixture_page(drawer, StreamRequest(epoch=1, rank=r, world_size=3, start=start, pad=False))
+        for r in range(3)
+    ]
+    dealt = sorted(np.concatenate(rest).tolist())
+    assert dealt == sorted(stream[start:].tolist())
+    assert rest[0].tolist() == stream[start::3].tolist()
+
+
+def test_a_summary_counts_sources_and_tokens_and_hashes_the_stream() -> None:
+    sources = tuple(
+        MixtureSource(f"s{i}", n, w, "reshuffled", np.arange(n, dtype=np.float64) + 1)
+        for i, (n, w) in enumerate([(30, 2.0), (12, 1.0)])
+    )
+    mixture = Mixture(sources, Mixing(unit="tokens", block=4), seed=1, num_samples=100)
+    drawer = mixture_drawer(mixture)
+    request = StreamRequest(epoch=2, rank=1, world_size=2)
+    summary = summarize_mixture(drawer, request, chunk=7)
+    page = mixture_page(drawer, request)
+    assert summary.length == page.shape[0] == 50
+    assert summary.source_counts.tolist() == [int(np.sum(page < 30)), int(np.sum(page >= 30))]
+    tokens = np.concatenate([s.token_lengths for s in sources if s.token_lengths is not None])
+    assert summary.source_tokens is not None
+    assert summary.source_tokens.tolist() == [
+        float(tokens[page[page < 30]].sum()),
+        float(tokens[page[page >= 30]].sum()),
+    ]
+    assert summary.sha256 == hashlib.sha256(np.asarray(page, dtype="<i8").tobytes()).hexdigest()

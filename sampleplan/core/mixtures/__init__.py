@@ -2,7 +2,8 @@
 
 ``spec`` validates sources and mixing (:class:`Mixture`); ``orders`` says which element of a
 source each take is; ``drawers`` holds the mixing algorithms (``mixture-v1``,
-``hf-interleave``, ``megatron-blend``) and their drawers; ``kernels`` their sequential loops.
+``hf-interleave``, ``megatron-blend``) and their drawers; ``kernels`` their sequential
+loops; ``pages`` deals a mixture's stream to ranks and summarises it by source.
 """
 
 from sampleplan.core.mixtures.drawers import (
@@ -14,6 +15,7 @@ from sampleplan.core.mixtures.drawers import (
     mixture_drawer,
 )
 from sampleplan.core.mixtures.orders import ShuffleSeed, SourceOrder, source_elements
+from sampleplan.core.mixtures.pages import MixtureSummary, mixture_page, summarize_mixture
 from sampleplan.core.mixtures.spec import (
     MAX_SOURCES,
     Mixing,
@@ -32,6 +34,7 @@ __all__ = [
     "Mixture",
     "MixtureDrawer",
     "MixtureSource",
+    "MixtureSummary",
     "ShuffleSeed",
     "SourceOrder",
     "Temperature",
@@ -39,6 +42,8 @@ __all__ = [
     "mixing_algorithm",
     "mixing_from_json",
     "mixture_drawer",
+    "mixture_page",
     "source_elements",
     "sources_from_json",
+    "summarize_mixture",
 ]

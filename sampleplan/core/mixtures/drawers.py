@@ -31,14 +31,14 @@ NOTE [megatron-blend]
 
 NOTE [mixture-v1]
     Seeded, one infinite stream; epoch ``e`` is positions ``[e N, (e + 1) N)``. Positions
-    are cut into windows of ``B = block``. With ``D = 30``, each source's per-window ideal
-    ``p[i] * B`` is represented exactly by the integer ``T[i]``: ``p[i] * B * 2**D`` rounded
-    down in float64, the shortfall to ``sum(T) = B * 2**D`` given one each to the largest
-    remainders (ties: lower index; an excess is taken back from the smallest). Then
-    ``lo = T >> D``, ``F = T mod 2**D`` (``0 <= F < 2**D``) and ``r = sum(F) / 2**D``
-    (an integer): every window takes ``lo[i]`` from each source plus ``r`` extras, at most
+    are cut into windows of ``B = block``. With ``D = 30`` and ``q = p / sum(p)`` in exact
+    rational arithmetic (``p`` as float64 values), each source's per-window ideal ``q[i] B``
+    is represented by the integer ``T[i]``: ``floor(q[i] B 2**D)``, the shortfall to
+    ``sum(T) = B 2**D`` given one each to the largest remainders (ties: lower index). Then
+    ``lo = T >> D``, ``F = T mod 2**D`` and ``r = sum(F) / 2**D`` (an integer): every window
+    takes ``lo[i]`` from each source plus ``r`` extras, at most
     one per source. The realised proportion is ``p^[i] = T[i] / (B 2**D)``, within
-    ``2**-D / B`` of ``p[i]``.
+    ``2**-D / B`` of ``q[i]``.
 
     Extras: ``E[i](W)``, the extras source ``i`` has had in windows ``[0, W)``, is periodic
     with period ``2**D`` windows (``E(W + 2**D) = E(W) + F``) and, inside a period, defined
@@ -62,12 +62,14 @@ NOTE [mixture-v1]
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
@@ -359,16 +361,15 @@ class WindowQuotas:
     @classmethod
     def build(cls, p: Float64Array, block: int) -> WindowQuotas:
         scale = block << PERIOD_BITS
-        ideal = p * float(scale)
-        T = np.floor(ideal).astype(np.int64)
-        short = scale - int(T.sum())
-        remainder = ideal - T
-        if short > 0:
-            T[np.argsort(-remainder, kind="stable")[:short]] += 1
-        elif short < 0:
-            candidates = np.argsort(remainder, kind="stable")
-            candidates = candidates[T[candidates] > 0]
-            T[candidates[:-short]] -= 1
+        exact = [Fraction(float(x)) for x in p.tolist()]
+        total = sum(exact, Fraction(0))
+        ideal = [x * scale / total for x in exact]  # sums to scale exactly
+        floors = [math.floor(x) for x in ideal]
+        short = scale - sum(floors)  # 0 <= short < len(p)
+        by_remainder = sorted(range(len(ideal)), key=lambda i: (-(ideal[i] - floors[i]), i))
+        for i in by_remainder[:short]:
+            floors[i] += 1
+        T = np.array(floors, dtype=np.int64)
         lo = T >> PERIOD_BITS
         F = T & ((1 << PERIOD_BITS) - 1)
         r = int(F.sum()) >> PERIOD_BITS
