@@ -14,7 +14,7 @@ NOTE [Source orders]
 
 NOTE [Keyed permutation]
     ``pi_key`` on ``range(n)``: let ``h = max(1, ceil(bits(n - 1) / 2))`` and ``mask = 2**h - 1``.
-    A balanced Feistel network of 6 rounds on ``2h``-bit words ``x = (L << h) | R``:
+    A balanced Feistel network of 4 rounds on ``2h``-bit words ``x = (L << h) | R``:
     round ``j`` maps ``(L, R)`` to ``(R, L ^ (mix(key ^ mix(j + 1) ^ R) & mask))``. Where the
     result is ``>= n`` the network is applied again (cycle walking), so the map is a
     bijection of ``range(n)``. ``mix`` is SplitMix64's finaliser on uint64 (wrapping):
@@ -42,7 +42,7 @@ UInt64Array = npt.NDArray[np.uint64]
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-_ROUNDS = 6
+_ROUNDS = 4
 
 #: Permutations of ``shuffle_seed`` sources kept in memory (8 bytes a row).
 _PERMUTATIONS: LRUCache[tuple[int, int], Int64Array] = LRUCache(
