@@ -22,6 +22,7 @@ from sampleplan.core.mixtures import (
     mixing_from_json,
     mixture_drawer,
     mixture_page,
+    mixture_shares,
     source_elements,
     summarize_mixture,
 )
@@ -500,3 +501,37 @@ def test_a_summary_counts_sources_and_tokens_and_hashes_the_stream() -> None:
         float(tokens[page[page >= 30]].sum()),
     ]
     assert summary.sha256 == hashlib.sha256(np.asarray(page, dtype="<i8").tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("algorithm", ["mixture-v1", "hf-interleave", "megatron-blend"])
+def test_counts_before_any_position_are_the_stream_counted(
+    algorithm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(drawers_module, "CHECKPOINT", 11)
+    mixing = mixing_from_json(
+        {"algorithm": algorithm, **({"block": 6} if algorithm == "mixture-v1" else {})}
+    )
+    mixture = Mixture(_sources([0.5, 0.25, 0.25], [60, 30, 17]), mixing, seed=8)
+    drawer = mixture_drawer(mixture)
+    for epoch in range(3):
+        sources, _ = drawer.sources_range(epoch, 0, drawer.num_samples_at(epoch))
+        for position in range(0, sources.shape[0] + 1, 5):
+            expected = np.bincount(sources[:position], minlength=3)
+            assert drawer.counts_before(epoch, position).tolist() == expected.tolist()
+
+
+def test_shares_report_requested_realised_and_passes_with_a_warning_past_four() -> None:
+    sources = tuple(
+        MixtureSource(f"s{i}", n, w, "reshuffled", np.full(n, float(t)))
+        for i, (n, w, t) in enumerate([(1000, 6.0, 10), (100, 3.0, 20), (10, 1.0, 5)])
+    )
+    mixture = Mixture(sources, Mixing(block=10), num_samples=1000)
+    shares = mixture_shares(mixture_drawer(mixture), epoch=3)
+    assert [s.samples for s in shares] == [600, 300, 100]
+    assert [s.requested for s in shares] == pytest.approx([0.6, 0.3, 0.1])
+    assert [s.realised for s in shares] == [0.6, 0.3, 0.1]
+    assert [s.passes for s in shares] == [0.6, 3.0, 10.0]
+    assert [s.warning is not None for s in shares] == [False, False, True]
+    assert "10.0 times" in (shares[2].warning or "")
+    tokens = np.array([6000.0, 6000.0, 500.0])
+    assert [s.tokens_realised for s in shares] == pytest.approx((tokens / tokens.sum()).tolist())

@@ -15,7 +15,13 @@ from sampleplan.core.mixtures.drawers import (
     mixture_drawer,
 )
 from sampleplan.core.mixtures.orders import ShuffleSeed, SourceOrder, source_elements
-from sampleplan.core.mixtures.pages import MixtureSummary, mixture_page, summarize_mixture
+from sampleplan.core.mixtures.pages import (
+    MixtureSummary,
+    SourceShare,
+    mixture_page,
+    mixture_shares,
+    summarize_mixture,
+)
 from sampleplan.core.mixtures.spec import (
     MAX_SOURCES,
     Mixing,
@@ -37,12 +43,14 @@ __all__ = [
     "MixtureSummary",
     "ShuffleSeed",
     "SourceOrder",
+    "SourceShare",
     "Temperature",
     "WindowQuotas",
     "mixing_algorithm",
     "mixing_from_json",
     "mixture_drawer",
     "mixture_page",
+    "mixture_shares",
     "source_elements",
     "sources_from_json",
     "summarize_mixture",

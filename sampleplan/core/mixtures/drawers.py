@@ -131,6 +131,11 @@ class MixtureDrawer(Drawer):
         """Source and take (``k``: the ``k``-th time the source is taken) at positions
         ``[start, stop)`` of epoch ``epoch``."""
 
+    @abstractmethod
+    def counts_before(self, epoch: int, position: int) -> Int64Array:
+        """Each source's takes in positions ``[0, position)`` of epoch ``epoch``, without
+        drawing them one by one where the algorithm can help it."""
+
     def take_seed(self, epoch: int) -> int:
         """What keys the ``reshuffled`` passes of the sources."""
         return self.mixture.seed
@@ -269,6 +274,15 @@ class _HfDrawer(MixtureDrawer):
         page = src[start - base :]
         return page, _takes(page, before)
 
+    def counts_before(self, epoch: int, position: int) -> Int64Array:
+        state = self._epoch(epoch)
+        position = min(position, state.length)
+        j = position // self._every
+        u = self._generator(epoch, j * self._every).random(position - j * self._every)
+        src = np.searchsorted(self._cdf, u, side="right")
+        counts: Int64Array = state.counts[j] + np.bincount(src, minlength=len(self._cdf))
+        return counts
+
 
 class HfInterleave(MixingAlgorithm):
     """``hf-interleave``: NOTE [hf-interleave]."""
@@ -333,6 +347,18 @@ class _MegatronDrawer(MixtureDrawer):
         takes = np.empty(last - first, dtype=np.int64)
         kernels.blend(self._p, counts, j * self._every, last, first, sources, takes)
         return sources, takes
+
+    def _stream_counts(self, position: int) -> Int64Array:
+        j = position // self._every
+        counts = self._checkpoint(j).copy()
+        empty = np.empty(0, dtype=np.int64)
+        kernels.blend(self._p, counts, j * self._every, position, position, empty, empty)
+        return counts
+
+    def counts_before(self, epoch: int, position: int) -> Int64Array:
+        n = self._num_samples
+        first = epoch * n
+        return self._stream_counts(first + min(position, n)) - self._stream_counts(first)
 
 
 class MegatronBlend(MixingAlgorithm):
@@ -477,6 +503,21 @@ class MixtureV1Drawer(MixtureDrawer):
         n = self._num_samples
         stop = min(stop, n)
         return self.stream_range(epoch * n + start, epoch * n + max(start, stop))
+
+    def stream_counts(self, position: int) -> Int64Array:
+        """Each source's takes in positions ``[0, position)`` of the infinite stream."""
+        B = self.quotas.block
+        w = position // B
+        counts: Int64Array = self.quotas.cumulative(w, w)[0]
+        if position > w * B:
+            sources, _ = self.stream_range(w * B, position)
+            counts = counts + np.bincount(sources, minlength=counts.shape[0])
+        return counts
+
+    def counts_before(self, epoch: int, position: int) -> Int64Array:
+        n = self._num_samples
+        first = epoch * n
+        return self.stream_counts(first + min(position, n)) - self.stream_counts(first)
 
 
 class MixtureV1(MixingAlgorithm):

@@ -76,3 +76,61 @@ def summarize_mixture(
             tokens += np.bincount(source, weights=token_table[page], minlength=counts.shape[0])
         digest.update(np.ascontiguousarray(page, dtype="<i8").data)
     return MixtureSummary(length, counts, tokens, digest.hexdigest())
+
+
+#: More passes over a source than this in one epoch draw a warning: repeated data loses value.
+MAX_PASSES = 4.0
+
+
+@dataclass(frozen=True)
+class SourceShare:
+    """A source's requested and realised share of an epoch, and the passes over it.
+
+    ``requested``: its proportion (of tokens under ``unit: "tokens"``, else of samples);
+    ``realised``: its share of the epoch's draws; ``tokens_realised``: its share of the
+    epoch's tokens by its mean token length (``None`` without token lengths); ``passes``:
+    draws over the source's length.
+    """
+
+    name: str
+    requested: float
+    samples: int
+    realised: float
+    tokens_realised: float | None
+    passes: float
+    warning: str | None
+
+
+def mixture_shares(drawer: MixtureDrawer, epoch: int = 0) -> list[SourceShare]:
+    """Each source's share of epoch ``epoch`` (computed from counts, not by drawing it)."""
+    mixture = drawer.mixture
+    length = drawer.num_samples_at(epoch)
+    counts = drawer.counts_before(epoch, length)
+    means = mixture.mean_token_lengths
+    tokens = None if means is None else counts * means
+    token_total = None if tokens is None else float(tokens.sum())
+    shares = []
+    for i, source in enumerate(mixture.sources):
+        samples = int(counts[i])
+        passes = samples / source.length if source.length else 0.0
+        warning = None
+        if passes > MAX_PASSES:
+            warning = (
+                f"source {source.name!r} is taken {passes:.1f} times over in one epoch "
+                f"(more than {MAX_PASSES:g}): repeated data loses value"
+            )
+        token_share = None
+        if tokens is not None and token_total:
+            token_share = float(tokens[i]) / token_total
+        shares.append(
+            SourceShare(
+                name=source.name,
+                requested=float(mixture.proportions[i] / mixture.proportions.sum()),
+                samples=samples,
+                realised=samples / length if length else 0.0,
+                tokens_realised=token_share,
+                passes=passes,
+                warning=warning,
+            )
+        )
+    return shares
