@@ -535,3 +535,23 @@ def test_shares_report_requested_realised_and_passes_with_a_warning_past_four() 
     assert "10.0 times" in (shares[2].warning or "")
     tokens = np.array([6000.0, 6000.0, 500.0])
     assert [s.tokens_realised for s in shares] == pytest.approx((tokens / tokens.sum()).tolist())
+
+
+@pytest.mark.parametrize("algorithm", ["mixture-v1", "hf-interleave", "megatron-blend"])
+def test_a_mixture_records_its_mixing_algorithm_and_only_its_version_binds(algorithm: str) -> None:
+    from sampleplan.core.versions import mixture_versions, reproduction_problems
+
+    versions = mixture_versions(algorithm)
+    assert versions["algorithm"] == algorithm
+    assert (
+        versions["algorithm_version"]
+        == {
+            "mixture-v1": "mixture-v1",
+            "hf-interleave": "hf-interleave-v1",
+            "megatron-blend": "megatron-blend-v1",
+        }[algorithm]
+    )
+    assert reproduction_problems(versions) == []
+    elsewhere = {**versions, "machine": "riscv64", "numpy": "9.0", "torch": "0.1"}
+    assert reproduction_problems(elsewhere) == []
+    assert reproduction_problems({**versions, "algorithm_version": f"{algorithm}-v9"})
