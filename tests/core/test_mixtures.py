@@ -445,8 +445,8 @@ def test_ranks_are_dealt_as_distributed_sampler_deals_the_epoch(algorithm: str) 
         for world in (1, 2, 3, 4):
             for rank in range(world):
                 for drop_last in (False, True):
-                    sampler = DistributedSampler(
-                        range(stream.shape[0]),
+                    sampler: DistributedSampler[int] = DistributedSampler(
+                        range(stream.shape[0]),  # type: ignore[arg-type]
                         num_replicas=world,
                         rank=rank,
                         shuffle=False,
@@ -555,3 +555,51 @@ def test_a_mixture_records_its_mixing_algorithm_and_only_its_version_binds(algor
     elsewhere = {**versions, "machine": "riscv64", "numpy": "9.0", "torch": "0.1"}
     assert reproduction_problems(elsewhere) == []
     assert reproduction_problems({**versions, "algorithm_version": f"{algorithm}-v9"})
+
+
+# -- plans as sources ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["mixture-v1", "hf-interleave", "megatron-blend"])
+def test_a_plan_source_gives_that_plans_stream_epochs_concatenated(algorithm: str) -> None:
+    from sampleplan.core.config import PlanConfig
+    from sampleplan.core.labels import labels_from_list
+    from sampleplan.core.mixtures import PlanStream
+    from sampleplan.core.prepared import prepare_plan
+    from sampleplan.core.splitting import Split
+
+    labels = labels_from_list([0, 1, 1, 2, 2, 2, 0, 1, 2, 2] * 4)
+    plan = prepare_plan(
+        labels,
+        PlanConfig(split=Split(fractions=(0.75, 0.25), seed=3), num_samples=13, seed=5),
+    )
+    assert plan.population is not None  # dataset space differs from population space
+    weights = [0.6, 0.4] if algorithm == "hf-interleave" else [3.0, 2.0]
+    sources = (
+        MixtureSource("text", 25, weights[0], "sequential"),
+        MixtureSource("balanced", labels.size, weights[1], PlanStream(plan), size=30),
+    )
+    mixing = mixing_from_json({"algorithm": algorithm})
+    mixture = Mixture(
+        sources, mixing, seed=1, num_samples=None if algorithm == "hf-interleave" else 90
+    )
+    drawer = mixture_drawer(mixture)
+    taken = np.concatenate([drawer.draw_epoch(e) for e in range(2)])
+    from_plan = taken[taken >= 25] - 25
+    plan_stream = np.concatenate(
+        [plan.indices(StreamRequest(epoch=e, space="dataset")) for e in range(20)]
+    )
+    if algorithm == "hf-interleave":  # each epoch reads its sources from take 0
+        for e in range(2):
+            epoch = drawer.draw_epoch(e)
+            mine = epoch[epoch >= 25] - 25
+            assert mine.tolist() == plan_stream[: mine.shape[0]].tolist()
+    else:
+        assert from_plan.tolist() == plan_stream[: from_plan.shape[0]].tolist()
+        assert from_plan.shape[0] > 13  # more than one of the plan's epochs
+
+
+def test_sizes_count_a_plan_sources_population() -> None:
+    sources = (MixtureSource("a", 100), MixtureSource("b", 100, size=25))
+    mixture = Mixture(sources, mixing_from_json({"proportions": "sizes"}))
+    assert mixture.proportions.tolist() == [0.8, 0.2]

@@ -14,7 +14,7 @@ from sampleplan.core.mixtures.drawers import (
     mixing_algorithm,
     mixture_drawer,
 )
-from sampleplan.core.mixtures.orders import ShuffleSeed, SourceOrder, source_elements
+from sampleplan.core.mixtures.orders import PlanStream, ShuffleSeed, SourceOrder, source_elements
 from sampleplan.core.mixtures.pages import (
     MixtureSummary,
     SourceShare,
@@ -41,6 +41,7 @@ __all__ = [
     "MixtureDrawer",
     "MixtureSource",
     "MixtureSummary",
+    "PlanStream",
     "ShuffleSeed",
     "SourceOrder",
     "SourceShare",

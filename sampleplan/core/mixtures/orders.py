@@ -7,6 +7,9 @@ NOTE [Source orders]
     - ``"sequential"``: ``k mod n``.
     - ``{"shuffle_seed": s}``: ``numpy.random.default_rng(s).permutation(n)[k mod n]``, which
       is what Hugging Face's ``Dataset.shuffle(seed=s)`` does to the rows, cycled.
+    - a plan as a source (:class:`PlanStream`): ``order_i(k)`` is position ``k`` of the
+      plan's own stream, its epochs 0, 1, ... concatenated, mapped to its dataset's indices
+      (``n`` is then the dataset's length, for ``ConcatDataset``'s offsets).
     - ``"reshuffled"``: pass ``q = k // n`` through the source is a fresh permutation
       ``pi_{seed, i, q}`` of ``range(n)`` and ``order_i(k) = pi(k mod n)``, so no element
       repeats before every element of the source has been taken. ``pi`` is a keyed
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +38,9 @@ import numpy.typing as npt
 from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.lru import LRUCache
 from sampleplan.core.mixtures import kernels
+
+if TYPE_CHECKING:
+    from sampleplan.core.prepared import PreparedPlan
 
 Int64Array = npt.NDArray[np.int64]
 UInt64Array = npt.NDArray[np.uint64]
@@ -103,7 +109,35 @@ class ShuffleSeed:
     seed: int
 
 
-SourceOrder = Literal["sequential", "reshuffled"] | ShuffleSeed
+@dataclass(frozen=True, eq=False)
+class PlanStream:
+    """A plan as a source: its ``k``-th take is position ``k`` of the plan's stream, its
+    epochs 0, 1, ... concatenated, in its dataset's space (NOTE [Source orders])."""
+
+    plan: PreparedPlan
+
+    def __post_init__(self) -> None:
+        if self.plan.config.epoch_lengths_vary:
+            raise InvalidPlanConfig(
+                "a plan whose epochs differ in length (dynamic_balance with num_samples null) "
+                "cannot be a source yet: give it a num_samples"
+            )
+
+    def elements(self, takes: Int64Array) -> Int64Array:
+        """Dataset indices at stream positions ``takes`` (increasing, as a source's are)."""
+        n = self.plan.num_samples
+        epochs = takes // n
+        out = np.empty(takes.shape[0], dtype=np.int64)
+        for epoch in np.unique(epochs).tolist():
+            at = np.flatnonzero(epochs == epoch)
+            positions = takes[at] - epoch * n
+            drawn = self.plan.draw_positions(int(epoch), positions)
+            population = self.plan.population
+            out[at] = drawn if population is None else population[drawn]
+        return out
+
+
+SourceOrder = Literal["sequential", "reshuffled"] | ShuffleSeed | PlanStream
 
 
 def order_from_json(value: Any, name: str) -> SourceOrder:
@@ -124,7 +158,10 @@ def order_from_json(value: Any, name: str) -> SourceOrder:
 
 
 def order_to_json(order: SourceOrder) -> str | dict[str, int]:
-    """The canonical JSON form of a source order."""
+    """The canonical JSON form of a source order (a plan source's is ``"plan"``: the plan's
+    id names it)."""
+    if isinstance(order, PlanStream):
+        return "plan"
     if isinstance(order, ShuffleSeed):
         return {"shuffle_seed": order.seed}
     return order
@@ -151,7 +188,17 @@ def source_elements(
     n = lengths[sources]
     within = takes % n
     kinds = np.array(
-        [0 if o == "sequential" else 1 if o == "reshuffled" else 2 for o in orders], dtype=np.int8
+        [
+            0
+            if o == "sequential"
+            else 1
+            if o == "reshuffled"
+            else 3
+            if isinstance(o, PlanStream)
+            else 2
+            for o in orders
+        ],
+        dtype=np.int8,
     )[sources]
     out = within.copy()
     shuffled = np.flatnonzero(kinds == 1)
@@ -166,7 +213,22 @@ def source_elements(
             assert isinstance(order, ShuffleSeed)
             at = seeded[sources[seeded] == source]
             out[at] = shuffle_permutation(order.seed, int(lengths[source]))[within[at]]
+    planned = np.flatnonzero(kinds == 3)
+    if planned.shape[0]:
+        for source in np.unique(sources[planned]).tolist():
+            stream = orders[source]
+            assert isinstance(stream, PlanStream)
+            at = planned[sources[planned] == source]
+            out[at] = stream.elements(takes[at])
     return out
+
+
+def _kind(order: SourceOrder) -> int:
+    if isinstance(order, ShuffleSeed):
+        return 2
+    if isinstance(order, PlanStream):
+        return 3
+    return 0 if order == "sequential" else 1
 
 
 def _pass_keys_of(seed: int, sources: Int64Array, passes: Int64Array) -> UInt64Array:

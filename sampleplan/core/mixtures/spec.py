@@ -9,10 +9,11 @@ NOTE [Mixtures]
     which element of it, the source's order (NOTE [Source orders] in ``orders.py``).
 
     Proportions ``p`` (float64): ``"weights"``: ``w / sum(w)`` (numpy); ``"sizes"``: the
-    sources' lengths, normalised; ``{"temperature": T}``: ``length ** (1 / T)`` normalised
-    (T = 1 is ``"sizes"``). ``hf-interleave`` uses ``"weights"`` as given (they must sum to
-    1 as numpy's ``Generator.choice`` requires). ``unit: "tokens"`` (``mixture-v1``) turns
-    token proportions into sample proportions: ``p[i] / mean_length[i]`` normalised, with
+    sources' sizes (a dataset's length, a plan source's population size), normalised;
+    ``{"temperature": T}``: ``size ** (1 / T)`` normalised (T = 1 is ``"sizes"``).
+    ``hf-interleave`` uses ``"weights"`` as given (they must sum to 1 as numpy's
+    ``Generator.choice`` requires). ``unit: "tokens"`` (``mixture-v1``) turns token
+    proportions into sample proportions: ``p[i] / mean_length[i]`` normalised, with
     ``mean_length[i] = sum(lengths_i) / n_i`` in float64.
 """
 
@@ -166,6 +167,13 @@ class MixtureSource:
     weight: float | None = None
     order: SourceOrder = "reshuffled"
     token_lengths: Float64Array | None = field(default=None, repr=False)
+    #: What ``"sizes"`` and temperatures count (``None``: ``length``); a plan source's is
+    #: its population's size.
+    size: int | None = None
+
+    @property
+    def resolved_size(self) -> int:
+        return self.length if self.size is None else self.size
 
     @classmethod
     def from_json(
@@ -304,7 +312,7 @@ class Mixture:
             if self.mixing.algorithm == "hf-interleave":
                 return w  # as given: numpy's choice checks it sums to 1
             return w / total
-        sizes = self.lengths.astype(np.float64)
+        sizes = np.array([s.resolved_size for s in self.sources], dtype=np.float64)
         if isinstance(spec, Temperature):
             sizes = sizes ** (1.0 / float(spec.temperature))
         total = float(sizes.sum())
