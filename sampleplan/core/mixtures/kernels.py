@@ -29,12 +29,16 @@ def _blend(
     # NOTE [megatron-blend]: at position k the source with the largest
     # p[i] * max(k, 1) - taken[i] (the first on ties), float64.
     n = p.shape[0]
+    # The counts as float64 (exact below 2**53): float(counts[i]) without a conversion.
+    taken = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        taken[i] = float(counts[i])
     for k in range(first, stop):
         x = float(k) if k > 1 else 1.0
         best = 0
-        best_error = p[0] * x - float(counts[0])
+        best_error = p[0] * x - taken[0]
         for i in range(1, n):
-            error = p[i] * x - float(counts[i])
+            error = p[i] * x - taken[i]
             if error > best_error:
                 best_error = error
                 best = i
@@ -42,12 +46,22 @@ def _blend(
             sources[k - emit_from] = best
             takes[k - emit_from] = counts[best]
         counts[best] += 1
+        taken[best] += 1.0
 
 
 def _count_sources(
     cdf: npt.NDArray[np.float64], u: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]
 ) -> None:
     n = cdf.shape[0]
+    if n <= 16:
+        # searchsorted(side="right") is how many cdf values are <= x: a branchless sum.
+        for j in range(u.shape[0]):
+            x = u[j]
+            lo = 0
+            for i in range(n):
+                lo += cdf[i] <= x
+            counts[lo] += 1
+        return
     for j in range(u.shape[0]):
         x = u[j]
         lo, hi = 0, n
