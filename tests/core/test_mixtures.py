@@ -603,3 +603,27 @@ def test_sizes_count_a_plan_sources_population() -> None:
     sources = (MixtureSource("a", 100), MixtureSource("b", 100, size=25))
     mixture = Mixture(sources, mixing_from_json({"proportions": "sizes"}))
     assert mixture.proportions.tolist() == [0.8, 0.2]
+
+
+def test_positions_past_what_is_served_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sampleplan.core.errors import InvalidStreamRequest
+
+    monkeypatch.setattr(drawers_module, "MAX_SEQUENTIAL", 1000)
+    monkeypatch.setattr(drawers_module, "CHECKPOINT", 100)
+    blend = mixture_drawer(
+        Mixture(_sources([1.0, 1.0], [5, 5]), Mixing(algorithm="megatron-blend"), num_samples=600)
+    )
+    assert blend.draw_range(1, 0, 10).shape == (10,)
+    with pytest.raises(InvalidStreamRequest, match="megatron-blend"):
+        blend.draw_range(2, 0, 10)
+    hf = mixture_drawer(
+        Mixture(
+            _sources([0.999, 0.001], [10**6, 10**6], "sequential"),
+            Mixing(algorithm="hf-interleave", stopping="all_exhausted"),
+        )
+    )
+    with pytest.raises(InvalidPlanConfig, match="longer than"):
+        hf.num_samples_at(0)
+    _, v1 = _v1([1.0], 8)
+    with pytest.raises(InvalidStreamRequest, match="mixture-v1"):
+        v1.stream_range(2**62 - 5, 2**62 + 5)

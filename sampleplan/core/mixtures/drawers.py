@@ -16,7 +16,8 @@ NOTE [hf-interleave]
     source ``searchsorted(cdf, u_k, side="right")`` where ``u_k`` is the ``k``-th double of
     ``numpy.random.default_rng(seed + e).random()`` and ``cdf = cumsum(p) / cumsum(p)[-1]``
     (``Generator.choice(len(ds), size=1000, p=p)`` in blocks consumes the doubles one per
-    draw). Each source is read in its order from take 0 every epoch. The epoch ends after
+    draw). Each source is read in its order from take 0 every epoch (``reshuffled`` passes
+    keyed by ``seed + e``). The epoch ends after
     the draw at which the first (``first_exhausted``) or the last (``all_exhausted``) source
     of positive probability reaches its length. The counts of every source are kept every
     ``checkpoint`` positions (the generator is advanced there with ``PCG64.advance``), so a
@@ -27,7 +28,8 @@ NOTE [megatron-blend]
     largest ``p[i] * max(k, 1) - taken[i]`` (the first on ties; float64, ``p = w / sum(w)``
     with numpy), over one infinite sequence; epoch ``e`` is positions ``[e N, (e + 1) N)``,
     and a source's takes continue across epochs. The rule depends only on ``k`` and the
-    counts, so counts kept every ``checkpoint`` positions resume it anywhere.
+    counts, so counts kept every ``checkpoint`` positions resume it anywhere (up to
+    ``MAX_SEQUENTIAL`` positions; the same bound caps an ``hf-interleave`` epoch).
 
 NOTE [mixture-v1]
     Seeded, one infinite stream; epoch ``e`` is positions ``[e N, (e + 1) N)``. Positions
@@ -76,7 +78,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.algorithms import Drawer
-from sampleplan.core.errors import InvalidPlanConfig
+from sampleplan.core.errors import InvalidPlanConfig, InvalidStreamRequest
 from sampleplan.core.lru import LRUCache
 from sampleplan.core.mixtures import kernels
 from sampleplan.core.mixtures.orders import mix, mix_int, source_elements
@@ -87,6 +89,12 @@ Float64Array = npt.NDArray[np.float64]
 
 #: Positions between two checkpoints of the sequential algorithms' counts (per 64 sources).
 CHECKPOINT = 1 << 16
+#: Most positions the sequential definitions (``hf-interleave``'s epochs,
+#: ``megatron-blend``'s one sequence) are followed to: past it, checkpoints would take
+#: more memory and minutes than a service should spend on one request.
+MAX_SEQUENTIAL = 2**34
+#: Most positions of ``mixture-v1``'s stream (int64 arithmetic).
+MAX_POSITION = 2**62
 #: ``mixture-v1``'s period: ``2**PERIOD_BITS`` windows.
 PERIOD_BITS = 30
 _WINDOW_DOMAIN = 0x6D69787475726531  # "mixture1"
@@ -236,6 +244,12 @@ class _HfDrawer(MixtureDrawer):
                         return _HfEpoch(chunk * every + stop + 1, np.array(checkpoints))
                     chunk += 1
                     checkpoints.append(counts.copy())
+            if chunk * every > MAX_SEQUENTIAL:
+                raise InvalidPlanConfig(
+                    f"mixing 'hf-interleave': epoch {epoch} would be longer than "
+                    f"{MAX_SEQUENTIAL} draws before its stopping strategy ends it (a source "
+                    "of tiny probability under all_exhausted?)"
+                )
 
     def _stop_in_chunk(
         self,
@@ -323,6 +337,12 @@ class _MegatronDrawer(MixtureDrawer):
 
     def _checkpoint(self, j: int) -> Int64Array:
         """Counts before position ``j * every`` (built up to there once, then kept)."""
+        if j * self._every > MAX_SEQUENTIAL:
+            raise InvalidStreamRequest(
+                f"mixing 'megatron-blend' is one sequence followed from its start; this "
+                f"request reaches position {j * self._every} of it, past the "
+                f"{MAX_SEQUENTIAL} positions served"
+            )
         with self._lock:
             while len(self._counts) <= j:
                 counts = self._counts[-1].copy()
@@ -471,6 +491,10 @@ class MixtureV1Drawer(MixtureDrawer):
 
     def stream_range(self, first: int, last: int) -> tuple[Int64Array, Int64Array]:
         """Sources and takes at positions ``[first, last)`` of the infinite stream."""
+        if last > MAX_POSITION:
+            raise InvalidStreamRequest(
+                f"mixture-v1 streams have {MAX_POSITION} positions; this request reaches {last}"
+            )
         if last <= first:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         B = self.quotas.block
