@@ -627,3 +627,41 @@ def test_positions_past_what_is_served_are_refused(monkeypatch: pytest.MonkeyPat
     _, v1 = _v1([1.0], 8)
     with pytest.raises(InvalidStreamRequest, match="mixture-v1"):
         v1.stream_range(2**62 - 5, 2**62 + 5)
+
+
+@pytest.mark.parametrize(
+    "orders", [("reshuffled",) * 3, ("reshuffled", "sequential", "reshuffled")]
+)
+def test_reshuffled_elements_are_the_same_with_or_without_the_kernels(
+    orders: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(4)
+    lengths = np.array([1, 1000, 2**40 + 7], dtype=np.int64)
+    sources = rng.integers(0, 3, size=5000)
+    takes = (rng.random(5000) * lengths[sources] * 5).astype(np.int64)
+    fast = source_elements(orders, lengths, 9, sources, takes)  # type: ignore[arg-type]
+    monkeypatch.setattr(kernels, "reshuffle", None)
+    middle = source_elements(orders, lengths, 9, sources, takes)  # type: ignore[arg-type]
+    monkeypatch.setattr(kernels, "feistel", None)
+    slow = source_elements(orders, lengths, 9, sources, takes)  # type: ignore[arg-type]
+    assert fast.tolist() == middle.tolist() == slow.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    weights=st.lists(st.floats(min_value=1e-4, max_value=1.0), min_size=1, max_size=40),
+    block=st.integers(1, 500),
+    start=st.integers(0, 2**PERIOD_BITS - 50),
+    width=st.integers(0, 49),
+)
+def test_the_extras_kernel_and_its_numpy_twin_agree(
+    weights: list[float], block: int, start: int, width: int
+) -> None:
+    p = np.array(weights) / np.sum(weights)
+    quotas = WindowQuotas.build(p, block)
+    assert quotas.extras(start, start + width).tolist() == (
+        quotas.extras_numpy(start, start + width).tolist()
+    )
+    assert quotas.extras(0, 3).tolist() == quotas.extras_numpy(0, 3).tolist()
+    top = 2**PERIOD_BITS
+    assert quotas.extras(top - 2, top).tolist() == quotas.extras_numpy(top - 2, top).tolist()

@@ -428,6 +428,14 @@ class WindowQuotas:
 
     def extras(self, lo_w: int, hi_w: int) -> Int64Array:
         """``E(W)`` for ``W`` in ``[lo_w, hi_w]`` (``0 <= lo_w <= hi_w <= 2**D``), rows by ``W``."""
+        if kernels.extras is not None:
+            out = np.empty((hi_w - lo_w + 1, self.F.shape[0]), dtype=np.int64)
+            kernels.extras(self.F, PERIOD_BITS, lo_w, hi_w, out)
+            return out
+        return self.extras_numpy(lo_w, hi_w)
+
+    def extras_numpy(self, lo_w: int, hi_w: int) -> Int64Array:
+        """:meth:`extras` without the compiled kernel (vectorised over a level's spans)."""
         S = self.F.shape[0]
         D = PERIOD_BITS
         starts = np.zeros(1, dtype=np.int64)

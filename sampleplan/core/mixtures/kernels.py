@@ -206,3 +206,117 @@ def _feistel(
 
 arrange: Any = compile_kernel(_arrange) if NUMBA is not None else _arrange_numpy
 feistel: Any = compile_kernel(_feistel) if NUMBA is not None else None
+
+
+def _reshuffle(
+    lengths: npt.NDArray[np.int64],
+    halves: npt.NDArray[np.int64],
+    base_keys: npt.NDArray[np.uint64],
+    round_keys: npt.NDArray[np.uint64],
+    sources: npt.NDArray[np.int64],
+    takes: npt.NDArray[np.int64],
+    out: npt.NDArray[np.int64],
+) -> None:
+    # NOTE [Source orders] "reshuffled" and NOTE [Keyed permutation], element by element:
+    # pass q = k // n of source i is permuted by the key mix(base_keys[i] ^ q).
+    golden = np.uint64(_GOLDEN)
+    m1 = np.uint64(_M1)
+    m2 = np.uint64(_M2)
+    for e in range(takes.shape[0]):
+        s = sources[e]
+        size = lengths[s]
+        if size <= 1:
+            out[e] = 0
+            continue
+        k = takes[e]
+        z = base_keys[s] ^ np.uint64(k // size)
+        z = z + golden
+        z = (z ^ (z >> np.uint64(30))) * m1
+        z = (z ^ (z >> np.uint64(27))) * m2
+        key = z ^ (z >> np.uint64(31))
+        shift = np.uint64(halves[s])
+        mask = (np.uint64(1) << shift) - np.uint64(1)
+        y = np.uint64(k % size)
+        while True:
+            left = y >> shift
+            right = y & mask
+            for rk in round_keys:
+                z = key ^ rk ^ right
+                z = z + golden
+                z = (z ^ (z >> np.uint64(30))) * m1
+                z = (z ^ (z >> np.uint64(27))) * m2
+                z = z ^ (z >> np.uint64(31))
+                left, right = right, left ^ (z & mask)
+            y = (left << shift) | right
+            if y < np.uint64(size):
+                break
+        out[e] = np.int64(y)
+
+
+reshuffle: Any = compile_kernel(_reshuffle) if NUMBA is not None else None
+
+
+def _extras(
+    F: npt.NDArray[np.int64], bits: int, lo_w: int, hi_w: int, out: npt.NDArray[np.int64]
+) -> None:
+    # NOTE [mixture-v1]'s dyadic tree, level by level, keeping the spans that hold a
+    # window end in [lo_w, hi_w]; out[W - lo_w] = E(W). WindowQuotas.extras is its numpy twin.
+    S = F.shape[0]
+    capacity = 2 * (hi_w - lo_w) + 8
+    starts = np.zeros(capacity, dtype=np.int64)
+    left = np.zeros((capacity, S), dtype=np.int64)
+    right = np.zeros((capacity, S), dtype=np.int64)
+    n_starts = np.zeros(capacity, dtype=np.int64)
+    n_left = np.zeros((capacity, S), dtype=np.int64)
+    n_right = np.zeros((capacity, S), dtype=np.int64)
+    middle = np.zeros(S, dtype=np.int64)
+    neg_key = np.zeros(S, dtype=np.int64)
+    for i in range(S):
+        right[0, i] = F[i]
+    nodes = 1
+    span = np.int64(1) << np.int64(bits)
+    sentinel = np.int64(1) << np.int64(62)
+    while span > 1:
+        m = span >> 1
+        count = 0
+        for node in range(nodes):
+            a = starts[node]
+            mid_w = a + m
+            odd_count = 0
+            for i in range(S):
+                e = right[node, i] - left[node, i]
+                half = e >> 1
+                middle[i] = left[node, i] + half
+                if e & 1:
+                    odd_count += 1
+                    lag = F[i] * mid_w - ((left[node, i] + half) << np.int64(bits))
+                    neg_key[i] = -lag
+                else:
+                    neg_key[i] = sentinel
+            order = np.argsort(neg_key, kind="mergesort")
+            for t in range(odd_count // 2):
+                middle[order[t]] += 1
+            for side in range(2):
+                child = a if side == 0 else mid_w
+                if child <= hi_w and child + m >= lo_w:
+                    n_starts[count] = child
+                    for i in range(S):
+                        n_left[count, i] = left[node, i] if side == 0 else middle[i]
+                        n_right[count, i] = middle[i] if side == 0 else right[node, i]
+                    count += 1
+        starts, n_starts = n_starts, starts
+        left, n_left = n_left, left
+        right, n_right = n_right, right
+        nodes = count
+        span = m
+    for node in range(nodes):
+        a = starts[node]
+        if lo_w <= a <= hi_w:
+            for i in range(S):
+                out[a - lo_w, i] = left[node, i]
+        if lo_w <= a + 1 <= hi_w:
+            for i in range(S):
+                out[a + 1 - lo_w, i] = right[node, i]
+
+
+extras: Any = compile_kernel(_extras) if NUMBA is not None else None

@@ -185,24 +185,21 @@ def source_elements(
 
     ``seed`` keys ``reshuffled`` passes; ``sources`` are positions in the mixture.
     """
+    all_reshuffled = all(o == "reshuffled" for o in orders)
+    if all_reshuffled and kernels.reshuffle is not None:
+        out = np.empty(takes.shape[0], dtype=np.int64)
+        _reshuffle_kernel(lengths, seed, sources, takes, out)
+        return out
     n = lengths[sources]
     within = takes % n
-    kinds = np.array(
-        [
-            0
-            if o == "sequential"
-            else 1
-            if o == "reshuffled"
-            else 3
-            if isinstance(o, PlanStream)
-            else 2
-            for o in orders
-        ],
-        dtype=np.int8,
-    )[sources]
+    kinds = np.array([_kind(o) for o in orders], dtype=np.int8)[sources]
     out = within.copy()
     shuffled = np.flatnonzero(kinds == 1)
-    if shuffled.shape[0]:
+    if shuffled.shape[0] and kernels.reshuffle is not None:
+        part = np.empty(shuffled.shape[0], dtype=np.int64)
+        _reshuffle_kernel(lengths, seed, sources[shuffled], takes[shuffled], part)
+        out[shuffled] = part
+    elif shuffled.shape[0]:
         src = sources[shuffled]
         keys = _pass_keys_of(seed, src, takes[shuffled] // n[shuffled])
         out[shuffled] = keyed_permutation(n[shuffled], keys, within[shuffled])
@@ -221,6 +218,29 @@ def source_elements(
             at = planned[sources[planned] == source]
             out[at] = stream.elements(takes[at])
     return out
+
+
+def _reshuffle_kernel(
+    lengths: Int64Array, seed: int, sources: Int64Array, takes: Int64Array, out: Int64Array
+) -> None:
+    """``reshuffled`` elements by the compiled kernel (per source: length, half width, key)."""
+    halves = np.array(
+        [max(1, -(-(int(n) - 1).bit_length() // 2)) for n in lengths.tolist()], dtype=np.int64
+    )
+    base_keys = mix(np.uint64(mix_int(seed)) ^ np.arange(lengths.shape[0], dtype=np.uint64))
+    kernels.reshuffle(
+        lengths.astype(np.int64),
+        halves,
+        base_keys,
+        np.array(_round_keys(), dtype=np.uint64),
+        sources.astype(np.int64),
+        takes.astype(np.int64),
+        out,
+    )
+
+
+def _round_keys() -> list[np.uint64]:
+    return [mix(np.array([j + 1], dtype=np.uint64))[0] for j in range(_ROUNDS)]
 
 
 def _kind(order: SourceOrder) -> int:
