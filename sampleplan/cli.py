@@ -792,12 +792,17 @@ def mix_command(args: argparse.Namespace, out: TextIO) -> None:
         sources.append(source)
     if args.epoch < 0:
         raise CommandError(f"--epoch should be >= 0, got {args.epoch}")
-    mixture = Mixture(
-        tuple(sources),
-        mixing_from_json(spec.get("mixing")),
-        seed=int(spec.get("seed", 0)),
-        num_samples=spec.get("num_samples"),
-    )
+    seed, num_samples = spec.get("seed", 0), spec.get("num_samples")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CommandError(f"'seed' should be an integer, got {seed!r}")
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int)
+    ):
+        raise CommandError(f"'num_samples' should be an integer, got {num_samples!r}")
+    mixing = spec.get("mixing")
+    if mixing is not None and not isinstance(mixing, dict):
+        raise CommandError("'mixing' should be a JSON object")
+    mixture = Mixture(tuple(sources), mixing_from_json(mixing), seed=seed, num_samples=num_samples)
     drawer = mixture_drawer(mixture)
     shares = mixture_shares(drawer, args.epoch)
     length = drawer.num_samples_at(args.epoch)

@@ -158,6 +158,10 @@ def test_lengths_without_files_and_hf_interleave(
             "token lengths",
         ),
         ([1, 2], "JSON object"),
+        ({"sources": [{"name": "a", "length": 3, "weight": 1}], "seed": "x"}, "'seed'"),
+        ({"sources": [{"name": "a", "length": 3, "weight": 1}], "num_samples": 2.5}, "num_"),
+        ({"sources": [{"name": "a", "length": 3, "weight": 1}], "mixing": [1]}, "'mixing'"),
+        ({"sources": [{"name": "a", "length": 3, "weight": "7"}]}, "weight"),
     ],
 )
 def test_bad_mixture_files_exit_with_one_line(

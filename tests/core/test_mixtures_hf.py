@@ -116,3 +116,21 @@ def test_sizes_and_temperature_proportions_are_what_datasets_is_given() -> None:
         p = mixture.sample_proportions.tolist()
         expected = _hf_stream(lengths, p, [None] * 3, 9, "first_exhausted")
         assert mixture_drawer(mixture).draw_epoch(0).tolist() == expected
+
+
+def test_an_epoch_ending_on_a_checkpoint_is_paged_to_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With checkpoints every draw, every epoch ends on a checkpoint boundary.
+    monkeypatch.setattr(drawers_module, "CHECKPOINT", 1)
+    monkeypatch.setattr(drawers_module, "_GROUP", 1)
+    lengths, probabilities = [4, 6], [0.5, 0.5]
+    drawer = mixture_drawer(_mixture(lengths, probabilities, [None, None], 3, "first_exhausted"))
+    expected = _hf_stream(lengths, probabilities, [None, None], 3, "first_exhausted")
+    n = drawer.num_samples_at(0)
+    assert drawer.draw_range(0, n, n + 5).tolist() == []
+    assert drawer.draw_epoch(0).tolist() == expected
+    counts = drawer.counts_before(0, n)
+    assert (
+        counts.tolist() == np.bincount([0 if i < 4 else 1 for i in expected], minlength=2).tolist()
+    )

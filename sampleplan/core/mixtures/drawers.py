@@ -280,7 +280,8 @@ class _HfDrawer(MixtureDrawer):
         stop = min(stop, state.length)
         start = min(start, stop)
         every = self._every
-        j = start // every
+        # (the epoch may end on a checkpoint that was never kept: the one before it serves)
+        j = min(start // every, state.counts.shape[0] - 1)
         base = j * every
         u = self._generator(epoch, base).random(stop - base)
         src = np.searchsorted(self._cdf, u, side="right").astype(np.int64)
@@ -291,7 +292,7 @@ class _HfDrawer(MixtureDrawer):
     def counts_before(self, epoch: int, position: int) -> Int64Array:
         state = self._epoch(epoch)
         position = min(position, state.length)
-        j = position // self._every
+        j = min(position // self._every, state.counts.shape[0] - 1)
         u = self._generator(epoch, j * self._every).random(position - j * self._every)
         src = np.searchsorted(self._cdf, u, side="right")
         counts: Int64Array = state.counts[j] + np.bincount(src, minlength=len(self._cdf))
