@@ -18,6 +18,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.epochs import check_epoch
 from sampleplan.core.lru import LRUCache
 from sampleplan.core.prepared import PreparedPlan
@@ -26,9 +27,11 @@ from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import (
     EpochFrozen,
+    EpochNotReached,
     InvalidPlanConfig,
     RunNotFound,
     RunPlanConflict,
+    UpdateIdConflict,
 )
 from sampleplan.service.storage import (
     EpochRecord,
@@ -86,6 +89,19 @@ def _to_record(update: RunUpdate, update_id: str | None) -> UpdateRecord:
         indices=np.ascontiguousarray(update.indices, dtype="<i8").tobytes(),
         values=np.ascontiguousarray(update.values, dtype="<f8").tobytes(),
         update_id=update_id,
+    )
+
+
+def _same_payload(stored: UpdateRecord, sent: UpdateRecord) -> bool:
+    """Whether a stored update and a sent one are the same update (``seq`` aside)."""
+    return (
+        stored.epoch == sent.epoch
+        and stored.rank == sent.rank
+        and stored.step == sent.step
+        and stored.op == sent.op
+        and stored.alpha == sent.alpha
+        and stored.indices == sent.indices
+        and stored.values == sent.values
     )
 
 
@@ -169,10 +185,20 @@ class RunCatalog:
         _, plan = self.plan_of(run_id)
         update.check(plan.prepared.population_size)
         pending: _Pending | None = None
+        record = _to_record(update, update_id)
         with self.store.transaction(run_id) as tx:
             run = _locked_run(tx)
-            # A retried request (its id is stored already) is neither checked nor stored.
-            if update_id is None or not tx.has_update(update_id):
+            stored = tx.stored_update(update_id) if update_id is not None else None
+            if stored is not None and not _same_payload(stored, record):
+                raise UpdateIdConflict(
+                    f"run {run_id!r} has stored another update under update_id {update_id!r} "
+                    f"(epoch {stored.epoch}, rank {stored.rank}, step {stored.step}, op "
+                    f"{stored.op!r}, {len(stored.indices) // 8} indices); an update id names "
+                    "one payload: send a new update with a new id"
+                )
+            # A retried request (its id is stored already, with this very payload) is
+            # neither checked nor stored again.
+            if stored is None:
                 if update.epoch < run.max_frozen:
                     raise EpochFrozen(
                         f"epoch {run.max_frozen} of run {run_id!r} is frozen (it has been "
@@ -180,8 +206,9 @@ class RunCatalog:
                         f"change it; updates are accepted for epoch {run.max_frozen} and later"
                     )
                 next_epoch = self._next_epoch(tx, run, plan, update)
-                seq = tx.add_update(_to_record(update, update_id))
+                seq = tx.add_update(record)
                 run = _locked_run(tx)
+                check_deadline()  # a request past its timeout commits nothing (NOTE [Deadlines])
                 if next_epoch is not None:
                     pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
         if pending is not None:  # committed: the state is the stored updates'
@@ -222,6 +249,16 @@ class RunCatalog:
     #     replica), no later epoch has updates, and the new update sorts after the state's
     #     last one, the update is applied to that state alone. Anything else replays.
     #     A freeze of the next epoch reads the same state when it is still current.
+
+    # NOTE [Reads never end a run]
+    #     Reading an epoch freezes it, and updates are accepted only for the latest frozen
+    #     epoch and later: a read of epoch 4294967295 would end the run (every update after
+    #     it a 409). So an epoch is frozen only when it is at most one past epoch 0 and the
+    #     run's latest epoch that was read or that has updates (epochs 0 and 1 of a new run,
+    #     epoch ``e + 1`` once ``e`` has been read or updated); a read further ahead is a 409
+    #     ``epoch-not-reached`` that freezes nothing. A training job reads its epochs in
+    #     order and never meets it; a job that skips epochs without updates reads them one
+    #     after another, or skips at most one at a time.
 
     def _pending_state(
         self, run_id: str, epoch: int, updates: int, max_seq: int
@@ -301,7 +338,16 @@ class RunCatalog:
             existing = tx.epoch(epoch)
             if existing is not None:
                 return existing
-            max_seq, _ = tx.update_totals()
+            max_seq, max_epoch = tx.update_totals()
+            reached = max(run.max_frozen, max_epoch, 0) + 1
+            if epoch > reached:
+                # NOTE [Reads never end a run]
+                raise EpochNotReached(
+                    f"run {run_id!r} has reached epoch {reached} (one past epoch 0 and its "
+                    f"latest epoch read or updated); epoch {epoch} cannot be read yet, since "
+                    "reading an epoch freezes it and every epoch before it would then refuse "
+                    "updates: read the run's epochs in order"
+                )
             pending = (
                 self._pending_state(run_id, epoch - 1, run.updates, max_seq) if epoch > 0 else None
             )
@@ -314,6 +360,7 @@ class RunCatalog:
                 weights=np.ascontiguousarray(weights, dtype="<f8").tobytes() if updated else None,
                 weights_sha256=_digest(weights),
             )
+            check_deadline()  # NOTE [Deadlines]
             tx.freeze(record)
             return record
 

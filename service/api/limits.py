@@ -9,8 +9,9 @@ NOTE [Why the timeout stops at the response start]
     half-sent would leave the client a truncated body with a 200 status. What needs a
     bound is the work before the answer (reading the body, preparing a plan, drawing an
     epoch). When it runs out, the client gets a 504 at once; work already handed to a
-    worker thread cannot be interrupted and finishes in the background, and its late
-    answer is dropped.
+    worker thread cannot be interrupted from outside, so the deadline is also set for
+    the request's context (NOTE [Deadlines] in ``core/deadlines.py``): long work checks
+    it and stops, and whatever answer still comes late is dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sampleplan.core.deadlines import deadline
+from sampleplan.core.errors import DeadlineExceeded
 from sampleplan.service.api.problems import problem_response
 from sampleplan.service.errors import PayloadTooLarge, RequestTimeout, SamplePlanServiceError
 
@@ -167,7 +170,10 @@ class RequestTimeoutMiddleware:
         timer = loop.call_later(self.timeout_seconds, expire)
         error: Exception | None = None
         try:
-            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout_seconds) as cancel:
+            with (
+                anyio.CancelScope(deadline=anyio.current_time() + self.timeout_seconds) as cancel,
+                deadline(self.timeout_seconds),
+            ):
                 await self.app(scope, receive, watched_send)
         except Exception as exc:
             error = exc
@@ -178,7 +184,7 @@ class RequestTimeoutMiddleware:
             late = loop.create_task(self._answer_504(scope, receive, send))
         if late is not None:
             await late
-            if error is not None:
+            if error is not None and not isinstance(error, DeadlineExceeded):
                 logger.warning("a request failed after its timeout", exc_info=error)
         elif error is not None:
             raise error

@@ -229,6 +229,15 @@ class RunTransaction:
         )
         return self._conn.execute(query).first() is not None
 
+    def stored_update(self, update_id: str) -> UpdateRecord | None:
+        """The update stored under this sender's id, if any (a retried request, or an id
+        used again for another payload)."""
+        query = sa.select(run_updates).where(
+            run_updates.c.run_id == self.run_id, run_updates.c.update_id == update_id
+        )
+        row = self._conn.execute(query).mappings().first()
+        return None if row is None else replace(_update(row), update_id=update_id)
+
     def update_totals(self) -> tuple[int, int]:
         """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
         query = sa.select(sa.func.max(run_updates.c.seq), sa.func.max(run_updates.c.epoch)).where(
