@@ -86,6 +86,8 @@ RAW_DTYPES: dict[str, np.dtype[np.integer]] = {
 
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _INT64_MAX = np.iinfo(np.int64).max
+#: The longest plain integer that can be an int64: ``-9223372036854775808``.
+_INT64_DIGITS = 20
 _NPY_MAGIC = b"\x93NUMPY"
 _BOM = "\ufeff"
 
@@ -123,10 +125,20 @@ def decode_text(data: bytes, charset: str | None, what: str) -> str:
         ) from exc
 
 
+def _int_cell(cell: str) -> int:
+    """An integer cell as an int; one too long for int64 is refused before ``int()``, which
+    would spend quadratic time on it (or refuse past 4300 digits with a ValueError)."""
+    if len(cell) > _INT64_DIGITS:
+        raise InvalidLabels(
+            f"integer labels must fit in 64 bits (int64), but a cell has {len(cell)} characters"
+        )
+    return int(cell)
+
+
 def _typed(values: Sequence[str]) -> Labels:
     """Labels from text cells: integers if every cell is one, else strings (NOTE above)."""
     if all(_INTEGER.fullmatch(v) for v in values):
-        return labels_from_list([int(v) for v in values])
+        return labels_from_list([_int_cell(v) for v in values])
     return labels_from_strings(values)
 
 
@@ -209,7 +221,7 @@ def _typed_sets(sets: list[list[str]]) -> LabelSets:
                 f"row {number + 1} of the CSV manifest has an empty label between separators"
             )
     if all(_INTEGER.fullmatch(v) for labels in sets for v in labels):
-        return label_sets_from_list([[int(v) for v in labels] for labels in sets])
+        return label_sets_from_list([[_int_cell(v) for v in labels] for labels in sets])
     return label_sets_from_list(sets)
 
 
@@ -234,6 +246,11 @@ def labels_from_jsonl(
         except json.JSONDecodeError as exc:
             raise InvalidLabels(
                 f"line {number} of the JSON Lines manifest is not valid JSON: {exc.msg}"
+            ) from exc
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise InvalidLabels(
+                f"line {number} of the JSON Lines manifest has an integer too long to read; "
+                "integer labels must fit in 64 bits (int64)"
             ) from exc
         if not isinstance(record, dict):
             raise InvalidLabels(

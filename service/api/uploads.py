@@ -47,6 +47,7 @@ from sampleplan.core.labels import Labels
 from sampleplan.core.labelsets import LabelSets, labels_or_label_sets
 from sampleplan.core.tables import TableFormat, labels_from_arrow, read_label_column
 from sampleplan.service.api import examples
+from sampleplan.service.api.problems import too_long_integer
 from sampleplan.service.api.schemas import DatasetCreate
 from sampleplan.service.errors import InvalidLabels, UnsupportedMediaType
 
@@ -236,6 +237,8 @@ def _labels_from_json(body: bytes) -> Labels | LabelSets:
                 }
             ]
         ) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's limit)
+        raise InvalidLabels(too_long_integer()) from exc
     try:
         parsed = DatasetCreate.model_validate(data)
     except ValidationError as exc:
