@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Security
+from fastapi import Depends, FastAPI, Security
 from fastapi.security import HTTPBearer
 
 from sampleplan import __version__
@@ -21,6 +21,7 @@ from sampleplan.service.api.observability import ObservabilityMiddleware, RouteT
 from sampleplan.service.api.openapi import install_problem_openapi, operation_id
 from sampleplan.service.api.page_threads import page_limiter
 from sampleplan.service.api.problems import install_problem_handlers
+from sampleplan.service.api.queries import check_query
 from sampleplan.service.api.routes import batches, datasets, health, metrics, plans, runs, sample
 from sampleplan.service.api.schemas import Problem
 from sampleplan.service.catalog import Catalog
@@ -149,6 +150,8 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
         generate_unique_id_function=operation_id,
+        # NOTE [Query parameters]: unknown and repeated query parameters are a 422.
+        dependencies=[Depends(check_query)],
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
         redoc_url=None,

@@ -53,3 +53,66 @@ def test_an_integer_of_4301_digits_is_a_422(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "int" in response.json()["detail"]
+
+
+def _every_route(client: TestClient) -> list[tuple[str, str]]:
+    """Every operation of the API document (and HEAD of the /indices routes)."""
+    schema = client.get("/openapi.json").json()
+    routes = []
+    for template, item in schema["paths"].items():
+        if template in {"/healthz", "/readyz", "/metrics"}:
+            continue
+        path = template.replace("{plan_id}", "0" * 64).replace("{dataset_id}", "0" * 64)
+        path = path.replace("{run_id}", "r")
+        for method in item:
+            if method in {"get", "head", "post", "put", "delete"}:
+                routes.append((method.upper(), path))
+                if path.endswith("/indices") and method == "get":
+                    routes.append(("HEAD", path))
+    return routes
+
+
+def test_every_route_refuses_unknown_and_repeated_query_parameters(
+    module_api: TestClient,
+) -> None:
+    routes = _every_route(module_api)
+    assert len(routes) > 15
+    for method, path in routes:
+        unknown = module_api.request(method, f"{path}?epcoh=3")
+        assert unknown.status_code == 422, (method, path, unknown.text)
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+        if method == "HEAD":
+            continue
+        problem = unknown.json()
+        assert problem["type"].endswith("invalid-input")
+        assert problem["errors"][0]["loc"] == "query.epcoh"
+        assert "epcoh" in problem["detail"] and "unknown query parameter" in problem["detail"]
+    for path in ["/v1/plans/x/indices", "/v1/runs/r/indices", "/v1/plans/x/weights"]:
+        repeated = module_api.get(f"{path}?epoch=3&epoch=4")
+        assert repeated.status_code == 422, (path, repeated.text)
+        assert repeated.json()["errors"] == [
+            {"loc": "query.epoch", "msg": "given 2 times; give each query parameter once"}
+        ]
+
+
+def test_epcoh_no_longer_answers_epoch_0(module_api: TestClient) -> None:
+    plan = module_api.post("/v1/plans", json={"labels": [0, 1, 1]}).json()["id"]
+    assert module_api.get(f"/v1/plans/{plan}/indices?epoch=3").status_code == 200
+    assert module_api.get(f"/v1/plans/{plan}/indices?epcoh=3").status_code == 422
+    # A binary run update takes its fields from the query: those names, each once.
+    module_api.put("/v1/runs/q", json={"plan_id": plan})
+    body = b"\x01" + b"\x00" * 7 + b"\x00" * 6 + b"\xf0\x3f"  # index 1, value 1.0
+    headers = {"Content-Type": "application/octet-stream"}
+    ok = module_api.post(
+        "/v1/runs/q/updates?epoch=0&op=mul&update_id=a", content=body, headers=headers
+    )
+    assert ok.status_code == 202, ok.text
+    twice = module_api.post(
+        "/v1/runs/q/updates?epoch=0&epoch=1&op=mul", content=body, headers=headers
+    )
+    assert twice.status_code == 422 and twice.json()["errors"][0]["loc"] == "query.epoch"
+    odd = module_api.post("/v1/runs/q/updates?epoch=0&op=mul&stpe=2", content=body, headers=headers)
+    assert odd.status_code == 422 and odd.json()["errors"][0]["loc"] == "query.stpe"
+    # Probes and scrapes take any query (load balancers and Prometheus add their own).
+    assert module_api.get("/healthz?verbose=1").status_code == 200
+    assert module_api.get("/metrics?name[]=sampleplan_http_requests_total").status_code == 200

@@ -17,6 +17,7 @@ from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
 from sampleplan.service.api.deps import JSON_BODY, RunCatalogDep
 from sampleplan.service.api.page_threads import run_page_work
+from sampleplan.service.api.queries import reads_query
 from sampleplan.service.api.schemas import (
     Problem,
     RunCreate,
@@ -305,6 +306,9 @@ async def get_run_indices(
 router.add_api_route(
     "/{run_id}/indices", get_run_indices, methods=["HEAD"], include_in_schema=False
 )
+
+# A binary update carries its fields in the query (read by _update_from_body).
+reads_query(f"{router.prefix}/{{run_id}}/updates", RunUpdateMeta.model_fields)
 
 #: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{run_id}}/indices",)
