@@ -28,7 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sampleplan.core.deadlines import deadline
 from sampleplan.core.errors import DeadlineExceeded
 from sampleplan.service.api.problems import problem_response
-from sampleplan.service.errors import PayloadTooLarge, RequestTimeout, SamplePlanServiceError
+from sampleplan.service.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    SamplePlanServiceError,
+    UnsupportedMediaType,
+)
 
 logger = logging.getLogger("sampleplan")
 
@@ -60,12 +65,24 @@ def _declared_length(scope: Scope) -> int | None:
         return None
 
 
+def _content_encoding(scope: Scope) -> str | None:
+    """A request body's ``Content-Encoding`` other than ``identity``, if any."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-encoding":
+            encoding: str = value.decode("latin-1").strip()
+            if encoding.lower() not in ("", "identity"):
+                return encoding
+    return None
+
+
 def _is_chunked(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 to bodies larger than ``max_body_bytes``, without reading them whole.
+    """Answers 413 to bodies larger than ``max_body_bytes``, without reading them whole,
+    and 415 to a compressed body (``Content-Encoding``): no body is ever decoded, so the
+    limit bounds what is read.
 
     A declared ``Content-Length`` over the limit is refused before any byte is read; a
     chunked body is counted as it streams in and refused at the chunk that crosses it.
@@ -88,6 +105,15 @@ class BodySizeLimitMiddleware:
         declared = _declared_length(scope)
         # The unread body stays on the connection, so it must not be reused.
         close = {"Connection": "close"}
+        encoding = _content_encoding(scope)
+        if encoding is not None:
+            error = UnsupportedMediaType(
+                f"request bodies are read as sent, never decoded: Content-Encoding "
+                f"{encoding!r:.40} is not taken; send the body uncompressed (Parquet and Arrow "
+                "files may compress their own columns, within the body limit decoded)"
+            )
+            await _send_problem(scope, receive, send, error, close)
+            return
         if declared is not None and declared > self.max_body_bytes:
             await _send_problem(scope, receive, send, self._error(), close)
             return

@@ -116,3 +116,91 @@ def test_epcoh_no_longer_answers_epoch_0(module_api: TestClient) -> None:
     # Probes and scrapes take any query (load balancers and Prometheus add their own).
     assert module_api.get("/healthz?verbose=1").status_code == 200
     assert module_api.get("/metrics?name[]=sampleplan_http_requests_total").status_code == 200
+
+
+def test_a_compressed_body_is_a_415_never_decoded(module_api: TestClient) -> None:
+    import gzip
+
+    for encoding in ("gzip", "zstd", "br", "deflate"):
+        response = module_api.post(
+            "/v1/datasets",
+            content=gzip.compress(b'{"labels": [0, 1, 1]}'),
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+        assert response.status_code == 415, response.text
+        assert "Content-Encoding" in response.json()["detail"]
+    plain = module_api.post(
+        "/v1/datasets",
+        content=b'{"labels": [0, 1, 1]}',
+        headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
+    )
+    assert plain.status_code in (200, 201), plain.text
+
+
+def _npy_claiming(count: int) -> bytes:
+    """A .npy whose header declares ``count`` int64 values, followed by 8 bytes."""
+    header = "{'descr': '<i8', 'fortran_order': False, 'shape': (" + str(count) + ",), }"
+    header = header + " " * (118 - len(header)) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(8)
+
+
+def test_npy_and_npz_headers_cannot_claim_more_than_the_body(module_api: TestClient) -> None:
+    import io
+    import zipfile
+
+    lying = _npy_claiming(10**11)  # 800 GB declared, 8 bytes sent
+    response = module_api.post(
+        "/v1/datasets", content=lying, headers={"Content-Type": "application/x-npy"}
+    )
+    assert response.status_code == 422, response.text
+    assert "declares shape (100000000000,)" in response.json()["detail"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as members:  # stored, as np.savez writes
+        members.writestr("offsets.npy", lying)
+        members.writestr("values.npy", lying)
+    response = module_api.post(
+        "/v1/datasets", content=archive.getvalue(), headers={"Content-Type": "application/x-npz"}
+    )
+    assert response.status_code == 422, response.text
+    assert "declares shape" in response.json()["detail"]
+    honest = module_api.post(
+        "/v1/datasets", content=_npy_claiming(1), headers={"Content-Type": "application/x-npy"}
+    )
+    assert honest.status_code in (200, 201), honest.text
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_a_compressed_table_decodes_within_the_body_limit(tmp_path: object, fmt: str) -> None:
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sampleplan.service.config import Settings
+    from sampleplan.service.main import create_app
+
+    # 2e6 int64 labels: 16 MB decoded, a few kB compressed; the body limit is 1 MB.
+    table = pa.table({"label": pa.array(np.zeros(2_000_000, dtype=np.int64))})
+    small = pa.table({"label": pa.array(np.arange(1000, dtype=np.int64) % 3)})
+
+    def encode(t: pa.Table) -> tuple[bytes, str]:
+        out = io.BytesIO()
+        if fmt == "parquet":
+            pq.write_table(t, out, compression="zstd")
+            return out.getvalue(), "application/vnd.apache.parquet"
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_stream(out, t.schema, options=options) as writer:
+            writer.write_table(t, max_chunksize=100_000)
+        return out.getvalue(), "application/vnd.apache.arrow.stream"
+
+    url = f"sqlite:///{tmp_path}/budget.sqlite3"
+    with TestClient(create_app(Settings(database_url=url, max_body_bytes=1 << 20))) as api:
+        body, content_type = encode(table)
+        assert len(body) < 1 << 20
+        response = api.post("/v1/datasets", content=body, headers={"Content-Type": content_type})
+        assert response.status_code == 413, response.text
+        assert "SAMPLEPLAN_MAX_BODY_BYTES" in response.json()["detail"]
+        body, content_type = encode(small)
+        response = api.post("/v1/datasets", content=body, headers={"Content-Type": content_type})
+        assert response.status_code in (200, 201), response.text
