@@ -49,6 +49,12 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
+_NOT_REACHED = (
+    "The run has not reached this epoch: it is more than one past the run's latest epoch "
+    "read or updated (and past epoch 1). Nothing is frozen."
+)
+
+
 def run_out(info: RunInfo) -> RunOut:
     return RunOut(
         id=info.id,
@@ -210,7 +216,11 @@ def _update_from_body(
     responses={
         202: {"content": {"application/json": {"example": examples.RUN_UPDATED}}},
         **_NOT_FOUND,
-        409: {"model": Problem, "description": "The epoch this update would change is frozen."},
+        409: {
+            "model": Problem,
+            "description": "The epoch this update would change is frozen, or its `update_id` "
+            "names another update already stored.",
+        },
         415: {"model": Problem, "description": "Neither JSON nor octet-stream."},
         422: {"model": Problem, "description": "A bad update."},
     },
@@ -242,6 +252,7 @@ WeightsEpochQuery = Annotated[
     responses={
         **array_responses("The weights", "<f8", examples.RUN_WEIGHTS, RunWeightsOut),
         **_NOT_FOUND,
+        409: {"model": Problem, "description": _NOT_REACHED},
         422: {"model": Problem, "description": "More weights than `max_page`."},
     },
 )
@@ -275,6 +286,7 @@ def get_run_weights(
     responses={
         **array_responses("The page of indices", "<i8", examples.RUN_INDICES, RunIndicesOut),
         **_NOT_FOUND,
+        409: {"model": Problem, "description": _NOT_REACHED},
         422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
     },
 )
