@@ -194,7 +194,7 @@ class _Steps:
     """
 
     rounds: tuple[tuple[Int64Array, Float64Array], ...]
-    tails: tuple[tuple[int, tuple[float, ...]], ...]
+    tails: tuple[tuple[int, Float64Array], ...]
 
 
 def _steps(indices: Int64Array, values: Float64Array, op: UpdateOp) -> _Steps:
@@ -228,10 +228,10 @@ def _steps(indices: Int64Array, values: Float64Array, op: UpdateOp) -> _Steps:
     rounds = tuple(
         (indices[chunk], values[chunk]) for chunk in np.split(positions, cuts[1:]) if chunk.size
     )
-    tails: list[tuple[int, tuple[float, ...]]] = []
+    tails: list[tuple[int, Float64Array]] = []
     for group in np.flatnonzero(counts > wide):
         start, end = int(first[group]) + wide, int(ends[group])
-        tails.append((int(ordered[start]), tuple(values[order[start:end]].tolist())))
+        tails.append((int(ordered[start]), values[order[start:end]]))
     return _Steps(rounds=rounds, tails=tuple(tails))
 
 
@@ -250,13 +250,14 @@ def apply_update(weights: Float64Array, update: RunUpdate) -> None:
     for position, tail in steps.tails:
         # Python floats are IEEE binary64 as numpy's are: the same products, bit for bit.
         w = float(weights[position])
-        for start in range(0, len(tail), _FOLD_STEP):
+        for start in range(0, tail.shape[0], _FOLD_STEP):
             check_deadline()
+            chunk: list[float] = tail[start : start + _FOLD_STEP].tolist()
             if update.op == "mul":
-                for v in tail[start : start + _FOLD_STEP]:
+                for v in chunk:
                     w = w * v
             else:
-                for v in tail[start : start + _FOLD_STEP]:
+                for v in chunk:
                     w = (1.0 - alpha) * w + alpha * v
         weights[position] = w
 
