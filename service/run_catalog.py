@@ -29,6 +29,7 @@ from sampleplan.service.errors import (
     EpochFrozen,
     EpochNotReached,
     InvalidPlanConfig,
+    InvalidRunUpdate,
     RunNotFound,
     RunPlanConflict,
     UpdateIdConflict,
@@ -57,6 +58,16 @@ class _Pending:
     updates: int  # the run's update count, and
     max_seq: int  # its largest seq, when this was made
     state: NextEpoch
+
+
+@dataclass(frozen=True, eq=False)
+class _Ahead:
+    """An update applied to a pending state before the run's lock was taken: used under
+    the lock only if that state is still the current one (NOTE [Pending epoch state])."""
+
+    pending: _Pending
+    result: NextEpoch | None
+    error: InvalidRunUpdate | None
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,7 @@ class RunCatalog:
         update.check(plan.prepared.population_size)
         pending: _Pending | None = None
         record = _to_record(update, update_id)
+        ahead = self._ahead(run_id, plan, update)
         with self.store.transaction(run_id) as tx:
             run = _locked_run(tx)
             stored = tx.stored_update(update_id) if update_id is not None else None
@@ -205,7 +217,7 @@ class RunCatalog:
                         f"served), so an update sent during epoch {update.epoch} can no longer "
                         f"change it; updates are accepted for epoch {run.max_frozen} and later"
                     )
-                next_epoch = self._next_epoch(tx, run, plan, update)
+                next_epoch = self._next_epoch(tx, run, plan, update, ahead)
                 seq = tx.add_update(record)
                 run = _locked_run(tx)
                 check_deadline()  # a request past its timeout commits nothing (NOTE [Deadlines])
@@ -215,8 +227,28 @@ class RunCatalog:
             self._pending.put((run_id, update.epoch), pending)
         return self._info(run)
 
+    def _ahead(self, run_id: str, plan: Plan, update: RunUpdate) -> _Ahead | None:
+        """``update`` applied to the run's pending state, before the run's lock is taken
+        (NOTE [Pending epoch state]); ``None`` when this replica has no such state."""
+        pending = self._pending.peek((run_id, update.epoch))
+        if pending is None:
+            return None
+        prepared = plan.prepared
+        try:
+            result = pending.state.then(
+                update, num_samples=prepared.num_samples, replacement=prepared.config.replacement
+            )
+        except InvalidRunUpdate as exc:
+            return _Ahead(pending=pending, result=None, error=exc)
+        return _Ahead(pending=pending, result=result, error=None)
+
     def _next_epoch(
-        self, tx: RunTransaction, run: RunRecord, plan: Plan, update: RunUpdate
+        self,
+        tx: RunTransaction,
+        run: RunRecord,
+        plan: Plan,
+        update: RunUpdate,
+        ahead: _Ahead | None = None,
     ) -> NextEpoch | None:
         """Check that the weights stay drawable at every epoch with ``update`` among the
         updates (else :class:`InvalidRunUpdate`); answer the weights of epoch
@@ -227,10 +259,18 @@ class RunCatalog:
         pending = self._pending_state(run.id, update.epoch, run.updates, max_seq)
         if latest and pending is not None:
             # The common case: this update sorts after every update of its epoch, and no
-            # later epoch has any: apply it alone to the epoch's state so far.
-            extended = pending.state.then(
-                update, num_samples=prepared.num_samples, replacement=prepared.config.replacement
-            )
+            # later epoch has any: apply it alone to the epoch's state so far, which was
+            # done before the lock when that state is still the current one.
+            if ahead is not None and ahead.pending is pending:
+                if ahead.error is not None:
+                    raise ahead.error
+                extended = ahead.result
+            else:
+                extended = pending.state.then(
+                    update,
+                    num_samples=prepared.num_samples,
+                    replacement=prepared.config.replacement,
+                )
             if extended is not None:
                 return extended
         # Replay to the last epoch that has updates, with this one among them: the weights
@@ -249,6 +289,11 @@ class RunCatalog:
     #     replica), no later epoch has updates, and the new update sorts after the state's
     #     last one, the update is applied to that state alone. Anything else replays.
     #     A freeze of the next epoch reads the same state when it is still current.
+    #     Applying the update (a copy and a check of the whole weight vector) is done
+    #     before the lock is taken, against the state as this replica last saw it
+    #     (``_Ahead``), and used under the lock only when that very state is still the
+    #     current one: the run's lock (on SQLite the database's write lock) is then held
+    #     for reads and writes only.
 
     # NOTE [Reads never end a run]
     #     Reading an epoch freezes it, and updates are accepted only for the latest frozen

@@ -235,3 +235,56 @@ def test_an_update_id_names_one_payload(api: TestClient) -> None:
     )
     assert binary.status_code == 202, binary.text
     assert api.get("/v1/runs/ids").json()["updates"] == 1
+
+
+def test_the_common_update_is_applied_before_the_run_lock(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTE [Pending epoch state]: an update that extends the epoch's state is applied
+    (a copy and a check of every weight) before the run's lock is taken; under the lock
+    only reads and writes run."""
+    import sampleplan.core.runs as core_runs
+
+    _run(api, "unlocked")
+    runs = api.app.state.runs  # type: ignore[attr-defined]
+    held = threading.local()
+    applied_under_lock: list[bool] = []
+    transaction = runs.store.transaction
+
+    def watched_transaction(run_id: str):  # type: ignore[no-untyped-def]
+        from contextlib import contextmanager
+
+        @contextmanager
+        def block():  # type: ignore[no-untyped-def]
+            with transaction(run_id) as tx:
+                held.inside = True
+                try:
+                    yield tx
+                finally:
+                    held.inside = False
+
+        return block()
+
+    original = core_runs.apply_updates
+
+    def watched_apply(*args, **kwargs):  # type: ignore[no-untyped-def]
+        applied_under_lock.append(getattr(held, "inside", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runs.store, "transaction", watched_transaction)
+    monkeypatch.setattr(core_runs, "apply_updates", watched_apply)
+    for step in range(4):
+        body = {"epoch": 0, "step": step, "op": "mul", "indices": [step], "values": [2.0]}
+        assert api.post("/v1/runs/unlocked/updates", json=body).status_code == 202
+    # The first update replays (no state yet); the next three extend it, outside the lock.
+    assert applied_under_lock[0] is True
+    assert applied_under_lock[1:] == [False, False, False]
+    # An update refused by the state's check is refused the same way, storing nothing.
+    bad = {"epoch": 0, "step": 9, "op": "set", "indices": list(range(48)), "values": [0.0] * 48}
+    response = api.post("/v1/runs/unlocked/updates", json=bad)
+    assert response.status_code == 422, response.text
+    assert api.get("/v1/runs/unlocked").json()["updates"] == 4
+    weights = api.get("/v1/runs/unlocked/weights", params={"epoch": 1}).json()["weights"]
+    base = np.array([1 / 30] * 30 + [1 / 6] * 6 + [1 / 12] * 12)
+    base[:4] *= 2.0
+    assert np.array(weights).tobytes() == base.tobytes()
