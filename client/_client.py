@@ -24,7 +24,7 @@ from sampleplan.client import _endpoints as endpoints
 from sampleplan.client._endpoints import Call, LabelsLike
 from sampleplan.client._exceptions import NotFoundError, SamplePlanError
 from sampleplan.client._folders import image_folder_targets
-from sampleplan.client._models import Dataset, Plan, Run
+from sampleplan.client._models import ClassPage, ClassRow, Dataset, Plan, Run
 from sampleplan.client._progress import attach_progress, require_tqdm
 from sampleplan.client._retry import RetryPolicy
 from sampleplan.core.runs import UpdateOp
@@ -291,6 +291,24 @@ class SamplePlanClient(_ClientOptions):
         ``epoch``: the class table and ``num_samples`` of that epoch (a plan with a schedule).
         """
         return self.send(endpoints.get_plan(plan_id, epoch))
+
+    def classes(
+        self, plan_id: str, offset: int = 0, limit: int = 1_000, *, epoch: int | None = None
+    ) -> ClassPage:
+        """Rows ``offset .. offset + limit - 1`` of a plan's class table (at most 10 000)."""
+        return self.send(endpoints.classes(plan_id, offset, limit, epoch))
+
+    def all_classes(self, plan: Plan) -> list[ClassRow]:
+        """``plan``'s whole class table: ``plan.classes`` if complete, else read by the page."""
+        rows = list(plan.classes)
+        while len(rows) < plan.num_classes:
+            page = self.classes(
+                plan.id, len(rows), endpoints.CLASS_PAGE_ROWS, epoch=plan.epoch or None
+            )
+            if not page.classes:
+                break
+            rows += page.classes
+        return rows
 
     def weights(
         self, plan_id: str, *, epoch: int | None = None, binary: bool = True
@@ -644,6 +662,24 @@ class AsyncSamplePlanClient(_ClientOptions):
         ``epoch``: the class table and ``num_samples`` of that epoch (a plan with a schedule).
         """
         return await self.send(endpoints.get_plan(plan_id, epoch))
+
+    async def classes(
+        self, plan_id: str, offset: int = 0, limit: int = 1_000, *, epoch: int | None = None
+    ) -> ClassPage:
+        """Rows ``offset .. offset + limit - 1`` of a plan's class table (at most 10 000)."""
+        return await self.send(endpoints.classes(plan_id, offset, limit, epoch))
+
+    async def all_classes(self, plan: Plan) -> list[ClassRow]:
+        """``plan``'s whole class table: ``plan.classes`` if complete, else read by the page."""
+        rows = list(plan.classes)
+        while len(rows) < plan.num_classes:
+            page = await self.classes(
+                plan.id, len(rows), endpoints.CLASS_PAGE_ROWS, epoch=plan.epoch or None
+            )
+            if not page.classes:
+                break
+            rows += page.classes
+        return rows
 
     async def weights(
         self, plan_id: str, *, epoch: int | None = None, binary: bool = True

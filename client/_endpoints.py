@@ -22,7 +22,7 @@ import numpy.typing as npt
 from sampleplan.client import _tables as tables
 from sampleplan.client._arrays import BINARY, ArrayRead, binary_labels, manifest_media_type
 from sampleplan.client._folders import ImageFolderTargets
-from sampleplan.client._models import Dataset, Plan, Run
+from sampleplan.client._models import ClassPage, Dataset, Plan, Run
 from sampleplan.core.runs import UpdateOp
 from sampleplan.core.streams import StreamRequest
 
@@ -189,6 +189,22 @@ def get_plan(plan_id: str, epoch: int | None = None) -> Call[Plan]:
     return Call(
         "GET", f"/v1/plans/{_segment(plan_id)}", lambda r: Plan.from_json(r.json()), params=params
     )
+
+
+def classes(plan_id: str, offset: int, limit: int, epoch: int | None = None) -> Call[ClassPage]:
+    params: dict[str, Any] = {"offset": offset, "limit": limit}
+    if epoch is not None:
+        params["epoch"] = epoch
+    return Call(
+        "GET",
+        f"/v1/plans/{_segment(plan_id)}/classes",
+        lambda r: ClassPage.from_json(r.json()),
+        params=params,
+    )
+
+
+#: Rows per page when a client reads a whole class table (the service's largest page).
+CLASS_PAGE_ROWS = 10_000
 
 
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")

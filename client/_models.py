@@ -46,9 +46,51 @@ class ClassRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _class_row(row: dict[str, Any]) -> ClassRow:
+    known = {"class", "count", "class_weight", "expected_share", "expected_draws"}
+    return ClassRow(
+        label=row["class"],
+        count=row["count"],
+        class_weight=row.get("class_weight"),
+        expected_share=row["expected_share"],
+        expected_draws=row["expected_draws"],
+        extra={k: v for k, v in row.items() if k not in known},
+    )
+
+
+@dataclass(frozen=True)
+class ClassPage:
+    """A page of a plan's class table (``SamplePlanClient.classes``)."""
+
+    plan_id: str
+    epoch: int
+    total: int
+    offset: int
+    classes: list[ClassRow]
+    #: The path of the next page; ``None`` after the last.
+    next: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClassPage:
+        return cls(
+            plan_id=data["plan_id"],
+            epoch=int(data["epoch"]),
+            total=int(data["total"]),
+            offset=int(data["offset"]),
+            classes=[_class_row(row) for row in data["classes"]],
+            next=data.get("next"),
+        )
+
+
 @dataclass(frozen=True)
 class Plan:
-    """A stored plan: canonical config, population, per-class table and versions."""
+    """A stored plan: canonical config, population, per-class table and versions.
+
+    A plan of more classes than the service lists inline carries only the first of
+    them in ``classes`` (``classes_complete`` is then false, and ``num_classes`` says how
+    many there are); ``SamplePlanClient.classes`` and ``all_classes`` page through the
+    rest.
+    """
 
     id: str
     dataset_id: str
@@ -58,6 +100,18 @@ class Plan:
     classes: list[ClassRow]
     versions: dict[str, str]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    #: Classes in the plan's table (``len(classes)`` unless the answer was summarised).
+    num_classes: int = -1
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 0:
+            object.__setattr__(self, "num_classes", len(self.classes))
+
+    @property
+    def classes_complete(self) -> bool:
+        """Whether ``classes`` holds the whole class table."""
+        return len(self.classes) == self.num_classes
 
     @property
     def seed(self) -> int:
@@ -73,18 +127,8 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        known = {"class", "count", "class_weight", "expected_share", "expected_draws"}
-        rows = [
-            ClassRow(
-                label=row["class"],
-                count=row["count"],
-                class_weight=row.get("class_weight"),
-                expected_share=row["expected_share"],
-                expected_draws=row["expected_draws"],
-                extra={k: v for k, v in row.items() if k not in known},
-            )
-            for row in data["classes"]
-        ]
+        rows = [_class_row(row) for row in data["classes"]]
+        page = data.get("classes_page")
         return cls(
             id=data["id"],
             dataset_id=data["dataset_id"],
@@ -94,6 +138,8 @@ class Plan:
             classes=rows,
             versions=dict(data["versions"]),
             raw=data,
+            num_classes=len(rows) if page is None else int(page["total"]),
+            epoch=int(data.get("epoch", 0)),
         )
 
 

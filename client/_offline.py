@@ -239,6 +239,11 @@ class OfflineStream:
             )
         return self._prepared
 
+    def class_counts(self) -> npt.NDArray[np.int64]:
+        """Samples of each class in the population, from the cached codes."""
+        counts: npt.NDArray[np.int64] = self._prepared_plan().class_counts()
+        return counts
+
     def _epoch_stream(self, epoch: int) -> npt.NDArray[np.int64]:
         # A sampler asks for an epoch page by page: draw the epoch once, keep the last one.
         if self._epoch is None or self._epoch[0] != epoch:

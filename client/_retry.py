@@ -6,7 +6,11 @@ client share it and differ only in how they sleep.
 NOTE [What is retried]
     Connection errors and timeouts, 5xx and 429 answers are retried; 4xx answers are not
     (the request itself is wrong). POSTs are retried too: creating a dataset or a plan is
-    idempotent, because both are named by the hash of their content.
+    idempotent, because both are named by the hash of their content, and a run update
+    carries an ``update_id`` made once per call, which every attempt resends: the
+    service stores an id once (the same id with another payload is a 409), so an update
+    whose 503 or lost answer hid a commit is applied once, and one that did not commit
+    is applied by the retry.
 """
 
 from __future__ import annotations

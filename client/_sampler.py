@@ -82,6 +82,7 @@ from sampleplan.client._arguments import check_int, checked_sampler_arguments
 from sampleplan.client._cache import PlanCache
 from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
+from sampleplan.client._exceptions import ServerError, TransportError
 from sampleplan.client._models import Plan
 from sampleplan.client._offline import OfflineStream
 from sampleplan.client._plan_source import EpochPages, PlanSource
@@ -207,6 +208,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.update_batch_size = update_batch_size
         self._run_updates: RunUpdates | None = None
         self.plan = self._source.load_plan()
+        self._counts: npt.NDArray[np.int64] | None = None
         self._schedule = schedule_from_json(self.plan.config.get("schedule"))
         if run is not None:
             assert api is not None
@@ -309,11 +311,29 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         if self._schedule is None or self.plan.config.get("num_samples") is not None:
             return self.plan.num_samples
         # The schedule is a pure function of the class counts: the same core as the service.
-        counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
+        counts = self._class_counts()
         return (
             self._schedule.num_samples(counts, self._epoch if epoch is None else epoch)
             or self.plan.population_size
         )
+
+    def _class_counts(self) -> npt.NDArray[np.int64]:
+        """Every class's count, read by the page once when the plan's answer was summarised."""
+        if self._counts is None:
+            if self.plan.classes_complete:
+                counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
+            elif self.api is None:
+                counts = self._source.offline(None).class_counts()
+            else:
+                try:
+                    rows = self.api.all_classes(self.plan)
+                    counts = np.array([row.count for row in rows], dtype=np.int64)
+                except (TransportError, ServerError) as exc:
+                    if self.cache is None:
+                        raise
+                    counts = self._source.offline(exc).class_counts()
+            self._counts = counts
+        return self._counts
 
     @property
     def num_samples(self) -> int:  # type: ignore[override]

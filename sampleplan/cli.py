@@ -1,11 +1,12 @@
-"""The ``sampleplan`` command: ``serve``, ``plan`` and ``report``.
+"""The ``sampleplan`` command: ``serve``, ``plan``, ``mix`` and ``report``.
 
 ``sampleplan serve`` runs the HTTP service. ``sampleplan plan LABELS_FILE`` reads labels
 from a manifest (CSV, JSON Lines, ``.npy``, an ImageFolder path list, one column of a
 Parquet or Arrow file, or an ImageFolder folder itself), builds the plan on a service
 (``--url``) or locally with the same sampling core, and prints its class table.
-``sampleplan report PLAN_ID`` fetches a plan's HTML report from a service and writes it
-to a file or opens it in a browser.
+``sampleplan mix MIXTURE_FILE`` reads a mixture of sources and prints each source's
+requested and realised share, computed locally. ``sampleplan report PLAN_ID`` fetches a
+plan's HTML report from a service and writes it to a file or opens it in a browser.
 
 NOTE [A fast --help]
     Building the parser imports nothing but the standard library: numpy, torch, pyarrow,
@@ -288,6 +289,20 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
         "--report", metavar="HTML_FILE", help="also write the plan's HTML report here"
     )
 
+    mix = commands.add_parser(
+        "mix",
+        help="read a mixture file and print each source's share",
+        description="Read a mixture file (JSON: 'sources', 'mixing', 'num_samples', 'seed'; "
+        "each source gives its 'length', or a data 'file' whose rows are its samples and "
+        "whose 'length_column' holds their token counts) and print each source's requested "
+        "and realised share of an epoch, its share of tokens where known, and how many "
+        "passes over it the epoch makes (a warning past 4). Computed locally; see "
+        "docs/how-to/mixtures.md.",
+    )
+    mix.add_argument("mixture_file", metavar="MIXTURE_FILE", help="the mixture, as JSON")
+    mix.add_argument("--epoch", type=int, default=0, help="the epoch to describe (default 0)")
+    mix.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     report = commands.add_parser(
         "report",
         help="write or open a plan's HTML report",
@@ -317,6 +332,8 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
             plan_command(args, out)
         elif args.command == "report":
             report_command(args, out)
+        elif args.command == "mix":
+            mix_command(args, out)
         else:  # pragma: no cover - argparse only hands over registered commands
             raise CommandError(f"unknown command {args.command!r}")
     except (CommandError, SamplingError, SamplePlanError) as exc:
@@ -689,6 +706,12 @@ def format_plan(plan: dict[str, Any], *, dataset_size: int | None = None, source
         f"{plan['population_size']:,} ({_pct(cov['expected_coverage'])})"
         + ("" if cov["exact"] else " (approximate: drawn without replacement)"),
     ]
+    page = plan.get("classes_page")
+    if page:
+        notes.append(
+            f"the table shows the first {page['limit']:,} of {page['total']:,} classes; "
+            f"GET {page['next']} pages through the rest"
+        )
     for row in plan["classes"]:
         repeats = row["mean_repeats_per_drawn_sample"]
         if repeats is not None and repeats > REPEAT_WARNING:
@@ -726,3 +749,177 @@ def report_command(args: argparse.Namespace, out: TextIO) -> None:
         return
     opened = webbrowser.open(path.resolve().as_uri())
     out.write(f"report written to {path}" + (" and opened in a browser\n" if opened else "\n"))
+
+
+# -- mix ------------------------------------------------------------------------------------
+
+_MIXTURE_KEYS = {"sources", "mixing", "num_samples", "seed"}
+_SOURCE_KEYS = {"name", "length", "file", "format", "length_column", "weight", "order"}
+
+
+def mix_command(args: argparse.Namespace, out: TextIO) -> None:
+    """``sampleplan mix``: each source's share of an epoch of a mixture file's stream."""
+    from sampleplan.core.mixtures import (
+        Mixture,
+        mixing_from_json,
+        mixture_drawer,
+        mixture_shares,
+    )
+    from sampleplan.core.mixtures.spec import MixtureSource
+    from sampleplan.core.versions import mixture_versions
+
+    try:
+        spec = json.loads(Path(args.mixture_file).read_text())
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read the mixture file {args.mixture_file!r}: {exc}") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list):
+        raise CommandError("a mixture file is a JSON object with a 'sources' list")
+    unknown = set(spec) - _MIXTURE_KEYS
+    if unknown:
+        raise CommandError(f"unknown mixture fields: {', '.join(sorted(unknown))}")
+    base = Path(args.mixture_file).parent
+    sources = []
+    for item in spec["sources"]:
+        if not isinstance(item, dict):
+            raise CommandError("every source is a JSON object")
+        bad = set(item) - _SOURCE_KEYS
+        if bad:
+            raise CommandError(f"unknown source fields: {', '.join(sorted(bad))}")
+        length, tokens = _source_rows(item, base)
+        source = MixtureSource.from_json(
+            {k: v for k, v in item.items() if k in ("name", "weight", "order")}, length, tokens
+        )
+        sources.append(source)
+    if args.epoch < 0:
+        raise CommandError(f"--epoch should be >= 0, got {args.epoch}")
+    seed, num_samples = spec.get("seed", 0), spec.get("num_samples")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CommandError(f"'seed' should be an integer, got {seed!r}")
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int)
+    ):
+        raise CommandError(f"'num_samples' should be an integer, got {num_samples!r}")
+    mixing = spec.get("mixing")
+    if mixing is not None and not isinstance(mixing, dict):
+        raise CommandError("'mixing' should be a JSON object")
+    mixture = Mixture(tuple(sources), mixing_from_json(mixing), seed=seed, num_samples=num_samples)
+    drawer = mixture_drawer(mixture)
+    shares = mixture_shares(drawer, args.epoch)
+    length = drawer.num_samples_at(args.epoch)
+    if args.json:
+        answer = {
+            "mixing": mixture.mixing.canonical(),
+            "epoch": args.epoch,
+            "num_samples": length,
+            "versions": mixture_versions(mixture.mixing.algorithm),
+            "sources": [
+                {
+                    "name": share.name,
+                    "requested": share.requested,
+                    "samples": share.samples,
+                    "realised": share.realised,
+                    "tokens_realised": share.tokens_realised,
+                    "passes": share.passes,
+                    "warning": share.warning,
+                }
+                for share in shares
+            ],
+        }
+        print(json.dumps(answer, indent=2), file=out)
+        return
+    print(
+        f"{mixture.mixing.algorithm}: epoch {args.epoch} draws {length} samples "
+        f"from {len(shares)} sources",
+        file=out,
+    )
+    header = ("source", "requested", "realised", "samples", "tokens", "passes")
+    rows = [
+        (
+            share.name,
+            _pct(share.requested),
+            _pct(share.realised),
+            str(share.samples),
+            _pct(share.tokens_realised),
+            _num(share.passes),
+        )
+        for share in shares
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)), file=out)
+    for share in shares:
+        if share.warning:
+            print(f"warning: {share.warning}", file=out)
+
+
+def _source_rows(item: dict[str, Any], base: Path) -> tuple[int, Any]:
+    """A source's length, and its token lengths when it names a ``length_column``."""
+    if "file" not in item:
+        if "length_column" in item or "format" in item:
+            raise CommandError("'length_column' and 'format' need a source 'file'")
+        length = item.get("length")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise CommandError(f"source {item.get('name')!r}: 'length' should be an integer >= 0")
+        return length, None
+    if "length" in item:
+        raise CommandError(
+            f"source {item.get('name')!r}: give its 'length' or its 'file', not both"
+        )
+    return _read_token_lengths(
+        base / str(item["file"]), item.get("format"), item.get("length_column")
+    )
+
+
+def _read_token_lengths(path: Path, fmt: str | None, column: str | None) -> tuple[int, Any]:
+    """Rows of a Parquet, Arrow, CSV or JSON Lines file, and ``column`` as float64 lengths."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fmt = fmt or FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(path)
+            rows = parquet.metadata.num_rows
+            names = parquet.schema_arrow.names
+            wanted = [column] if column in names else []
+            table = parquet.read(columns=wanted) if wanted else pa.table({n: [] for n in names})
+        elif fmt == "arrow":
+            import pyarrow.feather as feather
+
+            table = feather.read_table(path)
+            rows = table.num_rows
+        elif fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path)
+            rows = table.num_rows
+        elif fmt == "jsonl":
+            import pyarrow.json as pjson
+
+            table = pjson.read_json(path)
+            rows = table.num_rows
+        else:
+            raise CommandError(
+                f"{path}: token lengths are read from Parquet, Arrow, CSV or JSON Lines; "
+                "give 'format'"
+            )
+    except (OSError, pa.ArrowException) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+    if column is None:
+        return rows, None
+    if column not in table.column_names:
+        raise CommandError(
+            f"{path} has no column {column!r}; it has {', '.join(table.column_names) or 'none'}"
+        )
+    values = table.column(column)
+    if values.null_count or not (
+        pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    ):
+        raise CommandError(f"{path}: column {column!r} should hold numbers, with no nulls")
+    lengths = np.asarray(pc.cast(values, pa.float64()).to_numpy(), dtype=np.float64)
+    if not np.all(np.isfinite(lengths) & (lengths >= 0)):
+        raise CommandError(f"{path}: column {column!r} should hold finite numbers >= 0")
+    return rows, lengths

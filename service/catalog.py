@@ -27,6 +27,7 @@ from sampleplan.core.lru import LRUCache
 from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
+from sampleplan.core.stats import PlanStats, plan_statistics
 from sampleplan.core.streams import Int64Array, PageBounds, StreamRequest, in_space
 from sampleplan.core.versions import plan_versions
 from sampleplan.service.config import Settings
@@ -143,6 +144,16 @@ INLINE_PAGE_VALUES = 4096
 _RECENT_LABELS_BYTES = 256 << 20
 
 
+#: Bytes of class tables (PlanStats columns) kept, so that paging through a plan of many
+#: classes computes its table once (NOTE [Class tables by the page]).
+_STATISTICS_BYTES = 256 << 20
+
+
+def _stats_nbytes(stats: PlanStats) -> int:
+    arrays = (stats.counts, stats.class_weights, stats.has_weight, stats.draws, stats.distinct)
+    return sum(int(a.nbytes) for a in arrays)
+
+
 def _nbytes(labels: Labels | LabelSets) -> int:
     extra = labels.offsets.nbytes if isinstance(labels, LabelSets) else 0
     return int(labels.codes.nbytes) + int(extra)
@@ -163,6 +174,9 @@ class Catalog:
         # does not read them back and decompress them; bounded by bytes of codes.
         self._recent_labels: LRUCache[str, Labels | LabelSets] = LRUCache(
             _RECENT_LABELS_BYTES, size=_nbytes
+        )
+        self._statistics: LRUCache[tuple[str, int], PlanStats] = LRUCache(
+            _STATISTICS_BYTES, size=_stats_nbytes
         )
 
     # -- datasets -------------------------------------------------------------------------
@@ -264,6 +278,15 @@ class Catalog:
             return self.get_plan(plan.id), False
         self._remember(plan)
         return plan, True
+
+    def statistics(self, plan: Plan, epoch: int = 0) -> PlanStats:
+        """The class table and coverage of ``plan`` in ``epoch``, computed once while kept."""
+        key = (plan.id, epoch)
+        stats = self._statistics.get(key)
+        if stats is None:
+            stats = plan_statistics(plan.prepared.at_epoch(epoch))
+            self._statistics.put(key, stats)
+        return stats
 
     def get_plan(self, plan_id: str) -> Plan:
         cached = self.prepared_plan(plan_id)

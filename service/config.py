@@ -20,6 +20,30 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. SQLite (a local file) by default; "
         "postgresql://… for replicas.",
     )
+    database_connect_timeout_seconds: int = Field(
+        default=2,
+        ge=1,
+        description="PostgreSQL: a new connection not established by then fails (libpq's "
+        "connect_timeout, whole seconds, at least 2; a URL's own connect_timeout wins).",
+    )
+    database_ping_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="PostgreSQL: a pooled connection that does not answer a ping (SELECT 1) "
+        "by then is dropped, with the rest of the pool, before a request uses it.",
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest one statement may run or wait for a lock: PostgreSQL's "
+        "statement_timeout and lock_timeout, SQLite's busy timeout (503 beyond); a PostgreSQL "
+        "statement or commit with no answer at all is cut off a second later.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest a request waits for a free pooled connection (503 beyond).",
+    )
     max_labels: int = Field(
         default=100_000_000, gt=0, description="Most labels one dataset may have (413 beyond)."
     )
@@ -33,6 +57,13 @@ class Settings(BaseSettings):
         default=10_000_000,
         gt=0,
         description="Most indices or weights in one response (422 beyond).",
+    )
+    plan_classes_inline: int = Field(
+        default=10_000,
+        ge=1,
+        description="Classes a plan's answer lists in full; past this its `classes` holds "
+        "the first this many, `classes_page` says how many there are, and "
+        "GET /v1/plans/{plan_id}/classes pages through them (the report lists as many).",
     )
     plan_cache_size: int = Field(
         default=16, ge=0, description="Prepared plans kept in memory per replica."

@@ -35,6 +35,7 @@ status); the service adds its own beneath the same root, each with its HTTP stat
 from __future__ import annotations
 
 from sampleplan.core.errors import (
+    DeadlineExceeded,
     InputTooLarge,
     InvalidInput,
     InvalidLabels,
@@ -50,7 +51,9 @@ from sampleplan.core.errors import (
 __all__ = [
     "Conflict",
     "DatasetNotFound",
+    "DeadlineExceeded",
     "EpochFrozen",
+    "EpochNotReached",
     "EpochPruned",
     "InputTooLarge",
     "InvalidInput",
@@ -74,6 +77,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedEncoding",
     "UnsupportedMediaType",
+    "UpdateIdConflict",
     "http_status",
 ]
 
@@ -82,6 +86,7 @@ _CORE_STATUS: dict[type[SamplingError], int] = {
     InvalidInput: 422,
     UnsupportedEncoding: 415,
     InputTooLarge: 413,
+    DeadlineExceeded: 504,
 }
 
 
@@ -174,6 +179,16 @@ class EpochPruned(SamplePlanServiceError):
     status = 410
     title = "Epoch no longer kept"
     type_slug = "epoch-pruned"
+
+
+class EpochNotReached(Conflict):
+    title = "Epoch not reached"
+    type_slug = "epoch-not-reached"
+
+
+class UpdateIdConflict(Conflict):
+    title = "Update id used for another update"
+    type_slug = "update-id-conflict"
 
 
 class StorageUnavailable(SamplePlanServiceError):

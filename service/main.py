@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Security
+from fastapi import Depends, FastAPI, Security
 from fastapi.security import HTTPBearer
 
 from sampleplan import __version__
@@ -21,6 +21,7 @@ from sampleplan.service.api.observability import ObservabilityMiddleware, RouteT
 from sampleplan.service.api.openapi import install_problem_openapi, operation_id
 from sampleplan.service.api.page_threads import page_limiter
 from sampleplan.service.api.problems import install_problem_handlers
+from sampleplan.service.api.queries import check_query
 from sampleplan.service.api.routes import batches, datasets, health, metrics, plans, runs, sample
 from sampleplan.service.api.schemas import Problem
 from sampleplan.service.catalog import Catalog
@@ -29,6 +30,7 @@ from sampleplan.service.logs import configure_logging
 from sampleplan.service.metrics import ServiceMetrics
 from sampleplan.service.run_catalog import RunCatalog
 from sampleplan.service.storage import PlanStore, RunStore
+from sampleplan.service.storage.store import DatabaseTimeouts
 
 DESCRIPTION = """\
 Sampling plans for imbalanced datasets: class counts, per-sample weights and seeded index
@@ -66,6 +68,18 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
             "504",
             "SAMPLEPLAN_REQUEST_TIMEOUT_SECONDS",
         ),
+        (
+            "one database statement",
+            f"{settings.database_statement_timeout_seconds:g} s",
+            "503",
+            "SAMPLEPLAN_DATABASE_STATEMENT_TIMEOUT_SECONDS",
+        ),
+        (
+            "classes a plan's answer lists",
+            str(settings.plan_classes_inline),
+            "the rest by `GET /v1/plans/{plan_id}/classes`",
+            "SAMPLEPLAN_PLAN_CLASSES_INLINE",
+        ),
     ]
     arrays = (
         "\n\nArrays (`/weights`, `/indices`) answer `application/json` by default, and "
@@ -86,6 +100,16 @@ def limits_description(settings: Settings, *, auth: bool) -> str:
     )
 
 
+def database_timeouts(settings: Settings) -> DatabaseTimeouts:
+    """The settings' bounds on waiting for the database (NOTE [Database timeouts])."""
+    return DatabaseTimeouts(
+        connect=settings.database_connect_timeout_seconds,
+        ping=settings.database_ping_timeout_seconds,
+        statement=settings.database_statement_timeout_seconds,
+        pool=settings.database_pool_timeout_seconds,
+    )
+
+
 def create_app(
     settings: Settings | None = None, *, freeze_gc: bool = False, fast_lane: bool = True
 ) -> FastAPI:
@@ -102,7 +126,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = PlanStore.open(settings.database_url)
+        store = PlanStore.open(settings.database_url, database_timeouts(settings))
         exact.configure_parallelism(
             threads=settings.exact_threads, min_draws=settings.exact_parallel_min_draws
         )
@@ -126,6 +150,8 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
         generate_unique_id_function=operation_id,
+        # NOTE [Query parameters]: unknown and repeated query parameters are a 422.
+        dependencies=[Depends(check_query)],
         # Served from local files by install_offline_docs: the defaults load from CDNs.
         docs_url=None,
         redoc_url=None,

@@ -10,6 +10,7 @@ and its plan's epochs never mix.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 from collections import deque
@@ -21,6 +22,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.epochs import check_epoch
 from sampleplan.core.errors import SamplingError
 from sampleplan.core.lru import LRUCache
@@ -30,11 +32,14 @@ from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import (
     EpochFrozen,
+    EpochNotReached,
     EpochPruned,
     InvalidPlanConfig,
+    InvalidRunUpdate,
     RunNotFound,
     RunPlanConflict,
     StorageUnavailable,
+    UpdateIdConflict,
 )
 from sampleplan.service.storage import (
     EpochRecord,
@@ -96,6 +101,16 @@ class _Pending:
     state: NextEpoch
 
 
+@dataclass(frozen=True, eq=False)
+class _Ahead:
+    """An update applied to a pending state before the run's lock was taken: used under
+    the lock only if that state is still the current one (NOTE [Pending epoch state])."""
+
+    pending: _Pending
+    result: NextEpoch | None
+    error: InvalidRunUpdate | None
+
+
 class _PlanChanged(Exception):
     """The run was deleted and made again for another plan since its plan was looked up."""
 
@@ -117,6 +132,9 @@ class _Queued:
     plan: Plan
     update: RunUpdate
     update_id: str | None
+    record: UpdateRecord  # the update as stored
+    ahead: _Ahead | None  # applied before the lock (NOTE [Pending epoch state])
+    context: contextvars.Context  # the request's, with its deadline (NOTE [Deadlines])
     result: RunInfo | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -199,6 +217,19 @@ def _to_record(update: RunUpdate, update_id: str | None) -> UpdateRecord:
         indices=np.ascontiguousarray(update.indices, dtype="<i8").tobytes(),
         values=np.ascontiguousarray(update.values, dtype="<f8").tobytes(),
         update_id=update_id,
+    )
+
+
+def _same_payload(stored: UpdateRecord, sent: UpdateRecord) -> bool:
+    """Whether a stored update and a sent one are the same update (``seq`` aside)."""
+    return (
+        stored.epoch == sent.epoch
+        and stored.rank == sent.rank
+        and stored.step == sent.step
+        and stored.op == sent.op
+        and stored.alpha == sent.alpha
+        and stored.indices == sent.indices
+        and stored.values == sent.values
     )
 
 
@@ -311,7 +342,9 @@ class RunCatalog:
         known = self._plan_ids.peek(run_id)  # saves a read per update; checked when stored
         plan = self.catalog.get_plan(known) if known is not None else self.plan_of(run_id)[1]
         update.check(plan.prepared.population_size)
-        queued = _Queued(run_id, plan, update, update_id)
+        record = _to_record(update, update_id)
+        ahead = self._ahead(run_id, plan, update)
+        queued = _Queued(run_id, plan, update, update_id, record, ahead, contextvars.copy_context())
         # A run's updates always go to the same writer: they never wait for each other's
         # row locks, and batch together.
         self._writers[hash(run_id) % len(self._writers)].submit(queued)
@@ -332,8 +365,11 @@ class RunCatalog:
     #     an update refused writes nothing and is answered its error), and commits once.
     #     Only after that commit are the updates answered (and the next epochs' states
     #     remembered, NOTE [Pending epoch state]); a failed commit answers every update
-    #     of the batch 503 and stored none of them. A run's update count is written once
-    #     per transaction. An idle writer thread ends after a second and starts again
+    #     of the batch 503 (none stored, unless the commit itself was cut off after it
+    #     landed: the client's retry under the same update id applies it once). Each
+    #     update is applied in its request's context, so its deadline holds
+    #     (NOTE [Deadlines]), checked before its write. A run's update count is written
+    #     once per transaction. An idle writer thread ends after a second and starts again
     #     with the next update.
 
     def _commit_batch(self, batch: list[_Queued]) -> None:
@@ -345,7 +381,8 @@ class RunCatalog:
             for queued in batch:
                 tx = locked[queued.run_id]
                 try:
-                    self._apply_update(tx, queued, overlay)
+                    # In the request's context: its deadline holds (NOTE [Deadlines]).
+                    queued.context.run(self._apply_update, tx, queued, overlay)
                 except (SamplingError, _PlanChanged) as exc:
                     queued.error = exc
                     continue
@@ -355,6 +392,7 @@ class RunCatalog:
         for key, pending in overlay.items():
             self._pending.put(key, pending)
         for queued, run, _ in applied:
+            self._seen.put(run.id, _incarnation(run))
             queued.result = self._info(run, frozen[run.id])
 
     def _apply_update(
@@ -363,9 +401,9 @@ class RunCatalog:
         queued: _Queued,
         overlay: dict[tuple[str, str, int], _Pending],
     ) -> None:
-        """One update as one unit of work in the batch's transaction (NOTE [Run
-        transactions] in ``storage/runs.py``): under the run's lock, read what the decision
-        needs, decide (the arithmetic is ``core/runs.py``'s), store the update."""
+        """One update as one unit of work in the batch's transaction
+        (NOTE [Run transactions] in ``storage/runs.py``): under the run's lock, read what
+        the decision needs, decide (the arithmetic is ``core/runs.py``'s), store it."""
         run_id, plan, update, update_id = (
             queued.run_id,
             queued.plan,
@@ -376,8 +414,17 @@ class RunCatalog:
         if run.plan_id != plan.id:  # deleted and made again for another plan since
             self._plan_ids.pop(run_id)
             raise _PlanChanged
-        # A retried request (its id is stored already) is neither checked nor stored.
-        if update_id is not None and tx.has_update(update_id):
+        stored = tx.stored_update(update_id) if update_id is not None else None
+        if stored is not None and not _same_payload(stored, queued.record):
+            raise UpdateIdConflict(
+                f"run {run_id!r} has stored another update under update_id {update_id!r} "
+                f"(epoch {stored.epoch}, rank {stored.rank}, step {stored.step}, op "
+                f"{stored.op!r}, {len(stored.indices) // 8} indices); an update id names "
+                "one payload: send a new update with a new id"
+            )
+        # A retried request (its id is stored already, with this very payload) is neither
+        # checked nor stored again.
+        if stored is not None:
             return
         if update.epoch < run.max_frozen:
             raise EpochFrozen(
@@ -385,12 +432,31 @@ class RunCatalog:
                 f"served), so an update sent during epoch {update.epoch} can no longer "
                 f"change it; updates are accepted for epoch {run.max_frozen} and later"
             )
-        next_epoch = self._next_epoch(tx, run, plan, update, overlay)
-        seq = tx.add_update(_to_record(update, update_id))
+        next_epoch = self._next_epoch(tx, run, plan, update, overlay, queued.ahead)
+        # A request past its timeout writes nothing (NOTE [Deadlines]); checked before
+        # the write, since the batch's other updates commit with it.
+        check_deadline()
+        seq = tx.add_update(queued.record)
         run = _locked_run(tx)
         if next_epoch is not None:
             pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
             overlay[(*_incarnation(run), update.epoch)] = pending
+
+    def _ahead(self, run_id: str, plan: Plan, update: RunUpdate) -> _Ahead | None:
+        """``update`` applied to the run's pending state, before the run's lock is taken
+        (NOTE [Pending epoch state]); ``None`` when this replica has no such state."""
+        seen = self._seen.peek(run_id)
+        pending = self._pending.peek((*seen, update.epoch)) if seen is not None else None
+        if pending is None:
+            return None
+        prepared = plan.prepared
+        try:
+            result = pending.state.then(
+                update, num_samples=prepared.num_samples, replacement=prepared.config.replacement
+            )
+        except InvalidRunUpdate as exc:
+            return _Ahead(pending=pending, result=None, error=exc)
+        return _Ahead(pending=pending, result=result, error=None)
 
     def _next_epoch(
         self,
@@ -399,6 +465,7 @@ class RunCatalog:
         plan: Plan,
         update: RunUpdate,
         overlay: dict[tuple[str, str, int], _Pending],
+        ahead: _Ahead | None = None,
     ) -> NextEpoch | None:
         """Check that the weights stay drawable at every epoch with ``update`` among the
         updates (else :class:`InvalidRunUpdate`); answer the weights of epoch
@@ -409,10 +476,18 @@ class RunCatalog:
         pending = self._pending_state(run, update.epoch, max_seq, overlay)
         if latest and pending is not None:
             # The common case: this update sorts after every update of its epoch, and no
-            # later epoch has any: apply it alone to the epoch's state so far.
-            extended = pending.state.then(
-                update, num_samples=prepared.num_samples, replacement=prepared.config.replacement
-            )
+            # later epoch has any: apply it alone to the epoch's state so far, which was
+            # done before the lock when that state is still the current one.
+            if ahead is not None and ahead.pending is pending:
+                if ahead.error is not None:
+                    raise ahead.error
+                extended = ahead.result
+            else:
+                extended = pending.state.then(
+                    update,
+                    num_samples=prepared.num_samples,
+                    replacement=prepared.config.replacement,
+                )
             if extended is not None:
                 return extended
         # Replay to the last epoch that has updates, with this one among them: the weights
@@ -431,6 +506,21 @@ class RunCatalog:
     #     replica), no later epoch has updates, and the new update sorts after the state's
     #     last one, the update is applied to that state alone. Anything else replays.
     #     A freeze of the next epoch reads the same state when it is still current.
+    #     Applying the update (a copy and a check of the whole weight vector) is done
+    #     before the lock is taken, against the state as this replica last saw it
+    #     (``_Ahead``), and used under the lock only when that very state is still the
+    #     current one: the run's lock (on SQLite the database's write lock) is then held
+    #     for reads and writes only.
+
+    # NOTE [Reads never end a run]
+    #     Reading an epoch freezes it, and updates are accepted only for the latest frozen
+    #     epoch and later: a read of epoch 4294967295 would end the run (every update after
+    #     it a 409). So an epoch is frozen only when it is at most one past epoch 0 and the
+    #     run's latest epoch that was read or that has updates (epochs 0 and 1 of a new run,
+    #     epoch ``e + 1`` once ``e`` has been read or updated); a read further ahead is a 409
+    #     ``epoch-not-reached`` that freezes nothing. A training job reads its epochs in
+    #     order and never meets it; a job that skips epochs without updates reads them one
+    #     after another, or skips at most one at a time.
 
     def _pending_state(
         self,
@@ -565,13 +655,24 @@ class RunCatalog:
             existing = tx.epoch(epoch)
             if existing is not None:
                 return self._frozen_weights(tx, plan, epoch, existing)
-            max_seq, _ = tx.update_totals()
+            max_seq, max_epoch = tx.update_totals()
+            reached = max(run.max_frozen, max_epoch, 0) + 1
+            if epoch > reached:
+                # NOTE [Reads never end a run]
+                raise EpochNotReached(
+                    f"run {run_id!r} has reached epoch {reached} (one past epoch 0 and its "
+                    f"latest epoch read or updated); epoch {epoch} cannot be read yet, since "
+                    "reading an epoch freezes it and every epoch before it would then refuse "
+                    "updates: read the run's epochs in order"
+                )
             pending = self._pending_state(run, epoch - 1, max_seq) if epoch > 0 else None
             if pending is not None:
                 weights, updated = pending.state.weights, True
             else:
                 weights, updated = self._replay(tx, plan, epoch)
-            tx.freeze(self._epoch_record(tx, epoch, weights, updated))
+            record = self._epoch_record(tx, epoch, weights, updated)
+            check_deadline()  # NOTE [Deadlines]
+            tx.freeze(record)
             self._retain(tx, epoch)
             return weights
 

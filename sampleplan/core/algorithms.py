@@ -26,10 +26,12 @@ NOTE [Drawing algorithms]
     object of the same shape: its rules, a prepared table, a page at any offset, and a
     version of its own in the manifest.
 
-    Mixtures of sources join the registry under their mixing algorithm's name: their
-    ``prepare`` takes the sources and their proportions, and their drawer decides, for
-    each position, the source and the element of that source's order, answering
-    ``offsets[source] + element`` as every index stream answers population positions.
+    Mixtures of sources have a registry of the same shape, by their mixing algorithm's
+    name (NOTE [Mixing algorithms] in ``core/mixtures/drawers.py``): a plan over one
+    dataset must not accept a mixing name. Their ``prepare`` takes the sources and their
+    proportions, and their drawer (a :class:`Drawer`) decides, for each position, the
+    source and the element of that source's order, answering ``offsets[source] +
+    element`` as every index stream answers population positions.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ the CLI prints the detail, and the client's offline fallback raises them as they
      │    ├── InvalidStreamRequest
      │    └── InvalidRunUpdate
      ├── UnsupportedEncoding           a text encoding Python does not know
-     └── InputTooLarge                 more input than the caller allowed
+     ├── InputTooLarge                 more input than the caller allowed
+     └── DeadlineExceeded              work stopped at its deadline
 """
 
 from __future__ import annotations
@@ -94,3 +95,10 @@ class UnsupportedEncoding(SamplingError):
 class InputTooLarge(SamplingError):
     title = "Payload too large"
     type_slug = "payload-too-large"
+
+
+class DeadlineExceeded(SamplingError):
+    """Work stopped at its deadline (NOTE [Deadlines] in ``core/deadlines.py``)."""
+
+    title = "Request timeout"
+    type_slug = "request-timeout"

@@ -52,12 +52,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sampleplan.core.errors import PLAIN_INPUT, InputNames, InvalidLabels, UnsupportedEncoding
 from sampleplan.core.imagefolder import class_of_path
@@ -86,6 +88,8 @@ RAW_DTYPES: dict[str, np.dtype[np.integer]] = {
 
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _INT64_MAX = np.iinfo(np.int64).max
+#: The longest plain integer that can be an int64: ``-9223372036854775808``.
+_INT64_DIGITS = 20
 _NPY_MAGIC = b"\x93NUMPY"
 _BOM = "\ufeff"
 
@@ -123,10 +127,20 @@ def decode_text(data: bytes, charset: str | None, what: str) -> str:
         ) from exc
 
 
+def _int_cell(cell: str) -> int:
+    """An integer cell as an int; one too long for int64 is refused before ``int()``, which
+    would spend quadratic time on it (or refuse past 4300 digits with a ValueError)."""
+    if len(cell) > _INT64_DIGITS:
+        raise InvalidLabels(
+            f"integer labels must fit in 64 bits (int64), but a cell has {len(cell)} characters"
+        )
+    return int(cell)
+
+
 def _typed(values: Sequence[str]) -> Labels:
     """Labels from text cells: integers if every cell is one, else strings (NOTE above)."""
     if all(_INTEGER.fullmatch(v) for v in values):
-        return labels_from_list([int(v) for v in values])
+        return labels_from_list([_int_cell(v) for v in values])
     return labels_from_strings(values)
 
 
@@ -209,7 +223,7 @@ def _typed_sets(sets: list[list[str]]) -> LabelSets:
                 f"row {number + 1} of the CSV manifest has an empty label between separators"
             )
     if all(_INTEGER.fullmatch(v) for labels in sets for v in labels):
-        return label_sets_from_list([[int(v) for v in labels] for labels in sets])
+        return label_sets_from_list([[_int_cell(v) for v in labels] for labels in sets])
     return label_sets_from_list(sets)
 
 
@@ -234,6 +248,11 @@ def labels_from_jsonl(
         except json.JSONDecodeError as exc:
             raise InvalidLabels(
                 f"line {number} of the JSON Lines manifest is not valid JSON: {exc.msg}"
+            ) from exc
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise InvalidLabels(
+                f"line {number} of the JSON Lines manifest has an integer too long to read; "
+                "integer labels must fit in 64 bits (int64)"
             ) from exc
         if not isinstance(record, dict):
             raise InvalidLabels(
@@ -287,14 +306,15 @@ def label_sets_from_npz(data: bytes, *, names: InputNames = PLAIN_INPUT) -> Labe
                     "the .npz archive is compressed; save it with np.savez, not "
                     "np.savez_compressed (the upload's size limit must bound its arrays)"
                 )
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = set(archive.files)
+            arrays = {n.removesuffix(".npy") for n in members.namelist() if n.endswith(".npy")}
             if not {"offsets", "values"} <= arrays:
                 raise InvalidLabels(
                     "a label-set .npz holds two arrays, 'offsets' (n + 1 integers) and "
                     f"'values' (the labels); this one has {sorted(arrays)}"
                 )
-            offsets, values = archive["offsets"], archive["values"]
+            # Stored members are no larger than the body; each is read as a .npy is.
+            offsets = _read_npy(members.read("offsets.npy"), "'offsets' in the .npz archive")
+            values = _read_npy(members.read("values.npy"), "'values' in the .npz archive")
     except InvalidLabels:
         raise
     except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile) as exc:
@@ -307,6 +327,31 @@ def label_sets_from_npz(data: bytes, *, names: InputNames = PLAIN_INPUT) -> Labe
     return label_sets_from_csr(offsets, values)
 
 
+def _read_npy(data: bytes, what: str) -> npt.NDArray[Any]:
+    """The array of a ``.npy`` file (never unpickled), once its header is checked against
+    the bytes that follow it: a header may declare any shape, and reading one that
+    declares more data than there is would allocate the declared size first."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        declared = math.prod(shape) * dtype.itemsize
+        remaining = len(data) - stream.tell()
+        if declared > remaining:
+            raise InvalidLabels(
+                f"{what} cannot be read: its header declares shape {shape} of {dtype.str}, "
+                f"{declared} bytes, but only {remaining} bytes follow it"
+            )
+        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except InvalidLabels:
+        raise
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, OverflowError) as exc:
+        raise InvalidLabels(f"{what} cannot be read: {exc}") from exc
+
+
 def labels_from_npy(data: bytes, *, names: InputNames = PLAIN_INPUT) -> Labels:
     """Labels from a ``.npy`` file: a 1-d array of integers or unicode strings."""
     if not data.startswith(_NPY_MAGIC):
@@ -314,10 +359,7 @@ def labels_from_npy(data: bytes, *, names: InputNames = PLAIN_INPUT) -> Labels:
         raise InvalidLabels(
             f"{names.source} is not a .npy file: it does not start with the .npy magic string{hint}"
         )
-    try:
-        array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError, SyntaxError) as exc:
-        raise InvalidLabels(f"the .npy file cannot be read: {exc}") from exc
+    array = _read_npy(data, "the .npy file")
     if array.ndim != 1:
         raise InvalidLabels(f"labels must be a 1-d array, got shape {array.shape}")
     kind = array.dtype.kind

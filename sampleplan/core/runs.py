@@ -28,13 +28,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.epochs import check_epoch
 from sampleplan.core.errors import InvalidRunUpdate, InvalidWeights
 from sampleplan.core.weighting import check_weights, weights_from_list
@@ -111,6 +112,17 @@ class RunUpdate:
     indices: Int64Array
     values: Float64Array
     seq: int = 0
+    #: How it applies (NOTE [Repeated indices]), worked out once by :meth:`steps`;
+    #: ``dataclasses.replace`` carries it over.
+    prepared: _Steps | None = field(default=None, repr=False, compare=False)
+
+    def steps(self) -> _Steps:
+        """The update's occurrences grouped for applying (NOTE [Repeated indices]),
+        worked out on first use and kept: :meth:`check` does it before any lock is taken."""
+        if self.prepared is None:
+            object.__setattr__(self, "prepared", _steps(self.indices, self.values, self.op))
+        assert self.prepared is not None
+        return self.prepared
 
     @property
     def key(self) -> tuple[int, int]:
@@ -147,42 +159,107 @@ class RunUpdate:
             check_weights(self.values, what="values", allow_all_zero=True)
         except InvalidWeights as exc:
             raise InvalidRunUpdate(exc.detail) from exc
+        self.steps()
 
 
-def _occurrence_rounds(indices: Int64Array, size: int) -> list[npt.NDArray[np.intp]]:
-    """Positions of ``indices`` (all in ``[0, size)``) split into rounds with no index twice.
+# NOTE [Repeated indices]
+#     An index repeated within one update applies once per occurrence, in the order given
+#     (NOTE [Run updates]). Applying occurrence rounds one array operation at a time costs
+#     O(n) per round, and an index repeated n times makes n rounds: O(n^2) (1e5 repeats
+#     took seconds, 1e6 more than a minute, under the run's lock). So an update is grouped
+#     once, in O(n log n), by a stable sort of its indices: ``set`` keeps each index's
+#     last occurrence (one round); ``mul`` and ``ema`` apply as array rounds while at least
+#     ``_ROUND_WIDTH`` indices still have an occurrence left (so at most n / _ROUND_WIDTH
+#     rounds), then fold each remaining index's occurrences in order with Python floats,
+#     which are IEEE binary64 as numpy's float64 is: every weight is the very number the
+#     occurrence-by-occurrence definition gives, bit for bit, so stored runs replay to the
+#     weights they froze. The grouping is worked out when the update is checked, before the
+#     run's lock is taken, and kept with the update.
 
-    Round ``k`` holds every index's ``k``-th occurrence, so applying the rounds in order
-    is applying the occurrences one after another.
+#: Occurrences folded between two checks of the deadline (NOTE [Deadlines]).
+_FOLD_STEP = 1 << 16
+
+#: Below this many indices, the rounds of an update's repeated indices are applied index by
+#: index (NOTE [Repeated indices]).
+_ROUND_WIDTH = 32
+
+
+@dataclass(frozen=True, eq=False)
+class _Steps:
+    """How one update is applied: NOTE [Repeated indices].
+
+    ``rounds``: pairs of (positions, values) in which no position repeats, applied in
+    order; ``tails``: per position, the values of its occurrences left after the rounds,
+    in the order given, applied one after another.
     """
-    if indices.size == 0:
-        return []
-    # The usual update names each index once: marking them says so without sorting.
-    marks = np.zeros(size, dtype=np.bool_)
-    marks[indices] = True
-    if int(np.count_nonzero(marks)) == indices.size:
-        return [np.arange(indices.size)]
-    order = np.argsort(indices, kind="stable")
-    sorted_idx = indices[order]
-    starts = np.r_[True, sorted_idx[1:] != sorted_idx[:-1]]
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(indices.size), 0))
-    occurrence = np.empty(indices.size, dtype=np.int64)
-    occurrence[order] = np.arange(indices.size) - group_start
-    return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
+
+    rounds: tuple[tuple[Int64Array, Float64Array], ...]
+    tails: tuple[tuple[int, Float64Array], ...]
+
+
+def _steps(indices: Int64Array, values: Float64Array, op: UpdateOp) -> _Steps:
+    """The update's occurrences grouped so that applying the steps in order is applying
+    each occurrence one after another, in O(n log n) (NOTE [Repeated indices])."""
+    n = int(indices.size)
+    if n == 0:
+        return _Steps(rounds=(), tails=())
+    order = np.argsort(indices, kind="stable")  # stable: each index's occurrences in order
+    ordered = indices[order]
+    first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    if first.size == n:  # the usual update: no index twice
+        return _Steps(rounds=((indices, values),), tails=())
+    ends = np.r_[first[1:], n]
+    if op == "set":  # the last occurrence wins: one round of the last ones
+        last = order[ends - 1]
+        return _Steps(rounds=((indices[last], values[last]),), tails=())
+    counts = ends - first
+    occurrence = np.arange(n) - np.repeat(first, counts)
+    # Round k holds every index's k-th occurrence: as wide as the number of indices that
+    # occur more than k times. Rounds at least _ROUND_WIDTH wide are applied as arrays,
+    # the rest index by index.
+    by_count = np.sort(counts)[::-1]
+    wide = int(by_count[_ROUND_WIDTH - 1]) if by_count.size >= _ROUND_WIDTH else 0
+    in_rounds = occurrence < wide
+    positions = order[in_rounds]
+    round_of = occurrence[in_rounds]
+    by_round = np.argsort(round_of, kind="stable")
+    positions, round_of = positions[by_round], round_of[by_round]
+    cuts = np.flatnonzero(np.r_[True, round_of[1:] != round_of[:-1]])
+    rounds = tuple(
+        (indices[chunk], values[chunk]) for chunk in np.split(positions, cuts[1:]) if chunk.size
+    )
+    tails: list[tuple[int, Float64Array]] = []
+    for group in np.flatnonzero(counts > wide):
+        start, end = int(first[group]) + wide, int(ends[group])
+        tails.append((int(ordered[start]), values[order[start:end]]))
+    return _Steps(rounds=rounds, tails=tuple(tails))
 
 
 def apply_update(weights: Float64Array, update: RunUpdate) -> None:
     """Apply one update to ``weights`` in place; see NOTE [Run updates]."""
-    for positions in _occurrence_rounds(update.indices, weights.shape[0]):
-        idx, val = update.indices[positions], update.values[positions]
+    steps = update.steps()
+    alpha = update.alpha if update.alpha is not None else 0.0
+    for idx, val in steps.rounds:
+        check_deadline()
         if update.op == "set":
             weights[idx] = val
         elif update.op == "mul":
             weights[idx] = weights[idx] * val
         else:
-            assert update.alpha is not None
-            alpha = update.alpha
             weights[idx] = (1.0 - alpha) * weights[idx] + alpha * val
+    for position, tail in steps.tails:
+        # Python floats are IEEE binary64 as numpy's are: the same products, bit for bit.
+        w = float(weights[position])
+        for start in range(0, tail.shape[0], _FOLD_STEP):
+            check_deadline()
+            chunk: list[float] = tail[start : start + _FOLD_STEP].tolist()
+            if update.op == "mul":
+                for v in chunk:
+                    w = w * v
+            else:
+                for v in chunk:
+                    w = (1.0 - alpha) * w + alpha * v
+        weights[position] = w
 
 
 def apply_updates(
@@ -201,6 +278,7 @@ def apply_updates(
     # An overflow to inf is caught below, by the check of the result.
     with np.errstate(over="ignore", invalid="ignore"):
         for update in sorted(updates, key=lambda u: u.order):
+            check_deadline()
             apply_update(out, update)
     check_result(out, num_samples=num_samples, replacement=replacement)
     return out

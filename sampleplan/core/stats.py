@@ -87,14 +87,90 @@ class LabelSetStats:
 
 @dataclass(frozen=True)
 class PlanStats:
-    """The class table and the epoch-wide coverage of a plan; see NOTE [Coverage statistics]."""
+    """The class table and the epoch-wide coverage of a plan; see NOTE [Coverage statistics].
 
-    classes: list[ClassStats]
+    The table is held as columns (one array per field, classes in canonical order), so
+    that a plan of a million classes costs a few arrays, not a million objects: rows are
+    made only for the classes asked for (:meth:`rows`). See NOTE [Class tables by the
+    page].
+    """
+
+    counts: npt.NDArray[np.int64]
+    #: Each class's weight per sample (NaN where ``has_weight`` is false).
+    class_weights: Float64Array
+    #: False for ``sample_weights`` plans and for classes with no sample in the population.
+    has_weight: npt.NDArray[np.bool_]
+    draws: Float64Array
+    distinct: Float64Array
+    #: What ``data_share`` and ``expected_share`` divide by.
+    data_total: int
+    draws_total: float
+    replacement: bool
     num_samples: int
     population_size: int
     expected_distinct_samples: float
     exact: bool
     label_sets: LabelSetStats | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def classes(self) -> list[ClassStats]:
+        """Every row (a list of ``num_classes`` objects: for small tables)."""
+        return self.rows(0, self.num_classes)
+
+    @property
+    def data_shares(self) -> Float64Array:
+        shares: Float64Array = self.counts / self.data_total
+        return shares
+
+    @property
+    def expected_shares(self) -> Float64Array:
+        if self.draws_total <= 0:
+            return np.zeros(self.num_classes, dtype=np.float64)
+        shares: Float64Array = self.draws / self.draws_total
+        return shares
+
+    @property
+    def mean_repeats(self) -> Float64Array:
+        """Mean repeats per drawn sample of each class (NaN for a class never drawn)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            repeats = self.draws / self.distinct if self.replacement else np.ones_like(self.draws)
+        result: Float64Array = np.where(self.distinct > 0, repeats, np.nan)
+        return result
+
+    def rows(self, start: int, stop: int) -> list[ClassStats]:
+        """Rows ``start .. stop - 1``: O(stop - start) objects, whatever the table's size."""
+        start, stop = max(0, start), min(stop, self.num_classes)
+        if start >= stop:
+            return []
+        part = slice(start, stop)
+        counts = self.counts[part].tolist()
+        weights = self.class_weights[part].tolist()
+        has_weight = self.has_weight[part].tolist()
+        draws = self.draws[part].tolist()
+        distinct = self.distinct[part].tolist()
+        rows = []
+        for i, c in enumerate(range(start, stop)):
+            count, drawn, unique = counts[i], draws[i], distinct[i]
+            rows.append(
+                ClassStats(
+                    code=c,
+                    count=count,
+                    class_weight=weights[i] if has_weight[i] else None,
+                    data_share=count / self.data_total,
+                    expected_share=drawn / self.draws_total if self.draws_total > 0 else 0.0,
+                    expected_draws=drawn,
+                    expected_distinct_samples=unique,
+                    expected_coverage=unique / count if count else None,
+                    mean_repeats_per_drawn_sample=(
+                        (drawn / unique if self.replacement else 1.0) if unique > 0 else None
+                    ),
+                )
+            )
+        return rows
 
     @property
     def expected_coverage(self) -> float:
@@ -172,15 +248,17 @@ def plan_statistics(plan: PreparedPlan) -> PlanStats:
     total = float(weights.sum())
     per_class_weights = plan.config.strategy != "sample_weights"
 
-    class_weight: list[float | None] = [None] * k
     if per_class_weights:
         # Every member of a class has the same weight: read it off its first member.
         first = first_positions(codes, k)
-        class_weight = [float(weights[i]) if i >= 0 else None for i in first]
+        has_weight = first >= 0
+        class_weights = np.where(has_weight, weights[np.maximum(first, 0)], np.nan)
         # One group per class: O(classes) instead of O(samples).
-        group_w = np.array([w if w is not None else 0.0 for w in class_weight], dtype=np.float64)
+        group_w = np.where(has_weight, class_weights, 0.0)
         group_n = counts.astype(np.float64)
     else:
+        has_weight = np.zeros(k, dtype=np.bool_)
+        class_weights = np.full(k, np.nan)
         group_w = weights
         group_n = np.ones(weights.shape[0], dtype=np.float64)
 
@@ -201,31 +279,17 @@ def plan_statistics(plan: PreparedPlan) -> PlanStats:
         draws = np.bincount(codes, weights=draws_g, minlength=k).astype(np.float64)
         distinct = np.bincount(codes, weights=distinct_g, minlength=k).astype(np.float64)
 
-    population = plan.population_size
-    rows = []
-    for c in range(k):
-        count = int(counts[c])
-        drawn = float(draws[c])
-        unique = float(distinct[c])
-        rows.append(
-            ClassStats(
-                code=c,
-                count=count,
-                class_weight=class_weight[c],
-                data_share=count / population,
-                expected_share=drawn / n,
-                expected_draws=drawn,
-                expected_distinct_samples=unique,
-                expected_coverage=unique / count if count else None,
-                mean_repeats_per_drawn_sample=(
-                    (1.0 if not plan.config.replacement else drawn / unique) if unique > 0 else None
-                ),
-            )
-        )
     return PlanStats(
-        classes=rows,
+        counts=np.asarray(counts, dtype=np.int64),
+        class_weights=class_weights.astype(np.float64),
+        has_weight=has_weight,
+        draws=draws,
+        distinct=distinct,
+        data_total=plan.population_size,
+        draws_total=float(n),
+        replacement=plan.config.replacement,
         num_samples=n,
-        population_size=population,
+        population_size=plan.population_size,
         expected_distinct_samples=float(distinct.sum()),
         exact=exact,
     )
@@ -253,31 +317,17 @@ def _label_set_statistics(plan: PreparedPlan, sets: LabelSets) -> PlanStats:
     table = _label_weight_table(plan, sets)
     occurrences = max(int(counts.sum()), 1)
     total_draws = float(draws.sum())
-    rows = []
-    for c in range(k):
-        count = int(counts[c])
-        unique = float(distinct[c])
-        rows.append(
-            ClassStats(
-                code=c,
-                count=count,
-                class_weight=None if table is None else float(table[c]),
-                data_share=count / occurrences,
-                expected_share=float(draws[c]) / total_draws if total_draws > 0 else 0.0,
-                expected_draws=float(draws[c]),
-                expected_distinct_samples=unique,
-                expected_coverage=unique / count if count else None,
-                mean_repeats_per_drawn_sample=(
-                    (1.0 if not plan.config.replacement else float(draws[c]) / unique)
-                    if unique > 0
-                    else None
-                ),
-            )
-        )
     lengths = sets.cardinalities()
     unlabelled = lengths == 0
     return PlanStats(
-        classes=rows,
+        counts=np.asarray(counts, dtype=np.int64),
+        class_weights=np.full(k, np.nan) if table is None else np.asarray(table, np.float64),
+        has_weight=np.full(k, table is not None, dtype=np.bool_),
+        draws=draws,
+        distinct=distinct,
+        data_total=occurrences,
+        draws_total=total_draws,
+        replacement=plan.config.replacement,
         num_samples=n,
         population_size=plan.population_size,
         expected_distinct_samples=float(seen.sum()),
@@ -302,16 +352,24 @@ def _label_weight_table(plan: PreparedPlan, sets: LabelSets) -> Float64Array | N
     return label_weight_table(config, sets, class_weights)
 
 
-def expected_shares_by_epoch(plan: PreparedPlan, epochs: int) -> list[list[float]]:
-    """Each class's expected share of the draws, for epochs ``0 .. epochs - 1``.
+def expected_shares_by_epoch(
+    plan: PreparedPlan, epochs: int, classes: int | None = None
+) -> tuple[list[list[float]], float]:
+    """Each class's expected share of the draws, for epochs ``0 .. epochs - 1``, and the
+    largest share of any class in any of them.
 
-    A plan with a schedule changes its weights by epoch; one without gives the same
-    shares every epoch.
+    ``classes``: only the first that many classes' shares (the peak is still over all of
+    them), so that a plan of a million classes costs an array per epoch, not a million
+    floats. A plan with a schedule changes its weights by epoch; one without gives the
+    same shares every epoch.
     """
-    return [
-        [row.expected_share for row in plan_statistics(plan.at_epoch(epoch)).classes]
-        for epoch in range(epochs)
-    ]
+    shares, peak = [], 0.0
+    for epoch in range(epochs):
+        epoch_shares = plan_statistics(plan.at_epoch(epoch)).expected_shares
+        if epoch_shares.shape[0]:
+            peak = max(peak, float(epoch_shares.max()))
+        shares.append(epoch_shares[:classes].tolist())
+    return shares, peak
 
 
 def class_table(plan: PreparedPlan) -> list[ClassStats]:

@@ -49,6 +49,7 @@ def read_label_column(
     column: str,
     *,
     max_rows: int | None = None,
+    max_decoded_bytes: int | None = None,
     names: InputNames = PLAIN_INPUT,
 ) -> ArrowColumn:
     """The column ``column`` of a Parquet file or an Arrow IPC file or stream.
@@ -56,13 +57,17 @@ def read_label_column(
     ``source`` is a ``pyarrow.NativeFile`` (a memory map reads best) or a buffer.
     Raises :class:`InvalidLabels` when the source is not such a file or has no such
     column (the message lists the columns it has), and :class:`InputTooLarge` when it
-    has more than ``max_rows`` rows (checked before the column is read).
+    has more than ``max_rows`` rows (checked before the column is read) or its column
+    decodes to more than ``max_decoded_bytes`` bytes (Parquet: estimated from the file's
+    metadata before any page is decompressed, and checked once decoded; Arrow: counted
+    batch by batch as they are decoded, so the column stops growing at the first batch
+    that crosses it).
     """
     if not isinstance(source, pa.NativeFile):
         source = pa.BufferReader(source)
     if fmt == "parquet":
-        return _parquet_column(source, column, max_rows, names)
-    return _arrow_column(source, column, max_rows, names)
+        return _parquet_column(source, column, max_rows, max_decoded_bytes, names)
+    return _arrow_column(source, column, max_rows, max_decoded_bytes, names)
 
 
 def _describe_columns(names: Sequence[str]) -> str:
@@ -87,8 +92,17 @@ def _check_rows(rows: int, max_rows: int | None) -> None:
         )
 
 
+def _check_decoded(size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise InputTooLarge(
+            f"the label column decodes to more than {max_bytes} bytes (at least {size}); "
+            f"this service decodes at most {max_bytes} bytes of it (its body limit, "
+            "SAMPLEPLAN_MAX_BODY_BYTES), compressed or not"
+        )
+
+
 def _parquet_column(
-    source: Any, column: str, max_rows: int | None, names: InputNames
+    source: Any, column: str, max_rows: int | None, max_bytes: int | None, names: InputNames
 ) -> ArrowColumn:
     try:
         meta = pq.ParquetFile(source)
@@ -99,17 +113,42 @@ def _parquet_column(
         raise _missing(column, columns, "Parquet file", names)
     _check_rows(meta.metadata.num_rows, max_rows)
     field = meta.schema_arrow.field(column)
+    # Before any page is decompressed: the pages' own uncompressed size, and at least the
+    # width of each row's value (an index into the dictionary for strings) .
+    width = field.type.bit_width // 8 if pa.types.is_primitive(field.type) else 4
+    estimate = max(
+        _parquet_uncompressed_size(meta.metadata, column), meta.metadata.num_rows * width
+    )
+    _check_decoded(estimate, max_bytes)
     # Strings are read as Arrow dictionaries (what Parquet usually stores them as), so
     # they are never materialised one string object per row.
     as_dictionary = [column] if _is_text(field.type) else None
     try:
         reader = pq.ParquetFile(source, read_dictionary=as_dictionary)
-        return reader.read(columns=[column], use_threads=False).column(0)
+        decoded = reader.read(columns=[column], use_threads=False).column(0)
     except (pa.ArrowException, OSError) as exc:
         raise InvalidLabels(f"the Parquet file cannot be read: {exc}") from exc
+    _check_decoded(decoded.get_total_buffer_size(), max_bytes)  # what the estimate missed
+    return decoded
 
 
-def _arrow_column(source: Any, column: str, max_rows: int | None, names: InputNames) -> ArrowColumn:
+def _parquet_uncompressed_size(metadata: Any, column: str) -> int:
+    """Bytes of the column's pages once decompressed, from the file's metadata (a list
+    column's leaves are counted too: every leaf under the column's name)."""
+    total = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            path = chunk.path_in_schema
+            if path == column or path.startswith(f"{column}."):
+                total += int(chunk.total_uncompressed_size)
+    return total
+
+
+def _arrow_column(
+    source: Any, column: str, max_rows: int | None, max_bytes: int | None, names: InputNames
+) -> ArrowColumn:
     def open_reader(options: Any = None) -> Any:
         if source.read_at(len(ARROW_FILE_MAGIC), 0) == ARROW_FILE_MAGIC:
             return pa.ipc.open_file(source, options=options)
@@ -127,6 +166,7 @@ def _arrow_column(source: Any, column: str, max_rows: int | None, names: InputNa
     options = pa.ipc.IpcReadOptions(included_fields=[columns.index(column)], use_threads=False)
     chunks: list[Any] = []
     rows = 0
+    decoded = 0
     try:
         reader = open_reader(options)
         if isinstance(reader, pa.ipc.RecordBatchFileReader):
@@ -136,6 +176,8 @@ def _arrow_column(source: Any, column: str, max_rows: int | None, names: InputNa
         for batch in batches:
             rows += batch.num_rows
             _check_rows(rows, max_rows)
+            decoded += batch.column(0).get_total_buffer_size()
+            _check_decoded(decoded, max_bytes)
             chunks.append(batch.column(0))
         field_type = reader.schema.field(0).type
     except (pa.ArrowException, OSError) as exc:

@@ -14,6 +14,7 @@ import torch
 
 from sampleplan.core.algorithms import ALGORITHMS, BATCHES, algorithm_named
 from sampleplan.core.config import PlanConfig
+from sampleplan.core.mixtures import MIXING_ALGORITHMS, mixing_algorithm
 from sampleplan.core.stratify import STRATIFY_VERSION, STRATIFY_VERSIONS
 from sampleplan.core.weighting import WEIGHTS_VERSIONS
 
@@ -52,6 +53,19 @@ def runtime_versions(
     return versions
 
 
+def mixture_versions(algorithm: str) -> dict[str, str]:
+    """What defines a mixture's streams: its mixing algorithm and version (NOTE [Mixing
+    algorithms]), with numpy, the CPU architecture and sampleplan for the record."""
+    from sampleplan import __version__
+
+    return {
+        **mixing_algorithm(algorithm).versions(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "sampleplan": __version__,
+    }
+
+
 def plan_versions(config: PlanConfig) -> dict[str, str]:
     """:func:`runtime_versions` of a plan made from ``config``: what its ``versions`` holds."""
     stratified = config.split is not None and config.split.stratify
@@ -79,6 +93,15 @@ def reproduction_problems(versions: Mapping[str, str]) -> list[str]:
     architectures), both must match too.
     """
     name = versions.get("algorithm")
+    mixing = MIXING_ALGORITHMS.get(name) if name is not None else None
+    if mixing is not None:
+        # Integers, binary64 and named generators only: the version is the whole contract.
+        if versions.get("algorithm_version") != mixing.version:
+            return [
+                f"the mixture's stream is defined by {versions.get('algorithm_version')!r}, "
+                f"this code implements {mixing.version!r}"
+            ]
+        return []
     algorithm = ALGORITHMS.get(name) if name is not None else None
     if algorithm is None:
         return [f"unknown algorithm {name!r}"]

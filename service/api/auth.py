@@ -17,13 +17,16 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sampleplan.service.api.docs import DOCS_ASSETS, DOCS_STATIC_URL
 from sampleplan.service.api.problems import problem_response
 from sampleplan.service.config import Settings
 from sampleplan.service.errors import Unauthorized
 
-#: Paths that never need a token: probes, metrics, and the API's own description.
+#: Paths that never need a token: probes, metrics, and the API's own description (its
+#: pages and the static files they load, each by name).
 OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    | {f"{DOCS_STATIC_URL}/{name}" for name in DOCS_ASSETS}
 )
 
 

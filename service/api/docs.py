@@ -24,6 +24,10 @@ from fastapi.staticfiles import StaticFiles
 #: Where the docs' static files are served.
 DOCS_STATIC_URL = "/static/docs"
 
+#: The static files the docs pages load: open without a token, as the pages are (the
+#: bearer middleware lists them by name; nothing else under the mount opens).
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
 _OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 
 #: The docs pages may load from this service only. ReDoc's sidebar shows a logo from

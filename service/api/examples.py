@@ -122,6 +122,17 @@ PLAN: dict[str, Any] = {
     "versions": VERSIONS,
 }
 
+#: ``GET /v1/plans/{PLAN_ID}/classes``: the example plan's table, in one page.
+CLASSES: dict[str, Any] = {
+    "plan_id": PLAN_ID,
+    "epoch": 0,
+    "total": 3,
+    "offset": 0,
+    "limit": 1000,
+    "classes": PLAN["classes"],
+    "next": None,
+}
+
 WEIGHTS: dict[str, Any] = {
     "plan_id": "e7a3f2290d9f33e7511dd221b60e89bfba753b39619dcb86fd00c1a6a0fd44bb",
     "epoch": 0,

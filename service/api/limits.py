@@ -9,8 +9,9 @@ NOTE [Why the timeout stops at the response start]
     half-sent would leave the client a truncated body with a 200 status. What needs a
     bound is the work before the answer (reading the body, preparing a plan, drawing an
     epoch). When it runs out, the client gets a 504 at once; work already handed to a
-    worker thread cannot be interrupted and finishes in the background, and its late
-    answer is dropped.
+    worker thread cannot be interrupted from outside, so the deadline is also set for
+    the request's context (NOTE [Deadlines] in ``core/deadlines.py``): long work checks
+    it and stops, and whatever answer still comes late is dropped.
 """
 
 from __future__ import annotations
@@ -24,8 +25,15 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sampleplan.core.deadlines import deadline
+from sampleplan.core.errors import DeadlineExceeded
 from sampleplan.service.api.problems import problem_response
-from sampleplan.service.errors import PayloadTooLarge, RequestTimeout, SamplePlanServiceError
+from sampleplan.service.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    SamplePlanServiceError,
+    UnsupportedMediaType,
+)
 
 logger = logging.getLogger("sampleplan")
 
@@ -57,12 +65,24 @@ def _declared_length(scope: Scope) -> int | None:
         return None
 
 
+def _content_encoding(scope: Scope) -> str | None:
+    """A request body's ``Content-Encoding`` other than ``identity``, if any."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-encoding":
+            encoding: str = value.decode("latin-1").strip()
+            if encoding.lower() not in ("", "identity"):
+                return encoding
+    return None
+
+
 def _is_chunked(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 to bodies larger than ``max_body_bytes``, without reading them whole.
+    """Answers 413 to bodies larger than ``max_body_bytes``, without reading them whole,
+    and 415 to a compressed body (``Content-Encoding``): no body is ever decoded, so the
+    limit bounds what is read.
 
     A declared ``Content-Length`` over the limit is refused before any byte is read; a
     chunked body is counted as it streams in and refused at the chunk that crosses it.
@@ -85,6 +105,15 @@ class BodySizeLimitMiddleware:
         declared = _declared_length(scope)
         # The unread body stays on the connection, so it must not be reused.
         close = {"Connection": "close"}
+        encoding = _content_encoding(scope)
+        if encoding is not None:
+            error = UnsupportedMediaType(
+                f"request bodies are read as sent, never decoded: Content-Encoding "
+                f"{encoding!r:.40} is not taken; send the body uncompressed (Parquet and Arrow "
+                "files may compress their own columns, within the body limit decoded)"
+            )
+            await _send_problem(scope, receive, send, error, close)
+            return
         if declared is not None and declared > self.max_body_bytes:
             await _send_problem(scope, receive, send, self._error(), close)
             return
@@ -167,7 +196,10 @@ class RequestTimeoutMiddleware:
         timer = loop.call_later(self.timeout_seconds, expire)
         error: Exception | None = None
         try:
-            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout_seconds) as cancel:
+            with (
+                anyio.CancelScope(deadline=anyio.current_time() + self.timeout_seconds) as cancel,
+                deadline(self.timeout_seconds),
+            ):
                 await self.app(scope, receive, watched_send)
         except Exception as exc:
             error = exc
@@ -178,7 +210,7 @@ class RequestTimeoutMiddleware:
             late = loop.create_task(self._answer_504(scope, receive, send))
         if late is not None:
             await late
-            if error is not None:
+            if error is not None and not isinstance(error, DeadlineExceeded):
                 logger.warning("a request failed after its timeout", exc_info=error)
         elif error is not None:
             raise error

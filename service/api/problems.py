@@ -60,11 +60,26 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, http_status(exc), exc.title, exc.detail, exc.type_slug)
 
 
+def too_long_integer() -> str:
+    """What is wrong with a JSON body holding an integer past Python's 4300 digits."""
+    return (
+        "the body holds an integer of more than 4300 digits; labels, indices, seeds, epochs "
+        "and counts are 64-bit integers"
+    )
+
+
+def _too_long_integer(request: Request) -> JSONResponse:
+    return problem_response(request, 422, "Invalid input", too_long_integer(), "invalid-input")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     raw = exc.errors()
     if any(e.get("type") == "json_invalid" for e in raw):
         ctx = next(e for e in raw if e.get("type") == "json_invalid").get("ctx", {})
+        if "number out of range" in str(ctx.get("error", "")):
+            # pydantic's JSON parser on an integer past 4300 digits: well-formed JSON.
+            return _too_long_integer(request)
         return problem_response(
             request,
             400,
@@ -83,6 +98,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if (
+        exc.status_code == 400
+        and isinstance(cause, ValueError)
+        and "integer string conversion" in str(cause)
+    ):
+        # FastAPI's json.loads of a body with an integer past 4300 digits.
+        return _too_long_integer(request)
     title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(
         exc.status_code, "HTTP error"
     )

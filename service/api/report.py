@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from html import escape
+from typing import Any, NamedTuple
 
 from sampleplan.service.api.schemas import ClassRow, PlanOut
 
 #: A drawn sample of a class seen more often than this per epoch, on average, is flagged.
 REPEAT_WARNING = 3.0
 
-#: The chart draws at most this many classes (in class order); the table has them all.
+#: The chart draws at most this many classes (in class order); the table has them all
+#: (or, past ``plan_classes_inline``, as many as the plan's answer lists).
 MAX_CHART_CLASSES = 100
+
+#: The warning names at most this many classes (those repeated most).
+MAX_FLAGGED = 20
 
 #: Nothing but the page itself: no script, no fetch, no external style or image.
 REPORT_CSP = (
@@ -82,11 +87,19 @@ _LINE_COLOURS = (
 )  # fmt: skip
 
 
-def render_report(plan: PlanOut, schedule_shares: list[list[float]] | None = None) -> str:
+def render_report(
+    plan: PlanOut,
+    schedule_shares: ScheduleShares | None = None,
+    *,
+    flagged: tuple[list[ClassRow], int] | None = None,
+) -> str:
     """The whole HTML page for ``plan``.
 
-    ``schedule_shares[e][c]``, for a plan with a schedule, is class ``c``'s expected share
-    of epoch ``e``'s draws; the page then charts it against the epoch.
+    ``schedule_shares``, for a plan with a schedule, are the first classes' expected
+    shares of each epoch's draws; the page then charts them against the epoch. ``flagged``: the
+    classes repeated most (at most :data:`MAX_FLAGGED`) and how many are repeated more
+    than :data:`REPEAT_WARNING` times, over the whole table (a summarised plan's
+    ``classes`` holds only its first rows); by default, found in ``plan.classes``.
     """
     config = plan.config
     parts = [
@@ -99,12 +112,12 @@ def render_report(plan: PlanOut, schedule_shares: list[list[float]] | None = Non
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Sampling plan <code>{escape(plan.id)}</code></h1>",
         f'<p class="muted">{escape(_describe(plan))}</p>',
-        *_coverage_notes(plan),
+        *_coverage_notes(plan, flagged),
         *_label_set_notes(plan),
         "<h2>Label shares before and after balancing</h2>"
         if plan.label_sets is not None
         else "<h2>Class shares before and after balancing</h2>",
-        _chart(plan.classes),
+        _chart(plan.classes, _num_classes(plan)),
         *(
             [
                 "<h2>Class shares over the epochs of the schedule</h2>",
@@ -134,6 +147,10 @@ def render_report(plan: PlanOut, schedule_shares: list[list[float]] | None = Non
     return "\n".join(parts)
 
 
+def _num_classes(plan: PlanOut) -> int:
+    return len(plan.classes) if plan.classes_page is None else plan.classes_page.total
+
+
 def _describe(plan: PlanOut) -> str:
     config = plan.config
     drawn = "with" if config.get("replacement", True) else "without"
@@ -145,7 +162,7 @@ def _describe(plan: PlanOut) -> str:
     return (
         f"{plan.num_samples:,} draws per epoch {drawn} replacement from "
         f"{plan.population_size:,} samples "
-        f"({where}) in {len(plan.classes):,} classes; strategy {config.get('strategy')}, "
+        f"({where}) in {_num_classes(plan):,} classes; strategy {config.get('strategy')}, "
         f"seed {config.get('seed')}, algorithm {config.get('algorithm')}."
     )
 
@@ -167,7 +184,9 @@ def _label_set_notes(plan: PlanOut) -> list[str]:
     ]
 
 
-def _coverage_notes(plan: PlanOut) -> list[str]:
+def _coverage_notes(
+    plan: PlanOut, flagged_rows: tuple[list[ClassRow], int] | None = None
+) -> list[str]:
     cov = plan.epoch_coverage
     approx = (
         "" if cov.exact else " (approximate: see the schema's note on sampling without replacement)"
@@ -178,22 +197,28 @@ def _coverage_notes(plan: PlanOut) -> list[str]:
         f"of {plan.population_size:,} ({_pct(cov.expected_coverage)}); a drawn sample is seen "
         f"{_num(cov.mean_repeats_per_drawn_sample)} times per epoch on average{escape(approx)}.</p>"
     ]
-    flagged = [
-        row
-        for row in plan.classes
-        if row.mean_repeats_per_drawn_sample is not None
-        and row.mean_repeats_per_drawn_sample > REPEAT_WARNING
-    ]
-    if flagged:
+    if flagged_rows is None:
+        flagged = [
+            row
+            for row in plan.classes
+            if row.mean_repeats_per_drawn_sample is not None
+            and row.mean_repeats_per_drawn_sample > REPEAT_WARNING
+        ]
         flagged.sort(key=lambda r: -(r.mean_repeats_per_drawn_sample or 0.0))
+        how_many = len(flagged)
+    else:
+        flagged, how_many = flagged_rows
+    if flagged:
         items = "".join(
             f"<li>class <strong>{escape(str(row.label))}</strong>: {_samples(row.count)}, about "
             f"{_num(row.expected_draws, 1)} draws per epoch, so each drawn sample is seen "
             f"{_num(row.mean_repeats_per_drawn_sample, 1)} times per epoch "
             f"({_pct(row.expected_coverage)} of its samples seen)</li>"
-            for row in flagged[:20]
+            for row in flagged[:MAX_FLAGGED]
         )
-        more = f"<p>and {len(flagged) - 20} more classes.</p>" if len(flagged) > 20 else ""
+        more = (
+            f"<p>and {how_many - MAX_FLAGGED} more classes.</p>" if how_many > MAX_FLAGGED else ""
+        )
         notes.append(
             f'<div class="warning"><strong>Minority samples repeat many times per epoch</strong> '
             f"(more than {REPEAT_WARNING:g} times on average):<ul>{items}</ul>{more}"
@@ -210,7 +235,7 @@ def _coverage_notes(plan: PlanOut) -> list[str]:
     return notes
 
 
-def _chart(rows: list[ClassRow]) -> str:
+def _chart(rows: list[ClassRow], total: int) -> str:
     """Horizontal grouped bars: per class, its share of the data and of the draws."""
     shown = rows[:MAX_CHART_CLASSES]
     label_w, bar_w, value_w = 170, 460, 70
@@ -248,20 +273,36 @@ def _chart(rows: list[ClassRow]) -> str:
             out.append(f'<text x="{label_w + w + 4:.2f}" y="{yy + bar_h - 2}">{_pct(share)}</text>')
         out.append("</g>")
     out.append("</svg>")
-    if len(rows) > len(shown):
+    if total > len(shown):
         out.append(
-            f'<p class="muted">The chart shows the first {len(shown)} of {len(rows):,} classes; '
-            "the table below has them all.</p>"
+            f'<p class="muted">The chart shows the first {len(shown)} of {total:,} classes; '
+            + (
+                "the table below has them all.</p>"
+                if len(rows) == total
+                else f"the table below the first {len(rows):,}.</p>"
+            )
         )
     return "".join(out)
 
 
-def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
+class ScheduleShares(NamedTuple):
+    """What the schedule chart draws: the first classes' expected shares by epoch."""
+
+    #: The first classes (at most :data:`MAX_SCHEDULE_LINES`), in class order.
+    labels: list[Any]
+    #: ``shares[e][c]``: class ``c``'s expected share of epoch ``e``'s draws.
+    shares: list[list[float]]
+    #: The largest share of any class (not only the first) in any epoch.
+    peak: float
+
+
+def _schedule_chart(plan: PlanOut, schedule: ScheduleShares) -> str:
     """Lines: per class, its expected share of each epoch's draws."""
+    shares, peak = schedule.shares, schedule.peak
     left, plot_w, plot_h, top, legend_w = 50, 520, 220, 16, 180
     width, height = left + plot_w + legend_w, top + plot_h + 40
     epochs = len(shares)
-    peak = max([max(row) for row in shares if row] + [1e-12])
+    peak = max(peak, 1e-12)
     lines = [
         f'<svg class="schedule-chart" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" '
@@ -278,14 +319,14 @@ def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
     for e in range(0, epochs, step):
         x = left + plot_w * e / max(epochs - 1, 1)
         lines.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{e}</text>')
-    for c, row in enumerate(plan.classes[:MAX_SCHEDULE_LINES]):
+    for c, name in enumerate(schedule.labels[:MAX_SCHEDULE_LINES]):
         colour = _LINE_COLOURS[c % len(_LINE_COLOURS)]
         points = " ".join(
             f"{left + plot_w * e / max(epochs - 1, 1):.1f},"
             f"{top + plot_h * (1 - shares[e][c] / peak):.1f}"
             for e in range(epochs)
         )
-        label = escape(str(row.label))
+        label = escape(str(name))
         lines.append(
             f'<g class="class-line" data-class="{label}"><title>{label}</title>'
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/></g>'
@@ -294,13 +335,13 @@ def _schedule_chart(plan: PlanOut, shares: list[list[float]]) -> str:
         lines.append(
             f'<rect x="{left + plot_w + 16}" y="{y - 9}" width="10" height="10" '
             f'fill="{colour}"/><text x="{left + plot_w + 30}" y="{y}">'
-            f"{escape(_short(row.label))}: {_pct(shares[0][c])} → {_pct(shares[-1][c])}</text>"
+            f"{escape(_short(name))}: {_pct(shares[0][c])} → {_pct(shares[-1][c])}</text>"
         )
     lines.append("</svg>")
-    if len(plan.classes) > MAX_SCHEDULE_LINES:
+    if _num_classes(plan) > MAX_SCHEDULE_LINES:
         lines.append(
             f'<p class="muted">The chart shows the first {MAX_SCHEDULE_LINES} of '
-            f"{len(plan.classes):,} classes.</p>"
+            f"{_num_classes(plan):,} classes.</p>"
         )
     return "".join(lines)
 
@@ -327,7 +368,15 @@ def _class_table(plan: PlanOut) -> str:
         f"<th>{_num(cov.expected_distinct_samples, 1)}</th><th>{_pct(cov.expected_coverage)}</th>"
         f"<th>{_num(cov.mean_repeats_per_drawn_sample)}</th></tr></tfoot>"
     )
-    return head + body + "</tbody>" + foot + "</table>"
+    table = head + body + "</tbody>" + foot + "</table>"
+    if plan.classes_page is None:
+        return table
+    page = plan.classes_page
+    return table + (
+        f'<p class="muted">The table shows the first {page.limit:,} of {page.total:,} classes '
+        "(the totals are over all of them); <code>GET /v1/plans/{plan_id}/classes</code> "
+        f"pages through the rest, from <code>{escape(page.next)}</code>.</p>"
+    )
 
 
 def _key_values(items: Iterable[tuple[str, str]]) -> str:

@@ -397,6 +397,30 @@ class LabelSetSummary(BaseModel):
     )
 
 
+class ClassesPage(BaseModel):
+    """Where the rest of a summarised class table is (plans of many classes only)."""
+
+    total: int = Field(description="Classes in the plan's table (`classes` holds the first).")
+    offset: int = Field(description="Position of the first row in `classes` (0).")
+    limit: int = Field(description="Rows in `classes`.")
+    next: str = Field(
+        description="The path of the next page: `GET /v1/plans/{plan_id}/classes` with "
+        "`offset` and `limit` (and `epoch` for an epoch other than 0)."
+    )
+
+
+class ClassesOut(BaseModel):
+    """``GET /v1/plans/{plan_id}/classes``: a page of a plan's class table."""
+
+    plan_id: str
+    epoch: int = Field(description="The epoch the rows describe.")
+    total: int = Field(description="Classes in the plan's table.")
+    offset: int = Field(description="Position (class code) of the first row.")
+    limit: int = Field(description="Rows asked for; `classes` has fewer at the end.")
+    classes: list[ClassRow] = Field(description="Rows `offset .. offset + limit - 1`.")
+    next: str | None = Field(description="The path of the next page; null after the last.")
+
+
 class PlanOut(BaseModel):
     id: str = Field(description="SHA-256 of the dataset id and the canonical config.")
     dataset_id: str
@@ -409,7 +433,16 @@ class PlanOut(BaseModel):
     population_size: int = Field(description="Samples drawn from: the training part when split.")
     num_samples: int = Field(description="Draws in the epoch.")
     classes: list[ClassRow] = Field(
-        description="The class table, classes in canonical (sorted) order."
+        description="The class table, classes in canonical (sorted) order; for a plan of "
+        "more classes than the service lists inline (`plan_classes_inline`, 10 000 by "
+        "default) only the first that many, and `classes_page` says where the rest is."
+    )
+    classes_page: ClassesPage | None = Field(
+        default=None,
+        # Absent, not null, when the table is whole: plans answer as they always have.
+        exclude_if=lambda value: value is None,
+        description="Only when `classes` is cut short: how many classes there are and the "
+        "path that pages through them (`GET /v1/plans/{plan_id}/classes`).",
     )
     epoch_coverage: EpochCoverage
     label_sets: LabelSetSummary | None = Field(

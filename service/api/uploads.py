@@ -47,6 +47,7 @@ from sampleplan.core.labels import Labels
 from sampleplan.core.labelsets import LabelSets, labels_or_label_sets
 from sampleplan.core.tables import TableFormat, labels_from_arrow, read_label_column
 from sampleplan.service.api import examples
+from sampleplan.service.api.problems import too_long_integer
 from sampleplan.service.api.schemas import DatasetCreate
 from sampleplan.service.errors import InvalidLabels, UnsupportedMediaType
 
@@ -193,18 +194,32 @@ async def spooled_body(request: Request) -> AsyncIterator[Path]:
 
 
 def labels_from_table_file(
-    path: Path, fmt: TableFormat, *, label_column: str, max_labels: int | None = None
+    path: Path,
+    fmt: TableFormat,
+    *,
+    label_column: str,
+    max_labels: int | None = None,
+    max_decoded_bytes: int | None = None,
 ) -> Labels | LabelSets:
     """Labels from the ``label_column`` of a Parquet or Arrow IPC file (a spooled body).
 
-    The file is memory-mapped: only the pages of the label column are ever touched.
+    The file is memory-mapped: only the pages of the label column are ever touched. The
+    column may decode to at most ``max_decoded_bytes`` (the body limit): a compressed
+    column cannot expand past what an uncompressed body could carry.
     """
     if path.stat().st_size == 0:
         name = "a Parquet file" if fmt == "parquet" else "an Arrow IPC file or stream"
         raise InvalidLabels(f"the body is empty; send {name}")
     try:
         with pa.memory_map(str(path)) as source:
-            column = read_label_column(source, fmt, label_column, max_rows=max_labels, names=BODY)
+            column = read_label_column(
+                source,
+                fmt,
+                label_column,
+                max_rows=max_labels,
+                max_decoded_bytes=max_decoded_bytes,
+                names=BODY,
+            )
             labels = labels_from_arrow(column)
             del column
     finally:
@@ -236,6 +251,8 @@ def _labels_from_json(body: bytes) -> Labels | LabelSets:
                 }
             ]
         ) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's limit)
+        raise InvalidLabels(too_long_integer()) from exc
     try:
         parsed = DatasetCreate.model_validate(data)
     except ValidationError as exc:

@@ -1,9 +1,27 @@
-"""Turning catalog objects into response bodies."""
+"""Turning catalog objects into response bodies.
+
+NOTE [Class tables by the page]
+    A plan's class table has a row per class, and a plan may have a million classes: as
+    a list of row objects that was 2 GB of memory, 242 MB of JSON and most of a minute
+    to create, read or report. So the table is columns (:class:`~sampleplan.core.stats.PlanStats`:
+    an array per field, computed in O(K) vectorised, the report's warning sorted in
+    O(K log K)), rows are made only for the classes a response lists, and a response lists
+    at most ``plan_classes_inline`` of them (10 000 by default): a plan past that answers
+    its first rows, and ``classes_page`` (absent otherwise, so every smaller plan answers
+    as it always has) gives the number of classes and the path of the next page of
+    ``GET /v1/plans/{plan_id}/classes``. The catalog keeps the columns of recent
+    plans and epochs (bounded by bytes), so paging through a table computes it once.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from sampleplan.core.stats import PlanStats, plan_statistics
+from sampleplan.service.api.report import MAX_FLAGGED, REPEAT_WARNING
 from sampleplan.service.api.schemas import (
+    ClassesOut,
+    ClassesPage,
     ClassRow,
     DatasetOut,
     EpochCoverage,
@@ -32,7 +50,11 @@ def class_rows(plan: Plan, stats: PlanStats | None = None) -> list[ClassRow]:
     return rows_of(plan, stats)
 
 
-def rows_of(plan: Plan, stats: PlanStats) -> list[ClassRow]:
+def rows_of(
+    plan: Plan, stats: PlanStats, start: int = 0, stop: int | None = None
+) -> list[ClassRow]:
+    """Rows ``start .. stop - 1`` of the class table (default: all of it)."""
+    stop = stats.num_classes if stop is None else stop
     return [
         ClassRow.model_validate(
             {
@@ -47,14 +69,39 @@ def rows_of(plan: Plan, stats: PlanStats) -> list[ClassRow]:
                 "mean_repeats_per_drawn_sample": row.mean_repeats_per_drawn_sample,
             }
         )
-        for row in stats.classes
+        for row in stats.rows(start, stop)
     ]
 
 
-def plan_out(plan: Plan, epoch: int = 0) -> PlanOut:
-    """The plan as epoch ``epoch`` sees it (its weights, length and class table)."""
+#: Most rows one page of ``GET /v1/plans/{plan_id}/classes`` holds.
+MAX_CLASSES_PAGE = 10_000
+
+
+def classes_path(plan_id: str, epoch: int, offset: int, limit: int) -> str:
+    """The path of a page of ``GET /v1/plans/{plan_id}/classes``."""
+    query = f"offset={offset}&limit={limit}" + (f"&epoch={epoch}" if epoch else "")
+    return f"/v1/plans/{plan_id}/classes?{query}"
+
+
+def plan_out(
+    plan: Plan, epoch: int = 0, *, stats: PlanStats | None = None, inline: int | None = None
+) -> PlanOut:
+    """The plan as epoch ``epoch`` sees it (its weights, length and class table).
+
+    ``inline``: the most classes listed; a longer table is cut to its first ``inline``
+    rows, and ``classes_page`` says where the rest is (NOTE [Class tables by the page]).
+    """
     prepared = plan.prepared.at_epoch(epoch)
-    stats = plan_statistics(prepared)
+    stats = stats or plan_statistics(prepared)
+    shown = stats.num_classes if inline is None else min(inline, stats.num_classes)
+    page = None
+    if shown < stats.num_classes:
+        page = ClassesPage(
+            total=stats.num_classes,
+            offset=0,
+            limit=shown,
+            next=classes_path(plan.id, epoch, shown, min(shown, MAX_CLASSES_PAGE)),
+        )
     return PlanOut(
         id=plan.id,
         dataset_id=plan.dataset_id,
@@ -62,7 +109,8 @@ def plan_out(plan: Plan, epoch: int = 0) -> PlanOut:
         epoch=epoch,
         population_size=prepared.population_size,
         num_samples=prepared.num_samples,
-        classes=rows_of(plan, stats),
+        classes=rows_of(plan, stats, 0, shown),
+        classes_page=page,
         epoch_coverage=EpochCoverage(
             expected_distinct_samples=stats.expected_distinct_samples,
             expected_coverage=stats.expected_coverage,
@@ -78,4 +126,35 @@ def plan_out(plan: Plan, epoch: int = 0) -> PlanOut:
             expected_label_cardinality=stats.label_sets.expected_mean_cardinality,
         ),
         versions=plan.versions,
+    )
+
+
+def flagged_classes(
+    plan: Plan, stats: PlanStats, threshold: float = REPEAT_WARNING, shown: int = MAX_FLAGGED
+) -> tuple[list[ClassRow], int]:
+    """The classes whose drawn samples repeat more than ``threshold`` times per epoch: the
+    ``shown`` that repeat most (ties in class order), and how many there are in all.
+
+    O(K log K) over the columns, whatever the number of classes; the report's warning.
+    """
+    repeats = stats.mean_repeats
+    with np.errstate(invalid="ignore"):
+        codes = np.flatnonzero(repeats > threshold)
+    order = codes[np.argsort(-repeats[codes], kind="stable")][:shown]
+    rows = [rows_of(plan, stats, int(c), int(c) + 1)[0] for c in order]
+    return rows, int(codes.shape[0])
+
+
+def classes_out(plan: Plan, epoch: int, stats: PlanStats, offset: int, limit: int) -> ClassesOut:
+    """A page of the class table: rows ``offset .. offset + limit - 1``, in O(limit)."""
+    total = stats.num_classes
+    end = offset + limit
+    return ClassesOut(
+        plan_id=plan.id,
+        epoch=epoch,
+        total=total,
+        offset=offset,
+        limit=limit,
+        classes=rows_of(plan, stats, offset, end),
+        next=classes_path(plan.id, epoch, end, limit) if end < total else None,
     )

@@ -106,6 +106,10 @@ _SELECT_RUN_SQL = (
 _SELECT_RUN = sa.text(_SELECT_RUN_SQL).columns(created_at=sa.DateTime(timezone=True))
 _LOCK_RUN = sa.text(f"{_SELECT_RUN_SQL} FOR UPDATE").columns(created_at=sa.DateTime(timezone=True))
 _HAS_UPDATE = sa.text("SELECT 1 FROM run_updates WHERE run_id = :run_id AND update_id = :update_id")
+_STORED_UPDATE = sa.text(
+    'SELECT seq, epoch, rank, step, op, alpha, indices, "values" FROM run_updates '
+    "WHERE run_id = :run_id AND update_id = :update_id"
+)
 _UPDATE_TOTALS = sa.text(
     "SELECT (SELECT max(seq) FROM run_updates WHERE run_id = :run_id), "
     "(SELECT max(epoch) FROM run_updates WHERE run_id = :run_id)"
@@ -416,6 +420,13 @@ class RunTransaction(RunReads):
         """Whether an update with this sender's id is stored (a retried request)."""
         found = self._conn.execute(_HAS_UPDATE, {"run_id": self.run_id, "update_id": update_id})
         return found.first() is not None
+
+    def stored_update(self, update_id: str) -> UpdateRecord | None:
+        """The update stored under this sender's id, if any (a retried request, or an id
+        used again for another payload)."""
+        found = self._conn.execute(_STORED_UPDATE, {"run_id": self.run_id, "update_id": update_id})
+        row = found.mappings().first()
+        return None if row is None else replace(_update(row), update_id=update_id)
 
     def update_totals(self) -> tuple[int, int]:
         """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""

@@ -8,9 +8,16 @@ replicas racing on the same plan both succeed and leave one row.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
+import os
+import select
+import socket
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,30 +210,269 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer, and a committed transaction survives a
-    # killed process. NORMAL sync is durable against process crashes in WAL mode.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """How long the service waits on its database; see NOTE [Database timeouts].
+
+    The defaults are the settings' (``SAMPLEPLAN_DATABASE_*_TIMEOUT_SECONDS``).
+    """
+
+    connect: int = 2
+    ping: float = 2.0
+    statement: float = 30.0
+    pool: float = 5.0
 
 
-def create_engine_for(url: str) -> Engine:
-    """An engine for ``url``, with SQLite tuned for a service and its parent folder made."""
+# NOTE [Database timeouts]
+#     A database that stops answering (its connections open, nothing coming back) must
+#     give a 503 within seconds, not hold every request to the request timeout's 504.
+#     Each wait has its own bound, all well under the request timeout:
+#
+#     - connecting: libpq's ``connect_timeout`` (whole seconds, at least 2);
+#     - a pooled connection, before a request uses it: a ``SELECT 1`` sent through
+#       libpq's non-blocking calls and waited for with ``poll`` up to the ping timeout.
+#       SQLAlchemy's own pre-ping waits without a bound. A ping unanswered in time drops
+#       the whole pool (every connection opened before it), and the pool's one retry
+#       opens a new connection, bounded by ``connect_timeout``: a silent server costs a
+#       request at most ping + connect (4 s by default), then a 503;
+#     - one statement: PostgreSQL's ``statement_timeout`` and ``lock_timeout``, which the
+#       server enforces (a statement over it fails, the request gets a 503); SQLite's busy
+#       timeout, the longest a statement waits for the database's write lock;
+#     - a server that goes silent in the middle of a statement or a commit, after its
+#       connection answered the ping: the server's timeout cannot fire there, so a
+#       watchdog thread (:class:`_Watchdog`) shuts the connection's socket down once the
+#       statement timeout and a second of grace have passed with no answer (a live
+#       server would have cancelled the statement by then); the waiting thread gets a
+#       disconnection error, the request a 503, and no worker thread stays stuck;
+#     - a free connection: the pool's ``pool_timeout``.
+#
+#     Recovery needs nothing: dropped connections are reopened on demand, so the first
+#     request after the server answers again succeeds.
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer, and a committed transaction survives a
+        # killed process. NORMAL sync is durable against process crashes in WAL mode.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        cursor.close()
+
+    return on_connect
+
+
+def _timed_ping(dbapi_connection: Any, timeout: float) -> None:
+    """``SELECT 1`` on a psycopg 3 connection, raising ``TimeoutError`` past ``timeout`` s.
+
+    Through libpq's non-blocking calls, so that the wait for the answer has a bound (see
+    NOTE [Database timeouts]). Reads every result, leaving the connection idle.
+    """
+    pgconn = dbapi_connection.pgconn
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    fd = pgconn.socket
+
+    def wait(events: int) -> None:
+        remaining = deadline - time.monotonic()
+        poller.register(fd, events)
+        try:
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                raise TimeoutError(f"the database did not answer a ping in {timeout:g} s")
+        finally:
+            poller.unregister(fd)
+
+    was_nonblocking = pgconn.nonblocking
+    pgconn.nonblocking = 1
+    try:
+        pgconn.send_query(b"SELECT 1")
+        while pgconn.flush() > 0:
+            wait(select.POLLOUT)
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            wait(select.POLLIN)
+            pgconn.consume_input()
+        failed = None
+        while (result := pgconn.get_result()) is not None:
+            if result.error_message:
+                failed = result.error_message.decode(errors="replace")
+        if failed is not None:
+            raise ConnectionError(f"the database refused a ping: {failed}")
+    finally:
+        pgconn.nonblocking = was_nonblocking
+
+
+def _ping_on_checkout(timeout: float) -> Callable[[Any, Any, Any], None]:
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.pop("fresh", False):
+            return  # just opened: it has answered already
+        try:
+            _timed_ping(dbapi_connection, timeout)
+        except Exception as exc:
+            logger.warning("dropping the database connections: %s", exc)
+            # Drops every pooled connection opened before now; the pool retries once
+            # with a new connection (bounded by connect_timeout).
+            raise sa.exc.InvalidatePoolError(str(exc)) from exc
+
+    return on_checkout
+
+
+#: Past the statement timeout, how long the server has to say so before the connection is
+#: taken for silent (NOTE [Database timeouts]).
+STATEMENT_GRACE_SECONDS = 1.0
+
+
+class _Watchdog:
+    """Shuts down the socket of a connection whose statement (or commit) has had no answer
+    by its deadline, so that the thread waiting on it gets an error instead of waiting on.
+
+    One daemon thread for the process, started on first use. Arming and disarming take a
+    lock the thread holds while it shuts a socket down, so a disarmed connection (one
+    whose statement has returned, and which may be closed and its file descriptor reused)
+    is never touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._armed: dict[int, int] = {}  # token -> file descriptor
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+        self.fired = 0
+
+    def arm(self, fd: int, seconds: float) -> int:
+        token = next(self._tokens)
+        with self._lock:
+            self._armed[token] = fd
+            entry = (time.monotonic() + seconds, token)
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sampleplan-db-watchdog", daemon=True
+                )
+                self._thread.start()
+            if self._heap[0] == entry:
+                # The thread sleeps until the earliest deadline: wake it only for a new
+                # earliest one (rarely: every deadline is now plus the same seconds).
+                self._lock.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._lock:
+            self._armed.pop(token, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)  # disarmed: forget it
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                deadline, token = self._heap[0]
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._lock.wait(remaining)
+                    continue
+                heapq.heappop(self._heap)
+                fd = self._armed.pop(token)
+                self.fired += 1
+                logger.warning("the database did not answer a statement in time: disconnecting")
+                try:
+                    with socket.socket(fileno=os.dup(fd)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # already closed: nothing waits on it
+                    pass
+
+
+_WATCHDOG = _Watchdog()
+_WATCHED = "sampleplan_watchdog"
+
+
+def _watch_statements(engine: Engine, seconds: float) -> None:
+    """Arm :data:`_WATCHDOG` around every statement and commit of ``engine``'s connections."""
+
+    def arm(info: dict[str, Any], dbapi_connection: Any) -> None:
+        disarm(info)
+        info[_WATCHED] = _WATCHDOG.arm(dbapi_connection.pgconn.socket, seconds)
+
+    def disarm(info: dict[str, Any]) -> None:
+        token = info.pop(_WATCHED, None)
+        if token is not None:
+            _WATCHDOG.disarm(token)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def before(conn: Connection, *_: Any) -> None:
+        arm(conn.connection.info, conn.connection.dbapi_connection)
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def after(conn: Connection, *_: Any) -> None:
+        disarm(conn.connection.info)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def failed(context: sa.engine.ExceptionContext) -> None:
+        if context.connection is not None and not context.connection.invalidated:
+            disarm(context.connection.connection.info)
+
+    @sa.event.listens_for(engine, "commit")
+    def commit(conn: Connection) -> None:
+        # No event follows a commit: the connection's return to the pool disarms it.
+        arm(conn.connection.info, conn.connection.dbapi_connection)
+
+    @sa.event.listens_for(engine, "checkin")
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        disarm(record.info)
+
+    @sa.event.listens_for(engine, "close")
+    def close(_dbapi_connection: Any, record: Any) -> None:
+        disarm(record.info)
+
+
+def _mark_fresh(_dbapi_connection: Any, record: Any) -> None:
+    record.info["fresh"] = True
+
+
+def create_engine_for(url: str, timeouts: DatabaseTimeouts | None = None) -> Engine:
+    """An engine for ``url``, with SQLite tuned for a service and its parent folder made,
+    and every wait on the database bounded (NOTE [Database timeouts])."""
+    timeouts = timeouts or DatabaseTimeouts()
     parsed = sa.engine.make_url(url)
+    pool = {"pool_timeout": timeouts.pool}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        in_memory = not parsed.database or parsed.database == ":memory:"
+        engine = sa.create_engine(url, **({} if in_memory else pool))
+        busy_ms = max(1, round(timeouts.statement * 1000))
+        sa.event.listen(engine, "connect", _sqlite_pragmas(busy_ms))
         return engine
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+    if parsed.get_backend_name() != "postgresql":  # pragma: no cover - not a supported target
+        return sa.create_engine(url, pool_pre_ping=True)
+    if parsed.drivername == "postgresql":
         # Plain postgresql:// means psycopg 3 here, the driver the server extra installs.
-        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return sa.create_engine(url, pool_pre_ping=True)
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = max(2, timeouts.connect)
+    statement_ms = max(1, round(timeouts.statement * 1000))
+    options = f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
+    if "options" not in parsed.query:
+        connect_args["options"] = options
+    psycopg = parsed.drivername == "postgresql+psycopg"
+    engine = sa.create_engine(
+        parsed.render_as_string(hide_password=False),
+        connect_args=connect_args,
+        # Another driver than psycopg 3: SQLAlchemy's own ping, which waits without a bound.
+        pool_pre_ping=not psycopg,
+        **pool,
+    )
+    if psycopg:
+        sa.event.listen(engine, "connect", _mark_fresh)
+        sa.event.listen(engine, "checkout", _ping_on_checkout(timeouts.ping))
+        _watch_statements(engine, timeouts.statement + STATEMENT_GRACE_SECONDS)
+    return engine
 
 
 class PlanStore:
@@ -236,8 +482,8 @@ class PlanStore:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str) -> PlanStore:
-        store = cls(create_engine_for(url))
+    def open(cls, url: str, timeouts: DatabaseTimeouts | None = None) -> PlanStore:
+        store = cls(create_engine_for(url, timeouts))
         try:
             store.create_schema()
         except BaseException:
@@ -306,7 +552,7 @@ class PlanStore:
         try:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
-        except DBAPIError as exc:
+        except (DBAPIError, sa.exc.TimeoutError) as exc:
             raise _unavailable("the database does not answer", exc) from exc
 
     # -- writes ---------------------------------------------------------------------------
@@ -448,12 +694,13 @@ def _storage_errors() -> Iterator[None]:
     """Driver-level failures (database down, disk full, locked) become a 503."""
     try:
         yield
-    except OperationalError as exc:
+    except (OperationalError, sa.exc.TimeoutError) as exc:
+        # TimeoutError: no pooled connection came free in time (NOTE [Database timeouts]).
         raise _unavailable("the database failed", exc) from exc
 
 
-def _unavailable(what: str, exc: DBAPIError) -> StorageUnavailable:
+def _unavailable(what: str, exc: DBAPIError | sa.exc.TimeoutError) -> StorageUnavailable:
     """A 503 for clients without the driver's message, which names the database's host,
     port and user; that message goes to the service's log instead."""
-    logger.error("%s: %s", what, exc.orig)
+    logger.error("%s: %s", what, getattr(exc, "orig", None) or exc)
     return StorageUnavailable(f"{what}; the service's log has the details")

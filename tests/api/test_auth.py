@@ -93,6 +93,24 @@ def test_probes_metrics_and_docs_stay_open(secured: TestClient) -> None:
         assert secured.get(path).status_code == 200, path
 
 
+def test_the_docs_static_assets_open_and_nothing_else_newly(secured: TestClient) -> None:
+    """The docs pages load their script, styles and favicon without a token (issue 22);
+    other paths under the static mount, and the API, still need one."""
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"):
+        response = secured.get(f"/static/docs/{name}")
+        assert response.status_code == 200, name
+        assert len(response.content) > 0
+    for path in [
+        "/static/docs/",
+        "/static/docs/other.js",
+        "/static/docs/../docs/favicon.png/x",
+        "/static/docs/favicon.png/",
+        "/static/docs/FAVICON.PNG",
+        "/v1/plans/x",
+    ]:
+        _is_problem_401(secured.get(path), invalid_token=False)
+
+
 def test_a_refused_request_writes_nothing(secured: TestClient) -> None:
     secured.post("/v1/plans", json={"labels": LABELS}, headers=_bearer("wrong"))
     assert secured.app.state.catalog.store.count() == (0, 0)  # type: ignore[attr-defined]

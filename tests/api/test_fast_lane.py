@@ -182,6 +182,18 @@ def test_the_fast_lane_answers_what_the_route_answers(
         assert ours.content == theirs.content
 
 
+@pytest.mark.parametrize("query", ["epoch=3&offset=5&offset=9", "epoch=3&unknown=1", "epcoh=3"])
+def test_unknown_and_repeated_parameters_are_a_422_in_both_lanes(
+    both: tuple[TestClient, TestClient], query: str
+) -> None:
+    """NOTE [Query parameters] in service/api/queries.py: FastAPI would have ignored them."""
+    for client in both:
+        plan_id = _cached_plan(client)
+        response = client.get(f"/v1/plans/{plan_id}/indices?{query}")
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+
+
 def test_a_page_of_an_unknown_plan_is_a_404_problem(both: tuple[TestClient, TestClient]) -> None:
     fast, _ = both
     response = fast.get("/v1/plans/" + "0" * 64 + "/indices", params={"limit": 3})

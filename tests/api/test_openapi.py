@@ -79,6 +79,7 @@ OPERATION_IDS = {
     ("head", "/v1/datasets/{dataset_id}/offsets"): "head_offsets",
     ("post", "/v1/plans"): "create_plan",
     ("get", "/v1/plans/{plan_id}"): "get_plan",
+    ("get", "/v1/plans/{plan_id}/classes"): "get_classes",
     ("get", "/v1/plans/{plan_id}/weights"): "get_weights",
     ("head", "/v1/plans/{plan_id}/weights"): "head_weights",
     ("get", "/v1/plans/{plan_id}/indices"): "get_indices",

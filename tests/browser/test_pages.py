@@ -96,3 +96,31 @@ def test_report_shows_one_bar_per_class(
     assert page.locator("table.classes tbody tr").count() == len(classes)
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
     network.assert_nothing_left_the_machine()
+
+
+def test_docs_render_with_tokens_set(
+    page: Page, network: NetworkLog, artifacts: Path, tmp_path: Path
+) -> None:
+    """With tokens set the docs stay open (issue 22): their script, styles and favicon load
+    without a token, so both pages render."""
+    from sampleplan.service.config import Settings
+    from sampleplan.service.main import create_app
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", api_tokens="t-1")
+    with LiveServer(create_app(settings)) as server:
+        statuses: dict[str, int] = {}
+        page.on("response", lambda response: statuses.__setitem__(response.url, response.status))
+        expected = operation_count(server)
+        page.goto(f"{server.url}/docs")
+        page.locator(".opblock").nth(expected - 1).wait_for(timeout=TIMEOUT_MS)
+        page.screenshot(path=str(artifacts / "docs-with-tokens.png"))
+        page.goto(f"{server.url}/redoc")
+        selector = '[data-section-id^="operation/"]'
+        page.locator(selector).nth(expected - 1).wait_for(state="attached", timeout=TIMEOUT_MS)
+        assert page.locator(selector).count() == expected
+        assert httpx.get(f"{server.url}/v1/plans/x").status_code == 401
+    assets = {url: status for url, status in statuses.items() if "/static/docs/" in url}
+    assert any(url.endswith("swagger-ui.css") for url in assets), statuses
+    assert any(url.endswith("redoc.standalone.js") for url in assets), statuses
+    assert all(status == 200 for status in assets.values()), assets
+    network.assert_nothing_left_the_machine()

@@ -281,3 +281,17 @@ def test_summary_of_a_stream_without_replacement_draws_its_epoch_once(
     assert summary.length == len(whole) == 8
     assert summary.sha256 == stream_digest(np.asarray(whole, dtype=np.int64))
     assert draws == [4]
+
+
+def test_rows_of_any_slice_are_the_table_s_rows() -> None:
+    """The columns make the same rows, a slice at a time (NOTE [Class tables by the page])."""
+    codes = np.repeat(np.arange(7), [1, 2, 3, 5, 8, 13, 21])
+    plan = prepare_plan(labels_from_list(codes.tolist()), PlanConfig())
+    stats = plan_statistics(plan)
+    rows = stats.classes
+    assert len(rows) == stats.num_classes == 7
+    for start, stop in [(0, 7), (2, 5), (6, 9), (7, 8), (-1, 2)]:
+        assert stats.rows(start, stop) == rows[max(start, 0) : stop]
+    assert stats.expected_shares.tolist() == [r.expected_share for r in rows]
+    assert stats.data_shares.tolist() == [r.data_share for r in rows]
+    assert stats.mean_repeats.tolist() == [r.mean_repeats_per_drawn_sample for r in rows]

@@ -104,6 +104,7 @@ async def create_dataset(
                 fmt,
                 label_column=label_column,
                 max_labels=catalog.settings.max_labels,
+                max_decoded_bytes=catalog.settings.max_body_bytes,
             )
     else:
         body = await request.body()

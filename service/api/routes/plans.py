@@ -17,8 +17,15 @@ from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
 from sampleplan.service.api.deps import JSON_BODY, CatalogDep
 from sampleplan.service.api.page_threads import run_page_work
-from sampleplan.service.api.report import REPORT_CSP, SCHEDULE_EPOCHS, render_report
+from sampleplan.service.api.report import (
+    MAX_SCHEDULE_LINES,
+    REPORT_CSP,
+    SCHEDULE_EPOCHS,
+    ScheduleShares,
+    render_report,
+)
 from sampleplan.service.api.schemas import (
+    ClassesOut,
     IndicesOut,
     PlanCreate,
     PlanOut,
@@ -32,7 +39,12 @@ from sampleplan.service.api.streams import (
     StreamSummaryQueryParams,
     stream_page_response,
 )
-from sampleplan.service.api.views import plan_out
+from sampleplan.service.api.views import (
+    MAX_CLASSES_PAGE,
+    classes_out,
+    flagged_classes,
+    plan_out,
+)
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import InvalidStreamRequest
 
@@ -125,7 +137,7 @@ def create_plan(
     plan, created = catalog.create_plan(config, dataset_id=body.dataset_id, labels=labels)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return plan_out(plan)
+    return summarised_plan_out(catalog, plan)
 
 
 @router.get(
@@ -142,7 +154,43 @@ def create_plan(
     responses={200: {"content": {"application/json": {"example": examples.PLAN}}}, **_NOT_FOUND},
 )
 def get_plan(plan_id: PlanId, catalog: CatalogDep, epoch: WeightsEpochQuery = 0) -> PlanOut:
-    return plan_out(catalog.get_plan(plan_id), epoch)
+    return summarised_plan_out(catalog, catalog.get_plan(plan_id), epoch)
+
+
+def summarised_plan_out(catalog: Catalog, plan: Plan, epoch: int = 0) -> PlanOut:
+    """:func:`plan_out` with the class table cut to ``plan_classes_inline`` rows."""
+    stats = catalog.statistics(plan, epoch)
+    return plan_out(plan, epoch, stats=stats, inline=catalog.settings.plan_classes_inline)
+
+
+@router.get(
+    "/{plan_id}/classes",
+    response_model=ClassesOut,
+    summary="A page of a plan's class table",
+    description=(
+        "Rows `offset .. offset + limit - 1` of the plan's class table (classes in canonical "
+        "order; the rows of `GET /v1/plans/{plan_id}`), with the number of classes (`total`) "
+        "and the path of the next page (`next`, null after the last). A plan of more classes "
+        "than the service lists inline (`plan_classes_inline`) answers only the first of "
+        "them; this pages through all of them, each page in time proportional to its rows. "
+        f"At most {MAX_CLASSES_PAGE:,} rows per page."
+    ),
+    responses={
+        200: {"content": {"application/json": {"example": examples.CLASSES}}},
+        **_NOT_FOUND,
+    },
+)
+def get_classes(
+    plan_id: PlanId,
+    catalog: CatalogDep,
+    epoch: WeightsEpochQuery = 0,
+    offset: Annotated[int, Query(ge=0, lt=2**63, description="Position of the first row.")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_CLASSES_PAGE, description="Rows in the page.")
+    ] = 1_000,
+) -> ClassesOut:
+    plan = catalog.get_plan(plan_id)
+    return classes_out(plan, epoch, catalog.statistics(plan, epoch), offset, limit)
 
 
 @router.get(
@@ -350,6 +398,12 @@ def get_report(
     plan = catalog.get_plan(plan_id)
     shares = None
     if plan.prepared.config.schedule is not None:
-        shares = expected_shares_by_epoch(plan.prepared, SCHEDULE_EPOCHS)
-    html = render_report(plan_out(plan), shares)
+        by_epoch, peak = expected_shares_by_epoch(
+            plan.prepared, SCHEDULE_EPOCHS, MAX_SCHEDULE_LINES
+        )
+        shares = ScheduleShares(plan.classes[:MAX_SCHEDULE_LINES], by_epoch, peak)
+    stats = catalog.statistics(plan)
+    html = render_report(
+        summarised_plan_out(catalog, plan), shares, flagged=flagged_classes(plan, stats)
+    )
     return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})

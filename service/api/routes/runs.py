@@ -17,6 +17,7 @@ from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
 from sampleplan.service.api.deps import JSON_BODY, RunCatalogDep
 from sampleplan.service.api.page_threads import run_page_work
+from sampleplan.service.api.queries import reads_query
 from sampleplan.service.api.schemas import (
     Problem,
     RunCreate,
@@ -54,6 +55,12 @@ _PRUNED: dict[int | str, dict[str, Any]] = {
         "SAMPLEPLAN_RUN_KEEP_EPOCHS, dropped it).",
     }
 }
+
+
+_NOT_REACHED = (
+    "The run has not reached this epoch: it is more than one past the run's latest epoch "
+    "read or updated (and past epoch 1). Nothing is frozen."
+)
 
 
 def run_out(info: RunInfo) -> RunOut:
@@ -238,7 +245,11 @@ def _update_from_body(
     responses={
         202: {"content": {"application/json": {"example": examples.RUN_UPDATED}}},
         **_NOT_FOUND,
-        409: {"model": Problem, "description": "The epoch this update would change is frozen."},
+        409: {
+            "model": Problem,
+            "description": "The epoch this update would change is frozen, or its `update_id` "
+            "names another update already stored.",
+        },
         415: {"model": Problem, "description": "Neither JSON nor octet-stream."},
         422: {"model": Problem, "description": "A bad update."},
     },
@@ -274,6 +285,7 @@ WeightsEpochQuery = Annotated[
         **array_responses("The weights", "<f8", examples.RUN_WEIGHTS, RunWeightsOut),
         **_NOT_FOUND,
         **_PRUNED,
+        409: {"model": Problem, "description": _NOT_REACHED},
         422: {"model": Problem, "description": "More weights than `max_page`."},
     },
 )
@@ -308,6 +320,7 @@ def get_run_weights(
         **array_responses("The page of indices", "<i8", examples.RUN_INDICES, RunIndicesOut),
         **_NOT_FOUND,
         **_PRUNED,
+        409: {"model": Problem, "description": _NOT_REACHED},
         422: {"model": Problem, "description": "Bad epoch, rank, world size or page."},
     },
 )
@@ -339,6 +352,9 @@ async def get_run_indices(
 router.add_api_route(
     "/{run_id}/indices", get_run_indices, methods=["HEAD"], include_in_schema=False
 )
+
+# A binary update carries its fields in the query (read by _update_from_body).
+reads_query(f"{router.prefix}/{{run_id}}/updates", RunUpdateMeta.model_fields)
 
 #: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
 HEAD_PATHS = (f"{router.prefix}/{{run_id}}/indices",)

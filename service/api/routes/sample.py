@@ -68,7 +68,8 @@ def sample(
     plan = catalog.build_plan(labels, body.to_config())
     indices = catalog.indices(plan, request)
     weights = catalog.weights(plan, request.epoch)
-    head = plan_out(plan, request.epoch).model_dump(mode="json", by_alias=True)
+    inline = catalog.settings.plan_classes_inline
+    head = plan_out(plan, request.epoch, inline=inline).model_dump(mode="json", by_alias=True)
     meta = {
         "plan": head,
         "counts": plan.prepared.class_counts().tolist(),
