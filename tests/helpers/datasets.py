@@ -72,3 +72,16 @@ PLAN_CONFIG: dict[str, Any] = {
     "split": {"fractions": [0.7, 0.3], "seed": SPLIT_SEED},
     "seed": PLAN_SEED,
 }
+
+
+class Positions(Dataset[torch.Tensor]):
+    """Item ``i`` is ``tensor([i])``: a batch shows which samples it holds."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor([float(i)])

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
-from tests.helpers.ranks.lightning_script import Positions
+from tests.helpers.datasets import Positions
 
 STEPS = 4
 BATCH = 4
