@@ -114,16 +114,6 @@ request = function()
   return wrk.format(nil, paths[(counter % #paths) + 1])
 end
 
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local m = 0
-  for _, t in ipairs(threads) do m = m + (t:get("mismatches") or 0) end
-  io.write(string.format(
-    'WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
-    '"socket_errors":%d,"non_2xx":%d,"mismatches":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, e.connect + e.read + e.write + e.timeout, e.status, m))
-end
 """
 
 _LUA_INIT = r"""
@@ -158,7 +148,7 @@ end
 
 # Small run updates (1 to 20 indices, random values) to one of the runs listed in args[1]
 # (one path per line), each with a unique update_id; 202 answers are counted as
-# `mismatches`' twin, `acknowledged`, through the response hook.
+# `acknowledged` through the response hook.
 _LUA_UPDATES = r"""
 local paths = {}
 local threads = {}
@@ -194,17 +184,23 @@ response = function(status, headers, body)
   if status == 202 then acknowledged = acknowledged + 1 end
 end
 
+"""
+
+
+def _lua_done(counter: str) -> str:
+    """wrk's ``done`` hook: the summary, and the threads' ``counter`` summed, as WRKJSON."""
+    return r"""
 done = function(summary, latency, requests)
   local e = summary.errors
-  local a = 0
-  for _, t in ipairs(threads) do a = a + (t:get("acknowledged") or 0) end
+  local n = 0
+  for _, t in ipairs(threads) do n = n + (t:get("COUNTER") or 0) end
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
-    '"socket_errors":%d,"non_2xx":%d,"mismatches":%d}\n',
+    '"socket_errors":%d,"non_2xx":%d,"COUNTER":%d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, e.connect + e.read + e.write + e.timeout, e.status, a))
+    latency.max, e.connect + e.read + e.write + e.timeout, e.status, n))
 end
-"""
+""".replace("COUNTER", counter)
 
 
 @dataclass
@@ -218,7 +214,10 @@ class WrkResult:
     max: float
     socket_errors: int
     non_2xx: int
-    mismatches: int
+    #: Pages that differ from the page fetched alone (page scripts).
+    mismatches: int = 0
+    #: 202 answers (the update script).
+    acknowledged: int = 0
 
     @property
     def per_second(self) -> float:
@@ -251,9 +250,9 @@ def run_wrk(
     (run / "paths").write_text("\n".join(paths) + "\n", encoding="ascii")
     arguments = [str(run / "paths")]
     if script is None and expected is None:
-        script = _LUA_COMMON + _LUA_INIT
+        script = _LUA_COMMON + _LUA_INIT + _lua_done("mismatches")
     elif script is None and expected is not None:
-        script = _LUA_COMMON + _LUA_CHECKING
+        script = _LUA_COMMON + _LUA_CHECKING + _lua_done("mismatches")
         bodies = run / "expected"
         bodies.mkdir()
         for offset, body in expected.items():
@@ -289,7 +288,8 @@ def run_wrk(
         max=data["max_us"] / 1e6,
         socket_errors=data["socket_errors"],
         non_2xx=data["non_2xx"],
-        mismatches=data["mismatches"],
+        mismatches=data.get("mismatches", 0),
+        acknowledged=data.get("acknowledged", 0),
     )
 
 
@@ -675,6 +675,7 @@ def write_load(url: str, folder: Path, *, scenario: str, duration: float) -> Row
             f"{url}/v1/runs/{run_id}", json={"plan_id": plan_id}, timeout=60
         ).raise_for_status()
     script = _LUA_UPDATES.replace("tonumber(args_population)", str(POPULATION))
+    script += _lua_done("acknowledged")
     result = run_wrk(
         url,
         [f"/v1/runs/{r}/updates" for r in runs],
@@ -683,8 +684,7 @@ def write_load(url: str, folder: Path, *, scenario: str, duration: float) -> Row
         duration=duration,
         script=script,
     )
-    acknowledged = result.mismatches  # the update script counts 202 answers there
-    result.mismatches = 0
+    acknowledged = result.acknowledged
     stored = sum(int(httpx.get(f"{url}/v1/runs/{r}", timeout=60).json()["updates"]) for r in runs)
     row = wrk_row(scenario, result, None, targeted=True)
     # Every acknowledged update is stored; at most those in flight when wrk stopped more.
