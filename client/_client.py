@@ -282,7 +282,18 @@ class SamplePlanClient(_ClientOptions):
     def create_plan(
         self, *, dataset_id: str | None = None, labels: LabelsLike | None = None, **config: Any
     ) -> Plan:
-        """Create (or find) a plan; ``config`` takes any field of the plan request."""
+        """Create (or find) a plan; ``config`` takes any field of the plan request.
+
+        A mixture of sources gives ``sources`` (and no ``dataset_id`` or ``labels``)::
+
+            plan = api.create_plan(
+                sources=[{"name": "web", "dataset_id": web.id, "weight": 7},
+                         {"name": "math", "plan_id": math_plan.id, "weight": 1}],
+                mixing={"proportions": "weights"}, num_samples=100_000, seed=0)
+            plan.sources[0].realised_share  # each source's share, passes and warning
+
+        Its indices are positions in ``ConcatDataset`` of the sources' datasets, in order.
+        """
         return self.send(endpoints.create_plan(dataset_id, labels, config))
 
     def get_plan(self, plan_id: str, *, epoch: int | None = None) -> Plan:
@@ -329,6 +340,10 @@ class SamplePlanClient(_ClientOptions):
     def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
         return self.send(endpoints.offsets(dataset_id, binary=binary))
+
+    def lengths(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A dataset's per-sample token lengths (its upload's ``length_column``)."""
+        return self.send(endpoints.lengths(dataset_id, binary=binary))
 
     def indices(
         self,
@@ -653,7 +668,18 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def create_plan(
         self, *, dataset_id: str | None = None, labels: LabelsLike | None = None, **config: Any
     ) -> Plan:
-        """Create (or find) a plan; ``config`` takes any field of the plan request."""
+        """Create (or find) a plan; ``config`` takes any field of the plan request.
+
+        A mixture of sources gives ``sources`` (and no ``dataset_id`` or ``labels``)::
+
+            plan = api.create_plan(
+                sources=[{"name": "web", "dataset_id": web.id, "weight": 7},
+                         {"name": "math", "plan_id": math_plan.id, "weight": 1}],
+                mixing={"proportions": "weights"}, num_samples=100_000, seed=0)
+            plan.sources[0].realised_share  # each source's share, passes and warning
+
+        Its indices are positions in ``ConcatDataset`` of the sources' datasets, in order.
+        """
         return await self.send(endpoints.create_plan(dataset_id, labels, config))
 
     async def get_plan(self, plan_id: str, *, epoch: int | None = None) -> Plan:
@@ -697,6 +723,10 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
         return await self.send(endpoints.offsets(dataset_id, binary=binary))
+
+    async def lengths(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A dataset's per-sample token lengths (its upload's ``length_column``)."""
+        return await self.send(endpoints.lengths(dataset_id, binary=binary))
 
     async def indices(
         self,

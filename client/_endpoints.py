@@ -210,6 +210,7 @@ CLASS_PAGE_ROWS = 10_000
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
 _CODES = ArrayRead(np.dtype(np.int64), "codes")
 _OFFSETS = ArrayRead(np.dtype(np.int64), "offsets")
+_LENGTHS = ArrayRead(np.dtype(np.int64), "lengths")
 _INDICES = ArrayRead(np.dtype(np.int64), "indices")
 # identity: no decoder between the socket and the array (NOTE [Reading speed]).
 _BINARY_HEADERS = {"Accept": BINARY, "Accept-Encoding": "identity"}
@@ -239,6 +240,10 @@ def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]
 
 def offsets(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
     return _array_call(f"/v1/datasets/{_segment(dataset_id)}/offsets", _OFFSETS, binary)
+
+
+def lengths(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
+    return _array_call(f"/v1/datasets/{_segment(dataset_id)}/lengths", _LENGTHS, binary)
 
 
 def indices(
