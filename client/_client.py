@@ -211,7 +211,9 @@ class SamplePlanClient(_ClientOptions):
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+    def create_dataset(
+        self, labels: LabelsLike, *, binary: bool = True, lengths: npt.ArrayLike | None = None
+    ) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
         ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
@@ -221,8 +223,12 @@ class SamplePlanClient(_ClientOptions):
         pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
         the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
         JSON. Either way the id is the same.
+
+        ``lengths``: one integer per sample (token counts), stored with the labels for
+        mixtures that mix tokens (``mixing={"unit": "tokens"}``); the dataset then has an
+        id of its own, and its answer says ``total_tokens``. Sent as an Arrow IPC stream.
         """
-        return self.send(endpoints.create_dataset(labels, binary=binary))
+        return self.send(endpoints.create_dataset(labels, binary=binary, lengths=lengths))
 
     def create_dataset_from_file(
         self,
@@ -594,7 +600,9 @@ class AsyncSamplePlanClient(_ClientOptions):
 
     # -- endpoints: see SamplePlanClient for what each returns ----------------------------
 
-    async def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+    async def create_dataset(
+        self, labels: LabelsLike, *, binary: bool = True, lengths: npt.ArrayLike | None = None
+    ) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
         ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
@@ -604,8 +612,12 @@ class AsyncSamplePlanClient(_ClientOptions):
         pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
         the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
         JSON. Either way the id is the same.
+
+        ``lengths``: one integer per sample (token counts), stored with the labels for
+        mixtures that mix tokens (``mixing={"unit": "tokens"}``); the dataset then has an
+        id of its own, and its answer says ``total_tokens``. Sent as an Arrow IPC stream.
         """
-        return await self.send(endpoints.create_dataset(labels, binary=binary))
+        return await self.send(endpoints.create_dataset(labels, binary=binary, lengths=lengths))
 
     async def create_dataset_from_file(
         self,

@@ -19,6 +19,9 @@ class Dataset:
     multi_label: bool = False
     unlabelled: int | None = None
     label_cardinality: float | None = None
+    #: Datasets uploaded with token lengths: their sum, and the id of the labels alone.
+    total_tokens: int | None = None
+    labels_dataset_id: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dataset:
@@ -31,6 +34,8 @@ class Dataset:
             multi_label=bool(data.get("multi_label", False)),
             unlabelled=data.get("unlabelled"),
             label_cardinality=data.get("label_cardinality"),
+            total_tokens=data.get("total_tokens"),
+            labels_dataset_id=data.get("labels_dataset_id"),
         )
 
 
