@@ -30,6 +30,16 @@ BATCH_PLAN_CREATE: dict[str, Any] = {
     "seed": 0,
 }
 
+MIXTURE_PLAN_CREATE: dict[str, Any] = {
+    "sources": [
+        {"name": "web", "dataset_id": "0" * 64, "weight": 7},
+        {"name": "code", "dataset_id": "1" * 64, "weight": 3, "order": {"shuffle_seed": 11}},
+    ],
+    "mixing": {"algorithm": "mixture-v1", "block": 100},
+    "num_samples": 1000,
+    "seed": 0,
+}
+
 SAMPLE_REQUEST: dict[str, Any] = {"labels": [0, 0, 0, 0, 1, 1, 2], "seed": 0}
 
 VERSIONS: dict[str, str] = {
@@ -326,6 +336,12 @@ LABEL_SETS_ID_EXAMPLES = {
     )
 }
 OFFSETS: dict[str, Any] = {"dataset_id": LABEL_SETS_ID, "length": 5, "offsets": [0, 1, 3, 3, 5]}
+
+LENGTHS: dict[str, Any] = {
+    "dataset_id": DATASET_ID,
+    "length": 15,
+    "lengths": [512, 130, 77, 1024, 300, 41, 980, 66, 250, 8, 700, 120, 33, 410, 95],
+}
 
 RUN_ID = "example-run"
 

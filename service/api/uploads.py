@@ -36,6 +36,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -352,3 +354,85 @@ def upload_description() -> str:
         "This document's `requestBody.content` holds the JSON and raw forms, the ones client "
         f"generators send; `{OTHER_CONTENT}` holds the other formats, in the same form."
     )
+
+
+#: How the core's messages name a length column: the request body and its query parameter.
+LENGTHS_BODY = InputNames(source="the body", column_option="the 'length_column' query parameter")
+#: The largest token count one sample may have (their sums stay exact in int64 and float64).
+MAX_SAMPLE_TOKENS = 2**32 - 1
+
+
+def lengths_upload_format(content_type: str | None) -> Literal["parquet", "arrow", "csv", "jsonl"]:
+    """The format a ``length_column`` is read from, or a 422 for any other body."""
+    fmt = table_format(content_type)
+    if fmt is not None:
+        return fmt
+    media_type, _ = parse_content_type(content_type)
+    if media_type == CSV:
+        return "csv"
+    if media_type in _NDJSON_ALIASES:
+        return "jsonl"
+    raise InvalidLabels(
+        "length_column applies to tables only: Parquet, Arrow, CSV or JSON Lines bodies, "
+        f"not to {media_type or 'a body without a Content-Type'}"
+    )
+
+
+def token_lengths_from_upload(
+    fmt: Literal["parquet", "arrow", "csv", "jsonl"],
+    *,
+    column: str,
+    size: int,
+    path: Path | None = None,
+    body: bytes | None = None,
+    max_decoded_bytes: int | None = None,
+) -> npt.NDArray[np.int64]:
+    """The per-sample token counts of column ``column``: integers in
+    ``[0, MAX_SAMPLE_TOKENS]``, one per sample (``size`` of them), no nulls."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
+
+    try:
+        if fmt in ("parquet", "arrow"):
+            assert path is not None
+            with pa.memory_map(str(path)) as source:
+                values: Any = read_label_column(
+                    source,
+                    fmt,
+                    column,
+                    max_rows=size,
+                    max_decoded_bytes=max_decoded_bytes,
+                    names=LENGTHS_BODY,
+                )
+        else:
+            assert body is not None
+            reader = pa.BufferReader(body)
+            table = pa_csv.read_csv(reader) if fmt == "csv" else pa_json.read_json(reader)
+            if column not in table.column_names:
+                raise InvalidLabels(
+                    f"the body has no column {column!r} (the 'length_column' query parameter); "
+                    f"it has {', '.join(repr(n) for n in table.column_names[:20]) or 'none'}"
+                )
+            values = table.column(column)
+    except pa.ArrowException as exc:
+        raise InvalidLabels(f"cannot read the length column {column!r}: {exc}") from exc
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if values.null_count or not pa.types.is_integer(values.type):
+        raise InvalidLabels(
+            f"the length column {column!r} should hold integers (token counts) with no nulls, "
+            f"not {values.type}{' with nulls' if values.null_count else ''}"
+        )
+    lengths = np.asarray(values.to_numpy(zero_copy_only=False))
+    if lengths.shape[0] != size:
+        raise InvalidLabels(
+            f"the length column {column!r} has {lengths.shape[0]} values for {size} labels"
+        )
+    if lengths.shape[0] and (int(lengths.min()) < 0 or int(lengths.max()) > MAX_SAMPLE_TOKENS):
+        raise InvalidLabels(
+            f"the length column {column!r} should hold token counts in [0, "
+            f"{MAX_SAMPLE_TOKENS}]; it has {int(lengths.min())} to {int(lengths.max())}"
+        )
+    return lengths.astype(np.int64)
