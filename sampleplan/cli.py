@@ -589,17 +589,6 @@ def mixture_fields(args: argparse.Namespace) -> dict[str, Any]:
     from ``--source`` options or a ``--mixture`` file, and the mixing options."""
     if args.source and args.mixture:
         raise CommandError("give the sources with --source or in a --mixture file, not both")
-    if args.labels_file is not None:
-        raise CommandError(
-            "a mixture's sources are stored datasets or plans: leave LABELS_FILE out "
-            "(upload each source's labels first, e.g. with 'sampleplan plan FILE --url URL "
-            "--json')"
-        )
-    if not args.url:
-        raise CommandError(
-            "a mixture's sources are stored on a service: give its --url (or compute a "
-            "mixture of local files with 'sampleplan mix')"
-        )
     fields: dict[str, Any]
     if args.mixture:
         try:
@@ -637,6 +626,17 @@ def mixture_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["num_samples"] = args.num_samples
     if args.seed is not None or "seed" not in fields:
         fields["seed"] = 0 if args.seed is None else args.seed
+    if args.labels_file is not None:
+        raise CommandError(
+            "a mixture's sources are stored datasets or plans: leave LABELS_FILE out "
+            "(upload each source's labels first, e.g. with 'sampleplan plan FILE --url URL "
+            "--json')"
+        )
+    if not args.url:
+        raise CommandError(
+            "a mixture's sources are stored on a service: give its --url (or compute a "
+            "mixture of local files with 'sampleplan mix')"
+        )
     return fields
 
 

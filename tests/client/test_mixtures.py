@@ -104,18 +104,26 @@ def test_the_sampler_over_concat_dataset_is_the_plans_stream(api: SamplePlanClie
         RemoteBatchSampler(plan.id, api)
 
 
+@pytest.mark.parametrize("kind", ["plan source", "tokens"])
 def test_offline_pages_are_the_services(
-    live_server: LiveServer, api: SamplePlanClient, private_cache: Path
+    live_server: LiveServer, api: SamplePlanClient, private_cache: Path, kind: str
 ) -> None:
-    ids = _datasets(api, tokens=True)
-    single = api.create_plan(dataset_id=ids["code"], algorithm="hierarchical", num_samples=40)
+    ids = _datasets(api, tokens=kind == "tokens")
+    code: dict[str, Any] = {"name": "code", "dataset_id": ids["code"], "weight": 3}
+    if kind == "plan source":
+        # A plan as a source; its dataset is the same labels, without token lengths.
+        labels = api.get_dataset(ids["code"])
+        single = api.create_plan(
+            dataset_id=labels.id, algorithm="hierarchical", num_samples=40, seed=2
+        )
+        code = {"name": "code", "plan_id": single.id, "weight": 3}
     plan = api.create_plan(
         sources=[
             {"name": "web", "dataset_id": ids["web"], "weight": 6},
-            {"name": "code", "plan_id": single.id, "weight": 3},
+            code,
             {"name": "math", "dataset_id": ids["math"], "weight": 1, "order": {"shuffle_seed": 3}},
         ],
-        mixing={"unit": "tokens", "block": 16},
+        mixing={"unit": "tokens" if kind == "tokens" else "samples", "block": 16},
         num_samples=150,
         seed=9,
     )
