@@ -111,6 +111,11 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         sampler = RemoteWeightedSampler(plan.id, api)
         loader = DataLoader(train_subset, batch_size=64, sampler=sampler)
 
+    A mixture plan's stream is positions in ``ConcatDataset`` of its sources' datasets
+    (``DataLoader(ConcatDataset(datasets), sampler=RemoteWeightedSampler(plan.id, api))``),
+    dealt, resumed and drawn offline as every stream; an ``hf-interleave`` mixture's
+    epochs differ in length, and ``len()`` is the current epoch's.
+
     Args:
         plan: the plan's id (or the :class:`~client.Plan` itself).
         api: the client to fetch it with; ``None`` draws from the cache only.
