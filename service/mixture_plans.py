@@ -42,6 +42,7 @@ from sampleplan.core.mixtures import (
     mixture_drawer,
 )
 from sampleplan.core.mixtures.orders import order_from_json
+from sampleplan.core.mixtures.stored import stored_mixture
 from sampleplan.core.prepared import PreparedPlan
 
 _MIXTURE_HASH_DOMAIN = b"sampleplan/mixture/v1\n"
@@ -134,20 +135,32 @@ def build_mixture(
                     source.token_lengths,
                 )
             )
-    mixture = Mixture(tuple(made), mixing_from_json(mixing), seed=seed, num_samples=num_samples)
+    checked = Mixture(tuple(made), mixing_from_json(mixing), seed=seed, num_samples=num_samples)
     canonical_sources = []
-    for value, made_source in zip(sources, mixture.sources, strict=True):
+    for value, made_source in zip(sources, checked.sources, strict=True):
         entry = made_source.canonical()
         key = "plan_id" if "plan_id" in value else "dataset_id"
         entry[key] = value[key]
         canonical_sources.append(entry)
-    algorithm = mixture.mixing.algorithm
+    algorithm = checked.mixing.algorithm
     canonical = {
         "sources": canonical_sources,
-        "mixing": mixture.mixing.canonical(),
-        "num_samples": None if algorithm == "hf-interleave" else mixture.default_num_samples(),
-        "seed": mixture.seed,
+        "mixing": checked.mixing.canonical(),
+        "num_samples": None if algorithm == "hf-interleave" else checked.default_num_samples(),
+        "seed": checked.seed,
     }
+    # What is served is what the canonical config defines, built by the one builder the
+    # client's offline fallback calls too (NOTE [Stored mixtures]).
+    mixture = stored_mixture(
+        canonical,
+        [s.length for s in inputs],
+        token_lengths=[s.token_lengths for s in inputs],
+        plans={
+            value["plan_id"]: source.plan
+            for value, source in zip(sources, inputs, strict=True)
+            if source.plan is not None
+        },
+    )
     return canonical, mixture, tuple(inputs)
 
 

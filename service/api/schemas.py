@@ -110,6 +110,25 @@ class DatasetCreate(_Request):
         "a list of labels per sample ([[0, 3], [2], []]).",
         examples=[[0, 0, 0, 1, 2, 2]],
     )
+    lengths: Annotated[
+        SkipValidation[list[int]] | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+                    },
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
+        default=None,
+        description="Each sample's token count (one per label), for mixtures with "
+        '`"unit": "tokens"`: the dataset is then stored under an id of its own (labels and '
+        "lengths together). Tables give them by `length_column` instead.",
+    )
 
 
 class PlanFields(_Request):

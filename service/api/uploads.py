@@ -112,6 +112,11 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
             "examples": {
                 "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
                 "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 1, 2, 2]}),
+                "lengths": examples.openapi_example(
+                    "Token lengths",
+                    examples.DATASET_WITH_LENGTHS_CREATE,
+                    "Labels and each sample's token count (mixtures by tokens).",
+                ),
                 "label_sets": examples.openapi_example(
                     "Label sets", examples.LABEL_SETS_CREATE, "Multi-label: a list per sample."
                 ),
@@ -231,7 +236,7 @@ def labels_from_table_file(
     return labels
 
 
-def _labels_from_json(body: bytes) -> Labels | LabelSets:
+def _labels_from_json(body: bytes) -> tuple[Labels | LabelSets, npt.NDArray[np.int64] | None]:
     # The same errors FastAPI gives a JSON body it validates itself (see api/problems.py).
     if not body:
         raise RequestValidationError(
@@ -261,7 +266,18 @@ def _labels_from_json(body: bytes) -> Labels | LabelSets:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from exc
-    return labels_or_label_sets(parsed.labels)
+    labels = labels_or_label_sets(parsed.labels)
+    if parsed.lengths is None:
+        return labels, None
+    values = parsed.lengths
+    if not isinstance(values, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SAMPLE_TOKENS
+        for v in values
+    ):
+        raise InvalidLabels(
+            f"'lengths' should be a list of integers in [0, {MAX_SAMPLE_TOKENS}] (token counts)"
+        )
+    return labels, checked_lengths(np.array(values, dtype=np.int64), labels.size, "'lengths'")
 
 
 def labels_from_upload(
@@ -271,8 +287,9 @@ def labels_from_upload(
     label_column: str = "label",
     dtype: RawDtype = "int64",
     label_separator: str | None = None,
-) -> Labels | LabelSets:
-    """Parse an upload body by its ``Content-Type`` (see the module docstring).
+) -> tuple[Labels | LabelSets, npt.NDArray[np.int64] | None]:
+    """Parse an upload body by its ``Content-Type`` (see the module docstring): its labels,
+    and the token lengths a JSON body may give (``lengths``).
 
     Raises :class:`UnsupportedMediaType` for a media type not in the table, and the
     parsers' :class:`~sampleplan.service.errors.InvalidLabels` for bad content.
@@ -294,6 +311,18 @@ def labels_from_upload(
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         return _labels_from_json(body)
+    return _labels_from_other(body, media_type, charset, label_column, dtype, label_separator), None
+
+
+def _labels_from_other(
+    body: bytes,
+    media_type: str,
+    charset: str | None,
+    label_column: str,
+    dtype: RawDtype,
+    label_separator: str | None,
+) -> Labels | LabelSets:
+    """Labels of a body that is not JSON (by its media type)."""
     if media_type == NPY:
         return manifests.labels_from_npy(body, names=BODY)
     if media_type == NPZ:
@@ -425,14 +454,21 @@ def token_lengths_from_upload(
             f"the length column {column!r} should hold integers (token counts) with no nulls, "
             f"not {values.type}{' with nulls' if values.null_count else ''}"
         )
-    lengths = np.asarray(values.to_numpy(zero_copy_only=False))
+    return checked_lengths(
+        np.asarray(values.to_numpy(zero_copy_only=False)), size, f"the length column {column!r}"
+    )
+
+
+def checked_lengths(lengths: npt.NDArray[Any], size: int, what: str) -> npt.NDArray[np.int64]:
+    """Token counts as int64, refused (422) unless integers in ``[0, MAX_SAMPLE_TOKENS]``,
+    one per label."""
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
+        raise InvalidLabels(f"{what} should be a list of integers (token counts)")
     if lengths.shape[0] != size:
-        raise InvalidLabels(
-            f"the length column {column!r} has {lengths.shape[0]} values for {size} labels"
-        )
+        raise InvalidLabels(f"{what} has {lengths.shape[0]} values for {size} labels")
     if lengths.shape[0] and (int(lengths.min()) < 0 or int(lengths.max()) > MAX_SAMPLE_TOKENS):
         raise InvalidLabels(
-            f"the length column {column!r} should hold token counts in [0, "
-            f"{MAX_SAMPLE_TOKENS}]; it has {int(lengths.min())} to {int(lengths.max())}"
+            f"{what} should hold token counts in [0, {MAX_SAMPLE_TOKENS}]; it has "
+            f"{int(lengths.min())} to {int(lengths.max())}"
         )
     return lengths.astype(np.int64)

@@ -246,7 +246,7 @@ def test_a_version_2_database_with_runs_is_migrated_and_served_as_before(
         assert "kept_from" in {c["name"] for c in inspector.get_columns("runs")}
         assert "ix_run_updates_run_seq" in {i["name"] for i in inspector.get_indexes("run_updates")}
         inspector_engine.dispose()
-        assert api.app.state.catalog.store.current_schema_version() == 3  # type: ignore[attr-defined]
+        assert api.app.state.catalog.store.current_schema_version() == store_module.SCHEMA_VERSION  # type: ignore[attr-defined]
         assert [weights_of(api, "old", epoch) for epoch in range(4)] == before
         update = {"epoch": 3, "op": "set", "indices": [5], "values": [7.0]}
         assert api.post("/v1/runs/old/updates", json=update).status_code == 202

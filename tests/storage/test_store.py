@@ -306,8 +306,8 @@ def test_a_version_1_database_is_migrated_to_the_current_version(database_url: s
 
     migrated = PlanStore.open(database_url)
     try:
-        assert store_module.SCHEMA_VERSION == 3
-        assert migrated.current_schema_version() == 3
+        assert store_module.SCHEMA_VERSION == 4
+        assert migrated.current_schema_version() == 4
         inspector = sa.inspect(migrated.engine)
         tables = set(inspector.get_table_names())
         assert {"dataset_label_sets", "runs", "run_updates", "run_epochs"} <= tables

@@ -134,7 +134,7 @@ async def create_dataset(
                 )
     else:
         body = await request.body()
-        labels = await run_in_threadpool(
+        labels, lengths = await run_in_threadpool(
             labels_from_upload,
             body,
             content_type,
@@ -239,6 +239,12 @@ def get_offsets(
     )
 
 
+LengthsId = Annotated[
+    str,
+    Path(description="The dataset's id.", openapi_examples=examples.LENGTHS_ID_EXAMPLES),
+]
+
+
 @router.get(
     "/{dataset_id}/lengths",
     summary="The token count of every sample of a dataset uploaded with lengths",
@@ -255,7 +261,7 @@ def get_offsets(
     },
 )
 def get_lengths(
-    dataset_id: DatasetId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+    dataset_id: LengthsId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
 ) -> Response:
     lengths = catalog.token_lengths(dataset_id)
     return array_response(

@@ -144,7 +144,7 @@ def create_plan(
                 "mixture": examples.openapi_example(
                     "A mixture of two datasets",
                     examples.MIXTURE_PLAN_CREATE,
-                    "Needs the datasets (POST /v1/datasets first); indices are "
+                    "Needs the example dataset (POST /v1/datasets first), twice; indices are "
                     "ConcatDataset positions.",
                 ),
             }
