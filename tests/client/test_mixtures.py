@@ -5,6 +5,7 @@ and ``hf-interleave`` against Hugging Face ``datasets`` itself."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,7 @@ def test_hf_interleave_through_the_client_is_interleave_datasets(
         sampler.set_epoch(epoch)
         assert len(sampler) == len(mixed)
         assert [data[i] for i in sampler] == list(mixed["x"])
+        # From the cache alone (each epoch's length computed here), and through a pickle.
+        cached = RemoteWeightedSampler(plan.id, None, epoch=epoch)
+        assert len(cached) == len(mixed)
+        assert [data[i] for i in pickle.loads(pickle.dumps(cached))] == list(mixed["x"])
