@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import get_args
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,11 @@ def test_temperature_from_the_command_line(
     for name, size in zip(("a", "b", "c"), sizes, strict=True):
         assert rows[name][2] == f"{100 * size / sum(sizes):.1f}%"
     assert "megatron-blend by temperature 3" in out
+
+
+def test_the_mixing_choices_are_the_cores() -> None:
+    from sampleplan.cli import MIXING_CHOICES, STOPPING_CHOICES, UNIT_CHOICES
+    from sampleplan.core.mixtures.spec import MIXING_NAMES, Stopping, Unit
+
+    assert MIXING_CHOICES == MIXING_NAMES
+    assert (STOPPING_CHOICES, UNIT_CHOICES) == (get_args(Stopping), get_args(Unit))
