@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import get_args
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -157,4 +157,4 @@ def test_the_mixing_choices_are_the_cores() -> None:
     from sampleplan.core.mixtures.spec import MIXING_NAMES, Stopping, Unit
 
     assert MIXING_CHOICES == MIXING_NAMES
-    assert (STOPPING_CHOICES, UNIT_CHOICES) == (get_args(Stopping), get_args(Unit))
+    assert (get_args(Stopping), get_args(Unit)) == (STOPPING_CHOICES, UNIT_CHOICES)
