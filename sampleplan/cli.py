@@ -3,7 +3,9 @@
 ``sampleplan serve`` runs the HTTP service. ``sampleplan plan LABELS_FILE`` reads labels
 from a manifest (CSV, JSON Lines, ``.npy``, an ImageFolder path list, one column of a
 Parquet or Arrow file, or an ImageFolder folder itself), builds the plan on a service
-(``--url``) or locally with the same sampling core, and prints its class table.
+(``--url``) or locally with the same sampling core, and prints its class table;
+``sampleplan plan --source NAME=ds:ID ... --url URL`` (or ``--mixture FILE``) creates a
+mixture plan over stored sources and prints each source's share as the service answers it.
 ``sampleplan mix MIXTURE_FILE`` reads a mixture of sources and prints each source's
 requested and realised share, computed locally. ``sampleplan report PLAN_ID`` fetches a
 plan's HTML report from a service and writes it to a file or opens it in a browser.
