@@ -160,6 +160,8 @@ def test_mixture_v1_pages_ranks_and_summaries_are_its_one_stream(
         limit = int(rng.integers(1, 30))
         want = whole[101 * epoch + offset : 101 * epoch + min(101, offset + limit)]
         assert page(module_api, plan_id, epoch=epoch, offset=offset, limit=limit) == want
+        same = page(module_api, plan_id, epoch=epoch, offset=offset, limit=limit, space="dataset")
+        assert same == want  # a mixture's positions are dataset indices already
         raw = module_api.get(
             f"/v1/plans/{plan_id}/indices",
             params={"epoch": epoch, "offset": offset, "limit": limit},
@@ -516,31 +518,41 @@ def _refusals(ids: dict[str, str]) -> list[tuple[str, dict[str, Any], int, str]]
     ]  # fmt: skip
 
 
-def test_every_refusal_is_a_problem_and_stores_nothing(
-    module_api: TestClient, sources: dict[str, tuple[str, int]]
-) -> None:
+@pytest.fixture(scope="module")
+def refusal_ids(module_api: TestClient, sources: dict[str, tuple[str, int]]) -> dict[str, str]:
+    """What the refused requests name: two datasets, a plan and a mixture plan."""
     a, b = sources["web"][0], sources["code"][0]
-    plan = create(module_api, {"dataset_id": b}, status=201)["id"]
+    plan = create(module_api, {"dataset_id": b, "seed": 123})["id"]
     mixture = create(
         module_api, {"sources": [{"name": "a", "dataset_id": a, "weight": 1}], "seed": 77}
     )["id"]
+    return {"a": a, "b": b, "plan": plan, "mixture": mixture}
+
+
+REFUSALS = [case[0] for case in _refusals({k: "" for k in ("a", "b", "plan", "mixture")})]
+
+
+@pytest.mark.parametrize("what", REFUSALS)
+def test_a_refused_mixture_is_a_problem_and_stores_nothing(
+    module_api: TestClient, refusal_ids: dict[str, str], what: str
+) -> None:
+    (case,) = [c for c in _refusals(refusal_ids) if c[0] == what]
+    _, body, status, words = case
     store = module_api.app.state.catalog.store  # type: ignore[attr-defined]
 
-    def stored() -> int:
+    def stored() -> tuple[int, tuple[int, int]]:
         with store.engine.connect() as conn:
             count = sa.select(sa.func.count()).select_from(store_module.mixture_plans)
-            return int(conn.execute(count).scalar_one())
+            return int(conn.execute(count).scalar_one()), store.count()
 
-    before = stored(), store.count()
-    ids = {"a": a, "b": b, "plan": plan, "mixture": mixture}
-    for what, body, status, words in _refusals(ids):
-        response = module_api.post("/v1/plans", json=body)
-        assert response.status_code == status, (what, response.text)
-        assert response.headers["content-type"] == "application/problem+json", what
-        problem = response.json()
-        text = problem["detail"] + json.dumps(problem.get("errors"))
-        assert words in text, (what, text)
-    assert (stored(), store.count()) == before
+    before = stored()
+    response = module_api.post("/v1/plans", json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    text = problem["detail"] + json.dumps(problem.get("errors"))
+    assert words in text, text
+    assert stored() == before
 
 
 # -- storage -----------------------------------------------------------------------------------
