@@ -80,7 +80,9 @@ def run_out(info: RunInfo) -> RunOut:
     description=(
         "A run draws epoch 0 from its plan's weights and every later epoch from the weights "
         "its updates made. 201 when created, 200 when it exists for this plan, 409 when it "
-        "exists for another plan. A plan with a schedule cannot back a run (422)."
+        "exists for another plan. A plan with a schedule cannot back a run (422). A run of a "
+        "mixture plan has one weight per source: its updates' `indices` are source positions, "
+        "its `/weights` the sources' weights, its `/indices` ConcatDataset positions."
     ),
     responses={
         201: {
