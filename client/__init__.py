@@ -31,7 +31,7 @@ from sampleplan.client._exceptions import (
     TransportError,
 )
 from sampleplan.client._folders import ImageFolderTargets, image_folder_targets
-from sampleplan.client._models import ClassPage, ClassRow, Dataset, Plan, Run
+from sampleplan.client._models import ClassPage, ClassRow, Dataset, Plan, Run, SourceRow
 from sampleplan.client._retry import RetryPolicy
 from sampleplan.client._sampler import RemoteWeightedSampler
 
@@ -54,6 +54,7 @@ __all__ = [
     "SamplePlanClient",
     "SamplePlanError",
     "ServerError",
+    "SourceRow",
     "StreamMismatchError",
     "TimeoutException",
     "TransportError",

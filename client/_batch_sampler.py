@@ -44,7 +44,7 @@ from sampleplan.client._cache import PlanCache
 from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
 from sampleplan.client._models import Plan
-from sampleplan.client._offline import OfflineBatches
+from sampleplan.client._offline import offline_batches
 from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world
 from sampleplan.client._resumption import check_state_dict
@@ -128,7 +128,7 @@ class RemoteBatchSampler(Sampler[list[int]]):
             api,
             fallback=fallback,
             cache_dir=cache_dir,
-            offline=OfflineBatches,
+            offline=offline_batches,
             codes=True,  # the batches depend on the classes
         )
         self._epoch = epoch
@@ -265,6 +265,12 @@ class _BatchFetcher:
 
 def _batching(plan: Plan) -> Batching:
     """The plan's batching; :class:`ValueError` for a plan without."""
+    if plan.is_mixture:
+        raise ValueError(
+            f"plan {plan.id} is a mixture of sources, which has no batches: draw it with "
+            "RemoteWeightedSampler and a batch_size (mixture-v1's block set to the batch size "
+            "makes every batch's composition exact)"
+        )
     batching = batching_from_json(plan.config.get("batching"))
     if batching is None:
         raise ValueError(

@@ -16,6 +16,10 @@ per plan::
         offsets.npy     GET /v1/datasets/{id}/offsets: label-set datasets, with codes.npy
         manifest.json   written last: the entry is complete; the arrays' SHA-256
 
+A mixture plan's entry holds its ``plan.json`` (config and each source's length) and, for
+``unit: "tokens"``, ``tokens-<i>.npy`` (GET /v1/datasets/{id}/lengths of source ``i``);
+its manifest says ``"kind": "mixture"``. Its plan sources have entries of their own.
+
 Every file is written to a temporary name and renamed into place, so a reader (another
 rank on the same machine, a job killed mid-write) sees a whole file or none.
 """
@@ -40,7 +44,7 @@ from sampleplan.client._exceptions import CacheError
 from sampleplan.client._models import Dataset, Plan
 from sampleplan.core.algorithms import ALGORITHMS
 
-__all__ = ["CachedPlan", "PlanCache", "default_cache_dir"]
+__all__ = ["CachedMixture", "CachedPlan", "PlanCache", "default_cache_dir"]
 
 _FORMAT = 1
 _PLAN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -105,6 +109,14 @@ class CachedPlan:
     weights: npt.NDArray[np.float64]
     codes: npt.NDArray[np.int64] | None = None
     offsets: npt.NDArray[np.int64] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class CachedMixture:
+    """A mixture plan as cached: its JSON and each source's token lengths (``None``: none)."""
+
+    plan: Plan
+    token_lengths: list[npt.NDArray[np.int64] | None]
 
 
 def needs_labels(plan: Plan) -> bool:
@@ -200,6 +212,91 @@ class PlanCache:
         _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
         _write_atomically(directory / "dataset.json", _json_bytes(dataclasses.asdict(dataset)))
         _write_atomically(directory / "manifest.json", _json_bytes(manifest))
+
+    def store_mixture(
+        self, plan: Plan, token_lengths: list[npt.NDArray[np.int64] | None] | None = None
+    ) -> None:
+        """Write a mixture plan's entry: its JSON and its sources' token lengths."""
+        if not plan.raw or plan.sources is None:
+            raise CacheError("only a mixture Plan read from the service can be cached so")
+        tokens = token_lengths or [None] * len(plan.sources)
+        if len(tokens) != len(plan.sources):
+            raise CacheError(f"{len(tokens)} token lengths for {len(plan.sources)} sources")
+        directory = self.directory(plan.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        digests: list[str | None] = []
+        for i, (row, values) in enumerate(zip(plan.sources, tokens, strict=True)):
+            if values is None:
+                digests.append(None)
+                continue
+            if values.shape != (row.length,):
+                raise CacheError(
+                    f"source {row.name!r} of plan {plan.id} has {row.length} samples, but "
+                    f"{values.shape} token lengths were given"
+                )
+            _write_atomically(directory / f"tokens-{i}.npy", _npy_bytes(values, "<i8"))
+            digests.append(_codes_digest(values))
+        manifest = {
+            "format": _FORMAT,
+            "kind": "mixture",
+            "plan_id": plan.id,
+            "tokens_sha256": digests,
+        }
+        _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
+        _write_atomically(directory / "manifest.json", _json_bytes(manifest))
+
+    def is_mixture(self, plan_id: str) -> bool:
+        """Whether the cached entry of ``plan_id`` is a mixture plan's (``False``: absent)."""
+        try:
+            manifest = json.loads((self.directory(plan_id) / "manifest.json").read_bytes())
+        except (OSError, ValueError):
+            return False
+        return isinstance(manifest, dict) and manifest.get("kind") == "mixture"
+
+    def load_mixture(self, plan_id: str) -> CachedMixture:
+        """Read and check a mixture plan's entry (:class:`~client.CacheError` if absent or
+        damaged)."""
+        directory = self.directory(plan_id)
+        if not self.has(plan_id):
+            raise CacheError(f"plan {plan_id} is not in the cache at {self.root}")
+        try:
+            manifest = json.loads((directory / "manifest.json").read_bytes())
+            plan = Plan.from_json(json.loads((directory / "plan.json").read_bytes()))
+            digests = manifest["tokens_sha256"]
+            tokens = [
+                None
+                if digest is None
+                else np.load(directory / f"tokens-{i}.npy", allow_pickle=False)
+                for i, digest in enumerate(digests)
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CacheError(
+                f"the cached copy of plan {plan_id} in {directory} cannot be read ({exc!r})"
+            ) from exc
+        problems = []
+        if manifest.get("format") != _FORMAT or manifest.get("kind") != "mixture":
+            problems.append("it is not a mixture entry of this cache format")
+        if plan.id != plan_id or manifest.get("plan_id") != plan_id or plan.sources is None:
+            problems.append("it belongs to another plan")
+        elif len(tokens) != len(plan.sources):
+            problems.append("it has token lengths for another number of sources")
+        else:
+            for row, values, digest in zip(plan.sources, tokens, digests, strict=True):
+                if values is None:
+                    continue
+                if values.dtype != np.dtype("<i8") or values.shape != (row.length,):
+                    problems.append(f"source {row.name!r}'s token lengths are {values.shape}")
+                elif _codes_digest(values) != digest:
+                    problems.append(f"source {row.name!r}'s token lengths fail their checksum")
+        if problems:
+            raise CacheError(
+                f"the cached copy of plan {plan_id} in {directory} is damaged "
+                f"({'; '.join(problems)}); delete that directory to fetch it again"
+            )
+        return CachedMixture(
+            plan=plan,
+            token_lengths=[None if t is None else t.astype(np.int64, copy=False) for t in tokens],
+        )
 
     def load(self, plan_id: str) -> CachedPlan:
         """Read and check the plan's entry; :class:`~client.CacheError` if absent or damaged."""

@@ -211,7 +211,9 @@ class SamplePlanClient(_ClientOptions):
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+    def create_dataset(
+        self, labels: LabelsLike, *, binary: bool = True, lengths: npt.ArrayLike | None = None
+    ) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
         ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
@@ -221,8 +223,12 @@ class SamplePlanClient(_ClientOptions):
         pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
         the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
         JSON. Either way the id is the same.
+
+        ``lengths``: one integer per sample (token counts), stored with the labels for
+        mixtures that mix tokens (``mixing={"unit": "tokens"}``); the dataset then has an
+        id of its own, and its answer says ``total_tokens``. Sent as an Arrow IPC stream.
         """
-        return self.send(endpoints.create_dataset(labels, binary=binary))
+        return self.send(endpoints.create_dataset(labels, binary=binary, lengths=lengths))
 
     def create_dataset_from_file(
         self,
@@ -282,7 +288,18 @@ class SamplePlanClient(_ClientOptions):
     def create_plan(
         self, *, dataset_id: str | None = None, labels: LabelsLike | None = None, **config: Any
     ) -> Plan:
-        """Create (or find) a plan; ``config`` takes any field of the plan request."""
+        """Create (or find) a plan; ``config`` takes any field of the plan request.
+
+        A mixture of sources gives ``sources`` (and no ``dataset_id`` or ``labels``)::
+
+            plan = api.create_plan(
+                sources=[{"name": "web", "dataset_id": web.id, "weight": 7},
+                         {"name": "math", "plan_id": math_plan.id, "weight": 1}],
+                mixing={"proportions": "weights"}, num_samples=100_000, seed=0)
+            plan.sources[0].realised_share  # each source's share, passes and warning
+
+        Its indices are positions in ``ConcatDataset`` of the sources' datasets, in order.
+        """
         return self.send(endpoints.create_plan(dataset_id, labels, config))
 
     def get_plan(self, plan_id: str, *, epoch: int | None = None) -> Plan:
@@ -329,6 +346,10 @@ class SamplePlanClient(_ClientOptions):
     def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
         return self.send(endpoints.offsets(dataset_id, binary=binary))
+
+    def lengths(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A dataset's per-sample token lengths (its upload's ``length_column``)."""
+        return self.send(endpoints.lengths(dataset_id, binary=binary))
 
     def indices(
         self,
@@ -579,7 +600,9 @@ class AsyncSamplePlanClient(_ClientOptions):
 
     # -- endpoints: see SamplePlanClient for what each returns ----------------------------
 
-    async def create_dataset(self, labels: LabelsLike, *, binary: bool = True) -> Dataset:
+    async def create_dataset(
+        self, labels: LabelsLike, *, binary: bool = True, lengths: npt.ArrayLike | None = None
+    ) -> Dataset:
         """Upload labels (ints or strings, in sample order); the same labels give the same id.
 
         ``labels``: a list, a numpy array, a torch tensor, a pyarrow ``Array`` or
@@ -589,8 +612,12 @@ class AsyncSamplePlanClient(_ClientOptions):
         pyarrow and pandas labels as an Arrow IPC stream (strings dictionary-encoded; needs
         the ``arrow`` extra for pandas); the rest, or anything with ``binary=False``, as
         JSON. Either way the id is the same.
+
+        ``lengths``: one integer per sample (token counts), stored with the labels for
+        mixtures that mix tokens (``mixing={"unit": "tokens"}``); the dataset then has an
+        id of its own, and its answer says ``total_tokens``. Sent as an Arrow IPC stream.
         """
-        return await self.send(endpoints.create_dataset(labels, binary=binary))
+        return await self.send(endpoints.create_dataset(labels, binary=binary, lengths=lengths))
 
     async def create_dataset_from_file(
         self,
@@ -653,7 +680,18 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def create_plan(
         self, *, dataset_id: str | None = None, labels: LabelsLike | None = None, **config: Any
     ) -> Plan:
-        """Create (or find) a plan; ``config`` takes any field of the plan request."""
+        """Create (or find) a plan; ``config`` takes any field of the plan request.
+
+        A mixture of sources gives ``sources`` (and no ``dataset_id`` or ``labels``)::
+
+            plan = api.create_plan(
+                sources=[{"name": "web", "dataset_id": web.id, "weight": 7},
+                         {"name": "math", "plan_id": math_plan.id, "weight": 1}],
+                mixing={"proportions": "weights"}, num_samples=100_000, seed=0)
+            plan.sources[0].realised_share  # each source's share, passes and warning
+
+        Its indices are positions in ``ConcatDataset`` of the sources' datasets, in order.
+        """
         return await self.send(endpoints.create_plan(dataset_id, labels, config))
 
     async def get_plan(self, plan_id: str, *, epoch: int | None = None) -> Plan:
@@ -697,6 +735,10 @@ class AsyncSamplePlanClient(_ClientOptions):
     async def offsets(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
         """A label-set dataset's CSR offsets: sample ``i``'s codes are ``codes[o[i]:o[i+1]]``."""
         return await self.send(endpoints.offsets(dataset_id, binary=binary))
+
+    async def lengths(self, dataset_id: str, *, binary: bool = True) -> npt.NDArray[np.int64]:
+        """A dataset's per-sample token lengths (its upload's ``length_column``)."""
+        return await self.send(endpoints.lengths(dataset_id, binary=binary))
 
     async def indices(
         self,

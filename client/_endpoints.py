@@ -94,12 +94,35 @@ def _dataset(response: httpx.Response) -> Dataset:
     return Dataset.from_json(response.json())
 
 
-def create_dataset(labels: LabelsLike, *, binary: bool = True) -> Call[Dataset]:
+def create_dataset(
+    labels: LabelsLike, *, binary: bool = True, lengths: npt.ArrayLike | None = None
+) -> Call[Dataset]:
     """The cheapest form the service reads (see ``client/_tables.py``); JSON if not ``binary``.
 
     Integer labels go as raw little-endian bytes; pyarrow and pandas labels that are not
-    plain integers as a one-column Arrow IPC stream; the rest as JSON.
+    plain integers as a one-column Arrow IPC stream; the rest as JSON. With ``lengths``
+    (per-sample token counts), an Arrow IPC stream of two columns, ``label`` and ``length``.
     """
+    if lengths is not None:
+        import pyarrow as pa
+
+        values = np.asarray(lengths)
+        if values.ndim != 1 or values.dtype.kind not in "iu":
+            raise ValueError(
+                f"lengths should be one integer per sample, got a {values.dtype} array of "
+                f"shape {values.shape}"
+            )
+        column = tables.to_arrow(labels)
+        if column is None:
+            column = pa.array(labels_to_json(labels))
+        return Call(
+            "POST",
+            "/v1/datasets",
+            _dataset,
+            params={"label_column": "label", "length_column": "length"},
+            content=tables.arrow_stream(column, values.astype(np.int64)),
+            headers={"Content-Type": tables.ARROW_STREAM},
+        )
     column = tables.to_arrow(labels) if binary else None
     if column is not None:
         chunks = tables.integer_chunks(column)
@@ -210,6 +233,7 @@ CLASS_PAGE_ROWS = 10_000
 _WEIGHTS = ArrayRead(np.dtype(np.float64), "weights")
 _CODES = ArrayRead(np.dtype(np.int64), "codes")
 _OFFSETS = ArrayRead(np.dtype(np.int64), "offsets")
+_LENGTHS = ArrayRead(np.dtype(np.int64), "lengths")
 _INDICES = ArrayRead(np.dtype(np.int64), "indices")
 # identity: no decoder between the socket and the array (NOTE [Reading speed]).
 _BINARY_HEADERS = {"Accept": BINARY, "Accept-Encoding": "identity"}
@@ -239,6 +263,10 @@ def codes(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]
 
 def offsets(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
     return _array_call(f"/v1/datasets/{_segment(dataset_id)}/offsets", _OFFSETS, binary)
+
+
+def lengths(dataset_id: str, *, binary: bool = True) -> Call[npt.NDArray[np.int64]]:
+    return _array_call(f"/v1/datasets/{_segment(dataset_id)}/lengths", _LENGTHS, binary)
 
 
 def indices(

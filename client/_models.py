@@ -19,6 +19,9 @@ class Dataset:
     multi_label: bool = False
     unlabelled: int | None = None
     label_cardinality: float | None = None
+    #: Datasets uploaded with token lengths: their sum, and the id of the labels alone.
+    total_tokens: int | None = None
+    labels_dataset_id: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dataset:
@@ -31,6 +34,8 @@ class Dataset:
             multi_label=bool(data.get("multi_label", False)),
             unlabelled=data.get("unlabelled"),
             label_cardinality=data.get("label_cardinality"),
+            total_tokens=data.get("total_tokens"),
+            labels_dataset_id=data.get("labels_dataset_id"),
         )
 
 
@@ -83,6 +88,56 @@ class ClassPage:
 
 
 @dataclass(frozen=True)
+class SourceRow:
+    """One source of a mixture plan, and its share of the epoch the plan answer describes.
+
+    ``requested_share`` is what was asked for (of tokens under ``unit: "tokens"``, else of
+    samples), ``realised_share`` the source's share of the epoch's draws,
+    ``realised_token_share`` its share of the epoch's tokens (``None`` without token
+    lengths), ``passes`` its draws over its length; ``warning`` is set past 4 passes.
+    Indices of this source are ``offset .. offset + length - 1`` (``ConcatDataset``'s).
+    """
+
+    name: str
+    dataset_id: str | None
+    plan_id: str | None
+    length: int
+    offset: int
+    size: int
+    weight: float | None
+    order: Any
+    total_tokens: int | None
+    requested_share: float
+    sample_share: float
+    samples: int
+    realised_share: float
+    realised_token_share: float | None
+    passes: float
+    warning: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SourceRow:
+        return cls(
+            name=data["name"],
+            dataset_id=data.get("dataset_id"),
+            plan_id=data.get("plan_id"),
+            length=int(data["length"]),
+            offset=int(data["offset"]),
+            size=int(data.get("size", data["length"])),
+            weight=data.get("weight"),
+            order=data.get("order"),
+            total_tokens=data.get("total_tokens"),
+            requested_share=float(data["requested_share"]),
+            sample_share=float(data.get("sample_share", data["requested_share"])),
+            samples=int(data["samples"]),
+            realised_share=float(data["realised_share"]),
+            realised_token_share=data.get("realised_token_share"),
+            passes=float(data["passes"]),
+            warning=data.get("warning"),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     """A stored plan: canonical config, population, per-class table and versions.
 
@@ -90,10 +145,16 @@ class Plan:
     them in ``classes`` (``classes_complete`` is then false, and ``num_classes`` says how
     many there are); ``SamplePlanClient.classes`` and ``all_classes`` page through the
     rest.
+
+    A mixture plan (``is_mixture``; ``config`` holds ``sources`` and ``mixing``) has no
+    one dataset (``dataset_id`` is ``None``) and no class table: ``sources`` holds each
+    source's share of the epoch, ``population_size`` is the length of the sources'
+    ``ConcatDataset`` (its indices are positions in it), ``num_samples`` the epoch's length
+    and ``warnings`` the sources' warnings (more than 4 passes over a source).
     """
 
     id: str
-    dataset_id: str
+    dataset_id: str | None
     config: dict[str, Any]
     population_size: int
     num_samples: int
@@ -103,6 +164,9 @@ class Plan:
     #: Classes in the plan's table (``len(classes)`` unless the answer was summarised).
     num_classes: int = -1
     epoch: int = 0
+    #: A mixture plan's sources (``None``: a plan over one dataset).
+    sources: tuple[SourceRow, ...] | None = None
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_classes < 0:
@@ -114,19 +178,43 @@ class Plan:
         return len(self.classes) == self.num_classes
 
     @property
+    def is_mixture(self) -> bool:
+        """Whether the plan mixes several sources (``config`` has ``sources``)."""
+        return self.sources is not None
+
+    @property
     def seed(self) -> int:
         return int(self.config["seed"])
 
     @property
     def replacement(self) -> bool:
-        return bool(self.config["replacement"])
+        # A mixture draws its sources' elements in their orders: no replacement to speak of.
+        return bool(self.config.get("replacement", False))
 
     @property
     def algorithm(self) -> str:
+        """The stream's algorithm (a mixture's: its mixing algorithm)."""
+        if self.is_mixture:
+            return str(self.config["mixing"]["algorithm"])
         return str(self.config["algorithm"])
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        if "sources" in data:
+            return cls(
+                id=data["id"],
+                dataset_id=None,
+                config=dict(data["config"]),
+                population_size=int(data["size"]),
+                num_samples=int(data["num_samples"]),
+                classes=[],
+                versions=dict(data["versions"]),
+                raw=data,
+                num_classes=0,
+                epoch=int(data.get("epoch", 0)),
+                sources=tuple(SourceRow.from_json(row) for row in data["sources"]),
+                warnings=tuple(data.get("warnings") or ()),
+            )
         rows = [_class_row(row) for row in data["classes"]]
         page = data.get("classes_page")
         return cls(

@@ -31,6 +31,15 @@ NOTE [Offline streams]
     their algorithm, and the population is recomputed by
     :func:`~sampleplan.core.stratify.population_indices`.
 
+    For mixture plans, :class:`OfflineMixture` rebuilds the service's mixture with the
+    same core function, :func:`~sampleplan.core.mixtures.stored.stored_mixture` (NOTE
+    [Stored mixtures]), from the cached plan answer (config and the sources' lengths), the
+    sources' token lengths (``unit: "tokens"``) and, for plan sources, their own cached
+    entries drawn as above; pages are :func:`~sampleplan.core.mixtures.mixture_page`, as
+    the service cuts them. A mixture's stream is integers, binary64 and named generators
+    only: only its mixing version must be one this code draws, and every plan source's
+    own conditions hold.
+
     For batch plans, :class:`OfflineBatches` rebuilds the service's
     :class:`~sampleplan.core.batches.BatchTable` from the same population codes and cuts
     pages with :func:`~sampleplan.core.batches.batch_page`, as the service does; the batches
@@ -46,13 +55,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sampleplan.client._cache import CachedPlan, needs_labels
+from sampleplan.client._cache import CachedMixture, CachedPlan, PlanCache, needs_labels
 from sampleplan.client._exceptions import StreamMismatchError
 from sampleplan.core.algorithms import ALGORITHMS, BATCHES
 from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig
+from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import LabelKind, Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, hierarchical_codes, label_sets_from_parts
+from sampleplan.core.mixtures import MixtureDrawer, mixture_drawer, mixture_page
+from sampleplan.core.mixtures.stored import stored_mixture
 from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
@@ -60,7 +72,14 @@ from sampleplan.core.stratify import STRATIFY_VERSION, population_indices
 from sampleplan.core.streams import StreamRequest, cut_page, draw_torch_epoch, epoch_seed
 from sampleplan.core.versions import reproduction_problems
 
-__all__ = ["OfflineBatches", "OfflineStream", "population_codes"]
+__all__ = [
+    "OfflineBatches",
+    "OfflineMixture",
+    "OfflineStream",
+    "offline_batches",
+    "offline_stream",
+    "population_codes",
+]
 
 
 def population_codes(
@@ -239,6 +258,11 @@ class OfflineStream:
             )
         return self._prepared
 
+    def prepared_plan(self) -> PreparedPlan:
+        """The service's prepared plan, rebuilt from the cache (a mixture's plan source)."""
+        with self._lock:
+            return self._prepared_plan()
+
     def class_counts(self) -> npt.NDArray[np.int64]:
         """Samples of each class in the population, from the cached codes."""
         counts: npt.NDArray[np.int64] = self._prepared_plan().class_counts()
@@ -278,3 +302,73 @@ class OfflineStream:
             stream = self._epoch_stream(request.epoch)
             population = self._dataset_indices() if request.space == "dataset" else None
         return cut_page(stream, self.plan.num_samples, request, population)
+
+
+class OfflineMixture:
+    """Pages of a cached mixture plan's streams, drawn by the service's own core (or refused).
+
+    ``cache`` holds the entries of its plan sources (NOTE [Offline streams]).
+    """
+
+    def __init__(self, cached: CachedMixture, cache: PlanCache) -> None:
+        plan = cached.plan
+        assert plan.sources is not None
+        problems = reproduction_problems(plan.versions)
+        if problems:
+            raise StreamMismatchError(
+                f"cannot reproduce the stream of plan {plan.id} here: {'; '.join(problems)}"
+            )
+        plans: dict[str, PreparedPlan] = {}
+        for row in plan.sources:
+            if row.plan_id is not None and row.plan_id not in plans:
+                plans[row.plan_id] = OfflineStream(cache.load(row.plan_id)).prepared_plan()
+        tokens = cached.token_lengths
+        if plan.config["mixing"].get("unit") == "tokens" and any(t is None for t in tokens):
+            raise StreamMismatchError(
+                f"the cached copy of plan {plan.id} lacks token lengths, which its "
+                '"tokens" unit needs'
+            )
+        try:
+            mixture = stored_mixture(
+                plan.config,
+                [row.length for row in plan.sources],
+                token_lengths=[None if t is None else t.astype(np.float64) for t in tokens],
+                plans=plans,
+            )
+        except InvalidPlanConfig as exc:
+            raise StreamMismatchError(
+                f"the cached copy of plan {plan.id} does not make its mixture: {exc}"
+            ) from exc
+        if mixture.canonical()["mixing"] != plan.config["mixing"]:
+            raise StreamMismatchError(
+                f"plan {plan.id} mixes by {plan.config['mixing']}, which this client reads "
+                f"as {mixture.canonical()['mixing']}"
+            )
+        self.plan = plan
+        self.drawer: MixtureDrawer = mixture_drawer(mixture)
+        self._lock = threading.Lock()
+
+    def num_samples_at(self, epoch: int) -> int:
+        """The length of epoch ``epoch`` (hf-interleave's epochs differ)."""
+        with self._lock:
+            return self.drawer.num_samples_at(epoch)
+
+    def indices(self, request: StreamRequest) -> npt.NDArray[np.int64]:
+        """The page that ``SamplePlanClient.indices`` would return for ``request``."""
+        request = request.checked()
+        with self._lock:
+            return mixture_page(self.drawer, request)
+
+
+def offline_stream(cache: PlanCache, plan_id: str) -> OfflineStream | OfflineMixture:
+    """The offline drawer of a cached plan's streams: a mixture's or a single dataset's."""
+    if cache.is_mixture(plan_id):
+        return OfflineMixture(cache.load_mixture(plan_id), cache)
+    return OfflineStream(cache.load(plan_id))
+
+
+def offline_batches(cache: PlanCache, plan_id: str) -> OfflineBatches:
+    """The offline drawer of a cached batch plan's batches."""
+    if cache.is_mixture(plan_id):
+        raise StreamMismatchError(f"plan {plan_id} is a mixture of sources: it has no batches")
+    return OfflineBatches(cache.load(plan_id))

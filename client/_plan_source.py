@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from sampleplan.client._cache import CachedPlan, PlanCache, needs_labels
+from sampleplan.client._cache import PlanCache, needs_labels
 from sampleplan.client._client import SamplePlanClient
 from sampleplan.client._exceptions import (
     CacheError,
@@ -41,7 +41,7 @@ from sampleplan.client._exceptions import (
 )
 from sampleplan.client._models import Plan
 
-__all__ = ["EpochPages", "PlanSource", "fill_cache"]
+__all__ = ["EpochPages", "PlanSource", "fill_cache", "fill_mixture_cache"]
 
 logger = logging.getLogger("sampleplan.client")
 
@@ -67,9 +67,9 @@ class PlanSource(Generic[DrawerT]):
         fallback: cache the plan and draw locally when the service is unreachable; with
             ``False`` nothing is written to disk and errors surface as they come.
         cache_dir: where plans are cached (:class:`~client.PlanCache`).
-        offline: builds the drawer of the plan's pages from its cached copy (once, when
-            first needed); it raises :class:`~client.StreamMismatchError` when this
-            machine cannot reproduce them.
+        offline: builds the drawer of the plan's pages from its cached copy, given the
+            cache and the plan's id (once, when first needed); it raises
+            :class:`~client.StreamMismatchError` when this machine cannot reproduce them.
         codes: cache the dataset's class codes whatever the plan (batch plans: their
             batches depend on the classes); otherwise only when :func:`needs_labels`.
 
@@ -83,7 +83,7 @@ class PlanSource(Generic[DrawerT]):
         *,
         fallback: bool,
         cache_dir: str | os.PathLike[str] | None,
-        offline: Callable[[CachedPlan], DrawerT],
+        offline: Callable[[PlanCache, str], DrawerT],
         codes: bool = False,
     ) -> None:
         self.plan_id = plan_id
@@ -135,7 +135,7 @@ class PlanSource(Generic[DrawerT]):
             if self._offline is None:
                 assert self.cache is not None
                 try:
-                    self._offline = self._build_offline(self.cache.load(self.plan_id))
+                    self._offline = self._build_offline(self.cache, self.plan_id)
                 except SamplePlanError as exc:
                     if cause is None:
                         raise
@@ -153,6 +153,9 @@ def fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan, *, codes: bo
     entry written without them (by a sampler that did not need them) or damaged is
     written again.
     """
+    if plan.is_mixture:
+        fill_mixture_cache(api, cache, plan)
+        return
     if cache.has(plan.id):
         if not codes:
             return
@@ -161,6 +164,7 @@ def fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan, *, codes: bo
                 return
         except CacheError:
             pass  # damaged: written again below
+    assert plan.dataset_id is not None
     try:
         weights = api.weights(plan.id)
         # A hierarchical table depends on the population's classes, not only on its
@@ -178,6 +182,34 @@ def fill_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan, *, codes: bo
         logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
         return
     cache.store(plan, dataset, weights, class_codes, offsets)
+
+
+def fill_mixture_cache(api: SamplePlanClient, cache: PlanCache, plan: Plan) -> None:
+    """Cache a mixture plan for the offline fallback, unless it is cached already.
+
+    Its answer (config, the sources' lengths), its sources' token lengths when it mixes
+    tokens, and every plan source's own entry with its dataset's class codes (what
+    drawing a plan offline may need).
+    """
+    assert plan.sources is not None
+    if cache.has(plan.id):
+        return
+    try:
+        for row in plan.sources:
+            if row.plan_id is not None:
+                fill_cache(api, cache, api.get_plan(row.plan_id), codes=True)
+                if not cache.has(row.plan_id):
+                    return  # the source plan could not be cached: neither can the mixture
+        tokens: list[Any] = [None] * len(plan.sources)
+        if plan.config["mixing"].get("unit") == "tokens":
+            tokens = [
+                None if row.dataset_id is None else api.lengths(row.dataset_id)
+                for row in plan.sources
+            ]
+    except ClientRequestError as exc:
+        logger.warning("sampleplan: plan %s is not cached for offline use: %s", plan.id, exc)
+        return
+    cache.store_mixture(plan, tokens)
 
 
 class EpochPages(Generic[DrawerT]):

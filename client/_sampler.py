@@ -82,9 +82,9 @@ from sampleplan.client._arguments import check_int, checked_sampler_arguments
 from sampleplan.client._cache import PlanCache
 from sampleplan.client._chunks import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE, prefetched_chunks
 from sampleplan.client._client import SamplePlanClient
-from sampleplan.client._exceptions import ServerError, TransportError
+from sampleplan.client._exceptions import SamplePlanError, ServerError, TransportError
 from sampleplan.client._models import Plan
-from sampleplan.client._offline import OfflineStream
+from sampleplan.client._offline import OfflineMixture, OfflineStream, offline_stream
 from sampleplan.client._plan_source import EpochPages, PlanSource
 from sampleplan.client._ranks import distributed_world, refuse_resharding
 from sampleplan.client._resumption import Resume, check_state_dict
@@ -110,6 +110,11 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         api = SamplePlanClient("http://sampleplan:8000")
         sampler = RemoteWeightedSampler(plan.id, api)
         loader = DataLoader(train_subset, batch_size=64, sampler=sampler)
+
+    A mixture plan's stream is positions in ``ConcatDataset`` of its sources' datasets
+    (``DataLoader(ConcatDataset(datasets), sampler=RemoteWeightedSampler(plan.id, api))``),
+    dealt, resumed and drawn offline as every stream; an ``hf-interleave`` mixture's
+    epochs differ in length, and ``len()`` is the current epoch's.
 
     Args:
         plan: the plan's id (or the :class:`~client.Plan` itself).
@@ -195,7 +200,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self.chunk_size = chunk_size
         self.max_chunk_size = max_chunk_size
         self._source = PlanSource(
-            plan_id, api, fallback=fallback, cache_dir=cache_dir, offline=OfflineStream
+            plan_id, api, fallback=fallback, cache_dir=cache_dir, offline=offline_stream
         )
         self._epoch = epoch
         self._start = 0
@@ -209,6 +214,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         self._run_updates: RunUpdates | None = None
         self.plan = self._source.load_plan()
         self._counts: npt.NDArray[np.int64] | None = None
+        self._lengths: dict[int, int] = {}  # an hf-interleave mixture's epoch lengths
         self._schedule = schedule_from_json(self.plan.config.get("schedule"))
         if run is not None:
             assert api is not None
@@ -307,7 +313,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
     def _draws(self, epoch: int | None = None) -> int:
         """Draws in epoch ``epoch`` (default: the current one), over all ranks: the plan's
         ``num_samples``, or with a ``dynamic_balance`` schedule and ``num_samples`` null,
-        the sum of the epoch's quotas."""
+        the sum of the epoch's quotas, or an hf-interleave mixture's epoch length."""
+        if self.plan.is_mixture:
+            return self._mixture_length(self._epoch if epoch is None else epoch)
         if self._schedule is None or self.plan.config.get("num_samples") is not None:
             return self.plan.num_samples
         # The schedule is a pure function of the class counts: the same core as the service.
@@ -317,13 +325,45 @@ class RemoteWeightedSampler(DistributedSampler[int]):
             or self.plan.population_size
         )
 
+    def _mixture_length(self, epoch: int) -> int:
+        """A mixture's epoch length: its ``num_samples``, or for ``hf-interleave`` (whose
+        stopping strategy ends each epoch) the service's answer for the epoch, else the
+        offline drawer's (NOTE [Offline fallback])."""
+        if self.plan.config.get("num_samples") is not None:
+            return self.plan.num_samples
+        if epoch == self.plan.epoch:
+            return self.plan.num_samples
+        known = self._lengths.get(epoch)
+        if known is None:
+            if self.api is None:
+                known = self._offline_mixture(None).num_samples_at(epoch)
+            else:
+                try:
+                    known = self.api.get_plan(self.plan_id, epoch=epoch).num_samples
+                except (TransportError, ServerError) as exc:
+                    if self.cache is None:
+                        raise
+                    known = self._offline_mixture(exc).num_samples_at(epoch)
+            self._lengths[epoch] = known
+        return known
+
+    def _offline_mixture(self, cause: SamplePlanError | None) -> OfflineMixture:
+        drawer = self._source.offline(cause)
+        assert isinstance(drawer, OfflineMixture)
+        return drawer
+
+    def _offline_stream(self, cause: SamplePlanError | None) -> OfflineStream:
+        drawer = self._source.offline(cause)
+        assert isinstance(drawer, OfflineStream)
+        return drawer
+
     def _class_counts(self) -> npt.NDArray[np.int64]:
         """Every class's count, read by the page once when the plan's answer was summarised."""
         if self._counts is None:
             if self.plan.classes_complete:
                 counts = np.array([row.count for row in self.plan.classes], dtype=np.int64)
             elif self.api is None:
-                counts = self._source.offline(None).class_counts()
+                counts = self._offline_stream(None).class_counts()
             else:
                 try:
                     rows = self.api.all_classes(self.plan)
@@ -331,7 +371,7 @@ class RemoteWeightedSampler(DistributedSampler[int]):
                 except (TransportError, ServerError) as exc:
                     if self.cache is None:
                         raise
-                    counts = self._source.offline(exc).class_counts()
+                    counts = self._offline_stream(exc).class_counts()
             self._counts = counts
         return self._counts
 

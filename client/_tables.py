@@ -123,8 +123,9 @@ def integer_chunks(column: Any) -> list[Any] | None:
     return [chunk.to_numpy(zero_copy_only=True) for chunk in chunks]
 
 
-def arrow_stream(column: Any) -> bytes:
-    """A one-column (``label``) Arrow IPC stream of ``column``, strings dictionary-encoded."""
+def arrow_stream(column: Any, lengths: Any | None = None) -> bytes:
+    """A one-column (``label``) Arrow IPC stream of ``column``, strings dictionary-encoded;
+    with ``lengths`` (one integer per sample), a second column ``length``."""
     import pyarrow as pa
 
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -133,6 +134,8 @@ def arrow_stream(column: Any) -> bytes:
         table = pa.table({"label": column})
     else:
         table = pa.table({"label": pa.chunked_array([column], type=column.type)})
+    if lengths is not None:
+        table = table.append_column("length", pa.chunked_array([pa.array(lengths)]))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

@@ -3,7 +3,9 @@
 ``sampleplan serve`` runs the HTTP service. ``sampleplan plan LABELS_FILE`` reads labels
 from a manifest (CSV, JSON Lines, ``.npy``, an ImageFolder path list, one column of a
 Parquet or Arrow file, or an ImageFolder folder itself), builds the plan on a service
-(``--url``) or locally with the same sampling core, and prints its class table.
+(``--url``) or locally with the same sampling core, and prints its class table;
+``sampleplan plan --source NAME=ds:ID ... --url URL`` (or ``--mixture FILE``) creates a
+mixture plan over stored sources and prints each source's share as the service answers it.
 ``sampleplan mix MIXTURE_FILE`` reads a mixture of sources and prints each source's
 requested and realised share, computed locally. ``sampleplan report PLAN_ID`` fetches a
 plan's HTML report from a service and writes it to a file or opens it in a browser.
@@ -68,6 +70,10 @@ STRATEGY_CHOICES = (
     "repeat_factor",
 )
 ALGORITHM_CHOICES = ("torch", "hierarchical")
+#: sampleplan.core.mixtures.spec's MIXING_NAMES, stoppings and units (NOTE [A fast --help]).
+MIXING_CHOICES = ("mixture-v1", "hf-interleave", "megatron-blend")
+STOPPING_CHOICES = ("first_exhausted", "all_exhausted")
+UNIT_CHOICES = ("samples", "tokens")
 #: sampleplan.core.labelsets.LABEL_REDUCES (NOTE [A fast --help]).
 LABEL_REDUCE_CHOICES = ("sum", "max", "mean")
 
@@ -201,8 +207,9 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     plan.add_argument(
         "labels_file",
         metavar="LABELS_FILE",
+        nargs="?",
         help="CSV, JSON Lines, .npy, a path list, Parquet, Arrow, or an ImageFolder folder "
-        "('-': stdin)",
+        "('-': stdin); leave it out for a mixture (--source or --mixture)",
     )
     plan.add_argument(
         "--format", choices=FORMATS, help="the file's format (default: from its extension)"
@@ -224,7 +231,7 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     )
     plan.add_argument("--stratify", action="store_true", help="stratify the split by class (label)")
     plan.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
-    plan.add_argument("--seed", type=int, default=0, help="base seed of the streams (default 0)")
+    plan.add_argument("--seed", type=int, help="base seed of the streams (default 0)")
     plan.add_argument(
         "--strategy",
         choices=STRATEGY_CHOICES,
@@ -288,6 +295,45 @@ def add_commands(commands: Subparsers[argparse.ArgumentParser]) -> None:
     plan.add_argument(
         "--report", metavar="HTML_FILE", help="also write the plan's HTML report here"
     )
+
+    mixture = plan.add_argument_group(
+        "mixtures",
+        "a plan over several sources (on a service: --url), instead of LABELS_FILE; see "
+        "docs/how-to/mixtures.md",
+    )
+    mixture.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=ds:ID[:WEIGHT][:ORDER]",
+        help="a source: a stored dataset (ds:DATASET_ID) or plan (plan:PLAN_ID), its weight "
+        "and its order (sequential, reshuffled or shuffle_seed=S), e.g. web=ds:3f2a...:7 or "
+        "code=ds:9bc1...:2:shuffle_seed=11; repeat for every source, in order",
+    )
+    mixture.add_argument(
+        "--mixture",
+        metavar="MIXTURE_FILE",
+        help="the mixture as JSON, as 'sampleplan mix' reads it, each source naming its "
+        "'dataset_id' or 'plan_id'",
+    )
+    mixture.add_argument(
+        "--mixing",
+        choices=MIXING_CHOICES,
+        help="the mixing algorithm (default mixture-v1)",
+    )
+    mixture.add_argument(
+        "--proportions",
+        metavar="weights|sizes|T",
+        help="the sources' proportions: by their weights (the default), their sizes, or a "
+        "temperature T > 0 (size ** (1 / T), normalised)",
+    )
+    mixture.add_argument(
+        "--stopping", choices=STOPPING_CHOICES, help="hf-interleave: where an epoch ends"
+    )
+    mixture.add_argument(
+        "--unit", choices=UNIT_CHOICES, help="mixture-v1: mix samples (default) or tokens"
+    )
+    mixture.add_argument("--block", type=int, help="mixture-v1: the window (default 1024)")
 
     mix = commands.add_parser(
         "mix",
@@ -488,11 +534,119 @@ def parse_definitions(items: list[str]) -> dict[str, str] | None:
     return definitions
 
 
+def parse_source(text: str) -> dict[str, Any]:
+    """``--source NAME=ds:ID[:WEIGHT][:ORDER]`` (or ``plan:ID``) as a source of the request.
+
+    ``ORDER`` is ``sequential``, ``reshuffled`` or ``shuffle_seed=S``; the weight and the
+    order may come in either order after the id.
+    """
+    usage = (
+        "--source takes NAME=ds:DATASET_ID[:WEIGHT][:ORDER] or NAME=plan:PLAN_ID[:WEIGHT], "
+        "ORDER being sequential, reshuffled or shuffle_seed=S (e.g. web=ds:3f2a...:7)"
+    )
+    name, sep, rest = text.partition("=")
+    parts = rest.split(":")
+    if not sep or not name or len(parts) < 2 or parts[0] not in ("ds", "plan") or not parts[1]:
+        raise CommandError(f"{usage}; got {text!r}")
+    source: dict[str, Any] = {"name": name}
+    source["dataset_id" if parts[0] == "ds" else "plan_id"] = parts[1]
+    for part in parts[2:]:
+        if part in ("sequential", "reshuffled") and "order" not in source:
+            source["order"] = part
+        elif part.startswith("shuffle_seed=") and "order" not in source:
+            seed = part.removeprefix("shuffle_seed=")
+            if not seed.isdigit():
+                raise CommandError(f"{usage}; got {text!r} (shuffle_seed takes an integer)")
+            source["order"] = {"shuffle_seed": int(seed)}
+        elif part and "weight" not in source:
+            try:
+                weight = float(part)
+            except ValueError:
+                raise CommandError(f"{usage}; got {text!r} (what is {part!r}?)") from None
+            source["weight"] = int(weight) if weight.is_integer() and "." not in part else weight
+        else:
+            raise CommandError(f"{usage}; got {text!r} (what is {part!r}?)")
+    return source
+
+
+def parse_proportions(text: str | None) -> Any:
+    """``--proportions``: ``weights``, ``sizes`` or a temperature (a number)."""
+    if text is None or text in ("weights", "sizes"):
+        return text
+    try:
+        return {"temperature": float(text.removeprefix("temperature="))}
+    except ValueError:
+        raise CommandError(
+            f"--proportions takes weights, sizes or a temperature (a number > 0); got {text!r}"
+        ) from None
+
+
+#: What a ``--mixture`` file may hold, and each of its sources.
+_PLAN_MIXTURE_KEYS = {"sources", "mixing", "num_samples", "seed"}
+_PLAN_SOURCE_KEYS = {"name", "dataset_id", "plan_id", "weight", "order"}
+
+
+def mixture_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The request of a mixture plan (``sources``, ``mixing``, ``num_samples``, ``seed``)
+    from ``--source`` options or a ``--mixture`` file, and the mixing options."""
+    if args.source and args.mixture:
+        raise CommandError("give the sources with --source or in a --mixture file, not both")
+    fields: dict[str, Any]
+    if args.mixture:
+        try:
+            spec = json.loads(Path(args.mixture).read_text())
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read the mixture file {args.mixture!r}: {exc}") from exc
+        if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list):
+            raise CommandError("a mixture file is a JSON object with a 'sources' list")
+        unknown = set(spec) - _PLAN_MIXTURE_KEYS
+        if unknown:
+            raise CommandError(f"unknown mixture fields: {', '.join(sorted(unknown))}")
+        for item in spec["sources"]:
+            if not isinstance(item, dict):
+                raise CommandError("every source is a JSON object")
+            bad = set(item) - _PLAN_SOURCE_KEYS
+            if bad:
+                raise CommandError(
+                    f"unknown source fields: {', '.join(sorted(bad))} (a source on a service "
+                    "names its 'dataset_id' or 'plan_id')"
+                )
+        fields = dict(spec)
+    else:
+        fields = {"sources": [parse_source(item) for item in args.source]}
+    mixing = dict(fields.get("mixing") or {})
+    for name in ("mixing", "stopping", "unit", "block"):
+        value = getattr(args, name)
+        if value is not None:
+            mixing["algorithm" if name == "mixing" else name] = value
+    proportions = parse_proportions(args.proportions)
+    if proportions is not None:
+        mixing["proportions"] = proportions
+    if mixing:
+        fields["mixing"] = mixing
+    if args.num_samples is not None:
+        fields["num_samples"] = args.num_samples
+    if args.seed is not None or "seed" not in fields:
+        fields["seed"] = 0 if args.seed is None else args.seed
+    if args.labels_file is not None:
+        raise CommandError(
+            "a mixture's sources are stored datasets or plans: leave LABELS_FILE out "
+            "(upload each source's labels first, e.g. with 'sampleplan plan FILE --url URL "
+            "--json')"
+        )
+    if not args.url:
+        raise CommandError(
+            "a mixture's sources are stored on a service: give its --url (or compute a "
+            "mixture of local files with 'sampleplan mix')"
+        )
+    return fields
+
+
 def plan_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The plan request's fields (as JSON would carry them) from the command line."""
     fields: dict[str, Any] = {
         "strategy": args.strategy,
-        "seed": args.seed,
+        "seed": 0 if args.seed is None else args.seed,
         "replacement": not args.no_replacement,
         "algorithm": args.algorithm,
     }
@@ -584,6 +738,11 @@ def _upload_form(labels: Labels | LabelSets) -> Any:
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> None:
+    if args.source or args.mixture:
+        mixture_plan_command(args, out)
+        return
+    if args.labels_file is None:
+        raise CommandError("give a LABELS_FILE, or a mixture's sources (--source or --mixture)")
     progress = Progress(enabled=args.progress)
     # numpy, torch and numba take seconds to import on a busy machine: say so, rather than
     # sit silent before the first step.
@@ -611,6 +770,79 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> None:
     out.write(format_plan(plan, dataset_size=labels.size, source=source))
     if args.report:
         out.write(f"\nreport written to {args.report}\n")
+
+
+def mixture_plan_command(args: argparse.Namespace, out: TextIO) -> None:
+    """``sampleplan plan --source ...`` / ``--mixture FILE``: a mixture plan on a service."""
+    fields = mixture_fields(args)
+    if args.report:
+        raise CommandError(
+            "--report writes a local report; a mixture's is the service's: "
+            "sampleplan report PLAN_ID --url URL"
+        )
+    from sampleplan.client import SamplePlanClient
+
+    with SamplePlanClient(args.url, token=args.token, retries=1) as api:
+        plan: dict[str, Any] = api.create_plan(**fields).raw
+    if args.json:
+        json.dump(plan, out, indent=2)
+        out.write("\n")
+        return
+    out.write(format_mixture_plan(plan, source=f"created on {args.url}"))
+
+
+def format_mixture_plan(plan: dict[str, Any], *, source: str = "") -> str:
+    """A mixture plan's sources as aligned text: requested and realised shares (of samples,
+    and of tokens where known), draws and passes per source, and the warnings."""
+    config = plan["config"]
+    mixing = config["mixing"]
+    proportions = mixing["proportions"]
+    if isinstance(proportions, dict):
+        proportions = f"temperature {proportions['temperature']:g}"
+    options = ", ".join(f"{k} {mixing[k]}" for k in ("stopping", "unit", "block") if k in mixing)
+    head = [
+        f"plan {plan['id']}" + (f"  ({source})" if source else ""),
+        f"mixture of {len(plan['sources'])} sources ({plan['size']:,} samples in all); "
+        f"epoch {plan.get('epoch', 0)} draws {plan['num_samples']:,}; mixing "
+        f"{mixing['algorithm']} by {proportions}"
+        + (f" ({options})" if options else "")
+        + f", seed {config['seed']}",
+        "",
+    ]
+    tokens = any(row.get("realised_token_share") is not None for row in plan["sources"])
+    columns = ["source", "from", "length", "requested", "realised", "samples", "passes"]
+    if tokens:
+        columns.insert(5, "tokens")
+    rows = []
+    for row in plan["sources"]:
+        origin = f"ds:{row['dataset_id'][:12]}" if row.get("dataset_id") else ""
+        if row.get("plan_id"):
+            origin = f"plan:{row['plan_id'][:12]}"
+        cells = [
+            str(row["name"]),
+            origin,
+            f"{row['length']:,}",
+            _pct(row["requested_share"]),
+            _pct(row["realised_share"]),
+            f"{row['samples']:,}",
+            _num(row["passes"]),
+        ]
+        if tokens:
+            cells.insert(5, _pct(row.get("realised_token_share")))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
+        rest = (c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True))
+        return "  ".join([*first, *rest]).rstrip()
+
+    body = [line(columns), line(["-" * w for w in widths]), *map(line, rows)]
+    notes = [""]
+    if tokens:
+        notes.append("requested: of tokens (unit tokens); realised: of samples; tokens: of tokens")
+    notes += [f"warning: {w}" for w in plan.get("warnings") or []]
+    return "\n".join(head + body + notes).rstrip("\n") + "\n"
 
 
 def write_local_report(plan: dict[str, Any], path: str) -> None:

@@ -10,8 +10,9 @@ epoch draws it once; see NOTE [When an epoch is drawn whole].
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,25 +22,42 @@ import numpy.typing as npt
 
 from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig, plan_id
+from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, label_sets_from_parts
 from sampleplan.core.lru import LRUCache
+from sampleplan.core.mixtures import SourceShare, mixture_page, mixture_shares
 from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
 from sampleplan.core.stats import PlanStats, plan_statistics
 from sampleplan.core.streams import Int64Array, PageBounds, StreamRequest, in_space
-from sampleplan.core.versions import plan_versions
+from sampleplan.core.versions import mixture_versions, plan_versions
 from sampleplan.service.config import Settings
 from sampleplan.service.epoch_cache import EpochCache
 from sampleplan.service.errors import (
     DatasetNotFound,
     InvalidStreamRequest,
+    NotForMixtures,
     PayloadTooLarge,
     PlanNotFound,
 )
 from sampleplan.service.metrics import ServiceMetrics
-from sampleplan.service.storage import DatasetRecord, PlanRecord, PlanStore
+from sampleplan.service.mixture_plans import (
+    MixturePlan,
+    SourceInput,
+    build_mixture,
+    canonical_request,
+    mixture_plan,
+    mixture_plan_id,
+)
+from sampleplan.service.storage import (
+    DatasetRecord,
+    LengthsRecord,
+    MixturePlanRecord,
+    PlanRecord,
+    PlanStore,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,9 @@ class DatasetInfo:
     #: Label sets only (else ``None``): samples with no label, and labels per sample.
     unlabelled: int | None = None
     label_cardinality: float | None = None
+    #: Datasets with token lengths only (else ``None``): their sum, and the labels' own id.
+    total_tokens: int | None = None
+    labels_dataset_id: str | None = None
 
     @property
     def multi_label(self) -> bool:
@@ -178,6 +199,10 @@ class Catalog:
         self._statistics: LRUCache[tuple[str, int], PlanStats] = LRUCache(
             _STATISTICS_BYTES, size=_stats_nbytes
         )
+        # Mixture plans (their drawers keep the sequential algorithms' checkpoints) and
+        # their sources' shares by epoch.
+        self._mixtures: LRUCache[str, MixturePlan] = LRUCache(settings.plan_cache_size)
+        self._shares: LRUCache[tuple[str, int], list[SourceShare]] = LRUCache(1024)
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -188,9 +213,28 @@ class Catalog:
                 f"this service takes at most {self.settings.max_labels}"
             )
 
-    def create_dataset(self, labels: Labels | LabelSets) -> tuple[DatasetInfo, bool]:
+    def create_dataset(
+        self, labels: Labels | LabelSets, lengths: Int64Array | None = None
+    ) -> tuple[DatasetInfo, bool]:
+        """Store labels (and per-sample token lengths); ``True`` if the dataset is new.
+
+        With lengths the dataset's id names labels and lengths together
+        (:func:`lengths_dataset_id`); the labels are stored under their own id too.
+        """
         self.check_size(labels)
         record = dataset_record(labels)
+        if lengths is not None:
+            lengths_record = LengthsRecord(
+                id=lengths_dataset_id(record.id, lengths),
+                labels_id=record.id,
+                total=int(lengths.sum()),
+                lengths=np.ascontiguousarray(lengths, dtype="<i8").tobytes(),
+            )
+            created, labels_created = self.store.put_lengths(lengths_record, record)
+            self._recent_labels.put(record.id, labels)
+            if self.metrics is not None:
+                self.metrics.datasets_created.inc(int(created) + int(labels_created))
+            return _dataset_info(record, lengths_record), created
         # Compressing a large dataset costs more than asking whether it is there already.
         created = not self.store.dataset_exists(record.id) and self.store.put_dataset(record)
         self._recent_labels.put(record.id, labels)
@@ -199,7 +243,26 @@ class Catalog:
         return _dataset_info(record), created
 
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
-        return _dataset_info(self._dataset_record(dataset_id))
+        record = self.store.get_dataset(dataset_id)
+        if record is not None:
+            return _dataset_info(record)
+        lengths = self.store.get_lengths(dataset_id)
+        if lengths is None:
+            raise DatasetNotFound(f"no dataset has id {dataset_id!r}")
+        return _dataset_info(self._dataset_record(lengths.labels_id), lengths)
+
+    def token_lengths(self, dataset_id: str) -> Int64Array:
+        """The per-sample token counts of a dataset uploaded with them (404 otherwise)."""
+        record = self.store.get_lengths(dataset_id)
+        if record is None:
+            if self.store.dataset_exists(dataset_id):
+                raise DatasetNotFound(
+                    f"dataset {dataset_id!r} was uploaded without token lengths "
+                    "(no 'length_column')"
+                )
+            raise DatasetNotFound(f"no dataset has id {dataset_id!r}")
+        self.check_page(len(record.lengths) // 8)
+        return np.frombuffer(record.lengths, dtype="<i8").astype(np.int64)
 
     def codes(self, dataset_id: str) -> npt.NDArray[np.int64]:
         """Class index of every sample of the dataset (into its sorted classes), as int64.
@@ -225,7 +288,12 @@ class Catalog:
         return np.frombuffer(record.offsets, dtype="<i8").astype(np.int64)
 
     def _dataset_record(self, dataset_id: str) -> DatasetRecord:
+        """The stored labels of ``dataset_id`` (a dataset with lengths: its labels')."""
         record = self.store.get_dataset(dataset_id)
+        if record is None:
+            lengths = self.store.get_lengths(dataset_id)
+            if lengths is not None:
+                record = self.store.get_dataset(lengths.labels_id)
         if record is None:
             raise DatasetNotFound(f"no dataset has id {dataset_id!r}")
         return record
@@ -289,12 +357,31 @@ class Catalog:
         return stats
 
     def get_plan(self, plan_id: str) -> Plan:
+        """A plan over one dataset; a mixture plan's id is a 422 (:class:`NotForMixtures`):
+        the routes that call this serve only plans over one dataset."""
+        plan = self.get_any_plan(plan_id)
+        if isinstance(plan, MixturePlan):
+            raise NotForMixtures(
+                f"plan {plan_id!r} is a mixture of sources: this route serves plans over one "
+                "dataset only (a mixture has no class table, weights, batches or runs); its "
+                f"stream is GET /v1/plans/{plan_id}/indices"
+            )
+        return plan
+
+    def get_any_plan(self, plan_id: str) -> Plan | MixturePlan:
+        """The plan of this id, over one dataset or a mixture of sources (one namespace)."""
         cached = self.prepared_plan(plan_id)
         if cached is not None:
             return cached
+        mixture = self._mixtures.get(plan_id)
+        if mixture is not None:
+            return mixture
         record = self.store.get_plan(plan_id)
         if record is None:
-            raise PlanNotFound(f"no plan has id {plan_id!r}")
+            mixture_record = self.store.get_mixture_plan(plan_id)
+            if mixture_record is None:
+                raise PlanNotFound(f"no plan has id {plan_id!r}")
+            return self._load_mixture(mixture_record)
         labels = labels_from_record(self._dataset_record(record.dataset_id))
         prepared = prepare_plan(labels, config_from_canonical(record.config, record.weights))
         plan = Plan(
@@ -307,6 +394,117 @@ class Catalog:
         )
         self._remember(plan)
         return plan
+
+    # -- mixture plans (NOTE [Mixture plans in the service]) ----------------------------------
+
+    def create_mixture_plan(
+        self,
+        sources: Sequence[Mapping[str, Any]],
+        mixing: Mapping[str, Any] | None,
+        num_samples: int | None,
+        seed: int,
+    ) -> tuple[MixturePlan, bool]:
+        """Validate, name and store a mixture plan; ``True`` if it is new."""
+        canonical, mixture, inputs = build_mixture(
+            sources, mixing, num_samples, seed, self._source_resolver()
+        )
+        new_id = mixture_plan_id(canonical)
+        plan = mixture_plan(
+            new_id, canonical, mixture_versions(mixture.mixing.algorithm), mixture, inputs
+        )
+        # hf-interleave: epoch 0's end (and checkpoints) now, so that a stopping strategy
+        # that never ends is refused before anything is stored.
+        plan.drawer.num_samples_at(0)
+        created = self.store.put_mixture_plan(
+            MixturePlanRecord(id=plan.id, config=plan.config, versions=plan.versions)
+        )
+        if self.metrics is not None:
+            self.metrics.plans_created.inc(int(created))
+        if not created:
+            stored = self.get_any_plan(new_id)
+            assert isinstance(stored, MixturePlan)
+            return stored, False
+        self._mixtures.put(plan.id, plan)
+        return plan, True
+
+    def _source_resolver(self) -> Callable[[Mapping[str, Any]], SourceInput]:
+        """:meth:`_source_input`, reading each dataset or plan once however many sources
+        name it (a mixture may have 4096)."""
+        found: dict[tuple[str, str], SourceInput] = {}
+
+        def resolve(value: Mapping[str, Any]) -> SourceInput:
+            key = (
+                ("plan_id", value["plan_id"])
+                if "plan_id" in value
+                else (
+                    "dataset_id",
+                    value["dataset_id"],
+                )
+            )
+            if not isinstance(key[1], str):
+                return self._source_input(value)
+            if key not in found:
+                found[key] = self._source_input(value)
+            return found[key]
+
+        return resolve
+
+    def _source_input(self, value: Mapping[str, Any]) -> SourceInput:
+        """A source's dataset length and token lengths, or its plan (404 if unknown)."""
+        if "plan_id" in value:
+            plan_id = value["plan_id"]
+            source = self.get_any_plan(plan_id)
+            if isinstance(source, MixturePlan):
+                raise InvalidPlanConfig(
+                    f"source {value.get('name')!r}: plan {plan_id!r} is a mixture; a source is "
+                    "a dataset or a plan over one dataset"
+                )
+            size = self.store.dataset_size(source.dataset_id)
+            if size is None:  # pragma: no cover - a plan's dataset is a foreign key
+                raise DatasetNotFound(f"no dataset has id {source.dataset_id!r}")
+            return SourceInput(length=size, plan=source.prepared)
+        dataset_id = value["dataset_id"]
+        size = self.store.dataset_size(dataset_id)
+        if size is not None:
+            return SourceInput(length=size)
+        lengths = self.store.get_lengths(dataset_id)
+        if lengths is None:
+            raise DatasetNotFound(f"source {value.get('name')!r}: no dataset has id {dataset_id!r}")
+        tokens = np.frombuffer(lengths.lengths, dtype="<i8").astype(np.float64)
+        return SourceInput(
+            length=int(tokens.shape[0]), token_lengths=tokens, total_tokens=lengths.total
+        )
+
+    def _load_mixture(self, record: MixturePlanRecord) -> MixturePlan:
+        config = record.config
+        _, mixture, inputs = build_mixture(
+            canonical_request(config),
+            config["mixing"],
+            config["num_samples"],
+            config["seed"],
+            self._source_resolver(),
+        )
+        plan = mixture_plan(record.id, config, record.versions, mixture, inputs)
+        self._mixtures.put(plan.id, plan)
+        return plan
+
+    def mixture_shares(self, plan: MixturePlan, epoch: int = 0) -> list[SourceShare]:
+        """Each source's share of epoch ``epoch``, computed once while kept."""
+        return self._shares.get_or_build(
+            (plan.id, epoch), lambda: mixture_shares(plan.drawer, epoch)
+        )
+
+    def mixture_indices(self, plan: MixturePlan, request: StreamRequest) -> Int64Array:
+        """A page of a rank's share of a mixture's epoch, checked against ``max_page``."""
+        bounds = request.bounds(plan.drawer.num_samples_at(request.epoch))
+        self.check_page(bounds.stop - bounds.first)
+        began = time.perf_counter()
+        page = mixture_page(plan.drawer, request)
+        if self.metrics is not None:
+            algorithm = plan.mixture.mixing.algorithm
+            self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
+            self.metrics.indices_served.labels(algorithm).inc(int(page.shape[0]))
+        return page
 
     def prepared_plan(self, plan_id: str) -> Plan | None:
         """The plan if it is prepared in memory already (never reads the store)."""
@@ -440,18 +638,30 @@ class Catalog:
         return plan.prepared.weights_at(epoch)
 
 
-def _dataset_info(record: DatasetRecord) -> DatasetInfo:
+def lengths_dataset_id(labels_id: str, lengths: Int64Array) -> str:
+    """The id of a dataset with token lengths: SHA-256 of its labels' id and the lengths
+    (little-endian int64), so other lengths make another dataset."""
+    h = hashlib.sha256(b"sampleplan/dataset-lengths/v1\n")
+    h.update(labels_id.encode())
+    h.update(b"\n")
+    h.update(np.ascontiguousarray(lengths, dtype="<i8").tobytes())
+    return h.hexdigest()
+
+
+def _dataset_info(record: DatasetRecord, tokens: LengthsRecord | None = None) -> DatasetInfo:
     unlabelled = cardinality = None
     if record.offsets is not None:
         lengths = np.diff(np.frombuffer(record.offsets, dtype="<i8"))
         unlabelled = int(np.count_nonzero(lengths == 0))
         cardinality = float(lengths.sum()) / record.size if record.size else 0.0
     return DatasetInfo(
-        id=record.id,
+        id=record.id if tokens is None else tokens.id,
         label_kind=record.label_kind,
         size=record.size,
         classes=record.classes,
         counts=record.counts,
         unlabelled=unlabelled,
         label_cardinality=cardinality,
+        total_tokens=None if tokens is None else tokens.total,
+        labels_dataset_id=None if tokens is None else tokens.labels_id,
     )

@@ -25,6 +25,7 @@ status); the service adds its own beneath the same root, each with its HTTP stat
           │    ├── DatasetNotFound
           │    ├── PlanNotFound
           │    └── RunNotFound
+          ├── NotForMixtures                (422)  a route a mixture plan has no answer for
           ├── Conflict                      (409)  the request contradicts what is stored
           │    ├── RunPlanConflict
           │    └── EpochFrozen
@@ -65,6 +66,7 @@ __all__ = [
     "InvalidWeights",
     "MalformedRequest",
     "NotAcceptable",
+    "NotForMixtures",
     "NotFound",
     "PayloadTooLarge",
     "PlanNotFound",
@@ -157,6 +159,15 @@ class PlanNotFound(NotFound):
 class RunNotFound(NotFound):
     title = "Run not found"
     type_slug = "run-not-found"
+
+
+class NotForMixtures(SamplePlanServiceError):
+    """A plan route that only single-dataset plans answer (weights, classes, batches,
+    runs), asked of a mixture plan."""
+
+    status = 422
+    title = "Not served for a mixture plan"
+    type_slug = "not-for-mixtures"
 
 
 class Conflict(SamplePlanServiceError):

@@ -43,6 +43,16 @@ VERSIONS: dict[str, str] = {
 
 DATASET_ID = "a26a85b3de53bf57ead2ba3c58ade0cfa56a01192bb92df51ac936ac77350f21"
 
+MIXTURE_PLAN_CREATE: dict[str, Any] = {
+    "sources": [
+        {"name": "web", "dataset_id": DATASET_ID, "weight": 7},
+        {"name": "code", "dataset_id": DATASET_ID, "weight": 3, "order": {"shuffle_seed": 11}},
+    ],
+    "mixing": {"algorithm": "mixture-v1", "block": 100},
+    "num_samples": 1000,
+    "seed": 0,
+}
+
 DATASET: dict[str, Any] = {
     "id": "a26a85b3de53bf57ead2ba3c58ade0cfa56a01192bb92df51ac936ac77350f21",
     "size": 15,
@@ -318,6 +328,7 @@ DATASET_ID_EXAMPLES = {
 #: A label-set dataset (issue 10): four samples, one with no label.
 LABEL_SETS_CREATE: dict[str, Any] = {"labels": [["cat"], ["cat", "dog"], [], ["emu", "cat"]]}
 LABEL_SETS_ID = "24540d965b4d0d5fdc432386aeaa03b1c7ea5e727d79cdbbc6c62be02731f49b"
+
 LABEL_SETS_ID_EXAMPLES = {
     "example": openapi_example(
         "The example label-set dataset",
@@ -325,7 +336,28 @@ LABEL_SETS_ID_EXAMPLES = {
         "Created by POST /v1/datasets with its 'Label sets' example.",
     )
 }
+
 OFFSETS: dict[str, Any] = {"dataset_id": LABEL_SETS_ID, "length": 5, "offsets": [0, 1, 3, 3, 5]}
+
+#: The example dataset's labels with token lengths (``DATASET_WITH_LENGTHS_CREATE``).
+LENGTHS_DATASET_ID = "a0957563ceea520efdeb82db318778e45e8ad62501a993a5730a4ac6bea52f6e"
+
+LENGTHS: dict[str, Any] = {
+    "dataset_id": LENGTHS_DATASET_ID,
+    "length": 15,
+    "lengths": [512, 130, 77, 1024, 300, 41, 980, 66, 250, 8, 700, 120, 33, 410, 95],
+}
+
+DATASET_WITH_LENGTHS_CREATE: dict[str, Any] = {"labels": LABELS, "lengths": LENGTHS["lengths"]}
+
+LENGTHS_ID_EXAMPLES = {
+    "example": openapi_example(
+        "The example dataset with token lengths",
+        LENGTHS_DATASET_ID,
+        "Created by POST /v1/datasets with its 'Token lengths' example.",
+    )
+}
+
 
 RUN_ID = "example-run"
 

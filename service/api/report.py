@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any, NamedTuple
 
-from sampleplan.service.api.schemas import ClassRow, PlanOut
+from sampleplan.service.api.schemas import ClassRow, MixturePlanOut, PlanOut
 
 #: A drawn sample of a class seen more often than this per epoch, on average, is flagged.
 REPEAT_WARNING = 3.0
@@ -385,3 +385,57 @@ def _key_values(items: Iterable[tuple[str, str]]) -> str:
         for k, v in items
     )
     return f'<table class="manifest">{rows}</table>'
+
+
+def render_mixture_report(plan: MixturePlanOut) -> str:
+    """The HTML page of a mixture plan: each source's requested and realised share, the
+    passes over it (a warning past 4) and the reproducibility manifest."""
+    mixing = plan.config["mixing"]
+    warnings = (
+        [f'<div class="warning">{escape(w)}</div>' for w in plan.warnings]
+        if plan.warnings
+        else ['<div class="ok">No source is passed over more than 4 times in the epoch.</div>']
+    )
+    tokens = any(s.realised_token_share is not None for s in plan.sources)
+    head = (
+        '<table class="sources"><thead><tr><th class="class">source</th><th>from</th>'
+        "<th>length</th><th>offset</th><th>requested share</th><th>realised share</th>"
+        + ("<th>realised share of tokens</th>" if tokens else "")
+        + "<th>samples</th><th>passes</th></tr></thead><tbody>"
+    )
+    body = "".join(
+        f'<tr><td class="class">{escape(s.name)}</td>'
+        f'<td class="key"><code>{escape(s.dataset_id or s.plan_id or "")[:12]}</code></td>'
+        f"<td>{s.length:,}</td><td>{s.offset:,}</td><td>{_pct(s.requested_share, 2)}</td>"
+        f"<td>{_pct(s.realised_share, 2)}</td>"
+        + (f"<td>{_pct(s.realised_token_share, 2)}</td>" if tokens else "")
+        + f"<td>{s.samples:,}</td><td>{_num(s.passes)}</td></tr>"
+        for s in plan.sources
+    )
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',
+        f"<title>sampleplan report: mixture {escape(plan.id[:12])}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Mixture plan <code>{escape(plan.id)}</code></h1>",
+        f'<p class="muted">{len(plan.sources):,} sources mixed by '
+        f"<code>{escape(str(mixing['algorithm']))}</code>; epoch {plan.epoch} has "
+        f"{plan.num_samples:,} positions over a ConcatDataset of {plan.size:,} samples.</p>",
+        *warnings,
+        "<h2>Sources: requested and realised shares</h2>",
+        head + body + "</tbody></table>",
+        "<h2>Reproducibility manifest</h2>",
+        '<p class="muted">Check a stream against the SHA-256 that '
+        "<code>GET /v1/plans/{plan_id}/indices/summary</code> answers.</p>",
+        _key_values(
+            [
+                ("plan id", plan.id),
+                *plan.versions.items(),
+                ("config", json.dumps(plan.config, sort_keys=True)),
+            ]
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -29,6 +29,7 @@ from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.labelsets import LabelReduce
+from sampleplan.core.mixtures import MAX_SOURCES
 from sampleplan.core.runs import UpdateOp, parse_op
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import Split
@@ -108,6 +109,25 @@ class DatasetCreate(_Request):
         description="Labels in sample order: all integers or all strings; or label sets, "
         "a list of labels per sample ([[0, 3], [2], []]).",
         examples=[[0, 0, 0, 1, 2, 2]],
+    )
+    lengths: Annotated[
+        SkipValidation[list[int]] | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+                    },
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
+        default=None,
+        description="Each sample's token count (one per label), for mixtures with "
+        '`"unit": "tokens"`: the dataset is then stored under an id of its own (labels and '
+        "lengths together). Tables give them by `length_column` instead.",
     )
 
 
@@ -224,22 +244,157 @@ class PlanFromLabels(PlanFields):
     dataset_id: None = None
 
 
-class PlanCreate(PlanFields):
-    """A plan over a stored dataset (``dataset_id``) or over inline ``labels``.
+#: A source's ``order``, checked by the core (its 422 names the source).
+SourceOrderField = Annotated[
+    SkipValidation[Any],
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": ["sequential", "reshuffled"]},
+                {
+                    "type": "object",
+                    "properties": {
+                        "shuffle_seed": {"type": "integer", "minimum": 0, "exclusiveMaximum": 2**63}
+                    },
+                    "required": ["shuffle_seed"],
+                    "additionalProperties": False,
+                },
+            ],
+            "description": 'Which element each take is: "sequential" (k mod n), '
+            '{"shuffle_seed": s} (numpy.random.default_rng(s).permutation(n), cycled: '
+            'Dataset.shuffle(seed=s)) or "reshuffled" (the default: a fresh keyed permutation '
+            "per pass). Dataset sources only: a plan source takes its plan's stream.",
+        }
+    ),
+]
 
-    Its JSON schema is :class:`PlanFromDataset` or :class:`PlanFromLabels`, exactly one
-    (see :meth:`__get_pydantic_json_schema__`); this model validates both, and its own
-    check says which source is missing or doubled.
+
+class SourceIn(_Request):
+    """One source of a mixture: a stored dataset or a plan over one dataset."""
+
+    name: str = Field(min_length=1, max_length=256, description="Unique within the mixture.")
+    dataset_id: str | None = Field(
+        default=None, description="A stored dataset (its length numbers ConcatDataset's)."
+    )
+    plan_id: str | None = Field(
+        default=None,
+        description="A plan over one dataset: its stream, epochs concatenated, in its "
+        "dataset's space.",
+    )
+    weight: float | None = Field(
+        default=None,
+        description='Proportions "weights" only (required then): a finite number >= 0.',
+        json_schema_extra={"minimum": 0},
+    )
+    order: SourceOrderField = None
+
+
+class TemperatureIn(_Request):
+    temperature: float = Field(
+        description="T > 0: proportions size ** (1 / T), normalised.",
+        json_schema_extra={"exclusiveMinimum": 0},
+    )
+
+
+class MixingIn(_Request):
+    """How the sources are mixed; every option has a default."""
+
+    algorithm: Literal["mixture-v1", "hf-interleave", "megatron-blend"] = Field(
+        default="mixture-v1",
+        description="mixture-v1 (seeded windows of exact counts), hf-interleave (exactly "
+        "datasets.interleave_datasets) or megatron-blend (exactly Megatron-core's "
+        "BlendedDataset index).",
+    )
+    proportions: Literal["weights", "sizes"] | TemperatureIn = Field(
+        default="weights",
+        description='"weights" (w / sum(w)), "sizes" (the sources\' sizes) or '
+        '{"temperature": T} (size ** (1 / T) normalised).',
+    )
+    stopping: Literal["first_exhausted", "all_exhausted"] | None = Field(
+        default=None, description="hf-interleave only; default first_exhausted."
+    )
+    unit: Literal["samples", "tokens"] | None = Field(
+        default=None,
+        description='mixture-v1 only; default samples. "tokens" needs every source\'s '
+        "dataset uploaded with a length_column.",
+    )
+    block: int | None = Field(
+        default=None,
+        description="mixture-v1 only: the window of exact counts; default 1024.",
+        json_schema_extra={"minimum": 1},
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(exclude_none=True)
+        if isinstance(self.proportions, TemperatureIn):
+            out["proportions"] = {"temperature": self.proportions.temperature}
+        return out
+
+
+class PlanFromSources(_Request):
+    """A mixture: one stream over several sources (indices are ConcatDataset positions)."""
+
+    sources: list[SourceIn] = Field(
+        min_length=1, max_length=MAX_SOURCES, description="1 to 4096 sources, in this order."
+    )
+    mixing: MixingIn | None = None
+    num_samples: Annotated[int, Field(json_schema_extra={"minimum": 1})] | None = Field(
+        default=None,
+        description="Positions per epoch; null: the sources' total length (hf-interleave: "
+        "must be null, its stopping strategy ends each epoch).",
+    )
+    seed: int = Field(
+        default=0,
+        description="Seed in [0, 2**32) (hf-interleave: epoch e uses seed + e).",
+        json_schema_extra=_SEED,
+    )
+    dataset_id: None = None
+    labels: None = None
+
+
+#: The fields of :class:`PlanFields` a mixture accepts besides its own.
+_MIXTURE_FIELDS = frozenset({"num_samples", "seed", "sources", "mixing", "dataset_id", "labels"})
+
+
+class PlanCreate(PlanFields):
+    """A plan over a stored dataset (``dataset_id``), over inline ``labels``, or over
+    several ``sources`` (a mixture).
+
+    Its JSON schema is :class:`PlanFromDataset`, :class:`PlanFromLabels` or
+    :class:`PlanFromSources`, exactly one (see :meth:`__get_pydantic_json_schema__`);
+    this model validates all three, and its own check says which source is missing or
+    doubled.
     """
 
     dataset_id: str | None = None
     labels: LabelList | None = None
+    sources: list[SourceIn] | None = Field(default=None, max_length=MAX_SOURCES)
+    mixing: MixingIn | None = None
 
     @model_validator(mode="after")
     def _source(self) -> PlanCreate:
+        if self.sources is not None:
+            if self.dataset_id is not None or self.labels is not None:
+                raise ValueError(
+                    "'sources' makes a mixture: give no 'dataset_id' or 'labels' beside it"
+                )
+            other = sorted(set(self.model_fields_set) - _MIXTURE_FIELDS)
+            if other:
+                raise ValueError(
+                    f"a mixture ('sources') takes 'mixing', 'num_samples' and 'seed' only, "
+                    f"not {', '.join(repr(name) for name in other)}"
+                )
+            return self
+        if self.mixing is not None:
+            raise ValueError("'mixing' applies to a mixture only: give 'sources'")
         if (self.dataset_id is None) == (self.labels is None):
-            raise ValueError("give exactly one of 'dataset_id' or 'labels'")
+            raise ValueError("give exactly one of 'dataset_id', 'labels' or 'sources'")
         return self
+
+    def sources_json(self) -> list[dict[str, Any]]:
+        """The sources as the core reads them (fields given, nothing else)."""
+        assert self.sources is not None
+        return [s.model_dump(exclude_unset=True) for s in self.sources]
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -252,15 +407,21 @@ class PlanCreate(PlanFields):
         #     said the same, but client generators read a `oneOf` as the union of its
         #     branches and a fragment with no `type` as no schema at all
         #     (openapi-python-client skipped POST /v1/plans).
+        #     A mixture (`sources`) is a third complete object of the same `oneOf`.
         sources = core_schema.union_schema(
-            [PlanFromDataset.__pydantic_core_schema__, PlanFromLabels.__pydantic_core_schema__]
+            [
+                PlanFromDataset.__pydantic_core_schema__,
+                PlanFromLabels.__pydantic_core_schema__,
+                PlanFromSources.__pydantic_core_schema__,
+            ]
         )
         return {
             # Their union is an anyOf of references; no body matches both.
             "oneOf": handler(sources)["anyOf"],
             "title": cls.__name__,
             "description": "A plan over a stored dataset (`dataset_id`) or over inline "
-            "`labels`, exactly one, and how to weight and draw from it.",
+            "`labels`, exactly one, and how to weight and draw from it; or a mixture over "
+            "several `sources` and how to mix them.",
             "examples": [
                 {
                     "labels": [0, 0, 0, 0, 1, 1, 2],
@@ -309,6 +470,20 @@ class DatasetOut(BaseModel):
     label_cardinality: float | None = Field(
         default=None, description="Label sets only: labels per sample on average."
     )
+    total_tokens: int | None = Field(
+        default=None,
+        # Absent, not null, without lengths: datasets answer as they always have.
+        exclude_if=lambda value: value is None,
+        description="Datasets uploaded with a `length_column` only: the sum of the samples' "
+        "token counts (`GET /v1/datasets/{dataset_id}/lengths` has each).",
+    )
+    labels_dataset_id: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Datasets uploaded with a `length_column` only: the id of the same labels "
+        "without lengths. A plan over one dataset does not use the lengths: its `dataset_id` "
+        "is this one.",
+    )
 
 
 class CodesOut(BaseModel):
@@ -327,6 +502,14 @@ class OffsetsOut(BaseModel):
     offsets: list[int] = Field(
         description="Sample i's labels are codes[offsets[i]:offsets[i + 1]] of /codes."
     )
+
+
+class LengthsOut(BaseModel):
+    """``GET /v1/datasets/{dataset_id}/lengths`` as JSON (written directly, without this model)."""
+
+    dataset_id: str
+    length: int = Field(description="Dataset size: one token count per sample.")
+    lengths: list[int] = Field(description="Each sample's token count, in sample order.")
 
 
 class ClassRow(BaseModel):
@@ -461,6 +644,71 @@ class PlanOut(BaseModel):
     )
 
 
+class SourceOut(BaseModel):
+    """One source of a mixture plan: where it comes from, its place in the ConcatDataset,
+    and its requested and realised share of the epoch."""
+
+    name: str
+    dataset_id: str | None = Field(description="The source's dataset (null for a plan source).")
+    plan_id: str | None = Field(description="The source's plan (null for a dataset source).")
+    length: int = Field(
+        description="The length of the source's dataset: what ConcatDataset numbers."
+    )
+    offset: int = Field(description="Its first ConcatDataset position: the lengths before it.")
+    size: int = Field(
+        description='What "sizes" and temperatures count: its length, or a plan source\'s '
+        "population size."
+    )
+    weight: float | None = Field(description='Its weight (proportions "weights" only).')
+    order: str | dict[str, int] = Field(
+        description='"sequential", "reshuffled", {"shuffle_seed": s}, or "plan" for a plan source.'
+    )
+    total_tokens: int | None = Field(
+        description="The sum of its samples' token counts (null without a length_column)."
+    )
+    requested_share: float = Field(
+        description='Its proportion as asked (of tokens under "unit": "tokens").'
+    )
+    sample_share: float = Field(
+        description='The proportion of samples the algorithm draws it by (with "unit": '
+        '"tokens": requested_share / mean length, normalised).'
+    )
+    samples: int = Field(description="Its draws in the epoch.")
+    realised_share: float = Field(description="samples / num_samples.")
+    realised_token_share: float | None = Field(
+        description="Its share of the epoch's tokens, by its mean token length (null unless "
+        "every source has token lengths)."
+    )
+    passes: float = Field(description="Passes over the source in the epoch: samples / length.")
+    warning: str | None = Field(
+        description="Set when the epoch passes over the source more than 4 times: repeated "
+        "data loses value."
+    )
+
+
+class MixturePlanOut(BaseModel):
+    """A mixture plan: one stream over several sources (plan field ``sources``)."""
+
+    id: str = Field(description="SHA-256 of the canonical config.")
+    kind: Literal["mixture"] = "mixture"
+    config: dict[str, Any] = Field(
+        description="The canonical config: sources (name, dataset_id or plan_id, weight, "
+        "order), mixing with every default of its algorithm, num_samples (resolved; null for "
+        "hf-interleave) and seed."
+    )
+    epoch: int = Field(default=0, description="The epoch the shares describe.")
+    num_samples: int = Field(
+        description="Positions in the epoch (hf-interleave: where its stopping strategy ends it)."
+    )
+    size: int = Field(description="len(ConcatDataset(sources)): the sources' lengths summed.")
+    sources: list[SourceOut]
+    warnings: list[str] = Field(description="The sources' warnings, collected.")
+    versions: dict[str, str] = Field(
+        description="The reproducibility manifest: the mixing algorithm and its version, "
+        "numpy, the CPU architecture as `machine`, sampleplan."
+    )
+
+
 class StreamSummaryOut(BaseModel):
     """What one (epoch, rank) stream holds, without the stream itself."""
 
@@ -478,6 +726,12 @@ class StreamSummaryOut(BaseModel):
         "`hashlib.sha256(np.asarray(list(sampler), dtype='<i8').tobytes()).hexdigest()`."
     )
     versions: dict[str, str] = Field(description="The plan's reproducibility manifest.")
+    tokens: list[float] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Mixtures whose every source has token lengths only: the tokens of each "
+        "source in this stream (then `classes` are the source names, `counts` its draws).",
+    )
 
 
 class SampleOut(BaseModel):
@@ -604,7 +858,9 @@ class RunUpdateIn(_Request):
         description="`set` (w = v), `mul` (w = w * v) or `ema` (w = (1 - alpha) w + alpha v)."
     )
     alpha: float | None = Field(default=None, description="`ema` only: in (0, 1].")
-    indices: SkipValidation[list[int]] = Field(description="Population positions.")
+    indices: SkipValidation[list[int]] = Field(
+        description="Population positions (a mixture plan's run: source positions)."
+    )
     values: SkipValidation[list[float]] = Field(description="One value per index.")
     update_id: str | None = Field(
         default=None,

@@ -36,6 +36,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -110,6 +112,11 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
             "examples": {
                 "labels": examples.openapi_example("String labels", examples.DATASET_CREATE),
                 "ints": examples.openapi_example("Integer labels", {"labels": [0, 0, 0, 1, 2, 2]}),
+                "lengths": examples.openapi_example(
+                    "Token lengths",
+                    examples.DATASET_WITH_LENGTHS_CREATE,
+                    "Labels and each sample's token count (mixtures by tokens).",
+                ),
                 "label_sets": examples.openapi_example(
                     "Label sets", examples.LABEL_SETS_CREATE, "Multi-label: a list per sample."
                 ),
@@ -229,7 +236,7 @@ def labels_from_table_file(
     return labels
 
 
-def _labels_from_json(body: bytes) -> Labels | LabelSets:
+def _labels_from_json(body: bytes) -> tuple[Labels | LabelSets, npt.NDArray[np.int64] | None]:
     # The same errors FastAPI gives a JSON body it validates itself (see api/problems.py).
     if not body:
         raise RequestValidationError(
@@ -259,7 +266,18 @@ def _labels_from_json(body: bytes) -> Labels | LabelSets:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from exc
-    return labels_or_label_sets(parsed.labels)
+    labels = labels_or_label_sets(parsed.labels)
+    if parsed.lengths is None:
+        return labels, None
+    values = parsed.lengths
+    if not isinstance(values, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SAMPLE_TOKENS
+        for v in values
+    ):
+        raise InvalidLabels(
+            f"'lengths' should be a list of integers in [0, {MAX_SAMPLE_TOKENS}] (token counts)"
+        )
+    return labels, checked_lengths(np.array(values, dtype=np.int64), labels.size, "'lengths'")
 
 
 def labels_from_upload(
@@ -269,8 +287,9 @@ def labels_from_upload(
     label_column: str = "label",
     dtype: RawDtype = "int64",
     label_separator: str | None = None,
-) -> Labels | LabelSets:
-    """Parse an upload body by its ``Content-Type`` (see the module docstring).
+) -> tuple[Labels | LabelSets, npt.NDArray[np.int64] | None]:
+    """Parse an upload body by its ``Content-Type`` (see the module docstring): its labels,
+    and the token lengths a JSON body may give (``lengths``).
 
     Raises :class:`UnsupportedMediaType` for a media type not in the table, and the
     parsers' :class:`~sampleplan.service.errors.InvalidLabels` for bad content.
@@ -292,6 +311,18 @@ def labels_from_upload(
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         return _labels_from_json(body)
+    return _labels_from_other(body, media_type, charset, label_column, dtype, label_separator), None
+
+
+def _labels_from_other(
+    body: bytes,
+    media_type: str,
+    charset: str | None,
+    label_column: str,
+    dtype: RawDtype,
+    label_separator: str | None,
+) -> Labels | LabelSets:
+    """Labels of a body that is not JSON (by its media type)."""
     if media_type == NPY:
         return manifests.labels_from_npy(body, names=BODY)
     if media_type == NPZ:
@@ -352,3 +383,92 @@ def upload_description() -> str:
         "This document's `requestBody.content` holds the JSON and raw forms, the ones client "
         f"generators send; `{OTHER_CONTENT}` holds the other formats, in the same form."
     )
+
+
+#: How the core's messages name a length column: the request body and its query parameter.
+LENGTHS_BODY = InputNames(source="the body", column_option="the 'length_column' query parameter")
+#: The largest token count one sample may have (their sums stay exact in int64 and float64).
+MAX_SAMPLE_TOKENS = 2**32 - 1
+
+
+def lengths_upload_format(content_type: str | None) -> Literal["parquet", "arrow", "csv", "jsonl"]:
+    """The format a ``length_column`` is read from, or a 422 for any other body."""
+    fmt = table_format(content_type)
+    if fmt is not None:
+        return fmt
+    media_type, _ = parse_content_type(content_type)
+    if media_type == CSV:
+        return "csv"
+    if media_type in _NDJSON_ALIASES:
+        return "jsonl"
+    raise InvalidLabels(
+        "length_column applies to tables only: Parquet, Arrow, CSV or JSON Lines bodies, "
+        f"not to {media_type or 'a body without a Content-Type'}"
+    )
+
+
+def token_lengths_from_upload(
+    fmt: Literal["parquet", "arrow", "csv", "jsonl"],
+    *,
+    column: str,
+    size: int,
+    path: Path | None = None,
+    body: bytes | None = None,
+    max_decoded_bytes: int | None = None,
+) -> npt.NDArray[np.int64]:
+    """The per-sample token counts of column ``column``: integers in
+    ``[0, MAX_SAMPLE_TOKENS]``, one per sample (``size`` of them), no nulls."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
+
+    try:
+        if fmt in ("parquet", "arrow"):
+            assert path is not None
+            with pa.memory_map(str(path)) as source:
+                values: Any = read_label_column(
+                    source,
+                    fmt,
+                    column,
+                    max_rows=size,
+                    max_decoded_bytes=max_decoded_bytes,
+                    names=LENGTHS_BODY,
+                )
+        else:
+            assert body is not None
+            reader = pa.BufferReader(body)
+            table = pa_csv.read_csv(reader) if fmt == "csv" else pa_json.read_json(reader)
+            if column not in table.column_names:
+                raise InvalidLabels(
+                    f"the body has no column {column!r} (the 'length_column' query parameter); "
+                    f"it has {', '.join(repr(n) for n in table.column_names[:20]) or 'none'}"
+                )
+            values = table.column(column)
+    except pa.ArrowException as exc:
+        raise InvalidLabels(f"cannot read the length column {column!r}: {exc}") from exc
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if values.null_count or not pa.types.is_integer(values.type):
+        raise InvalidLabels(
+            f"the length column {column!r} should hold integers (token counts) with no nulls, "
+            f"not {values.type}{' with nulls' if values.null_count else ''}"
+        )
+    return checked_lengths(
+        np.asarray(values.to_numpy(zero_copy_only=False)), size, f"the length column {column!r}"
+    )
+
+
+def checked_lengths(lengths: npt.NDArray[Any], size: int, what: str) -> npt.NDArray[np.int64]:
+    """Token counts as int64, refused (422) unless integers in ``[0, MAX_SAMPLE_TOKENS]``,
+    one per label."""
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
+        raise InvalidLabels(f"{what} should be a list of integers (token counts)")
+    if lengths.shape[0] != size:
+        raise InvalidLabels(f"{what} has {lengths.shape[0]} values for {size} labels")
+    if lengths.shape[0] and (int(lengths.min()) < 0 or int(lengths.max()) > MAX_SAMPLE_TOKENS):
+        raise InvalidLabels(
+            f"{what} should hold token counts in [0, {MAX_SAMPLE_TOKENS}]; it has "
+            f"{int(lengths.min())} to {int(lengths.max())}"
+        )
+    return lengths.astype(np.int64)

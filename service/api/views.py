@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sampleplan.core.mixtures import SourceShare
 from sampleplan.core.stats import PlanStats, plan_statistics
 from sampleplan.service.api.report import MAX_FLAGGED, REPEAT_WARNING
 from sampleplan.service.api.schemas import (
@@ -26,9 +27,12 @@ from sampleplan.service.api.schemas import (
     DatasetOut,
     EpochCoverage,
     LabelSetSummary,
+    MixturePlanOut,
     PlanOut,
+    SourceOut,
 )
 from sampleplan.service.catalog import DatasetInfo, Plan
+from sampleplan.service.mixture_plans import MixturePlan
 
 
 def dataset_out(info: DatasetInfo) -> DatasetOut:
@@ -42,6 +46,8 @@ def dataset_out(info: DatasetInfo) -> DatasetOut:
         multi_label=info.multi_label,
         unlabelled=info.unlabelled,
         label_cardinality=info.label_cardinality,
+        total_tokens=info.total_tokens,
+        labels_dataset_id=info.labels_dataset_id,
     )
 
 
@@ -157,4 +163,47 @@ def classes_out(plan: Plan, epoch: int, stats: PlanStats, offset: int, limit: in
         limit=limit,
         classes=rows_of(plan, stats, offset, end),
         next=classes_path(plan.id, epoch, end, limit) if end < total else None,
+    )
+
+
+def mixture_plan_out(
+    plan: MixturePlan, shares: list[SourceShare], epoch: int = 0
+) -> MixturePlanOut:
+    """The answer for a mixture plan: its config, each source and its shares of ``epoch``."""
+    mixture = plan.mixture
+    offsets = mixture.offsets.tolist()
+    sample_shares = mixture.sample_proportions / float(mixture.sample_proportions.sum())
+    sources = []
+    for i, (config, source, share, given) in enumerate(
+        zip(plan.config["sources"], mixture.sources, shares, plan.inputs, strict=True)
+    ):
+        sources.append(
+            SourceOut(
+                name=source.name,
+                dataset_id=config.get("dataset_id"),
+                plan_id=config.get("plan_id"),
+                length=source.length,
+                offset=int(offsets[i]),
+                size=source.resolved_size,
+                weight=config.get("weight"),
+                order=config["order"],
+                total_tokens=given.total_tokens,
+                requested_share=share.requested,
+                sample_share=float(sample_shares[i]),
+                samples=share.samples,
+                realised_share=share.realised,
+                realised_token_share=share.tokens_realised,
+                passes=share.passes,
+                warning=share.warning,
+            )
+        )
+    return MixturePlanOut(
+        id=plan.id,
+        config=plan.config,
+        epoch=epoch,
+        num_samples=plan.drawer.num_samples_at(epoch),
+        size=mixture.size,
+        sources=sources,
+        warnings=[s.warning for s in shares if s.warning is not None],
+        versions=plan.versions,
     )

@@ -14,11 +14,19 @@ from sampleplan.service.storage.runs import (
     RunTransaction,
     UpdateRecord,
 )
-from sampleplan.service.storage.store import DatasetRecord, PlanRecord, PlanStore
+from sampleplan.service.storage.store import (
+    DatasetRecord,
+    LengthsRecord,
+    MixturePlanRecord,
+    PlanRecord,
+    PlanStore,
+)
 
 __all__ = [
     "DatasetRecord",
     "EpochRecord",
+    "LengthsRecord",
+    "MixturePlanRecord",
     "PlanRecord",
     "PlanStore",
     "RunBatch",

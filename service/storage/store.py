@@ -76,6 +76,33 @@ plans = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Datasets with per-sample token lengths (schema 4): ``id`` names the labels and the
+# lengths together (a dataset id of its own), ``labels_id`` the stored labels they go with.
+# A table of its own, so that the datasets table and its rows stay as they were.
+dataset_lengths = sa.Table(
+    "dataset_lengths",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("labels_id", sa.String(64), sa.ForeignKey("datasets.id"), nullable=False, index=True),
+    sa.Column("total", sa.BigInteger, nullable=False),  # the sum of the lengths
+    # little-endian int64 lengths, NOTE [How arrays are stored]
+    sa.Column("lengths", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Mixture plans (schema 4): a plan over several sources has no one dataset, so it cannot
+# be a row of ``plans`` (whose ``dataset_id`` is a required foreign key). Its sources'
+# dataset and plan ids are in its canonical config. Ids share one namespace with
+# ``plans`` (both are SHA-256 of distinct canonical forms).
+mixture_plans = sa.Table(
+    "mixture_plans",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("config", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("versions", sa.Text, nullable=False),  # JSON: what defines the streams
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 schema_version = sa.Table(
     "schema_version",
     metadata,
@@ -98,7 +125,12 @@ schema_version = sa.Table(
 #:   ``run_epochs.base_epoch`` and ``runs.kept_from``, index ``ix_run_updates_run_seq``.
 #:   Every version-2 frozen epoch is a keyframe as it stands; a version-2 release would
 #:   read a derived epoch (no weights) as the plan's weights, so it must refuse.
-SCHEMA_VERSION = 3
+#: - 4: new tables ``dataset_lengths`` (per-sample token lengths, a dataset id of their
+#:   own) and ``mixture_plans`` (plans over several sources); ``runs.plan_id`` is no
+#:   longer a foreign key to ``plans`` (a run may draw from a mixture plan). A version-3
+#:   release would answer 404 for a mixture plan and lose datasets' lengths, so it must
+#:   refuse.
+SCHEMA_VERSION = 4
 
 
 def _to_v2(conn: Connection) -> None:
@@ -125,10 +157,51 @@ def _to_v3(conn: Connection) -> None:
     )
 
 
+def _to_v4(conn: Connection) -> None:
+    """Version 3 -> 4: ``metadata.create_all`` made the two new tables (``dataset_lengths``,
+    ``mixture_plans``) in the same transaction, before the steps run; here ``runs.plan_id``
+    stops being a foreign key to ``plans`` (a run's plan may be a mixture plan).
+
+    PostgreSQL drops the constraint. SQLite cannot drop a constraint: the ``runs`` table is
+    made again without it, its rows copied, inside this transaction. Its children's rows
+    (``run_updates``, ``run_epochs``) are set aside first and put back after, so that
+    dropping the old table orphans nothing (SQLite's foreign keys stay on throughout).
+    """
+    inspector = sa.inspect(conn)
+    keys = [fk for fk in inspector.get_foreign_keys("runs") if fk.get("referred_table") == "plans"]
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        for fk in keys:
+            conn.exec_driver_sql(f'ALTER TABLE runs DROP CONSTRAINT "{fk["name"]}"')
+        return
+    from sampleplan.service.storage.runs import run_epochs, run_updates, runs
+
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(c.name) for c in runs.columns)
+    children = (run_updates.name, run_epochs.name)
+    for child in children:
+        conn.exec_driver_sql(f"CREATE TEMP TABLE v4_{child} AS SELECT * FROM {child}")
+    for child in reversed(children):
+        conn.exec_driver_sql(f"DELETE FROM {child}")
+    rebuilt = sa.Table("runs_v4", sa.MetaData(), *(c._copy() for c in runs.columns))
+    conn.execute(sa.schema.CreateTable(rebuilt))
+    conn.exec_driver_sql(f"INSERT INTO runs_v4 ({columns}) SELECT {columns} FROM runs")
+    conn.exec_driver_sql("DROP TABLE runs")
+    conn.exec_driver_sql("ALTER TABLE runs_v4 RENAME TO runs")
+    for index in runs.indexes:
+        index.create(conn, checkfirst=True)
+    for child in children:
+        table = run_updates if child == run_updates.name else run_epochs
+        names = ", ".join(quote(c.name) for c in table.columns)
+        conn.exec_driver_sql(f"INSERT INTO {child} ({names}) SELECT {names} FROM v4_{child}")
+        conn.exec_driver_sql(f"DROP TABLE v4_{child}")
+
+
 #: ``{n: step}``: the step from version ``n - 1`` to ``n``, run in order on start-up, in
 #: the same transaction (and under the same lock) as the version bump. Version 1 is the
 #: first release's tables; a database made before ``schema_version`` existed is version 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
 
 #: Serialises schema creation when several replicas start against one PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x5A3F_1E00
@@ -195,6 +268,23 @@ class DatasetRecord:
     codes: bytes  # raw, uncompressed
     #: Label sets only: raw little-endian int64 CSR offsets (size + 1), uncompressed.
     offsets: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LengthsRecord:
+    """A dataset's per-sample token lengths: ``id`` names labels and lengths together."""
+
+    id: str
+    labels_id: str
+    total: int
+    lengths: bytes  # raw little-endian int64, uncompressed
+
+
+@dataclass(frozen=True)
+class MixturePlanRecord:
+    id: str
+    config: dict[str, Any]
+    versions: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -626,7 +716,57 @@ class PlanStore:
                 dataset_new = self._insert_dataset(conn, dataset, dataset_values)
             return self._insert_ignore(conn, plans, values), dataset_new
 
+    def put_lengths(self, record: LengthsRecord, dataset: DatasetRecord) -> tuple[bool, bool]:
+        """Store token lengths and the labels they go with, in one transaction;
+        ``(lengths are new, labels are new)``."""
+        dataset_values = self._dataset_values(dataset)
+        values = {
+            "id": record.id,
+            "labels_id": record.labels_id,
+            "total": record.total,
+            "lengths": compress(record.lengths),
+            "created_at": _now(),
+        }
+        with self._transaction() as conn:
+            dataset_new = self._insert_dataset(conn, dataset, dataset_values)
+            return self._insert_ignore(conn, dataset_lengths, values), dataset_new
+
+    def put_mixture_plan(self, record: MixturePlanRecord) -> bool:
+        """Store a mixture plan; ``True`` if it was new."""
+        values = {
+            "id": record.id,
+            "config": json.dumps(record.config, sort_keys=True),
+            "versions": json.dumps(record.versions, sort_keys=True),
+            "created_at": _now(),
+        }
+        with self._transaction() as conn:
+            return self._insert_ignore(conn, mixture_plans, values)
+
     # -- reads ----------------------------------------------------------------------------
+
+    def get_lengths(self, dataset_id: str) -> LengthsRecord | None:
+        """The token lengths whose dataset id is ``dataset_id`` (``None``: no such lengths)."""
+        query = sa.select(dataset_lengths).where(dataset_lengths.c.id == dataset_id)
+        with self._connection() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return LengthsRecord(
+            id=row["id"],
+            labels_id=row["labels_id"],
+            total=int(row["total"]),
+            lengths=decompress(row["lengths"]),
+        )
+
+    def get_mixture_plan(self, plan_id: str) -> MixturePlanRecord | None:
+        query = sa.select(mixture_plans).where(mixture_plans.c.id == plan_id)
+        with self._connection() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return MixturePlanRecord(
+            id=row["id"], config=json.loads(row["config"]), versions=json.loads(row["versions"])
+        )
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
         query = (
@@ -648,6 +788,13 @@ class PlanStore:
             codes=decompress(row["codes"]),
             offsets=decompress(row["offsets"]) if row["offsets"] is not None else None,
         )
+
+    def dataset_size(self, dataset_id: str) -> int | None:
+        """A stored dataset's number of samples, without reading its labels."""
+        query = sa.select(datasets.c.size).where(datasets.c.id == dataset_id)
+        with self._connection() as conn:
+            size = conn.execute(query).scalar_one_or_none()
+        return None if size is None else int(size)
 
     def dataset_exists(self, dataset_id: str) -> bool:
         with self._connection() as conn:

@@ -269,7 +269,14 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("malformed JSON", "POST", "/v1/datasets", b'{"labels": [0, 1', 400, "not valid JSON"),
     ("empty body", "POST", "/v1/datasets", b"", 422, "Field required"),
     # -- plans: source
-    ("no source", "POST", "/v1/plans", {"seed": 1}, 422, "exactly one of 'dataset_id' or 'labels'"),
+    (
+        "no source",
+        "POST",
+        "/v1/plans",
+        {"seed": 1},
+        422,
+        "exactly one of 'dataset_id', 'labels' or 'sources'",
+    ),
     (
         "two sources",
         "POST",

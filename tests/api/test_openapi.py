@@ -77,6 +77,8 @@ OPERATION_IDS = {
     ("head", "/v1/datasets/{dataset_id}/codes"): "head_codes",
     ("get", "/v1/datasets/{dataset_id}/offsets"): "get_offsets",
     ("head", "/v1/datasets/{dataset_id}/offsets"): "head_offsets",
+    ("get", "/v1/datasets/{dataset_id}/lengths"): "get_lengths",
+    ("head", "/v1/datasets/{dataset_id}/lengths"): "head_lengths",
     ("post", "/v1/plans"): "create_plan",
     ("get", "/v1/plans/{plan_id}"): "get_plan",
     ("get", "/v1/plans/{plan_id}/classes"): "get_classes",

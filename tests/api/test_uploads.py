@@ -151,7 +151,7 @@ def test_openapi_lists_every_upload_type(client: TestClient) -> None:
         "application/vnd.apache.arrow.file",
     }
     params = {p["name"] for p in operation["parameters"]}
-    assert params == {"label_column", "dtype", "label_separator"}
+    assert params == {"label_column", "dtype", "label_separator", "length_column"}
     assert {"413", "415", "422"} <= set(operation["responses"])
 
 

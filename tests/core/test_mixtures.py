@@ -30,6 +30,7 @@ from sampleplan.core.mixtures import drawers as drawers_module
 from sampleplan.core.mixtures.drawers import PERIOD_BITS, MixtureV1Drawer
 from sampleplan.core.mixtures.orders import keyed_permutation, mix
 from sampleplan.core.streams import StreamRequest
+from tests.helpers.mixtures import megatron_build_blending_indices
 
 # The cumulative bound docs/design.md proves for mixture-v1 ("mixture-v1's bounds"), in
 # samples, at every window end.
@@ -46,32 +47,6 @@ def _sources(
 
 
 # -- megatron-blend -----------------------------------------------------------------------
-
-
-def megatron_build_blending_indices(weights: list[float], size: int) -> tuple[list[int], list[int]]:
-    """Megatron-core's ``build_blending_indices`` (helpers.cpp), written out plainly.
-
-    ``weights`` are normalised as megatron.core.datasets.utils.normalize does
-    (``numpy.array(w, float64) / numpy.sum(...)``); returns (dataset_index,
-    dataset_sample_index).
-    """
-    w = np.array(weights, dtype=np.float64)
-    w = (w / np.sum(w)).tolist()
-    current_samples = [0] * len(w)
-    dataset_index, dataset_sample_index = [], []
-    for sample_idx in range(size):
-        sample_idx_double = max(float(sample_idx), 1.0)
-        max_error_index = 0
-        max_error = w[0] * sample_idx_double - float(current_samples[0])
-        for dataset_idx in range(1, len(w)):
-            error = w[dataset_idx] * sample_idx_double - float(current_samples[dataset_idx])
-            if error > max_error:
-                max_error = error
-                max_error_index = dataset_idx
-        dataset_index.append(max_error_index)
-        dataset_sample_index.append(current_samples[max_error_index])
-        current_samples[max_error_index] += 1
-    return dataset_index, dataset_sample_index
 
 
 @pytest.mark.parametrize("case", range(10))

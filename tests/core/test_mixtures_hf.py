@@ -13,6 +13,7 @@ from sampleplan.core.mixtures import (
     mixture_drawer,
 )
 from sampleplan.core.mixtures import drawers as drawers_module
+from tests.helpers.mixtures import hf_interleave_stream
 
 datasets = pytest.importorskip("datasets")
 
@@ -25,18 +26,7 @@ def _hf_stream(
     stopping: str,
 ) -> list[int]:
     """``interleave_datasets`` of datasets holding their ``ConcatDataset`` positions."""
-    parts = []
-    offset = 0
-    for n, shuffle_seed in zip(lengths, shuffle_seeds, strict=True):
-        part = datasets.Dataset.from_dict({"idx": list(range(offset, offset + n))})
-        if shuffle_seed is not None:
-            part = part.shuffle(seed=shuffle_seed)
-        parts.append(part)
-        offset += n
-    mixed = datasets.interleave_datasets(
-        parts, probabilities=probabilities, seed=seed, stopping_strategy=stopping
-    )
-    return list(mixed["idx"])
+    return hf_interleave_stream(datasets, lengths, probabilities, shuffle_seeds, seed, stopping)
 
 
 def _case(rng: np.random.Generator) -> tuple[list[int], list[float], list[int | None], int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -277,8 +278,8 @@ def test_blobs_are_zstd_when_it_pays_and_raw_otherwise(data: bytes, codec: bytes
 
 def test_a_version_1_database_is_migrated_to_the_current_version(database_url: str) -> None:
     """The first release's database (its three tables, version 1, a zlib blob) gains the
-    label-set and run tables (as schema 3 has them), keeps its data, and is then refused
-    by a version-1 release."""
+    label-set, run, lengths and mixture tables (as schema 4 has them), keeps its data, and
+    is then refused by a version-1 release."""
     import zlib
     from datetime import datetime, timezone
 
@@ -306,13 +307,62 @@ def test_a_version_1_database_is_migrated_to_the_current_version(database_url: s
 
     migrated = PlanStore.open(database_url)
     try:
-        assert store_module.SCHEMA_VERSION == 3
-        assert migrated.current_schema_version() == 3
+        assert store_module.SCHEMA_VERSION == 4
+        assert migrated.current_schema_version() == 4
         inspector = sa.inspect(migrated.engine)
         tables = set(inspector.get_table_names())
         assert {"dataset_label_sets", "runs", "run_updates", "run_epochs"} <= tables
+        assert {"dataset_lengths", "mixture_plans"} <= tables
         assert "base_epoch" in {c["name"] for c in inspector.get_columns("run_epochs")}
         assert "kept_from" in {c["name"] for c in inspector.get_columns("runs")}
         assert migrated.get_dataset(old.id) == old
     finally:
         migrated.close()
+
+
+def test_a_version_3_database_is_migrated_to_4_and_keeps_every_row(database_url: str) -> None:
+    """Schema 4 adds ``dataset_lengths`` and ``mixture_plans``: a version-3 database (its
+    tables without them) gains both, keeps its datasets and plans as they were, and takes
+    token lengths and mixture plans after."""
+    drop_everything(database_url)
+    old_dataset = dataset(31)
+    old_plan = plan(old_dataset.id, 4, weights=b"\x00" * 8 * 100)
+    with _opened(database_url) as store:
+        assert store.put_plan(old_plan, old_dataset)
+    engine = store_module.create_engine_for(database_url)
+    with engine.begin() as conn:
+        store_module.metadata.drop_all(
+            conn, tables=[store_module.dataset_lengths, store_module.mixture_plans]
+        )
+        conn.execute(store_module.schema_version.update().values(version=3))
+    engine.dispose()
+
+    with _opened(database_url) as migrated:
+        assert migrated.current_schema_version() == 4
+        tables = set(sa.inspect(migrated.engine).get_table_names())
+        assert {"dataset_lengths", "mixture_plans"} <= tables
+        assert migrated.get_dataset(old_dataset.id) == old_dataset
+        assert migrated.get_plan(old_plan.id) == old_plan
+        lengths = store_module.LengthsRecord(
+            id="l" * 64,
+            labels_id=old_dataset.id,
+            total=6,
+            lengths=b"".join(i.to_bytes(8, "little") for i in (1, 2, 3)),
+        )
+        assert migrated.put_lengths(lengths, old_dataset) == (True, False)
+        assert migrated.get_lengths("l" * 64) == lengths
+        mixture = store_module.MixturePlanRecord(
+            id="m" * 64, config={"sources": [{"name": "a"}]}, versions={"algorithm": "mixture-v1"}
+        )
+        assert migrated.put_mixture_plan(mixture) and not migrated.put_mixture_plan(mixture)
+        assert migrated.get_mixture_plan("m" * 64) == mixture
+        assert migrated.get_plan("m" * 64) is None  # one namespace, two tables
+
+
+@contextmanager
+def _opened(url: str) -> Iterator[PlanStore]:
+    opened = PlanStore.open(url)
+    try:
+        yield opened
+    finally:
+        opened.close()

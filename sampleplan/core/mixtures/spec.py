@@ -303,7 +303,8 @@ class Mixture:
         spec = self.mixing.proportions
         if spec == "weights":
             w = np.array([float(s.weight or 0.0) for s in self.sources], dtype=np.float64)
-            total = float(w.sum())
+            with np.errstate(over="ignore"):  # an infinite sum is refused just below
+                total = float(w.sum())
             if not (math.isfinite(total) and total > 0):
                 raise InvalidPlanConfig(
                     "the sources' weights should sum to a finite number > 0 (all zero, or too "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
@@ -10,14 +11,16 @@ from starlette.concurrency import run_in_threadpool
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
 from sampleplan.service.api.deps import CatalogDep
-from sampleplan.service.api.schemas import CodesOut, DatasetOut, OffsetsOut, Problem
+from sampleplan.service.api.schemas import CodesOut, DatasetOut, LengthsOut, OffsetsOut, Problem
 from sampleplan.service.api.uploads import (
     UPLOAD_REQUEST_BODY,
     RawDtype,
     labels_from_table_file,
     labels_from_upload,
+    lengths_upload_format,
     spooled_body,
     table_format,
+    token_lengths_from_upload,
     upload_description,
 )
 from sampleplan.service.api.views import dataset_out
@@ -86,10 +89,22 @@ async def create_dataset(
             "set (an empty cell is a sample with no label)."
         ),
     ] = None,
+    length_column: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            description="Parquet, Arrow or CSV column (or JSON Lines key) holding each sample's "
+            "token count (integers >= 0, one per label). The lengths are stored with the "
+            "labels under an id of their own (labels and lengths together); mixtures with "
+            '`"unit": "tokens"` need them.',
+        ),
+    ] = None,
 ) -> DatasetOut:
     # Async only to read the raw body; parsing and storing run in the threadpool.
     content_type = request.headers.get("content-type")
     fmt = table_format(content_type)
+    lengths_format = lengths_upload_format(content_type) if length_column is not None else None
+    lengths = None
     if fmt is not None:
         if label_separator is not None:
             raise InvalidLabels(
@@ -106,9 +121,20 @@ async def create_dataset(
                 max_labels=catalog.settings.max_labels,
                 max_decoded_bytes=catalog.settings.max_body_bytes,
             )
+            if length_column is not None and lengths_format is not None:
+                lengths = await run_in_threadpool(
+                    partial(
+                        token_lengths_from_upload,
+                        lengths_format,
+                        column=length_column,
+                        size=labels.size,
+                        path=path,
+                        max_decoded_bytes=catalog.settings.max_body_bytes,
+                    )
+                )
     else:
         body = await request.body()
-        labels = await run_in_threadpool(
+        labels, lengths = await run_in_threadpool(
             labels_from_upload,
             body,
             content_type,
@@ -116,7 +142,17 @@ async def create_dataset(
             dtype=dtype,
             label_separator=label_separator,
         )
-    info, created = await run_in_threadpool(catalog.create_dataset, labels)
+        if length_column is not None and lengths_format is not None:
+            lengths = await run_in_threadpool(
+                partial(
+                    token_lengths_from_upload,
+                    lengths_format,
+                    column=length_column,
+                    size=labels.size,
+                    body=body,
+                )
+            )
+    info, created = await run_in_threadpool(catalog.create_dataset, labels, lengths)
     if not created:
         response.status_code = status.HTTP_200_OK
     return dataset_out(info)
@@ -203,11 +239,52 @@ def get_offsets(
     )
 
 
+LengthsId = Annotated[
+    str,
+    Path(description="The dataset's id.", openapi_examples=examples.LENGTHS_ID_EXAMPLES),
+]
+
+
+@router.get(
+    "/{dataset_id}/lengths",
+    summary="The token count of every sample of a dataset uploaded with lengths",
+    description=(
+        "int64 token counts, one per sample in sample order, as uploaded with "
+        "`length_column`. 404 for a dataset without lengths. The client reads them to draw "
+        '`"unit": "tokens"` mixtures offline. At most `max_page` values per response (422 '
+        "beyond)."
+    ),
+    responses={
+        **array_responses("The token counts", "<i8", examples.LENGTHS, LengthsOut),
+        404: {"model": Problem, "description": "No dataset with token lengths has this id."},
+        422: {"model": Problem, "description": "More samples than `max_page`."},
+    },
+)
+def get_lengths(
+    dataset_id: LengthsId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
+) -> Response:
+    lengths = catalog.token_lengths(dataset_id)
+    return array_response(
+        media_type,
+        lengths,
+        meta={"dataset_id": dataset_id, "length": int(lengths.shape[0])},
+        key="lengths",
+        head_only=request.method == "HEAD",
+    )
+
+
 # HEAD like the plans' array endpoints: GET's headers, no body, kept out of the schema.
 router.add_api_route("/{dataset_id}/codes", get_codes, methods=["HEAD"], include_in_schema=False)
 router.add_api_route(
     "/{dataset_id}/offsets", get_offsets, methods=["HEAD"], include_in_schema=False
 )
+router.add_api_route(
+    "/{dataset_id}/lengths", get_lengths, methods=["HEAD"], include_in_schema=False
+)
 
 #: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
-HEAD_PATHS = (f"{router.prefix}/{{dataset_id}}/codes", f"{router.prefix}/{{dataset_id}}/offsets")
+HEAD_PATHS = (
+    f"{router.prefix}/{{dataset_id}}/codes",
+    f"{router.prefix}/{{dataset_id}}/offsets",
+    f"{router.prefix}/{{dataset_id}}/lengths",
+)

@@ -11,6 +11,7 @@ from starlette.types import Scope
 
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.labelsets import labels_or_label_sets
+from sampleplan.core.mixtures import summarize_mixture
 from sampleplan.core.stats import expected_shares_by_epoch, summarize_stream
 from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.api import examples
@@ -22,11 +23,13 @@ from sampleplan.service.api.report import (
     REPORT_CSP,
     SCHEDULE_EPOCHS,
     ScheduleShares,
+    render_mixture_report,
     render_report,
 )
 from sampleplan.service.api.schemas import (
     ClassesOut,
     IndicesOut,
+    MixturePlanOut,
     PlanCreate,
     PlanOut,
     Problem,
@@ -43,10 +46,12 @@ from sampleplan.service.api.views import (
     MAX_CLASSES_PAGE,
     classes_out,
     flagged_classes,
+    mixture_plan_out,
     plan_out,
 )
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import InvalidStreamRequest
+from sampleplan.service.mixture_plans import MixturePlan
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
@@ -69,7 +74,7 @@ PlanId = Annotated[
 
 @router.post(
     "",
-    response_model=PlanOut,
+    response_model=PlanOut | MixturePlanOut,
     status_code=status.HTTP_201_CREATED,
     summary="Create a sampling plan",
     dependencies=[JSON_BODY],
@@ -78,7 +83,9 @@ PlanId = Annotated[
         "from it. Its id is the hash of the dataset id and the canonical config: creating the "
         "same plan again answers 200 with the same id. The answer carries the class table "
         "(counts, weights, expected shares, draws and coverage per epoch) and the plan's "
-        "reproducibility manifest (`versions`)."
+        "reproducibility manifest (`versions`). A mixture (`sources`) is one stream over "
+        "several datasets or plans, its indices ConcatDataset positions; its answer "
+        "(`kind: mixture`) lists each source's requested and realised share."
     ),
     responses={
         201: {
@@ -86,11 +93,15 @@ PlanId = Annotated[
             "content": {"application/json": {"example": examples.PLAN}},
         },
         200: {
-            "model": PlanOut,
+            "model": PlanOut | MixturePlanOut,
             "description": "The plan existed already.",
             "content": {"application/json": {"example": examples.PLAN}},
         },
-        404: {"model": Problem, "description": "No dataset has this `dataset_id`."},
+        404: {
+            "model": Problem,
+            "description": "No dataset has this `dataset_id` (or a source's), or no plan a "
+            "source's `plan_id`.",
+        },
         413: {"model": Problem, "description": "More inline labels than the service takes."},
         422: {
             "model": Problem,
@@ -99,7 +110,11 @@ PlanId = Annotated[
             "naming the dataset's classes, `weights` one per sample, split fractions adding "
             "up to 1 (lengths to the dataset size, at least two parts), `num_samples` without "
             "replacement at most the samples of positive weight, `hierarchical` with "
-            "replacement, weights summing to a finite positive number.",
+            "replacement, weights summing to a finite positive number; for a mixture: "
+            "unique source names, "
+            "weights finite, >= 0 and not all 0 (hf-interleave: summing to 1), options of the "
+            "chosen algorithm only, `unit: tokens` only over datasets with token lengths, no "
+            "`num_samples` with hf-interleave.",
         },
     },
 )
@@ -126,12 +141,28 @@ def create_plan(
                     "A batch plan: every batch holds 2 cats, 1 dog and 1 emu "
                     "(GET /v1/plans/{plan_id}/batches).",
                 ),
+                "mixture": examples.openapi_example(
+                    "A mixture of two datasets",
+                    examples.MIXTURE_PLAN_CREATE,
+                    "Needs the example dataset (POST /v1/datasets first), twice; indices are "
+                    "ConcatDataset positions.",
+                ),
             }
         ),
     ],
     catalog: CatalogDep,
     response: Response,
-) -> PlanOut:
+) -> PlanOut | MixturePlanOut:
+    if body.sources is not None:
+        mixture, created = catalog.create_mixture_plan(
+            body.sources_json(),
+            body.mixing.to_json() if body.mixing is not None else None,
+            body.num_samples,
+            body.seed,
+        )
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return mixture_plan_out(mixture, catalog.mixture_shares(mixture))
     config = body.to_config()
     labels = labels_or_label_sets(body.labels) if body.labels is not None else None
     plan, created = catalog.create_plan(config, dataset_id=body.dataset_id, labels=labels)
@@ -142,19 +173,25 @@ def create_plan(
 
 @router.get(
     "/{plan_id}",
-    response_model=PlanOut,
+    response_model=PlanOut | MixturePlanOut,
     summary="A plan: config, class table, coverage and versions",
     description=(
         "The plan's canonical config and, per class: its count, the weight of each of its samples, "
         "its share of the data before balancing and of the draws after, its expected draws per "
         "epoch, the expected fraction of its samples seen in one epoch and the mean repeats per "
         "drawn sample; overall, the expected number of distinct samples per epoch "
-        "(`epoch_coverage`). `versions` is the reproducibility manifest."
+        "(`epoch_coverage`). `versions` is the reproducibility manifest. A mixture plan "
+        "(`kind: mixture`) answers its sources and their shares of epoch `epoch` instead."
     ),
     responses={200: {"content": {"application/json": {"example": examples.PLAN}}}, **_NOT_FOUND},
 )
-def get_plan(plan_id: PlanId, catalog: CatalogDep, epoch: WeightsEpochQuery = 0) -> PlanOut:
-    return summarised_plan_out(catalog, catalog.get_plan(plan_id), epoch)
+def get_plan(
+    plan_id: PlanId, catalog: CatalogDep, epoch: WeightsEpochQuery = 0
+) -> PlanOut | MixturePlanOut:
+    plan = catalog.get_any_plan(plan_id)
+    if isinstance(plan, MixturePlan):
+        return mixture_plan_out(plan, catalog.mixture_shares(plan, epoch), epoch)
+    return summarised_plan_out(catalog, plan, epoch)
 
 
 def summarised_plan_out(catalog: Catalog, plan: Plan, epoch: int = 0) -> PlanOut:
@@ -284,7 +321,17 @@ async def serve_indices(
         return _indices_response(media_type, plan, indices, request, head_only)
 
     def fetch() -> Response:
-        plan = catalog.get_plan(plan_id)
+        plan = catalog.get_any_plan(plan_id)
+        if isinstance(plan, MixturePlan):
+            page = catalog.mixture_indices(plan, request)
+            return stream_page_response(
+                media_type,
+                page,
+                request,
+                plan.drawer.num_samples_at(request.epoch),
+                head_only,
+                ids={"plan_id": plan.id},
+            )
         indices = catalog.indices(plan, request)
         return _indices_response(media_type, plan, indices, request, head_only)
 
@@ -354,7 +401,10 @@ def get_indices_summary(
     query: StreamSummaryQueryParams,
 ) -> StreamSummaryOut:
     request = query.to_request()
-    plan = catalog.get_plan(plan_id)
+    found = catalog.get_any_plan(plan_id)
+    if isinstance(found, MixturePlan):
+        return _mixture_summary(catalog, found, request)
+    plan = found
     length = request.length(plan.prepared.at_epoch(request.epoch).num_samples)
     if length > catalog.settings.max_num_samples:
         raise InvalidStreamRequest(
@@ -373,6 +423,35 @@ def get_indices_summary(
         counts=summary.class_counts.tolist(),
         sha256=summary.sha256,
         versions=plan.versions,
+    )
+
+
+def _check_summary_length(catalog: Catalog, length: int) -> None:
+    if length > catalog.settings.max_num_samples:
+        raise InvalidStreamRequest(
+            f"the stream has {length} draws; this service summarises at most "
+            f"{catalog.settings.max_num_samples} (SAMPLEPLAN_MAX_NUM_SAMPLES) in one request"
+        )
+
+
+def _mixture_summary(
+    catalog: Catalog, plan: MixturePlan, request: StreamRequest
+) -> StreamSummaryOut:
+    """A mixture's summary: draws (and tokens) per source, the SHA-256 of the stream."""
+    _check_summary_length(catalog, request.length(plan.drawer.num_samples_at(request.epoch)))
+    summary = summarize_mixture(plan.drawer, request)
+    return StreamSummaryOut(
+        plan_id=plan.id,
+        epoch=request.epoch,
+        rank=request.rank,
+        world_size=request.world_size,
+        space=request.space,
+        length=summary.length,
+        classes=[s.name for s in plan.mixture.sources],
+        counts=summary.source_counts.tolist(),
+        sha256=summary.sha256,
+        versions=plan.versions,
+        tokens=None if summary.source_tokens is None else summary.source_tokens.tolist(),
     )
 
 
@@ -395,7 +474,13 @@ def get_report(
     plan_id: PlanId,
     catalog: CatalogDep,
 ) -> HTMLResponse:
-    plan = catalog.get_plan(plan_id)
+    found = catalog.get_any_plan(plan_id)
+    if isinstance(found, MixturePlan):
+        answer = mixture_plan_out(found, catalog.mixture_shares(found))
+        return HTMLResponse(
+            render_mixture_report(answer), headers={"Content-Security-Policy": REPORT_CSP}
+        )
+    plan = found
     shares = None
     if plan.prepared.config.schedule is not None:
         by_epoch, peak = expected_shares_by_epoch(

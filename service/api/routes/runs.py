@@ -80,7 +80,9 @@ def run_out(info: RunInfo) -> RunOut:
     description=(
         "A run draws epoch 0 from its plan's weights and every later epoch from the weights "
         "its updates made. 201 when created, 200 when it exists for this plan, 409 when it "
-        "exists for another plan. A plan with a schedule cannot back a run (422)."
+        "exists for another plan. A plan with a schedule cannot back a run (422). A run of a "
+        "mixture plan has one weight per source: its updates' `indices` are source positions, "
+        "its `/weights` the sources' weights, its `/indices` ConcatDataset positions."
     ),
     responses={
         201: {
@@ -335,10 +337,10 @@ async def get_run_indices(
     head_only = request.method == "HEAD"
 
     def fetch() -> Response:
-        plan, prepared, indices = runs.indices(run_id, stream_request)
+        plan, num_samples, indices = runs.indices(run_id, stream_request)
         ids = {"run_id": run_id, "plan_id": plan.id}
         return stream_page_response(
-            media_type, indices, stream_request, prepared.num_samples, head_only, ids=ids
+            media_type, indices, stream_request, num_samples, head_only, ids=ids
         )
 
     # A run's epoch is many ranks' too: page threads and single flight as for a plan's
