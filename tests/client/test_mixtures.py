@@ -17,6 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from sampleplan.client import (
     AsyncSamplePlanClient,
+    ClientRequestError,
     Plan,
     RemoteBatchSampler,
     RemoteWeightedSampler,
@@ -103,6 +104,10 @@ def test_the_sampler_over_concat_dataset_is_the_plans_stream(api: SamplePlanClie
     assert seen == [data[i] for i in api.indices(plan.id, epoch=2).tolist()]
     with pytest.raises(ValueError, match="is a mixture of sources"):
         RemoteBatchSampler(plan.id, api)
+    # Runs on mixtures are not served yet: a clear refusal, not another stream.
+    with pytest.raises(ClientRequestError, match="422") as refused:
+        RemoteWeightedSampler(plan.id, api, run="mixing-job")
+    assert "mixture" in str(refused.value)
 
 
 @pytest.mark.parametrize("kind", ["plan source", "tokens"])
