@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from sampleplan.core.mixtures import (
     mixture_drawer,
 )
 from sampleplan.core.mixtures.orders import order_from_json
+from sampleplan.core.mixtures.runs import initial_run_weights
 from sampleplan.core.mixtures.stored import stored_mixture
 from sampleplan.core.prepared import PreparedPlan
 
@@ -72,6 +74,11 @@ class MixturePlan:
     mixture: Mixture
     drawer: MixtureDrawer
     inputs: tuple[SourceInput, ...]
+
+    @cached_property
+    def run_weights(self) -> Float64Array:
+        """The source weights a run over this plan starts from (NOTE [Mixture runs])."""
+        return initial_run_weights(self.mixture)
 
     @property
     def source_ids(self) -> list[tuple[str | None, str | None]]:

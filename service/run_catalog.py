@@ -6,6 +6,11 @@ weights are the run's frozen weights of epoch ``e`` (NOTE [Run updates] in
 ``core/runs.py``). Frozen weights never change, so they are kept in memory once read;
 epoch streams are cached under the run's id, never under the plan's, so a run's epochs
 and its plan's epochs never mix.
+
+A run over a mixture plan has one weight per source, and its epoch ``e`` is drawn by a
+:class:`~sampleplan.core.mixtures.runs.RunMixtureDrawer` from the weights frozen for each
+epoch up to ``e`` (NOTE [Mixture runs]); its updates are stored, ordered, checked and
+frozen exactly as every run's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.epochs import check_epoch
 from sampleplan.core.errors import SamplingError
 from sampleplan.core.lru import LRUCache
+from sampleplan.core.mixtures import mixture_page
+from sampleplan.core.mixtures.runs import RunMixtureDrawer
 from sampleplan.core.prepared import PreparedPlan
 from sampleplan.core.runs import NextEpoch, RunUpdate, check_run_id, parse_op, replay
 from sampleplan.core.streams import Int64Array, StreamRequest
@@ -41,6 +48,7 @@ from sampleplan.service.errors import (
     StorageUnavailable,
     UpdateIdConflict,
 )
+from sampleplan.service.mixture_plans import MixturePlan
 from sampleplan.service.storage import (
     EpochRecord,
     RunReads,
@@ -51,6 +59,47 @@ from sampleplan.service.storage import (
 )
 
 Float64Array = npt.NDArray[np.float64]
+
+#: What a run draws from: a plan over one dataset, or a mixture plan.
+RunPlan = Plan | MixturePlan
+
+
+@dataclass(frozen=True, eq=False)
+class MixtureEpoch:
+    """A mixture run's epoch: its source weights (what a plan's epoch is a
+    :class:`PreparedPlan` for)."""
+
+    weights: Float64Array
+
+    @property
+    def population_size(self) -> int:
+        return int(self.weights.shape[0])
+
+
+EpochPlan = PreparedPlan | MixtureEpoch
+
+
+def _plan_weights(plan: RunPlan) -> Float64Array:
+    """The weights a run starts from: the plan's per-sample weights, or a mixture's source
+    weights (NOTE [Mixture runs])."""
+    if isinstance(plan, MixturePlan):
+        return plan.run_weights
+    return plan.prepared.weights
+
+
+def _population_size(plan: RunPlan) -> int:
+    if isinstance(plan, MixturePlan):
+        return len(plan.mixture.sources)
+    return plan.prepared.population_size
+
+
+def _draw_rules(plan: RunPlan) -> tuple[int, bool]:
+    """``(num_samples, replacement)`` an update's result is checked against: a mixture's
+    source weights need only be drawable weights."""
+    if isinstance(plan, MixturePlan):
+        return 0, True
+    return plan.prepared.num_samples, plan.prepared.config.replacement
+
 
 #: Frozen epochs whose weights (and drawing tables) are kept in memory.
 _FROZEN_CACHE = 16
@@ -129,7 +178,7 @@ class _Queued:
     """An update waiting for the writer, then its answer."""
 
     run_id: str
-    plan: Plan
+    plan: RunPlan
     update: RunUpdate
     update_id: str | None
     record: UpdateRecord  # the update as stored
@@ -252,7 +301,9 @@ class RunCatalog:
     def __init__(self, store: RunStore, catalog: Catalog) -> None:
         self.store = store
         self.catalog = catalog
-        self._frozen: LRUCache[tuple[str, str, int], PreparedPlan] = LRUCache(_FROZEN_CACHE)
+        self._frozen: LRUCache[tuple[str, str, int], EpochPlan] = LRUCache(_FROZEN_CACHE)
+        # Mixture runs' drawers, by incarnation (they keep each epoch's take counts).
+        self._mixture_drawers: LRUCache[tuple[str, str], RunMixtureDrawer] = LRUCache(_FROZEN_CACHE)
         self._pending: LRUCache[tuple[str, str, int], _Pending] = LRUCache(_PENDING_CACHE)
         # The incarnation each run id was last seen with (for epoch_in_flight's key).
         self._seen: LRUCache[str, tuple[str, str]] = LRUCache(1024)
@@ -268,8 +319,8 @@ class RunCatalog:
     def create_run(self, run_id: str, plan_id: str) -> tuple[RunInfo, bool]:
         """Make run ``run_id`` on ``plan_id``; ``True`` if new. 409 if it is another plan's."""
         check_run_id(run_id)
-        plan = self.catalog.get_plan(plan_id)
-        if plan.prepared.config.schedule is not None:
+        plan = self.catalog.get_any_plan(plan_id)
+        if isinstance(plan, Plan) and plan.prepared.config.schedule is not None:
             raise InvalidPlanConfig(
                 "a run's weights start from its plan's and change only by its updates; "
                 "a plan with a schedule cannot back a run (make the plan without one)"
@@ -301,10 +352,10 @@ class RunCatalog:
             created_at=record.created_at,
         )
 
-    def plan_of(self, run_id: str) -> tuple[RunRecord, Plan]:
+    def plan_of(self, run_id: str) -> tuple[RunRecord, RunPlan]:
         record = self._record(run_id)
         self._plan_ids.put(run_id, record.plan_id)
-        return record, self.catalog.get_plan(record.plan_id)
+        return record, self.catalog.get_any_plan(record.plan_id)
 
     def delete_run(self, run_id: str) -> None:
         """Delete run ``run_id``, its updates and its frozen epochs (404 if there is none).
@@ -340,8 +391,8 @@ class RunCatalog:
         """
         check_run_id(run_id)
         known = self._plan_ids.peek(run_id)  # saves a read per update; checked when stored
-        plan = self.catalog.get_plan(known) if known is not None else self.plan_of(run_id)[1]
-        update.check(plan.prepared.population_size)
+        plan = self.catalog.get_any_plan(known) if known is not None else self.plan_of(run_id)[1]
+        update.check(_population_size(plan))
         record = _to_record(update, update_id)
         ahead = self._ahead(run_id, plan, update)
         queued = _Queued(run_id, plan, update, update_id, record, ahead, contextvars.copy_context())
@@ -442,18 +493,16 @@ class RunCatalog:
             pending = _Pending(updates=run.updates, max_seq=seq, state=next_epoch)
             overlay[(*_incarnation(run), update.epoch)] = pending
 
-    def _ahead(self, run_id: str, plan: Plan, update: RunUpdate) -> _Ahead | None:
+    def _ahead(self, run_id: str, plan: RunPlan, update: RunUpdate) -> _Ahead | None:
         """``update`` applied to the run's pending state, before the run's lock is taken
         (NOTE [Pending epoch state]); ``None`` when this replica has no such state."""
         seen = self._seen.peek(run_id)
         pending = self._pending.peek((*seen, update.epoch)) if seen is not None else None
         if pending is None:
             return None
-        prepared = plan.prepared
+        num_samples, replacement = _draw_rules(plan)
         try:
-            result = pending.state.then(
-                update, num_samples=prepared.num_samples, replacement=prepared.config.replacement
-            )
+            result = pending.state.then(update, num_samples=num_samples, replacement=replacement)
         except InvalidRunUpdate as exc:
             return _Ahead(pending=pending, result=None, error=exc)
         return _Ahead(pending=pending, result=result, error=None)
@@ -462,7 +511,7 @@ class RunCatalog:
         self,
         tx: RunTransaction,
         run: RunRecord,
-        plan: Plan,
+        plan: RunPlan,
         update: RunUpdate,
         overlay: dict[tuple[str, str, int], _Pending],
         ahead: _Ahead | None = None,
@@ -470,7 +519,7 @@ class RunCatalog:
         """Check that the weights stay drawable at every epoch with ``update`` among the
         updates (else :class:`InvalidRunUpdate`); answer the weights of epoch
         ``update.epoch + 1`` so far when no later epoch has updates (``None`` otherwise)."""
-        prepared = plan.prepared
+        num_samples, replacement = _draw_rules(plan)
         max_seq, max_epoch = tx.update_totals()
         latest = max_epoch <= update.epoch
         pending = self._pending_state(run, update.epoch, max_seq, overlay)
@@ -484,9 +533,7 @@ class RunCatalog:
                 extended = ahead.result
             else:
                 extended = pending.state.then(
-                    update,
-                    num_samples=prepared.num_samples,
-                    replacement=prepared.config.replacement,
+                    update, num_samples=num_samples, replacement=replacement
                 )
             if extended is not None:
                 return extended
@@ -541,43 +588,42 @@ class RunCatalog:
     def _replay(
         self,
         tx: RunTransaction,
-        plan: Plan,
+        plan: RunPlan,
         stop_epoch: int | None,
         extra: RunUpdate | None = None,
     ) -> tuple[Float64Array, bool]:
         """Weights of epoch ``stop_epoch`` (``None``: after every stored update) and whether
         any update went into them, from the latest frozen epoch before it."""
-        prepared = plan.prepared
+        plan_weights = _plan_weights(plan)
+        num_samples, replacement = _draw_rules(plan)
         # Epochs up to the latest frozen one are final: replay from the latest frozen
         # epoch at or before the first epoch that can still change.
         before = stop_epoch if stop_epoch is not None else (extra.epoch + 1 if extra else 2**62)
         first = tx.latest_frozen_before(before)
-        weights = prepared.weights
+        weights = plan_weights
         if first is None:
             first = 0
         else:
             weights = self._frozen_weights(tx, plan, first)
-        updated = weights is not prepared.weights
+        updated = weights is not plan_weights
         stop = stop_epoch if stop_epoch is not None else 2**62
         updates = [_to_update(r) for r in tx.updates_between(first, stop)]
         if extra is not None:
             updates.append(replace(extra, seq=2**62))  # it arrives last
         weights, replayed = replay(
-            weights,
-            updates,
-            num_samples=prepared.num_samples,
-            replacement=prepared.config.replacement,
+            weights, updates, num_samples=num_samples, replacement=replacement
         )
         return weights, updated or replayed
 
     # -- epochs ---------------------------------------------------------------------------
 
-    def epoch_plan(self, run_id: str, epoch: int) -> tuple[Plan, PreparedPlan]:
-        """The run's plan and the prepared plan its epoch ``epoch`` draws from (frozen now)."""
+    def epoch_plan(self, run_id: str, epoch: int) -> tuple[RunPlan, EpochPlan]:
+        """The run's plan and the prepared plan its epoch ``epoch`` draws from (frozen now);
+        a mixture run's epoch is its source weights."""
         _, plan, prepared = self._epoch_plan(run_id, epoch)
         return plan, prepared
 
-    def _epoch_plan(self, run_id: str, epoch: int) -> tuple[RunRecord, Plan, PreparedPlan]:
+    def _epoch_plan(self, run_id: str, epoch: int) -> tuple[RunRecord, RunPlan, EpochPlan]:
         check_epoch(epoch)
         run, plan = self.plan_of(run_id)
         _check_kept(run, epoch)
@@ -599,12 +645,16 @@ class RunCatalog:
                     raise RunNotFound(f"no run has id {run_id!r}")
                 _check_kept(found, epoch)
                 weights = self._frozen_weights(reads, plan, epoch, record)
-        prepared = replace(plan.prepared, weights=weights)
+        prepared: EpochPlan = (
+            MixtureEpoch(weights)
+            if isinstance(plan, MixturePlan)
+            else replace(plan.prepared, weights=weights)
+        )
         self._frozen.put(key, prepared)
         return run, plan, prepared
 
     def _frozen_weights(
-        self, reads: RunReads, plan: Plan, epoch: int, record: EpochRecord | None = None
+        self, reads: RunReads, plan: RunPlan, epoch: int, record: EpochRecord | None = None
     ) -> Float64Array:
         """Frozen epoch ``epoch``'s weights: from memory, its keyframe, or rebuilt from the
         latest keyframe before it (NOTE [How frozen epochs are stored])."""
@@ -630,14 +680,10 @@ class RunCatalog:
                 base_epoch, base = later, in_memory.weights
                 break
         if base is None:
-            base = plan.prepared.weights if keyframe is None else _keyframe_weights(plan, keyframe)
+            base = _plan_weights(plan) if keyframe is None else _keyframe_weights(plan, keyframe)
         updates = [_to_update(r) for r in reads.updates_between(max(base_epoch, 0), epoch)]
-        weights, _ = replay(
-            base,
-            updates,
-            num_samples=plan.prepared.num_samples,
-            replacement=plan.prepared.config.replacement,
-        )
+        num_samples, replacement = _draw_rules(plan)
+        weights, _ = replay(base, updates, num_samples=num_samples, replacement=replacement)
         if _digest(weights) != record.weights_sha256:
             _check_kept(_locked_run(reads), epoch)
             raise StorageUnavailable(
@@ -646,7 +692,7 @@ class RunCatalog:
             )
         return weights
 
-    def _freeze(self, run_id: str, plan: Plan, epoch: int) -> Float64Array:
+    def _freeze(self, run_id: str, plan: RunPlan, epoch: int) -> Float64Array:
         """Epoch ``epoch``'s weights, frozen now if no one has frozen it yet: one unit of
         work under the run's lock, as :meth:`add_update`."""
         with self.store.transaction(run_id) as tx:
@@ -712,7 +758,7 @@ class RunCatalog:
         if keyframe is not None and keyframe.epoch > run.kept_from:
             tx.drop_before(keyframe.epoch)
 
-    def weights(self, run_id: str, epoch: int) -> tuple[Plan, Float64Array]:
+    def weights(self, run_id: str, epoch: int) -> tuple[RunPlan, Float64Array]:
         """Epoch ``epoch``'s weights (freezing it)."""
         plan, prepared = self.epoch_plan(run_id, epoch)
         self.catalog.check_page(prepared.population_size)
@@ -724,12 +770,33 @@ class RunCatalog:
         seen = self._seen.peek(run_id) or (run_id, "")
         return self.catalog.epoch_in_flight(_stream_key(seen), epoch)
 
-    def indices(self, run_id: str, request: StreamRequest) -> tuple[Plan, PreparedPlan, Int64Array]:
+    def indices(self, run_id: str, request: StreamRequest) -> tuple[RunPlan, int, Int64Array]:
         """A page of the run's stream of ``request.epoch`` (freezing the epoch), with the
-        run's plan and the prepared plan the epoch draws from."""
+        run's plan and the epoch's length."""
         run, plan, prepared = self._epoch_plan(run_id, request.epoch)
+        if isinstance(plan, MixturePlan):
+            drawer = self._mixture_drawer(run, plan)
+            return plan, drawer.num_samples_at(request.epoch), self._mixture_page(drawer, request)
+        assert isinstance(prepared, PreparedPlan)
         key = _stream_key(_incarnation(run))
-        return plan, prepared, self.catalog.stream_page(prepared, key, request)
+        return plan, prepared.num_samples, self.catalog.stream_page(prepared, key, request)
+
+    def _mixture_drawer(self, run: RunRecord, plan: MixturePlan) -> RunMixtureDrawer:
+        """The drawer of a mixture run's streams (NOTE [Mixture runs]): each epoch's source
+        weights are the run's frozen ones (reading them freezes them)."""
+        run_id = run.id
+
+        def weights_at(epoch: int) -> Float64Array:
+            return self._epoch_plan(run_id, epoch)[2].weights
+
+        return self._mixture_drawers.get_or_build(
+            _incarnation(run), lambda: RunMixtureDrawer(plan.mixture, weights_at)
+        )
+
+    def _mixture_page(self, drawer: RunMixtureDrawer, request: StreamRequest) -> Int64Array:
+        bounds = request.bounds(drawer.num_samples_at(request.epoch))
+        self.catalog.check_page(bounds.stop - bounds.first)
+        return mixture_page(drawer, request)
 
 
 def _stream_key(incarnation: tuple[str, str]) -> tuple[str, str, str]:
@@ -745,7 +812,7 @@ def _check_kept(run: RunRecord, epoch: int) -> None:
         )
 
 
-def _keyframe_weights(plan: Plan, record: EpochRecord) -> Float64Array:
+def _keyframe_weights(plan: RunPlan, record: EpochRecord) -> Float64Array:
     if record.weights is None:
-        return plan.prepared.weights
+        return _plan_weights(plan)
     return np.frombuffer(record.weights, dtype="<f8")

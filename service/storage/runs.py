@@ -37,7 +37,9 @@ runs = sa.Table(
     "runs",
     metadata,
     sa.Column("id", sa.String(128), primary_key=True),
-    sa.Column("plan_id", sa.String(64), sa.ForeignKey("plans.id"), nullable=False, index=True),
+    # A plan over one dataset (``plans``) or a mixture plan (``mixture_plans``): not a
+    # foreign key since schema 4 (the catalog finds the plan before a run is made).
+    sa.Column("plan_id", sa.String(64), nullable=False, index=True),
     # The latest frozen epoch (-1: none): updates for an earlier epoch are refused.
     sa.Column("max_frozen", sa.BigInteger, nullable=False),
     sa.Column("updates", sa.BigInteger, nullable=False),

@@ -126,9 +126,10 @@ schema_version = sa.Table(
 #:   Every version-2 frozen epoch is a keyframe as it stands; a version-2 release would
 #:   read a derived epoch (no weights) as the plan's weights, so it must refuse.
 #: - 4: new tables ``dataset_lengths`` (per-sample token lengths, a dataset id of their
-#:   own) and ``mixture_plans`` (plans over several sources). No row is rewritten; a
-#:   version-3 release would answer 404 for a mixture plan and lose datasets' lengths,
-#:   so it must refuse.
+#:   own) and ``mixture_plans`` (plans over several sources); ``runs.plan_id`` is no
+#:   longer a foreign key to ``plans`` (a run may draw from a mixture plan). A version-3
+#:   release would answer 404 for a mixture plan and lose datasets' lengths, so it must
+#:   refuse.
 SCHEMA_VERSION = 4
 
 
@@ -157,8 +158,44 @@ def _to_v3(conn: Connection) -> None:
 
 
 def _to_v4(conn: Connection) -> None:
-    """Version 3 -> 4: nothing to rewrite; ``metadata.create_all`` made the two new tables
-    (``dataset_lengths``, ``mixture_plans``) in the same transaction, before the steps run."""
+    """Version 3 -> 4: ``metadata.create_all`` made the two new tables (``dataset_lengths``,
+    ``mixture_plans``) in the same transaction, before the steps run; here ``runs.plan_id``
+    stops being a foreign key to ``plans`` (a run's plan may be a mixture plan).
+
+    PostgreSQL drops the constraint. SQLite cannot drop a constraint: the ``runs`` table is
+    made again without it, its rows copied, inside this transaction. Its children's rows
+    (``run_updates``, ``run_epochs``) are set aside first and put back after, so that
+    dropping the old table orphans nothing (SQLite's foreign keys stay on throughout).
+    """
+    inspector = sa.inspect(conn)
+    keys = [fk for fk in inspector.get_foreign_keys("runs") if fk.get("referred_table") == "plans"]
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        for fk in keys:
+            conn.exec_driver_sql(f'ALTER TABLE runs DROP CONSTRAINT "{fk["name"]}"')
+        return
+    from sampleplan.service.storage.runs import run_epochs, run_updates, runs
+
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(c.name) for c in runs.columns)
+    children = (run_updates.name, run_epochs.name)
+    for child in children:
+        conn.exec_driver_sql(f"CREATE TEMP TABLE v4_{child} AS SELECT * FROM {child}")
+    for child in reversed(children):
+        conn.exec_driver_sql(f"DELETE FROM {child}")
+    rebuilt = sa.Table("runs_v4", sa.MetaData(), *(c._copy() for c in runs.columns))
+    conn.execute(sa.schema.CreateTable(rebuilt))
+    conn.exec_driver_sql(f"INSERT INTO runs_v4 ({columns}) SELECT {columns} FROM runs")
+    conn.exec_driver_sql("DROP TABLE runs")
+    conn.exec_driver_sql("ALTER TABLE runs_v4 RENAME TO runs")
+    for index in runs.indexes:
+        index.create(conn, checkfirst=True)
+    for child in children:
+        table = run_updates if child == run_updates.name else run_epochs
+        names = ", ".join(quote(c.name) for c in table.columns)
+        conn.exec_driver_sql(f"INSERT INTO {child} ({names}) SELECT {names} FROM v4_{child}")
+        conn.exec_driver_sql(f"DROP TABLE v4_{child}")
 
 
 #: ``{n: step}``: the step from version ``n - 1`` to ``n``, run in order on start-up, in

@@ -275,20 +275,94 @@ def test_shares_tokens_passes_and_warnings_in_the_answer_and_the_report(
     assert report.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
-@pytest.mark.parametrize("route", ["/weights", "/classes", "/batches", "/batches/summary", "RUN"])
+@pytest.mark.parametrize("route", ["/weights", "/classes", "/batches", "/batches/summary"])
 def test_routes_of_single_dataset_plans_refuse_a_mixture_with_a_reason(
     module_api: TestClient, sources: dict[str, tuple[str, int]], route: str
 ) -> None:
     body = {"sources": [{"name": "web", "dataset_id": sources["web"][0], "weight": 1}]}
     plan_id = create(module_api, body, status=201 if route == "/weights" else 200)["id"]
-    if route == "RUN":
-        response = module_api.put("/v1/runs/mixture-run", json={"plan_id": plan_id})
-    else:
-        response = module_api.get(f"/v1/plans/{plan_id}{route}")
+    response = module_api.get(f"/v1/plans/{plan_id}{route}")
     assert response.status_code == 422, response.text
     problem = response.json()
     assert problem["type"].endswith("not-for-mixtures")
     assert "mixture" in problem["detail"]
+
+
+# -- runs: source weights that change from the next epoch ---------------------------------
+
+
+def run_page(api: TestClient, run_id: str, epoch: int) -> list[int]:
+    response = api.get(f"/v1/runs/{run_id}/indices", params={"epoch": epoch}, headers=JSON_ARRAY)
+    assert response.status_code == 200, response.text
+    return list(response.json()["indices"])
+
+
+def test_a_run_over_megatron_blend_changes_source_weights_from_the_next_epoch(
+    module_api: TestClient, sources: dict[str, tuple[str, int]]
+) -> None:
+    weights = [5.0, 3.0, 1.0]
+    body = {
+        "sources": [
+            {"name": name, "dataset_id": sources[name][0], "weight": w, "order": "sequential"}
+            for name, w in zip(sources, weights, strict=True)
+        ],
+        "mixing": {"algorithm": "megatron-blend"},
+        "num_samples": 30,
+        "seed": 1,
+    }
+    plan_id = create(module_api, body)["id"]
+    assert module_api.put("/v1/runs/blend", json={"plan_id": plan_id}).status_code == 201
+    plan_epochs = [epoch_stream(module_api, plan_id, e) for e in range(3)]
+    assert [run_page(module_api, "blend", e) for e in (0, 1)] == plan_epochs[:2]
+    # During epoch 1: no more "web", and "math" weighs 4 (source positions, source weights).
+    update = {"epoch": 1, "op": "set", "indices": [0, 2], "values": [0.0, 4.0]}
+    answer = module_api.post("/v1/runs/blend/updates", json=update)
+    assert answer.status_code == 202, answer.text
+    got = module_api.get("/v1/runs/blend/weights", params={"epoch": 2}).json()
+    assert got["weights"] == [0.0, 3.0, 4.0]
+    epoch1 = module_api.get("/v1/runs/blend/weights", params={"epoch": 1}).json()
+    assert epoch1["weights"] == weights
+    epoch2 = run_page(module_api, "blend", 2)
+    assert [run_page(module_api, "blend", e) for e in (0, 1)] == plan_epochs[:2]
+    assert epoch_stream(module_api, plan_id, 2) == plan_epochs[2]  # the plan is unchanged
+    # Which source: Megatron's build_blending_indices of the new weights at epoch 2's
+    # positions; which element: each source's takes go on from epochs 0 and 1.
+    lengths = [n for _, n in sources.values()]
+    offsets = [0, lengths[0], lengths[0] + lengths[1]]
+    index, _ = megatron_build_blending_indices([0.0, 3.0, 4.0], 90)
+    assert [int(np.searchsorted(offsets, x, side="right")) - 1 for x in epoch2] == index[60:]
+    before, _ = megatron_build_blending_indices(weights, 60)
+    taken = [before.count(i) for i in range(3)]
+    for i in (1, 2):
+        mine = [x - offsets[i] for x in epoch2 if offsets[i] <= x < offsets[i] + lengths[i]]
+        assert mine == [(taken[i] + k) % lengths[i] for k in range(len(mine))]
+    assert module_api.get("/v1/runs/blend").json()["updates"] == 1
+    bad = {"epoch": 2, "op": "set", "indices": [3], "values": [1.0]}
+    refused = module_api.post("/v1/runs/blend/updates", json=bad)
+    assert refused.status_code == 422 and "[0, 3)" in refused.json()["detail"]
+
+
+def test_a_run_over_mixture_v1_is_its_plan_until_an_update(
+    module_api: TestClient, sources: dict[str, tuple[str, int]]
+) -> None:
+    body = {
+        "sources": [
+            {"name": "web", "dataset_id": sources["web"][0]},
+            {"name": "math", "dataset_id": sources["math"][0]},
+        ],
+        "mixing": {"proportions": {"temperature": 2.0}, "block": 9},
+        "num_samples": 45,
+    }
+    plan = create(module_api, body)
+    assert module_api.put("/v1/runs/v1-run", json={"plan_id": plan["id"]}).status_code == 201
+    start = module_api.get("/v1/runs/v1-run/weights", params={"epoch": 0}).json()["weights"]
+    assert start == pytest.approx([s["requested_share"] for s in plan["sources"]])
+    assert [run_page(module_api, "v1-run", e) for e in range(3)] == [
+        epoch_stream(module_api, plan["id"], e) for e in range(3)
+    ]
+    update = {"epoch": 2, "op": "mul", "indices": [1], "values": [0.0]}
+    assert module_api.post("/v1/runs/v1-run/updates", json=update).status_code == 202
+    assert all(x < 37 for x in run_page(module_api, "v1-run", 3))
 
 
 # -- token lengths at upload ------------------------------------------------------------------

@@ -414,3 +414,64 @@ def test_a_batch_whose_commit_fails_is_answered_503_and_stores_nothing(
         expected = inverse_frequency()
         expected[1] = 3.0
         assert weights_of(api, "fails", 1) == expected
+
+
+def _add_the_version_3_plan_key(url: str) -> None:
+    """Give ``runs.plan_id`` back the foreign key to ``plans`` that schema 3 had."""
+    engine = store_module.create_engine_for(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE runs ADD CONSTRAINT runs_plan_id_fkey "
+                "FOREIGN KEY (plan_id) REFERENCES plans (id)"
+            )
+        else:  # SQLite adds no constraint to a table: its stored definition gets it
+            conn.exec_driver_sql("PRAGMA writable_schema=ON")
+            conn.exec_driver_sql(
+                "UPDATE sqlite_master SET sql = replace(sql, 'plan_id VARCHAR(64) NOT NULL,', "
+                "'plan_id VARCHAR(64) NOT NULL REFERENCES plans (id),') WHERE name = 'runs'"
+            )
+            conn.exec_driver_sql("PRAGMA writable_schema=OFF")
+        conn.execute(store_module.schema_version.update().values(version=3))
+    engine.dispose()
+    engine = store_module.create_engine_for(url)
+    keys = sa.inspect(engine).get_foreign_keys("runs")
+    engine.dispose()
+    assert [k["referred_table"] for k in keys] == ["plans"]
+
+
+def test_a_version_3_database_with_runs_is_migrated_to_runs_over_mixtures(
+    database_url: str,
+) -> None:
+    """Schema 4 drops the key from ``runs.plan_id`` to ``plans`` (SQLite: the table is made
+    again): every run, update and frozen epoch is kept and served as before, and a run
+    over a mixture plan can be made after."""
+    drop_everything(database_url)
+    with service(database_url) as api:
+        make_run(api, "old")
+        for epoch in range(3):
+            weights_of(api, "old", epoch)
+            update = {"epoch": epoch, "op": "mul", "indices": [epoch], "values": [3.0]}
+            assert api.post("/v1/runs/old/updates", json=update).status_code == 202
+        before = [weights_of(api, "old", epoch) for epoch in range(4)]
+        dataset_id = api.post("/v1/datasets", json={"labels": LABELS}).json()["id"]
+    rows = stored_rows(database_url, "old")
+    _add_the_version_3_plan_key(database_url)
+    with service(database_url) as api:
+        assert api.app.state.catalog.store.current_schema_version() == 4  # type: ignore[attr-defined]
+        assert stored_rows(database_url, "old") == rows
+        assert [weights_of(api, "old", epoch) for epoch in range(4)] == before
+        update = {"epoch": 3, "op": "set", "indices": [5], "values": [7.0]}
+        assert api.post("/v1/runs/old/updates", json=update).status_code == 202
+        mixture = api.post(
+            "/v1/plans", json={"sources": [{"name": "a", "dataset_id": dataset_id, "weight": 1}]}
+        ).json()
+        made = api.put("/v1/runs/mixed", json={"plan_id": mixture["id"]})
+        assert made.status_code == 201, made.text
+        assert weights_of(api, "mixed", 0) == [1.0]
+    engine = store_module.create_engine_for(database_url)
+    inspector = sa.inspect(engine)
+    assert inspector.get_foreign_keys("runs") == []
+    assert "ix_runs_plan_id" in {i["name"] for i in inspector.get_indexes("runs")}
+    assert {k["referred_table"] for k in inspector.get_foreign_keys("run_updates")} == {"runs"}
+    engine.dispose()

@@ -148,6 +148,11 @@ class MixtureDrawer(Drawer):
         """What keys the ``reshuffled`` passes of the sources."""
         return self.mixture.seed
 
+    def takes_before_epoch(self, epoch: int) -> Int64Array:
+        """Each source's take at the start of epoch ``epoch``: its takes in the epochs
+        before (zero where every epoch reads its sources from take 0, ``hf-interleave``)."""
+        return np.zeros(len(self.mixture.sources), dtype=np.int64)
+
     def draw_range(self, epoch: int, start: int, stop: int) -> Int64Array:
         sources, takes = self.sources_range(epoch, start, stop)
         m = self.mixture
@@ -381,6 +386,9 @@ class _MegatronDrawer(MixtureDrawer):
         first = epoch * n
         return self._stream_counts(first + min(position, n)) - self._stream_counts(first)
 
+    def takes_before_epoch(self, epoch: int) -> Int64Array:
+        return self._stream_counts(epoch * self._num_samples)
+
 
 class MegatronBlend(MixingAlgorithm):
     """``megatron-blend``: NOTE [megatron-blend]."""
@@ -551,6 +559,9 @@ class MixtureV1Drawer(MixtureDrawer):
         n = self._num_samples
         first = epoch * n
         return self.stream_counts(first + min(position, n)) - self.stream_counts(first)
+
+    def takes_before_epoch(self, epoch: int) -> Int64Array:
+        return self.stream_counts(epoch * self._num_samples)
 
 
 class MixtureV1(MixingAlgorithm):

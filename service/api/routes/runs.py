@@ -335,10 +335,10 @@ async def get_run_indices(
     head_only = request.method == "HEAD"
 
     def fetch() -> Response:
-        plan, prepared, indices = runs.indices(run_id, stream_request)
+        plan, num_samples, indices = runs.indices(run_id, stream_request)
         ids = {"run_id": run_id, "plan_id": plan.id}
         return stream_page_response(
-            media_type, indices, stream_request, prepared.num_samples, head_only, ids=ids
+            media_type, indices, stream_request, num_samples, head_only, ids=ids
         )
 
     # A run's epoch is many ranks' too: page threads and single flight as for a plan's
