@@ -17,7 +17,6 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from sampleplan.client import (
     AsyncSamplePlanClient,
-    ClientRequestError,
     Plan,
     RemoteBatchSampler,
     RemoteWeightedSampler,
@@ -104,10 +103,25 @@ def test_the_sampler_over_concat_dataset_is_the_plans_stream(api: SamplePlanClie
     assert seen == [data[i] for i in api.indices(plan.id, epoch=2).tolist()]
     with pytest.raises(ValueError, match="is a mixture of sources"):
         RemoteBatchSampler(plan.id, api)
-    # Runs on mixtures are not served yet: a clear refusal, not another stream.
-    with pytest.raises(ClientRequestError, match="422") as refused:
-        RemoteWeightedSampler(plan.id, api, run="mixing-job")
-    assert "mixture" in str(refused.value)
+
+
+def test_a_run_changes_the_sources_weights_from_the_next_epoch(api: SamplePlanClient) -> None:
+    plan = _mixture_plan(api)  # weights 5, 3, 2
+    data = _items()
+    sampler = RemoteWeightedSampler(plan.id, api, run="mixing-job", chunk_size=16)
+    loader = DataLoader(data, batch_size=5, sampler=sampler)
+    # Unchanged weights draw the plan's stream.
+    assert [x for batch in loader for x in batch] == [data[i] for i in api.indices(plan.id)]
+    # Online data mixing: math is dropped and code doubled, from the next epoch on.
+    sampler.update_weights([2, 1], [0.0, 2.0], op="mul")
+    sampler.set_epoch(1)  # flushes the update
+    assert api.run_weights("mixing-job", epoch=1).tolist() == [5.0, 6.0, 0.0]
+    seen = [x for batch in loader for x in batch]
+    assert seen == [data[i] for i in api.run_indices("mixing-job", epoch=1).tolist()]
+    counts = {name: sum(x.startswith(f"{name}:") for x in seen) for name in LENGTHS}
+    assert counts["math"] == 0 and sum(counts.values()) == 95
+    # Proportions 5/11 and 6/11 hold within mixture-v1's bound.
+    assert abs(counts["web"] - 95 * 5 / 11) <= 2 and abs(counts["code"] - 95 * 6 / 11) <= 2
 
 
 @pytest.mark.parametrize("kind", ["plan source", "tokens"])
