@@ -80,7 +80,7 @@ def rows(quick: bool = False) -> Iterator[dict[str, Any]]:
         "value": built,
         "unit": "s",
         "limit": 30.0 * scale,
-        "note": f"8 sources, one core (sequential); CPU time {cpu:.1f} s",
+        "note": f"8 sources, two cores (NOTE [Two-core megatron checkpoints]); CPU {cpu:.1f} s",
     }
     end = positions - PAGE - 1
     megatron.draw_range(0, end, end + PAGE)

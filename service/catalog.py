@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -406,7 +406,7 @@ class Catalog:
     ) -> tuple[MixturePlan, bool]:
         """Validate, name and store a mixture plan; ``True`` if it is new."""
         canonical, mixture, inputs = build_mixture(
-            sources, mixing, num_samples, seed, self._source_input
+            sources, mixing, num_samples, seed, self._source_resolver()
         )
         new_id = mixture_plan_id(canonical)
         plan = mixture_plan(
@@ -426,6 +426,28 @@ class Catalog:
             return stored, False
         self._mixtures.put(plan.id, plan)
         return plan, True
+
+    def _source_resolver(self) -> Callable[[Mapping[str, Any]], SourceInput]:
+        """:meth:`_source_input`, reading each dataset or plan once however many sources
+        name it (a mixture may have 4096)."""
+        found: dict[tuple[str, str], SourceInput] = {}
+
+        def resolve(value: Mapping[str, Any]) -> SourceInput:
+            key = (
+                ("plan_id", value["plan_id"])
+                if "plan_id" in value
+                else (
+                    "dataset_id",
+                    value["dataset_id"],
+                )
+            )
+            if not isinstance(key[1], str):
+                return self._source_input(value)
+            if key not in found:
+                found[key] = self._source_input(value)
+            return found[key]
+
+        return resolve
 
     def _source_input(self, value: Mapping[str, Any]) -> SourceInput:
         """A source's dataset length and token lengths, or its plan (404 if unknown)."""
@@ -460,7 +482,7 @@ class Catalog:
             config["mixing"],
             config["num_samples"],
             config["seed"],
-            self._source_input,
+            self._source_resolver(),
         )
         plan = mixture_plan(record.id, config, record.versions, mixture, inputs)
         self._mixtures.put(plan.id, plan)

@@ -858,7 +858,9 @@ class RunUpdateIn(_Request):
         description="`set` (w = v), `mul` (w = w * v) or `ema` (w = (1 - alpha) w + alpha v)."
     )
     alpha: float | None = Field(default=None, description="`ema` only: in (0, 1].")
-    indices: SkipValidation[list[int]] = Field(description="Population positions.")
+    indices: SkipValidation[list[int]] = Field(
+        description="Population positions (a mixture plan's run: source positions)."
+    )
     values: SkipValidation[list[float]] = Field(description="One value per index.")
     update_id: str | None = Field(
         default=None,

@@ -576,7 +576,15 @@ def test_mixtures_survive_a_restart_on_either_database(database_url: str) -> Non
                 body["num_samples"] = 30
             answer = create(api, body)
             before[answer["id"]] = (answer, [epoch_stream(api, answer["id"], e) for e in (0, 1)])
+        first = next(iter(before))
+        assert api.put("/v1/runs/mixed", json={"plan_id": first}).status_code == 201
+        run_page(api, "mixed", 0)
+        update = {"epoch": 0, "op": "set", "indices": [1, 2], "values": [2.0, 1.0]}
+        assert api.post("/v1/runs/mixed/updates", json=update).status_code == 202
+        run_streams = [run_page(api, "mixed", e) for e in (0, 1, 2)]
     with TestClient(create_app(settings)) as api:
         for plan_id, (answer, streams) in before.items():
             assert api.get(f"/v1/plans/{plan_id}").json() == answer
             assert [epoch_stream(api, plan_id, e) for e in (0, 1)] == streams
+        assert [run_page(api, "mixed", e) for e in (0, 1, 2)] == run_streams
+        assert run_streams[1] != before[first][1][1]  # the update changed epoch 1

@@ -84,6 +84,89 @@ def test_megatron_blend_is_build_blending_indices_with_epochs_as_windows(
             assert page.tolist() == expected[window][start : start + 11]
 
 
+@pytest.mark.parametrize("wrong_guess", [False, True])
+@pytest.mark.parametrize("case", range(6))
+def test_megatron_checkpoints_built_on_two_cores_are_the_sequential_counts(
+    case: int, wrong_guess: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NOTE [Two-core megatron checkpoints]: small spans, so that a short stream takes the
+    # two-core path; every checkpoint and page must still be Megatron-core's sequence.
+    every = 16 + case
+    monkeypatch.setattr(drawers_module, "CHECKPOINT", every)
+    monkeypatch.setattr(drawers_module, "_SPECULATE_SPANS", 2)
+    rng = np.random.default_rng([case, 11])
+    count = int(rng.integers(2, 9))
+    weights = [float(x) for x in rng.random(count) ** 3 + (0.0 if case % 3 else 1e-3)]
+    if case == 0:
+        weights = [1.0] * count  # ties everywhere
+    lengths = [int(n) for n in rng.integers(1, 50, size=count)]
+    size = every * 200 + int(rng.integers(0, every))
+    mixture = Mixture(
+        _sources(weights, lengths, "sequential"),
+        Mixing(algorithm="megatron-blend"),
+        num_samples=size,
+    )
+    drawer = mixture_drawer(mixture)
+    calls: list[int] = []
+    run = drawer._run  # type: ignore[attr-defined]
+
+    def counting_run(counts: np.ndarray, first: int, spans: int) -> np.ndarray:
+        calls.append(first)
+        return run(counts, first, spans)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(drawer, "_run", counting_run)
+    if wrong_guess:  # the guess misses: the second half is run again from the true counts
+        speculate = drawer._speculate  # type: ignore[attr-defined]
+
+        def missing(checkpoint: int, spans: int) -> tuple[np.ndarray, np.ndarray]:
+            guessed, rest = speculate(checkpoint, spans)
+            guessed = guessed.copy()
+            guessed[0] += 1
+            guessed[1] -= 1
+            return guessed, rest + 1
+
+        monkeypatch.setattr(drawer, "_speculate", missing)
+    drawer.build_to(size)  # type: ignore[attr-defined]
+    # The warm-up, both halves, and the second half again when the guess missed (always
+    # when it was made wrong; a warm-up this short may miss on its own).
+    assert len(calls) == 4 if wrong_guess else len(calls) in (3, 4)
+    index, sample_index = megatron_build_blending_indices(weights, size)
+    taken = np.zeros(count, dtype=np.int64)
+    for j, checkpoint in enumerate(drawer._counts):  # type: ignore[attr-defined]
+        assert checkpoint.tolist() == taken.tolist(), j
+        window = np.asarray(index[j * every : (j + 1) * every], dtype=np.int64)
+        taken += np.bincount(window, minlength=count)
+    sources, takes = drawer.sources_range(0, size - 3 * every, size)
+    assert sources.tolist() == index[size - 3 * every :]
+    assert takes.tolist() == sample_index[size - 3 * every :]
+
+
+@pytest.mark.parametrize("count", [2, 3, 8, 64, 300])
+def test_megatron_guess_meets_the_true_counts_after_one_span(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At the real span (65,536 positions per 64 sources) the guess's warm-up merges into
+    # the true sequence, so the second half is kept: skewed weights, one source dominant.
+    monkeypatch.setattr(drawers_module, "_SPECULATE_SPANS", 2)
+    rng = np.random.default_rng(count)
+    weights = [float(x) for x in rng.random(count) ** 4]
+    weights[0] = 50.0 * sum(weights)
+    every = drawers_module._checkpoint_every(count)
+    mixture = Mixture(
+        _sources(weights, [10] * count, "sequential"), Mixing(algorithm="megatron-blend")
+    )
+    drawer = mixture_drawer(mixture)
+    calls: list[int] = []
+    run = drawer._run  # type: ignore[attr-defined]
+    monkeypatch.setattr(drawer, "_run", lambda c, f, s: calls.append(f) or run(c, f, s))
+    drawer.build_to(5 * every)  # type: ignore[attr-defined]
+    assert len(calls) == 3  # warm-up, first half, second half: the guess was kept
+    expected = np.zeros(count, dtype=np.int64)
+    empty = np.empty(0, dtype=np.int64)
+    kernels.blend(drawer._p, expected, 0, 5 * every, 5 * every, empty, empty)  # type: ignore[attr-defined]
+    assert drawer._counts[5].tolist() == expected.tolist()  # type: ignore[attr-defined]
+
+
 # -- mixture-v1 ---------------------------------------------------------------------------
 
 weights_st = st.lists(

@@ -98,6 +98,8 @@ MAX_POSITION = 2**62
 #: ``mixture-v1``'s period: ``2**PERIOD_BITS`` windows.
 PERIOD_BITS = 30
 _WINDOW_DOMAIN = 0x6D69787475726531  # "mixture1"
+#: Fewest checkpoints a half of a ``megatron-blend`` build must have to run on two cores.
+_SPECULATE_SPANS = 64
 #: Checkpoint chunks ``hf-interleave`` counts per task (a task per core).
 _GROUP = 16
 
@@ -350,13 +352,61 @@ class _MegatronDrawer(MixtureDrawer):
                 f"{MAX_SEQUENTIAL} positions served"
             )
         with self._lock:
-            while len(self._counts) <= j:
-                counts = self._counts[-1].copy()
-                k = (len(self._counts) - 1) * self._every
-                empty = np.empty(0, dtype=np.int64)
-                kernels.blend(self._p, counts, k, k + self._every, k + self._every, empty, empty)
-                self._counts.append(counts)
+            if len(self._counts) <= j:
+                self._extend(j)
             return self._counts[j]
+
+    def _run(self, counts: Int64Array, first_checkpoint: int, spans: int) -> Int64Array:
+        """``spans`` checkpoints after ``first_checkpoint``, whose counts are ``counts``."""
+        out = np.empty((spans, self._p.shape[0]), dtype=np.int64)
+        kernels.blend_counts(
+            self._p, counts.copy(), first_checkpoint * self._every, self._every, out
+        )
+        return out
+
+    def _speculate(self, checkpoint: int, spans: int) -> tuple[Int64Array, Int64Array]:
+        """A guess of the counts at ``checkpoint``, and ``spans`` checkpoints from it."""
+        start = (checkpoint - 1) * self._every  # one span of warm-up before the checkpoint
+        ideal = self._p * start
+        guess = np.floor(ideal).astype(np.int64)
+        short = start - int(guess.sum())
+        if short > 0:  # the largest remainders take the rest (first on ties)
+            guess[np.argsort(-(ideal - guess), kind="stable")[:short]] += 1
+        at_checkpoint = self._run(guess, checkpoint - 1, 1)[0]
+        return at_checkpoint, self._run(at_checkpoint, checkpoint, spans)
+
+    def _extend(self, j: int) -> None:
+        """Build the checkpoints up to ``j`` (under the drawer's lock).
+
+        NOTE [Two-core megatron checkpoints]
+            The rule is sequential, but it forgets where it started: runs of it from two
+            different counts of the same total merge into one within a few thousand
+            positions (seen for 2 to 4096 sources and skewed weights). A long build
+            therefore runs its second half on the helper thread from a guess of the counts
+            at the half's start (the ideal counts one span earlier, rounded by largest
+            remainders, then one span of the rule), while this thread runs the first half
+            from the true counts. The second half is kept only if the guess, after its
+            warm-up, equals the true counts at that checkpoint exactly; from equal counts
+            the rule takes the same path, so what is kept is exactly the sequential
+            result. Otherwise the second half is run again from the true counts: never
+            wrong, at worst no faster.
+        """
+        have = len(self._counts) - 1
+        missing = j - have
+        counts = self._counts[-1]
+        if missing < 2 * _SPECULATE_SPANS:
+            self._counts.extend(self._run(counts, have, missing))
+            return
+        middle = have + missing // 2
+        second = _helper().submit(self._speculate, middle, j - middle)
+        try:
+            first_half = self._run(counts, have, middle - have)
+        finally:
+            guessed, second_half = second.result()
+        self._counts.extend(first_half)
+        if not np.array_equal(guessed, first_half[-1]):
+            second_half = self._run(first_half[-1], middle, j - middle)
+        self._counts.extend(second_half)
 
     def build_to(self, position: int) -> None:
         """Build the checkpoints up to ``position`` of the infinite sequence."""

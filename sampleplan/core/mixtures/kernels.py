@@ -1,6 +1,7 @@
 """The sequential loops of the mixing algorithms (compiled with numba when it imports).
 
-``blend`` is Megatron-core's ``build_blending_indices`` rule, resumable from any counts;
+``blend`` is Megatron-core's ``build_blending_indices`` rule, resumable from any counts
+(``blend_counts`` the same rule counting only, for checkpoints);
 ``count_sources`` counts how many of ``u`` fall in each bin of ``cdf`` (``searchsorted``
 ``side="right"``), for ``hf-interleave``'s checkpoints. Both keep the float64 operations
 of the definitions they implement, in their order (numba does not reassociate without
@@ -49,6 +50,43 @@ def _blend(
         taken[best] += 1.0
 
 
+def _blend_counts(
+    p: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+    first: int,
+    every: int,
+    out: npt.NDArray[np.int64],
+) -> None:
+    # NOTE [megatron-blend]'s rule from position `first` with `counts` taken so far, for
+    # out.shape[0] spans of `every` positions: out[c] = the counts after span c; `counts`
+    # ends as the last. The same choice as _blend, written for speed: the errors first (a
+    # loop without a branch), then the first index holding their maximum, which is the
+    # first on ties as _blend's strict `>` scan is (the errors are never NaN).
+    n = p.shape[0]
+    taken = np.empty(n, dtype=np.float64)
+    error = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        taken[i] = float(counts[i])
+    k = first
+    for c in range(out.shape[0]):
+        for _ in range(every):
+            x = float(k) if k > 1 else 1.0
+            for i in range(n):
+                error[i] = p[i] * x - taken[i]
+            largest = error[0]
+            for i in range(1, n):
+                largest = max(largest, error[i])
+            best = 0
+            while error[best] != largest:
+                best += 1
+            taken[best] += 1.0
+            k += 1
+        for i in range(n):
+            out[c, i] = np.int64(taken[i])
+    for i in range(n):
+        counts[i] = np.int64(taken[i])
+
+
 def _count_sources(
     cdf: npt.NDArray[np.float64], u: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]
 ) -> None:
@@ -83,6 +121,7 @@ def _count_sources_numpy(
 
 
 blend: Any = compile_kernel(_blend) if NUMBA is not None else _blend
+blend_counts: Any = compile_kernel(_blend_counts) if NUMBA is not None else _blend_counts
 count_sources: Any = compile_kernel(_count_sources) if NUMBA is not None else _count_sources_numpy
 
 
