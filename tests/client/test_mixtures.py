@@ -87,11 +87,13 @@ def test_a_mixture_plan_and_its_shares(api: SamplePlanClient) -> None:
     # The same request finds the same plan; the async twin too.
     assert _mixture_plan(api).id == plan.id
 
-    async def twin() -> Plan:
+    async def twin() -> tuple[Plan, Plan]:
         async with AsyncSamplePlanClient(api.base_url) as client:
-            return await client.get_plan(plan.id)
+            # The canonical config, sent back, names the same plan.
+            return await client.create_plan(**plan.config), await client.get_plan(plan.id)
 
-    assert asyncio.run(twin()).sources == plan.sources
+    created, read = asyncio.run(twin())
+    assert created == read == plan
 
 
 def test_the_sampler_over_concat_dataset_is_the_plans_stream(api: SamplePlanClient) -> None:
