@@ -210,7 +210,13 @@ class PlanCache:
                 _write_atomically(directory / "offsets.npy", _npy_bytes(offsets, "<i8"))
                 manifest["offsets_sha256"] = _codes_digest(offsets)
         _write_atomically(directory / "plan.json", _json_bytes(plan.raw))
-        _write_atomically(directory / "dataset.json", _json_bytes(dataclasses.asdict(dataset)))
+        # The token-length fields only where set: an entry reads as it always has.
+        fields = {
+            k: v
+            for k, v in dataclasses.asdict(dataset).items()
+            if v is not None or k not in ("total_tokens", "labels_dataset_id")
+        }
+        _write_atomically(directory / "dataset.json", _json_bytes(fields))
         _write_atomically(directory / "manifest.json", _json_bytes(manifest))
 
     def store_mixture(

@@ -3,7 +3,9 @@
 NOTE [Offline fallback]
     At construction the plan, its dataset's size and its weights (and, for
     ``hierarchical`` plans, the dataset's class codes) are cached on disk (once per plan
-    and machine: a plan's content never changes). When the service cannot be reached,
+    and machine: a plan's content never changes); for a mixture plan, its answer (the
+    sources' lengths), its sources' token lengths when it mixes tokens, and an entry of
+    its own for each plan source (:func:`fill_mixture_cache`). When the service cannot be reached,
     or keeps answering 5xx, the rest of the epoch is drawn locally by
     :class:`~sampleplan.client._offline.OfflineStream` with the service's own core, after checking
     that this machine reproduces the plan's streams (for ``torch`` plans: the same torch

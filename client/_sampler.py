@@ -493,7 +493,9 @@ class RemoteWeightedSampler(DistributedSampler[int]):
         """Change the weights of the next epochs of the run: see NOTE [Runs].
 
         ``indices`` are population positions (what this sampler yields with
-        ``space="population"``), ``values`` one float per index; ``op`` is ``"set"``,
+        ``space="population"``), or for a mixture plan source positions (``0`` for its
+        first source, ...), ``values`` one float per index (a mixture's: source weights);
+        ``op`` is ``"set"``,
         ``"mul"`` or ``"ema"`` (``w = (1 - alpha) * w + alpha * v``, alpha in (0, 1]).
         Buffered and sent in the background; :meth:`flush_updates` (and ``set_epoch``)
         waits for them.

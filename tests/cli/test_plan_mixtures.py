@@ -139,15 +139,19 @@ def test_temperature_from_the_command_line(
 ) -> None:
     with SamplePlanClient(live_server.url) as api:
         ids = [api.create_dataset([i] * n).id for i, n in enumerate((800, 100, 27))]
+        # A plan as a source: its size is its population's (the training part of a split).
+        split = api.create_plan(dataset_id=ids[0], split={"lengths": [64, 736], "seed": 1})
     argv = ["plan", "--proportions", "3", "--mixing", "megatron-blend", "--url", live_server.url]
     for name, id_ in zip(("a", "b", "c"), ids, strict=True):
         argv += ["--source", f"{name}=ds:{id_}"]
+    argv += ["--source", f"d=plan:{split.id}"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     rows = _cells(out)
-    # size ** (1/3): 9.28, 4.64, 3 of 16.92 (the transcription of the formula, by hand).
-    sizes = [800 ** (1 / 3), 100 ** (1 / 3), 27 ** (1 / 3)]
-    for name, size in zip(("a", "b", "c"), sizes, strict=True):
+    assert rows["d"][0] == f"plan:{split.id[:12]}" and rows["d"][1] == "800"
+    # size ** (1/3) normalised (the formula written out here): 9.28, 4.64, 3 and 4.
+    sizes = [800 ** (1 / 3), 100 ** (1 / 3), 27 ** (1 / 3), 64 ** (1 / 3)]
+    for name, size in zip(("a", "b", "c", "d"), sizes, strict=True):
         assert rows[name][2] == f"{100 * size / sum(sizes):.1f}%"
     assert "megatron-blend by temperature 3" in out
 

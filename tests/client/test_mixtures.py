@@ -87,11 +87,13 @@ def test_a_mixture_plan_and_its_shares(api: SamplePlanClient) -> None:
     # The same request finds the same plan; the async twin too.
     assert _mixture_plan(api).id == plan.id
 
-    async def twin() -> Plan:
+    async def twin() -> tuple[Plan, Plan]:
         async with AsyncSamplePlanClient(api.base_url) as client:
-            return await client.get_plan(plan.id)
+            # The canonical config, sent back, names the same plan.
+            return await client.create_plan(**plan.config), await client.get_plan(plan.id)
 
-    assert asyncio.run(twin()).sources == plan.sources
+    created, read = asyncio.run(twin())
+    assert created == read == plan
 
 
 def test_the_sampler_over_concat_dataset_is_the_plans_stream(api: SamplePlanClient) -> None:
@@ -103,6 +105,25 @@ def test_the_sampler_over_concat_dataset_is_the_plans_stream(api: SamplePlanClie
     assert seen == [data[i] for i in api.indices(plan.id, epoch=2).tolist()]
     with pytest.raises(ValueError, match="is a mixture of sources"):
         RemoteBatchSampler(plan.id, api)
+
+
+def test_a_run_changes_the_sources_weights_from_the_next_epoch(api: SamplePlanClient) -> None:
+    plan = _mixture_plan(api)  # weights 5, 3, 2
+    data = _items()
+    sampler = RemoteWeightedSampler(plan.id, api, run="mixing-job", chunk_size=16)
+    loader = DataLoader(data, batch_size=5, sampler=sampler)
+    # Unchanged weights draw the plan's stream.
+    assert [x for batch in loader for x in batch] == [data[i] for i in api.indices(plan.id)]
+    # Online data mixing: math is dropped and code doubled, from the next epoch on.
+    sampler.update_weights([2, 1], [0.0, 2.0], op="mul")
+    sampler.set_epoch(1)  # flushes the update
+    assert api.run_weights("mixing-job", epoch=1).tolist() == [5.0, 6.0, 0.0]
+    seen = [x for batch in loader for x in batch]
+    assert seen == [data[i] for i in api.run_indices("mixing-job", epoch=1).tolist()]
+    counts = {name: sum(x.startswith(f"{name}:") for x in seen) for name in LENGTHS}
+    assert counts["math"] == 0 and sum(counts.values()) == 95
+    # Proportions 5/11 and 6/11 hold within mixture-v1's bound.
+    assert abs(counts["web"] - 95 * 5 / 11) <= 2 and abs(counts["code"] - 95 * 6 / 11) <= 2
 
 
 @pytest.mark.parametrize("kind", ["plan source", "tokens"])
