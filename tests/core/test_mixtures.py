@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampleplan.core.errors import InvalidPlanConfig
+from sampleplan.core.deadlines import deadline
+from sampleplan.core.errors import DeadlineExceeded, InvalidPlanConfig
 from sampleplan.core.mixtures import (
     Mixing,
     Mixture,
@@ -165,6 +167,39 @@ def test_megatron_guess_meets_the_true_counts_after_one_span(
     empty = np.empty(0, dtype=np.int64)
     kernels.blend(drawer._p, expected, 0, 5 * every, 5 * every, empty, empty)  # type: ignore[attr-defined]
     assert drawer._counts[5].tolist() == expected.tolist()  # type: ignore[attr-defined]
+
+
+def test_a_long_checkpoint_build_stops_at_the_deadline_and_keeps_what_it_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NOTE [Deadlines]: the build goes in steps and checks the request's deadline between
+    # them; a later request goes on from the checkpoints already built.
+    monkeypatch.setattr(drawers_module, "CHECKPOINT", 64)
+    monkeypatch.setattr(drawers_module, "_STEP_SPANS", 4)
+    mixture = Mixture(
+        _sources([3.0, 1.0, 2.0], [10, 20, 30], "sequential"), Mixing(algorithm="megatron-blend")
+    )
+    drawer = mixture_drawer(mixture)
+    steps: list[int] = []
+    run = drawer._run  # type: ignore[attr-defined]
+
+    def stopping_run(counts: np.ndarray, first: int, spans: int) -> np.ndarray:
+        steps.append(spans)
+        if len(steps) == 5:  # the request's time runs out during its fifth step
+            monkeypatch.setattr(time, "monotonic", lambda: math.inf)
+        return run(counts, first, spans)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(drawer, "_run", stopping_run)
+    with deadline(60.0), pytest.raises(DeadlineExceeded):
+        drawer.build_to(64 * 1000)  # type: ignore[attr-defined]
+    assert max(steps) <= 4 and len(steps) <= 6  # the step under way ends, no more start
+    built = len(drawer._counts)  # type: ignore[attr-defined]
+    assert 1 < built < 1000
+    monkeypatch.undo()
+    drawer.build_to(64 * 1000)  # type: ignore[attr-defined]
+    index, _ = megatron_build_blending_indices([3.0, 1.0, 2.0], 64 * 1000)
+    expected = np.bincount(np.asarray(index, dtype=np.int64), minlength=3)
+    assert drawer._counts[1000].tolist() == expected.tolist()  # type: ignore[attr-defined]
 
 
 # -- mixture-v1 ---------------------------------------------------------------------------

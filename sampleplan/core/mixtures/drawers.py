@@ -78,6 +78,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.algorithms import Drawer
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.errors import InvalidPlanConfig, InvalidStreamRequest
 from sampleplan.core.lru import LRUCache
 from sampleplan.core.mixtures import kernels
@@ -100,6 +101,8 @@ PERIOD_BITS = 30
 _WINDOW_DOMAIN = 0x6D69787475726531  # "mixture1"
 #: Fewest checkpoints a half of a ``megatron-blend`` build must have to run on two cores.
 _SPECULATE_SPANS = 64
+#: Most checkpoint spans one thread builds between two checks of the request's deadline.
+_STEP_SPANS = 1024
 #: Checkpoint chunks ``hf-interleave`` counts per task (a task per core).
 _GROUP = 16
 
@@ -238,6 +241,7 @@ class _HfDrawer(MixtureDrawer):
         checkpoints = [counts.copy()]
         chunk = 0
         while True:
+            check_deadline()  # NOTE [Deadlines]: about 2e6 draws a round
             # Two groups of chunks at once: this thread's and a helper's (both cores).
             ahead = _helper().submit(self._chunk_counts, epoch, chunk + _GROUP)
             groups = [self._chunk_counts(epoch, chunk), ahead.result()]
@@ -391,22 +395,28 @@ class _MegatronDrawer(MixtureDrawer):
             result. Otherwise the second half is run again from the true counts: never
             wrong, at worst no faster.
         """
-        have = len(self._counts) - 1
-        missing = j - have
-        counts = self._counts[-1]
-        if missing < 2 * _SPECULATE_SPANS:
-            self._counts.extend(self._run(counts, have, missing))
-            return
-        middle = have + missing // 2
-        second = _helper().submit(self._speculate, middle, j - middle)
-        try:
-            first_half = self._run(counts, have, middle - have)
-        finally:
-            guessed, second_half = second.result()
-        self._counts.extend(first_half)
-        if not np.array_equal(guessed, first_half[-1]):
-            second_half = self._run(first_half[-1], middle, j - middle)
-        self._counts.extend(second_half)
+        # In steps of at most _STEP_SPANS spans a thread (about a second each), with the
+        # request's deadline checked between them (NOTE [Deadlines]): a request that times
+        # out stops within a step, and the checkpoints it built serve the next one.
+        while len(self._counts) <= j:
+            check_deadline()
+            have = len(self._counts) - 1
+            missing = j - have
+            counts = self._counts[-1]
+            if missing < 2 * _SPECULATE_SPANS:
+                self._counts.extend(self._run(counts, have, min(missing, _STEP_SPANS)))
+                continue
+            middle = have + min(missing // 2, _STEP_SPANS)
+            spans = min(j - middle, _STEP_SPANS)
+            second = _helper().submit(self._speculate, middle, spans)
+            try:
+                first_half = self._run(counts, have, middle - have)
+            finally:
+                guessed, second_half = second.result()
+            self._counts.extend(first_half)
+            if not np.array_equal(guessed, first_half[-1]):
+                second_half = self._run(first_half[-1], middle, spans)
+            self._counts.extend(second_half)
 
     def build_to(self, position: int) -> None:
         """Build the checkpoints up to ``position`` of the infinite sequence."""
