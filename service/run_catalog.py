@@ -119,9 +119,11 @@ class _PlanChanged(Exception):
 _BATCH = 64
 
 #: Writer threads per replica on PostgreSQL (SQLite has one writer); each holds one of the
-#: pool's connections while it writes. Four gave 450-580 small updates/s under 32 clients
-#: here, eight 612-625 (docs/operations/runs-storage.md).
-_PG_WRITERS = 8
+#: pool's connections while it writes. A batch's round trips no longer grow with its
+#: updates (NOTE [Run transactions]), so one writer batches the most and costs the least:
+#: under 32 clients of small updates, 1.4-1.7 ms of the server's CPU per update with one,
+#: 2.3-2.7 ms with two to eight (docs/operations/runs-storage.md).
+_PG_WRITERS = 1
 
 
 @dataclass(eq=False)
@@ -376,8 +378,10 @@ class RunCatalog:
         """Store the updates of ``batch`` in one transaction (NOTE [Group commit])."""
         overlay: dict[tuple[str, str, int], _Pending] = {}
         applied: list[tuple[_Queued, RunRecord, RunTransaction]] = []
+        update_ids = {q.update_id for q in batch if q.update_id is not None}
         with self.store.batch() as many:
-            locked = {run_id: many.lock(run_id) for run_id in sorted({q.run_id for q in batch})}
+            run_ids = sorted({q.run_id for q in batch})
+            locked = dict(zip(run_ids, many.lock(run_ids, update_ids), strict=True))
             for queued in batch:
                 tx = locked[queued.run_id]
                 try:
@@ -388,8 +392,12 @@ class RunCatalog:
                     continue
                 applied.append((queued, _locked_run(tx), tx))
             frozen = {run_id: tx.frozen_epochs() for run_id, tx in locked.items() if tx.run}
-        # Committed: the states are the stored updates', and the answers can go.
+        # Committed: the states are the stored updates', and the answers can go. The
+        # states were tagged with provisional seqs; each run's latest one gets the stored
+        # seq of the run's last update (a state made before it is outdated by the count).
         for key, pending in overlay.items():
+            if key[0] in many.max_seqs:
+                pending = replace(pending, max_seq=many.max_seqs[key[0]])
             self._pending.put(key, pending)
         for queued, run, _ in applied:
             self._seen.put(run.id, _incarnation(run))

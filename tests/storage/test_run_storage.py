@@ -402,7 +402,7 @@ def test_a_batch_whose_commit_fails_is_answered_503_and_stores_nothing(
             raise OperationalError("UPDATE runs", {}, Exception("the disk is gone"))
 
         with monkeypatch.context() as patch:
-            patch.setattr(runs_module.RunTransaction, "flush", broken)
+            patch.setattr(runs_module.RunBatch, "flush", broken)
             failed = api.post("/v1/runs/fails/updates", json=body)
         assert failed.status_code == 503, failed.text
         assert stored_rows(database_url, "fails") == (0, 0, 0)
