@@ -466,6 +466,13 @@ class RunReads:
         )
         return [_update(row) for row in self._conn.execute(query).mappings()]
 
+    def update_totals(self) -> tuple[int, int]:
+        """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
+        self._reading_updates()
+        # Two subqueries, each answered from one end of an index.
+        seq, epoch = self._conn.execute(_UPDATE_TOTALS, {"run_id": self.run_id}).one()
+        return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+
     def latest_frozen_before(self, epoch: int) -> int | None:
         """The latest frozen epoch before ``epoch`` (its weights are a base to replay from)."""
         query = sa.select(sa.func.max(run_epochs.c.epoch)).where(
@@ -573,10 +580,7 @@ class RunTransaction(RunReads):
     def update_totals(self) -> tuple[int, int]:
         """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
         if self._totals is None:
-            self._reading_updates()
-            # Two subqueries, each answered from one end of an index.
-            seq, epoch = self._conn.execute(_UPDATE_TOTALS, {"run_id": self.run_id}).one()
-            self._totals = (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
+            self._totals = super().update_totals()
         return self._totals
 
     def last_key(self, epoch: int, at_least: tuple[int, int]) -> tuple[int, int]:
