@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,6 +155,17 @@ def test_a_batch_inserts_its_updates_together_and_reads_them_back(runs: RunStore
         assert tx.update_totals() == (many.max_seqs["r"], 1) and tx.has_update("u-1")
     with runs.batch() as many, pytest.raises(RuntimeError, match="order of their ids"):
         many.lock(["s", "r"])
+    # One insert of many rows: their seqs follow the order the updates were added in,
+    # which is the order a replay applies updates of one (epoch, step, rank) in.
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 0.5, 6.0, 7.0]
+    with runs.batch() as many:
+        (tx,) = many.lock(["s"])
+        for value in values:
+            tx.add_update(replace(_update(epoch=3), values=np.array([value], "<f8").tobytes()))
+    with runs.transaction("s") as tx:
+        stored = tx.updates_between(3, 4)
+    assert [np.frombuffer(u.values, "<f8")[0] for u in stored] == values
+    assert [u.seq for u in stored] == sorted(u.seq for u in stored)
 
 
 def test_a_batch_costs_the_same_statements_for_one_update_as_for_forty(runs: RunStore) -> None:
