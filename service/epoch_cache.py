@@ -170,8 +170,9 @@ class EpochCache:
                 left = remaining()
                 return pending.result(timeout=None if math.isinf(left) else max(0.0, left))
             except FutureTimeout:
-                check_deadline()  # past its own deadline: DeadlineExceeded
-                raise  # pragma: no cover - a timeout before the deadline cannot happen
+                raise DeadlineExceeded(
+                    "the request's timeout passed while it waited for the epoch being drawn"
+                ) from None
             except DeadlineExceeded:
                 check_deadline()  # this waiter's own deadline passed too
                 # The draw stopped at the others' deadlines just as this one joined.
