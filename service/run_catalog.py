@@ -179,6 +179,16 @@ class _Writer:
                 for queued in batch:
                     if queued.result is not None or queued.error is None:
                         queued.result, queued.error = None, exc
+                if isinstance(exc, StorageUnavailable):
+                    # The database failed (NOTE [Database timeouts]): the updates that
+                    # queued meanwhile get the same 503 now rather than a wait as long
+                    # again; none of them was tried, and a retry stores each once.
+                    with self._lock:
+                        behind = list(self._queue)
+                        self._queue.clear()
+                    for queued in behind:
+                        queued.error = exc
+                    batch += behind
             finally:
                 for queued in batch:
                     queued.done.set()
@@ -385,7 +395,9 @@ class RunCatalog:
     #     Only after that commit are the updates answered (and the next epochs' states
     #     remembered, NOTE [Pending epoch state]); a failed commit answers every update
     #     of the batch 503 (none stored, unless the commit itself was cut off after it
-    #     landed: the client's retry under the same update id applies it once). Each
+    #     landed: the client's retry under the same update id applies it once), and when
+    #     the database failed, the updates queued behind the batch too, untried (each
+    #     would otherwise wait for its own batch to fail in turn). Each
     #     update is applied in its request's context, so its deadline holds
     #     (NOTE [Deadlines]), checked before its write. A run's update count is written
     #     once per transaction. An idle writer thread ends after a second and starts again
