@@ -179,10 +179,11 @@ class _Writer:
                 for queued in batch:
                     if queued.result is not None or queued.error is None:
                         queued.result, queued.error = None, exc
-                if isinstance(exc, StorageUnavailable):
-                    # The database failed (NOTE [Database timeouts]): the updates that
-                    # queued meanwhile get the same 503 now rather than a wait as long
-                    # again; none of them was tried, and a retry stores each once.
+                if isinstance(exc, StorageUnavailable) and exc.__cause__ is not None:
+                    # The database failed (the store raises the 503 from the driver's
+                    # error; NOTE [Database timeouts]): the updates that queued meanwhile
+                    # get the same 503 now rather than a wait as long again; none of
+                    # them was tried, and a retry stores each once.
                     with self._lock:
                         behind = list(self._queue)
                         self._queue.clear()
