@@ -138,8 +138,19 @@ _LOCK_RUNS = (
     .bindparams(sa.bindparam("ids", expanding=True))
     .columns(created_at=sa.DateTime(timezone=True))
 )
+# PostgreSQL's planner answers ``max(seq) ... WHERE run_id = x`` by walking the primary
+# key backwards until a row of the run turns up: through every update made since the
+# run's last one (EXPLAIN ANALYZE, 100 000 updates of 8 busy runs since an idle run's
+# last: all of them read, 12 ms, for the idle run). A row comparison that only the
+# (run_id, seq) index can answer makes it read one index entry: the last at or before
+# (x, the largest seq), whose run is x's if x has any update.
+_LAST_SEQ_PG = (
+    "(SELECT CASE WHEN u.run_id = {run} THEN u.seq END FROM run_updates u "
+    "WHERE (u.run_id, u.seq) <= ({run}, 9223372036854775807) "
+    "ORDER BY u.run_id DESC, u.seq DESC LIMIT 1)"
+)
 _RUNS_TOTALS = sa.text(
-    "SELECT id, (SELECT max(seq) FROM run_updates WHERE run_id = runs.id), "
+    f"SELECT id, {_LAST_SEQ_PG.format(run='runs.id')}, "
     "(SELECT max(epoch) FROM run_updates WHERE run_id = runs.id) FROM runs WHERE id IN :ids"
 ).bindparams(sa.bindparam("ids", expanding=True))
 _STORED_UPDATES = sa.text(
@@ -156,6 +167,10 @@ _STORED_UPDATE = sa.text(
 )
 _UPDATE_TOTALS = sa.text(
     "SELECT (SELECT max(seq) FROM run_updates WHERE run_id = :run_id), "
+    "(SELECT max(epoch) FROM run_updates WHERE run_id = :run_id)"
+)
+_UPDATE_TOTALS_PG = sa.text(
+    f"SELECT {_LAST_SEQ_PG.format(run='CAST(:run_id AS VARCHAR)')}, "
     "(SELECT max(epoch) FROM run_updates WHERE run_id = :run_id)"
 )
 _INSERT_UPDATE = sa.text(
@@ -502,7 +517,8 @@ class RunReads:
         """``(largest seq, largest epoch)`` of the run's updates (``(-1, -1)``: none)."""
         self._reading_updates()
         # Two subqueries, each answered from one end of an index.
-        seq, epoch = self._conn.execute(_UPDATE_TOTALS, {"run_id": self.run_id}).one()
+        query = _UPDATE_TOTALS if self._conn.dialect.name == "sqlite" else _UPDATE_TOTALS_PG
+        seq, epoch = self._conn.execute(query, {"run_id": self.run_id}).one()
         return (-1 if seq is None else int(seq)), (-1 if epoch is None else int(epoch))
 
     def latest_frozen_before(self, epoch: int) -> int | None:

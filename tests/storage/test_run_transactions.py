@@ -193,3 +193,22 @@ def test_a_batch_costs_the_same_statements_for_one_update_as_for_forty(runs: Run
     assert statements(1, 0) == statements(40, 100)
     record = runs.get_run("r")
     assert record is not None and record.updates == 1 + 20
+
+
+def test_update_totals_of_runs_among_others(runs: RunStore) -> None:
+    """A run's latest update is its own, however many other runs' came after it (or none
+    of its own came at all); on PostgreSQL read from the (run_id, seq) index alone."""
+    for run_id in ("a", "s"):
+        runs.create_run(run_id, "p" * 64)
+    with runs.transaction("s") as tx:
+        own = tx.add_update(_update(epoch=2))
+    with runs.batch() as many:
+        (tx,) = many.lock(["r"])
+        for _ in range(5):
+            tx.add_update(_update(epoch=4))
+    for run_id, expected in (("a", (-1, -1)), ("s", (own, 2)), ("r", (many.max_seqs["r"], 4))):
+        with runs.transaction(run_id) as one:
+            assert one.update_totals() == expected, run_id
+        with runs.batch() as batch:
+            (locked,) = batch.lock([run_id])
+            assert locked.update_totals() == expected, run_id
