@@ -12,6 +12,11 @@ NOTE [Single flight]
     :class:`~concurrent.futures.Future` for the key and draws outside the lock; the others
     find the future and wait on it. A failed draw is handed to every waiter and nothing
     is cached, so the next request tries again.
+    The draw runs under the latest deadline of the requests waiting for it (a
+    ``SharedDeadline``, NOTE [Deadlines]): the first request timing out does not stop a
+    draw others still wait for, and a draw no one can use any more stops at its next
+    chunk. A waiter waits until its own deadline at most. A waiter handed a draw stopped
+    at a deadline that is not its own (it joined as the draw gave up) asks again.
 
 NOTE [Held while in flight]
     A request that waits for a worker thread (NOTE [Page threads]) may reach the cache
@@ -27,15 +32,19 @@ Cached arrays are made read-only: they are shared by every request that reads th
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.deadlines import SharedDeadline, check_deadline, remaining
+from sampleplan.core.errors import DeadlineExceeded
 from sampleplan.core.lru import LRUCache
 
 __all__ = ["EpochCache", "EpochCacheStats"]
@@ -79,6 +88,7 @@ class EpochCache:
         # Its own lock guards each of the LRUs; ``_lock`` keeps them and the rest in step.
         self._entries: LRUCache[Hashable, Int64Array] = LRUCache(max_bytes, size=_nbytes)
         self._pending: dict[Hashable, Future[Int64Array]] = {}
+        self._deadlines: dict[Hashable, SharedDeadline] = {}  # the pending draws'
         self._touched: LRUCache[Hashable, bool] = LRUCache(_TOUCHED_KEYS)
         self._in_flight: dict[Hashable, int] = {}
         self._held: dict[Hashable, Int64Array] = {}
@@ -139,28 +149,46 @@ class EpochCache:
 
         See NOTE [Single flight]. Exceptions from ``draw`` reach every waiting caller.
         """
-        with self._lock:
-            stream = self._lookup(key)
-            if stream is not None:
-                return stream
-            self._misses += 1
-            pending = self._pending.get(key)
+        while True:
+            with self._lock:
+                stream = self._lookup(key)
+                if stream is not None:
+                    return stream
+                self._misses += 1
+                pending = self._pending.get(key)
+                if pending is None:
+                    shared = SharedDeadline()
+                    future: Future[Int64Array] = Future()
+                    self._pending[key] = future
+                    self._deadlines[key] = shared
+                    self._draws += 1
+                shared = self._deadlines[key]
+                shared.join()
             if pending is None:
-                future: Future[Int64Array] = Future()
-                self._pending[key] = future
-                self._draws += 1
-        if pending is not None:
-            return pending.result()
+                break
+            try:
+                left = remaining()
+                return pending.result(timeout=None if math.isinf(left) else max(0.0, left))
+            except FutureTimeout:
+                raise DeadlineExceeded(
+                    "the request's timeout passed while it waited for the epoch being drawn"
+                ) from None
+            except DeadlineExceeded:
+                check_deadline()  # this waiter's own deadline passed too
+                # The draw stopped at the others' deadlines just as this one joined.
         try:
-            stream = draw()
+            with shared.applied():
+                stream = draw()
             stream.flags.writeable = False
         except BaseException as exc:
             with self._lock:
                 del self._pending[key]
+                del self._deadlines[key]
             future.set_exception(exc)
             raise
         with self._lock:
             del self._pending[key]
+            del self._deadlines[key]
             self._touched.pop(key)
             # Kept if it fits the budget (evicting the least recently used), else held.
             if not self._entries.put(key, stream) and key in self._in_flight:

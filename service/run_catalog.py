@@ -168,9 +168,12 @@ class _PlanChanged(Exception):
 _BATCH = 64
 
 #: Writer threads per replica on PostgreSQL (SQLite has one writer); each holds one of the
-#: pool's connections while it writes. Four gave 450-580 small updates/s under 32 clients
-#: here, eight 612-625 (docs/operations/runs-storage.md).
-_PG_WRITERS = 8
+#: pool's connections while it writes. A batch's round trips no longer grow with its
+#: updates (NOTE [Run transactions]), so one writer batches the most and costs the least:
+#: under 32 clients of small updates, 1.1-1.7 ms of the server's CPU per update with one,
+#: 2.3-2.7 ms with two to eight (docs/operations/runs-storage.md). More writers only
+#: overlap round trips, at the cost of smaller batches.
+_PG_WRITERS = 1
 
 
 @dataclass(eq=False)
@@ -225,9 +228,36 @@ class _Writer:
                 for queued in batch:
                     if queued.result is not None or queued.error is None:
                         queued.result, queued.error = None, exc
+                if isinstance(exc, StorageUnavailable) and exc.__cause__ is not None:
+                    # The database failed (the store raises the 503 from the driver's
+                    # error; NOTE [Database timeouts]): the updates that queued meanwhile
+                    # get the same 503 now rather than a wait as long again; none of
+                    # them was tried, and a retry stores each once.
+                    with self._lock:
+                        behind = list(self._queue)
+                        self._queue.clear()
+                    for queued in behind:
+                        queued.error = exc
+                    batch += behind
             finally:
                 for queued in batch:
                     queued.done.set()
+
+
+@dataclass(frozen=True, eq=False)
+class _FreezeDraft:
+    """A frozen epoch's weights computed before the run's lock, and what from
+    (NOTE [Freezes prepared before the lock])."""
+
+    tag: tuple[object, ...]
+    weights: Float64Array
+    updated: bool
+    digest: str
+
+
+def _freeze_tag(run: RunRecord, max_seq: int) -> tuple[object, ...]:
+    """What a frozen epoch's weights are computed from, as far as it can move."""
+    return (*_incarnation(run), run.updates, max_seq, run.max_frozen, run.kept_from)
 
 
 @dataclass(frozen=True)
@@ -407,17 +437,19 @@ class RunCatalog:
     # NOTE [Group commit]
     #     Small updates arrive by the hundreds per second, and a commit costs more than
     #     the update (an fsync on PostgreSQL; on SQLite its one write lock). So each
-    #     replica has one writer thread (on PostgreSQL ``_PG_WRITERS``, each for its share
-    #     of the runs, whose round trips then overlap without waiting for each other's
+    #     replica has one writer thread (``_PG_WRITERS`` on PostgreSQL, one now; with
+    #     more, each takes its share of the runs, so that they never wait for each other's
     #     row locks): updates queue for it, and it takes every update
     #     waiting (up to ``_BATCH``) into one transaction, locks their runs in the order of
     #     their ids (NOTE [Run transactions]; two replicas' batches never wait for each
-    #     other), applies each as the unit of work it always was (read, decide, write;
+    #     other in a cycle), applies each as the unit of work it always was (read, decide, write;
     #     an update refused writes nothing and is answered its error), and commits once.
     #     Only after that commit are the updates answered (and the next epochs' states
     #     remembered, NOTE [Pending epoch state]); a failed commit answers every update
     #     of the batch 503 (none stored, unless the commit itself was cut off after it
-    #     landed: the client's retry under the same update id applies it once). Each
+    #     landed: the client's retry under the same update id applies it once), and when
+    #     the database failed, the updates queued behind the batch too, untried (each
+    #     would otherwise wait for its own batch to fail in turn). Each
     #     update is applied in its request's context, so its deadline holds
     #     (NOTE [Deadlines]), checked before its write. A run's update count is written
     #     once per transaction. An idle writer thread ends after a second and starts again
@@ -427,8 +459,10 @@ class RunCatalog:
         """Store the updates of ``batch`` in one transaction (NOTE [Group commit])."""
         overlay: dict[tuple[str, str, int], _Pending] = {}
         applied: list[tuple[_Queued, RunRecord, RunTransaction]] = []
+        update_ids = {q.update_id for q in batch if q.update_id is not None}
         with self.store.batch() as many:
-            locked = {run_id: many.lock(run_id) for run_id in sorted({q.run_id for q in batch})}
+            run_ids = sorted({q.run_id for q in batch})
+            locked = dict(zip(run_ids, many.lock(run_ids, update_ids), strict=True))
             for queued in batch:
                 tx = locked[queued.run_id]
                 try:
@@ -439,8 +473,12 @@ class RunCatalog:
                     continue
                 applied.append((queued, _locked_run(tx), tx))
             frozen = {run_id: tx.frozen_epochs() for run_id, tx in locked.items() if tx.run}
-        # Committed: the states are the stored updates', and the answers can go.
+        # Committed: the states are the stored updates', and the answers can go. The
+        # states were tagged with provisional seqs; each run's latest one gets the stored
+        # seq of the run's last update (a state made before it is outdated by the count).
         for key, pending in overlay.items():
+            if key[0] in many.max_seqs:
+                pending = replace(pending, max_seq=many.max_seqs[key[0]])
             self._pending.put(key, pending)
         for queued, run, _ in applied:
             self._seen.put(run.id, _incarnation(run))
@@ -587,7 +625,7 @@ class RunCatalog:
 
     def _replay(
         self,
-        tx: RunTransaction,
+        tx: RunReads,
         plan: RunPlan,
         stop_epoch: int | None,
         extra: RunUpdate | None = None,
@@ -692,9 +730,42 @@ class RunCatalog:
             )
         return weights
 
+    # NOTE [Freezes prepared before the lock]
+    #     Freezing an epoch replays the updates since the latest frozen epoch before it
+    #     (at most the keyframe spacing of epochs, NOTE [How frozen epochs are stored]) and
+    #     hashes the weights: work that grows with the run. It is done first, in a snapshot
+    #     of the run without its lock (``_FreezeDraft``), tagged with what it was computed
+    #     from: the run's incarnation, update count, largest ``seq``, latest frozen epoch
+    #     and first kept epoch. Under the lock, if none of those has moved (no update, no
+    #     freeze, no retention since), the draft is the epoch's weights and the lock is
+    #     held for reads and writes only; otherwise the replay is done again under the
+    #     lock, as before. Updates are applied the same way (NOTE [Pending epoch state]).
+
+    def _draft_freeze(self, run_id: str, plan: RunPlan, epoch: int) -> _FreezeDraft | None:
+        """Epoch ``epoch``'s weights computed without the run's lock, or ``None`` when
+        there is nothing to prepare (frozen already, not reached, or no such run)."""
+        with self.store.snapshot(run_id) as reads:
+            run = reads.run
+            if run is None or run.plan_id != plan.id or epoch < run.kept_from:
+                return None
+            if reads.epoch(epoch) is not None:
+                return None
+            max_seq, max_epoch = reads.update_totals()
+            if epoch > max(run.max_frozen, max_epoch, 0) + 1:
+                return None  # refused under the lock (NOTE [Reads never end a run])
+            pending = self._pending_state(run, epoch - 1, max_seq) if epoch > 0 else None
+            if pending is not None:
+                weights, updated = pending.state.weights, True
+            else:
+                weights, updated = self._replay(reads, plan, epoch)
+        check_deadline()  # NOTE [Deadlines]
+        return _FreezeDraft(_freeze_tag(run, max_seq), weights, updated, _digest(weights))
+
     def _freeze(self, run_id: str, plan: RunPlan, epoch: int) -> Float64Array:
         """Epoch ``epoch``'s weights, frozen now if no one has frozen it yet: one unit of
-        work under the run's lock, as :meth:`add_update`."""
+        work under the run's lock, as :meth:`add_update`, prepared before it
+        (NOTE [Freezes prepared before the lock])."""
+        draft = self._draft_freeze(run_id, plan, epoch)
         with self.store.transaction(run_id) as tx:
             run = _locked_run(tx)
             _check_kept(run, epoch)
@@ -711,22 +782,30 @@ class RunCatalog:
                     "reading an epoch freezes it and every epoch before it would then refuse "
                     "updates: read the run's epochs in order"
                 )
+            digest = None
             pending = self._pending_state(run, epoch - 1, max_seq) if epoch > 0 else None
-            if pending is not None:
+            if draft is not None and draft.tag == _freeze_tag(run, max_seq):
+                weights, updated, digest = draft.weights, draft.updated, draft.digest
+            elif pending is not None:
                 weights, updated = pending.state.weights, True
             else:
                 weights, updated = self._replay(tx, plan, epoch)
-            record = self._epoch_record(tx, epoch, weights, updated)
+            record = self._epoch_record(tx, epoch, weights, updated, digest)
             check_deadline()  # NOTE [Deadlines]
             tx.freeze(record)
             self._retain(tx, epoch)
             return weights
 
     def _epoch_record(
-        self, tx: RunTransaction, epoch: int, weights: Float64Array, updated: bool
+        self,
+        tx: RunTransaction,
+        epoch: int,
+        weights: Float64Array,
+        updated: bool,
+        digest: str | None = None,
     ) -> EpochRecord:
         """How epoch ``epoch`` is stored: NOTE [How frozen epochs are stored]."""
-        digest = _digest(weights)
+        digest = digest or _digest(weights)
         if not updated:  # the plan's weights: nothing to store
             return EpochRecord(epoch=epoch, weights=None, weights_sha256=digest)
         keyframe = tx.latest_keyframe_before(epoch)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
+from sampleplan.core.deadlines import check_deadline, deadline
+from sampleplan.core.errors import DeadlineExceeded
 from sampleplan.service.epoch_cache import EpochCache
 
 
@@ -99,3 +102,74 @@ def test_nothing_is_held_for_a_key_without_requests_in_flight() -> None:
     with cache.in_flight("other"):
         cache.get_or_draw("epoch", lambda: np.arange(3, dtype=np.int64))
         assert "epoch" not in cache
+
+
+def _chunked_draw(seconds: float, chunks: list[int]) -> np.ndarray:
+    """A draw of ``seconds`` that checks the deadline between chunks, as the core's do."""
+    for chunk in range(round(seconds * 100)):
+        check_deadline()
+        chunks.append(chunk)
+        time.sleep(0.01)
+    return np.arange(10)
+
+
+def test_a_draw_goes_on_for_a_waiter_when_its_starter_times_out() -> None:
+    """NOTE [Single flight]: the request that started a draw times out, another still waits
+    for it: the draw ends, once, and the waiter gets the epoch."""
+    cache = EpochCache(1 << 20)
+    chunks: list[int] = []
+    started = threading.Event()
+    got: list[np.ndarray] = []
+
+    def draw() -> np.ndarray:
+        started.set()
+        return _chunked_draw(0.6, chunks)
+
+    def starter() -> None:
+        with deadline(0.1):
+            got.append(cache.get_or_draw("k", draw))
+
+    def waiter() -> None:
+        started.wait(5)
+        with deadline(30.0):
+            got.append(cache.get_or_draw("k", lambda: np.arange(99)))
+
+    threads = [threading.Thread(target=starter), threading.Thread(target=waiter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [g.tolist() for g in got] == [list(range(10))] * 2
+    assert len(chunks) == 60 and cache.stats().draws == 1
+
+
+def test_a_draw_no_one_waits_for_stops_at_the_deadline() -> None:
+    cache = EpochCache(1 << 20)
+    chunks: list[int] = []
+    began = time.monotonic()
+    with deadline(0.1), pytest.raises(DeadlineExceeded):
+        cache.get_or_draw("k", lambda: _chunked_draw(5.0, chunks))
+    assert time.monotonic() - began < 3.0 and len(chunks) < 300
+    # Nothing was cached: the next request draws.
+    assert cache.get_or_draw("k", lambda: np.arange(4)).tolist() == [0, 1, 2, 3]
+
+
+def test_a_waiter_stops_waiting_at_its_own_deadline() -> None:
+    cache = EpochCache(1 << 20)
+    chunks: list[int] = []
+    started = threading.Event()
+    got: list[np.ndarray] = []
+
+    def draw() -> np.ndarray:
+        started.set()
+        return _chunked_draw(0.8, chunks)
+
+    starter = threading.Thread(target=lambda: got.append(cache.get_or_draw("k", draw)))
+    starter.start()
+    started.wait(5)
+    with deadline(0.1), pytest.raises(DeadlineExceeded):
+        cache.get_or_draw("k", lambda: np.arange(99))
+    assert len(chunks) < 80  # it stopped waiting before the draw ended
+    starter.join(10)
+    # The starter has no deadline: its draw ran to its end.
+    assert got[0].tolist() == list(range(10)) and len(chunks) == 80

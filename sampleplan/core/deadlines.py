@@ -13,11 +13,17 @@ NOTE [Deadlines]
     within one step, and a run's transaction rolls back. Outside a request (the CLI, the
     client's offline fallback, tests) there is no deadline and the checks cost a
     context-variable read.
+    Work shared by several requests (an epoch drawn once for all who wait for it, NOTE
+    [Single flight]) runs under a :class:`SharedDeadline`: the latest deadline of the
+    requests that joined it. The request that started the work may time out while the
+    others still wait: the work goes on for them, and stops only once no request that
+    joined it can use its answer. A waiter stops waiting at its own deadline.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,15 +31,48 @@ from contextvars import ContextVar
 
 from sampleplan.core.errors import DeadlineExceeded
 
-__all__ = ["check_deadline", "deadline", "remaining"]
+__all__ = ["SharedDeadline", "check_deadline", "deadline", "remaining"]
 
-_DEADLINE: ContextVar[float] = ContextVar("sampleplan_deadline", default=math.inf)
+
+class SharedDeadline:
+    """The deadline of work several requests wait for: the latest of theirs.
+
+    :meth:`join` adds the current context's deadline (a request without one makes the
+    work unbounded); :meth:`applied` runs the work under it. Joining only moves it later.
+    """
+
+    def __init__(self) -> None:
+        self.limit = -math.inf  # no one has joined yet
+        self._lock = threading.Lock()
+
+    def join(self) -> None:
+        """The current context's request waits for the work too."""
+        mine = _limit()
+        with self._lock:
+            self.limit = max(self.limit, mine)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Checks in this context (and threads started from it) use this deadline."""
+        token = _DEADLINE.set(self)
+        try:
+            yield
+        finally:
+            _DEADLINE.reset(token)
+
+
+_DEADLINE: ContextVar[float | SharedDeadline] = ContextVar("sampleplan_deadline", default=math.inf)
+
+
+def _limit() -> float:
+    value = _DEADLINE.get()
+    return value if isinstance(value, float) else value.limit
 
 
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Work in this context (and threads started from it) must end within ``seconds``."""
-    token = _DEADLINE.set(min(_DEADLINE.get(), time.monotonic() + seconds))
+    token = _DEADLINE.set(min(_limit(), time.monotonic() + seconds))
     try:
         yield
     finally:
@@ -42,12 +81,12 @@ def deadline(seconds: float) -> Iterator[None]:
 
 def remaining() -> float:
     """Seconds left before the current deadline (``inf`` without one)."""
-    return _DEADLINE.get() - time.monotonic()
+    return _limit() - time.monotonic()
 
 
 def check_deadline() -> None:
     """Raise :class:`DeadlineExceeded` once the current deadline has passed."""
-    limit = _DEADLINE.get()
+    limit = _limit()
     if limit != math.inf and time.monotonic() > limit:
         raise DeadlineExceeded(
             "the work ran past its deadline (the request's timeout) and was stopped"

@@ -22,6 +22,7 @@ imports (and is not disabled with ``NUMBA_DISABLE_JIT``), otherwise vectorised n
 
 from __future__ import annotations
 
+import contextvars
 import operator
 import os
 import threading
@@ -34,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core import mt19937
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.jit import NUMBA, compile_kernel
 
 __all__ = [
@@ -104,6 +106,8 @@ _SEED_MIN: Final = -(2**63)  # what torch.Generator.manual_seed accepts (as int6
 _SEED_LIMIT: Final = 2**64
 #: Draws per direct step: words and results stay in L1.
 _DIRECT_CHUNK: Final = 1 << 12
+#: Draws between two checks of the deadline on the direct path (NOTE [Deadlines]).
+_CHECK_EVERY: Final = 1 << 20
 #: Tables up to this size are scanned with two branch-free steps first (they sit in L1/L2).
 _BRANCH_FREE_MAX_BYTES: Final = 1 << 18
 #: Tables smaller than this are searched directly (they stay in L2 anyway).
@@ -433,6 +437,8 @@ def _draw_part_numba(
         steps = 2 if table.nbytes <= _BRANCH_FREE_MAX_BYTES else 0
         words = np.empty(min(n, _DIRECT_CHUNK), dtype=np.int64)
         for first in range(0, n, _DIRECT_CHUNK):
+            if not first % _CHECK_EVERY:
+                check_deadline()  # NOTE [Deadlines]
             last = min(first + _DIRECT_CHUNK, n)
             chunk = words[: last - first]
             pos = mt19937.fill_draw_words(key, pos, chunk)
@@ -442,6 +448,7 @@ def _draw_part_numba(
     ordered = np.empty(size, dtype=np.int64)
     bins = np.empty(size, dtype=np.uint16)
     for first in range(0, n, _PARTITION_CHUNK):
+        check_deadline()  # NOTE [Deadlines]
         last = min(first + _PARTITION_CHUNK, n)
         block = out[first:last]
         pos = mt19937.fill_draw_words(key, pos, block)
@@ -496,8 +503,14 @@ def _draw_split(
     mine: list[int] = []
     for p in range(1, parts):
         if config.idle_helpers.acquire(blocking=False):
+            # In this thread's context: the helper stops at the same deadline.
             future = config.executor().submit(
-                _helper_part, table, states[p], out[bounds[p] : bounds[p + 1]], config
+                contextvars.copy_context().run,
+                _helper_part,
+                table,
+                states[p],
+                out[bounds[p] : bounds[p + 1]],
+                config,
             )
             helped.append((p, future))
         else:
@@ -530,6 +543,7 @@ def _draw_numpy(
     cum, guide = table.cum, table.guide
     shift = np.uint64(53 - table.guide_bits)
     for first in range(0, out.shape[0], _NUMPY_CHUNK):
+        check_deadline()  # NOTE [Deadlines]
         last = min(first + _NUMPY_CHUNK, out.shape[0])
         raw: npt.NDArray[np.uint64] = generator.random_raw(2 * (last - first))
         k = raw[0::2] & np.uint64(_LOW21)

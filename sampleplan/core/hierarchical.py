@@ -94,6 +94,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.codes import count_values, group_by_class, is_sorted, value_per_class
+from sampleplan.core.deadlines import check_deadline
 
 __all__ = ["ALGORITHM_VERSION", "HierarchicalTable", "draw_hierarchical"]
 
@@ -244,6 +245,7 @@ def draw_hierarchical(
         return out
     blocks = _philox_blocks(seed, epoch, start)
     for begin in range(0, stop - start, _DRAW_CHUNK):
+        check_deadline()  # NOTE [Deadlines]
         end = min(begin + _DRAW_CHUNK, stop - start)
         out[begin:end] = table._positions(blocks.random_raw(4 * (end - begin)).reshape(-1, 4))
     return out

@@ -24,6 +24,7 @@ from sampleplan.core.algorithms import BATCHES, Drawer
 from sampleplan.core.batches import BatchTable
 from sampleplan.core.codes import count_values
 from sampleplan.core.config import MAX_NUM_SAMPLES, PlanConfig
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.errors import InvalidPlanConfig, InvalidWeights
 from sampleplan.core.labels import Labels
 from sampleplan.core.labelsets import (
@@ -142,6 +143,7 @@ class PreparedPlan:
         10**8 samples). The exact path's cumulative table is left to the first page, as
         a ``torch`` plan may never be drawn by range.
         """
+        check_deadline()  # NOTE [Deadlines]
         self._drawer.build()
 
     def rank_length(self, world_size: int) -> int:
@@ -248,10 +250,15 @@ def scheduled_weights(
 def prepare_plan(
     labels: Labels | LabelSets, config: PlanConfig, *, max_num_samples: int | None = None
 ) -> PreparedPlan:
-    """Validate ``config`` against ``labels`` and compute the population and its weights."""
+    """Validate ``config`` against ``labels`` and compute the population and its weights.
+
+    Each stage is a pass over the dataset (seconds at 10**8 samples): the deadline is
+    checked between them (NOTE [Deadlines]).
+    """
     population: Int64Array | None = None
     if config.split is not None:
         population = population_indices(config.split, labels, version=config.stratify_version)
+        check_deadline()
 
     per_sample: npt.NDArray[np.float64] | None = None
     if config.weights is not None:
@@ -280,6 +287,7 @@ def prepare_plan(
             counts = np.zeros(labels.num_classes, dtype=np.int64)
             count_values(codes, counts)
     size = int(codes.shape[0])
+    check_deadline()
     if config.schedule is not None:
         if label_sets is not None:
             # A schedule's class weights (power of counts, catalyst's quotas) are per
@@ -315,6 +323,7 @@ def prepare_plan(
             "num_samples should be at most 2**62 (positions are int64), "
             f"but got num_samples={num_samples}"
         )
+    check_deadline()
     config.drawing_algorithm.check_population(config, weights, num_samples)
     batch_table = None
     if config.batching is not None:

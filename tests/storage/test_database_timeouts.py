@@ -225,3 +225,36 @@ def test_no_free_connection_in_time_is_a_503(database_url: str) -> None:
         for conn in held:
             conn.close()
         store.close()
+
+
+def test_updates_queued_for_the_writer_of_a_silent_postgres_get_503_within_seconds(
+    relayed_postgres: tuple[str, Relay],
+) -> None:
+    """NOTE [Group commit]: updates wait for the replica's one writer; when the database
+    goes silent, those that queued behind a stuck batch are answered 503 in time too."""
+    import threading
+
+    url, relay = relayed_postgres
+    with TestClient(create_app(Settings(database_url=url))) as api:
+        plan = api.post("/v1/plans", json={"labels": new_labels(300)}).json()["id"]
+        for r in range(4):
+            assert api.put(f"/v1/runs/silent-{r}", json={"plan_id": plan}).status_code == 201
+        relay.pause()
+        answers: list[tuple[int, float]] = []
+
+        def send(k: int) -> None:
+            time.sleep(0.3 * (k % 4))  # some arrive while an earlier batch is stuck
+            body = {"epoch": 0, "op": "set", "indices": [1], "values": [2.0], "update_id": f"s{k}"}
+            answer, seconds = timed(lambda: api.post(f"/v1/runs/silent-{k % 4}/updates", json=body))
+            answers.append((answer.status_code, seconds))
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(answers) == 8
+        assert all(status == 503 for status, _ in answers), answers
+        assert max(seconds for _, seconds in answers) < SILENT_ANSWER_SECONDS, answers
+        relay.resume()
+        assert recovers(api, 301) < 5.0

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -402,7 +403,7 @@ def test_a_batch_whose_commit_fails_is_answered_503_and_stores_nothing(
             raise OperationalError("UPDATE runs", {}, Exception("the disk is gone"))
 
         with monkeypatch.context() as patch:
-            patch.setattr(runs_module.RunTransaction, "flush", broken)
+            patch.setattr(runs_module.RunBatch, "flush", broken)
             failed = api.post("/v1/runs/fails/updates", json=body)
         assert failed.status_code == 503, failed.text
         assert stored_rows(database_url, "fails") == (0, 0, 0)
@@ -475,3 +476,58 @@ def test_a_version_3_database_with_runs_is_migrated_to_runs_over_mixtures(
     assert "ix_runs_plan_id" in {i["name"] for i in inspector.get_indexes("runs")}
     assert {k["referred_table"] for k in inspector.get_foreign_keys("run_updates")} == {"runs"}
     engine.dispose()
+
+
+def test_a_freeze_is_prepared_without_the_lock_and_redone_when_an_update_lands(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTE [Freezes prepared before the lock]: while epoch 1's weights are replayed, the
+    run takes another update of epoch 0 (it could not while its lock was held); the
+    frozen epoch holds it all the same, and a freeze nothing raced uses its draft."""
+    drop_everything(database_url)
+    with service(database_url) as api:
+        catalog: run_catalog.RunCatalog = api.app.state.runs  # type: ignore[attr-defined]
+        make_run(api, "raced")
+        expected = inverse_frequency()
+        first = {"epoch": 0, "op": "set", "indices": [3, 4], "values": [2.0, 0.5]}
+        late = {"epoch": 0, "op": "mul", "indices": [4, 7], "values": [3.0, 0.25]}
+        assert api.post("/v1/runs/raced/updates", json=first).status_code == 202
+        catalog._pending.clear()  # as a replica that has not seen the run: it replays
+        original = run_catalog.RunCatalog._draft_freeze
+        drafts: list[bool] = []
+
+        def racing(self: run_catalog.RunCatalog, run_id: str, plan: Any, epoch: int) -> Any:
+            draft = original(self, run_id, plan, epoch)
+            drafts.append(draft is not None)
+            if epoch == 1:  # lands after the draft, before the lock: it must be in epoch 1
+                update = run_catalog.RunUpdate(
+                    epoch=0,
+                    rank=0,
+                    step=0,
+                    op=run_catalog.parse_op("mul"),
+                    alpha=None,
+                    indices=np.array(late["indices"], dtype=np.int64),
+                    values=np.array(late["values"], dtype=np.float64),
+                )
+                self.add_update(run_id, update)
+            return draft
+
+        monkeypatch.setattr(run_catalog.RunCatalog, "_draft_freeze", racing)
+        apply(expected, first)
+        apply(expected, late)
+        assert weights_of(api, "raced", 1) == expected
+        assert api.get("/v1/runs/raced").json()["updates"] == 2
+        # Epoch 2, with nothing racing: its draft is what is frozen (replayed once, not
+        # again under the lock), the same weights.
+        catalog._frozen.clear()
+        catalog._pending.clear()
+        replays: list[int | None] = []
+        replay = run_catalog.RunCatalog._replay
+
+        def counted(self: run_catalog.RunCatalog, *args: Any, **kwargs: Any) -> Any:
+            replays.append(args[2])
+            return replay(self, *args, **kwargs)
+
+        monkeypatch.setattr(run_catalog.RunCatalog, "_replay", counted)
+        assert weights_of(api, "raced", 2) == expected
+        assert drafts == [True, True] and replays == [2]
