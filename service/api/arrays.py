@@ -205,7 +205,9 @@ def _json_number_bytes(values: npt.NDArray[Any]) -> bytes:
     """:func:`_json_number_text`, as bytes (no text made of an integer array's)."""
     if values.dtype.kind == "f":
         return _json_number_text(values).encode("ascii")
-    native = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
+    native = values
+    if not (values.dtype.isnative and values.flags.c_contiguous):
+        native = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
     return orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
 
 

@@ -116,16 +116,35 @@ class RouteReader:
         match, child_scope = self.route.matches(scope)
         if match is not Match.FULL:
             return None
-        query = self.query(scope["query_string"])
+        parameters = self._validated(child_scope["path_params"], scope["query_string"])
+        return None if parameters is None else (parameters, child_scope)
+
+    def read_fresh(self, scope: Scope) -> dict[str, Any] | None:
+        """:meth:`read`'s parameters, for a scope as the server made it (no router has
+        added path parameters or a route to it): the path is matched against the route's
+        own pattern and converters, which is all the route's ``matches`` does then."""
+        if scope.get("root_path"):
+            read = self.read(scope)
+            return None if read is None else read[0]
+        match = self.route.path_regex.match(scope["path"])
+        if match is None:
+            return None
+        convertors = self.route.param_convertors
+        path_params = {
+            name: convertors[name].convert(value) for name, value in match.groupdict().items()
+        }
+        return self._validated(path_params, scope["query_string"])
+
+    def _validated(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
+        query = self.query(query_string)
         if query is None:
             return None
-        values = {**child_scope["path_params"], **query}
         try:
-            parameters = self.model.model_validate(values)
+            parameters = self.model.model_validate({**path_params, **query})
         except pydantic.ValidationError:
             return None  # the route answers it, with its 422
         # The fields by name, as dict(parameters) has them (the model forbids extras).
-        return dict(parameters.__dict__), child_scope
+        return dict(parameters.__dict__)
 
     def query(self, query_string: bytes) -> Mapping[str, str] | None:
         """The query parameters, or ``None`` for any the route should see for itself."""

@@ -9,9 +9,9 @@ NOTE [Serving at the floor]
     timeout's timer, cancel scope and deadline, the body limit's header reads, labelled
     metrics looked up by their labels, and Starlette's response objects.
 
-    :class:`Floor` is the outermost middleware (inside only Starlette's 500 guard). For
-    a ``GET`` of one of its routes it reads the headers once, and answers the request
-    itself when all of this holds, so that the answer is the one the stack would give:
+    :class:`Floor` is the outermost middleware (inside only Starlette's 500 guard). For a
+    ``GET`` or ``HEAD`` of one of its routes it reads the headers once, and answers the
+    request itself when all of this holds, so that the answer is the one the stack gives:
 
     * no ``Content-Length``, ``Transfer-Encoding`` or ``Content-Encoding`` header (the
       body limit lets such a request through untouched);
@@ -53,6 +53,9 @@ __all__ = ["Floor", "FloorAnswer"]
 #: response whose work is done, or ``None`` when the answer is not at hand.
 FloorAnswer = Callable[[Scope, bytes | None, dict[str, Any]], Response | None]
 
+#: The methods the floor answers (a route's ``HEAD`` answers with its ``GET``'s headers).
+_METHODS = frozenset({"GET", "HEAD"})
+
 #: Headers that send a request down the stack, to the body limit.
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
 
@@ -67,8 +70,8 @@ class _Lane:
 
 
 class Floor:
-    """Answers ``GET`` requests of ``lanes`` whose answer is at hand; see NOTE [Serving at
-    the floor]."""
+    """Answers ``GET`` and ``HEAD`` requests of ``lanes`` whose answer is at hand; see
+    NOTE [Serving at the floor]."""
 
     def __init__(
         self,
@@ -85,7 +88,7 @@ class Floor:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["method"] not in _METHODS:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -106,8 +109,8 @@ class Floor:
                 await self.app(scope, receive, send)  # the token check refuses it
                 return
         for lane in self.lanes:
-            read = lane.reader.read(scope)
-            if read is not None:
+            parameters = lane.reader.read_fresh(scope)
+            if parameters is not None:
                 break
         else:
             await self.app(scope, receive, send)
@@ -115,7 +118,7 @@ class Floor:
         request_id = request_id_of(caller_id)
         request_id_var.set(request_id)
         try:
-            response = lane.answer(scope, accept, read[0])
+            response = lane.answer(scope, accept, parameters)
         except SamplingError:
             response = None  # the route meets it again, and answers it as problem+json
         except Exception:

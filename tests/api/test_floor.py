@@ -219,10 +219,16 @@ def test_a_page_at_the_floor_is_the_samplers_stream(
         headers={"Accept": "application/octet-stream"},
     )
     assert np.frombuffer(binary.content, dtype="<i8").tolist() == sampler_stream(EPOCH)[10:30]
-    assert answered == [target, target], "the floor did not answer pages at hand"
+    head = floor.head(
+        target,
+        params={"epoch": EPOCH, "offset": 10, "limit": 20},
+        headers={"Accept": "application/octet-stream"},
+    )
+    assert head.content == b"" and head.headers["content-length"] == str(8 * 20)
+    assert answered == [target] * 3, "the floor did not answer pages at hand"
     # A cold epoch is not at hand: the stack answers it (through the fast lane's thread).
     floor.get(target, params={"epoch": 8, "limit": 3})
-    assert len(answered) == 2
+    assert len(answered) == 3
 
 
 def test_floor_answers_are_logged_and_counted_as_the_stack_counts_them(

@@ -68,3 +68,22 @@ def test_the_write_scenario_counts_acknowledged_updates_and_finds_them_stored(
     assert acknowledged == row.extra["requests"] > 0 and row.extra["failed"] == 0
     assert acknowledged <= stored <= acknowledged + load.WRITE_CONNECTIONS
     assert "none lost" in row.note and ">= 500/s" in row.target
+
+
+def test_the_floor_scenario_measures_pages_against_a_bare_app(load: ModuleType) -> None:
+    rows = load.run(duration=1.0, scenarios=("floor",))
+    by_name = {row.scenario: row for row in rows}
+    assert set(by_name) == {
+        "floor bare-json",
+        "floor page-json",
+        "floor bare-octet",
+        "floor page-octet",
+    }
+    for kind in ("json", "octet"):
+        bare, page = by_name[f"floor bare-{kind}"], by_name[f"floor page-{kind}"]
+        for row in (bare, page):
+            assert row.ok, row.note
+            assert row.extra["requests"] > 0 and row.extra["failed"] == 0
+        assert page.extra["of_bare"] == pytest.approx(page.per_second / bare.per_second)
+        assert "x of bare" in page.note and ">= 0.5x bare" in page.target
+    assert "floor page-octet" in load.render(rows)

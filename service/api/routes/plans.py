@@ -314,7 +314,7 @@ def indices_at_hand(
     """:func:`get_indices` at the floor (NOTE [Serving at the floor] in
     ``service/api/floor.py``): the page when it is a slice of a cached epoch, else ``None``.
 
-    As :func:`fast_indices`, with the ``Accept`` header's value given; a
+    As :func:`fast_indices` (and for ``HEAD`` too), with the ``Accept`` header's value; a
     :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
     down the stack, to the route.
     """
@@ -326,7 +326,8 @@ def indices_at_hand(
     if at_hand is None:
         return None
     plan, indices = at_hand
-    return _indices_response(media_type, plan, indices, request, head_only=False)
+    head_only = scope["method"] == "HEAD"
+    return _indices_response(media_type, plan, indices, request, head_only)
 
 
 def _indices_response(
