@@ -12,6 +12,14 @@ target / measured), and whether every answer was right (column ``exact``). Scena
     turn, and on ``/healthz``.
     A second, short pass with the same load compares every page answered against the
     same page fetched alone (wrk's response hook; ``differ`` in the table).
+``floor bare-*`` / ``floor page-*``
+    Pages of 1000 indices of a warm epoch at random offsets (wrk's Lua draws each
+    request's offset), JSON and binary, 64 connections, one worker, against a bare ASGI
+    app (``benchmarks/bare_app.py``) on the same server stack answering a body of the same
+    size and type; bare app and service alternate (bare, service, twice for each type).
+    A page row's ``x of bare`` is its requests per second over the bare app's: the target
+    is 0.5x, with a p99 of at most 50 ms and no failed request. ``--only floor`` runs it
+    alone (a minute).
 ``workers-2``
     ``page-json`` against ``sampleplan serve --workers 2``.
 ``uvloop``
@@ -83,7 +91,7 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "writes-postgresql": (500.0, 0.100),
 }
 SCENARIOS = ("pages", "floor", "workers", "uvloop", "fan-out", "scale-out", "writes")
-#: The floor scenario's targets (issue 25): pages at random offsets at least this fraction
+#: The floor scenario's targets: pages at random offsets at least this fraction
 #: of a bare ASGI app's requests per second, with at most this p99.
 FLOOR_RATIO = 0.5
 FLOOR_P99 = 0.050
