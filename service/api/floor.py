@@ -103,11 +103,6 @@ class Floor:
             elif name in _BODY_HEADERS:
                 await self.app(scope, receive, send)
                 return
-        if self.tokens:
-            token = None if authorization is None else bearer_token_of(authorization)
-            if token is None or not token_matches(token, self.tokens):
-                await self.app(scope, receive, send)  # the token check refuses it
-                return
         for lane in self.lanes:
             parameters = lane.reader.read_fresh(scope)
             if parameters is not None:
@@ -115,6 +110,11 @@ class Floor:
         else:
             await self.app(scope, receive, send)
             return
+        if self.tokens:
+            token = None if authorization is None else bearer_token_of(authorization)
+            if token is None or not token_matches(token, self.tokens):
+                await self.app(scope, receive, send)  # the token check refuses it
+                return
         request_id = request_id_of(caller_id)
         request_id_var.set(request_id)
         try:
