@@ -12,6 +12,14 @@ target / measured), and whether every answer was right (column ``exact``). Scena
     turn, and on ``/healthz``.
     A second, short pass with the same load compares every page answered against the
     same page fetched alone (wrk's response hook; ``differ`` in the table).
+``floor bare-*`` / ``floor page-*``
+    Pages of 1000 indices of a warm epoch at random offsets (wrk's Lua draws each
+    request's offset), JSON and binary, 64 connections, one worker, against a bare ASGI
+    app (``benchmarks/bare_app.py``) on the same server stack answering a body of the same
+    size and type; bare app and service alternate (bare, service, twice for each type).
+    A page row's ``x of bare`` is its requests per second over the bare app's: the target
+    is 0.5x, with a p99 of at most 50 ms and no failed request. ``--only floor`` runs it
+    alone (a minute).
 ``workers-2``
     ``page-json`` against ``sampleplan serve --workers 2``.
 ``uvloop``
@@ -67,7 +75,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.balancer import haproxy, haproxy_binary  # noqa: E402
-from benchmarks.server_process import server_process  # noqa: E402
+from benchmarks.server_process import free_port, server_process  # noqa: E402
 
 OCTET = "application/octet-stream"
 POSTGRES_URL = os.environ.get(
@@ -82,7 +90,11 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "writes-sqlite": (500.0, 0.100),  # from issue 22
     "writes-postgresql": (500.0, 0.100),
 }
-SCENARIOS = ("pages", "workers", "uvloop", "fan-out", "scale-out", "writes")
+SCENARIOS = ("pages", "floor", "workers", "uvloop", "fan-out", "scale-out", "writes")
+#: The floor scenario's targets: pages at random offsets at least this fraction
+#: of a bare ASGI app's requests per second, with at most this p99.
+FLOOR_RATIO = 0.5
+FLOOR_P99 = 0.050
 WRITE_RUNS = 8
 WRITE_CONNECTIONS = 32
 FANOUT_SECONDS = 1.5
@@ -187,6 +199,33 @@ end
 """
 
 
+# Pages at random offsets: args[1] is a path ending in "offset=", completed with an offset
+# drawn in [0, args[2]] for each request (each thread seeded apart). The bare app of the
+# floor scenario gets the same requests, so that wrk's own work is the same for both.
+_LUA_RANDOM_OFFSETS = r"""
+local threads = {}
+local prefix = ""
+local last = 0
+mismatches = 0
+
+setup = function(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+init = function(args)
+  prefix = args[1]
+  last = tonumber(args[2])
+  math.randomseed(tid * 7919 + 29)
+end
+
+request = function()
+  return wrk.format(nil, prefix .. math.random(0, last))
+end
+
+"""
+
+
 def _lua_done(counter: str) -> str:
     """wrk's ``done`` hook: the summary, and the threads' ``counter`` summed, as WRKJSON."""
     return r"""
@@ -242,9 +281,11 @@ def run_wrk(
     headers: Sequence[str] = (),
     expected: dict[int, bytes] | None = None,
     script: str | None = None,
+    script_args: Sequence[str] | None = None,
 ) -> WrkResult:
     """``wrk`` over ``paths`` in turn; with ``expected`` (bodies by offset), checking pages;
-    with ``script``, that Lua script instead (given the file of ``paths``)."""
+    with ``script``, that Lua script instead (given the file of ``paths``, or
+    ``script_args``)."""
     run = folder / f"wrk-{uuid.uuid4().hex[:8]}"
     run.mkdir()
     (run / "paths").write_text("\n".join(paths) + "\n", encoding="ascii")
@@ -259,6 +300,8 @@ def run_wrk(
             (bodies / str(offset)).write_bytes(body)
         (bodies / "offsets").write_text("\n".join(map(str, expected)) + "\n", encoding="ascii")
         arguments.append(str(bodies))
+    if script_args is not None:
+        arguments = list(script_args)
     (run / "script.lua").write_text(script, encoding="utf-8")
     command = [
         wrk_binary(),
@@ -470,6 +513,86 @@ def page_scenarios(
         json_rate, octet_rate = rows[0].per_second or 0.0, rows[1].per_second or 0.0
         if octet_rate < json_rate:
             rows[1].note += f"; below page-json ({octet_rate / json_rate:.2f}x)"
+    return rows
+
+
+@contextmanager
+def bare_app_process(folder: Path, json_body: bytes, octet_body: bytes) -> Iterator[str]:
+    """``benchmarks/bare_app.py`` answering these bodies on a free loopback port; its URL."""
+    port = free_port()
+    (folder / "bare.json").write_bytes(json_body)
+    (folder / "bare.octet").write_bytes(octet_body)
+    command = [sys.executable, str(ROOT / "benchmarks" / "bare_app.py"), "--port", str(port)]
+    command += ["--json", str(folder / "bare.json"), "--octet", str(folder / "bare.octet")]
+    url = f"http://127.0.0.1:{port}"
+    with (folder / f"bare-{port}.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(url, timeout=2)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError("the bare app did not start") from None
+                    time.sleep(0.05)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def floor_scenarios(url: str, folder: Path, *, duration: float) -> list[Row]:
+    """``floor``: pages of a warm epoch at random offsets against a bare ASGI app.
+
+    The bare app (``benchmarks/bare_app.py``) runs on the same server stack and answers a
+    body of a page's size and type; bare app and service are measured in turn, JSON and
+    binary, twice over (bare, service, bare, service for each), so that the ratio of the
+    two compares like with like on a machine whose speed drifts. A page row's ``x of
+    bare`` is its requests per second over the bare app's; the target is 0.5x with a p99
+    of at most 50 ms and no failed request.
+    """
+    plan_id = warm_page_plan(url)
+    prefix = f"/v1/plans/{plan_id}/indices?epoch=0&limit={PAGE_SIZE}&offset="
+    last = str(POPULATION - PAGE_SIZE)
+    kinds = (("json", None), ("octet", OCTET))
+    bodies = {}
+    for name, accept in kinds:
+        page = httpx.get(url + prefix + "0", headers={"Accept": accept or "*/*"}, timeout=60)
+        page.raise_for_status()
+        bodies[name] = page.content
+    script = _LUA_RANDOM_OFFSETS + _lua_done("mismatches")
+    runs: dict[str, list[WrkResult]] = {}
+    with bare_app_process(folder, bodies["json"], bodies["octet"]) as bare:
+        for _ in range(2):
+            for name, accept in kinds:
+                headers = [f"Accept: {accept}"] if accept else []
+                for who, base in (("bare", bare), ("page", url)):
+                    runs.setdefault(f"{who}-{name}", []).append(
+                        run_wrk(
+                            base,
+                            [prefix + "0"],
+                            folder,
+                            duration=duration / 2,
+                            headers=headers,
+                            script=script,
+                            script_args=[prefix, last],
+                        )
+                    )
+    rows = []
+    for name, _accept in kinds:
+        bare_result = combined(runs[f"bare-{name}"])
+        page_result = combined(runs[f"page-{name}"])
+        bare_row = wrk_row(f"floor bare-{name}", bare_result, None, targeted=False)
+        bare_row.note = f"bare ASGI app, {len(bodies[name])} B body; " + bare_row.note
+        page_row = wrk_row(f"floor page-{name}", page_result, None, targeted=False)
+        of_bare = page_result.per_second / bare_result.per_second
+        page_row.target = f">= {FLOOR_RATIO:g}x bare, p99 <= {FLOOR_P99 * 1000:.0f} ms"
+        page_row.ratio = min(of_bare / FLOOR_RATIO, FLOOR_P99 / max(page_result.p99, 1e-9))
+        page_row.note = f"{of_bare:.2f}x of bare; random offsets; " + page_row.note
+        page_row.extra["of_bare"] = of_bare
+        rows += [bare_row, page_row]
     return rows
 
 
@@ -730,12 +853,14 @@ def run(
     with tempfile.TemporaryDirectory(prefix="sampleplan-load-") as tmp:
         folder = Path(tmp)
         settings = {"log_level": "info", "max_page": max(fanout_draws, 10_000_000)}
-        if "pages" in scenarios or "fan-out" in scenarios:
+        if {"pages", "floor", "fan-out"} & set(scenarios):
             with server_process(folder, **settings) as (url, _pid):  # type: ignore[arg-type]
                 if "pages" in scenarios:
                     rows += page_scenarios(
                         url, folder, duration=duration, check_seconds=check_seconds
                     )
+                if "floor" in scenarios:  # before the fan-out fills the epoch cache
+                    rows += floor_scenarios(url, folder, duration=duration)
                 if "fan-out" in scenarios:
                     rows.append(fan_out(url, folder, draws=fanout_draws))
         if "workers" in scenarios:

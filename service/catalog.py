@@ -589,9 +589,9 @@ class Catalog:
         began = time.perf_counter()
         page = self._page(prepared, (stream_key, request.epoch), request, bounds)
         if self.metrics is not None:
-            algorithm = prepared.config.algorithm
-            self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
-            self.metrics.indices_served.labels(algorithm).inc(int(page.shape[0]))
+            draw_seconds, indices_served = self.metrics.stream_children(prepared.config.algorithm)
+            draw_seconds.observe(time.perf_counter() - began)
+            indices_served.inc(int(page.shape[0]))
         return page
 
     def _page(

@@ -10,9 +10,11 @@ so any line logged while serving a request names that request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Literal, TextIO
@@ -37,24 +39,72 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)._
 class JsonFormatter(logging.Formatter):
     """``{"time", "level", "logger", "message", "request_id", ...extra fields}`` per line."""
 
+    # The text of the second the last line fell in: isoformat() is most of a time's cost,
+    # and lines come many to a second (an access line per request).
+    # (one attribute: threads sharing the formatter read a second and its text together)
+    _last_second: tuple[tuple[int, ...], str] = ((), "")
+
+    def _time(self, created: float) -> str:
+        """``isoformat(timespec="milliseconds")`` of ``created`` in UTC."""
+        moment = datetime.fromtimestamp(created, timezone.utc)
+        second = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
+        known, text = self._last_second
+        if second != known:
+            text = moment.replace(microsecond=0).isoformat()[:-6]  # without "+00:00"
+            self._last_second = (second, text)
+        return f"{text}.{moment.microsecond // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
-        created = datetime.fromtimestamp(record.created, timezone.utc)
-        entry: dict[str, Any] = {
-            "time": created.isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and key not in entry:
-                entry[key] = value
+        extras = (
+            (key, value) for key, value in record.__dict__.items() if key not in _RECORD_ATTRIBUTES
+        )
+        entry = self._entry(
+            record.created, record.levelname, record.name, record.getMessage(), request_id, extras
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
+        return self._dumps(entry)
+
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        request_id: str | None,
+        extras: Iterable[tuple[str, Any]],
+    ) -> str:
+        """What :meth:`format` writes of a record with these fields (no exception, no
+        stack): the access log writes its lines with it (NOTE [Access lines])."""
+        return self._dumps(self._entry(created, levelname, name, message, request_id, extras))
+
+    def _entry(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        request_id: str | None,
+        extras: Iterable[tuple[str, Any]],
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "time": self._time(created),
+            "level": levelname.lower(),
+            "logger": name,
+            "message": message,
+        }
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in extras:
+            if key not in entry:
+                entry[key] = value
+        return entry
+
+    @staticmethod
+    def _dumps(entry: dict[str, Any]) -> str:
         try:
             # orjson: a third of json.dumps' time, on a line written for every request.
             return orjson.dumps(entry, default=str).decode("utf-8")
@@ -81,6 +131,56 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         # Called under the handler's lock, so the swap cannot race another record.
         self.stream = sys.stderr
         super().emit(record)
+
+    def emit_line(self, line: str, record: Callable[[], logging.LogRecord]) -> None:
+        """Write a line as :meth:`emit` writes a record's: under the lock, to the present
+        ``sys.stderr``, flushed; a failure is handled as ``emit`` handles it, with the
+        record ``record()`` makes (made only then)."""
+        with self.lock or contextlib.nullcontext():
+            self.stream = sys.stderr
+            try:
+                self.stream.write(line + self.terminator)
+                self.flush()
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record())
+
+
+# NOTE [Access lines]
+#     An access line per request went through the whole of logging: a LogRecord (its
+#     caller found by walking the stack, its process and thread looked up), the
+#     loggers' and handlers' filters, the formatter. :func:`sole_json_handler` tells when
+#     the access logger's records reach one handler only, the service's own JSON
+#     ``StderrHandler``, with no filter on the way (how ``configure_logging`` leaves
+#     it): then the access log hands that handler the line its formatter writes of such
+#     a record (:meth:`JsonFormatter.line`), the same text. Any other configuration
+#     (another handler, a filter, a test's capture, propagation) gets records as before.
+
+
+def sole_json_handler(logger: logging.Logger, level: int) -> StderrHandler | None:
+    """The handler a record of ``logger`` at ``level`` reaches, when it reaches only one,
+    the service's JSON :class:`StderrHandler`, with no filter on the way; else ``None``."""
+    parent = logger.parent
+    if (
+        logger.handlers
+        or logger.filters
+        or not logger.propagate
+        or parent is None
+        or parent.filters
+        or parent.propagate
+        or len(parent.handlers) != 1
+    ):
+        return None
+    handler = parent.handlers[0]
+    if (
+        type(handler) is not StderrHandler
+        or type(handler.formatter) is not JsonFormatter
+        or handler.filters
+        or level < handler.level
+    ):
+        return None
+    return handler
 
 
 _FORMATTERS: dict[str, str] = {

@@ -16,8 +16,13 @@ from sampleplan.core import exact
 from sampleplan.service.api.auth import BearerAuthMiddleware, load_api_tokens
 from sampleplan.service.api.docs import install_offline_docs
 from sampleplan.service.api.fastlane import FastLane, get_route
+from sampleplan.service.api.floor import Floor
 from sampleplan.service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
-from sampleplan.service.api.observability import ObservabilityMiddleware, RouteTemplates
+from sampleplan.service.api.observability import (
+    ObservabilityMiddleware,
+    RequestRecorder,
+    RouteTemplates,
+)
 from sampleplan.service.api.openapi import install_problem_openapi, operation_id
 from sampleplan.service.api.page_threads import page_limiter
 from sampleplan.service.api.problems import install_problem_handlers
@@ -209,7 +214,13 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if tokens:
         app.add_middleware(BearerAuthMiddleware, tokens=tokens)
-    app.add_middleware(ObservabilityMiddleware, metrics=service_metrics, routes=RouteTemplates(app))
+    recorder = RequestRecorder(service_metrics, RouteTemplates(app))
+    app.add_middleware(ObservabilityMiddleware, metrics=service_metrics, recorder=recorder)
+    if fast_lane:
+        # Outermost: pages at hand are answered before the stack, which they would cross
+        # untouched (NOTE [Serving at the floor] in service/api/floor.py).
+        lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
+        app.add_middleware(Floor, lanes=lanes, recorder=recorder, tokens=tokens)
     return app
 
 

@@ -91,6 +91,7 @@ class ServiceMetrics:
             ["algorithm"],
             registry=self.registry,
         )
+        self._stream_children: dict[str, tuple[Histogram, Counter]] = {}
         build = Gauge(
             "sampleplan_build_info",
             "Always 1; the labels say what defines this replica's streams.",
@@ -98,6 +99,15 @@ class ServiceMetrics:
             registry=self.registry,
         )
         build.labels(__version__, torch.__version__, np.__version__, platform.machine()).set(1)
+
+    def stream_children(self, algorithm: str) -> tuple[Histogram, Counter]:
+        """``draw_seconds`` and ``indices_served`` of ``algorithm``, found by label once
+        (``labels()`` checks and locks on every call; algorithms are few)."""
+        children = self._stream_children.get(algorithm)
+        if children is None:
+            children = (self.draw_seconds.labels(algorithm), self.indices_served.labels(algorithm))
+            self._stream_children[algorithm] = children
+        return children
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

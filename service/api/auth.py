@@ -62,11 +62,15 @@ def bearer_token(scope: Scope) -> str | None:
     """The token of an ``Authorization: Bearer …`` header, if there is one."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            header: str = value.decode("latin-1")
-            scheme, _, token = header.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
+            return bearer_token_of(value)
+    return None
+
+
+def bearer_token_of(header: bytes) -> str | None:
+    """The token of an ``Authorization`` header's value, if it is ``Bearer <token>``."""
+    scheme, _, token = header.decode("latin-1").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
     return None
 
 

@@ -42,7 +42,8 @@ def shard(stream: list[int], rank: int, world_size: int) -> list[int]:
 
 @pytest.fixture
 def answered(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The parameters of every request the fast lane answered (apps built after it)."""
+    """The parameters of every request the fast lane (or the floor) answered (apps built
+    after it)."""
     seen: list[dict[str, Any]] = []
     original = plans.fast_indices
 
@@ -53,7 +54,18 @@ def answered(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             seen.append(recorded)
         return response
 
+    at_hand = plans.indices_at_hand
+
+    def floor_spy(scope: Any, accept: Any, parameters: dict[str, Any]) -> Any:
+        # Pages at hand are answered before the stack (NOTE [Serving at the floor]).
+        recorded = dict(parameters)
+        response = at_hand(scope, accept, parameters)
+        if response is not None:
+            seen.append(recorded)
+        return response
+
     monkeypatch.setattr(plans, "fast_indices", spy)
+    monkeypatch.setattr(plans, "indices_at_hand", floor_spy)
     return seen
 
 

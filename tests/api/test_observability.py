@@ -170,3 +170,62 @@ def test_log_settings_accept_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAMPLEPLAN_LOG_FORMAT", "Text")
     settings = Settings()
     assert (settings.log_level, settings.log_format) == ("warning", "text")
+
+
+def test_json_log_times_are_isoformat_milliseconds_in_utc() -> None:
+    """The formatter keeps the text of the last second; every time is still datetime's."""
+    from datetime import datetime, timezone
+
+    from sampleplan.service.logs import JsonFormatter
+
+    formatter = JsonFormatter()
+    moments = [1765069800 + i / 997 for i in range(3000)]  # many to a second, in order
+    moments += [0.0, 1e9 + 0.0005, 1765069800.9999996, 1765069799.0004, 4102444800.5]
+    for created in moments:
+        expected = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
+        assert formatter._time(created) == expected
+
+
+def test_access_lines_written_directly_are_the_lines_logging_writes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTE [Access lines]: with the service's own handler alone, the access log writes
+    the line itself; with anything else on the way, logging writes it. The same text."""
+    import logging
+    import time
+
+    from sampleplan.service.api.observability import RequestRecorder, access_logger
+    from sampleplan.service.logs import configure_logging, sole_json_handler
+    from sampleplan.service.metrics import ServiceMetrics
+
+    service_logger = logging.getLogger("sampleplan")
+    # The service's handler alone (the suite's capture handlers come back afterwards).
+    monkeypatch.setattr(service_logger, "handlers", [])
+    previous_level = service_logger.level
+    configure_logging("json", "info")
+    monkeypatch.setattr(time, "time", lambda: 1765069800.4567)
+    recorder = RequestRecorder(ServiceMetrics(), routes=lambda scope: "unused")  # type: ignore[arg-type]
+    scope = {"method": "GET", "path": "/v1/plans/p/indices", "client": ("10.0.0.7", 5)}
+    lines = []
+    for direct in (True, False):
+        if not direct:  # a filter on the way: the record goes through logging
+            monkeypatch.setattr(access_logger, "filters", [lambda record: True])
+        assert (sole_json_handler(access_logger, logging.INFO) is not None) is direct
+        capsys.readouterr()
+        recorder.record(scope, 200, 0.0012345, "rid-1", "/v1/plans/{plan_id}/indices")
+        lines.append(capsys.readouterr().err)
+    service_logger.setLevel(previous_level)
+    assert lines[0] == lines[1]
+    assert json.loads(lines[0]) == {
+        "time": "2025-12-07T01:10:00.456+00:00",
+        "level": "info",
+        "logger": "sampleplan.access",
+        "message": "GET /v1/plans/p/indices 200",
+        "request_id": "rid-1",
+        "method": "GET",
+        "path": "/v1/plans/p/indices",
+        "route": "/v1/plans/{plan_id}/indices",
+        "status": 200,
+        "duration_ms": 1.234,
+        "client": "10.0.0.7",
+    }

@@ -27,12 +27,18 @@ def load() -> ModuleType:
     return importlib.import_module("benchmarks.load")
 
 
-def test_the_page_and_fan_out_scenarios_answer_correct_data_under_load(load: ModuleType) -> None:
+def test_the_page_floor_and_fan_out_scenarios_answer_correct_data_under_load(
+    load: ModuleType,
+) -> None:
     rows = load.run(
-        duration=1.0, check_seconds=1.0, fanout_draws=300_000, scenarios=("pages", "fan-out")
+        duration=1.0,
+        check_seconds=1.0,
+        fanout_draws=300_000,
+        scenarios=("pages", "floor", "fan-out"),
     )
     by_name = {row.scenario: row for row in rows}
-    assert set(by_name) == {"page-json", "page-octet", "healthz", "fan-out"}
+    floor = {f"floor {who}-{kind}" for who in ("bare", "page") for kind in ("json", "octet")}
+    assert set(by_name) == {"page-json", "page-octet", "healthz", "fan-out"} | floor
     for name in ("page-json", "page-octet"):
         row = by_name[name]
         assert row.ok, row.note
@@ -41,8 +47,16 @@ def test_the_page_and_fan_out_scenarios_answer_correct_data_under_load(load: Mod
     assert by_name["healthz"].ok and by_name["healthz"].per_second > 0
     fan_out = by_name["fan-out"]
     assert fan_out.extra["exact"] and fan_out.extra["draws"] == 1, fan_out.note
+    # The floor: pages at random offsets against a bare ASGI app, no request failed.
+    for kind in ("json", "octet"):
+        bare, page = by_name[f"floor bare-{kind}"], by_name[f"floor page-{kind}"]
+        for row in (bare, page):
+            assert row.ok, row.note
+            assert row.extra["requests"] > 0 and row.extra["failed"] == 0
+        assert page.extra["of_bare"] == pytest.approx(page.per_second / bare.per_second)
+        assert "x of bare" in page.note and ">= 0.5x bare" in page.target
     table = load.render(rows)
-    for words in ["req/s", "p50 ms", "p99 ms", "ratio", "page-json", "fan-out"]:
+    for words in ["req/s", "p50 ms", "p99 ms", "ratio", "page-json", "fan-out", "floor page"]:
         assert words in table
 
 

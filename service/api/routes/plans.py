@@ -355,6 +355,28 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
     return await serve_indices(scope, catalog, media_type, plan_id, request, head_only=False)
 
 
+def indices_at_hand(
+    scope: Scope, accept: bytes | None, parameters: dict[str, Any]
+) -> Response | None:
+    """:func:`get_indices` at the floor (NOTE [Serving at the floor] in
+    ``service/api/floor.py``): the page when it is a slice of a cached epoch, else ``None``.
+
+    As :func:`fast_indices` (and for ``HEAD`` too), with the ``Accept`` header's value; a
+    :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
+    down the stack, to the route.
+    """
+    catalog: Catalog = scope["app"].state.catalog
+    media_type = negotiate(None if accept is None else accept.decode("latin-1"))
+    plan_id = parameters.pop("plan_id")
+    request = StreamQuery.request_of(parameters)
+    at_hand = catalog.page_at_hand(plan_id, request)
+    if at_hand is None:
+        return None
+    plan, indices = at_hand
+    head_only = scope["method"] == "HEAD"
+    return _indices_response(media_type, plan, indices, request, head_only)
+
+
 def _indices_response(
     media_type: str, plan: Plan, indices: Int64Array, request: StreamRequest, head_only: bool
 ) -> Response:

@@ -1,0 +1,283 @@
+"""The floor (NOTE [Serving at the floor] in service/api/floor.py): pages at hand answered
+before the middleware stack, byte for byte as the stack answers them.
+
+Each request goes, as raw ASGI messages, to an app with the floor and to one without it
+(``fast_lane=False``: every request through FastAPI's routing), with the caller's
+``X-Request-ID`` so that the two answers can be compared whole: status, every header in
+order, body. The access lines and the request counts must agree too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from torch.utils.data import WeightedRandomSampler
+
+from sampleplan.service.api import floor as floor_module
+from sampleplan.service.config import Settings
+from sampleplan.service.main import create_app
+
+LABELS = [0] * 40 + [1] * 7 + [2] * 3
+SEED = 11
+EPOCH = 3
+TOKEN = "floor-token-0123"
+
+
+def sampler_stream(epoch: int) -> list[int]:
+    """The epoch as torch draws it: weights 1 / count(class), seeded with seed + epoch."""
+    counts = np.bincount(LABELS)
+    weights = torch.tensor([1.0 / counts[label] for label in LABELS], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(SEED + epoch)
+    return list(WeightedRandomSampler(weights, len(LABELS), replacement=True, generator=generator))
+
+
+class Pair:
+    """Two apps on databases of their own, the floor's and the plain one, started."""
+
+    def __init__(self, tmp_path: Any, **settings: Any) -> None:
+        self.clients = [
+            TestClient(
+                create_app(
+                    Settings(database_url=f"sqlite:///{tmp_path / f'{name}.sqlite3'}", **settings),
+                    fast_lane=fast,
+                )
+            )
+            for name, fast in (("floor", True), ("plain", False))
+        ]
+        for client in self.clients:
+            client.__enter__()
+        headers = {"Authorization": f"Bearer {TOKEN}"} if settings.get("api_tokens") else {}
+        ids = set()
+        for client in self.clients:
+            created = client.post(
+                "/v1/plans", json={"labels": LABELS, "seed": SEED}, headers=headers
+            )
+            assert created.status_code in (200, 201), created.text
+            ids.add(created.json()["id"])
+            # The whole epoch at once: drawn and cached, its pages are then at hand.
+            whole = client.get(
+                f"/v1/plans/{created.json()['id']}/indices?epoch={EPOCH}", headers=headers
+            )
+            assert whole.status_code == 200
+        (self.plan_id,) = ids
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.__exit__(None, None, None)
+
+    def raw(self, method: str, target: str, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+        """Each app's ASGI messages for one request (run on its own portal's loop)."""
+        path, _, query = target.partition("?")
+        answers = []
+        for client in self.clients:
+            app: FastAPI = client.app  # type: ignore[assignment]
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.3"},
+                "http_version": "1.1",
+                "method": method,
+                "scheme": "http",
+                "server": ("127.0.0.1", 8000),
+                "client": ("127.0.0.1", 40000),
+                "root_path": "",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": query.encode("latin-1"),
+                "headers": [(b"host", b"127.0.0.1:8000"), *headers],
+                "state": {},
+            }
+            messages: list[dict[str, Any]] = []
+            assert client.portal is not None
+            client.portal.call(_call, app, scope, messages)
+            answers.append(messages)
+        return answers
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    pair = Pair(tmp_path_factory.mktemp("floor"), max_page=60, log_level="info")
+    yield pair
+    pair.close()
+
+
+async def _call(app: FastAPI, scope: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+
+
+def _whole(messages: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], [tuple(h) for h in start["headers"]], body
+
+
+def _without_ids(answer: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Any:
+    """An answer with its generated request id taken out (headers and problem body)."""
+    status, headers, body = answer
+    headers = [h for h in headers if h[0] != b"x-request-id"]
+    if body.startswith(b"{") and b'"request_id"' in body:
+        problem = json.loads(body)
+        problem.pop("request_id", None)
+        body = json.dumps(problem).encode()
+    return status, headers, body
+
+
+QUERIES = [
+    f"epoch={EPOCH}",
+    f"epoch={EPOCH}&offset=5&limit=7",
+    f"limit=9&offset=40&epoch={EPOCH}",
+    f"epoch={EPOCH}&rank=1&world_size=3&offset=2&limit=9",
+    f"epoch={EPOCH}&world_size=2&rank=1&offset=3&limit=4&start=7&drop_last=true",
+    f"epoch={EPOCH}&pad=false&world_size=7&rank=6&space=dataset",
+    f"epoch={EPOCH}&pad=1&drop_last=no&limit=3",
+    f"epoch={EPOCH}&offset=+5&limit=7",
+    f"epoch={EPOCH}&offset=%35&limit=7",
+    f"epoch={EPOCH}&offset=5.0",
+    f"epoch={EPOCH}&offset=5&offset=9",
+    f"epoch={EPOCH}&limit=",
+    f"epoch={EPOCH}&&limit=2",
+    f"epoch={EPOCH}&limit",
+    f"epoch={EPOCH}&unknown=1",
+    f"epoch={EPOCH}&rank=3&world_size=3",
+    f"epoch={EPOCH}&offset=-1",
+    f"epoch={EPOCH}&limit=61",
+    f"epoch={EPOCH}&start=60",
+    f"epoch={EPOCH}&offset=99999999999999999999999",
+    f"epoch={EPOCH}&offset=70&limit=5",
+    "epoch=9&limit=4",  # a cold epoch: not at hand, down the stack
+    "epoch=4294967296",
+    "",
+]
+
+ACCEPTS = [None, b"application/octet-stream", b"application/x-npy", b"text/csv", b"*/*"]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_floor_answers_byte_for_byte_what_the_stack_answers(
+    pair: Pair, query: str, accept: bytes | None
+) -> None:
+    headers = [(b"x-request-id", b"floor-compare-1")]
+    if accept is not None:
+        headers.append((b"accept", accept))
+    target = f"/v1/plans/{pair.plan_id}/indices?{query}"
+    for method in ("GET", "HEAD"):
+        ours, theirs = (_whole(m) for m in pair.raw(method, target, headers))
+        assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [(b"content-length", b"0")],
+        [(b"content-encoding", b"gzip")],
+        [(b"transfer-encoding", b"chunked")],
+        [(b"x-request-id", b'bad" id')],
+        [(b"accept", b"application/octet-stream"), (b"accept", b"application/json")],
+    ],
+)
+def test_the_floor_leaves_what_it_does_not_answer_to_the_stack_unchanged(
+    pair: Pair, extra: list[tuple[bytes, bytes]]
+) -> None:
+    target = f"/v1/plans/{pair.plan_id}/indices?epoch={EPOCH}&limit=5"
+    ours, theirs = (_without_ids(_whole(m)) for m in pair.raw("GET", target, extra))
+    assert ours == theirs
+
+
+def test_a_page_at_the_floor_is_the_samplers_stream(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered: list[str] = []
+    original = floor_module.Floor._send
+
+    async def spy(self: Any, scope: Any, *args: Any) -> None:
+        answered.append(scope["path"])
+        await original(self, scope, *args)
+
+    monkeypatch.setattr(floor_module.Floor, "_send", spy)
+    floor, _ = pair.clients
+    target = f"/v1/plans/{pair.plan_id}/indices"
+    page = floor.get(target, params={"epoch": EPOCH, "offset": 10, "limit": 20})
+    assert page.json()["indices"] == sampler_stream(EPOCH)[10:30]
+    binary = floor.get(
+        target,
+        params={"epoch": EPOCH, "offset": 10, "limit": 20},
+        headers={"Accept": "application/octet-stream"},
+    )
+    assert np.frombuffer(binary.content, dtype="<i8").tolist() == sampler_stream(EPOCH)[10:30]
+    head = floor.head(
+        target,
+        params={"epoch": EPOCH, "offset": 10, "limit": 20},
+        headers={"Accept": "application/octet-stream"},
+    )
+    assert head.content == b"" and head.headers["content-length"] == str(8 * 20)
+    assert answered == [target] * 3, "the floor did not answer pages at hand"
+    # A cold epoch is not at hand: the stack answers it (through the fast lane's thread).
+    floor.get(target, params={"epoch": 8, "limit": 3})
+    assert len(answered) == 3
+
+
+def test_floor_answers_are_logged_and_counted_as_the_stack_counts_them(
+    pair: Pair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"/v1/plans/{pair.plan_id}/indices?epoch={EPOCH}&offset=3&limit=4"
+    before = [c.get("/metrics").text for c in pair.clients]
+    capsys.readouterr()
+    pair.raw("GET", target, [(b"x-request-id", b"floor-log-1")])
+    lines = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("{") and '"floor-log-1"' in line
+    ]
+    assert len(lines) == 2
+    for line in lines:
+        line.pop("time"), line.pop("duration_ms")
+    assert lines[0] == lines[1]
+    assert lines[0]["route"] == "/v1/plans/{plan_id}/indices" and lines[0]["status"] == 200
+    pattern = (
+        r'^sampleplan_(?:http_requests_total\{method="GET",route="/v1/plans/\{plan_id\}/indices",'
+        r'status="200"\}|indices_served_total\{algorithm="torch"\}) (\S+)$'
+    )
+    for client, earlier in zip(pair.clients, before, strict=True):
+        now = client.get("/metrics").text
+        counts = [float(x) for x in re.findall(pattern, now, re.M)]
+        was = [float(x) for x in re.findall(pattern, earlier, re.M)]
+        assert [a - b for a, b in zip(counts, was, strict=True)] == [1.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        f"Bearer {TOKEN}".encode(),
+        b"Bearer wrong-token",
+        b"Basic abc",
+        b"bearer  " + TOKEN.encode(),
+    ],
+)
+def test_the_floor_keeps_the_token_check(tmp_path: Any, authorization: bytes | None) -> None:
+    pair = Pair(tmp_path, api_tokens=TOKEN, max_page=60)
+    try:
+        headers = [(b"x-request-id", b"floor-auth-1")]
+        if authorization is not None:
+            headers.append((b"authorization", authorization))
+        target = f"/v1/plans/{pair.plan_id}/indices?epoch={EPOCH}&limit=5"
+        ours, theirs = (_whole(m) for m in pair.raw("GET", target, headers))
+        assert ours == theirs
+        assert ours[0] == (200 if authorization and TOKEN.encode() in authorization else 401)
+    finally:
+        pair.close()
