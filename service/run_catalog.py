@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +33,16 @@ from sampleplan.core.epochs import check_epoch
 from sampleplan.core.errors import SamplingError
 from sampleplan.core.lru import LRUCache
 from sampleplan.core.mixtures import mixture_page
-from sampleplan.core.mixtures.runs import RunMixtureDrawer
+from sampleplan.core.mixtures.runs import RunMixtureDrawer, weighted_mixture
 from sampleplan.core.prepared import PreparedPlan
-from sampleplan.core.runs import NextEpoch, RunUpdate, check_run_id, parse_op, replay
+from sampleplan.core.runs import (
+    NextEpoch,
+    ResultCheck,
+    RunUpdate,
+    check_run_id,
+    parse_op,
+    replay,
+)
 from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import (
@@ -93,12 +101,22 @@ def _population_size(plan: RunPlan) -> int:
     return plan.prepared.population_size
 
 
-def _draw_rules(plan: RunPlan) -> tuple[int, bool]:
-    """``(num_samples, replacement)`` an update's result is checked against: a mixture's
-    source weights need only be drawable weights."""
+def _draw_rules(plan: RunPlan) -> tuple[int, bool, ResultCheck | None]:
+    """``(num_samples, replacement, check)`` an update's result is checked against: a
+    mixture's source weights must be drawable weights the mixture can mix by."""
     if isinstance(plan, MixturePlan):
-        return 0, True
-    return plan.prepared.num_samples, plan.prepared.config.replacement
+        return 0, True, partial(_check_mixture_weights, plan)
+    return plan.prepared.num_samples, plan.prepared.config.replacement, None
+
+
+def _check_mixture_weights(plan: MixturePlan, weights: Float64Array) -> None:
+    """Refuse source weights the plan's mixture cannot draw by (NOTE [Mixture runs]), as
+    ``hf-interleave``'s ``all_exhausted`` with a source of weight 0: when the update
+    comes, not when its epoch is first read."""
+    try:
+        weighted_mixture(plan.mixture, weights)
+    except InvalidPlanConfig as exc:
+        raise InvalidRunUpdate(f"{exc.detail}; the update is refused") from exc
 
 
 #: Frozen epochs whose weights (and drawing tables) are kept in memory.
@@ -538,9 +556,11 @@ class RunCatalog:
         pending = self._pending.peek((*seen, update.epoch)) if seen is not None else None
         if pending is None:
             return None
-        num_samples, replacement = _draw_rules(plan)
+        num_samples, replacement, check = _draw_rules(plan)
         try:
-            result = pending.state.then(update, num_samples=num_samples, replacement=replacement)
+            result = pending.state.then(
+                update, num_samples=num_samples, replacement=replacement, check=check
+            )
         except InvalidRunUpdate as exc:
             return _Ahead(pending=pending, result=None, error=exc)
         return _Ahead(pending=pending, result=result, error=None)
@@ -557,7 +577,7 @@ class RunCatalog:
         """Check that the weights stay drawable at every epoch with ``update`` among the
         updates (else :class:`InvalidRunUpdate`); answer the weights of epoch
         ``update.epoch + 1`` so far when no later epoch has updates (``None`` otherwise)."""
-        num_samples, replacement = _draw_rules(plan)
+        num_samples, replacement, check = _draw_rules(plan)
         max_seq, max_epoch = tx.update_totals()
         latest = max_epoch <= update.epoch
         pending = self._pending_state(run, update.epoch, max_seq, overlay)
@@ -571,7 +591,7 @@ class RunCatalog:
                 extended = ahead.result
             else:
                 extended = pending.state.then(
-                    update, num_samples=num_samples, replacement=replacement
+                    update, num_samples=num_samples, replacement=replacement, check=check
                 )
             if extended is not None:
                 return extended
@@ -633,7 +653,7 @@ class RunCatalog:
         """Weights of epoch ``stop_epoch`` (``None``: after every stored update) and whether
         any update went into them, from the latest frozen epoch before it."""
         plan_weights = _plan_weights(plan)
-        num_samples, replacement = _draw_rules(plan)
+        num_samples, replacement, check = _draw_rules(plan)
         # Epochs up to the latest frozen one are final: replay from the latest frozen
         # epoch at or before the first epoch that can still change.
         before = stop_epoch if stop_epoch is not None else (extra.epoch + 1 if extra else 2**62)
@@ -649,7 +669,7 @@ class RunCatalog:
         if extra is not None:
             updates.append(replace(extra, seq=2**62))  # it arrives last
         weights, replayed = replay(
-            weights, updates, num_samples=num_samples, replacement=replacement
+            weights, updates, num_samples=num_samples, replacement=replacement, check=check
         )
         return weights, updated or replayed
 
@@ -720,8 +740,10 @@ class RunCatalog:
         if base is None:
             base = _plan_weights(plan) if keyframe is None else _keyframe_weights(plan, keyframe)
         updates = [_to_update(r) for r in reads.updates_between(max(base_epoch, 0), epoch)]
-        num_samples, replacement = _draw_rules(plan)
-        weights, _ = replay(base, updates, num_samples=num_samples, replacement=replacement)
+        num_samples, replacement, check = _draw_rules(plan)
+        weights, _ = replay(
+            base, updates, num_samples=num_samples, replacement=replacement, check=check
+        )
         if _digest(weights) != record.weights_sha256:
             _check_kept(_locked_run(reads), epoch)
             raise StorageUnavailable(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Literal, get_args
@@ -262,17 +262,23 @@ def apply_update(weights: Float64Array, update: RunUpdate) -> None:
         weights[position] = w
 
 
+#: A further check of an epoch's updated weights: raises :class:`InvalidRunUpdate`.
+ResultCheck = Callable[[Float64Array], None]
+
+
 def apply_updates(
     weights: Float64Array,
     updates: Iterable[RunUpdate],
     *,
     num_samples: int,
     replacement: bool,
+    check: ResultCheck | None = None,
 ) -> Float64Array:
     """``weights`` of one epoch with that epoch's ``updates`` applied: the next epoch's.
 
     ``updates`` may come in any order; they are applied in the order of NOTE [Run updates].
-    Raises :class:`InvalidRunUpdate` when the result cannot be drawn from.
+    Raises :class:`InvalidRunUpdate` when the result cannot be drawn from (``check``: a
+    further check of the result, for what the plan draws by, as a mixture's sources).
     """
     out = np.array(weights, dtype=np.float64, copy=True)
     # An overflow to inf is caught below, by the check of the result.
@@ -281,6 +287,8 @@ def apply_updates(
             check_deadline()
             apply_update(out, update)
     check_result(out, num_samples=num_samples, replacement=replacement)
+    if check is not None:
+        check(out)
     return out
 
 
@@ -290,6 +298,7 @@ def replay(
     *,
     num_samples: int,
     replacement: bool,
+    check: ResultCheck | None = None,
 ) -> tuple[Float64Array, bool]:
     """``weights`` of an epoch carried through ``updates`` of that epoch and later ones,
     each epoch's applied to the weights the epochs before made; and whether any update
@@ -297,7 +306,9 @@ def replay(
     """
     updated = False
     for _, group in groupby(sorted(updates, key=lambda u: u.epoch), key=lambda u: u.epoch):
-        weights = apply_updates(weights, group, num_samples=num_samples, replacement=replacement)
+        weights = apply_updates(
+            weights, group, num_samples=num_samples, replacement=replacement, check=check
+        )
         updated = True
     return weights, updated
 
@@ -310,7 +321,14 @@ class NextEpoch:
     weights: Float64Array
     last_key: tuple[int, int]
 
-    def then(self, update: RunUpdate, *, num_samples: int, replacement: bool) -> NextEpoch | None:
+    def then(
+        self,
+        update: RunUpdate,
+        *,
+        num_samples: int,
+        replacement: bool,
+        check: ResultCheck | None = None,
+    ) -> NextEpoch | None:
         """This state with ``update`` (of epoch ``e``) applied too, when it sorts after every
         update applied so far; ``None`` when it does not (replay the epoch instead).
 
@@ -319,7 +337,7 @@ class NextEpoch:
         if update.key < self.last_key:
             return None
         weights = apply_updates(
-            self.weights, [update], num_samples=num_samples, replacement=replacement
+            self.weights, [update], num_samples=num_samples, replacement=replacement, check=check
         )
         return NextEpoch(weights=weights, last_key=update.key)
 

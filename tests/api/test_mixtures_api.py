@@ -600,3 +600,28 @@ def test_mixtures_survive_a_restart_on_either_database(database_url: str) -> Non
             assert [epoch_stream(api, plan_id, e) for e in (0, 1)] == streams
         assert [run_page(api, "mixed", e) for e in (0, 1, 2)] == run_streams
         assert run_streams[1] != before[first][1][1]  # the update changed epoch 1
+
+
+def test_a_run_update_its_mixture_cannot_draw_by_is_refused_when_it_comes(
+    module_api: TestClient, sources: dict[str, tuple[str, int]]
+) -> None:
+    # hf-interleave's all_exhausted never exhausts a source of weight 0 (Hugging Face
+    # refuses such probabilities too): the update is refused, nothing is stored, and the
+    # run's next epoch stays drawable.
+    body = {
+        "sources": [
+            {"name": name, "dataset_id": sources[name][0], "weight": w}
+            for name, w in zip(sources, [0.5, 0.25, 0.25], strict=True)
+        ],
+        "mixing": {"algorithm": "hf-interleave", "stopping": "all_exhausted"},
+        "seed": 3,
+    }
+    plan_id = create(module_api, body)["id"]
+    assert module_api.put("/v1/runs/exhausting", json={"plan_id": plan_id}).status_code == 201
+    update = {"epoch": 0, "op": "set", "indices": [1], "values": [0.0]}
+    refused = module_api.post("/v1/runs/exhausting/updates", json=update)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "all_exhausted" in refused.json()["detail"]
+    assert module_api.get("/v1/runs/exhausting").json()["updates"] == 0
+    assert run_page(module_api, "exhausting", 1) == epoch_stream(module_api, plan_id, 1)
