@@ -582,8 +582,26 @@ def parse_proportions(text: str | None) -> Any:
 
 
 #: What a ``--mixture`` file may hold, and each of its sources.
-_PLAN_MIXTURE_KEYS = {"sources", "mixing", "num_samples", "seed"}
 _PLAN_SOURCE_KEYS = {"name", "dataset_id", "plan_id", "weight", "order"}
+
+
+#: The fields of a mixture file (``sampleplan plan --mixture``, ``sampleplan mix``).
+_MIXTURE_KEYS = frozenset({"sources", "mixing", "num_samples", "seed"})
+
+
+def read_mixture_file(path: str) -> dict[str, Any]:
+    """A mixture file: a JSON object with a ``sources`` list and no field but those of
+    :data:`_MIXTURE_KEYS`."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read the mixture file {path!r}: {exc}") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list):
+        raise CommandError("a mixture file is a JSON object with a 'sources' list")
+    unknown = set(spec) - _MIXTURE_KEYS
+    if unknown:
+        raise CommandError(f"unknown mixture fields: {', '.join(sorted(unknown))}")
+    return spec
 
 
 def mixture_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -593,15 +611,7 @@ def mixture_fields(args: argparse.Namespace) -> dict[str, Any]:
         raise CommandError("give the sources with --source or in a --mixture file, not both")
     fields: dict[str, Any]
     if args.mixture:
-        try:
-            spec = json.loads(Path(args.mixture).read_text())
-        except (OSError, ValueError) as exc:
-            raise CommandError(f"cannot read the mixture file {args.mixture!r}: {exc}") from exc
-        if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list):
-            raise CommandError("a mixture file is a JSON object with a 'sources' list")
-        unknown = set(spec) - _PLAN_MIXTURE_KEYS
-        if unknown:
-            raise CommandError(f"unknown mixture fields: {', '.join(sorted(unknown))}")
+        spec = read_mixture_file(args.mixture)
         for item in spec["sources"]:
             if not isinstance(item, dict):
                 raise CommandError("every source is a JSON object")
@@ -985,7 +995,6 @@ def report_command(args: argparse.Namespace, out: TextIO) -> None:
 
 # -- mix ------------------------------------------------------------------------------------
 
-_MIXTURE_KEYS = {"sources", "mixing", "num_samples", "seed"}
 _SOURCE_KEYS = {"name", "length", "file", "format", "length_column", "weight", "order"}
 
 
@@ -1000,15 +1009,7 @@ def mix_command(args: argparse.Namespace, out: TextIO) -> None:
     from sampleplan.core.mixtures.spec import MixtureSource
     from sampleplan.core.versions import mixture_versions
 
-    try:
-        spec = json.loads(Path(args.mixture_file).read_text())
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read the mixture file {args.mixture_file!r}: {exc}") from exc
-    if not isinstance(spec, dict) or not isinstance(spec.get("sources"), list):
-        raise CommandError("a mixture file is a JSON object with a 'sources' list")
-    unknown = set(spec) - _MIXTURE_KEYS
-    if unknown:
-        raise CommandError(f"unknown mixture fields: {', '.join(sorted(unknown))}")
+    spec = read_mixture_file(args.mixture_file)
     base = Path(args.mixture_file).parent
     sources = []
     for item in spec["sources"]:
