@@ -3,7 +3,7 @@
 Each figure is the best of several runs of a fresh process, next to the bare
 interpreter's start-up measured in the same run (what no command can go below), and the
 time to import what the commands use, which ``--help`` must not pay for (NOTE [A fast
---help] in ``sampleplan/cli.py``).
+--help] in ``sampleplan/cli/__init__.py``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import partial
 
 import numpy as np
@@ -293,8 +293,15 @@ def _digest(weights: Float64Array) -> str:
 
 def _incarnation(run: RunRecord) -> tuple[str, str]:
     """What a run's cached state is kept under: a run deleted and made again under its id
-    is another run, whose epochs must not be served from the first one's."""
-    return (run.id, run.created_at.isoformat())
+    is another run, whose epochs must not be served from the first one's.
+
+    The time in UTC without its zone: the record just made holds an aware time, SQLite
+    hands back a naive one (PostgreSQL an aware one), and the key must be the same for
+    all of them."""
+    created = run.created_at
+    if created.tzinfo is not None:
+        created = created.astimezone(timezone.utc).replace(tzinfo=None)
+    return (run.id, created.isoformat())
 
 
 def _locked_run(tx: RunReads) -> RunRecord:
@@ -379,6 +386,9 @@ class RunCatalog:
                 f"run {run_id!r} exists already, for plan {record.plan_id}; "
                 f"choose another run id for plan {plan.id}"
             )
+        # Known from now on: its first pages are in flight under its real key (NOTE [Held
+        # while in flight] in epoch_cache.py), not under a stand-in that no draw uses.
+        self._seen.put(run_id, _incarnation(record))
         return self._info(record), created
 
     def get_run(self, run_id: str) -> RunInfo:
@@ -389,6 +399,7 @@ class RunCatalog:
         record = self.store.get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run has id {run_id!r}")
+        self._seen.put(run_id, _incarnation(record))
         return record
 
     def _info(self, record: RunRecord, frozen: list[int] | None = None) -> RunInfo:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
@@ -196,14 +198,7 @@ def get_dataset(dataset_id: DatasetId, catalog: CatalogDep) -> DatasetOut:
 def get_codes(
     dataset_id: DatasetId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
 ) -> Response:
-    codes = catalog.codes(dataset_id)
-    return array_response(
-        media_type,
-        codes,
-        meta={"dataset_id": dataset_id, "length": int(codes.shape[0])},
-        key="codes",
-        head_only=request.method == "HEAD",
-    )
+    return _dataset_array(dataset_id, "codes", catalog.codes(dataset_id), media_type, request)
 
 
 LabelSetsId = Annotated[
@@ -229,14 +224,7 @@ LabelSetsId = Annotated[
 def get_offsets(
     dataset_id: LabelSetsId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
 ) -> Response:
-    offsets = catalog.offsets(dataset_id)
-    return array_response(
-        media_type,
-        offsets,
-        meta={"dataset_id": dataset_id, "length": int(offsets.shape[0])},
-        key="offsets",
-        head_only=request.method == "HEAD",
-    )
+    return _dataset_array(dataset_id, "offsets", catalog.offsets(dataset_id), media_type, request)
 
 
 LengthsId = Annotated[
@@ -263,13 +251,8 @@ LengthsId = Annotated[
 def get_lengths(
     dataset_id: LengthsId, catalog: CatalogDep, media_type: ArrayMediaType, request: Request
 ) -> Response:
-    lengths = catalog.token_lengths(dataset_id)
-    return array_response(
-        media_type,
-        lengths,
-        meta={"dataset_id": dataset_id, "length": int(lengths.shape[0])},
-        key="lengths",
-        head_only=request.method == "HEAD",
+    return _dataset_array(
+        dataset_id, "lengths", catalog.token_lengths(dataset_id), media_type, request
     )
 
 
@@ -288,3 +271,16 @@ HEAD_PATHS = (
     f"{router.prefix}/{{dataset_id}}/offsets",
     f"{router.prefix}/{{dataset_id}}/lengths",
 )
+
+
+def _dataset_array(
+    dataset_id: str, key: str, values: npt.NDArray[np.int64], media_type: str, request: Request
+) -> Response:
+    """One of a dataset's arrays (``codes``, ``offsets``, ``lengths``), JSON or binary."""
+    return array_response(
+        media_type,
+        values,
+        meta={"dataset_id": dataset_id, "length": int(values.shape[0])},
+        key=key,
+        head_only=request.method == "HEAD",
+    )
