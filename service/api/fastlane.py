@@ -105,16 +105,20 @@ def query_fields(route: APIRoute) -> dict[str, FieldInfo]:
     return fields
 
 
-#: Reads one parameter's text as its field does, or ``None`` when only the model can.
-_Convert = Callable[[str], Any]
+#: How a field's plain value is read (NOTE [Parameters read plainly]): an int's bounds
+#: ``[low, high)``, or a table of the texts a field takes (a bool's, a ``Literal``'s), or
+#: ``None`` for a str taken as it is.
+_Plain = tuple[int, int] | dict[str, Any] | None
+
+#: Not a shape read plainly.
+_MODEL_ONLY = object()
 
 _BOOLS = {"true": True, "false": False}
 
 
-def _int_converter(metadata: list[Any]) -> _Convert | None:
-    """Plain decimal digits (at most 18: a signed 64-bit value) to an int within the
-    field's bounds; anything else (a sign, spaces, ``1_000``, ``5.0``, a value out of
-    bounds) is left to the model, which reads it or refuses it."""
+def _int_bounds(metadata: list[Any]) -> _Plain | object:
+    """``[low, high)`` of an int field from its constraints; plain digits read as at most
+    18 of them (a signed 64-bit value), so ``high`` is at most 10**18."""
     low, high = 0, 10**18
     for item in metadata:
         if isinstance(item, annotated_types.Ge) and isinstance(item.ge, int):
@@ -126,42 +130,34 @@ def _int_converter(metadata: list[Any]) -> _Convert | None:
         elif isinstance(item, annotated_types.Le) and isinstance(item.le, int):
             high = min(high, item.le + 1)
         else:
-            return None
-
-    def convert(text: str) -> int | None:
-        if len(text) > 18 or not (text.isdigit() and text.isascii()):
-            return None
-        value = int(text)
-        return value if low <= value < high else None
-
-    return convert
+            return _MODEL_ONLY
+    return (low, high)
 
 
-def _converter(info: FieldInfo) -> _Convert | None:
-    """How a field's value is read without the model (NOTE [Parameters read plainly]), for
-    the common shapes only: a bounded int (or an optional one), a bool written ``true`` or
-    ``false``, one of a ``Literal``'s strings, an unconstrained str."""
+def _plain(info: FieldInfo) -> _Plain | object:
+    """How a field's value is read without the model, for the common shapes only: a
+    bounded int (or an optional one), a bool written ``true`` or ``false``, one of a
+    ``Literal``'s strings, an unconstrained str; else :data:`_MODEL_ONLY`."""
     annotation = info.annotation
     metadata = list(info.metadata)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
         if len(args) != 1:
-            return None
+            return _MODEL_ONLY
         annotation = args[0]
     if annotation is int:
-        return _int_converter(metadata)
+        return _int_bounds(metadata)
     if metadata:
-        return None
+        return _MODEL_ONLY
     if annotation is bool:
-        return _BOOLS.get
+        return _BOOLS
     if annotation is str:
-        return str
+        return None
     if typing.get_origin(annotation) is typing.Literal:
         choices = typing.get_args(annotation)
         if all(type(choice) is str for choice in choices):
-            table = {choice: choice for choice in choices}
-            return table.get
-    return None
+            return {choice: choice for choice in choices}
+    return _MODEL_ONLY
 
 
 class RouteReader:
@@ -183,19 +179,23 @@ class RouteReader:
         self.model = parameter_model(route)
         self.aliases = frozenset(info.alias or name for name, info in query_fields(route).items())
         fields = self.model.model_fields
-        converters = {name: _converter(info) for name, info in fields.items()}
+        shapes = {name: _plain(info) for name, info in fields.items()}
         plain = all(
-            convert is not None
+            shape is not _MODEL_ONLY
             and (info.alias is None or info.alias == name)
             and info.default_factory is None
-            for (name, info), convert in zip(fields.items(), converters.values(), strict=True)
+            for (name, info), shape in zip(fields.items(), shapes.values(), strict=True)
         )
-        #: Each field's reader, or ``None`` when the model reads every request.
-        self.converters: dict[str, _Convert] | None = (
-            {name: convert for name, convert in converters.items() if convert is not None}
+        path_names = {param.name for param in route.dependant.path_params}
+        #: How each query field's plain value is read, or ``None`` when the model reads
+        #: every request (a field of another shape).
+        self.plain: dict[str, _Plain] | None = (
+            {name: shape for name, shape in shapes.items() if name not in path_names}  # type: ignore[misc]
             if plain
             else None
         )
+        #: The path parameters taken as they are (unconstrained strs); else the model's.
+        self.plain_path = plain and all(shapes[name] is None for name in path_names)
         #: The fields absent from a request, at their defaults (required ones left out).
         self.defaults = {
             name: info.default for name, info in fields.items() if not info.is_required()
@@ -226,13 +226,14 @@ class RouteReader:
         return self._validated(path_params, scope["query_string"])
 
     def _validated(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
+        if self.plain is not None and self.plain_path:
+            read = self._read_plainly(query_string)
+            if read is not None:
+                read.update(path_params)
+                return read
         query = self.query(query_string)
         if query is None:
             return None
-        if self.converters is not None:
-            plain = self._read_plainly({**path_params, **query})
-            if plain is not None:
-                return plain
         try:
             parameters = self.model.model_validate({**path_params, **query})
         except pydantic.ValidationError:
@@ -240,18 +241,43 @@ class RouteReader:
         # The fields by name, as dict(parameters) has them (the model forbids extras).
         return dict(parameters.__dict__)
 
-    def _read_plainly(self, texts: dict[str, Any]) -> dict[str, Any] | None:
-        """The parameters read field by field (NOTE [Parameters read plainly]), or ``None``."""
-        converters = self.converters
-        assert converters is not None
-        parameters = dict(self.defaults)
-        for name, text in texts.items():
-            if type(text) is not str:
-                return None  # a path converter's value: the model reads it
-            value = converters[name](text)
-            if value is None:
+    def _read_plainly(self, query_string: bytes) -> dict[str, Any] | None:
+        """The query's fields read as plain values (NOTE [Parameters read plainly]), the
+        absent ones at their defaults; ``None`` for a query only the model reads: a value
+        that is not plain, an escape, an unknown, repeated or empty name or value."""
+        plain = self.plain
+        assert plain is not None
+        text = query_string.decode("latin-1")
+        if "%" in text or "+" in text:
+            return None
+        parameters = self.defaults.copy()
+        given: set[str] = set()
+        for piece in text.split("&"):
+            name, _, value = piece.partition("=")
+            if name not in plain:
+                if piece:
+                    return None
+                continue  # an empty piece, as parse_qsl skips it
+            if name in given:
                 return None
-            parameters[name] = value
+            given.add(name)
+            shape = plain[name]
+            if type(shape) is tuple:
+                if len(value) > 18 or not (value.isdigit() and value.isascii()):
+                    return None
+                number = int(value)
+                if not shape[0] <= number < shape[1]:
+                    return None
+                parameters[name] = number
+            elif shape is None:
+                if not value:
+                    return None
+                parameters[name] = value
+            else:
+                read = shape.get(value)  # type: ignore[union-attr]
+                if read is None:
+                    return None
+                parameters[name] = read
         return parameters
 
     def query(self, query_string: bytes) -> Mapping[str, str] | None:
