@@ -589,16 +589,21 @@ class Catalog:
         return plan, self.indices(plan, request)
 
     def page_at_floor(
-        self, plan_id: str, request: StreamRequest, text: bool
-    ) -> tuple[Plan, Int64Array, bytes | None] | None:
+        self, plan_id: str, fields: Mapping[str, Any], text: bool
+    ) -> tuple[Plan, Int64Array, bytes | None, int] | None:
         """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``): the same page under the same conditions, found with the
         same lookups (the plan and the epoch refreshed, the hit counted) and timed and
-        counted the same; with ``text``, the page's numbers as JSON text too, when
-        :attr:`epoch_texts` has them (a one-rank page), else ``None`` in their place.
+        counted the same, with the length of the rank's stream; with ``text``, the page's
+        numbers as JSON text too when :attr:`epoch_texts` has them (a one-rank page), else
+        ``None`` in their place.
 
-        What :meth:`page_at_hand` finds of a plan on every request (its algorithm, its
-        schedule, its metrics' children) is found once per plan here.
+        ``fields`` are a stream query's (:class:`~sampleplan.service.api.streams.
+        StreamQuery`), validated as it validates them. A page of one rank (the commonest)
+        is the rest of the epoch from ``start``, cut to the page: its bounds are computed
+        here without making the :class:`StreamRequest` (whose rules its fields' bounds
+        already keep). What :meth:`page_at_hand` finds of a plan on every request (its
+        algorithm, its schedule, its metrics' children) is found once per plan here.
         """
         plan = self._plans.get(plan_id)
         if plan is None:
@@ -612,22 +617,37 @@ class Catalog:
         if not facts.at_hand:
             return None
         prepared = plan.prepared  # no schedule: every epoch's view is the plan itself
-        bounds = request.bounds(prepared.num_samples)
-        size = bounds.stop - bounds.first
+        num_samples = prepared.num_samples
+        request = None
+        if fields["world_size"] == 1:
+            # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
+            start = fields["start"]
+            if start > num_samples:
+                return None  # the route refuses it
+            length = num_samples - start
+            first = min(fields["offset"], length)
+            limit = fields["limit"]
+            stop = length if limit is None else min(length, first + limit)
+        else:
+            request = StreamRequest(**fields)
+            bounds = request.bounds(num_samples)
+            length, first, stop = bounds.length, bounds.first, bounds.stop
+        size = stop - first
         if size > INLINE_PAGE_VALUES:
             return None
         self.check_page(size)
-        key = (plan.id, request.epoch)
+        key = (plan.id, fields["epoch"])
         began = time.perf_counter()
         stream = self.epochs.get(key)
         if stream is None:
             return None
         numbers = None
-        if request.world_size == 1:
-            first, stop = request.start + bounds.first, request.start + bounds.stop
-            page = in_space(stream[first:stop], request.space, prepared.population)
+        if request is None:
+            first += start
+            stop += start
+            space = fields["space"]
+            page = in_space(stream[first:stop], space, prepared.population)
             if text:
-                space = request.space
 
                 def values() -> Int64Array:
                     return in_space(stream, space, prepared.population)
@@ -639,7 +659,7 @@ class Catalog:
             draw_seconds, indices_served = facts.children
             draw_seconds.observe(time.perf_counter() - began)
             indices_served.inc(int(page.shape[0]))
-        return plan, page, numbers
+        return plan, page, numbers, length
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""

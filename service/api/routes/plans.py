@@ -375,17 +375,16 @@ def indices_at_hand(
     catalog: Catalog = scope["app"].state.catalog
     media_type = negotiate(None if accept is None else accept.decode("latin-1"))
     plan_id = parameters.pop("plan_id")
-    request = StreamQuery.request_of(parameters)
-    at_hand = catalog.page_at_floor(plan_id, request, text=media_type == JSON)
+    at_hand = catalog.page_at_floor(plan_id, parameters, text=media_type == JSON)
     if at_hand is None:
         return None
-    plan, indices, numbers = at_hand
+    plan, indices, numbers, stream_length = at_hand
     return stream_page_at_floor(
         media_type,
         indices,
         numbers,
-        request,
-        plan.prepared.num_samples,  # page_at_floor serves plans without a schedule only
+        parameters,
+        stream_length,
         scope["method"] == "HEAD",
         ids={"plan_id": plan.id},
     )
