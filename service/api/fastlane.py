@@ -41,6 +41,7 @@ import annotated_types
 import pydantic
 from fastapi.routing import APIRoute, APIRouter
 from pydantic.fields import FieldInfo
+from starlette.convertors import StringConvertor
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -196,6 +197,14 @@ class RouteReader:
         )
         #: The path parameters taken as they are (unconstrained strs); else the model's.
         self.plain_path = plain and all(shapes[name] is None for name in path_names)
+        #: The route's one path parameter, when it is one read by a str converter (which
+        #: takes the text as it is).
+        convertors = route.param_convertors
+        self.one_text_param = (
+            next(iter(convertors))
+            if len(convertors) == 1 and type(next(iter(convertors.values()))) is StringConvertor
+            else None
+        )
         #: The fields absent from a request, at their defaults (required ones left out).
         self.defaults = {
             name: info.default for name, info in fields.items() if not info.is_required()
@@ -219,10 +228,13 @@ class RouteReader:
         match = self.route.path_regex.match(scope["path"])
         if match is None:
             return None
-        convertors = self.route.param_convertors
-        path_params = {
-            name: convertors[name].convert(value) for name, value in match.groupdict().items()
-        }
+        if self.one_text_param is not None:
+            path_params = {self.one_text_param: match.group(1)}  # a str converter's value
+        else:
+            convertors = self.route.param_convertors
+            path_params = {
+                name: convertors[name].convert(value) for name, value in match.groupdict().items()
+            }
         return self._validated(path_params, scope["query_string"])
 
     def _validated(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
