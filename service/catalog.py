@@ -34,7 +34,7 @@ from sampleplan.core.stats import PlanStats, plan_statistics
 from sampleplan.core.streams import Int64Array, PageBounds, StreamRequest, in_space
 from sampleplan.core.versions import mixture_versions, plan_versions
 from sampleplan.service.config import Settings
-from sampleplan.service.epoch_cache import EpochCache
+from sampleplan.service.epoch_cache import EpochCache, EpochTexts
 from sampleplan.service.errors import (
     DatasetNotFound,
     InvalidStreamRequest,
@@ -161,6 +161,10 @@ def build_plan(
 #: cached page of 4096 indices is cut and written as JSON in well under a millisecond.
 INLINE_PAGE_VALUES = 4096
 
+#: Memory for cached epochs' numbers written as JSON (NOTE [Numbers written once] in
+#: ``epoch_cache.py``): a dozen epochs of the largest size written.
+_EPOCH_TEXT_BYTES = 64 << 20
+
 #: Memory for the labels of recently uploaded datasets (``Catalog._recent_labels``).
 _RECENT_LABELS_BYTES = 256 << 20
 
@@ -180,6 +184,18 @@ def _nbytes(labels: Labels | LabelSets) -> int:
     return int(labels.codes.nbytes) + int(extra)
 
 
+class _FloorFacts:
+    """What :meth:`Catalog.page_at_floor` needs of a plan, found once."""
+
+    __slots__ = ("at_hand", "children", "plan")
+
+    def __init__(self, plan: Plan, metrics: ServiceMetrics | None) -> None:
+        config = plan.prepared.config
+        self.plan = plan
+        self.at_hand = config.drawing_algorithm.draws_whole_epochs and config.schedule is None
+        self.children = None if metrics is None else metrics.stream_children(config.algorithm)
+
+
 class Catalog:
     """Creates and reads datasets and plans; draws streams from cached prepared plans."""
 
@@ -191,6 +207,9 @@ class Catalog:
         self.metrics = metrics
         self._plans: LRUCache[str, Plan] = LRUCache(settings.plan_cache_size)
         self.epochs = EpochCache(settings.epoch_cache_bytes)
+        self.epoch_texts = EpochTexts(_EPOCH_TEXT_BYTES)
+        # Per plan, what page_at_floor asks of it on every request, found once.
+        self._floor_facts: dict[str, _FloorFacts] = {}
         # Labels of the last datasets uploaded, so the plan that usually follows an upload
         # does not read them back and decompress them; bounded by bytes of codes.
         self._recent_labels: LRUCache[str, Labels | LabelSets] = LRUCache(
@@ -568,6 +587,79 @@ class Catalog:
         ):
             return None
         return plan, self.indices(plan, request)
+
+    def page_at_floor(
+        self, plan_id: str, fields: Mapping[str, Any], text: bool
+    ) -> tuple[Plan, Int64Array, bytes | None, int] | None:
+        """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
+        ``service/api/floor.py``): the same page under the same conditions, found with the
+        same lookups (the plan and the epoch refreshed, the hit counted) and timed and
+        counted the same, with the length of the rank's stream; with ``text``, the page's
+        numbers as JSON text too when :attr:`epoch_texts` has them (a one-rank page), else
+        ``None`` in their place.
+
+        ``fields`` are a stream query's (:class:`~sampleplan.service.api.streams.
+        StreamQuery`), validated as it validates them. A page of one rank (the commonest)
+        is the rest of the epoch from ``start``, cut to the page: its bounds are computed
+        here without making the :class:`StreamRequest` (whose rules its fields' bounds
+        already keep). What :meth:`page_at_hand` finds of a plan on every request (its
+        algorithm, its schedule, its metrics' children) is found once per plan here.
+        """
+        plan = self._plans.get(plan_id)
+        if plan is None:
+            return None
+        facts = self._floor_facts.get(plan_id)
+        if facts is None or facts.plan is not plan:
+            facts = _FloorFacts(plan, self.metrics)
+            if len(self._floor_facts) >= 4 * max(1, self.settings.plan_cache_size):
+                self._floor_facts.clear()  # plans long gone from the plan cache among them
+            self._floor_facts[plan_id] = facts
+        if not facts.at_hand:
+            return None
+        prepared = plan.prepared  # no schedule: every epoch's view is the plan itself
+        num_samples = prepared.num_samples
+        request = None
+        if fields["world_size"] == 1:
+            # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
+            start = fields["start"]
+            if start > num_samples:
+                return None  # the route refuses it
+            length = num_samples - start
+            first = min(fields["offset"], length)
+            limit = fields["limit"]
+            stop = length if limit is None else min(length, first + limit)
+        else:
+            request = StreamRequest(**fields)
+            bounds = request.bounds(num_samples)
+            length, first, stop = bounds.length, bounds.first, bounds.stop
+        size = stop - first
+        if size > INLINE_PAGE_VALUES:
+            return None
+        self.check_page(size)
+        key = (plan.id, fields["epoch"])
+        began = time.perf_counter()
+        stream = self.epochs.get(key)
+        if stream is None:
+            return None
+        numbers = None
+        if request is None:
+            first += start
+            stop += start
+            space = fields["space"]
+            page = in_space(stream[first:stop], space, prepared.population)
+            if text:
+
+                def values() -> Int64Array:
+                    return in_space(stream, space, prepared.population)
+
+                numbers = self.epoch_texts.numbers((key, space), stream, values, first, stop)
+        else:
+            page = prepared.indices(request, epoch_stream=stream)
+        if facts.children is not None:
+            draw_seconds, indices_served = facts.children
+            draw_seconds.observe(time.perf_counter() - began)
+            indices_served.inc(int(page.shape[0]))
+        return plan, page, numbers, length
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""

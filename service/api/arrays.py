@@ -201,7 +201,7 @@ def _json_number_text(values: npt.NDArray[Any]) -> str:
     return orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode("ascii")
 
 
-def _json_number_bytes(values: npt.NDArray[Any]) -> bytes:
+def json_number_bytes(values: npt.NDArray[Any]) -> bytes:
     """:func:`_json_number_text`, as bytes (no text made of an integer array's)."""
     if values.dtype.kind == "f":
         return _json_number_text(values).encode("ascii")
@@ -216,7 +216,7 @@ def _json_number_bytes(values: npt.NDArray[Any]) -> bytes:
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
-def _json_head(meta: Mapping[str, Any], key: str) -> bytes:
+def json_head(meta: Mapping[str, Any], key: str) -> bytes:
     """``{...meta,"<key>":[`` as ``json.dumps(meta, separators=(",", ":"))`` writes it.
 
     ``json``, not orjson, for anything but plain values in printable ASCII: meta echoes the
@@ -294,11 +294,11 @@ def array_response(
             media_type=media_type,
             headers=all_headers,
         )
-    head = _json_head(meta, key)
+    head = json_head(meta, key)
     # HEAD of JSON gets the whole response (the server drops the body): its length is
     # only known once the text is written.
     if wire.size <= JSON_CHUNK_VALUES:
-        content = head + _json_number_bytes(wire) + b"]}"
+        content = head + json_number_bytes(wire) + b"]}"
         return Response(
             content=content, status_code=status_code, media_type=JSON, headers=all_headers
         )

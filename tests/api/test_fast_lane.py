@@ -16,6 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 from torch.utils.data import WeightedRandomSampler
 
+from sampleplan.service.api.fastlane import RouteReader, get_route
 from sampleplan.service.api.routes import plans
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
@@ -268,3 +269,52 @@ def test_healthz_in_its_fast_lane_answers_what_its_route_answers(
     assert ours.headers.get("content-type") == theirs.headers.get("content-type")
     if method == "GET":
         assert ours.json() == {"status": "ok"}
+
+
+PLAIN_QUERIES = [
+    "epoch=3&limit=1000&offset=77",
+    "offset=0&epoch=0",
+    "epoch=4294967295&rank=6&world_size=7&space=dataset&pad=false&drop_last=true&start=9",
+    "limit=0&&offset=007",
+    "",
+    "offset=999999999999999999",
+    "epoch=4294967296",
+    "world_size=0",
+    "offset=1000000000000000000",
+    "pad=True",
+    "pad=1",
+    "space=Dataset",
+    "offset= 5",
+    "offset=5.0",
+    "offset=1_0",
+    "offset=%35",
+    "offset=+5",
+    "offset=\u0665".encode().decode("latin-1"),
+    "limit=",
+    "limit",
+    "offset=1&offset=2",
+    "plan_id=abc",
+    "unknown=1",
+]
+
+
+@pytest.mark.parametrize("query", PLAIN_QUERIES)
+def test_parameters_read_plainly_are_the_models_reading(query: str) -> None:
+    # NOTE [Parameters read plainly]: a query read without the model is read as the
+    # route's own pydantic model (what FastAPI validates with) reads it, or left to it.
+    reader = RouteReader(get_route(plans.router, plans.get_indices))
+    plain = reader._read_plainly(query.encode("latin-1"))
+    query_values = reader.query(query.encode("latin-1"))
+    if plain is None:
+        return
+    assert query_values is not None
+    model = reader.model.model_validate({"plan_id": "p", **query_values})
+    assert {**plain, "plan_id": "p"} == dict(model.__dict__)
+
+
+def test_common_queries_are_read_plainly() -> None:
+    reader = RouteReader(get_route(plans.router, plans.get_indices))
+    for query in PLAIN_QUERIES[:6]:
+        assert reader._read_plainly(query.encode()) is not None, query
+    for query in PLAIN_QUERIES[6:]:
+        assert reader._read_plainly(query.encode("latin-1")) is None, query

@@ -54,20 +54,23 @@ class Pair:
         ]
         for client in self.clients:
             client.__enter__()
-        headers = {"Authorization": f"Bearer {TOKEN}"} if settings.get("api_tokens") else {}
+        self.headers = {"Authorization": f"Bearer {TOKEN}"} if settings.get("api_tokens") else {}
+        self.plan_id = self.plan({"labels": LABELS, "seed": SEED})
+
+    def plan(self, body: dict[str, Any]) -> str:
+        """The id of a plan made in both apps, its epoch EPOCH drawn and cached."""
         ids = set()
         for client in self.clients:
-            created = client.post(
-                "/v1/plans", json={"labels": LABELS, "seed": SEED}, headers=headers
-            )
+            created = client.post("/v1/plans", json=body, headers=self.headers)
             assert created.status_code in (200, 201), created.text
             ids.add(created.json()["id"])
             # The whole epoch at once: drawn and cached, its pages are then at hand.
             whole = client.get(
-                f"/v1/plans/{created.json()['id']}/indices?epoch={EPOCH}", headers=headers
+                f"/v1/plans/{created.json()['id']}/indices?epoch={EPOCH}", headers=self.headers
             )
             assert whole.status_code == 200
-        (self.plan_id,) = ids
+        (plan_id,) = ids
+        return plan_id
 
     def close(self) -> None:
         for client in self.clients:
@@ -157,6 +160,21 @@ QUERIES = [
     f"epoch={EPOCH}&start=60",
     f"epoch={EPOCH}&offset=99999999999999999999999",
     f"epoch={EPOCH}&offset=70&limit=5",
+    # Plain values read without the model (NOTE [Parameters read plainly]), and their
+    # neighbours that only the model reads.
+    f"epoch={EPOCH}&offset=007&limit=3&pad=true&drop_last=false&space=population",
+    f"epoch={EPOCH}&offset=45&limit=10&start=3",
+    f"epoch={EPOCH}&offset=50&limit=0",
+    f"epoch={EPOCH}&offset=49&limit=1",
+    f"epoch={EPOCH}&limit=5&space=dataset",
+    f"epoch={EPOCH}&limit=5&pad=TRUE",
+    f"epoch={EPOCH}&limit=5&space=Dataset",
+    f"epoch={EPOCH}&limit= 5",
+    f"epoch={EPOCH}&limit=5&rank=0&world_size=1",
+    f"epoch=0{EPOCH}&limit=5",
+    f"epoch={EPOCH}&limit=1_0",
+    f"epoch={EPOCH}&offset=1000000000000000000&limit=2",
+    f"epoch={EPOCH}&offset=999999999999999999&limit=2",
     "epoch=9&limit=4",  # a cold epoch: not at hand, down the stack
     "epoch=4294967296",
     "",
@@ -177,6 +195,39 @@ def test_the_floor_answers_byte_for_byte_what_the_stack_answers(
     for method in ("GET", "HEAD"):
         ours, theirs = (_whole(m) for m in pair.raw(method, target, headers))
         assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"epoch={EPOCH}&offset=3&limit=9&space=dataset",
+        f"epoch={EPOCH}&offset=3&limit=9",
+        f"epoch={EPOCH}&offset=2&limit=9&space=dataset&world_size=2&rank=1",
+    ],
+)
+def test_a_split_plans_pages_in_either_space_are_the_stacks(pair: Pair, query: str) -> None:
+    # Population positions and dataset indices differ: each space has its own numbers.
+    plan_id = pair.plan({"labels": LABELS, "seed": SEED, "split": {"fractions": [0.7, 0.3]}})
+    target = f"/v1/plans/{plan_id}/indices?{query}"
+    for accept in (None, b"application/octet-stream"):
+        headers = [(b"x-request-id", b"floor-split-1")]
+        if accept is not None:
+            headers.append((b"accept", accept))
+        for method in ("GET", "HEAD"):
+            ours, theirs = (_whole(m) for m in pair.raw(method, target, headers))
+            assert ours == theirs
+
+
+def test_numbers_written_once_follow_a_stream_drawn_again(pair: Pair) -> None:
+    # An epoch evicted and drawn again is a new array: its text is written again.
+    target = f"/v1/plans/{pair.plan_id}/indices?epoch={EPOCH}&offset=4&limit=6"
+    headers = [(b"x-request-id", b"floor-again-1")]
+    first = [_whole(m) for m in pair.raw("GET", target, headers)]
+    for client in pair.clients:
+        client.app.state.catalog.epochs.clear()  # type: ignore[attr-defined]
+        assert client.get(f"/v1/plans/{pair.plan_id}/indices?epoch={EPOCH}").status_code == 200
+    again = [_whole(m) for m in pair.raw("GET", target, headers)]
+    assert again[0] == again[1] == first[0] == first[1]
 
 
 @pytest.mark.parametrize(

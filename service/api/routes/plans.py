@@ -15,7 +15,13 @@ from sampleplan.core.mixtures import summarize_mixture
 from sampleplan.core.stats import expected_shares_by_epoch, summarize_stream
 from sampleplan.core.streams import Int64Array, StreamRequest
 from sampleplan.service.api import examples
-from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses, negotiate
+from sampleplan.service.api.arrays import (
+    JSON,
+    ArrayMediaType,
+    array_response,
+    array_responses,
+    negotiate,
+)
 from sampleplan.service.api.deps import JSON_BODY, CatalogDep
 from sampleplan.service.api.page_threads import run_page_work
 from sampleplan.service.api.report import (
@@ -40,6 +46,7 @@ from sampleplan.service.api.streams import (
     StreamQuery,
     StreamQueryParams,
     StreamSummaryQueryParams,
+    stream_page_at_floor,
     stream_page_response,
 )
 from sampleplan.service.api.views import (
@@ -368,13 +375,19 @@ def indices_at_hand(
     catalog: Catalog = scope["app"].state.catalog
     media_type = negotiate(None if accept is None else accept.decode("latin-1"))
     plan_id = parameters.pop("plan_id")
-    request = StreamQuery.request_of(parameters)
-    at_hand = catalog.page_at_hand(plan_id, request)
+    at_hand = catalog.page_at_floor(plan_id, parameters, text=media_type == JSON)
     if at_hand is None:
         return None
-    plan, indices = at_hand
-    head_only = scope["method"] == "HEAD"
-    return _indices_response(media_type, plan, indices, request, head_only)
+    plan, indices, numbers, stream_length = at_hand
+    return stream_page_at_floor(
+        media_type,
+        indices,
+        numbers,
+        parameters,
+        stream_length,
+        scope["method"] == "HEAD",
+        ids={"plan_id": plan.id},
+    )
 
 
 def _indices_response(
