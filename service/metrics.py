@@ -211,59 +211,64 @@ class FastHistogram(Histogram):
 class ServiceMetrics:
     """Every metric the service exports; docs/operations/metrics-and-logs.md lists them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_thread: bool = True) -> None:
+        """``per_thread=False``: prometheus_client's own classes, counting as they count
+        (the tests' reference for NOTE [Counting per thread])."""
+        counter, gauge, histogram = (
+            (FastCounter, FastGauge, FastHistogram) if per_thread else (Counter, Gauge, Histogram)
+        )
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.requests = FastCounter(
+        self.requests = counter(
             "sampleplan_http_requests",
             "HTTP requests answered, by method, route template and status code.",
             ["method", "route", "status"],
             registry=self.registry,
         )
-        self.request_seconds = FastHistogram(
+        self.request_seconds = histogram(
             "sampleplan_http_request_duration_seconds",
             "Time from a request's arrival to its response's last byte, by method and route.",
             ["method", "route"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.requests_in_flight = FastGauge(
+        self.requests_in_flight = gauge(
             "sampleplan_http_requests_in_flight",
             "Requests being handled right now.",
             registry=self.registry,
         )
-        self.datasets_created = FastCounter(
+        self.datasets_created = counter(
             "sampleplan_datasets_created",
             "Datasets this replica stored (uploaded, or inline labels of a new plan).",
             registry=self.registry,
         )
-        self.plans_created = FastCounter(
+        self.plans_created = counter(
             "sampleplan_plans_created",
             "Plans this replica stored (201 answers to POST /v1/plans).",
             registry=self.registry,
         )
-        self.indices_served = FastCounter(
+        self.indices_served = counter(
             "sampleplan_indices_served",
             "Stream indices returned, by algorithm.",
             ["algorithm"],
             registry=self.registry,
         )
-        self.draw_seconds = FastHistogram(
+        self.draw_seconds = histogram(
             "sampleplan_draw_duration_seconds",
             "Time to compute one requested page of a stream (drawing its epoch if needed).",
             ["algorithm"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.epoch_draws = FastCounter(
+        self.epoch_draws = counter(
             "sampleplan_epoch_draws",
             "Whole epochs drawn into the epoch cache, by algorithm: one per cold epoch "
             "however many requests asked for it together (single flight), per process.",
             ["algorithm"],
             registry=self.registry,
         )
-        self._stream_children: dict[str, tuple[FastHistogram, FastCounter]] = {}
+        self._stream_children: dict[str, tuple[Histogram, Counter]] = {}
         build = Gauge(
             "sampleplan_build_info",
             "Always 1; the labels say what defines this replica's streams.",
@@ -272,7 +277,7 @@ class ServiceMetrics:
         )
         build.labels(__version__, torch.__version__, np.__version__, platform.machine()).set(1)
 
-    def stream_children(self, algorithm: str) -> tuple[FastHistogram, FastCounter]:
+    def stream_children(self, algorithm: str) -> tuple[Histogram, Counter]:
         """``draw_seconds`` and ``indices_served`` of ``algorithm``, found by label once
         (``labels()`` checks and locks on every call; algorithms are few)."""
         children = self._stream_children.get(algorithm)
