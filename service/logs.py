@@ -37,6 +37,10 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)._
 }
 
 
+#: A time's end, by its milliseconds.
+_MILLISECONDS = tuple(f".{milliseconds:03d}+00:00" for milliseconds in range(1000))
+
+
 class JsonFormatter(logging.Formatter):
     """``{"time", "level", "logger", "message", "request_id", ...extra fields}`` per line."""
 
@@ -62,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         if second != known:
             text = datetime.fromtimestamp(second, timezone.utc).isoformat()[:-6]  # no "+00:00"
             self._last_second = (second, text)
-        return f"{text}.{micro // 1000:03d}+00:00"
+        return text + _MILLISECONDS[micro // 1000]
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", None) or request_id_var.get()
