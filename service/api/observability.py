@@ -57,30 +57,6 @@ def new_request_id() -> str:
     return data.hex()
 
 
-def milliseconds(seconds: float) -> float:
-    """``round(seconds * 1000, 3)``: an access line's ``duration_ms``.
-
-    ``round`` with digits writes the decimal and reads it back, most of its time; the
-    answer is the double nearest ``k / 1000``, ``k`` the integer nearest ``x = seconds *
-    1000 * 1000`` (ties to even), and ``k / 1000.0`` is that double too (one correctly
-    rounded division of exact numbers). ``x``'s own product is off by at most half its
-    unit in the last place (below 2**-13 under 2**40), so ``k`` is ``round(x)`` unless
-    ``x`` lies that close to a tie: then, as for zero, negative or huge ``x``, ``round``
-    does it.
-    """
-    scaled = seconds * 1000
-    x = scaled * 1000
-    if 0.0 < x < _EXACT_BELOW:
-        k = round(x)
-        if abs(x - k) < _NOT_A_TIE:
-            return k / 1000.0
-    return round(scaled, 3)
-
-
-_EXACT_BELOW = 2.0**40
-_NOT_A_TIE = 0.5 - 2.0**-12
-
-
 class RouteTemplates:
     """Finds the path template (``/v1/plans/{plan_id}``) of the route a request went to.
 
@@ -154,7 +130,7 @@ class RequestRecorder:
         level = logging.DEBUG if path in OPEN_PATHS and status < 400 else logging.INFO
         if not access_logger.isEnabledFor(level):
             return
-        duration_ms = milliseconds(elapsed)
+        duration_ms = round(elapsed * 1000, 3)
         client = (scope.get("client") or (None,))[0]
         handler = sole_json_handler(access_logger, level)
         if handler is None:

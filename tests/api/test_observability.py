@@ -9,8 +9,6 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from hypothesis import given
-from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from sampleplan.service.config import Settings
@@ -231,19 +229,3 @@ def test_access_lines_written_directly_are_the_lines_logging_writes(
         "duration_ms": 1.234,
         "client": "10.0.0.7",
     }
-
-
-@given(
-    st.one_of(
-        st.floats(min_value=0.0, max_value=1e7),
-        st.floats(allow_nan=True, allow_infinity=True),
-        # Within a rounding error of a tie: k + 0.5 micro-seconds.
-        st.integers(0, 10**12).map(lambda k: (k + 0.5) / 1e9),
-        st.integers(0, 10**12).map(lambda k: k / 1e9),
-    )
-)
-def test_access_durations_are_rounded_as_round_rounds_them(seconds: float) -> None:
-    from sampleplan.service.api.observability import milliseconds
-
-    ours, theirs = milliseconds(seconds), round(seconds * 1000, 3)
-    assert repr(ours) == repr(theirs)
