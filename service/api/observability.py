@@ -126,52 +126,83 @@ class RequestRecorder:
         counter.inc()
         histogram.observe(elapsed)
         # Probes and scrapes arrive every few seconds; they would drown the real traffic.
-        level = logging.DEBUG if scope["path"] in OPEN_PATHS and status < 400 else logging.INFO
+        path = scope["path"]
+        level = logging.DEBUG if path in OPEN_PATHS and status < 400 else logging.INFO
         if not access_logger.isEnabledFor(level):
             return
-        path = scope["path"]
-        extra = {
-            "request_id": request_id,
-            "method": method,
-            "path": path,
-            "route": route,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 3),
-            "client": (scope.get("client") or (None,))[0],
-        }
-        args = (method, path, status)
-
-        def record() -> logging.LogRecord:
-            # What access_logger.log() makes, but for its search of the stack for the
-            # caller (a tenth of the line's cost): the caller is this function.
-            return access_logger.makeRecord(
-                access_logger.name,
-                level,
-                __file__,
-                _RECORD_LINE,
-                "%s %s %d",
-                args,
-                None,
-                "record",
-                extra,
-            )
-
+        duration_ms = round(elapsed * 1000, 3)
+        client = (scope.get("client") or (None,))[0]
         handler = sole_json_handler(access_logger, level)
         if handler is None:
-            access_logger.handle(record())
+            access_logger.handle(
+                _access_record(level, request_id, method, path, route, status, duration_ms, client)
+            )
             return
-        # NOTE [Access lines] in service/logs.py: the line its record would be.
+        # NOTE [Access lines] in service/logs.py: the line its record would be, its fields
+        # in the order JsonFormatter.format writes them (the record's extras follow the
+        # request id, which is written once).
         formatter = cast(JsonFormatter, handler.formatter)
-        line = formatter.line(
-            time.time(),
-            logging.getLevelName(level),
-            access_logger.name,
-            f"{method} {path} {status:d}",
-            request_id,
-            extra.items(),
+        line = formatter.dumps(
+            {
+                "time": formatter.time_text(time.time()),
+                "level": _LEVEL_TEXT[level],
+                "logger": access_logger.name,
+                "message": f"{method} {path} {status:d}",
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+                "client": client,
+            }
         )
-        handler.emit_line(line, record)
+        handler.emit_line(
+            line,
+            _access_record,
+            *(level, request_id, method, path, route, status, duration_ms, client),
+        )
 
+
+def _access_record(
+    level: int,
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    duration_ms: float,
+    client: str | None,
+) -> logging.LogRecord:
+    """The record of an access line: what ``access_logger.log()`` makes, but for its
+    search of the stack for the caller (a tenth of the line's cost): the caller is
+    :meth:`RequestRecorder.record`."""
+    extra = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "client": client,
+    }
+    return access_logger.makeRecord(
+        access_logger.name,
+        level,
+        __file__,
+        _RECORD_LINE,
+        "%s %s %d",
+        (method, path, status),
+        None,
+        "record",
+        extra,
+    )
+
+
+#: The ``level`` of a JSON line of each level the access log writes at.
+_LEVEL_TEXT = {
+    level: logging.getLevelName(level).lower() for level in (logging.DEBUG, logging.INFO)
+}
 
 #: Where access records say they were made: :meth:`RequestRecorder.record`.
 _RECORD_LINE = RequestRecorder.record.__code__.co_firstlineno
