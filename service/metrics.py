@@ -166,14 +166,7 @@ class FastGauge(Gauge):
         row[0] += amount
 
     def dec(self, amount: float = 1) -> None:
-        rows = self._rows
-        if rows is None:
-            super().dec(amount)
-            return
-        row = rows.get(get_ident())
-        if row is None:
-            row = self._value.tally.row()
-        row[0] -= amount
+        self.inc(-amount)  # as prometheus_client's Gauge.dec: inc of the negated amount
 
 
 class FastHistogram(Histogram):

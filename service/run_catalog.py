@@ -694,9 +694,8 @@ class RunCatalog:
 
     def _epoch_plan(self, run_id: str, epoch: int) -> tuple[RunRecord, RunPlan, EpochPlan]:
         check_epoch(epoch)
-        run, plan = self.plan_of(run_id)
+        run, plan = self.plan_of(run_id)  # (reading the run records it as seen)
         _check_kept(run, epoch)
-        self._seen.put(run_id, _incarnation(run))
         key = (*_incarnation(run), epoch)
         cached = self._frozen.get(key)
         if cached is not None:

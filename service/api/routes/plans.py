@@ -440,12 +440,9 @@ def get_indices_summary(
     if isinstance(found, MixturePlan):
         return _mixture_summary(catalog, found, request)
     plan = found
-    length = request.length(plan.prepared.at_epoch(request.epoch).num_samples)
-    if length > catalog.settings.max_num_samples:
-        raise InvalidStreamRequest(
-            f"the stream has {length} draws; this service summarises at most "
-            f"{catalog.settings.max_num_samples} (SAMPLEPLAN_MAX_NUM_SAMPLES) in one request"
-        )
+    _check_summary_length(
+        catalog, request.length(plan.prepared.at_epoch(request.epoch).num_samples)
+    )
     summary = summarize_stream(plan.prepared, request)
     return StreamSummaryOut(
         plan_id=plan.id,
