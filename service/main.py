@@ -16,7 +16,7 @@ from sampleplan.core import exact
 from sampleplan.service.api.auth import BearerAuthMiddleware, load_api_tokens
 from sampleplan.service.api.docs import install_offline_docs
 from sampleplan.service.api.fastlane import FastLane, get_route
-from sampleplan.service.api.floor import Floor
+from sampleplan.service.api.floor import Floor, FloorFirst
 from sampleplan.service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from sampleplan.service.api.observability import (
     ObservabilityMiddleware,
@@ -143,12 +143,17 @@ def create_app(
         if freeze_gc:
             gc.collect()
             gc.freeze()
+        floor = app.floor if isinstance(app, FloorFirst) else None
+        if floor is not None:
+            floor.catalog = app.state.catalog
         try:
             yield
         finally:
+            if floor is not None:
+                floor.catalog = None
             store.close()
 
-    app = FastAPI(
+    app = FloorFirst(
         title="sampleplan",
         version=__version__,
         description=DESCRIPTION + limits_description(settings, auth=bool(tokens)),
@@ -216,11 +221,12 @@ def create_app(
         app.add_middleware(BearerAuthMiddleware, tokens=tokens)
     recorder = RequestRecorder(service_metrics, RouteTemplates(app))
     app.add_middleware(ObservabilityMiddleware, metrics=service_metrics, recorder=recorder)
-    if fast_lane:
-        # Outermost: pages at hand are answered before the stack, which they would cross
-        # untouched (NOTE [Serving at the floor] in service/api/floor.py).
+    if fast_lane and not settings.opentelemetry:
+        # Before all of it: pages at hand are answered ahead of the stack, which they would
+        # cross untouched (NOTE [Serving at the floor] in service/api/floor.py). Not with
+        # OpenTelemetry on: its spans cover every request, and FastAPI makes them.
         lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
-        app.add_middleware(Floor, lanes=lanes, recorder=recorder, tokens=tokens)
+        app.floor = Floor(app.beneath_the_floor, lanes=lanes, recorder=recorder, tokens=tokens)
     return app
 
 

@@ -9,9 +9,12 @@ NOTE [Serving at the floor]
     timeout's timer, cancel scope and deadline, the body limit's header reads, labelled
     metrics looked up by their labels, and Starlette's response objects.
 
-    :class:`Floor` is the outermost middleware (inside only Starlette's 500 guard). For a
-    ``GET`` or ``HEAD`` of one of its routes it reads the headers once, and answers the
-    request itself when all of this holds, so that the answer is the one the stack gives:
+    :class:`Floor` stands before the whole app: :class:`FloorFirst`, the app's class, hands
+    it every request before FastAPI's own layers (its 500 guard, its telemetry hook, its
+    body limit: a seventh of a page's time, crossed untouched by a ``GET`` without a
+    body), and it holds the app's catalog while the app runs. For a ``GET`` or ``HEAD``
+    of one of its routes it reads the headers once, and answers the request itself when
+    all of this holds, so that the answer is the one the stack gives:
 
     * no ``Content-Length``, ``Transfer-Encoding`` or ``Content-Encoding`` header (the
       body limit lets such a request through untouched);
@@ -26,17 +29,20 @@ NOTE [Serving at the floor]
     answer; requests in flight; the count, the time and the access line under the
     route's template), and sends the response's own headers and body. Anything else
     (another route or method, a refused token, a body header, an unread or refused
-    parameter, a page that needs a thread, a :class:`SamplingError`) goes down the stack
-    untouched, where the same layers answer it as before. ``create_app(fast_lane=False)``
-    leaves the floor out; tests compare the two byte for byte.
+    parameter, a page that needs a thread, a :class:`SamplingError`, any other failure
+    before the response starts) goes down the whole app untouched, where the same layers
+    answer it as before. ``create_app(fast_lane=False)`` leaves the floor out; tests
+    compare the two byte for byte. With OpenTelemetry on, there is no floor: FastAPI
+    makes a span of every request, and pages cross the app to the fast lane.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -47,17 +53,43 @@ from sampleplan.service.api.observability import RequestRecorder, request_id_of
 from sampleplan.service.errors import SamplingError
 from sampleplan.service.logs import request_id_var
 
-__all__ = ["Floor", "FloorAnswer"]
+if TYPE_CHECKING:
+    from sampleplan.service.catalog import Catalog
 
-#: Answers a request from its ``Accept`` header's value and validated parameters, with a
-#: response whose work is done, or ``None`` when the answer is not at hand.
-FloorAnswer = Callable[[Scope, bytes | None, dict[str, Any]], Response | None]
+__all__ = ["Floor", "FloorAnswer", "FloorFirst"]
+
+#: Answers a request from the app's catalog, its ``Accept`` header's value and validated
+#: parameters, with a response whose work is done, or ``None`` when the answer is not at
+#: hand.
+FloorAnswer = Callable[["Catalog", Scope, bytes | None, dict[str, Any]], Response | None]
 
 #: The methods the floor answers (a route's ``HEAD`` answers with its ``GET``'s headers).
 _METHODS = frozenset({"GET", "HEAD"})
 
 #: Headers that send a request down the stack, to the body limit.
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
+
+
+class FloorFirst(FastAPI):
+    """A FastAPI app whose :attr:`floor` answers before FastAPI's own layers (its 500
+    guard, its telemetry hook, its body limit), which the pages it answers would cross
+    untouched; everything else goes through the whole app. See NOTE [Serving at the
+    floor]."""
+
+    #: Set by the app's factory once every route and middleware is in place.
+    floor: Floor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        floor = self.floor
+        if floor is None or self.root_path:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette's own call records it
+        await floor(scope, receive, send)
+
+    async def beneath_the_floor(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The whole app, for what the floor does not answer."""
+        await super().__call__(scope, receive, send)
 
 
 class _Lane:
@@ -86,12 +118,29 @@ class Floor:
         self.recorder = recorder
         self.in_flight = recorder.metrics.requests_in_flight
         self.tokens = tokens
+        #: The app's catalog while the app runs (its lifespan sets it); ``None`` before.
+        self.catalog: Catalog | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        try:
+            found = self._answer(scope)
+        except Exception:
+            # Not ours to answer: the stack meets the same failure, and its 500 guard,
+            # problem handlers and access log answer and record it.
+            found = None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        response, template, request_id = found
+        await self._send(scope, receive, send, response, template, request_id, started)
+
+    def _answer(self, scope: Scope) -> tuple[Response, str, str] | None:
+        """The response to ``scope`` with its route's template and its request id, when
+        the floor answers it (the request id then set in the context), else ``None``."""
         accept = authorization = caller_id = None
         for name, value in scope["headers"]:
             if name == b"accept":
@@ -101,35 +150,27 @@ class Floor:
             elif name == b"x-request-id":
                 caller_id = value if caller_id is None else caller_id
             elif name in _BODY_HEADERS:
-                await self.app(scope, receive, send)
-                return
+                return None
+        catalog = self.catalog
+        if catalog is None:
+            return None
         for lane in self.lanes:
             parameters = lane.reader.read_fresh(scope)
             if parameters is not None:
                 break
         else:
-            await self.app(scope, receive, send)
-            return
+            return None
         if self.tokens:
             token = None if authorization is None else bearer_token_of(authorization)
             if token is None or not token_matches(token, self.tokens):
-                await self.app(scope, receive, send)  # the token check refuses it
-                return
+                return None  # the token check refuses it
         request_id = request_id_of(caller_id)
         request_id_var.set(request_id)
         try:
-            response = lane.answer(scope, accept, parameters)
+            response = lane.answer(catalog, scope, accept, parameters)
         except SamplingError:
-            response = None  # the route meets it again, and answers it as problem+json
-        except Exception:
-            # What the access log middleware records of a request that failed unanswered.
-            elapsed = time.perf_counter() - started
-            self.recorder.record(scope, 500, elapsed, request_id, lane.template)
-            raise
-        if response is None:
-            await self.app(scope, receive, send)
-            return
-        await self._send(scope, receive, send, response, lane.template, request_id, started)
+            return None  # the route meets it again, and answers it as problem+json
+        return None if response is None else (response, lane.template, request_id)
 
     async def _send(
         self,

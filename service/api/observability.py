@@ -7,9 +7,9 @@ inner middlewares included, and times each request to its response's last byte.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
+from random import getrandbits
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -49,12 +49,19 @@ def request_id_of(header: bytes | None) -> str:
     return new_request_id()
 
 
+#: The bits a version-4 UUID fixes (its version, then its RFC 4122 variant), and their values.
+_UUID4_FIXED = (0xF << 76) | (0x3 << 62)
+_UUID4_BITS = (0x4 << 76) | (0x2 << 62)
+
+
 def new_request_id() -> str:
-    """``uuid.uuid4().hex``, written without making the ``UUID`` (half of its time)."""
-    data = bytearray(os.urandom(16))
-    data[6] = (data[6] & 0x0F) | 0x40  # version 4
-    data[8] = (data[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    return data.hex()
+    """A random version-4 UUID's 32 hex digits (``uuid.uuid4().hex``'s form).
+
+    From the process's Mersenne Twister, not from ``os.urandom``: a request id names a
+    request in logs and answers, and guards nothing, and the system call was a twentieth
+    of a page's time at the floor. The ``random`` module seeds itself again in a forked
+    worker, so workers do not repeat each other's ids."""
+    return "%032x" % ((getrandbits(128) & ~_UUID4_FIXED) | _UUID4_BITS)
 
 
 class RouteTemplates:

@@ -236,7 +236,7 @@ def stream_page_at_floor(
     if media_type == JSON:
         if numbers is None:
             numbers = json_number_bytes(indices)
-        body = _page_head(ids, fields, stream_length) + numbers + b"]}"
+        body = b"".join((_page_head(ids, fields, stream_length), numbers, b"]}"))
         headers.append((b"content-length", b"%d" % len(body)))
     else:
         wire = little_endian(indices)
@@ -257,9 +257,25 @@ def stream_page_at_floor(
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._-]*")
 _JSON_BOOLS = {True: b"true", False: b"false"}
 _HEAD = (
-    b'{"%s":"%s","epoch":%d,"rank":%d,"world_size":%d,"offset":%d,"length":%d,'
+    b'"epoch":%d,"rank":%d,"world_size":%d,"offset":%d,"length":%d,'
     b'"space":"%s","start":%d,"pad":%s,"drop_last":%s,"indices":['
 )
+#: Each plain (name, id) pair's opening of a head, ``{"name":"id",``; bounded.
+_OPENINGS: dict[tuple[str, str], bytes] = {}
+_MAX_OPENINGS = 4096
+
+
+def _opening(name: str, value: str) -> bytes | None:
+    """The head's opening for one id of plain characters, or ``None``."""
+    opening = _OPENINGS.get((name, value))
+    if opening is None:
+        if not (_PLAIN_ID.fullmatch(name) and _PLAIN_ID.fullmatch(value)):
+            return None
+        opening = b'{"%s":"%s",' % (name.encode("ascii"), value.encode("ascii"))
+        if len(_OPENINGS) >= _MAX_OPENINGS:
+            _OPENINGS.clear()
+        _OPENINGS[name, value] = opening
+    return opening
 
 
 def _page_head(ids: Mapping[str, str], fields: Mapping[str, Any], stream_length: int) -> bytes:
@@ -268,10 +284,9 @@ def _page_head(ids: Mapping[str, str], fields: Mapping[str, Any], stream_length:
     ``true``/``false``, a space is a plain word), else written by ``json_head``."""
     if len(ids) == 1:
         ((name, value),) = ids.items()
-        if _PLAIN_ID.fullmatch(name) and _PLAIN_ID.fullmatch(value):
-            return _HEAD % (
-                name.encode("ascii"),
-                value.encode("ascii"),
+        opening = _opening(name, value)
+        if opening is not None:
+            return opening + _HEAD % (
                 fields["epoch"],
                 fields["rank"],
                 fields["world_size"],

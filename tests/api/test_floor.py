@@ -332,3 +332,36 @@ def test_the_floor_keeps_the_token_check(tmp_path: Any, authorization: bytes | N
         assert ours[0] == (200 if authorization and TOKEN.encode() in authorization else 401)
     finally:
         pair.close()
+
+
+def test_a_failure_at_the_floor_leaves_the_request_to_the_stack(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor answers before FastAPI's own 500 guard: whatever goes wrong in it sends
+    the request down the whole app, which answers it as it answers without the floor."""
+    floor_app: Any = pair.clients[0].app
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug at the floor")
+
+    (lane,) = floor_app.floor.lanes
+    monkeypatch.setattr(lane, "answer", broken)
+    target = f"/v1/plans/{pair.plan_id}/indices?epoch={EPOCH}&offset=2&limit=6"
+    headers = [(b"x-request-id", b"floor-broken-1")]
+    ours, theirs = (_whole(m) for m in pair.raw("GET", target, headers))
+    assert ours == theirs and ours[0] == 200
+
+
+def test_with_opentelemetry_every_request_crosses_the_app(tmp_path: Any) -> None:
+    """FastAPI's telemetry makes a span of every request: the floor stands aside."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'otel.sqlite3'}", opentelemetry=True)
+    app: Any = create_app(settings)
+    assert app.floor is None
+    with TestClient(app) as client:
+        plan_id = client.post("/v1/plans", json={"labels": LABELS, "seed": SEED}).json()["id"]
+        whole = client.get(f"/v1/plans/{plan_id}/indices", params={"epoch": EPOCH})
+        page = client.get(
+            f"/v1/plans/{plan_id}/indices", params={"epoch": EPOCH, "offset": 5, "limit": 9}
+        )
+    assert whole.json()["indices"] == sampler_stream(EPOCH)
+    assert page.json()["indices"] == sampler_stream(EPOCH)[5:14]

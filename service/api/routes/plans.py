@@ -363,7 +363,7 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
 
 
 def indices_at_hand(
-    scope: Scope, accept: bytes | None, parameters: dict[str, Any]
+    catalog: Catalog, scope: Scope, accept: bytes | None, parameters: dict[str, Any]
 ) -> Response | None:
     """:func:`get_indices` at the floor (NOTE [Serving at the floor] in
     ``service/api/floor.py``): the page when it is a slice of a cached epoch, else ``None``.
@@ -372,7 +372,6 @@ def indices_at_hand(
     :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
     down the stack, to the route.
     """
-    catalog: Catalog = scope["app"].state.catalog
     media_type = negotiate(None if accept is None else accept.decode("latin-1"))
     plan_id = parameters.pop("plan_id")
     at_hand = catalog.page_at_floor(plan_id, parameters, text=media_type == JSON)
