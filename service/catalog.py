@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Counter, Histogram
 
 from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig, plan_id
@@ -187,13 +188,16 @@ def _nbytes(labels: Labels | LabelSets) -> int:
 class _FloorFacts:
     """What :meth:`Catalog.page_at_floor` needs of a plan, found once."""
 
-    __slots__ = ("at_hand", "children", "plan")
+    __slots__ = ("at_hand", "draw_seconds", "indices_served", "plan")
 
     def __init__(self, plan: Plan, metrics: ServiceMetrics | None) -> None:
         config = plan.prepared.config
         self.plan = plan
         self.at_hand = config.drawing_algorithm.draws_whole_epochs and config.schedule is None
-        self.children = None if metrics is None else metrics.stream_children(config.algorithm)
+        self.draw_seconds: Histogram | None = None
+        self.indices_served: Counter | None = None
+        if metrics is not None:
+            self.draw_seconds, self.indices_served = metrics.stream_children(config.algorithm)
 
 
 class Catalog:
@@ -590,13 +594,14 @@ class Catalog:
 
     def page_at_floor(
         self, plan_id: str, fields: Mapping[str, Any], text: bool
-    ) -> tuple[Plan, Int64Array, bytes | None, int] | None:
+    ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
         """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``): the same page under the same conditions, found with the
         same lookups (the plan and the epoch refreshed, the hit counted) and timed and
-        counted the same, with the length of the rank's stream; with ``text``, the page's
-        numbers as JSON text too when :attr:`epoch_texts` has them (a one-rank page), else
-        ``None`` in their place.
+        counted the same: the plan, the page, its numbers as JSON text, its number of
+        values and the length of the rank's stream. With ``text``, the numbers are
+        taken from :attr:`epoch_texts` when it has them (a one-rank page), and the page
+        is then ``None``; else the numbers are ``None``.
 
         ``fields`` are a stream query's (:class:`~sampleplan.service.api.streams.
         StreamQuery`), validated as it validates them. A page of one rank (the commonest)
@@ -641,25 +646,24 @@ class Catalog:
         stream = self.epochs.get(key)
         if stream is None:
             return None
-        numbers = None
+        page = numbers = None
         if request is None:
             first += start
             stop += start
             space = fields["space"]
-            page = in_space(stream[first:stop], space, prepared.population)
             if text:
-
-                def values() -> Int64Array:
-                    return in_space(stream, space, prepared.population)
-
-                numbers = self.epoch_texts.numbers((key, space), stream, values, first, stop)
+                numbers = self.epoch_texts.numbers(
+                    (key, space), stream, space, prepared.population, first, stop
+                )
+            if numbers is None:
+                page = in_space(stream[first:stop], space, prepared.population)
         else:
             page = prepared.indices(request, epoch_stream=stream)
-        if facts.children is not None:
-            draw_seconds, indices_served = facts.children
-            draw_seconds.observe(time.perf_counter() - began)
-            indices_served.inc(int(page.shape[0]))
-        return plan, page, numbers, length
+            size = int(page.shape[0])
+        if facts.draw_seconds is not None and facts.indices_served is not None:
+            facts.draw_seconds.observe(time.perf_counter() - began)
+            facts.indices_served.inc(size)
+        return plan, page, numbers, size, length
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""

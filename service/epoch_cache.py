@@ -49,6 +49,7 @@ import orjson
 from sampleplan.core.deadlines import SharedDeadline, check_deadline, remaining
 from sampleplan.core.errors import DeadlineExceeded
 from sampleplan.core.lru import LRUCache
+from sampleplan.core.streams import Space, in_space
 
 __all__ = ["TEXT_INDEX_VALUES", "EpochCache", "EpochCacheStats", "EpochTexts"]
 
@@ -263,18 +264,20 @@ class EpochTexts:
         self,
         key: Hashable,
         stream: Int64Array,
-        values: Callable[[], Int64Array],
+        space: Space,
+        population: Int64Array | None,
         first: int,
         stop: int,
     ) -> bytes | None:
-        """The JSON text of ``values()[first:stop]`` (``values()``: ``stream`` in the
-        page's space; ``key`` names both), without brackets; ``None`` for an epoch too
-        large to write whole."""
+        """The JSON text of ``stream``'s values ``[first:stop]`` in ``space`` (mapped by
+        ``population``, :func:`~sampleplan.core.streams.in_space`; ``key`` names the
+        stream in that space), without brackets; ``None`` for an epoch too large to
+        write whole."""
         entry = self._entries.get(key)
         if entry is None or entry.stream() is not stream:
             if stream.shape[0] > TEXT_INDEX_VALUES:
                 return None
-            entry = _EpochText(stream, values())
+            entry = _EpochText(stream, in_space(stream, space, population))
             self._entries.put(key, entry)
         if stop <= first:
             return b""

@@ -210,8 +210,9 @@ _MEDIA_TYPES = {media_type: media_type.encode("latin-1") for media_type in ARRAY
 
 def stream_page_at_floor(
     media_type: str,
-    indices: Int64Array,
+    indices: Int64Array | None,
     numbers: bytes | None,
+    length: int,
     fields: Mapping[str, Any],
     stream_length: int,
     head_only: bool,
@@ -220,12 +221,12 @@ def stream_page_at_floor(
 ) -> Response:
     """:func:`stream_page_response` of a 1-d page, byte for byte, made with less work (for
     the floor, NOTE [Serving at the floor] in ``service/api/floor.py``): from the stream
-    query's validated ``fields`` (what the request is made of) and the rank's stream
-    length; the headers written straight to their raw form, the JSON head formatted
-    when its values are plain, and a JSON page's numbers taken from ``numbers`` when
-    given (their JSON text, NOTE [Numbers written once] in ``epoch_cache.py``)."""
+    query's validated ``fields`` (what the request is made of), the page's number of
+    values and the rank's stream length; the headers written straight to their raw form,
+    the JSON head formatted when its values are plain, and a JSON page's numbers taken
+    from ``numbers`` when given (their JSON text, NOTE [Numbers written once] in
+    ``epoch_cache.py``), else from ``indices``, which a binary page always gives."""
     offset = fields["offset"]
-    length = indices.shape[0]
     headers = [
         *_INT64_HEADERS,
         (b"x-sampleplan-length", b"%d" % length),
@@ -235,10 +236,12 @@ def stream_page_at_floor(
     ]
     if media_type == JSON:
         if numbers is None:
+            assert indices is not None
             numbers = json_number_bytes(indices)
         body = b"".join((_page_head(ids, fields, stream_length), numbers, b"]}"))
         headers.append((b"content-length", b"%d" % len(body)))
     else:
+        assert indices is not None
         wire = little_endian(indices)
         prefix = npy_header(wire.dtype, wire.shape) if media_type == NPY else b""
         headers.append((b"content-length", b"%d" % (len(prefix) + wire.nbytes)))

@@ -377,11 +377,12 @@ def indices_at_hand(
     at_hand = catalog.page_at_floor(plan_id, parameters, text=media_type == JSON)
     if at_hand is None:
         return None
-    plan, indices, numbers, stream_length = at_hand
+    plan, indices, numbers, size, stream_length = at_hand
     return stream_page_at_floor(
         media_type,
         indices,
         numbers,
+        size,
         parameters,
         stream_length,
         scope["method"] == "HEAD",
