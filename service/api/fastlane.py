@@ -256,23 +256,24 @@ class RouteReader:
     def _read_plainly(self, query_string: bytes) -> dict[str, Any] | None:
         """The query's fields read as plain values (NOTE [Parameters read plainly]), the
         absent ones at their defaults; ``None`` for a query only the model reads: a value
-        that is not plain, an escape, an unknown, repeated or empty name or value."""
+        that is not plain, an escape, an unknown, repeated or empty name or value, a
+        piece without ``=``."""
         plain = self.plain
         assert plain is not None
         text = query_string.decode("latin-1")
         if "%" in text or "+" in text:
             return None
+        # Pairs by name in one step: a piece without "=" fails dict(), a repeated name
+        # leaves fewer names than pieces (empty pieces are skipped, as parse_qsl skips them).
+        pairs = [piece.split("=", 1) for piece in text.split("&") if piece]
+        try:
+            given: dict[str, str] = dict(pairs)  # type: ignore[arg-type]
+        except ValueError:
+            return None
+        if len(given) != len(pairs) or not given.keys() <= plain.keys():
+            return None
         parameters = self.defaults.copy()
-        given: set[str] = set()
-        for piece in text.split("&"):
-            name, _, value = piece.partition("=")
-            if name not in plain:
-                if piece:
-                    return None
-                continue  # an empty piece, as parse_qsl skips it
-            if name in given:
-                return None
-            given.add(name)
+        for name, value in given.items():
             shape = plain[name]
             if type(shape) is tuple:
                 if len(value) > 18 or not (value.isdigit() and value.isascii()):
