@@ -267,7 +267,7 @@ class RouteReader:
         # leaves fewer names than pieces (empty pieces are skipped, as parse_qsl skips them).
         pairs = [piece.split("=", 1) for piece in text.split("&") if piece]
         try:
-            given: dict[str, str] = dict(pairs)  # type: ignore[arg-type]
+            given: dict[str, str] = dict(pairs)
         except ValueError:
             return None
         if len(given) != len(pairs) or not given.keys() <= plain.keys():
