@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from sampleplan.service.api.observability import new_request_id
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from tests.helpers.databases import POSTGRES_ADMIN_URL
@@ -41,6 +44,28 @@ def test_every_response_carries_a_request_id(api: TestClient) -> None:
     # Ids that could forge log structure are replaced, not echoed.
     replaced = api.get("/healthz", headers={"X-Request-ID": 'a" b'}).headers["x-request-id"]
     assert replaced != 'a" b' and len(replaced) == 32
+
+
+def _ids_in_child(pipe: Any) -> None:
+    pipe.send([new_request_id() for _ in range(4)])
+
+
+def test_generated_request_ids_are_version_4_uuids_apart_in_forked_workers() -> None:
+    """A generated id is a version-4 UUID's 32 hex digits (``uuid.uuid4().hex``'s form),
+    and processes forked from one parent do not repeat each other's."""
+    for _ in range(200):
+        parsed = uuid.UUID(hex=new_request_id())
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    context = multiprocessing.get_context("fork")
+    seen: list[str] = []
+    for _ in range(2):
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_ids_in_child, args=(theirs,))
+        child.start()
+        seen += ours.recv()
+        child.join(timeout=30)
+    seen += [new_request_id() for _ in range(4)]
+    assert len(set(seen)) == len(seen) == 12
 
 
 @pytest.fixture
