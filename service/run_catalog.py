@@ -211,8 +211,8 @@ class _Queued:
     result: RunInfo | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
-    #: Resolved on its event loop when done, for a coroutine's update (NOTE [Answered on
-    #: the event loop]); ``None``: a thread waits on ``done``.
+    #: Resolved on its event loop when done, for a coroutine's update
+    #: (NOTE [Answered on the event loop]); ``None``: a thread waits on ``done``.
     answer: asyncio.Future[RunInfo] | None = None
 
 
