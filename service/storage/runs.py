@@ -24,6 +24,8 @@ NOTE [Run transactions]
     runs (the updates stored under its update ids, the frozen epochs), and its inserts
     one multi-row ``INSERT ... RETURNING`` when it commits (earlier if a read of the
     run's updates needs them): the round trips of a batch do not grow with its updates.
+    On PostgreSQL the lock and the reads go in one round trip, and the writes with the
+    ``COMMIT`` in another (NOTE [Pipelined statements] in ``store.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from sampleplan.service.storage.store import _storage_errors, metadata
+from sampleplan.service.storage.store import _storage_errors, metadata, pipelined
 
 runs = sa.Table(
     "runs",
@@ -216,6 +218,45 @@ _INSERT_UPDATES_PG = (
     + ", position) ORDER BY position RETURNING run_id, seq"
 )
 _FROZEN_EPOCHS = sa.text("SELECT epoch FROM run_epochs WHERE run_id = :run_id ORDER BY epoch")
+# A batch's statements on PostgreSQL, sent in two pipelines (NOTE [Pipelined statements]
+# in ``store.py``): psycopg's parameters, each list one array, so that every text is the
+# same whatever the batch (psycopg prepares a text it has run five times).
+_LOCK_RUNS_PG = (
+    "SELECT id, plan_id, max_frozen, updates, created_at, kept_from FROM runs "
+    "WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE"
+)
+_RUNS_TOTALS_PG = (
+    f"SELECT id, {_LAST_SEQ_PG.format(run='runs.id')}, "
+    "(SELECT max(epoch) FROM run_updates WHERE run_id = runs.id) FROM runs "
+    "WHERE id = ANY(%(ids)s::text[])"
+)
+_STORED_UPDATES_PG = (
+    'SELECT run_id, update_id, seq, epoch, rank, step, op, alpha, indices, "values" '
+    "FROM run_updates WHERE run_id = ANY(%(ids)s::text[]) "
+    "AND update_id = ANY(%(update_ids)s::text[])"
+)
+_RUNS_FROZEN_PG = (
+    "SELECT run_id, epoch FROM run_epochs WHERE run_id = ANY(%(ids)s::text[]) "
+    "ORDER BY run_id, epoch"
+)
+_COUNT_UPDATES_PG = (
+    "UPDATE runs SET updates = runs.updates + counted.added "
+    "FROM unnest(%(ids)s::text[], %(added)s::bigint[]) AS counted(id, added) "
+    "WHERE runs.id = counted.id"
+)
+_RUN_COLUMNS = ("id", "plan_id", "max_frozen", "updates", "created_at", "kept_from")
+_STORED_COLUMNS = (
+    "run_id",
+    "update_id",
+    "seq",
+    "epoch",
+    "rank",
+    "step",
+    "op",
+    "alpha",
+    "indices",
+    "values",
+)
 
 
 @dataclass(frozen=True)
@@ -371,6 +412,7 @@ class RunStore:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             batch = RunBatch(conn)
             yield batch
+            # On PostgreSQL the commit goes with it (the ``with`` has nothing left to commit).
             batch.flush()
 
     @contextmanager
@@ -412,7 +454,24 @@ class RunBatch:
         self.max_seqs: dict[str, int] = {}
 
     def flush(self) -> None:
-        """Insert the batch's updates, and write each run's update count: two statements."""
+        """Insert the batch's updates, and write each run's update count: two statements;
+        on PostgreSQL then commit the transaction, all in one round trip (NOTE [Pipelined
+        statements] in ``store.py``)."""
+        if self._conn.dialect.name == "postgresql":
+            statements: list[tuple[str, dict[str, Any]]] = []
+            if self._unwritten:
+                rows, self._unwritten = self._unwritten, []
+                columns = {name: [row[name] for row in rows] for name, _ in _UPDATE_COLUMNS}
+                statements.append((_INSERT_UPDATES_PG, columns))
+            added = {tx.run_id: tx._take_uncounted() for tx in self._locked}
+            ids = [run_id for run_id, count in added.items() if count]
+            if ids:
+                params = {"ids": ids, "added": [added[run_id] for run_id in ids]}
+                statements.append((_COUNT_UPDATES_PG, params))
+            results = pipelined(self._conn, statements, commit=True)
+            if statements and statements[0][0] is _INSERT_UPDATES_PG:
+                self._inserted(results[0])
+            return
         self.write_updates()
         counted = [{"id": tx.run_id, "added": tx._take_uncounted()} for tx in self._locked]
         counted = [count for count in counted if count["added"]]
@@ -429,22 +488,45 @@ class RunBatch:
             return []
         conn = self._conn
         sqlite = conn.dialect.name == "sqlite"
-        query = _SELECT_RUNS if sqlite else _LOCK_RUNS
-        rows = {row["id"]: row for row in conn.execute(query, {"ids": run_ids}).mappings()}
-        found = sorted(rows)
         totals: dict[str, tuple[Any, Any]] = {}
-        if found and not sqlite:
-            totals = {r[0]: (r[1], r[2]) for r in conn.execute(_RUNS_TOTALS, {"ids": found})}
+        rows: dict[str, Any]
+        frozen_rows: list[Any]
+        if sqlite:
+            rows = {
+                row["id"]: row for row in conn.execute(_SELECT_RUNS, {"ids": run_ids}).mappings()
+            }
+            found = sorted(rows)
+            stored_rows: list[Any] = []
+            if found and update_ids:
+                params = {"runs": found, "update_ids": sorted(update_ids)}
+                stored_rows = list(conn.execute(_STORED_UPDATES, params).mappings())
+            frozen_rows = list(conn.execute(_RUNS_FROZEN, {"ids": found})) if found else []
+        else:
+            # One round trip (NOTE [Pipelined statements] in ``store.py``): the lock first,
+            # then, each statement with a snapshot of its own taken once the locks are
+            # held, what the batch reads. A run not found has no rows in any of them.
+            statements = [(_LOCK_RUNS_PG, {"ids": run_ids}), (_RUNS_TOTALS_PG, {"ids": run_ids})]
+            statements.append((_RUNS_FROZEN_PG, {"ids": run_ids}))
+            if update_ids:
+                params = {"ids": run_ids, "update_ids": sorted(update_ids)}
+                statements.append((_STORED_UPDATES_PG, params))
+            results = pipelined(conn, statements)
+            rows = {row[0]: dict(zip(_RUN_COLUMNS, row, strict=True)) for row in results[0]}
+            found = sorted(rows)
+            totals = {r[0]: (r[1], r[2]) for r in results[1] if r[0] in rows}
+            frozen_rows = [r for r in results[2] if r[0] in rows]
+            stored_rows = [
+                dict(zip(_STORED_COLUMNS, row, strict=True))
+                for row in (results[3] if update_ids else [])
+                if row[0] in rows
+            ]
         stored: dict[str, dict[str, UpdateRecord]] = {run_id: {} for run_id in found}
-        if found and update_ids:
-            params = {"runs": found, "update_ids": sorted(update_ids)}
-            for row in conn.execute(_STORED_UPDATES, params).mappings():
-                record = replace(_update(row), update_id=row["update_id"])
-                stored[row["run_id"]][row["update_id"]] = record
+        for row in stored_rows:
+            record = replace(_update(row), update_id=row["update_id"])
+            stored[row["run_id"]][row["update_id"]] = record
         frozen: dict[str, list[int]] = {run_id: [] for run_id in found}
-        if found:
-            for run_id, epoch in conn.execute(_RUNS_FROZEN, {"ids": found}):
-                frozen[run_id].append(int(epoch))
+        for run_id, epoch in frozen_rows:
+            frozen[run_id].append(int(epoch))
         for run_id in run_ids:
             found_row = rows.get(run_id)
             tx = RunTransaction(
@@ -479,6 +561,10 @@ class RunBatch:
             inserted = self._conn.exec_driver_sql(_INSERT_UPDATES_PG, columns)
         else:
             inserted = self._conn.execute(_INSERT_UPDATES, rows)
+        self._inserted(inserted)
+
+    def _inserted(self, inserted: Any) -> None:
+        """Note the ``(run_id, seq)`` rows the insert of the batch's updates returned."""
         for run_id, seq in inserted:
             self.max_seqs[run_id] = max(int(seq), self.max_seqs.get(run_id, -1))
         for tx in self._locked:

@@ -9,7 +9,6 @@ import numpy as np
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.runs import RUN_ID_PATTERN, RunUpdate, indices_from_list, values_from_list
@@ -258,15 +257,15 @@ def _update_from_body(
     openapi_extra={"requestBody": UPDATE_REQUEST_BODY},
 )
 async def post_update(run_id: RunId, request: Request, runs: RunCatalogDep) -> RunOut:
-    # Async only to read the raw body; parsing and storing run in the threadpool.
+    # Async to read the raw body; parsed and checked in a worker thread, which does not
+    # wait for the commit (NOTE [Answered on the event loop] in run_catalog.py).
     body = await request.body()
     content_type, query = request.headers.get("content-type"), dict(request.query_params)
 
-    def parse_and_store() -> RunInfo:  # one trip to a worker thread, not two
-        update, update_id = _update_from_body(body, content_type, query)
-        return runs.add_update(run_id, update, update_id)
+    def parse() -> tuple[RunUpdate, str | None]:
+        return _update_from_body(body, content_type, query)
 
-    return run_out(await run_in_threadpool(parse_and_store))
+    return run_out(await runs.add_update_async(run_id, parse))
 
 
 WeightsEpochQuery = Annotated[
