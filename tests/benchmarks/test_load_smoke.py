@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +26,14 @@ def load() -> ModuleType:
     # Imported by its module name: the fan-out's prober runs in a spawned process, which
     # must import it again.
     return importlib.import_module("benchmarks.load")
+
+
+@pytest.fixture(scope="module")
+def server(load: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One ``sampleplan serve`` for the tests below (a process start is seconds of imports):
+    the pages they fetch and the runs they write are their own."""
+    with load.server_process(tmp_path_factory.mktemp("server")) as (url, _pid):
+        yield url
 
 
 def test_the_page_floor_and_fan_out_scenarios_answer_correct_data_under_load(
@@ -60,23 +69,21 @@ def test_the_page_floor_and_fan_out_scenarios_answer_correct_data_under_load(
         assert words in table
 
 
-def test_wrk_reports_pages_that_differ(load: ModuleType, tmp_path: Path) -> None:
+def test_wrk_reports_pages_that_differ(load: ModuleType, server: str, tmp_path: Path) -> None:
     """The check itself works: wrong expectations are counted, not passed over."""
-    with load.server_process(tmp_path) as (url, _pid):
-        plan_id = load.warm_page_plan(url)
-        paths = load.page_paths(plan_id, count=4)
-        wrong = {offset: b"not the page" for offset in paths}
-        result = load.run_wrk(
-            url, list(paths.values()), tmp_path, connections=4, duration=1, expected=wrong
-        )
+    plan_id = load.warm_page_plan(server)
+    paths = load.page_paths(plan_id, count=4)
+    wrong = {offset: b"not the page" for offset in paths}
+    result = load.run_wrk(
+        server, list(paths.values()), tmp_path, connections=4, duration=1, expected=wrong
+    )
     assert result.requests > 0 and result.mismatches == result.requests
 
 
 def test_the_write_scenario_counts_acknowledged_updates_and_finds_them_stored(
-    load: ModuleType, tmp_path: Path
+    load: ModuleType, server: str, tmp_path: Path
 ) -> None:
-    with load.server_process(tmp_path) as (url, _pid):
-        row = load.write_load(url, tmp_path, scenario="writes-sqlite", duration=1.0)
+    row = load.write_load(server, tmp_path, scenario="writes-sqlite", duration=1.0)
     assert row.ok, row.note
     acknowledged, stored = row.extra["acknowledged"], row.extra["stored"]
     assert acknowledged == row.extra["requests"] > 0 and row.extra["failed"] == 0
