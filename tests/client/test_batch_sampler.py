@@ -13,7 +13,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from sampleplan.client import (
@@ -26,6 +25,7 @@ from sampleplan.client import (
     TransportError,
 )
 from tests.helpers.datasets import Items, imbalanced_labels, train_subset
+from tests.helpers.ranks import spawn
 from tests.helpers.ranks.batch_rank import BATCH_EPOCHS, batch_rank_main
 from tests.helpers.servers import LiveServer, free_port
 
@@ -261,11 +261,10 @@ def test_two_gloo_ranks_share_the_epochs_batches(
     with SamplePlanClient(live_server.url) as api:
         plan = api.create_plan(labels=dataset.targets, batching=BATCHING, num_batches=11)
         epochs = {e: api.batches(plan.id, epoch=e).tolist() for e in BATCH_EPOCHS}
-    mp.spawn(
+    spawn(
         batch_rank_main,
         args=(live_server.url, plan.id, free_port(), str(tmp_path), str(private_cache)),
         nprocs=2,
-        join=True,
     )
     for epoch in BATCH_EPOCHS:
         shards = [

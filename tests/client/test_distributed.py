@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
 from tests.helpers import reference
 from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.ranks import spawn
 from tests.helpers.ranks.distributed_rank import EPOCHS, WORLD_SIZE, rank_main
 from tests.helpers.servers import LiveServer, free_port
 
@@ -24,11 +24,10 @@ def test_two_ranks_shard_one_global_weighted_draw(
     with SamplePlanClient(live_server.url) as api:
         plan = api.create_plan(labels=dataset.targets, **{**PLAN_CONFIG, "num_samples": 131})
     # The service runs in a thread of this process; the ranks reach it over loopback.
-    mp.spawn(
+    spawn(
         rank_main,
         args=(live_server.url, plan.id, free_port(), str(tmp_path), str(private_cache)),
         nprocs=WORLD_SIZE,
-        join=True,
     )
     for epoch in EPOCHS:
         stream = classic_stream(dataset, epoch, num_samples=131)

@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
 from tests.helpers import reference
+from tests.helpers.ranks import spawn
 from tests.helpers.ranks.distributed_run_rank import (
     BATCH,
     EPOCHS,
@@ -32,11 +32,10 @@ def test_two_ranks_updating_one_run_agree_with_local_wrs(
     with SamplePlanClient(live_server.url) as api:
         plan = api.create_plan(labels=LABELS, seed=6)
         run = f"ddp-{uuid.uuid4().hex[:8]}"
-        mp.spawn(
+        spawn(
             run_rank_main,
             args=(live_server.url, plan.id, run, free_port(), str(tmp_path)),
             nprocs=WORLD_SIZE,
-            join=True,
         )
         frozen = {epoch: api.run_weights(run, epoch).tolist() for epoch in EPOCHS}
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 
 from sampleplan.client import SamplePlanClient
 from tests.helpers.datasets import PLAN_CONFIG, Items, classic_stream, imbalanced_labels
+from tests.helpers.ranks import spawn
 from tests.helpers.ranks.elastic_rank import EPOCH, rank_main
 from tests.helpers.servers import LiveServer, free_port
 
@@ -31,7 +31,7 @@ def test_three_ranks_checkpoint_two_ranks_finish_the_epoch(
     with SamplePlanClient(live_server.url) as api:
         plan = api.create_plan(labels=dataset.targets, **{**PLAN_CONFIG, "num_samples": N})
     for world_size in (3, 2):
-        mp.spawn(
+        spawn(
             rank_main,
             args=(
                 world_size,
@@ -42,7 +42,6 @@ def test_three_ranks_checkpoint_two_ranks_finish_the_epoch(
                 str(private_cache),
             ),
             nprocs=world_size,
-            join=True,
         )
     stream = classic_stream(dataset, EPOCH, num_samples=N)
     results = {

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from sampleplan.client import SamplePlanClient
+from tests.helpers.ranks import spawn
 from tests.helpers.ranks.mixture_rank import CUT, WHOLE, rank_main, sources
 from tests.helpers.servers import LiveServer, free_port
 
@@ -36,7 +36,7 @@ def test_two_ranks_deal_a_mixture_and_three_finish_its_epoch(
         )
         streams = {e: api.indices(plan.id, epoch=e).tolist() for e in (WHOLE, CUT)}
     for world_size in (2, 3):
-        mp.spawn(
+        spawn(
             rank_main,
             args=(
                 world_size,
@@ -48,7 +48,6 @@ def test_two_ranks_deal_a_mixture_and_three_finish_its_epoch(
                 str(private_cache),
             ),
             nprocs=world_size,
-            join=True,
         )
     results = {
         w: [json.loads((tmp_path / f"world{w}-rank{r}.json").read_text()) for r in range(w)]
