@@ -20,7 +20,7 @@ import pytest
 from benchmarks.balancer import haproxy, haproxy_binary
 from sampleplan.client import RemoteWeightedSampler, SamplePlanClient
 from tests.helpers import reference
-from tests.helpers.servers import ServerProcess
+from tests.helpers.servers import ForkedServer
 
 pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
@@ -35,7 +35,7 @@ def test_a_replica_killed_mid_epoch_leaves_every_rank_its_exact_stream(
     if haproxy_binary() is None:
         pytest.skip("REPLICA LOSS NOT TESTED: haproxy is not installed (make test installs it)")
     env = {"SAMPLEPLAN_DATABASE_URL": fresh_postgres_url, "SAMPLEPLAN_LOG_LEVEL": "info"}
-    replicas = [ServerProcess(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
+    replicas = [ForkedServer(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
     labels = [i % 7 if i % 11 else 0 for i in range(3_000)]
     try:
         for replica in replicas:

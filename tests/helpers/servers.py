@@ -1,9 +1,11 @@
 """Servers for the tests: a free loopback port, uvicorn in a thread of this process
 (:class:`LiveServer`), and ``sampleplan serve`` in a process of its own
-(:class:`ServerProcess`, for several replicas side by side, or one to ``kill -9``)."""
+(:class:`ServerProcess`, for several replicas side by side, or one to ``kill -9``;
+:class:`ForkedServer` forks it from the fork server, its imports done)."""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import signal
 import socket
@@ -16,6 +18,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 from fastapi import FastAPI
+
+from tests.helpers import forkserver
 
 #: The repository's root (what ``PYTHONPATH`` must hold for ``import tests`` in a child).
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,3 +134,54 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+
+def _serve(port: int) -> None:
+    from sampleplan.service.main import cli
+
+    cli(["serve", "--port", str(port)])
+
+
+class _ForkedProcess:
+    """The part of :class:`subprocess.Popen` that :class:`ServerProcess` uses, over a
+    process forked from the fork server."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._process = process
+        assert process.pid is not None
+        self.pid: int = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self._process.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(["sampleplan serve"], timeout or 0)
+        return self._process.exitcode
+
+
+class ForkedServer(ServerProcess):
+    """:class:`ServerProcess` forked from the fork server (``tests/helpers/forkserver.py``),
+    which has imported the service: ``sampleplan serve`` run by the same ``cli`` in the
+    same environment and directory, its output to the log, without seconds of imports.
+    For tests of what a server does, not of how its process starts (those run it as
+    ``python -m sampleplan.service.main``: :class:`ServerProcess`)."""
+
+    def launch(self) -> ForkedServer:
+        process = forkserver.run_forked(
+            _serve, self.port, env=self.env, cwd=ROOT, log_path=self.log_path
+        )
+        self.process = _ForkedProcess(process)  # type: ignore[assignment]
+        return self

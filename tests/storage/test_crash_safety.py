@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers import reference
-from tests.helpers.servers import ServerProcess
+from tests.helpers.servers import ForkedServer
 
 pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
@@ -30,7 +30,7 @@ def _labels(i: int) -> list[int]:
 def test_kill_9_mid_burst_loses_no_acknowledged_plan(tmp_path: Path) -> None:
     db = tmp_path / "crash.sqlite3"
     env = {"SAMPLEPLAN_DATABASE_URL": f"sqlite:///{db}"}
-    server = ServerProcess(env, tmp_path / "first.log").start()
+    server = ForkedServer(env, tmp_path / "first.log").start()
     acknowledged: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -77,7 +77,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_plan(tmp_path: Path) -> None:
     assert stored >= len(acknowledged)
 
     # After a restart every acknowledged plan is there and serves the same stream as torch.
-    restarted = ServerProcess(env, tmp_path / "second.log").start()
+    restarted = ForkedServer(env, tmp_path / "second.log").start()
     try:
         with httpx.Client(base_url=restarted.url, timeout=30) as client:
             for plan_id, body in acknowledged.items():
@@ -106,7 +106,7 @@ def test_kill_9_while_frozen_epochs_are_stored_loses_no_acknowledged_update(
     are those the stored updates make by the rule written out (NOTE [Run updates])."""
     db = tmp_path / "runs.sqlite3"
     env = {"SAMPLEPLAN_DATABASE_URL": f"sqlite:///{db}"}
-    server = ServerProcess(env, tmp_path / "first.log").start()
+    server = ForkedServer(env, tmp_path / "first.log").start()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         plan_id = client.post("/v1/plans", json={"labels": RUN_LABELS, "seed": 4}).json()["id"]
         for worker in range(RUN_WORKERS):
@@ -171,7 +171,7 @@ def test_kill_9_while_frozen_epochs_are_stored_loses_no_acknowledged_update(
     assert acknowledged <= stored_ids, sorted(acknowledged - stored_ids)[:5]
     assert kinds[1] > 0 and kinds[2] > 0, kinds  # keyframes and derived epochs were both stored
 
-    restarted = ServerProcess(env, tmp_path / "second.log").start()
+    restarted = ForkedServer(env, tmp_path / "second.log").start()
     try:
         with httpx.Client(base_url=restarted.url, timeout=30) as client:
             for worker in range(RUN_WORKERS):

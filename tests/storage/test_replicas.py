@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import reference
-from tests.helpers.servers import ServerProcess
+from tests.helpers.servers import ForkedServer
 
 pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
 
@@ -65,7 +65,7 @@ def _expected_stream(body: dict[str, Any], epoch: int) -> list[int]:
 def test_two_replicas_agree_on_plans_and_streams(fresh_postgres_url: str, tmp_path: Path) -> None:
     env = {"SAMPLEPLAN_DATABASE_URL": fresh_postgres_url, "SAMPLEPLAN_LOG_LEVEL": "info"}
     # Both start at the same moment on an empty database: the schema is created once.
-    replicas = [ServerProcess(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
+    replicas = [ForkedServer(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
     try:
         for replica in replicas:
             replica.wait_ready()

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from tests.helpers import reference
-from tests.helpers.servers import ServerProcess
+from tests.helpers.servers import ForkedServer
 
 LABELS = [0] * 50 + [1] * 10 + [2] * 20
 
@@ -54,7 +54,7 @@ def test_two_replicas_racing_a_freeze_and_updates_agree(
     fresh_postgres_url: str, tmp_path: Path
 ) -> None:
     env = {"SAMPLEPLAN_DATABASE_URL": fresh_postgres_url}
-    replicas = [ServerProcess(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
+    replicas = [ForkedServer(env, tmp_path / f"replica-{i}.log").launch() for i in range(2)]
     try:
         for replica in replicas:
             replica.wait_ready()
