@@ -1,8 +1,9 @@
 """A Parquet upload far larger than its label column: the server spools it and reads the
 column only, so its memory grows by about the column, not by the file.
 
-The server runs as a process of its own (``tests/helpers/servers.py``) so that its peak
-resident set (``VmHWM`` in ``/proc``) is its own.
+The server runs as a process of its own (``ForkedServer``, ``tests/helpers/servers.py``) so
+that its peak resident set (``VmHWM`` in ``/proc``) is its own; the growth is measured from
+a reset after a first small upload.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.servers import ServerProcess
+from tests.helpers.servers import ForkedServer
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="reads /proc"),
@@ -55,7 +56,7 @@ def test_the_server_reads_the_label_column_not_the_file(tmp_path: Path) -> None:
         "SAMPLEPLAN_DATABASE_URL": f"sqlite:///{tmp_path / 'memory.sqlite3'}",
         "SAMPLEPLAN_MAX_BODY_BYTES": str(1 << 30),
     }
-    server = ServerProcess(env, tmp_path / "server.log").start()
+    server = ForkedServer(env, tmp_path / "server.log").start()
     assert server.process is not None
     pid = server.process.pid
     try:
