@@ -476,24 +476,33 @@ def combined(halves: Sequence[WrkResult]) -> WrkResult:
 
 
 def page_scenarios(
-    url: str, folder: Path, *, duration: float, check_seconds: float, prefix: str = ""
+    url: str,
+    folder: Path,
+    *,
+    duration: float,
+    check_seconds: float,
+    prefix: str = "",
+    passes: int = 2,
 ) -> list[Row]:
     """``page-json``, ``page-octet`` and ``healthz`` against one service.
 
     JSON and binary pages are measured in turn, half of ``duration`` each and twice
     (JSON, binary, JSON, binary), so that a machine slowing down or speeding up during
-    the run weighs on both alike: the two rows are compared with each other.
+    the run weighs on both alike: the two rows are compared with each other. ``passes``
+    sets how many times (the smoke test's one pass checks the same answers).
     """
     plan_id = warm_page_plan(url)
     paths = page_paths(plan_id)
     kinds = (("page-json", None), ("page-octet", OCTET)) if not prefix else (("page-json", None),)
     halves: dict[str, list[WrkResult]] = {name: [] for name, _ in kinds}
     expected = {name: pages_alone(url, paths, accept) for name, accept in kinds}
-    for _ in range(2):
+    for _ in range(passes):
         for name, accept in kinds:
             headers = [f"Accept: {accept}"] if accept else []
             halves[name].append(
-                run_wrk(url, list(paths.values()), folder, duration=duration / 2, headers=headers)
+                run_wrk(
+                    url, list(paths.values()), folder, duration=duration / passes, headers=headers
+                )
             )
     rows = []
     for name, accept in kinds:
@@ -543,7 +552,7 @@ def bare_app_process(folder: Path, json_body: bytes, octet_body: bytes) -> Itera
             process.wait(timeout=30)
 
 
-def floor_scenarios(url: str, folder: Path, *, duration: float) -> list[Row]:
+def floor_scenarios(url: str, folder: Path, *, duration: float, passes: int = 2) -> list[Row]:
     """``floor``: pages of a warm epoch at random offsets against a bare ASGI app.
 
     The bare app (``benchmarks/bare_app.py``) runs on the same server stack and answers a
@@ -551,7 +560,7 @@ def floor_scenarios(url: str, folder: Path, *, duration: float) -> list[Row]:
     binary, twice over (bare, service, bare, service for each), so that the ratio of the
     two compares like with like on a machine whose speed drifts. A page row's ``x of
     bare`` is its requests per second over the bare app's; the target is 0.5x with a p99
-    of at most 50 ms and no failed request.
+    of at most 50 ms and no failed request. ``passes`` sets how many times over.
     """
     plan_id = warm_page_plan(url)
     prefix = f"/v1/plans/{plan_id}/indices?epoch=0&limit={PAGE_SIZE}&offset="
@@ -565,7 +574,7 @@ def floor_scenarios(url: str, folder: Path, *, duration: float) -> list[Row]:
     script = _LUA_RANDOM_OFFSETS + _lua_done("mismatches")
     runs: dict[str, list[WrkResult]] = {}
     with bare_app_process(folder, bodies["json"], bodies["octet"]) as bare:
-        for _ in range(2):
+        for _ in range(passes):
             for name, accept in kinds:
                 headers = [f"Accept: {accept}"] if accept else []
                 for who, base in (("bare", bare), ("page", url)):
@@ -574,7 +583,7 @@ def floor_scenarios(url: str, folder: Path, *, duration: float) -> list[Row]:
                             base,
                             [prefix + "0"],
                             folder,
-                            duration=duration / 2,
+                            duration=duration / passes,
                             headers=headers,
                             script=script,
                             script_args=[prefix, last],
@@ -847,8 +856,12 @@ def run(
     fanout_draws: int = 10_000_000,
     replicas: Sequence[int] = (1, 2, 3),
     scenarios: Sequence[str] = SCENARIOS,
+    passes: int = 2,
 ) -> list[Row]:
-    """Every scenario asked for, each against servers of its own; the table's rows."""
+    """Every scenario asked for, each against servers of its own; the table's rows.
+
+    ``passes``: how many times the page and floor scenarios alternate what they compare
+    (each run ``duration / passes`` seconds, wrk's whole seconds at least)."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sampleplan-load-") as tmp:
         folder = Path(tmp)
@@ -857,10 +870,10 @@ def run(
             with server_process(folder, **settings) as (url, _pid):  # type: ignore[arg-type]
                 if "pages" in scenarios:
                     rows += page_scenarios(
-                        url, folder, duration=duration, check_seconds=check_seconds
+                        url, folder, duration=duration, check_seconds=check_seconds, passes=passes
                     )
                 if "floor" in scenarios:  # before the fan-out fills the epoch cache
-                    rows += floor_scenarios(url, folder, duration=duration)
+                    rows += floor_scenarios(url, folder, duration=duration, passes=passes)
                 if "fan-out" in scenarios:
                     rows.append(fan_out(url, folder, draws=fanout_draws))
         if "workers" in scenarios:
