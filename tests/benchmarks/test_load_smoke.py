@@ -84,7 +84,8 @@ def test_wrk_reports_pages_that_differ(load: ModuleType, server: str, tmp_path: 
 def test_the_write_scenario_counts_acknowledged_updates_and_finds_them_stored(
     load: ModuleType, server: str, tmp_path: Path
 ) -> None:
-    row = load.write_load(server, tmp_path, scenario="writes-sqlite", duration=1.0)
+    # 2 s: on a busy machine the first updates of 8 fresh runs can take a second.
+    row = load.write_load(server, tmp_path, scenario="writes-sqlite", duration=2.0)
     assert row.ok, row.note
     acknowledged, stored = row.extra["acknowledged"], row.extra["stored"]
     assert acknowledged == row.extra["requests"] > 0 and row.extra["failed"] == 0
