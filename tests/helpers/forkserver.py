@@ -11,6 +11,7 @@ and working directory as they are at the call, as a spawned process would have t
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -87,7 +88,25 @@ def run_forked(
         target=in_environment, args=(dict(os.environ if env is None else env), *target)
     )
     process.start()
+    _started.append(process)
     return process
+
+
+#: Every process :func:`run_forked` started in this test process.
+_started: list[multiprocessing.process.BaseProcess] = []
+
+
+def _stop_leftovers() -> None:
+    """Kill what a failed test left running. multiprocessing joins its live children at
+    exit, without a time limit: a server left behind would keep pytest from ever exiting.
+    Registered after multiprocessing's own exit handler, so it runs before it."""
+    for process in _started:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)
+
+
+atexit.register(_stop_leftovers)
 
 
 def _in_directory(cwd: str, fn: Callable[..., Any], *args: Any) -> None:
