@@ -24,8 +24,8 @@ NOTE [Run transactions]
     runs (the updates stored under its update ids, the frozen epochs), and its inserts
     one multi-row ``INSERT ... RETURNING`` when it commits (earlier if a read of the
     run's updates needs them): the round trips of a batch do not grow with its updates.
-    On PostgreSQL the lock and the reads go in one round trip, and the writes with the
-    ``COMMIT`` in another (NOTE [Pipelined statements] in ``store.py``).
+    On PostgreSQL the lock and the reads go in one round trip (NOTE [Pipelined statements]
+    in ``store.py``).
 """
 
 from __future__ import annotations
@@ -239,11 +239,6 @@ _RUNS_FROZEN_PG = (
     "SELECT run_id, epoch FROM run_epochs WHERE run_id = ANY(%(ids)s::text[]) "
     "ORDER BY run_id, epoch"
 )
-_COUNT_UPDATES_PG = (
-    "UPDATE runs SET updates = runs.updates + counted.added "
-    "FROM unnest(%(ids)s::text[], %(added)s::bigint[]) AS counted(id, added) "
-    "WHERE runs.id = counted.id"
-)
 _RUN_COLUMNS = ("id", "plan_id", "max_frozen", "updates", "created_at", "kept_from")
 _STORED_COLUMNS = (
     "run_id",
@@ -454,24 +449,8 @@ class RunBatch:
         self.max_seqs: dict[str, int] = {}
 
     def flush(self) -> None:
-        """Insert the batch's updates, and write each run's update count: two statements;
-        on PostgreSQL then commit the transaction, all in one round trip (NOTE [Pipelined
-        statements] in ``store.py``)."""
-        if self._conn.dialect.name == "postgresql":
-            statements: list[tuple[str, dict[str, Any]]] = []
-            if self._unwritten:
-                rows, self._unwritten = self._unwritten, []
-                columns = {name: [row[name] for row in rows] for name, _ in _UPDATE_COLUMNS}
-                statements.append((_INSERT_UPDATES_PG, columns))
-            added = {tx.run_id: tx._take_uncounted() for tx in self._locked}
-            ids = [run_id for run_id, count in added.items() if count]
-            if ids:
-                params = {"ids": ids, "added": [added[run_id] for run_id in ids]}
-                statements.append((_COUNT_UPDATES_PG, params))
-            results = pipelined(self._conn, statements, commit=True)
-            if statements and statements[0][0] is _INSERT_UPDATES_PG:
-                self._inserted(results[0])
-            return
+        """Insert the batch's updates, and write each run's update count: two statements,
+        one after the other (not pipelined: NOTE [Pipelined statements] in ``store.py``)."""
         self.write_updates()
         counted = [{"id": tx.run_id, "added": tx._take_uncounted()} for tx in self._locked]
         counted = [count for count in counted if count["added"]]

@@ -526,24 +526,26 @@ def _watch_statements(engine: Engine, seconds: float) -> None:
 #     the interpreter's lock (a thread that wants it back waits up to the switch interval,
 #     5 ms, for a busy one to let go): a batch of updates made nine of them (the ping,
 #     ``BEGIN``, four reads, two writes, ``COMMIT``), most of a batch's time under 32
-#     clients of small updates. Statements that do not need each other's answers are sent together
-#     through psycopg's pipeline mode (:func:`pipelined`): the server runs them one after
-#     another, in order, as it would have, and the answers come back together: one round
-#     trip. A batch of updates is then three: the ping, its reads (``BEGIN`` with them),
-#     and its writes with ``COMMIT``. SQLAlchemy's statement events fire for each
-#     statement as for its own (the watchdog of NOTE [Database timeouts] is armed until
-#     the answers are in), and a driver error becomes SQLAlchemy's, as its own would (a
-#     lost connection is invalidated, and is a 503). When one statement fails, the server
-#     skips the rest of the pipeline and the transaction is rolled back: nothing of it is
-#     stored, as when the statements went one by one.
+#     clients of small updates. The reads, which do not need each other's answers, are
+#     sent together through psycopg's pipeline mode (:func:`pipelined`): the server runs
+#     them one after another, in order, as it would have, and the answers come back
+#     together: one round trip, ``BEGIN`` with them. SQLAlchemy's statement events fire for
+#     each statement as for its own (the watchdog of NOTE [Database timeouts] is armed until
+#     the answers are in), and a driver error becomes SQLAlchemy's, as its own would (a lost
+#     connection is invalidated, and is a 503). When one statement fails, the server skips
+#     the rest of the pipeline and the transaction is rolled back.
+#     The writes and the ``COMMIT`` are not pipelined: sent so, an update of a million
+#     indices (16 MB of parameters) stalled until the statement watchdog cut the
+#     connection, in two runs of three (tests/api/test_hostile_runs.py); one by one it
+#     takes a few seconds, as before.
 
 
 def pipelined(
-    conn: Connection, statements: list[tuple[str, dict[str, Any]]], *, commit: bool = False
+    conn: Connection, statements: list[tuple[str, dict[str, Any]]]
 ) -> list[list[tuple[Any, ...]]]:
     """Run ``statements`` (psycopg's SQL and parameters) on ``conn``'s PostgreSQL
-    connection in one round trip, then ``COMMIT`` in the same one when ``commit``; the
-    rows of each statement (NOTE [Pipelined statements])."""
+    connection in one round trip; the rows of each statement (NOTE [Pipelined
+    statements])."""
     import psycopg
 
     dbapi_connection = conn.connection.dbapi_connection
@@ -560,9 +562,6 @@ def pipelined(
                     dispatch.before_cursor_execute(conn, cursor, statement, params, None, False)
                     cursor.execute(statement, params)
                     cursors.append(cursor)
-                if commit:
-                    statement, params = "COMMIT", None
-                    dbapi_connection.commit()  # queued behind them, then all are sent
             rows = [cursor.fetchall() if cursor.description else [] for cursor in cursors]
         finally:
             # The answers are in (or the connection failed): disarm the watchdog.
