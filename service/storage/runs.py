@@ -134,14 +134,6 @@ _SELECT_RUNS = (
     .bindparams(sa.bindparam("ids", expanding=True))
     .columns(created_at=sa.DateTime(timezone=True))
 )
-_LOCK_RUNS = (
-    sa.text(
-        "SELECT id, plan_id, max_frozen, updates, created_at, kept_from FROM runs "
-        "WHERE id IN :ids ORDER BY id FOR UPDATE"
-    )
-    .bindparams(sa.bindparam("ids", expanding=True))
-    .columns(created_at=sa.DateTime(timezone=True))
-)
 # PostgreSQL's planner answers ``max(seq) ... WHERE run_id = x`` by walking the primary
 # key backwards until a row of the run turns up: through every update made since the
 # run's last one (EXPLAIN ANALYZE, 100 000 updates of 8 busy runs since an idle run's
@@ -153,10 +145,6 @@ _LAST_SEQ_PG = (
     "WHERE (u.run_id, u.seq) <= ({run}, 9223372036854775807) "
     "ORDER BY u.run_id DESC, u.seq DESC LIMIT 1)"
 )
-_RUNS_TOTALS = sa.text(
-    f"SELECT id, {_LAST_SEQ_PG.format(run='runs.id')}, "
-    "(SELECT max(epoch) FROM run_updates WHERE run_id = runs.id) FROM runs WHERE id IN :ids"
-).bindparams(sa.bindparam("ids", expanding=True))
 _STORED_UPDATES = sa.text(
     'SELECT run_id, update_id, seq, epoch, rank, step, op, alpha, indices, "values" '
     "FROM run_updates WHERE run_id IN :runs AND update_id IN :update_ids"
@@ -218,8 +206,8 @@ _INSERT_UPDATES_PG = (
     + ", position) ORDER BY position RETURNING run_id, seq"
 )
 _FROZEN_EPOCHS = sa.text("SELECT epoch FROM run_epochs WHERE run_id = :run_id ORDER BY epoch")
-# A batch's statements on PostgreSQL, sent in two pipelines (NOTE [Pipelined statements]
-# in ``store.py``): psycopg's parameters, each list one array, so that every text is the
+# A batch's reads on PostgreSQL, sent in one pipeline (NOTE [Pipelined statements] in
+# ``store.py``): psycopg's parameters, each list one array, so that every text is the
 # same whatever the batch (psycopg prepares a text it has run five times).
 _LOCK_RUNS_PG = (
     "SELECT id, plan_id, max_frozen, updates, created_at, kept_from FROM runs "
@@ -540,10 +528,6 @@ class RunBatch:
             inserted = self._conn.exec_driver_sql(_INSERT_UPDATES_PG, columns)
         else:
             inserted = self._conn.execute(_INSERT_UPDATES, rows)
-        self._inserted(inserted)
-
-    def _inserted(self, inserted: Any) -> None:
-        """Note the ``(run_id, seq)`` rows the insert of the batch's updates returned."""
         for run_id, seq in inserted:
             self.max_seqs[run_id] = max(int(seq), self.max_seqs.get(run_id, -1))
         for tx in self._locked:
