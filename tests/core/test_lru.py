@@ -99,3 +99,42 @@ def test_concurrent_puts_keep_the_bound() -> None:
         thread.join()
     assert cache.total <= 100
     assert cache.total == sum(len(cache.peek(k) or b"") for k in range(4000) if k in cache)
+
+
+def test_get_unlocked_refreshes_as_get_does() -> None:
+    cache: LRUCache[str, int] = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get_unlocked("a") == 1 and cache.get_unlocked("z") is None
+    cache.put("c", 3)
+    assert "b" not in cache and cache.peek("a") == 1 and cache.total == 2
+
+
+def test_get_unlocked_beside_threads_that_put_and_evict() -> None:
+    # Its two steps are each one call into the ordered dict: whatever other threads put
+    # and evict meanwhile, it answers a value once put for the key, and the cache's
+    # entries and total stay consistent.
+    cache: LRUCache[int, int] = LRUCache(64)
+    stop = threading.Event()
+    seen: list[int | None] = []
+
+    def churn(offset: int) -> None:
+        i = 0
+        while not stop.is_set():
+            cache.put((i + offset) % 200, (i + offset) % 200)
+            i += 1
+
+    workers = [threading.Thread(target=churn, args=(k * 7,)) for k in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        for i in range(100_000):
+            value = cache.get_unlocked(i % 200)
+            assert value is None or value == i % 200
+            seen.append(value)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert any(value is not None for value in seen)
+    assert len(cache) == cache.total <= 64
