@@ -121,6 +121,22 @@ def _fast() -> bool:
     return values.ValueClass is values.MutexValue
 
 
+def thread_row(child: Counter | Gauge | Histogram) -> list[float] | None:
+    """The calling thread's row of ``child``'s values (a labelled metric's child, or a
+    metric without labels), or ``None`` when it does not count per thread (multiprocess
+    mode, or prometheus_client's own classes). A counter's or gauge's row holds its
+    value; a histogram's, its sum then each bucket's own count, in the order of its
+    ``_upper_bounds``. The row is the thread's for as long as the thread lives: a caller
+    may keep it, and add to it from that thread only (NOTE [Counting per thread])."""
+    tally: _Tally | None = None
+    if isinstance(child, FastHistogram):
+        tally = child._tally
+    elif isinstance(child, FastCounter | FastGauge):
+        value = getattr(child, "_value", None)  # a labelled parent has none
+        tally = value.tally if isinstance(value, _Value) else None
+    return None if tally is None else tally.row()
+
+
 class FastCounter(Counter):
     """A :class:`Counter` counting per thread (NOTE [Counting per thread])."""
 
@@ -174,7 +190,7 @@ class FastHistogram(Histogram):
     the sum, then each bucket's own count (prometheus_client's, before it adds them up)."""
 
     _rows: dict[int, list[float]] | None = None
-    _tally: _Tally
+    _tally: _Tally | None = None
 
     def _metric_init(self) -> None:
         super()._metric_init()
@@ -192,6 +208,7 @@ class FastHistogram(Histogram):
             return
         row = rows.get(get_ident())
         if row is None:
+            assert self._tally is not None  # set with the rows
             row = self._tally.row()
         row[0] += amount
         # The first bound at or above ``amount``, as prometheus_client's loop finds it

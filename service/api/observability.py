@@ -105,7 +105,9 @@ class RequestRecorder:
         # locks on every call, a tenth of a cached page's time at the floor.
         self._counted: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def _children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+    def children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and the duration histogram's children that count a
+        request of ``method`` to ``route`` answered ``status``."""
         key = (method, route, status)
         children = self._counted.get(key)
         if children is None:
@@ -129,9 +131,14 @@ class RequestRecorder:
         method = str(scope["method"])
         if route is None:
             route = self.route_template(scope)
-        counter, histogram = self._children(method, route, status)
+        counter, histogram = self.children(method, route, status)
         counter.inc()
         histogram.observe(elapsed)
+        self.log(scope, status, elapsed, request_id, route)
+
+    def log(self, scope: Scope, status: int, elapsed: float, request_id: str, route: str) -> None:
+        """Write the access line of :meth:`record` (when its level is enabled)."""
+        method = str(scope["method"])
         # Probes and scrapes arrive every few seconds; they would drown the real traffic.
         path = scope["path"]
         level = logging.DEBUG if path in OPEN_PATHS and status < 400 else logging.INFO

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from sampleplan.service.api.observability import RequestRecorder
-from sampleplan.service.metrics import ServiceMetrics
+from sampleplan.service.metrics import ServiceMetrics, thread_row
 
 ROUTE = "/v1/plans/{plan_id}/indices"
 
@@ -152,6 +152,36 @@ def test_refusals_are_prometheus_clients() -> None:
     assert isinstance(metrics.draw_seconds, Histogram)
     metrics.plans_created.reset()
     assert _value(metrics, "sampleplan_plans_created_total") == 0
+
+
+def test_a_threads_row_is_what_its_updates_update() -> None:
+    """The floor adds to the rows :func:`thread_row` gives, as the classes' own methods do:
+    a counter's value, a histogram's sum then each bucket's own count."""
+    ours, reference = ServiceMetrics(), ServiceMetrics(per_thread=False)
+    served = thread_row(ours.indices_served.labels("torch"))
+    seconds = thread_row(ours.request_seconds.labels("GET", ROUTE))
+    assert served is not None and seconds is not None
+    histogram = ours.request_seconds.labels("GET", ROUTE)
+    assert len(seconds) == 1 + len(histogram._upper_bounds)
+    served[0] += 7
+    seconds[0] += 0.003
+    seconds[1 + 2] += 1  # 0.003 is in the bucket of 0.005, the third
+    reference.indices_served.labels("torch").inc(7)
+    reference.request_seconds.labels("GET", ROUTE).observe(0.003)
+    assert _comparable(ours.exposition()) == _comparable(reference.exposition())
+    # The row is the thread's: another thread gets its own.
+    others: list[Any] = []
+    thread = threading.Thread(target=lambda: others.append(thread_row(histogram)))
+    thread.start()
+    thread.join()
+    assert others[0] is not seconds and others[0] == [0.0] * len(seconds)
+
+
+def test_no_row_where_values_are_not_counted_per_thread() -> None:
+    reference = ServiceMetrics(per_thread=False)
+    assert thread_row(reference.requests_in_flight) is None
+    assert thread_row(reference.indices_served.labels("torch")) is None
+    assert thread_row(ServiceMetrics().indices_served) is None  # a labelled parent
 
 
 def test_multiprocess_mode_keeps_prometheus_clients_values(
