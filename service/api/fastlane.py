@@ -31,6 +31,7 @@ NOTE [Fast lane]
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
@@ -205,10 +206,20 @@ class RouteReader:
             if len(convertors) == 1 and type(next(iter(convertors.values()))) is StringConvertor
             else None
         )
+        self.path_regex = route.path_regex
         #: The fields absent from a request, at their defaults (required ones left out).
         self.defaults = {
             name: info.default for name, info in fields.items() if not info.is_required()
         }
+        #: What makes each query field's value of its plain text.
+        self.readers: dict[str, Callable[[str], Any]] = {}
+        #: A query of plain values in one match (NOTE [Parameters read plainly]), or
+        #: ``None`` when a field's bounds are not all written as a pattern.
+        self.pattern: re.Pattern[str] | None = None
+        if self.plain is not None and self.plain_path:
+            found = _query_pattern(self.plain)
+            if found is not None:
+                self.pattern, self.readers = found
 
     def read(self, scope: Scope) -> tuple[dict[str, Any], Scope] | None:
         """The validated parameters by name, and the scope the router would add."""
@@ -225,11 +236,17 @@ class RouteReader:
         if scope.get("root_path"):
             read = self.read(scope)
             return None if read is None else read[0]
-        match = self.route.path_regex.match(scope["path"])
+        match = self.path_regex.match(scope["path"])
         if match is None:
             return None
-        if self.one_text_param is not None:
-            path_params = {self.one_text_param: match.group(1)}  # a str converter's value
+        name = self.one_text_param
+        if name is not None:
+            if self.pattern is not None:  # the commonest request, read in fewest steps
+                parameters = self._read_plainly(scope["query_string"])
+                if parameters is not None:
+                    parameters[name] = match.group(1)  # a str converter's value
+                    return parameters
+            path_params = {name: match.group(1)}
         else:
             convertors = self.route.param_convertors
             path_params = {
@@ -261,6 +278,14 @@ class RouteReader:
         plain = self.plain
         assert plain is not None
         text = query_string.decode("latin-1")
+        pattern = self.pattern
+        if pattern is not None and pattern.fullmatch(text):
+            # Each piece a known name, once, with a plain value of its field's.
+            parameters = self.defaults.copy()
+            readers = self.readers
+            for name, value in _PIECES.findall(text):
+                parameters[name] = readers[name](value)
+            return parameters
         if "%" in text or "+" in text:
             return None
         # Pairs by name in one step: a piece without "=" fails dict(), a repeated name
@@ -315,6 +340,49 @@ class RouteReader:
                 return None
             query[name] = value
         return query
+
+
+def _int_pattern(low: int, high: int) -> str | None:
+    """A pattern of the decimal texts of ints in ``[low, high)`` without leading zeros,
+    for ``low`` 0 or 1, as many digits as all stay below ``high`` (longer ones are read
+    field by field); ``None`` for another ``low``."""
+    digits = len(str(high)) - 1  # every number of this many digits is below high
+    if low not in (0, 1) or digits < 1:
+        return None
+    pattern = f"[1-9][0-9]{{0,{digits - 1}}}"
+    return pattern if low == 1 else f"0|{pattern}"
+
+
+def _query_pattern(
+    plain: Mapping[str, _Plain],
+) -> tuple[re.Pattern[str], dict[str, Callable[[str], Any]]] | None:
+    """A pattern of the queries of plain values of ``plain``'s fields, in any order, each
+    field at most once, and what reads each field's text (NOTE [Parameters read
+    plainly]); ``None`` when an int's bounds have no such pattern."""
+    pieces = []
+    readers: dict[str, Callable[[str], Any]] = {}
+    for name, shape in plain.items():
+        if type(shape) is tuple:
+            values = _int_pattern(*shape)
+            if values is None:
+                return None
+            readers[name] = int
+        elif shape is None:
+            values, readers[name] = "[^&%+]+", str
+        else:
+            assert isinstance(shape, dict)
+            values, readers[name] = "|".join(map(re.escape, shape)), shape.__getitem__
+        # The value, then the piece's end, and no later piece of the same name.
+        field = re.escape(name)
+        pieces.append(f"{field}=(?:{values})(?=&|\\Z)(?!(?s:.*)&{field}=)")
+    # Pieces joined by "&", none empty: a query with anything else is read field by field.
+    alternatives = "|".join(pieces)
+    pattern = re.compile(f"(?:{alternatives})(?:&(?:{alternatives}))*")
+    return pattern, readers
+
+
+#: The pieces of a query :func:`_query_pattern` matched, as (name, value) pairs.
+_PIECES = re.compile(r"([^&=]+)=([^&]*)")
 
 
 class FastLane:

@@ -57,10 +57,10 @@ def answered(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     at_hand = plans.indices_at_hand
 
-    def floor_spy(scope: Any, accept: Any, parameters: dict[str, Any]) -> Any:
+    def floor_spy(catalog: Any, scope: Any, accept: Any, parameters: dict[str, Any]) -> Any:
         # Pages at hand are answered before the stack (NOTE [Serving at the floor]).
         recorded = dict(parameters)
-        response = at_hand(scope, accept, parameters)
+        response = at_hand(catalog, scope, accept, parameters)
         if response is not None:
             seen.append(recorded)
         return response
@@ -310,6 +310,49 @@ def test_parameters_read_plainly_are_the_models_reading(query: str) -> None:
     assert query_values is not None
     model = reader.model.model_validate({"plan_id": "p", **query_values})
     assert {**plain, "plan_id": "p"} == dict(model.__dict__)
+
+
+#: Queries the one-pattern reading takes or leaves to the field-by-field one (NOTE
+#: [Parameters read plainly]): any order, each name once, canonical digits within bounds.
+PATTERN_QUERIES = [
+    *PLAIN_QUERIES,
+    "world_size=3&rank=2&offset=5&limit=10&space=population&start=4&pad=true&drop_last=false",
+    "drop_last=true&epoch=999999999",
+    "epoch=1000000000",
+    "epoch=1&limit=2&epoch=1",
+    "limit=2&epoch=1&limit=2",
+    "epoch=1&",
+    "&epoch=1",
+    "epoch=01",
+    "epoch=1&&limit=2",
+    "limit=5x",
+    "space=population&space=dataset",
+    "pad=true&pad=true",
+    "offset=1&offset=1",
+    "epoch=1\n",
+    "epoch=1&plan_id=p",
+    "world_size=1&rank=1",
+]
+
+
+@pytest.mark.parametrize("query", PATTERN_QUERIES)
+def test_the_one_pattern_reads_as_the_fields_are_read(query: str) -> None:
+    # The pattern is a shortcut: it reads what it matches as the field-by-field reading
+    # does, and whatever it does not match is read that way.
+    reader = RouteReader(get_route(plans.router, plans.get_indices))
+    assert reader.pattern is not None
+    quick = reader._read_plainly(query.encode("latin-1"))
+    reader.pattern = None
+    assert quick == reader._read_plainly(query.encode("latin-1"))
+
+
+def test_the_one_pattern_takes_the_common_queries() -> None:
+    pattern = RouteReader(get_route(plans.router, plans.get_indices)).pattern
+    assert pattern is not None
+    for query in [*PLAIN_QUERIES[:2], PATTERN_QUERIES[len(PLAIN_QUERIES)]]:
+        assert pattern.fullmatch(query), query
+    for query in ["epoch=1&limit=2&epoch=1", "epoch=01", "epoch=1&", "limit=5x", "epoch=1\n"]:
+        assert not pattern.fullmatch(query), query
 
 
 def test_common_queries_are_read_plainly() -> None:
