@@ -227,6 +227,9 @@ class EpochCache:
 #     byte where each number starts; a page of one rank (a contiguous slice of the epoch)
 #     is then one slice of bytes. orjson writes a number the same whatever surrounds it,
 #     so the slice is byte for byte what writing the page alone gives.
+#     A binary page is one slice of bytes too: the epoch's values as little-endian int64,
+#     written once, in place of a slice of the array converted and copied out on every
+#     request (four numpy calls, a third of a binary page's own time at the floor).
 #     The text is kept only for epochs of at most :data:`TEXT_INDEX_VALUES` values (its
 #     first writing, on the event loop, stays short), within a budget of bytes of its
 #     own, and never outlives the stream it was written from: it refers to the stream
@@ -241,10 +244,16 @@ TEXT_INDEX_VALUES = 1 << 18
 class _EpochText:
     __slots__ = ("nbytes", "starts", "stream", "text")
 
-    def __init__(self, stream: Int64Array, values: Int64Array) -> None:
+    def __init__(self, stream: Int64Array, values: Int64Array, binary: bool) -> None:
         self.stream = weakref.ref(stream)
         native = np.ascontiguousarray(values, dtype=np.int64)
-        self.text: bytes = orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+        self.starts: array.array[int] | None = None
+        if binary:
+            # The values as a binary page carries them: little-endian int64, 8 bytes each.
+            self.text: bytes = native.astype("<i8", copy=False).tobytes()
+            self.nbytes = len(self.text)
+            return
+        self.text = orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
         commas = np.flatnonzero(np.frombuffer(self.text, dtype=np.uint8) == ord(","))
         # starts[i]: where number i begins; starts[n] one past the end, as if a comma ended it.
         bounds = np.concatenate(([0], commas + 1, [len(self.text) + 1])).astype(np.int64)
@@ -253,7 +262,8 @@ class _EpochText:
 
 
 class EpochTexts:
-    """Cached epochs' numbers written as JSON text once; see NOTE [Numbers written once]."""
+    """Cached epochs' numbers written once, as JSON text or as a binary page's bytes; see
+    NOTE [Numbers written once]."""
 
     def __init__(self, max_bytes: int) -> None:
         self._entries: LRUCache[Hashable, _EpochText] = LRUCache(
@@ -268,18 +278,21 @@ class EpochTexts:
         population: Int64Array | None,
         first: int,
         stop: int,
+        binary: bool = False,
     ) -> bytes | None:
         """The JSON text of ``stream``'s values ``[first:stop]`` in ``space`` (mapped by
         ``population``, :func:`~sampleplan.core.streams.in_space`; ``key`` names the
-        stream in that space), without brackets; ``None`` for an epoch too large to
-        write whole."""
-        entry = self._entries.get(key)
+        stream in that space and form), without brackets, or with ``binary`` their
+        little-endian int64 bytes; ``None`` for an epoch too large to write whole."""
+        entry = self._entries.get_unlocked(key)  # on the event loop (the floor's)
         if entry is None or entry.stream() is not stream:
             if stream.shape[0] > TEXT_INDEX_VALUES:
                 return None
-            entry = _EpochText(stream, in_space(stream, space, population))
+            entry = _EpochText(stream, in_space(stream, space, population), binary)
             self._entries.put(key, entry)
+        starts = entry.starts
+        if starts is None:
+            return entry.text[first << 3 : stop << 3]
         if stop <= first:
             return b""
-        starts = entry.starts
         return entry.text[starts[first] : starts[stop] - 1]

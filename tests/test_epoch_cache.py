@@ -1,4 +1,4 @@
-"""EpochCache on its own: single flight, failures, byte budget."""
+"""EpochCache on its own: single flight, failures, byte budget; and EpochTexts."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import threading
 import time
 
 import numpy as np
+import orjson
 import pytest
 
 from sampleplan.core.deadlines import check_deadline, deadline
 from sampleplan.core.errors import DeadlineExceeded
-from sampleplan.service.epoch_cache import EpochCache
+from sampleplan.service.epoch_cache import TEXT_INDEX_VALUES, EpochCache, EpochTexts
 
 
 def test_a_failed_draw_reaches_every_waiter_and_is_not_cached() -> None:
@@ -173,3 +174,31 @@ def test_a_waiter_stops_waiting_at_its_own_deadline() -> None:
     starter.join(10)
     # The starter has no deadline: its draw ran to its end.
     assert got[0].tolist() == list(range(10)) and len(chunks) == 80
+
+
+@pytest.mark.parametrize("space", ["population", "dataset"])
+def test_epoch_texts_are_the_pages_numbers_json_and_binary(space: str) -> None:
+    # NOTE [Numbers written once]: a slice of the epoch's text or bytes is what writing
+    # the page alone gives (orjson's numbers; little-endian int64).
+    rng = np.random.default_rng(5)
+    stream = rng.integers(0, 1_000, size=3_000).astype(np.int64)
+    population = np.arange(5_000, 8_000, dtype=np.int64)[::-1].copy()
+    texts = EpochTexts(1 << 20)
+    mapped = population[stream] if space == "dataset" else stream
+    for first, stop in [(0, 3_000), (10, 20), (2_999, 3_000), (7, 7), (100, 50)]:
+        text = texts.numbers(("k", space, False), stream, space, population, first, stop)
+        page = mapped[first:stop]
+        assert text == (orjson.dumps(page.tolist())[1:-1] if stop > first else b"")
+        wire = texts.numbers(("k", space, True), stream, space, population, first, stop, True)
+        assert wire == page.astype("<i8").tobytes()
+    # The same key for a stream drawn anew is written anew.
+    again = stream[::-1].copy()
+    wire = texts.numbers(("k", space, True), again, space, population, 0, 5, True)
+    assert wire == (population[again] if space == "dataset" else again)[:5].astype("<i8").tobytes()
+
+
+def test_epoch_texts_leave_an_epoch_too_large_to_write() -> None:
+    stream = np.zeros(TEXT_INDEX_VALUES + 1, dtype=np.int64)
+    texts = EpochTexts(1 << 30)
+    assert texts.numbers("big", stream, "population", None, 0, 5) is None
+    assert texts.numbers("big-b", stream, "population", None, 0, 5, True) is None
