@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from threading import get_ident
 from typing import Any, Literal
 
 import numpy as np
@@ -43,7 +45,7 @@ from sampleplan.service.errors import (
     PayloadTooLarge,
     PlanNotFound,
 )
-from sampleplan.service.metrics import ServiceMetrics
+from sampleplan.service.metrics import ServiceMetrics, thread_row
 from sampleplan.service.mixture_plans import (
     MixturePlan,
     SourceInput,
@@ -186,18 +188,56 @@ def _nbytes(labels: Labels | LabelSets) -> int:
 
 
 class _FloorFacts:
-    """What :meth:`Catalog.page_at_floor` needs of a plan, found once."""
+    """What :meth:`Catalog.page_at_floor` needs of a plan, found once; and the rows of its
+    algorithm's draw metrics of the thread that serves the floor (NOTE [Counting per
+    thread] in ``metrics.py``)."""
 
-    __slots__ = ("at_hand", "draw_seconds", "indices_served", "plan")
+    __slots__ = (
+        "at_hand",
+        "bounds",
+        "draw_row",
+        "draw_seconds",
+        "indices_served",
+        "num_samples",
+        "plan",
+        "population",
+        "served_row",
+        "thread",
+    )
 
     def __init__(self, plan: Plan, metrics: ServiceMetrics | None) -> None:
-        config = plan.prepared.config
+        prepared = plan.prepared
+        config = prepared.config
         self.plan = plan
         self.at_hand = config.drawing_algorithm.draws_whole_epochs and config.schedule is None
+        self.num_samples = prepared.num_samples
+        self.population = prepared.population
         self.draw_seconds: Histogram | None = None
         self.indices_served: Counter | None = None
         if metrics is not None:
             self.draw_seconds, self.indices_served = metrics.stream_children(config.algorithm)
+        self.thread = -1
+        self.draw_row: list[float] | None = None
+        self.served_row: list[float] | None = None
+        self.bounds: Sequence[float] = ()
+
+    def count(self, seconds: float, values: int) -> None:
+        """Observe a page's time and count its values, as ``stream_page`` does."""
+        thread = get_ident()
+        if thread != self.thread and self.draw_seconds is not None:
+            assert self.indices_served is not None  # found with draw_seconds
+            self.draw_row = thread_row(self.draw_seconds)
+            self.served_row = thread_row(self.indices_served)
+            self.bounds = self.draw_seconds._upper_bounds
+            self.thread = thread
+        draw_row, served_row = self.draw_row, self.served_row
+        if draw_row is not None and served_row is not None:
+            draw_row[0] += seconds  # NOTE [Counting per thread]: this thread's row
+            draw_row[1 + bisect_left(self.bounds, seconds)] += 1  # a time is never NaN
+            served_row[0] += values
+        elif self.draw_seconds is not None and self.indices_served is not None:
+            self.draw_seconds.observe(seconds)
+            self.indices_served.inc(values)
 
 
 class Catalog:
@@ -593,15 +633,16 @@ class Catalog:
         return plan, self.indices(plan, request)
 
     def page_at_floor(
-        self, plan_id: str, fields: Mapping[str, Any], text: bool
+        self, plan_id: str, fields: Mapping[str, Any], binary: bool
     ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
         """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``): the same page under the same conditions, found with the
         same lookups (the plan and the epoch refreshed, the hit counted) and timed and
-        counted the same: the plan, the page, its numbers as JSON text, its number of
-        values and the length of the rank's stream. With ``text``, the numbers are
-        taken from :attr:`epoch_texts` when it has them (a one-rank page), and the page
-        is then ``None``; else the numbers are ``None``.
+        counted the same: the plan, the page, its numbers, its number of values and the
+        length of the rank's stream. The numbers are the page's JSON text, or with
+        ``binary`` its little-endian int64 bytes, taken from :attr:`epoch_texts` when it
+        has them (a one-rank page), and the page is then ``None``; else the numbers are
+        ``None``.
 
         ``fields`` are a stream query's (:class:`~sampleplan.service.api.streams.
         StreamQuery`), validated as it validates them. A page of one rank (the commonest)
@@ -610,7 +651,7 @@ class Catalog:
         already keep). What :meth:`page_at_hand` finds of a plan on every request (its
         algorithm, its schedule, its metrics' children) is found once per plan here.
         """
-        plan = self._plans.get(plan_id)
+        plan = self._plans.get_unlocked(plan_id)  # on the event loop, which never waits
         if plan is None:
             return None
         facts = self._floor_facts.get(plan_id)
@@ -621,8 +662,7 @@ class Catalog:
             self._floor_facts[plan_id] = facts
         if not facts.at_hand:
             return None
-        prepared = plan.prepared  # no schedule: every epoch's view is the plan itself
-        num_samples = prepared.num_samples
+        num_samples = facts.num_samples  # no schedule: every epoch's view is the plan itself
         request = None
         if fields["world_size"] == 1:
             # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
@@ -640,8 +680,9 @@ class Catalog:
         size = stop - first
         if size > INLINE_PAGE_VALUES:
             return None
-        self.check_page(size)
-        key = (plan.id, fields["epoch"])
+        if size > self.settings.max_page:
+            self.check_page(size)
+        key = (plan_id, fields["epoch"])
         began = time.perf_counter()
         stream = self.epochs.get(key)
         if stream is None:
@@ -651,18 +692,15 @@ class Catalog:
             first += start
             stop += start
             space = fields["space"]
-            if text:
-                numbers = self.epoch_texts.numbers(
-                    (key, space), stream, space, prepared.population, first, stop
-                )
+            numbers = self.epoch_texts.numbers(
+                (key, space, binary), stream, space, facts.population, first, stop, binary
+            )
             if numbers is None:
-                page = in_space(stream[first:stop], space, prepared.population)
+                page = in_space(stream[first:stop], space, facts.population)
         else:
-            page = prepared.indices(request, epoch_stream=stream)
+            page = plan.prepared.indices(request, epoch_stream=stream)
             size = int(page.shape[0])
-        if facts.draw_seconds is not None and facts.indices_served is not None:
-            facts.draw_seconds.observe(time.perf_counter() - began)
-            facts.indices_served.inc(size)
+        facts.count(time.perf_counter() - began, size)
         return plan, page, numbers, size, length
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:

@@ -221,10 +221,11 @@ def create_app(
         app.add_middleware(BearerAuthMiddleware, tokens=tokens)
     recorder = RequestRecorder(service_metrics, RouteTemplates(app))
     app.add_middleware(ObservabilityMiddleware, metrics=service_metrics, recorder=recorder)
-    if fast_lane and not settings.opentelemetry:
+    if fast_lane and not settings.opentelemetry and Floor.serves(service_metrics):
         # Before all of it: pages at hand are answered ahead of the stack, which they would
         # cross untouched (NOTE [Serving at the floor] in service/api/floor.py). Not with
-        # OpenTelemetry on: its spans cover every request, and FastAPI makes them.
+        # OpenTelemetry on: its spans cover every request, and FastAPI makes them; nor in
+        # prometheus_client's multiprocess mode, whose values the floor cannot count.
         lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
         app.floor = Floor(app.beneath_the_floor, lanes=lanes, recorder=recorder, tokens=tokens)
     return app

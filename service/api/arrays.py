@@ -162,6 +162,23 @@ ArrayMediaType = Annotated[str, Depends(accepted_array_type)]
 # -- writing -------------------------------------------------------------------------------
 
 
+#: :func:`negotiate`'s choice among the array types by ``Accept`` value (raw), bounded.
+_NEGOTIATED: dict[bytes | None, str] = {}
+_MAX_NEGOTIATED = 256
+
+
+def negotiated(accept: bytes | None) -> str:
+    """:func:`negotiate` of a raw ``Accept`` value among the array types, each value
+    negotiated once (a few are sent again and again); raises :class:`NotAcceptable`."""
+    media_type = _NEGOTIATED.get(accept)
+    if media_type is None:
+        media_type = negotiate(None if accept is None else accept.decode("latin-1"))
+        if len(_NEGOTIATED) >= _MAX_NEGOTIATED:
+            _NEGOTIATED.clear()
+        _NEGOTIATED[accept] = media_type
+    return media_type
+
+
 def npy_header(dtype: np.dtype[Any], length: int | tuple[int, ...]) -> bytes:
     """The ``.npy`` v1.0 preamble of a C-order array: magic, header length, header.
 

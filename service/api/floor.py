@@ -27,7 +27,11 @@ NOTE [Serving at the floor]
     Then it does what the access log middleware does, in the same order and with the same
     values (the request id from ``X-Request-ID`` or a new one, in the context and on the
     answer; requests in flight; the count, the time and the access line under the
-    route's template), and sends the response's own headers and body. Anything else
+    route's template), and sends the response's own headers and body. It counts by
+    adding to its thread's rows of those metrics (NOTE [Counting per thread] in
+    ``metrics.py``), found once per thread and method, and asks for the access line only
+    when its level is on; so in prometheus_client's multiprocess mode, whose values
+    live in files, there is no floor. Anything else
     (another route or method, a refused token, a body header, an unread or refused
     parameter, a page that needs a thread, a :class:`SamplingError`, any other failure
     before the response starts) goes down the whole app untouched, where the same layers
@@ -38,20 +42,23 @@ NOTE [Serving at the floor]
 
 from __future__ import annotations
 
-import time
+import logging
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from threading import get_ident
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sampleplan.service.api.auth import bearer_token_of, token_matches
 from sampleplan.service.api.fastlane import RouteReader
-from sampleplan.service.api.observability import RequestRecorder, request_id_of
+from sampleplan.service.api.observability import RequestRecorder, access_logger, request_id_of
 from sampleplan.service.errors import SamplingError
 from sampleplan.service.logs import request_id_var
+from sampleplan.service.metrics import ServiceMetrics, thread_row
 
 if TYPE_CHECKING:
     from sampleplan.service.catalog import Catalog
@@ -59,9 +66,11 @@ if TYPE_CHECKING:
 __all__ = ["Floor", "FloorAnswer", "FloorFirst"]
 
 #: Answers a request from the app's catalog, its ``Accept`` header's value and validated
-#: parameters, with a response whose work is done, or ``None`` when the answer is not at
-#: hand.
-FloorAnswer = Callable[["Catalog", Scope, bytes | None, dict[str, Any]], Response | None]
+#: parameters, with the raw headers and the body of a ``200`` whose work is done, or
+#: ``None`` when the answer is not at hand.
+FloorAnswer = Callable[
+    ["Catalog", Scope, bytes | None, dict[str, Any]], tuple[list[tuple[bytes, bytes]], bytes] | None
+]
 
 #: The methods the floor answers (a route's ``HEAD`` answers with its ``GET``'s headers).
 _METHODS = frozenset({"GET", "HEAD"})
@@ -92,13 +101,35 @@ class FloorFirst(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+class _Rows:
+    """One thread's rows of the metrics a lane's answers update (NOTE [Counting per
+    thread] in ``metrics.py``): requests in flight, and the count and the time of
+    ``200`` answers to one method of its route."""
+
+    __slots__ = ("bounds", "in_flight", "requests", "seconds")
+
+    def __init__(self, recorder: RequestRecorder, method: str, template: str) -> None:
+        counter, histogram = recorder.children(method, template, 200)
+        rows = (
+            thread_row(recorder.metrics.requests_in_flight),
+            thread_row(counter),
+            thread_row(histogram),
+        )
+        if None in rows:
+            raise TypeError("the floor counts per thread")  # see Floor.serves
+        self.in_flight, self.requests, self.seconds = cast(tuple[list[float], ...], rows)
+        self.bounds: Sequence[float] = histogram._upper_bounds
+
+
 class _Lane:
-    __slots__ = ("answer", "reader", "template")
+    __slots__ = ("answer", "reader", "rows", "template")
 
     def __init__(self, route: APIRoute, answer: FloorAnswer) -> None:
         self.reader = RouteReader(route)
         self.template = route.path
         self.answer = answer
+        #: Each (thread, method)'s rows, found once.
+        self.rows: dict[tuple[int, str], _Rows] = {}
 
 
 class Floor:
@@ -116,16 +147,21 @@ class Floor:
         self.app = app
         self.lanes = [_Lane(route, answer) for route, answer in lanes]
         self.recorder = recorder
-        self.in_flight = recorder.metrics.requests_in_flight
         self.tokens = tokens
         #: The app's catalog while the app runs (its lifespan sets it); ``None`` before.
         self.catalog: Catalog | None = None
+
+    @staticmethod
+    def serves(metrics: ServiceMetrics) -> bool:
+        """Whether a floor can count as the stack counts with ``metrics``: only when they
+        count per thread (not in prometheus_client's multiprocess mode)."""
+        return thread_row(metrics.requests_in_flight) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS:
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             found = self._answer(scope)
         except Exception:
@@ -135,12 +171,33 @@ class Floor:
         if found is None:
             await self.app(scope, receive, send)
             return
-        response, template, request_id = found
-        await self._send(scope, receive, send, response, template, request_id, started)
+        headers, body, lane, request_id = found
+        method = scope["method"]
+        rows = lane.rows.get((get_ident(), method))
+        if rows is None:
+            rows = lane.rows[get_ident(), method] = _Rows(self.recorder, method, lane.template)
+        # What the access log middleware records, in its order: in flight while sending,
+        # then the count, the time and the line (NOTE [Counting per thread]: the rows
+        # are this thread's, so each += is the thread's own).
+        in_flight = rows.in_flight
+        in_flight[0] += 1
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            in_flight[0] -= 1
+            elapsed = perf_counter() - started
+            rows.requests[0] += 1
+            seconds = rows.seconds
+            seconds[0] += elapsed
+            seconds[1 + bisect_left(rows.bounds, elapsed)] += 1  # a time is never NaN
+            if access_logger.isEnabledFor(logging.INFO):  # no floor path is a probe's
+                self.recorder.log(scope, 200, elapsed, request_id, lane.template)
 
-    def _answer(self, scope: Scope) -> tuple[Response, str, str] | None:
-        """The response to ``scope`` with its route's template and its request id, when
-        the floor answers it (the request id then set in the context), else ``None``."""
+    def _answer(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes, _Lane, str] | None:
+        """The headers and body of the answer to ``scope`` with its lane and its request
+        id, when the floor answers it (the request id then set in the context), else
+        ``None``."""
         accept = authorization = caller_id = None
         for name, value in scope["headers"]:
             if name == b"accept":
@@ -167,32 +224,11 @@ class Floor:
         request_id = request_id_of(caller_id)
         request_id_var.set(request_id)
         try:
-            response = lane.answer(catalog, scope, accept, parameters)
+            answer = lane.answer(catalog, scope, accept, parameters)
         except SamplingError:
             return None  # the route meets it again, and answers it as problem+json
-        return None if response is None else (response, lane.template, request_id)
-
-    async def _send(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        response: Response,
-        template: str,
-        request_id: str,
-        started: float,
-    ) -> None:
-        status = 500
-        self.in_flight.inc()
-        try:
-            status = response.status_code
-            headers = response.raw_headers
-            headers.append((b"x-request-id", request_id.encode("latin-1")))
-            if type(response) is Response and response.background is None:
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": response.body})
-            else:  # a streamed answer: its own way of sending, its own headers
-                await response(scope, receive, send)
-        finally:
-            self.in_flight.dec()
-            self.recorder.record(scope, status, time.perf_counter() - started, request_id, template)
+        if answer is None:
+            return None
+        headers, body = answer
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        return headers, body, lane, request_id

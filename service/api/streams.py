@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
@@ -205,6 +206,7 @@ def stream_page_response(
 #: The headers every array of int64 values carries first (``array_response``'s order).
 _INT64_HEADERS = ((b"x-sampleplan-dtype", b"<i8"),)
 _VARY = (b"vary", b"Accept")
+_LITTLE_INT64 = np.dtype("<i8")
 _MEDIA_TYPES = {media_type: media_type.encode("latin-1") for media_type in ARRAY_MEDIA_TYPES}
 
 
@@ -218,41 +220,38 @@ def stream_page_at_floor(
     head_only: bool,
     *,
     ids: Mapping[str, str],
-) -> Response:
-    """:func:`stream_page_response` of a 1-d page, byte for byte, made with less work (for
-    the floor, NOTE [Serving at the floor] in ``service/api/floor.py``): from the stream
-    query's validated ``fields`` (what the request is made of), the page's number of
-    values and the rank's stream length; the headers written straight to their raw form,
-    the JSON head formatted when its values are plain, and a JSON page's numbers taken
-    from ``numbers`` when given (their JSON text, NOTE [Numbers written once] in
-    ``epoch_cache.py``), else from ``indices``, which a binary page always gives."""
-    offset = fields["offset"]
-    headers = [
-        *_INT64_HEADERS,
-        (b"x-sampleplan-length", b"%d" % length),
-        _VARY,
-        (b"x-sampleplan-stream-length", b"%d" % stream_length),
-        (b"x-sampleplan-offset", b"%d" % offset),
-    ]
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The raw headers and the body of :func:`stream_page_response` of a 1-d page, byte
+    for byte, made with less work (for the floor, NOTE [Serving at the floor] in
+    ``service/api/floor.py``): from the stream query's validated ``fields`` (what the
+    request is made of), the page's number of values and the rank's stream length; the
+    headers written straight to their raw form, the JSON head formatted when its values
+    are plain, and a JSON page's numbers taken from ``numbers`` when given (their JSON
+    text, or a binary page's bytes, NOTE [Numbers written once] in ``epoch_cache.py``),
+    else from ``indices``."""
     if media_type == JSON:
         if numbers is None:
             assert indices is not None
             numbers = json_number_bytes(indices)
         body = b"".join((_page_head(ids, fields, stream_length), numbers, b"]}"))
-        headers.append((b"content-length", b"%d" % len(body)))
+        size = len(body)
     else:
-        assert indices is not None
-        wire = little_endian(indices)
-        prefix = npy_header(wire.dtype, wire.shape) if media_type == NPY else b""
-        headers.append((b"content-length", b"%d" % (len(prefix) + wire.nbytes)))
-        body = b"" if head_only else prefix + wire.tobytes()
-    headers.append((b"content-type", _MEDIA_TYPES[media_type]))
-    response = Response.__new__(Response)
-    response.status_code = 200
-    response.background = None
-    response.body = body
-    response.raw_headers = headers
-    return response
+        if numbers is None:
+            assert indices is not None
+            numbers = little_endian(indices).tobytes()
+        prefix = npy_header(_LITTLE_INT64, length) if media_type == NPY else b""
+        size = len(prefix) + len(numbers)
+        body = b"" if head_only else prefix + numbers if prefix else numbers
+    headers = [
+        *_INT64_HEADERS,
+        (b"x-sampleplan-length", b"%d" % length),
+        _VARY,
+        (b"x-sampleplan-stream-length", b"%d" % stream_length),
+        (b"x-sampleplan-offset", b"%d" % fields["offset"]),
+        (b"content-length", b"%d" % size),
+        (b"content-type", _MEDIA_TYPES[media_type]),
+    ]
+    return headers, body
 
 
 #: What a JSON page's head is formatted from without a JSON writer: an id of these

@@ -253,13 +253,15 @@ def test_a_page_at_the_floor_is_the_samplers_stream(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answered: list[str] = []
-    original = floor_module.Floor._send
+    original = floor_module.Floor._answer
 
-    async def spy(self: Any, scope: Any, *args: Any) -> None:
-        answered.append(scope["path"])
-        await original(self, scope, *args)
+    def spy(self: Any, scope: Any) -> Any:
+        found = original(self, scope)
+        if found is not None:
+            answered.append(scope["path"])
+        return found
 
-    monkeypatch.setattr(floor_module.Floor, "_send", spy)
+    monkeypatch.setattr(floor_module.Floor, "_answer", spy)
     floor, _ = pair.clients
     target = f"/v1/plans/{pair.plan_id}/indices"
     page = floor.get(target, params={"epoch": EPOCH, "offset": 10, "limit": 20})
@@ -365,3 +367,27 @@ def test_with_opentelemetry_every_request_crosses_the_app(tmp_path: Any) -> None
         )
     assert whole.json()["indices"] == sampler_stream(EPOCH)
     assert page.json()["indices"] == sampler_stream(EPOCH)[5:14]
+
+
+def test_in_multiprocess_mode_every_request_crosses_the_app(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prometheus_client's multiprocess values live in files the floor cannot add to
+    (NOTE [Counting per thread]): the floor stands aside, and pages are what they are."""
+    from prometheus_client import values
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    try:
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'multi.sqlite3'}")
+        app: Any = create_app(settings)
+        assert app.floor is None
+        with TestClient(app) as client:
+            plan = client.post("/v1/plans", json={"labels": LABELS, "seed": SEED}).json()["id"]
+            client.get(f"/v1/plans/{plan}/indices", params={"epoch": EPOCH})
+            page = client.get(
+                f"/v1/plans/{plan}/indices", params={"epoch": EPOCH, "offset": 2, "limit": 4}
+            )
+        assert page.json()["indices"] == sampler_stream(EPOCH)[2:6]
+    finally:
+        values.close_all_multiprocess_files()

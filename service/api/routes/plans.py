@@ -21,6 +21,7 @@ from sampleplan.service.api.arrays import (
     array_response,
     array_responses,
     negotiate,
+    negotiated,
 )
 from sampleplan.service.api.deps import JSON_BODY, CatalogDep
 from sampleplan.service.api.page_threads import run_page_work
@@ -364,17 +365,18 @@ async def fast_indices(scope: Scope, parameters: dict[str, Any]) -> Response:
 
 def indices_at_hand(
     catalog: Catalog, scope: Scope, accept: bytes | None, parameters: dict[str, Any]
-) -> Response | None:
+) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
     """:func:`get_indices` at the floor (NOTE [Serving at the floor] in
-    ``service/api/floor.py``): the page when it is a slice of a cached epoch, else ``None``.
+    ``service/api/floor.py``): the page's raw headers and body when it is a slice of a
+    cached epoch, else ``None``.
 
     As :func:`fast_indices` (and for ``HEAD`` too), with the ``Accept`` header's value; a
     :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
     down the stack, to the route.
     """
-    media_type = negotiate(None if accept is None else accept.decode("latin-1"))
+    media_type = negotiated(accept)
     plan_id = parameters.pop("plan_id")
-    at_hand = catalog.page_at_floor(plan_id, parameters, text=media_type == JSON)
+    at_hand = catalog.page_at_floor(plan_id, parameters, binary=media_type != JSON)
     if at_hand is None:
         return None
     plan, indices, numbers, size, stream_length = at_hand
