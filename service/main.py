@@ -227,7 +227,7 @@ def create_app(
         # OpenTelemetry on: its spans cover every request, and FastAPI makes them; nor in
         # prometheus_client's multiprocess mode, whose values the floor cannot count.
         lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
-        app.floor = Floor(app.beneath_the_floor, lanes=lanes, recorder=recorder, tokens=tokens)
+        app.floor = Floor(lanes=lanes, recorder=recorder, tokens=tokens)
     return app
 
 

@@ -9,10 +9,11 @@ NOTE [Serving at the floor]
     timeout's timer, cancel scope and deadline, the body limit's header reads, labelled
     metrics looked up by their labels, and Starlette's response objects.
 
-    :class:`Floor` stands before the whole app: :class:`FloorFirst`, the app's class, hands
-    it every request before FastAPI's own layers (its 500 guard, its telemetry hook, its
-    body limit: a seventh of a page's time, crossed untouched by a ``GET`` without a
-    body), and it holds the app's catalog while the app runs. For a ``GET`` or ``HEAD``
+    :class:`Floor` stands before the whole app: :class:`FloorFirst`, the app's class, asks
+    it about every ``GET`` and ``HEAD`` before FastAPI's own layers (its 500 guard, its
+    telemetry hook, its body limit: a seventh of a page's time, crossed untouched by a
+    ``GET`` without a body), and sends and counts its answers itself, in the same
+    coroutine; the floor holds the app's catalog while the app runs. For a ``GET`` or ``HEAD``
     of one of its routes it reads the headers once, and answers the request itself when
     all of this holds, so that the answer is the one the stack gives:
 
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from sampleplan.service.api.auth import bearer_token_of, token_matches
 from sampleplan.service.api.fastlane import RouteReader
@@ -90,14 +91,43 @@ class FloorFirst(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         floor = self.floor
-        if floor is None or self.root_path:
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self  # as Starlette's own call records it
-        await floor(scope, receive, send)
-
-    async def beneath_the_floor(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The whole app, for what the floor does not answer."""
+        if (
+            floor is not None
+            and scope["type"] == "http"
+            and scope["method"] in _METHODS
+            and not self.root_path
+        ):
+            started = perf_counter()
+            try:
+                found = floor.answer(scope)
+            except Exception:
+                # Not ours to answer: the stack meets the same failure, and its 500 guard,
+                # problem handlers and access log answer and record it.
+                found = None
+            if found is not None:
+                headers, body, lane, request_id = found
+                method = scope["method"]
+                rows = lane.rows.get((get_ident(), method))
+                if rows is None:
+                    rows = floor.rows(lane, method)
+                # What the access log middleware records, in its order: in flight while
+                # sending, then the count, the time and the line (NOTE [Counting per
+                # thread]: the rows are this thread's, so each += is the thread's own).
+                in_flight = rows.in_flight
+                in_flight[0] += 1
+                try:
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                finally:
+                    in_flight[0] -= 1
+                    elapsed = perf_counter() - started
+                    rows.requests[0] += 1
+                    seconds = rows.seconds
+                    seconds[0] += elapsed
+                    seconds[1 + bisect_left(rows.bounds, elapsed)] += 1  # a time is never NaN
+                    if access_logger.isEnabledFor(logging.INFO):  # no floor path is a probe's
+                        floor.recorder.log(scope, 200, elapsed, request_id, lane.template)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -138,13 +168,11 @@ class Floor:
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         lanes: Sequence[tuple[APIRoute, FloorAnswer]],
         recorder: RequestRecorder,
         tokens: tuple[str, ...],
     ) -> None:
-        self.app = app
         self.lanes = [_Lane(route, answer) for route, answer in lanes]
         self.recorder = recorder
         self.tokens = tokens
@@ -157,44 +185,12 @@ class Floor:
         count per thread (not in prometheus_client's multiprocess mode)."""
         return thread_row(metrics.requests_in_flight) is not None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _METHODS:
-            await self.app(scope, receive, send)
-            return
-        started = perf_counter()
-        try:
-            found = self._answer(scope)
-        except Exception:
-            # Not ours to answer: the stack meets the same failure, and its 500 guard,
-            # problem handlers and access log answer and record it.
-            found = None
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        headers, body, lane, request_id = found
-        method = scope["method"]
-        rows = lane.rows.get((get_ident(), method))
-        if rows is None:
-            rows = lane.rows[get_ident(), method] = _Rows(self.recorder, method, lane.template)
-        # What the access log middleware records, in its order: in flight while sending,
-        # then the count, the time and the line (NOTE [Counting per thread]: the rows
-        # are this thread's, so each += is the thread's own).
-        in_flight = rows.in_flight
-        in_flight[0] += 1
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        finally:
-            in_flight[0] -= 1
-            elapsed = perf_counter() - started
-            rows.requests[0] += 1
-            seconds = rows.seconds
-            seconds[0] += elapsed
-            seconds[1 + bisect_left(rows.bounds, elapsed)] += 1  # a time is never NaN
-            if access_logger.isEnabledFor(logging.INFO):  # no floor path is a probe's
-                self.recorder.log(scope, 200, elapsed, request_id, lane.template)
+    def rows(self, lane: _Lane, method: str) -> _Rows:
+        """The calling thread's rows of ``lane``'s answers to ``method``, found once."""
+        rows = lane.rows[get_ident(), method] = _Rows(self.recorder, method, lane.template)
+        return rows
 
-    def _answer(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes, _Lane, str] | None:
+    def answer(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes, _Lane, str] | None:
         """The headers and body of the answer to ``scope`` with its lane and its request
         id, when the floor answers it (the request id then set in the context), else
         ``None``."""

@@ -253,7 +253,7 @@ def test_a_page_at_the_floor_is_the_samplers_stream(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answered: list[str] = []
-    original = floor_module.Floor._answer
+    original = floor_module.Floor.answer
 
     def spy(self: Any, scope: Any) -> Any:
         found = original(self, scope)
@@ -261,7 +261,7 @@ def test_a_page_at_the_floor_is_the_samplers_stream(
             answered.append(scope["path"])
         return found
 
-    monkeypatch.setattr(floor_module.Floor, "_answer", spy)
+    monkeypatch.setattr(floor_module.Floor, "answer", spy)
     floor, _ = pair.clients
     target = f"/v1/plans/{pair.plan_id}/indices"
     page = floor.get(target, params={"epoch": EPOCH, "offset": 10, "limit": 20})
