@@ -54,6 +54,7 @@ from sampleplan.service.errors import SamplingError
 from sampleplan.service.logs import request_id_var
 
 if TYPE_CHECKING:
+    from sampleplan.service.api.update_lane import UpdateLane
     from sampleplan.service.catalog import Catalog
 
 __all__ = ["Floor", "FloorAnswer", "FloorFirst"]
@@ -112,8 +113,11 @@ class Floor:
         lanes: Sequence[tuple[APIRoute, FloorAnswer]],
         recorder: RequestRecorder,
         tokens: tuple[str, ...],
+        updates: UpdateLane | None = None,
     ) -> None:
         self.app = app
+        #: Small JSON run updates (NOTE [Updates at the floor] in ``update_lane.py``).
+        self.updates = updates
         self.lanes = [_Lane(route, answer) for route, answer in lanes]
         self.recorder = recorder
         self.in_flight = recorder.metrics.requests_in_flight
@@ -123,7 +127,11 @@ class Floor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS:
-            await self.app(scope, receive, send)
+            updates = self.updates
+            if updates is not None and scope["type"] == "http" and scope["method"] == "POST":
+                await updates(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         try:
