@@ -1,45 +1,42 @@
 """Small JSON run updates answered at the floor, before FastAPI's layers.
 
 NOTE [Updates at the floor]
-    Small run updates (``POST /v1/runs/{run_id}/updates`` with a JSON body of a few
-    indices) arrive by the hundreds per second from every rank of a training job. Their
-    storage is cheap per update (NOTE [Group commit] in ``run_catalog.py``); what bounded
-    a replica was the CPU each request spent crossing the app: profiled under 32 clients,
-    the layers every request crosses (FastAPI's 500 guard, its exception and body limit
-    layers, the access log, token check, body limit and timeout middlewares, the routing
-    of the request past every route in turn, the dependency solving, the response model's
-    validation) took most of the event loop's share of an update's time, the update's
-    parsing and queueing in its worker thread far less.
+    Small run updates (``POST /v1/runs/{run_id}/updates``, a JSON body of a few indices)
+    arrive by the hundreds per second from the ranks of a training job. Their storage is
+    cheap per update (NOTE [Group commit] in ``run_catalog.py``): what bounded a replica
+    under 32 clients was its CPU per request, the most of it the layers every request
+    crosses (FastAPI's 500 guard, exception and body limit layers; the access log, token
+    check, body limit and timeout middlewares; the routing past every route in turn; the
+    dependency solving; the response model's validation and serialization), on the event
+    loop that every other request waits for.
 
     :class:`UpdateLane` stands on the floor (NOTE [Serving at the floor] in ``floor.py``)
-    for ``POST`` requests. It decides from the headers first, while the request is still
-    untouched: the route's path with a valid run id and no query, ``Content-Type:
-    application/json``, a ``Content-Length`` of at most :data:`LANE_BODY_BYTES` (and the
-    service's body limit), no ``Transfer-Encoding`` or ``Content-Encoding``, a valid bearer
-    token when tokens are configured. Then it reads the body and parses it on the event
-    loop (a few kilobytes at most: a few microseconds, where a worker thread's round trip
-    cost more), exactly as the route parses it. Anything else, a body that is not what
-    was declared, a client gone while it sends, or a body the route's parsing refuses,
-    goes down the whole app, the body read so far replayed to it, and the route answers
-    it as before (its 400, 413, 415 or 422).
+    for ``POST`` requests, and decides from the path and headers alone, before a byte of
+    the body is read: the route's path with a valid run id and no query, one
+    ``Content-Type`` of ``application/json``, one ``Content-Length`` within the body limit,
+    no ``Transfer-Encoding`` or ``Content-Encoding``, a valid bearer token when tokens are
+    configured. Anything else goes down the whole app untouched (its 401, 413, 415, 422 or
+    the route's own answer, as before).
 
-    A parsed update is then handled as the route handles it: under the request timeout
-    (the same middleware's code, so the same deadline in the request's context and the
-    same 504), :meth:`RunCatalog.add_update_async` checks and queues it in a worker thread
-    and waits for the writer's commit; a refused update (404, 409, 422, 503) is answered
-    by the app's own exception handler, and an unexpected failure as FastAPI's 500 guard
-    answers it. The answer is sent as the stack sends it (the ``202`` with the run as the
-    response model writes it, its headers in the same order, ``X-Request-ID`` last), and
-    recorded as the access log middleware records it (requests in flight, the count, the
-    time and the access line under the route's template). ``create_app(fast_lane=False)``
-    leaves it out with the rest of the floor; tests compare the two byte for byte.
+    What it takes, it handles as the route handles it, under the request timeout (the
+    timeout middleware's own code: the same deadline in the request's context, the same
+    504), from the reading of the body on: the body read as the route reads it, parsed by
+    the route's own parser (on the event loop up to :data:`LANE_BODY_BYTES`, a few
+    microseconds where a worker thread's round trip costs more; in the worker thread
+    beyond), then checked, queued and committed by :meth:`RunCatalog.add_update_async`.
+    A refused update (400, 404, 409, 422, 503) is answered by the app's own exception
+    handler, an unexpected failure as FastAPI's 500 guard answers it. The ``202`` is the
+    run as the response model writes it, with the route's headers in their order, and
+    ``X-Request-ID`` last; the request is recorded as the access log middleware records
+    it (requests in flight, the count, the time and the access line under the route's
+    template). ``create_app(fast_lane=False)`` leaves it out with the rest of the floor;
+    tests compare the two byte for byte.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sampleplan.core.runs import RUN_ID_PATTERN, RunUpdate
+from sampleplan.core.runs import RUN_ID_PATTERN
 from sampleplan.service.api.auth import bearer_token_of, token_matches
 from sampleplan.service.api.limits import RequestTimeoutMiddleware
 from sampleplan.service.api.observability import RequestRecorder, request_id_of
@@ -61,8 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LANE_BODY_BYTES", "UpdateLane"]
 
-#: The largest body the lane reads and parses on the event loop; larger ones take the
-#: route's way (parsed in a worker thread).
+#: The largest body the lane parses on the event loop; larger ones are parsed in the
+#: worker thread that checks and queues the update, as the route parses them.
 LANE_BODY_BYTES = 16 * 1024
 
 _RUN_ID = re.compile(RUN_ID_PATTERN)
@@ -76,25 +73,9 @@ _JSON = b"application/json"
 _Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-class _FallThrough(Exception):
-    """Not the lane's to answer: the request goes down the whole app."""
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` with ``messages`` (read already) given back first."""
-    pending = deque(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.popleft()
-        return await receive()
-
-    return replay
-
-
 class UpdateLane:
     """Answers small JSON updates of ``route`` before the app; see NOTE [Updates at the
-    floor]. Everything else goes to ``app`` untouched (or with its body replayed)."""
+    floor]. Everything else goes to ``app`` untouched."""
 
     def __init__(
         self,
@@ -113,7 +94,7 @@ class UpdateLane:
         self.recorder = recorder
         self.in_flight = recorder.metrics.requests_in_flight
         self.tokens = tokens
-        self.limit = min(max_body_bytes, LANE_BODY_BYTES)
+        self.max_body_bytes = max_body_bytes
         self.timeout_seconds = timeout_seconds
         #: The app's exception handlers (its own, by class), as FastAPI's layers find them.
         self.handlers = handlers
@@ -130,23 +111,14 @@ class UpdateLane:
         if read is None or runs is None:
             await self.app(scope, receive, send)
             return
-        run_id, length, caller_id = read
-        messages: list[Message] = []
-        try:
-            body = await self._read_body(receive, messages, length)
-            update = update_from_body(body, "application/json", {})
-        except Exception:
-            # Not well-formed (or not what the headers said): the route reads it again,
-            # and answers it as before.
-            await self.app(scope, _replaying(messages, receive), send)
-            return
+        run_id, caller_id = read
         request_id = request_id_of(caller_id)
         request_id_var.set(request_id)
-        await self._answer(scope, receive, send, runs, run_id, update, request_id, started)
+        await self._answer(scope, receive, send, runs, run_id, request_id, started)
 
-    def _read_headers(self, scope: Scope) -> tuple[str, int, bytes | None] | None:
-        """The run id, the body's declared length and the caller's request id, when the
-        headers and path are the lane's to answer (NOTE [Updates at the floor])."""
+    def _read_headers(self, scope: Scope) -> tuple[str, bytes | None] | None:
+        """The run id and the caller's request id, when the path and headers are the
+        lane's to answer (NOTE [Updates at the floor])."""
         if scope["query_string"]:
             return None
         match = self.path_regex.match(scope["path"])
@@ -175,36 +147,13 @@ class UpdateLane:
             return None
         if content_length is None or not content_length.isdigit() or len(content_length) > 9:
             return None
-        length = int(content_length)
-        if not 0 < length <= self.limit:
-            return None
+        if int(content_length) > self.max_body_bytes:
+            return None  # the body limit's 413
         if self.tokens:
             token = None if authorization is None else bearer_token_of(authorization)
             if token is None or not token_matches(token, self.tokens):
                 return None  # the token check refuses it
-        return run_id, length, caller_id
-
-    @staticmethod
-    async def _read_body(receive: Receive, messages: list[Message], length: int) -> bytes:
-        """The body, of exactly ``length`` bytes; each message read is kept in ``messages``
-        (given back to the stack when the lane does not answer)."""
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                raise _FallThrough  # the client has gone: the stack meets it too
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > length:
-                raise _FallThrough
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if size != length:
-            raise _FallThrough
-        return b"".join(chunks)
+        return run_id, caller_id
 
     async def _answer(
         self,
@@ -213,7 +162,6 @@ class UpdateLane:
         send: Send,
         runs: RunCatalog,
         run_id: str,
-        update: tuple[RunUpdate, str | None],
         request_id: str,
         started: float,
     ) -> None:
@@ -232,7 +180,17 @@ class UpdateLane:
 
         async def handle(scope: Scope, receive: Receive, send: Send) -> None:
             try:
-                info = await runs.add_update_async(run_id, lambda: update)
+                body = await Request(scope, receive).body()
+                if len(body) <= LANE_BODY_BYTES:
+                    # A few kilobytes: parsed here in microseconds, less than a thread's
+                    # round trip; larger ones in the worker thread, as the route parses
+                    # them.
+                    update = update_from_body(body, "application/json", {})
+                    info = await runs.add_update_async(run_id, lambda: update)
+                else:
+                    info = await runs.add_update_async(
+                        run_id, lambda: update_from_body(body, "application/json", {})
+                    )
             except Exception as exc:
                 handler = self._handler(exc)
                 if handler is None:
