@@ -185,8 +185,8 @@ class UpdateLane:
                     # A few kilobytes: parsed here in microseconds, less than a thread's
                     # round trip; larger ones in the worker thread, as the route parses
                     # them.
-                    update = update_from_body(body, "application/json", {})
-                    info = await runs.add_update_async(run_id, lambda: update)
+                    update, update_id = update_from_body(body, "application/json", {})
+                    info = await runs.add_parsed_update_async(run_id, update, update_id)
                 else:
                     info = await runs.add_update_async(
                         run_id, lambda: update_from_body(body, "application/json", {})

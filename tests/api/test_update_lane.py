@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from sampleplan.service import run_catalog
 from sampleplan.service.api import update_lane
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
@@ -190,9 +192,23 @@ ACCEPTED = [
 ]
 
 
+@pytest.mark.parametrize("on_the_loop", [True, False])
 def test_accepted_updates_are_the_routes_answers_and_make_its_weights(
-    pair: Pair, answered: list[str]
+    pair: Pair, answered: list[str], monkeypatch: pytest.MonkeyPatch, on_the_loop: bool
 ) -> None:
+    # Checked and queued on the event loop (a small run's), or in a worker thread (NOTE
+    # [Small runs' updates on the event loop] in run_catalog.py).
+    monkeypatch.setattr(run_catalog, "_INLINE_WEIGHTS", len(LABELS) if on_the_loop else 0)
+    floor_runs = pair.clients[0].app.state.runs  # type: ignore[attr-defined]
+    submitted_in: list[str] = []
+    submit = RunCatalog._submit
+
+    def spy(self: RunCatalog, *args: Any) -> Any:
+        if self is floor_runs:
+            submitted_in.append(threading.current_thread().name)
+        return submit(self, *args)
+
+    monkeypatch.setattr(RunCatalog, "_submit", spy)
     run_id = pair.run("lane-accepted")
     target = UPDATES.format(run_id)
     for i, body in enumerate(ACCEPTED):
@@ -207,6 +223,10 @@ def test_accepted_updates_are_the_routes_answers_and_make_its_weights(
     ours, theirs = pair.raw(target, [body[:10], body[10:]], headers)
     assert ours == theirs and ours[0] == 202
     assert answered == [target] * (len(ACCEPTED) + 1)
+    # The first update reads the run's plan from the store (in a worker thread); the
+    # plan is at hand for the others.
+    in_workers = ["AnyIO worker" in name for name in submitted_in]
+    assert in_workers == [True] + [not on_the_loop] * len(ACCEPTED)
     # The weights of epoch 1 are those the updates make, as numpy computes them.
     counts = np.bincount(LABELS)
     expected = np.array([1.0 / counts[label] for label in LABELS])
