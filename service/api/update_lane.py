@@ -208,20 +208,24 @@ class UpdateLane:
             timed = RequestTimeoutMiddleware(handle, timeout_seconds=self.timeout_seconds)
             await timed(scope, receive, send_with_id)
         except Exception as exc:
-            # What FastAPI's 500 guard does, outside the access log: the app's handler of
-            # every exception answers (without the request id), and the error goes on to
-            # the server.
+            failure: Exception | None = exc
+        else:
+            failure = None
+        finally:
+            # The access log middleware's record, whatever happened (a cancelled request
+            # too, as its ``finally`` does).
             self.in_flight.dec()
             elapsed = time.perf_counter() - started
             self.recorder.record(scope, status, elapsed, request_id, self.template)
+        if failure is not None:
+            # What FastAPI's 500 guard does, outside the access log: the app's handler of
+            # every exception answers (without the request id) unless an answer has
+            # started, and the error goes on to the server.
             last = self.handlers.get(Exception) or self.handlers.get(500)
             if last is not None and not began:
-                response = await last(Request(scope), exc)
+                response = await last(Request(scope), failure)
                 await response(scope, receive, send)
-            raise
-        self.in_flight.dec()
-        elapsed = time.perf_counter() - started
-        self.recorder.record(scope, status, elapsed, request_id, self.template)
+            raise failure
 
     def _handler(self, exc: Exception) -> _Handler | None:
         """The app's handler of ``exc`` as its exception layer finds it (along the
