@@ -121,9 +121,9 @@ async def _call(
 
     try:
         await app(scope, receive, send)
-    except RuntimeError as exc:
+    except Exception as exc:
         # FastAPI's 500 guard answers an unexpected error, then raises it to the server.
-        messages.append({"type": "raised", "error": str(exc)})
+        messages.append({"type": "raised", "error": f"{type(exc).__name__}: {exc}"})
 
 
 def _whole(messages: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -499,4 +499,58 @@ def test_an_unexpected_failure_is_answered_as_the_stack_answers_it(
     ours, theirs = pair.raw(UPDATES.format(run_id), body, _json_headers(body, b"broken-1"))
     assert ours == theirs and ours[0] == 500
     assert ours[2].endswith(b"a bug in the run catalog")  # raised on to the server
+    assert len(answered) == 1
+
+
+def test_a_large_update_is_parsed_in_a_worker_thread(pair: Pair, answered: list[str]) -> None:
+    # Past LANE_BODY_BYTES: parsed in the worker thread, as the route parses it.
+    run_id = pair.run("lane-large")
+    indices = [i % len(LABELS) for i in range(3000)]
+    values = [0.5 + (i % 7) / 4 for i in range(3000)]
+    body = _body(epoch=0, op="set", indices=indices, values=values, update_id="large")
+    assert len(body) > update_lane.LANE_BODY_BYTES
+    ours, theirs = pair.raw(UPDATES.format(run_id), body, _json_headers(body, b"large-1"))
+    assert ours == theirs and ours[0] == 202
+    expected = np.empty(len(LABELS))
+    expected[indices] = values  # the last of each index wins, as numpy assigns
+    weights = [
+        c.get(f"/v1/runs/{run_id}/weights", params={"epoch": 1}).json()["weights"]
+        for c in pair.clients
+    ]
+    assert weights[0] == weights[1] == expected.tolist()
+    assert answered == [UPDATES.format(run_id)]
+
+
+def test_a_run_made_again_for_another_plan_takes_that_plans_updates(
+    pair: Pair, answered: list[str]
+) -> None:
+    run_id = pair.run("lane-again")
+    target = UPDATES.format(run_id)
+    first = _body(epoch=0, op="set", indices=[1], values=[2.0])
+    for i in range(2):  # the second with the run's plan at hand
+        ours, theirs = pair.raw(target, first, _json_headers(first, b"again-%d" % i))
+        assert ours == theirs and ours[0] == 202
+    labels = LABELS * 2
+    other = {
+        c.post("/v1/plans", json={"labels": labels, "seed": SEED}).json()["id"]
+        for c in pair.clients
+    }
+    (other_id,) = other
+    for client in pair.clients:
+        assert client.delete(f"/v1/runs/{run_id}").status_code == 204
+        assert client.put(f"/v1/runs/{run_id}", json={"plan_id": other_id}).status_code == 201
+    # Index 30 is past the first plan's 20 weights: the run's new plan takes it.
+    body = _body(epoch=0, op="set", indices=[30], values=[9.0])
+    ours, theirs = pair.raw(target, body, _json_headers(body, b"again-other"))
+    assert ours == theirs and ours[0] == 202
+    assert json.loads(ours[2])["plan_id"] == other_id and json.loads(ours[2])["updates"] == 1
+    assert len(answered) == 3
+
+
+def test_a_client_gone_before_its_body_is_the_stacks(pair: Pair, answered: list[str]) -> None:
+    run_id = pair.run("lane-gone")
+    body = _body(epoch=0, op="set", indices=[1], values=[2.0])
+    ours, theirs = pair.raw(UPDATES.format(run_id), [], _json_headers(body, b"gone-1"))
+    assert ours == theirs
+    assert [c.get(f"/v1/runs/{run_id}").json()["updates"] for c in pair.clients] == [0, 0]
     assert len(answered) == 1
