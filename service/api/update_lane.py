@@ -67,7 +67,7 @@ _RUN_ID = re.compile(RUN_ID_PATTERN)
 #: Headers the lane leaves to the stack whatever their value.
 _STACK_HEADERS = frozenset({b"transfer-encoding", b"content-encoding"})
 
-#: The answer's own headers before ``X-Request-ID``, as the route's JSON response has them.
+#: The media type the lane takes, and the one its answers carry (the route's).
 _JSON = b"application/json"
 
 _Handler = Callable[[Request, Exception], Awaitable[Response]]
