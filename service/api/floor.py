@@ -33,7 +33,9 @@ NOTE [Serving at the floor]
     before the response starts) goes down the whole app untouched, where the same layers
     answer it as before. ``create_app(fast_lane=False)`` leaves the floor out; tests
     compare the two byte for byte. With OpenTelemetry on, there is no floor: FastAPI
-    makes a span of every request, and pages cross the app to the fast lane.
+    makes a span of every request, and pages cross the app to the fast lane. A ``POST``
+    goes to the floor's lane for small run updates when it has one (NOTE [Updates at
+    the floor] in ``update_lane.py``), which takes or leaves it in the same way.
 """
 
 from __future__ import annotations
