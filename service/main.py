@@ -29,6 +29,7 @@ from sampleplan.service.api.problems import install_problem_handlers
 from sampleplan.service.api.queries import check_query
 from sampleplan.service.api.routes import batches, datasets, health, metrics, plans, runs, sample
 from sampleplan.service.api.schemas import Problem
+from sampleplan.service.api.update_lane import UpdateLane
 from sampleplan.service.catalog import Catalog
 from sampleplan.service.config import Settings, get_settings
 from sampleplan.service.logs import configure_logging
@@ -146,11 +147,15 @@ def create_app(
         floor = app.floor if isinstance(app, FloorFirst) else None
         if floor is not None:
             floor.catalog = app.state.catalog
+            if floor.updates is not None:
+                floor.updates.runs = app.state.runs
         try:
             yield
         finally:
             if floor is not None:
                 floor.catalog = None
+                if floor.updates is not None:
+                    floor.updates.runs = None
             store.close()
 
     app = FloorFirst(
@@ -227,7 +232,17 @@ def create_app(
         # OpenTelemetry on: its spans cover every request, and FastAPI makes them; nor in
         # prometheus_client's multiprocess mode, whose values the floor cannot count.
         lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
-        app.floor = Floor(lanes=lanes, recorder=recorder, tokens=tokens)
+        # Small JSON run updates too (NOTE [Updates at the floor] in update_lane.py).
+        updates = UpdateLane(
+            app.beneath_the_floor,
+            route=get_route(runs.router, runs.post_update, method="POST"),
+            recorder=recorder,
+            tokens=tokens,
+            max_body_bytes=settings.max_body_bytes,
+            timeout_seconds=settings.request_timeout_seconds,
+            handlers=app.exception_handlers,
+        )
+        app.floor = Floor(lanes=lanes, recorder=recorder, tokens=tokens, updates=updates)
     return app
 
 

@@ -63,12 +63,12 @@ __all__ = [
 FastAnswer = Callable[[Scope, dict[str, Any]], Awaitable[Response | None]]
 
 
-def get_route(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
-    """The ``GET`` route of ``endpoint`` on ``router`` (the one a fast lane stands for)."""
+def get_route(router: APIRouter, endpoint: Callable[..., Any], *, method: str = "GET") -> APIRoute:
+    """The ``method`` route of ``endpoint`` on ``router`` (the one a fast lane stands for)."""
     for route in router.routes:
-        if isinstance(route, APIRoute) and route.endpoint is endpoint and route.methods == {"GET"}:
+        if isinstance(route, APIRoute) and route.endpoint is endpoint and route.methods == {method}:
             return route
-    raise LookupError(f"{endpoint.__name__} has no GET route on this router")
+    raise LookupError(f"{endpoint.__name__} has no {method} route on this router")
 
 
 def parameter_model(route: APIRoute) -> type[pydantic.BaseModel]:

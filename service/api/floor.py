@@ -38,7 +38,9 @@ NOTE [Serving at the floor]
     before the response starts) goes down the whole app untouched, where the same layers
     answer it as before. ``create_app(fast_lane=False)`` leaves the floor out; tests
     compare the two byte for byte. With OpenTelemetry on, there is no floor: FastAPI
-    makes a span of every request, and pages cross the app to the fast lane.
+    makes a span of every request, and pages cross the app to the fast lane. A ``POST``
+    goes to the floor's lane for small run updates when it has one (NOTE [Updates at
+    the floor] in ``update_lane.py``), which takes or leaves it in the same way.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from sampleplan.service.logs import request_id_var
 from sampleplan.service.metrics import ServiceMetrics, thread_row
 
 if TYPE_CHECKING:
+    from sampleplan.service.api.update_lane import UpdateLane
     from sampleplan.service.catalog import Catalog
 
 __all__ = ["Floor", "FloorAnswer", "FloorFirst"]
@@ -91,12 +94,10 @@ class FloorFirst(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         floor = self.floor
-        if (
-            floor is not None
-            and scope["type"] == "http"
-            and scope["method"] in _METHODS
-            and not self.root_path
-        ):
+        if floor is None or scope["type"] != "http" or self.root_path:
+            await super().__call__(scope, receive, send)
+            return
+        if scope["method"] in _METHODS:
             started = perf_counter()
             try:
                 found = floor.answer(scope)
@@ -128,6 +129,13 @@ class FloorFirst(FastAPI):
                     if access_logger.isEnabledFor(logging.INFO):  # no floor path is a probe's
                         floor.recorder.log(scope, 200, elapsed, request_id, lane.template)
                 return
+        elif floor.updates is not None and scope["method"] == "POST":
+            await floor.updates(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def beneath_the_floor(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The whole app, for what the floor's lanes leave."""
         await super().__call__(scope, receive, send)
 
 
@@ -172,7 +180,10 @@ class Floor:
         lanes: Sequence[tuple[APIRoute, FloorAnswer]],
         recorder: RequestRecorder,
         tokens: tuple[str, ...],
+        updates: UpdateLane | None = None,
     ) -> None:
+        #: Small JSON run updates (NOTE [Updates at the floor] in ``update_lane.py``).
+        self.updates = updates
         self.lanes = [_Lane(route, answer) for route, answer in lanes]
         self.recorder = recorder
         self.tokens = tokens

@@ -187,9 +187,11 @@ def _validated(parse: Callable[[], T]) -> T:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def _update_from_body(
+def update_from_body(
     body: bytes, content_type: str | None, query: dict[str, str]
 ) -> tuple[RunUpdate, str | None]:
+    """The update a request's body (and, for a binary one, its query) holds, and its
+    ``update_id``; its faults answered as the route answers them (422, 415)."""
     media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media_type == "application/octet-stream":
         fields: RunUpdateMeta | RunUpdateIn = _validated(
@@ -263,7 +265,7 @@ async def post_update(run_id: RunId, request: Request, runs: RunCatalogDep) -> R
     content_type, query = request.headers.get("content-type"), dict(request.query_params)
 
     def parse() -> tuple[RunUpdate, str | None]:
-        return _update_from_body(body, content_type, query)
+        return update_from_body(body, content_type, query)
 
     return run_out(await runs.add_update_async(run_id, parse))
 
@@ -354,7 +356,7 @@ router.add_api_route(
     "/{run_id}/indices", get_run_indices, methods=["HEAD"], include_in_schema=False
 )
 
-# A binary update carries its fields in the query (read by _update_from_body).
+# A binary update carries its fields in the query (read by update_from_body).
 reads_query(f"{router.prefix}/{{run_id}}/updates", RunUpdateMeta.model_fields)
 
 #: Paths answering HEAD, documented by sampleplan.service.api.openapi.head_operations.
