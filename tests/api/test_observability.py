@@ -260,3 +260,89 @@ def test_access_lines_written_directly_are_the_lines_logging_writes(
         "duration_ms": 1.234,
         "client": "10.0.0.7",
     }
+
+
+def test_access_lines_on_an_event_loop_are_written_once_a_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NOTE [Access lines written by the round]: the lines of one round of a loop go out
+    in one write, in order, before the loop's next round; off a loop, one by one."""
+    import asyncio
+    import io
+    import logging
+
+    from sampleplan.service.api.observability import RequestRecorder, access_logger
+    from sampleplan.service.logs import configure_logging, sole_json_handler
+    from sampleplan.service.metrics import ServiceMetrics
+
+    service_logger = logging.getLogger("sampleplan")
+    monkeypatch.setattr(service_logger, "handlers", [])
+    previous_level = service_logger.level
+    configure_logging("json", "info")
+    assert sole_json_handler(access_logger, logging.INFO) is not None
+
+    class Recording(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return super().write(text)
+
+    stderr = Recording()
+    monkeypatch.setattr("sys.stderr", stderr)
+    recorder = RequestRecorder(ServiceMetrics(), routes=lambda scope: "unused")  # type: ignore[arg-type]
+    route = "/v1/plans/{plan_id}/indices"
+
+    def answered(number: int) -> None:
+        scope = {"method": "GET", "path": f"/v1/plans/p{number}/indices", "client": None}
+        recorder.record(scope, 200, 0.001, f"rid-{number}", route)
+
+    async def rounds() -> list[int]:
+        for number in range(3):  # one round: three requests
+            answered(number)
+        assert stderr.writes == []  # not yet: the round goes on
+        await asyncio.sleep(0)  # the next round
+        seen = [len(stderr.writes)]
+        answered(3)
+        await asyncio.sleep(0)
+        seen.append(len(stderr.writes))
+        return seen
+
+    try:
+        assert asyncio.run(rounds()) == [1, 2]
+        answered(4)  # off any loop: at once
+        assert len(stderr.writes) == 3
+    finally:
+        service_logger.setLevel(previous_level)
+    lines = [json.loads(line) for line in stderr.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [f"rid-{n}" for n in range(5)]
+    assert stderr.writes[0].count("\n") == 3
+
+
+def test_a_batch_left_by_a_stopped_loop_is_written_at_exit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import io
+
+    from sampleplan.service.logs import StderrHandler, _write_batches_left
+
+    stderr = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    handler = StderrHandler()
+    loop = asyncio.new_event_loop()
+
+    async def line_then_stop() -> None:
+        handler.emit_line("last words", lambda: None)
+        loop.stop()  # the loop stops before the batch's callback runs
+
+    try:
+        loop.create_task(line_then_stop())
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert stderr.getvalue() == ""
+    _write_batches_left()  # what runs at exit
+    assert stderr.getvalue() == "last words\n"
