@@ -339,8 +339,9 @@ def test_a_batch_left_by_a_stopped_loop_is_written_at_exit(
         loop.stop()  # the loop stops before the batch's callback runs
 
     try:
-        loop.create_task(line_then_stop())
+        task = loop.create_task(line_then_stop())
         loop.run_forever()
+        assert task.done()
     finally:
         loop.close()
     assert stderr.getvalue() == ""
