@@ -144,38 +144,69 @@ class RequestRecorder:
         level = logging.DEBUG if path in OPEN_PATHS and status < 400 else logging.INFO
         if not access_logger.isEnabledFor(level):
             return
-        duration_ms = round(elapsed * 1000, 3)
         client = (scope.get("client") or (None,))[0]
         handler = sole_json_handler(access_logger, level)
         if handler is None:
             access_logger.handle(
-                _access_record(level, request_id, method, path, route, status, duration_ms, client)
+                _access_record(level, request_id, method, path, route, status, elapsed, client)
             )
             return
-        # NOTE [Access lines] in service/logs.py: the line its record would be, its fields
-        # in the order JsonFormatter.format writes them (the record's extras follow the
-        # request id, which is written once).
+        # NOTE [Access lines] in service/logs.py: the line its record would be, made by
+        # the handler when it writes it (NOTE [Access lines written by the round]).
         formatter = cast(JsonFormatter, handler.formatter)
-        line = formatter.dumps(
-            {
-                "time": formatter.time_text(time.time()),
-                "level": _LEVEL_TEXT[level],
-                "logger": access_logger.name,
-                "message": f"{method} {path} {status:d}",
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "client": client,
-            }
+        handler.emit_made(
+            _access_line,
+            (
+                formatter,
+                time.time(),
+                level,
+                request_id,
+                method,
+                path,
+                route,
+                status,
+                elapsed,
+                client,
+            ),
+            _access_record_of,
         )
-        handler.emit_line(
-            line,
-            _access_record,
-            *(level, request_id, method, path, route, status, duration_ms, client),
-        )
+
+
+def _access_line(
+    formatter: JsonFormatter,
+    created: float,
+    level: int,
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    elapsed: float,
+    client: str | None,
+) -> str:
+    """The access line of a request that ended at ``created``: its fields in the order
+    JsonFormatter.format writes its record's (the record's extras follow the request id,
+    which is written once)."""
+    return formatter.dumps(
+        {
+            "time": formatter.time_text(created),
+            "level": _LEVEL_TEXT[level],
+            "logger": access_logger.name,
+            "message": f"{method} {path} {status:d}",
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "client": client,
+        }
+    )
+
+
+def _access_record_of(formatter: JsonFormatter, created: float, *fields: Any) -> logging.LogRecord:
+    """:func:`_access_record` of :func:`_access_line`'s arguments."""
+    return _access_record(*fields)
 
 
 def _access_record(
@@ -185,12 +216,14 @@ def _access_record(
     path: str,
     route: str,
     status: int,
-    duration_ms: float,
+    elapsed: float,
     client: str | None,
 ) -> logging.LogRecord:
     """The record of an access line: what ``access_logger.log()`` makes, but for its
     search of the stack for the caller (a tenth of the line's cost): the caller is
-    :meth:`RequestRecorder.record`."""
+    :meth:`RequestRecorder.record`. ``elapsed`` is written in milliseconds, to three
+    places."""
+    duration_ms = round(elapsed * 1000, 3)
     extra = {
         "request_id": request_id,
         "method": method,

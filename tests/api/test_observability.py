@@ -326,6 +326,7 @@ def test_a_batch_left_by_a_stopped_loop_is_written_at_exit(
 ) -> None:
     import asyncio
     import io
+    import logging
 
     from sampleplan.service.logs import StderrHandler, _write_batches_left
 
@@ -335,7 +336,7 @@ def test_a_batch_left_by_a_stopped_loop_is_written_at_exit(
     loop = asyncio.new_event_loop()
 
     async def line_then_stop() -> None:
-        handler.emit_line("last words", lambda: None)
+        handler.emit_made(str, ("last words",), logging.makeLogRecord)
         loop.stop()  # the loop stops before the batch's callback runs
 
     try:
