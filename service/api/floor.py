@@ -127,7 +127,9 @@ class FloorFirst(FastAPI):
                     seconds[0] += elapsed
                     seconds[1 + bisect_left(rows.bounds, elapsed)] += 1  # a time is never NaN
                     if access_logger.isEnabledFor(logging.INFO):  # no floor path is a probe's
-                        floor.recorder.log(scope, 200, elapsed, request_id, lane.template)
+                        floor.recorder.write(
+                            scope, logging.INFO, 200, elapsed, request_id, lane.template
+                        )
                 return
         elif floor.updates is not None and scope["method"] == "POST":
             await floor.updates(scope, receive, send)

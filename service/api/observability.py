@@ -138,12 +138,17 @@ class RequestRecorder:
 
     def log(self, scope: Scope, status: int, elapsed: float, request_id: str, route: str) -> None:
         """Write the access line of :meth:`record` (when its level is enabled)."""
-        method = str(scope["method"])
         # Probes and scrapes arrive every few seconds; they would drown the real traffic.
+        level = logging.DEBUG if scope["path"] in OPEN_PATHS and status < 400 else logging.INFO
+        if access_logger.isEnabledFor(level):
+            self.write(scope, level, status, elapsed, request_id, route)
+
+    def write(
+        self, scope: Scope, level: int, status: int, elapsed: float, request_id: str, route: str
+    ) -> None:
+        """Write :meth:`log`'s access line at ``level``, known to be enabled."""
+        method = str(scope["method"])
         path = scope["path"]
-        level = logging.DEBUG if path in OPEN_PATHS and status < 400 else logging.INFO
-        if not access_logger.isEnabledFor(level):
-            return
         client = (scope.get("client") or (None,))[0]
         handler = sole_json_handler(access_logger, level)
         if handler is None:
