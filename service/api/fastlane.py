@@ -211,8 +211,9 @@ class RouteReader:
         self.defaults = {
             name: info.default for name, info in fields.items() if not info.is_required()
         }
-        #: What makes each query field's value of its plain text.
-        self.readers: dict[str, Callable[[str], Any]] = {}
+        #: Each query field, in the order of :attr:`pattern`'s groups, with what makes its
+        #: value of its plain text.
+        self.readers: tuple[tuple[str, Callable[[str], Any]], ...] = ()
         #: A query of plain values in one match (NOTE [Parameters read plainly]), or
         #: ``None`` when a field's bounds are not all written as a pattern.
         self.pattern: re.Pattern[str] | None = None
@@ -279,13 +280,14 @@ class RouteReader:
         assert plain is not None
         text = query_string.decode("latin-1")
         pattern = self.pattern
-        if pattern is not None and pattern.fullmatch(text):
-            # Each piece a known name, once, with a plain value of its field's.
-            parameters = self.defaults.copy()
-            readers = self.readers
-            for name, value in _PIECES.findall(text):
-                parameters[name] = readers[name](value)
-            return parameters
+        if pattern is not None:
+            matched = pattern.fullmatch(text)
+            if matched is not None:  # each piece a known name, once, with a plain value
+                parameters = self.defaults.copy()
+                for (name, read), value in zip(self.readers, matched.groups(), strict=True):
+                    if value is not None:
+                        parameters[name] = read(value)
+                return parameters
         if "%" in text or "+" in text:
             return None
         # Pairs by name in one step: a piece without "=" fails dict(), a repeated name
@@ -312,10 +314,10 @@ class RouteReader:
                     return None
                 parameters[name] = value
             else:
-                read = shape.get(value)  # type: ignore[union-attr]
-                if read is None:
+                literal = shape.get(value)  # type: ignore[union-attr]
+                if literal is None:
                     return None
-                parameters[name] = read
+                parameters[name] = literal
         return parameters
 
     def query(self, query_string: bytes) -> Mapping[str, str] | None:
@@ -355,34 +357,34 @@ def _int_pattern(low: int, high: int) -> str | None:
 
 def _query_pattern(
     plain: Mapping[str, _Plain],
-) -> tuple[re.Pattern[str], dict[str, Callable[[str], Any]]] | None:
+) -> tuple[re.Pattern[str], tuple[tuple[str, Callable[[str], Any]], ...]] | None:
     """A pattern of the queries of plain values of ``plain``'s fields, in any order, each
-    field at most once, and what reads each field's text (NOTE [Parameters read
+    field at most once, with a group for each field's value, and the fields in the
+    order of the groups with what reads each one's text (NOTE [Parameters read
     plainly]); ``None`` when an int's bounds have no such pattern."""
     pieces = []
-    readers: dict[str, Callable[[str], Any]] = {}
+    readers: list[tuple[str, Callable[[str], Any]]] = []
     for name, shape in plain.items():
+        read: Callable[[str], Any]
         if type(shape) is tuple:
             values = _int_pattern(*shape)
             if values is None:
                 return None
-            readers[name] = int
+            read = int
         elif shape is None:
-            values, readers[name] = "[^&%+]+", str
+            values, read = "[^&%+]+", str
         else:
             assert isinstance(shape, dict)
-            values, readers[name] = "|".join(map(re.escape, shape)), shape.__getitem__
+            values, read = "|".join(map(re.escape, shape)), shape.__getitem__
         # The value, then the piece's end, and no later piece of the same name.
         field = re.escape(name)
-        pieces.append(f"{field}=(?:{values})(?=&|\\Z)(?!(?s:.*)&{field}=)")
+        pieces.append(f"{field}=({values})(?=&|\\Z)(?!(?s:.*)&{field}=)")
+        readers.append((name, read))
     # Pieces joined by "&", none empty: a query with anything else is read field by field.
+    # (A group in a repeat keeps what it matched last: each field's value, as it is once.)
     alternatives = "|".join(pieces)
-    pattern = re.compile(f"(?:{alternatives})(?:&(?:{alternatives}))*")
-    return pattern, readers
-
-
-#: The pieces of a query :func:`_query_pattern` matched, as (name, value) pairs.
-_PIECES = re.compile(r"([^&=]+)=([^&]*)")
+    pattern = re.compile(f"(?:(?:{alternatives})(?:&(?!\\Z)|\\Z))+")
+    return pattern, tuple(readers)
 
 
 class FastLane:
