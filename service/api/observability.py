@@ -198,15 +198,31 @@ def _access_line(
             "level": _LEVEL_TEXT[level],
             "logger": access_logger.name,
             "message": f"{method} {path} {status:d}",
-            "request_id": request_id,
-            "method": method,
-            "path": path,
-            "route": route,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 3),
-            "client": client,
+            **_access_fields(request_id, method, path, route, status, elapsed, client),
         }
     )
+
+
+def _access_fields(
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    elapsed: float,
+    client: str | None,
+) -> dict[str, Any]:
+    """An access line's own fields (its record's extras), ``elapsed`` in milliseconds to
+    three places."""
+    return {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+        "client": client,
+    }
 
 
 def _access_record_of(formatter: JsonFormatter, created: float, *fields: Any) -> logging.LogRecord:
@@ -226,18 +242,8 @@ def _access_record(
 ) -> logging.LogRecord:
     """The record of an access line: what ``access_logger.log()`` makes, but for its
     search of the stack for the caller (a tenth of the line's cost): the caller is
-    :meth:`RequestRecorder.record`. ``elapsed`` is written in milliseconds, to three
-    places."""
-    duration_ms = round(elapsed * 1000, 3)
-    extra = {
-        "request_id": request_id,
-        "method": method,
-        "path": path,
-        "route": route,
-        "status": status,
-        "duration_ms": duration_ms,
-        "client": client,
-    }
+    :meth:`RequestRecorder.record`."""
+    extra = _access_fields(request_id, method, path, route, status, elapsed, client)
     return access_logger.makeRecord(
         access_logger.name,
         level,

@@ -24,6 +24,7 @@ from torch.utils.data import WeightedRandomSampler
 from sampleplan.service.api import floor as floor_module
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
+from tests.helpers.asgi import http_scope
 
 LABELS = [0] * 40 + [1] * 7 + [2] * 3
 SEED = 11
@@ -78,25 +79,10 @@ class Pair:
 
     def raw(self, method: str, target: str, headers: list[tuple[bytes, bytes]]) -> list[Any]:
         """Each app's ASGI messages for one request (run on its own portal's loop)."""
-        path, _, query = target.partition("?")
         answers = []
         for client in self.clients:
             app: FastAPI = client.app  # type: ignore[assignment]
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0", "spec_version": "2.3"},
-                "http_version": "1.1",
-                "method": method,
-                "scheme": "http",
-                "server": ("127.0.0.1", 8000),
-                "client": ("127.0.0.1", 40000),
-                "root_path": "",
-                "path": path,
-                "raw_path": path.encode(),
-                "query_string": query.encode("latin-1"),
-                "headers": [(b"host", b"127.0.0.1:8000"), *headers],
-                "state": {},
-            }
+            scope = http_scope(method, target, headers)
             messages: list[dict[str, Any]] = []
             assert client.portal is not None
             client.portal.call(_call, app, scope, messages)

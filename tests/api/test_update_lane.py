@@ -29,6 +29,7 @@ from sampleplan.service.api import update_lane
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from sampleplan.service.run_catalog import RunCatalog
+from tests.helpers.asgi import http_scope
 from tests.helpers.databases import create_database, drop_database, postgres_problem
 
 LABELS = [0] * 12 + [1] * 6 + [2] * 2
@@ -78,26 +79,11 @@ class Pair:
         method: str = "POST",
     ) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
         """Each app's answer to one request (status, headers, body)."""
-        path, _, query = target.partition("?")
         chunks = body if isinstance(body, list) else [body]
         answers = []
         for client in self.clients:
             app: FastAPI = client.app  # type: ignore[assignment]
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0", "spec_version": "2.3"},
-                "http_version": "1.1",
-                "method": method,
-                "scheme": "http",
-                "server": ("127.0.0.1", 8000),
-                "client": ("127.0.0.1", 40000),
-                "root_path": "",
-                "path": path,
-                "raw_path": path.encode(),
-                "query_string": query.encode("latin-1"),
-                "headers": [(b"host", b"127.0.0.1:8000"), *headers],
-                "state": {},
-            }
+            scope = http_scope(method, target, headers)
             messages: list[dict[str, Any]] = []
             assert client.portal is not None
             client.portal.call(_call, app, scope, chunks, messages)
