@@ -66,13 +66,26 @@ SCHEMA_CANNOT_STATE = {
 }
 
 
+#: How a request with invalid data may be refused: schemathesis' own list, and a 413 (an
+#: invalid body can be larger than this deployment takes, such as a list of sources over
+#: its ``maxItems``: refused by its size before it is read).
+NEGATIVE_REFUSALS = [
+    *("400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"),
+    "5xx",
+]
+
+
 def _config() -> SchemathesisConfig:
+    refusals = (
+        "[checks.negative_data_rejection]\n"
+        f"expected-statuses = {json.dumps(NEGATIVE_REFUSALS)}\n"
+    )
     sections = "".join(
         f"[[operations]]\ninclude-path = {json.dumps(path)}\n"
         f"checks.positive_data_acceptance.expected-statuses = {json.dumps(statuses)}\n"
         for path, statuses in SCHEMA_CANNOT_STATE.items()
     )
-    return SchemathesisConfig.from_str(sections)
+    return SchemathesisConfig.from_str(refusals + sections)
 
 
 @schemathesis.serializer("application/x-ndjson")
