@@ -77,8 +77,7 @@ NEGATIVE_REFUSALS = [
 
 def _config() -> SchemathesisConfig:
     refusals = (
-        "[checks.negative_data_rejection]\n"
-        f"expected-statuses = {json.dumps(NEGATIVE_REFUSALS)}\n"
+        f"[checks.negative_data_rejection]\nexpected-statuses = {json.dumps(NEGATIVE_REFUSALS)}\n"
     )
     sections = "".join(
         f"[[operations]]\ninclude-path = {json.dumps(path)}\n"
