@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,13 @@ class Pair:
             for c in self.clients
         }
         (self.plan_id,) = ids
+        self.runs = 0
 
-    def run(self, run_id: str) -> str:
+    def run(self, name: str) -> str:
+        """A new run of the plan in both apps, its id ``name`` and a number (the apps
+        serve several tests)."""
+        self.runs += 1
+        run_id = f"{name}-{self.runs}"
         for client in self.clients:
             made = client.put(
                 f"/v1/runs/{run_id}", json={"plan_id": self.plan_id}, headers=self.headers
@@ -127,11 +133,11 @@ def _json_headers(body: bytes, request_id: bytes = b"lane-1") -> list[tuple[byte
     ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+@contextmanager
+def _databases(kind: str, folder: Path) -> Iterator[list[str]]:
     """Two empty databases of one kind."""
-    if request.param == "sqlite":
-        yield [f"sqlite:///{tmp_path / f'{name}.sqlite3'}" for name in ("floor", "plain")]
+    if kind == "sqlite":
+        yield [f"sqlite:///{folder / f'{name}.sqlite3'}" for name in ("floor", "plain")]
         return
     problem = postgres_problem()
     if problem is not None:
@@ -144,11 +150,25 @@ def database_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[li
             drop_database(url)
 
 
-@pytest.fixture
-def pair(database_pair: list[str]) -> Iterator[Pair]:
-    pair = Pair(database_pair, log_level="info")
-    yield pair
-    pair.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """Two empty databases of one kind, for apps of their own settings."""
+    with _databases(request.param, tmp_path) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    """The pair of apps of the default settings, one per kind of database for the module's
+    tests (each test makes runs of its own: starting apps costs more than the tests)."""
+    with _databases(request.param, tmp_path_factory.mktemp("lane")) as urls:
+        pair = Pair(urls, log_level="info")
+        try:
+            yield pair
+        finally:
+            pair.close()
 
 
 @pytest.fixture
