@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from sampleplan.service.errors import (
     PayloadTooLarge,
     PlanNotFound,
 )
-from sampleplan.service.metrics import ServiceMetrics, thread_row
+from sampleplan.service.metrics import ServiceMetrics, observe_in_row, thread_row
 from sampleplan.service.mixture_plans import (
     MixturePlan,
     SourceInput,
@@ -232,8 +231,8 @@ class _FloorFacts:
             self.thread = thread
         draw_row, served_row = self.draw_row, self.served_row
         if draw_row is not None and served_row is not None:
-            draw_row[0] += seconds  # NOTE [Counting per thread]: this thread's row
-            draw_row[1 + bisect_left(self.bounds, seconds)] += 1  # a time is never NaN
+            # NOTE [Counting per thread]: this thread's rows.
+            observe_in_row(draw_row, self.bounds, seconds)
             served_row[0] += values
         elif self.draw_seconds is not None and self.indices_served is not None:
             self.draw_seconds.observe(seconds)
@@ -680,8 +679,7 @@ class Catalog:
         size = stop - first
         if size > INLINE_PAGE_VALUES:
             return None
-        if size > self.settings.max_page:
-            self.check_page(size)
+        self.check_page(size)
         key = (plan_id, fields["epoch"])
         began = time.perf_counter()
         stream = self.epochs.get(key)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
+from collections.abc import Sequence
 from threading import get_ident
 from typing import Any
 
@@ -210,12 +211,17 @@ class FastHistogram(Histogram):
         if row is None:
             assert self._tally is not None  # set with the rows
             row = self._tally.row()
-        row[0] += amount
-        # The first bound at or above ``amount``, as prometheus_client's loop finds it
-        # (the last bound is +Inf; NaN is in none, and only in the sum).
-        index = bisect_left(self._upper_bounds, amount)
-        if amount <= self._upper_bounds[index]:
-            row[1 + index] += 1
+        observe_in_row(row, self._upper_bounds, amount)
+
+
+def observe_in_row(row: list[float], bounds: Sequence[float], amount: float) -> None:
+    """Observe ``amount`` in a histogram's row (:func:`thread_row`) whose buckets have
+    ``bounds``: its sum, and the bucket prometheus_client's loop finds, the first bound
+    at or above ``amount`` (the last bound is +Inf; NaN is in none, and only in the sum)."""
+    row[0] += amount
+    index = bisect_left(bounds, amount)
+    if amount <= bounds[index]:
+        row[1 + index] += 1
 
 
 class ServiceMetrics:

@@ -46,7 +46,6 @@ NOTE [Serving at the floor]
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from threading import get_ident
 from time import perf_counter
@@ -61,7 +60,7 @@ from sampleplan.service.api.fastlane import RouteReader
 from sampleplan.service.api.observability import RequestRecorder, access_logger, request_id_of
 from sampleplan.service.errors import SamplingError
 from sampleplan.service.logs import request_id_var
-from sampleplan.service.metrics import ServiceMetrics, thread_row
+from sampleplan.service.metrics import ServiceMetrics, observe_in_row, thread_row
 
 if TYPE_CHECKING:
     from sampleplan.service.api.update_lane import UpdateLane
@@ -123,9 +122,7 @@ class FloorFirst(FastAPI):
                     in_flight[0] -= 1
                     elapsed = perf_counter() - started
                     rows.requests[0] += 1
-                    seconds = rows.seconds
-                    seconds[0] += elapsed
-                    seconds[1 + bisect_left(rows.bounds, elapsed)] += 1  # a time is never NaN
+                    observe_in_row(rows.seconds, rows.bounds, elapsed)
                     if access_logger.isEnabledFor(logging.INFO):  # no floor path is a probe's
                         floor.recorder.write(
                             scope, logging.INFO, 200, elapsed, request_id, lane.template
