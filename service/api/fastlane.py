@@ -242,12 +242,14 @@ class RouteReader:
             return None
         name = self.one_text_param
         if name is not None:
+            value = match.group(1)  # a str converter's value
             if self.pattern is not None:  # the commonest request, read in fewest steps
                 parameters = self._read_plainly(scope["query_string"])
-                if parameters is not None:
-                    parameters[name] = match.group(1)  # a str converter's value
-                    return parameters
-            path_params = {name: match.group(1)}
+                if parameters is None:
+                    return self._modelled({name: value}, scope["query_string"])
+                parameters[name] = value
+                return parameters
+            path_params = {name: value}
         else:
             convertors = self.route.param_convertors
             path_params = {
@@ -261,6 +263,10 @@ class RouteReader:
             if read is not None:
                 read.update(path_params)
                 return read
+        return self._modelled(path_params, query_string)
+
+    def _modelled(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
+        """The parameters as the route's model reads them (for a query not read plainly)."""
         query = self.query(query_string)
         if query is None:
             return None
