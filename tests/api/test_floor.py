@@ -25,6 +25,7 @@ from sampleplan.service.api import floor as floor_module
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from tests.helpers.asgi import http_scope
+from tests.helpers.logs import timeless_lines
 
 LABELS = [0] * 40 + [1] * 7 + [2] * 3
 SEED = 11
@@ -277,14 +278,8 @@ def test_floor_answers_are_logged_and_counted_as_the_stack_counts_them(
     before = [c.get("/metrics").text for c in pair.clients]
     capsys.readouterr()
     pair.raw("GET", target, [(b"x-request-id", b"floor-log-1")])
-    lines = [
-        json.loads(line)
-        for line in capsys.readouterr().err.splitlines()
-        if line.startswith("{") and '"floor-log-1"' in line
-    ]
+    lines = timeless_lines(capsys.readouterr().err, '"floor-log-1"')
     assert len(lines) == 2
-    for line in lines:
-        line.pop("time"), line.pop("duration_ms")
     assert lines[0] == lines[1]
     assert lines[0]["route"] == "/v1/plans/{plan_id}/indices" and lines[0]["status"] == 200
     pattern = (

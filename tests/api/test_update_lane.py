@@ -32,6 +32,7 @@ from sampleplan.service.main import create_app
 from sampleplan.service.run_catalog import RunCatalog
 from tests.helpers.asgi import http_scope
 from tests.helpers.databases import create_database, drop_database, postgres_problem
+from tests.helpers.logs import timeless_lines
 
 LABELS = [0] * 12 + [1] * 6 + [2] * 2
 SEED = 5
@@ -441,14 +442,8 @@ def test_lane_answers_are_logged_and_counted_as_the_stack_counts_them(
     pair.raw(UPDATES.format(run_id), body, _json_headers(body, b"lane-log-1"))
     bad = b"{bad"
     pair.raw(UPDATES.format(run_id), bad, _json_headers(bad, b"lane-log-2"))
-    lines = [
-        json.loads(line)
-        for line in capsys.readouterr().err.splitlines()
-        if line.startswith("{") and '"lane-log-' in line
-    ]
+    lines = timeless_lines(capsys.readouterr().err, '"lane-log-')
     assert len(lines) == 4
-    for line in lines:
-        line.pop("time"), line.pop("duration_ms")
     assert lines[0] == lines[1] and lines[2] == lines[3]
     assert lines[0]["route"] == "/v1/runs/{run_id}/updates" and lines[0]["status"] == 202
     assert lines[2]["status"] == 400
