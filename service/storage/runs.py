@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from sampleplan.service.storage.generation import RunGeneration, run_generation_for
 from sampleplan.service.storage.store import _storage_errors, metadata, pipelined
 
 runs = sa.Table(
@@ -319,6 +320,14 @@ class RunStore:
         # database's lock (its busy handler sleeps up to 100 ms between tries, which made
         # the p99 of small updates seconds long under 32 clients).
         self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
+        #: Advanced around every deletion of a run or drop of its epochs, where every
+        #: process of the database sees it without a query (NOTE [The runs' generation]);
+        #: ``None`` on PostgreSQL.
+        self.generation = run_generation_for(engine)
+
+    def close(self) -> None:
+        if self.generation is not None:
+            self.generation.close()
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -374,16 +383,23 @@ class RunStore:
         The caller reads through it, decides, and writes through it; it commits when the
         ``with`` block ends and rolls back, writing nothing, when the block raises.
         """
-        with self._writer or nullcontext(), _storage_errors(), self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                query = _SELECT_RUN
-            else:
-                query = _LOCK_RUN
-            row = conn.execute(query, {"id": run_id}).mappings().first()
-            tx = _locked(conn, run_id, row)
-            yield tx
-            tx.flush()
+        tx: RunTransaction | None = None
+        try:
+            with self._writer or nullcontext(), _storage_errors(), self.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    query = _SELECT_RUN
+                else:
+                    query = _LOCK_RUN
+                row = conn.execute(query, {"id": run_id}).mappings().first()
+                tx = _locked(conn, run_id, row)
+                tx.generation = self.generation
+                yield tx
+                tx.flush()
+        finally:
+            # Once it has committed or rolled back (NOTE [The runs' generation]).
+            if tx is not None and tx.ends and self.generation is not None:
+                self.generation.advance()
 
     @contextmanager
     def batch(self) -> Iterator[RunBatch]:
@@ -641,6 +657,17 @@ class RunTransaction(RunReads):
         self._frozen: list[int] | None = None
         # Updates added by this transaction under a sender's id.
         self._added: dict[str, UpdateRecord] = {}
+        #: The runs' generation, advanced before this transaction deletes the run or drops
+        #: epochs (and by the store once it ends): NOTE [The runs' generation].
+        self.generation: RunGeneration | None = None
+        self.ends = False
+
+    def _ending(self) -> None:
+        """Before a write that ends what a read of the run found (not yet committed)."""
+        if not self.ends:
+            self.ends = True
+            if self.generation is not None:
+                self.generation.advance()
 
     def _reading_updates(self) -> None:
         if self._batch is not None:
@@ -762,6 +789,7 @@ class RunTransaction(RunReads):
         run = self._locked_run()
         if epoch <= run.kept_from:
             return
+        self._ending()
         self._reading_updates()
         self._frozen = None
         for table in (run_epochs, run_updates):
@@ -774,6 +802,7 @@ class RunTransaction(RunReads):
     def delete_run(self) -> None:
         """Delete the run, its updates and its frozen epochs."""
         self._locked_run()
+        self._ending()
         self._reading_updates()
         self._frozen = None
         for table in (run_epochs, run_updates):
