@@ -136,6 +136,23 @@ def _int_bounds(metadata: list[Any]) -> _Plain | object:
     return (low, high)
 
 
+def _str_pattern(info: FieldInfo) -> re.Pattern[str] | None:
+    """The pattern of a str field constrained by a pattern anchored at both ends (``^...$``)
+    and nothing else, compiled to be matched whole; else ``None``.
+
+    The model searches for the pattern in the value; anchored at both ends, that is
+    matching the value whole (``$`` does not match before a final newline then, as the
+    model's regex engine reads it), which ``fullmatch`` does."""
+    if info.annotation is not str or len(info.metadata) != 1:
+        return None
+    pattern = getattr(info.metadata[0], "pattern", None)
+    if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
+        return None
+    if set(vars(info.metadata[0])) != {"pattern"}:
+        return None  # another constraint beside it
+    return re.compile(pattern)
+
+
 def _plain(info: FieldInfo) -> _Plain | object:
     """How a field's value is read without the model, for the common shapes only: a
     bounded int (or an optional one), a bool written ``true`` or ``false``, one of a
@@ -182,13 +199,22 @@ class RouteReader:
         self.aliases = frozenset(info.alias or name for name, info in query_fields(route).items())
         fields = self.model.model_fields
         shapes = {name: _plain(info) for name, info in fields.items()}
+        path_names = {param.name for param in route.dependant.path_params}
+        #: The path parameters that are strs of a pattern, with the pattern each value
+        #: must match whole, as the model matches it.
+        self.path_patterns = {
+            name: pattern
+            for name in path_names
+            if (pattern := _str_pattern(fields[name])) is not None
+        }
+        for name in self.path_patterns:
+            shapes[name] = None  # taken as it is once it matches
         plain = all(
             shape is not _MODEL_ONLY
             and (info.alias is None or info.alias == name)
             and info.default_factory is None
             for (name, info), shape in zip(fields.items(), shapes.values(), strict=True)
         )
-        path_names = {param.name for param in route.dependant.path_params}
         #: How each query field's plain value is read, or ``None`` when the model reads
         #: every request (a field of another shape).
         self.plain: dict[str, _Plain] | None = (
@@ -243,6 +269,10 @@ class RouteReader:
         name = self.one_text_param
         if name is not None:
             value = match.group(1)  # a str converter's value
+            if self.path_patterns:
+                pattern = self.path_patterns.get(name)
+                if pattern is not None and pattern.fullmatch(value) is None:
+                    return None  # the route refuses it
             if self.pattern is not None:  # the commonest request, read in fewest steps
                 parameters = self._read_plainly(scope["query_string"])
                 if parameters is None:
@@ -258,6 +288,10 @@ class RouteReader:
         return self._validated(path_params, scope["query_string"])
 
     def _validated(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
+        for name, pattern in self.path_patterns.items():
+            value = path_params.get(name)
+            if type(value) is str and pattern.fullmatch(value) is None:
+                return None  # the route refuses it
         if self.plain is not None and self.plain_path:
             read = self._read_plainly(query_string)
             if read is not None:
