@@ -632,7 +632,11 @@ class Catalog:
         return plan, self.indices(plan, request)
 
     def page_at_floor(
-        self, plan_id: str, fields: Mapping[str, Any], binary: bool
+        self,
+        plan_id: str,
+        fields: Mapping[str, Any],
+        binary: bool,
+        stream_key: Hashable | None = None,
     ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
         """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``): the same page under the same conditions, found with the
@@ -649,6 +653,9 @@ class Catalog:
         here without making the :class:`StreamRequest` (whose rules its fields' bounds
         already keep). What :meth:`page_at_hand` finds of a plan on every request (its
         algorithm, its schedule, its metrics' children) is found once per plan here.
+
+        ``stream_key`` names another stream drawn as the plan draws (a run's: NOTE [Run
+        pages at the floor] in ``run_catalog.py``); by default the plan's own.
         """
         plan = self._plans.get_unlocked(plan_id)  # on the event loop, which never waits
         if plan is None:
@@ -680,7 +687,7 @@ class Catalog:
         if size > INLINE_PAGE_VALUES:
             return None
         self.check_page(size)
-        key = (plan_id, fields["epoch"])
+        key = (plan_id if stream_key is None else stream_key, fields["epoch"])
         began = time.perf_counter()
         stream = self.epochs.get(key)
         if stream is None:

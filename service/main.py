@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI, Security
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 
 from sampleplan import __version__
@@ -16,7 +17,7 @@ from sampleplan.core import exact
 from sampleplan.service.api.auth import BearerAuthMiddleware, load_api_tokens
 from sampleplan.service.api.docs import install_offline_docs
 from sampleplan.service.api.fastlane import FastLane, get_route
-from sampleplan.service.api.floor import Floor, FloorFirst
+from sampleplan.service.api.floor import Floor, FloorAnswer, FloorFirst
 from sampleplan.service.api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from sampleplan.service.api.observability import (
     ObservabilityMiddleware,
@@ -130,6 +131,9 @@ def create_app(
     configure_logging(settings.log_format, settings.log_level)
     service_metrics = ServiceMetrics()
 
+    # Run pages at the floor, once the lifespan has made the run catalog.
+    run_pages = runs.RunPagesAtHand()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = PlanStore.open(settings.database_url, database_timeouts(settings))
@@ -147,6 +151,7 @@ def create_app(
         floor = app.floor if isinstance(app, FloorFirst) else None
         if floor is not None:
             floor.catalog = app.state.catalog
+            run_pages.runs = app.state.runs
             if floor.updates is not None:
                 floor.updates.runs = app.state.runs
         try:
@@ -154,8 +159,10 @@ def create_app(
         finally:
             if floor is not None:
                 floor.catalog = None
+                run_pages.runs = None
                 if floor.updates is not None:
                     floor.updates.runs = None
+            app.state.runs.store.close()
             store.close()
 
     app = FloorFirst(
@@ -231,7 +238,10 @@ def create_app(
         # cross untouched (NOTE [Serving at the floor] in service/api/floor.py). Not with
         # OpenTelemetry on: its spans cover every request, and FastAPI makes them; nor in
         # prometheus_client's multiprocess mode, whose values the floor cannot count.
-        lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
+        lanes: list[tuple[APIRoute, FloorAnswer]] = [
+            (get_route(plans.router, plans.get_indices), plans.indices_at_hand),
+            (get_route(runs.router, runs.get_run_indices), run_pages),
+        ]
         # Small JSON run updates too (NOTE [Updates at the floor] in update_lane.py).
         updates = UpdateLane(
             app.beneath_the_floor,

@@ -20,11 +20,12 @@ import contextvars
 import hashlib
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -396,6 +397,9 @@ class RunCatalog:
         # The plan of each run id lately seen (a run's plan never changes; a run deleted
         # and made again may have another, which the update's transaction finds out).
         self._plan_ids: LRUCache[str, str] = LRUCache(1024)
+        # What the floor serves a run's pages from, by run id (NOTE [Run pages at the
+        # floor]): the run as last read, with the runs' generation read before it.
+        self._live: LRUCache[str, _Live] = LRUCache(1024)
         # SQLite has one writer at a time; PostgreSQL overlaps a few transactions' trips.
         sqlite = store.engine.dialect.name == "sqlite"
         self._writers = [_Writer(self._commit_batch) for _ in range(1 if sqlite else _PG_WRITERS)]
@@ -443,9 +447,14 @@ class RunCatalog:
         )
 
     def plan_of(self, run_id: str) -> tuple[RunRecord, RunPlan]:
+        generation = self.store.generation
+        seen_at = None if generation is None else generation.current()  # before the read
         record = self._record(run_id)
         self._plan_ids.put(run_id, record.plan_id)
-        return record, self.catalog.get_any_plan(record.plan_id)
+        plan = self.catalog.get_any_plan(record.plan_id)
+        if seen_at is not None and isinstance(plan, Plan):
+            self._live.put(run_id, _Live(record, seen_at))
+        return record, plan
 
     def delete_run(self, run_id: str) -> None:
         """Delete run ``run_id``, its updates and its frozen epochs (404 if there is none).
@@ -459,6 +468,7 @@ class RunCatalog:
             raise RunNotFound(f"no run has id {run_id!r}")
         self._seen.pop(run_id)
         self._plan_ids.pop(run_id)
+        self._live.pop(run_id)
 
     # -- updates --------------------------------------------------------------------------
 
@@ -1012,6 +1022,43 @@ class RunCatalog:
         key = _stream_key(_incarnation(run))
         return plan, prepared.num_samples, self.catalog.stream_page(prepared, key, request)
 
+    # NOTE [Run pages at the floor]
+    #     A page of a run's frozen epoch is a slice of the epoch's stream, cached under
+    #     the run's incarnation like a plan's (``stream_page``), yet every page read the run
+    #     from the database first: another process may have deleted the run (its pages
+    #     are then a 404, and a run made again under its id is another run) or dropped its
+    #     older epochs (a 410), and reading an epoch may freeze it. That read was most of a
+    #     page's cost, and put every page in a worker thread.
+    #     Each read of a run for its pages (``plan_of``) leaves what the floor needs in
+    #     ``_live``: the run's incarnation, its first kept epoch and its plan, with the
+    #     runs' generation read just before the run was read (NOTE [The runs'
+    #     generation] in ``storage/generation.py``). :meth:`page_at_floor` answers from
+    #     memory only while the generation still holds that value (no run deleted, no
+    #     epochs dropped since, by any process of the database), for a kept epoch, when
+    #     the epoch's stream is cached under the incarnation: it was drawn from the
+    #     epoch's frozen weights, so the epoch is frozen and nothing is left to freeze.
+    #     The page is then cut as a plan's page at the floor is (``Catalog.page_at_floor``
+    #     under the run's stream key), with the plan's population and length, which are
+    #     the run's. Anything else, a mixture run's pages among them, goes to the route,
+    #     which reads the run. On PostgreSQL, whose other replicas share no memory with
+    #     this one, there is no generation, and every page reads the run as before.
+
+    def page_at_floor(
+        self, run_id: str, fields: Mapping[str, Any], binary: bool
+    ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
+        """A page of the run's stream as :meth:`Catalog.page_at_floor` gives a plan's,
+        answered from memory (NOTE [Run pages at the floor]); ``None`` when the route
+        should read the run."""
+        generation = self.store.generation
+        if generation is None:
+            return None
+        live = self._live.get_unlocked(run_id)  # on the event loop, which never waits
+        if live is None or live.generation != generation.current():
+            return None
+        if fields["epoch"] < live.kept_from:
+            return None  # the route answers 410
+        return self.catalog.page_at_floor(live.plan_id, fields, binary, stream_key=live.stream_key)
+
     def _mixture_drawer(self, run: RunRecord, plan: MixturePlan) -> RunMixtureDrawer:
         """The drawer of a mixture run's streams (NOTE [Mixture runs]): each epoch's source
         weights are the run's frozen ones (reading them freezes them)."""
@@ -1028,6 +1075,19 @@ class RunCatalog:
         bounds = request.bounds(drawer.num_samples_at(request.epoch))
         self.catalog.check_page(bounds.stop - bounds.first)
         return mixture_page(drawer, request)
+
+
+class _Live:
+    """A run as read for its pages, with the runs' generation read before it (NOTE [Run
+    pages at the floor])."""
+
+    __slots__ = ("generation", "kept_from", "plan_id", "stream_key")
+
+    def __init__(self, run: RunRecord, generation: int) -> None:
+        self.generation = generation
+        self.kept_from = run.kept_from
+        self.plan_id = run.plan_id
+        self.stream_key = _stream_key(_incarnation(run))
 
 
 def _stream_key(incarnation: tuple[str, str]) -> tuple[str, str, str]:

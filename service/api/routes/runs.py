@@ -9,11 +9,18 @@ import numpy as np
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.types import Scope
 
 from sampleplan.core.epochs import EPOCH_LIMIT
 from sampleplan.core.runs import RUN_ID_PATTERN, RunUpdate, indices_from_list, values_from_list
 from sampleplan.service.api import examples
-from sampleplan.service.api.arrays import ArrayMediaType, array_response, array_responses
+from sampleplan.service.api.arrays import (
+    JSON,
+    ArrayMediaType,
+    array_response,
+    array_responses,
+    negotiated,
+)
 from sampleplan.service.api.deps import JSON_BODY, RunCatalogDep
 from sampleplan.service.api.page_threads import run_page_work
 from sampleplan.service.api.queries import reads_query
@@ -26,9 +33,14 @@ from sampleplan.service.api.schemas import (
     RunUpdateMeta,
     RunWeightsOut,
 )
-from sampleplan.service.api.streams import StreamQueryParams, stream_page_response
+from sampleplan.service.api.streams import (
+    StreamQueryParams,
+    stream_page_at_floor,
+    stream_page_response,
+)
+from sampleplan.service.catalog import Catalog
 from sampleplan.service.errors import InvalidRunUpdate, UnsupportedMediaType
-from sampleplan.service.run_catalog import RunInfo
+from sampleplan.service.run_catalog import RunCatalog, RunInfo
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -348,6 +360,43 @@ async def get_run_indices(
     # (NOTE [Page threads], NOTE [Held while in flight]).
     with runs.epoch_in_flight(run_id, stream_request.epoch):
         return await run_page_work(request.scope, fetch)
+
+
+class RunPagesAtHand:
+    """:func:`get_run_indices` at the floor (NOTE [Serving at the floor] in
+    ``service/api/floor.py``, NOTE [Run pages at the floor] in ``run_catalog.py``): the
+    page's raw headers and body when the run's epoch is at hand, else ``None``.
+
+    :attr:`runs` is the app's run catalog while the app runs (its lifespan sets it). A
+    :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
+    down the stack, to the route.
+    """
+
+    def __init__(self) -> None:
+        self.runs: RunCatalog | None = None
+
+    def __call__(
+        self, catalog: Catalog, scope: Scope, accept: bytes | None, parameters: dict[str, Any]
+    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        runs = self.runs
+        if runs is None:
+            return None
+        media_type = negotiated(accept)
+        run_id = parameters.pop("run_id")
+        at_hand = runs.page_at_floor(run_id, parameters, binary=media_type != JSON)
+        if at_hand is None:
+            return None
+        plan, indices, numbers, size, stream_length = at_hand
+        return stream_page_at_floor(
+            media_type,
+            indices,
+            numbers,
+            size,
+            parameters,
+            stream_length,
+            scope["method"] == "HEAD",
+            ids={"run_id": run_id, "plan_id": plan.id},
+        )
 
 
 # HEAD like the plans' /indices (GET's headers, no body; kept out of the schema), which
