@@ -231,7 +231,10 @@ def create_app(
         # cross untouched (NOTE [Serving at the floor] in service/api/floor.py). Not with
         # OpenTelemetry on: its spans cover every request, and FastAPI makes them; nor in
         # prometheus_client's multiprocess mode, whose values the floor cannot count.
-        lanes = [(get_route(plans.router, plans.get_indices), plans.indices_at_hand)]
+        lanes = [
+            (get_route(plans.router, plans.get_indices), plans.indices_at_hand),
+            (get_route(batches.router, batches.get_batches), batches.batches_at_hand),
+        ]
         # Small JSON run updates too (NOTE [Updates at the floor] in update_lane.py).
         updates = UpdateLane(
             app.beneath_the_floor,
