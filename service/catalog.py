@@ -664,7 +664,7 @@ class Catalog:
             return None
         num_samples = facts.num_samples  # no schedule: every epoch's view is the plan itself
         request = None
-        if fields["world_size"] == 1:
+        if fields["world_size"] == 1 and fields["rank"] == 0:
             # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
             start = fields["start"]
             if start > num_samples:
