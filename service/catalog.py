@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter, Histogram
 
+from sampleplan.core.algorithms import BATCHES
 from sampleplan.core.batches import batching_from_json
 from sampleplan.core.config import PlanConfig, plan_id
 from sampleplan.core.errors import InvalidPlanConfig
@@ -670,7 +671,7 @@ class Catalog:
             return None
         num_samples = facts.num_samples  # no schedule: every epoch's view is the plan itself
         request = None
-        if fields["world_size"] == 1:
+        if fields["world_size"] == 1 and fields["rank"] == 0:
             # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
             start = fields["start"]
             if start > num_samples:
@@ -707,6 +708,106 @@ class Catalog:
             size = int(page.shape[0])
         facts.count(time.perf_counter() - began, size)
         return plan, page, numbers, size, length
+
+    # NOTE [An epoch of batches drawn whole]
+    #     A batch plan's batches are drawn by position (NOTE [batches-v1]): any page costs
+    #     its own batches, wherever it is, and nothing forces the epoch to be drawn whole.
+    #     But a page drawn costs about 30 us per batch of 32, a page cut from the drawn
+    #     epoch a slice; and the floor answers only what is a slice (NOTE [Serving at the
+    #     floor]). So the epoch's batches are kept too, as one matrix ``(num_batches,
+    #     batch_size)`` of population positions (``PreparedPlan.draw_batch_epoch``), in
+    #     the epoch cache under ``("batches", plan_id, epoch)`` (a plan's streams are
+    #     under ``(plan_id, epoch)``, a run's under ``(("run", ...), epoch)``: no key of
+    #     one is a key of another), drawn once however many requests ask together (NOTE
+    #     [Single flight]; counted by ``sampleplan_epoch_draws_total{algorithm="batches"}``).
+    #     Rows are batches as drawn one by one, so a page cut from the matrix
+    #     (``cut_batch_page``) is the page drawn (``batch_page``), tested so.
+    #     As NOTE [When an epoch is drawn whole] has it, a lone first request for less
+    #     than half of a cold epoch gets its page drawn on its own; the next request for
+    #     the epoch draws it whole. An epoch the cache could not keep (its bytes over the
+    #     cache's budget, or its values over ``max_num_samples``, what one epoch drawn
+    #     whole may hold) is never drawn whole: each page is drawn, as it always was.
+
+    def batches(self, plan: Plan, request: StreamRequest) -> Int64Array:
+        """A page of a rank's batches of a batch plan, ``(rows, batch_size)``, checked
+        against ``max_page`` (its values); see NOTE [An epoch of batches drawn whole]."""
+        prepared = plan.prepared
+        table = prepared.batch_table
+        assert table is not None, "a batch plan's"
+        bounds = request.bounds(table.num_batches)
+        self.check_page((bounds.stop - bounds.first) * table.batch_size)
+        key = _batches_key(plan.id, request.epoch)
+        matrix = self.epochs.get(key)
+        if matrix is None:
+            values = table.num_batches * table.batch_size
+            span = (bounds.stop - bounds.first) * request.world_size
+            if (
+                values > self.settings.max_num_samples
+                or 8 * values > self.epochs.max_bytes
+                or (2 * span < table.num_batches and self.epochs.first_touch(key))
+            ):
+                return prepared.batches(request)
+            epoch = request.epoch
+            matrix = self.epochs.get_or_draw(key, lambda: self._draw_batch_epoch(prepared, epoch))
+        return prepared.batches(request, epoch_batches=matrix)
+
+    def _draw_batch_epoch(self, prepared: PreparedPlan, epoch: int) -> Int64Array:
+        # Called once per single flight, as _draw_epoch.
+        if self.metrics is not None:
+            self.metrics.epoch_draws.labels(BATCHES.name).inc()
+        return prepared.draw_batch_epoch(epoch)
+
+    def batches_at_floor(
+        self, plan_id: str, fields: Mapping[str, Any], binary: bool
+    ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
+        """:meth:`batches` for the floor (NOTE [Serving at the floor] in
+        ``service/api/floor.py``), when the page is a cut of a cached epoch of batches of
+        at most :data:`INLINE_PAGE_VALUES` values, of a plan prepared in memory: the
+        plan, the page, its numbers, its rows and the rank's number of batches, as
+        :meth:`page_at_floor` answers them (the numbers of a one-rank page from
+        :attr:`epoch_texts`); else ``None``. ``fields`` are a batches query's
+        (:class:`~sampleplan.service.api.streams.BatchesQuery`), validated as it
+        validates them. Nothing is timed or counted: the route draws no metric of its
+        own."""
+        plan = self._plans.get_unlocked(plan_id)  # on the event loop, which never waits
+        if plan is None:
+            return None
+        prepared = plan.prepared
+        table = prepared.batch_table
+        if table is None:
+            return None  # the route refuses it
+        num_batches = table.num_batches
+        request = None
+        if fields["world_size"] == 1 and fields["rank"] == 0:
+            # StreamRequest.bounds of one rank with no start: every batch, in order.
+            length = num_batches
+            first = min(fields["offset"], length)
+            limit = fields["limit"]
+            stop = length if limit is None else min(length, first + limit)
+        else:
+            request = StreamRequest(**fields)
+            bounds = request.bounds(num_batches)
+            length, first, stop = bounds.length, bounds.first, bounds.stop
+        batch_size = table.batch_size
+        size = (stop - first) * batch_size
+        if size > INLINE_PAGE_VALUES:
+            return None
+        self.check_page(size)
+        key = _batches_key(plan_id, fields["epoch"])
+        matrix = self.epochs.get(key)
+        if matrix is None:
+            return None
+        page = numbers = None
+        if request is None:
+            space = fields["space"]
+            numbers = self.epoch_texts.numbers(
+                (key, space, binary), matrix, space, prepared.population, first, stop, binary
+            )
+            if numbers is None:
+                page = in_space(matrix[first:stop], space, prepared.population)
+        else:
+            page = prepared.batches(request, epoch_batches=matrix)
+        return plan, page, numbers, stop - first, length
 
     def indices(self, plan: Plan, request: StreamRequest) -> Int64Array:
         """A page of a rank's stream, checked against ``max_page``; timed for ``/metrics``."""
@@ -775,6 +876,12 @@ class Catalog:
         """Per-sample weights of epoch ``epoch`` (the same for every epoch without a schedule)."""
         self.check_page(plan.prepared.population_size)
         return plan.prepared.weights_at(epoch)
+
+
+def _batches_key(plan_id: str, epoch: int) -> tuple[str, str, int]:
+    """What an epoch of a plan's batches is cached under (NOTE [An epoch of batches drawn
+    whole])."""
+    return ("batches", plan_id, epoch)
 
 
 def lengths_dataset_id(labels_id: str, lengths: Int64Array) -> str:

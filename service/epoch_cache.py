@@ -235,6 +235,10 @@ class EpochCache:
 #     own, and never outlives the stream it was written from: it refers to the stream
 #     weakly, and a stream drawn again (an epoch evicted, then drawn anew) is written
 #     again.
+#     An epoch of batches (NOTE [An epoch of batches drawn whole] in ``catalog.py``) is
+#     a matrix, one batch a row, and a page of one rank is a run of rows: the text is the
+#     rows' JSON, ``[..],[..]``, with the byte where each row starts, and the bytes are
+#     the rows' values, a row's worth of them per row; so a page is one slice again.
 
 #: Most values of an epoch whose numbers :class:`EpochTexts` writes (about 4 ms of
 #: writing and 4 MB of text for the largest).
@@ -242,21 +246,32 @@ TEXT_INDEX_VALUES = 1 << 18
 
 
 class _EpochText:
-    __slots__ = ("nbytes", "starts", "stream", "text")
+    __slots__ = ("nbytes", "row", "starts", "stream", "text")
 
     def __init__(self, stream: Int64Array, values: Int64Array, binary: bool) -> None:
         self.stream = weakref.ref(stream)
         native = np.ascontiguousarray(values, dtype=np.int64)
         self.starts: array.array[int] | None = None
+        # A row is one value of an epoch stream, one batch of a matrix of batches.
+        self.row = int(np.prod(native.shape[1:], dtype=np.int64))
         if binary:
             # The values as a binary page carries them: little-endian int64, 8 bytes each.
             self.text: bytes = native.astype("<i8", copy=False).tobytes()
+            self.row *= 8
             self.nbytes = len(self.text)
             return
         self.text = orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-        commas = np.flatnonzero(np.frombuffer(self.text, dtype=np.uint8) == ord(","))
-        # starts[i]: where number i begins; starts[n] one past the end, as if a comma ended it.
-        bounds = np.concatenate(([0], commas + 1, [len(self.text) + 1])).astype(np.int64)
+        characters = np.frombuffer(self.text, dtype=np.uint8)
+        if native.ndim == 1:
+            # Number i begins after the i-th comma.
+            inner = np.flatnonzero(characters == ord(",")) + 1
+            first = [0]
+        else:
+            # Row i begins with its bracket (the first row's at byte 0).
+            inner = np.flatnonzero(characters == ord("["))
+            first = []
+        # starts[i]: where row i begins; starts[n] one past the end, as if a comma ended it.
+        bounds = np.concatenate((first, inner, [len(self.text) + 1])).astype(np.int64)
         self.starts = array.array("q", bounds.tobytes())
         self.nbytes = len(self.text) + 8 * len(self.starts)
 
@@ -283,16 +298,19 @@ class EpochTexts:
         """The JSON text of ``stream``'s values ``[first:stop]`` in ``space`` (mapped by
         ``population``, :func:`~sampleplan.core.streams.in_space`; ``key`` names the
         stream in that space and form), without brackets, or with ``binary`` their
-        little-endian int64 bytes; ``None`` for an epoch too large to write whole."""
+        little-endian int64 bytes; ``None`` for an epoch too large to write whole.
+        ``stream`` may be a matrix (an epoch of batches): then ``[first:stop]`` are its
+        rows, and the text is theirs (``[..],[..]``)."""
         entry = self._entries.get_unlocked(key)  # on the event loop (the floor's)
         if entry is None or entry.stream() is not stream:
-            if stream.shape[0] > TEXT_INDEX_VALUES:
+            if stream.size > TEXT_INDEX_VALUES:
                 return None
             entry = _EpochText(stream, in_space(stream, space, population), binary)
             self._entries.put(key, entry)
         starts = entry.starts
         if starts is None:
-            return entry.text[first << 3 : stop << 3]
+            row = entry.row
+            return entry.text[first * row : stop * row]
         if stop <= first:
             return b""
         return entry.text[starts[first] : starts[stop] - 1]

@@ -240,6 +240,7 @@ def create_app(
         # prometheus_client's multiprocess mode, whose values the floor cannot count.
         lanes: list[tuple[APIRoute, FloorAnswer]] = [
             (get_route(plans.router, plans.get_indices), plans.indices_at_hand),
+            (get_route(batches.router, batches.get_batches), batches.batches_at_hand),
             (get_route(runs.router, runs.get_run_indices), run_pages),
         ]
         # Small JSON run updates too (NOTE [Updates at the floor] in update_lane.py).

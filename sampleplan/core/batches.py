@@ -125,8 +125,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from sampleplan.core.deadlines import check_deadline
 from sampleplan.core.errors import InvalidPlanConfig
-from sampleplan.core.streams import StreamRequest, in_space, shard_positions
+from sampleplan.core.streams import StreamRequest, cut_page, in_space, shard_positions
 
 __all__ = [
     "BATCHES_V2",
@@ -678,3 +679,34 @@ def batch_page(
     """
     positions = shard_positions(table.num_batches, request)
     return in_space(table.draw(seed, request.epoch, positions), request.space, population)
+
+
+#: Values of batches :func:`batch_epoch` draws at a time (a few milliseconds of drawing),
+#: its deadline checked between them.
+_EPOCH_CHUNK_VALUES = 1 << 16
+
+
+def batch_epoch(table: BatchTable, seed: int, epoch: int) -> Int64Array:
+    """All of an epoch's batches, ``(num_batches, batch_size)`` population positions.
+
+    Row ``b`` is batch ``b`` as :meth:`BatchTable.draw` draws it alone (a batch depends on
+    its index only, NOTE [batches-v1]), so :func:`cut_batch_page` of this matrix is
+    :func:`batch_page`. Drawn a chunk of batches at a time, the deadline (NOTE
+    [Deadlines]) checked before each.
+    """
+    out = np.empty((table.num_batches, table.batch_size), dtype=np.int64)
+    step = max(1, _EPOCH_CHUNK_VALUES // table.batch_size)
+    for first in range(0, table.num_batches, step):
+        check_deadline()
+        stop = min(table.num_batches, first + step)
+        out[first:stop] = table.draw(seed, epoch, np.arange(first, stop, dtype=np.int64))
+    return out
+
+
+def cut_batch_page(
+    epoch_batches: Int64Array, request: StreamRequest, population: Int64Array | None
+) -> Int64Array:
+    """:func:`batch_page` cut from :func:`batch_epoch`'s matrix of the request's epoch:
+    its rows dealt as :func:`batch_page` deals batches (the rank's rows a strided view
+    where they do not wrap into the padding), then mapped to ``space``."""
+    return cut_page(epoch_batches, int(epoch_batches.shape[0]), request, population)

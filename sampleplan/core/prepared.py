@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sampleplan.core.algorithms import BATCHES, Drawer
-from sampleplan.core.batches import BatchTable
+from sampleplan.core.batches import BatchTable, batch_epoch, cut_batch_page
 from sampleplan.core.codes import count_values
 from sampleplan.core.config import MAX_NUM_SAMPLES, PlanConfig
 from sampleplan.core.deadlines import check_deadline
@@ -207,12 +207,27 @@ class PreparedPlan:
             raise ValueError("this plan has no batching")
         return rank_length(self.batch_table.num_batches, world_size)
 
-    def batches(self, request: StreamRequest) -> Int64Array:
+    def batches(
+        self, request: StreamRequest, epoch_batches: Int64Array | None = None
+    ) -> Int64Array:
         """A page of a rank's batches, ``(rows, batch_size)``: see
-        :func:`~sampleplan.core.batches.batch_page`."""
+        :func:`~sampleplan.core.batches.batch_page`.
+
+        ``epoch_batches``, when the caller holds the epoch's batches already
+        (:meth:`draw_batch_epoch`), saves drawing: the page is cut from them.
+        """
         if self.batch_table is None:
             raise ValueError("this plan has no batching")
+        if epoch_batches is not None:
+            return cut_batch_page(epoch_batches, request, self.population)
         return BATCHES.draw_page(self.batch_table, self.config.seed, request, self.population)
+
+    def draw_batch_epoch(self, epoch: int) -> Int64Array:
+        """All of epoch ``epoch``'s batches, ``(num_batches, batch_size)`` population
+        positions: see :func:`~sampleplan.core.batches.batch_epoch`."""
+        if self.batch_table is None:
+            raise ValueError("this plan has no batching")
+        return batch_epoch(self.batch_table, self.config.seed, epoch)
 
     def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
         """The requested page of a rank's stream, in the requested index space.

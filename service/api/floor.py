@@ -23,7 +23,9 @@ NOTE [Serving at the floor]
     * parameters the route reads as the fast lane reads them (path, query, validation);
     * an answer at hand (``answer``: a page of a cached epoch, a slice on the event loop,
       no store read, no draw, nothing awaited before the response starts, so the request
-      timeout cannot run out, and no work checks its deadline).
+      timeout cannot run out, and no work checks its deadline). Its lanes: a plan's
+      ``/indices`` and a batch plan's ``/batches`` (NOTE [An epoch of batches drawn
+      whole] in ``catalog.py``).
 
     Then it does what the access log middleware does, in the same order and with the same
     values (the request id from ``X-Request-ID`` or a new one, in the context and on the

@@ -35,6 +35,7 @@ from sampleplan.service.api.arrays import (
     ARRAY_MEDIA_TYPES,
     JSON,
     NPY,
+    SHAPE_HEADER,
     array_response,
     json_head,
     json_number_bytes,
@@ -48,6 +49,8 @@ __all__ = [
     "StreamQuery",
     "StreamQueryFields",
     "StreamSummaryQuery",
+    "batch_page_at_floor",
+    "batch_page_response",
     "stream_page_at_floor",
     "stream_page_response",
 ]
@@ -203,11 +206,95 @@ def stream_page_response(
     )
 
 
+def batch_page_response(
+    media_type: str,
+    batches: Int64Array,
+    request: StreamRequest,
+    num_batches: int,
+    batch_size: int,
+    head_only: bool,
+    *,
+    ids: Mapping[str, str],
+) -> Response:
+    """A page of a rank's batches, ``(rows, batch_size)``, in ``media_type``.
+
+    The JSON body is ``ids`` (the plan), the request's fields, the rank's number of
+    batches (``length``) and ``batch_size``, then the rows as ``batches``; every format
+    carries ``X-Sampleplan-Stream-Length``, ``X-Sampleplan-Offset`` and
+    ``X-Sampleplan-Shape`` (also of an empty page, whose array numpy keeps as
+    ``(0, batch_size)``).
+    """
+    length = request.length(num_batches)
+    meta = {
+        **ids,
+        "epoch": request.epoch,
+        "rank": request.rank,
+        "world_size": request.world_size,
+        "offset": request.offset,
+        "length": length,
+        "batch_size": batch_size,
+        "space": request.space,
+    }
+    return array_response(
+        media_type,
+        batches,
+        meta=meta,
+        key="batches",
+        headers={
+            "X-Sampleplan-Stream-Length": str(length),
+            "X-Sampleplan-Offset": str(request.offset),
+            SHAPE_HEADER: f"{batches.shape[0]},{batch_size}",
+        },
+        head_only=head_only,
+    )
+
+
 #: The headers every array of int64 values carries first (``array_response``'s order).
 _INT64_HEADERS = ((b"x-sampleplan-dtype", b"<i8"),)
 _VARY = (b"vary", b"Accept")
 _LITTLE_INT64 = np.dtype("<i8")
 _MEDIA_TYPES = {media_type: media_type.encode("latin-1") for media_type in ARRAY_MEDIA_TYPES}
+
+
+def _int64_page_at_floor(
+    media_type: str,
+    values: Int64Array | None,
+    numbers: bytes | None,
+    shape: int | tuple[int, int],
+    head: bytes | None,
+    headers: tuple[tuple[bytes, bytes], ...],
+    head_only: bool,
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The raw headers and the body :func:`~sampleplan.service.api.arrays.array_response`
+    gives for an int64 page of ``shape`` (a 1-d page's length, or a matrix's rows and
+    columns), with the route's ``headers`` after ``Vary``: a JSON page is ``head`` (the
+    page's ``json_head``; ``None`` for a binary page), the numbers and ``]}``, a binary
+    page the values' bytes (after a ``.npy`` preamble); the numbers taken from
+    ``numbers`` when given (their JSON text, or a binary page's bytes, NOTE [Numbers
+    written once] in ``epoch_cache.py``), else written from ``values``."""
+    size = shape if isinstance(shape, int) else shape[0] * shape[1]
+    if media_type == JSON:
+        assert head is not None
+        if numbers is None:
+            assert values is not None
+            numbers = json_number_bytes(values)
+        body = b"".join((head, numbers, b"]}"))
+        content_length = len(body)
+    else:
+        if numbers is None:
+            assert values is not None
+            numbers = little_endian(values).tobytes()
+        prefix = npy_header(_LITTLE_INT64, shape) if media_type == NPY else b""
+        content_length = len(prefix) + len(numbers)
+        body = b"" if head_only else prefix + numbers if prefix else numbers
+    return [
+        *_INT64_HEADERS,
+        (b"x-sampleplan-length", b"%d" % size),
+        _VARY,
+        *headers,
+        (b"content-length", b"%d" % content_length),
+        (b"content-type", _MEDIA_TYPES[media_type]),
+    ], body
 
 
 def stream_page_at_floor(
@@ -229,29 +316,75 @@ def stream_page_at_floor(
     are plain, and a JSON page's numbers taken from ``numbers`` when given (their JSON
     text, or a binary page's bytes, NOTE [Numbers written once] in ``epoch_cache.py``),
     else from ``indices``."""
+    return _int64_page_at_floor(
+        media_type,
+        indices,
+        numbers,
+        length,
+        _page_head(ids, fields, stream_length) if media_type == JSON else None,
+        (
+            (b"x-sampleplan-stream-length", b"%d" % stream_length),
+            (b"x-sampleplan-offset", b"%d" % fields["offset"]),
+        ),
+        head_only,
+    )
+
+
+def batch_page_at_floor(
+    media_type: str,
+    batches: Int64Array | None,
+    numbers: bytes | None,
+    rows: int,
+    batch_size: int,
+    fields: Mapping[str, Any],
+    length: int,
+    head_only: bool,
+    *,
+    ids: Mapping[str, str],
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """:func:`batch_page_response`'s raw headers and body, byte for byte, as
+    :func:`stream_page_at_floor` makes a stream page's: from the batches query's
+    validated ``fields``, the page's ``rows`` and the rank's number of batches
+    (``length``), its numbers from ``numbers`` (a run of rows' text or bytes) when given,
+    else from ``batches``."""
+    head = None
     if media_type == JSON:
-        if numbers is None:
-            assert indices is not None
-            numbers = json_number_bytes(indices)
-        body = b"".join((_page_head(ids, fields, stream_length), numbers, b"]}"))
-        size = len(body)
-    else:
-        if numbers is None:
-            assert indices is not None
-            numbers = little_endian(indices).tobytes()
-        prefix = npy_header(_LITTLE_INT64, length) if media_type == NPY else b""
-        size = len(prefix) + len(numbers)
-        body = b"" if head_only else prefix + numbers if prefix else numbers
-    headers = [
-        *_INT64_HEADERS,
-        (b"x-sampleplan-length", b"%d" % length),
-        _VARY,
-        (b"x-sampleplan-stream-length", b"%d" % stream_length),
-        (b"x-sampleplan-offset", b"%d" % fields["offset"]),
-        (b"content-length", b"%d" % size),
-        (b"content-type", _MEDIA_TYPES[media_type]),
-    ]
-    return headers, body
+        opening = _opening_of(ids)
+        if opening is not None:
+            head = opening + _BATCH_HEAD % (
+                fields["epoch"],
+                fields["rank"],
+                fields["world_size"],
+                fields["offset"],
+                length,
+                batch_size,
+                fields["space"].encode("ascii"),
+            )
+        else:
+            meta = {
+                **ids,
+                "epoch": fields["epoch"],
+                "rank": fields["rank"],
+                "world_size": fields["world_size"],
+                "offset": fields["offset"],
+                "length": length,
+                "batch_size": batch_size,
+                "space": fields["space"],
+            }
+            head = json_head(meta, "batches")
+    return _int64_page_at_floor(
+        media_type,
+        batches,
+        numbers,
+        (rows, batch_size),
+        head,
+        (
+            (b"x-sampleplan-stream-length", b"%d" % length),
+            (b"x-sampleplan-offset", b"%d" % fields["offset"]),
+            (b"x-sampleplan-shape", b"%d,%d" % (rows, batch_size)),
+        ),
+        head_only,
+    )
 
 
 #: What a JSON page's head is formatted from without a JSON writer: an id of these
@@ -261,6 +394,10 @@ _JSON_BOOLS = {True: b"true", False: b"false"}
 _HEAD = (
     b'"epoch":%d,"rank":%d,"world_size":%d,"offset":%d,"length":%d,'
     b'"space":"%s","start":%d,"pad":%s,"drop_last":%s,"indices":['
+)
+_BATCH_HEAD = (
+    b'"epoch":%d,"rank":%d,"world_size":%d,"offset":%d,"length":%d,'
+    b'"batch_size":%d,"space":"%s","batches":['
 )
 #: Each plain (name, id) pair's opening of a head, ``{"name":"id",``; bounded.
 _OPENINGS: dict[tuple[str, str], bytes] = {}
@@ -280,25 +417,33 @@ def _opening(name: str, value: str) -> bytes | None:
     return opening
 
 
-def _page_head(ids: Mapping[str, str], fields: Mapping[str, Any], stream_length: int) -> bytes:
-    """``json_head`` of :func:`stream_page_response`'s meta: formatted when it holds one
-    id of plain characters (ints are written in decimal by every JSON writer, bools as
-    ``true``/``false``, a space is a plain word), else written by ``json_head``."""
+def _opening_of(ids: Mapping[str, str]) -> bytes | None:
+    """The opening of a page head whose meta starts with ``ids``, when the head can be
+    formatted (ints are written in decimal by every JSON writer, bools as
+    ``true``/``false``, a space is a plain word): ``ids`` is one id of plain characters;
+    else ``None``, and ``json_head`` writes the head."""
     if len(ids) == 1:
         ((name, value),) = ids.items()
-        opening = _opening(name, value)
-        if opening is not None:
-            return opening + _HEAD % (
-                fields["epoch"],
-                fields["rank"],
-                fields["world_size"],
-                fields["offset"],
-                stream_length,
-                fields["space"].encode("ascii"),
-                fields["start"],
-                _JSON_BOOLS[fields["pad"]],
-                _JSON_BOOLS[fields["drop_last"]],
-            )
+        return _opening(name, value)
+    return None
+
+
+def _page_head(ids: Mapping[str, str], fields: Mapping[str, Any], stream_length: int) -> bytes:
+    """``json_head`` of :func:`stream_page_response`'s meta, formatted when
+    :func:`_opening_of` allows it."""
+    opening = _opening_of(ids)
+    if opening is not None:
+        return opening + _HEAD % (
+            fields["epoch"],
+            fields["rank"],
+            fields["world_size"],
+            fields["offset"],
+            stream_length,
+            fields["space"].encode("ascii"),
+            fields["start"],
+            _JSON_BOOLS[fields["pad"]],
+            _JSON_BOOLS[fields["drop_last"]],
+        )
     meta = {
         **ids,
         "epoch": fields["epoch"],

@@ -142,6 +142,7 @@ QUERIES = [
     f"epoch={EPOCH}&limit",
     f"epoch={EPOCH}&unknown=1",
     f"epoch={EPOCH}&rank=3&world_size=3",
+    f"epoch={EPOCH}&rank=1&world_size=1&limit=3",
     f"epoch={EPOCH}&offset=-1",
     f"epoch={EPOCH}&limit=61",
     f"epoch={EPOCH}&start=60",

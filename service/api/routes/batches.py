@@ -5,18 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
+from starlette.types import Scope
 
 from sampleplan.core.stats import summarize_batches
 from sampleplan.service.api import examples
 from sampleplan.service.api.arrays import (
-    SHAPE_HEADER,
+    JSON,
     ArrayMediaType,
-    array_response,
     array_responses,
+    negotiated,
 )
 from sampleplan.service.api.deps import CatalogDep
 from sampleplan.service.api.schemas import BatchesOut, BatchSummaryOut, Problem
-from sampleplan.service.api.streams import BatchesQueryParams, BatchesSummaryQueryParams
+from sampleplan.service.api.streams import (
+    BatchesQueryParams,
+    BatchesSummaryQueryParams,
+    batch_page_at_floor,
+    batch_page_response,
+)
 from sampleplan.service.catalog import Catalog, Plan
 from sampleplan.service.errors import InvalidStreamRequest
 
@@ -74,34 +80,47 @@ def get_batches(
 ) -> Response:
     stream_request = query.to_request()
     plan = _batch_plan(catalog, plan_id)
-    prepared = plan.prepared
-    assert prepared.batch_table is not None
-    batch_size = prepared.batch_table.batch_size
-    bounds = stream_request.bounds(prepared.batch_table.num_batches)
-    catalog.check_page((bounds.stop - bounds.first) * batch_size)
-    batches = prepared.batches(stream_request)
-    meta = {
-        "plan_id": plan.id,
-        "epoch": stream_request.epoch,
-        "rank": stream_request.rank,
-        "world_size": stream_request.world_size,
-        "offset": stream_request.offset,
-        "length": bounds.length,
-        "batch_size": batch_size,
-        "space": stream_request.space,
-    }
-    return array_response(
+    table = plan.prepared.batch_table
+    assert table is not None
+    batches = catalog.batches(plan, stream_request)
+    return batch_page_response(
         media_type,
         batches,
-        meta=meta,
-        key="batches",
-        headers={
-            "X-Sampleplan-Stream-Length": str(bounds.length),
-            "X-Sampleplan-Offset": str(stream_request.offset),
-            # Also on an empty page, whose array shape numpy keeps as (0, batch_size).
-            SHAPE_HEADER: f"{batches.shape[0]},{batch_size}",
-        },
-        head_only=request.method == "HEAD",
+        stream_request,
+        table.num_batches,
+        table.batch_size,
+        request.method == "HEAD",
+        ids={"plan_id": plan.id},
+    )
+
+
+def batches_at_hand(
+    catalog: Catalog, scope: Scope, accept: bytes | None, parameters: dict[str, Any]
+) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+    """:func:`get_batches` at the floor (NOTE [Serving at the floor] in
+    ``service/api/floor.py``): the page's raw headers and body when it is a cut of a
+    cached epoch of batches (NOTE [An epoch of batches drawn whole] in ``catalog.py``),
+    else ``None``. ``parameters`` are the route's, validated as it validates them; a
+    :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
+    down the stack, to the route."""
+    media_type = negotiated(accept)
+    plan_id = parameters.pop("plan_id")
+    at_hand = catalog.batches_at_floor(plan_id, parameters, binary=media_type != JSON)
+    if at_hand is None:
+        return None
+    plan, batches, numbers, rows, length = at_hand
+    table = plan.prepared.batch_table
+    assert table is not None  # batches_at_floor answers batch plans only
+    return batch_page_at_floor(
+        media_type,
+        batches,
+        numbers,
+        rows,
+        table.batch_size,
+        parameters,
+        length,
+        scope["method"] == "HEAD",
+        ids={"plan_id": plan.id},
     )
 
 
