@@ -3,9 +3,9 @@
 It joins the sampling core and the store: labels and configs are validated and hashed by
 the core, written by the store, and read back into prepared plans, which are kept in a
 small LRU because preparing one (decompressing labels, splitting, weighting) costs far
-more than drawing a page. Drawn epochs of algorithm ``torch`` are kept too, in an
-:class:`~sampleplan.service.epoch_cache.EpochCache` bounded by bytes, so that paging through an
-epoch draws it once; see NOTE [When an epoch is drawn whole].
+more than drawing a page. Drawn epochs of algorithm ``torch`` (and of mixtures) are kept
+too, in an :class:`~sampleplan.service.epoch_cache.EpochCache` bounded by bytes, so that
+paging through an epoch draws it once; see NOTE [When an epoch is drawn whole].
 """
 
 from __future__ import annotations
@@ -281,8 +281,8 @@ class _FloorFacts:
 
     def __init__(self, plan: Plan | MixturePlan, metrics: ServiceMetrics | None) -> None:
         self.plan = plan
-        #: The epochs' length, ``None`` for a mixture: its cached stream's (NOTE [Mixture
-        #: epochs drawn whole]).
+        #: The epochs' length, ``None`` for a mixture: its cached stream's
+        #: (NOTE [Mixture epochs drawn whole]).
         self.num_samples: int | None
         algorithm: str
         if isinstance(plan, MixturePlan):
@@ -680,7 +680,8 @@ class Catalog:
 
     # NOTE [When an epoch is drawn whole]
     #     Only an algorithm that ``draws_whole_epochs`` (``torch``; NOTE [Drawing
-    #     algorithms] in ``algorithms.py``) materialises epochs. For it, a page is cut
+    #     algorithms] in ``algorithms.py``) materialises epochs, and a mixture whose
+    #     epoch the cache can keep (NOTE [Mixture epochs drawn whole]). For it, a page is cut
     #     from the whole epoch stream, which comes from the epoch cache (drawn once
     #     however many requests page through it or arrive together; see NOTE [Single
     #     flight]).
