@@ -302,3 +302,32 @@ def test_an_epoch_the_cache_cannot_keep_is_drawn_by_position(tmp_path: Any) -> N
         assert "sampleplan_epoch_draws_total{algorithm=" not in metrics
     finally:
         pair.close()
+
+
+def test_a_mixture_of_plan_sources_is_cut_from_its_cached_epoch_as_drawn(pair: Pair) -> None:
+    """A plan source's stream is its plan's epochs concatenated (a ``torch`` plan without
+    replacement draws its epochs whole): the cached mixture epoch still cuts the pages
+    ``mixture_page`` draws."""
+    _, plain = pair.clients
+    catalog = pair.catalog(1)
+    labels = plain.post("/v1/datasets", json={"labels": [i % 4 for i in range(30)]}).json()["id"]
+    sources = []
+    for name, replacement in (("drawn", True), ("dealt", False)):
+        body = {"dataset_id": labels, "seed": 5, "replacement": replacement}
+        created = plain.post("/v1/plans", json=body)
+        assert created.status_code in (200, 201), created.text
+        sources.append({"name": name, "plan_id": created.json()["id"], "weight": 1.0})
+    body = {"sources": sources, "mixing": {"algorithm": "mixture-v1", "block": 4}, "seed": 2}
+    created = plain.post("/v1/plans", json=body)
+    assert created.status_code in (200, 201), created.text
+    plan = catalog.get_any_plan(created.json()["id"])
+    assert isinstance(plan, MixturePlan)
+    rng = np.random.default_rng(3)
+    for epoch in (0, 3):
+        length = plan.drawer.num_samples_at(epoch)
+        catalog.mixture_indices(plan, StreamRequest(epoch=epoch))
+        assert (plan.id, epoch) in catalog.epochs
+        for request in _requests(rng, length, 40):
+            request = StreamRequest(**{**request.keywords(), "epoch": epoch})
+            expected = mixture_page(plan.drawer, request).tolist()
+            assert catalog.mixture_indices(plan, request).tolist() == expected
