@@ -3,9 +3,9 @@
 It joins the sampling core and the store: labels and configs are validated and hashed by
 the core, written by the store, and read back into prepared plans, which are kept in a
 small LRU because preparing one (decompressing labels, splitting, weighting) costs far
-more than drawing a page. Drawn epochs of algorithm ``torch`` are kept too, in an
-:class:`~sampleplan.service.epoch_cache.EpochCache` bounded by bytes, so that paging through an
-epoch draws it once; see NOTE [When an epoch is drawn whole].
+more than drawing a page. Drawn epochs of algorithm ``torch`` (and of mixtures) are kept
+too, in an :class:`~sampleplan.service.epoch_cache.EpochCache` bounded by bytes, so that
+paging through an epoch draws it once; see NOTE [When an epoch is drawn whole].
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from threading import get_ident
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -29,12 +29,19 @@ from sampleplan.core.errors import InvalidPlanConfig
 from sampleplan.core.labels import Labels, labels_from_codes
 from sampleplan.core.labelsets import LabelSets, label_sets_from_parts
 from sampleplan.core.lru import LRUCache
-from sampleplan.core.mixtures import SourceShare, mixture_page, mixture_shares
+from sampleplan.core.mixtures import MixtureDrawer, SourceShare, mixture_page, mixture_shares
 from sampleplan.core.prepared import PreparedPlan, prepare_plan
 from sampleplan.core.schedules import schedule_from_json
 from sampleplan.core.splitting import split_from_canonical
 from sampleplan.core.stats import PlanStats, plan_statistics
-from sampleplan.core.streams import Int64Array, PageBounds, StreamRequest, in_space
+from sampleplan.core.streams import (
+    Int64Array,
+    PageBounds,
+    Space,
+    StreamRequest,
+    cut_page,
+    in_space,
+)
 from sampleplan.core.versions import mixture_versions, plan_versions
 from sampleplan.service.config import Settings
 from sampleplan.service.epoch_cache import EpochCache, EpochTexts
@@ -187,10 +194,78 @@ def _nbytes(labels: Labels | LabelSets) -> int:
     return int(labels.codes.nbytes) + int(extra)
 
 
+class EpochStreams(Protocol):
+    """One epoch's view of what streams are drawn from, as :meth:`Catalog.stream_page`
+    draws a page of it: a :class:`PreparedPlan` (its epoch's view) or a mixture's epoch
+    (:class:`MixtureEpoch`)."""
+
+    @property
+    def num_samples(self) -> int: ...
+
+    @property
+    def population(self) -> Int64Array | None: ...
+
+    @property
+    def draws_by_range(self) -> bool: ...
+
+    def indices(
+        self, request: StreamRequest, epoch_stream: Int64Array | None = None
+    ) -> Int64Array: ...
+
+    def draw_epoch(self, epoch: int) -> Int64Array: ...
+
+
+# NOTE [Mixture epochs drawn whole]
+#     A mixture's page used to be drawn by position for every request (``mixture_page``:
+#     the drawer's ``draw_range`` over the page's runs of positions), however many
+#     requests paged through the same epoch. A mixture's epoch now goes through
+#     :meth:`Catalog.stream_page` as a plan's does, by NOTE [When an epoch is drawn
+#     whole]: :class:`MixtureEpoch` is the epoch as that code reads a prepared plan (it
+#     draws by range; its population is its own space, ``ConcatDataset`` positions, so
+#     ``space`` changes nothing). A lone first request for less than half of a cold epoch
+#     gets its page drawn alone, by ``mixture_page`` as before; a second request draws the
+#     whole epoch (``draw_range(epoch, 0, num_samples_at(epoch))``, in chunks) into the
+#     epoch cache under the mixture plan's id and the epoch, once (NOTE [Single flight]),
+#     and every page is then cut from it as a plan's page is (``cut_page``, the same
+#     deal). A range of a mixture's epoch is the same values however it is drawn, so the
+#     pages are the ones ``mixture_page`` gives. Only an epoch the cache can keep (its
+#     int64 values within ``epoch_cache_bytes``, its length within ``max_num_samples``)
+#     is drawn whole: an epoch it could not keep would be drawn again by every other
+#     request. The metrics are a mixture's as before: draw time and indices served
+#     labelled by the mixing algorithm, and now a whole epoch drawn counted by it too.
+#     A small page of a cached epoch is then at hand (:meth:`Catalog.page_at_hand`, and at
+#     the floor :meth:`Catalog.page_at_floor`), the epoch's length being its cached
+#     stream's (an ``hf-interleave`` epoch's length is found by drawing it: never on the
+#     event loop).
+
+
+class MixtureEpoch:
+    """Epoch ``epoch`` of a mixture's stream as :meth:`Catalog.stream_page` draws pages
+    of it; see NOTE [Mixture epochs drawn whole]."""
+
+    __slots__ = ("drawer", "num_samples")
+
+    #: ``ConcatDataset`` positions are the mixture's population and its dataset space.
+    population = None
+    draws_by_range = True
+
+    def __init__(self, drawer: MixtureDrawer, num_samples: int) -> None:
+        self.drawer = drawer
+        self.num_samples = num_samples
+
+    def indices(self, request: StreamRequest, epoch_stream: Int64Array | None = None) -> Int64Array:
+        if epoch_stream is None:
+            return mixture_page(self.drawer, request)
+        return cut_page(epoch_stream, self.num_samples, request)
+
+    def draw_epoch(self, epoch: int) -> Int64Array:
+        return self.drawer.draw_epoch(epoch)
+
+
 class _FloorFacts:
-    """What :meth:`Catalog.page_at_floor` needs of a plan, found once; and the rows of its
-    algorithm's draw metrics of the thread that serves the floor (NOTE [Counting per
-    thread] in ``metrics.py``)."""
+    """What :meth:`Catalog.page_at_floor` needs of a plan or a mixture plan, found once;
+    and the rows of its algorithm's draw metrics of the thread that serves the floor (NOTE
+    [Counting per thread] in ``metrics.py``)."""
 
     __slots__ = (
         "at_hand",
@@ -205,17 +280,28 @@ class _FloorFacts:
         "thread",
     )
 
-    def __init__(self, plan: Plan, metrics: ServiceMetrics | None) -> None:
-        prepared = plan.prepared
-        config = prepared.config
+    def __init__(self, plan: Plan | MixturePlan, metrics: ServiceMetrics | None) -> None:
         self.plan = plan
-        self.at_hand = config.drawing_algorithm.draws_whole_epochs and config.schedule is None
-        self.num_samples = prepared.num_samples
-        self.population = prepared.population
+        #: The epochs' length, ``None`` for a mixture: its cached stream's
+        #: (NOTE [Mixture epochs drawn whole]).
+        self.num_samples: int | None
+        algorithm: str
+        if isinstance(plan, MixturePlan):
+            algorithm = plan.mixture.mixing.algorithm
+            self.at_hand = True  # whenever its epoch is cached
+            self.num_samples = None
+            self.population: Int64Array | None = None
+        else:
+            prepared = plan.prepared
+            config = prepared.config
+            algorithm = config.algorithm
+            self.at_hand = config.drawing_algorithm.draws_whole_epochs and config.schedule is None
+            self.num_samples = prepared.num_samples
+            self.population = prepared.population
         self.draw_seconds: Histogram | None = None
         self.indices_served: Counter | None = None
         if metrics is not None:
-            self.draw_seconds, self.indices_served = metrics.stream_children(config.algorithm)
+            self.draw_seconds, self.indices_served = metrics.stream_children(algorithm)
         self.thread = -1
         self.draw_row: list[float] | None = None
         self.served_row: list[float] | None = None
@@ -558,16 +644,24 @@ class Catalog:
         )
 
     def mixture_indices(self, plan: MixturePlan, request: StreamRequest) -> Int64Array:
-        """A page of a rank's share of a mixture's epoch, checked against ``max_page``."""
-        bounds = request.bounds(plan.drawer.num_samples_at(request.epoch))
-        self.check_page(bounds.stop - bounds.first)
-        began = time.perf_counter()
-        page = mixture_page(plan.drawer, request)
-        if self.metrics is not None:
-            algorithm = plan.mixture.mixing.algorithm
-            self.metrics.draw_seconds.labels(algorithm).observe(time.perf_counter() - began)
-            self.metrics.indices_served.labels(algorithm).inc(int(page.shape[0]))
-        return page
+        """A page of a rank's share of a mixture's epoch, checked against ``max_page``;
+        timed and counted by mixing algorithm (NOTE [Mixture epochs drawn whole])."""
+        epoch = MixtureEpoch(plan.drawer, plan.drawer.num_samples_at(request.epoch))
+        return self._stream_page(
+            epoch,
+            plan.mixture.mixing.algorithm,
+            self._keeps_whole(epoch.num_samples),
+            (plan.id, request.epoch),
+            request,
+        )
+
+    def _keeps_whole(self, num_samples: int) -> bool:
+        """Whether a mixture's epoch of ``num_samples`` is drawn whole: when the epoch
+        cache can keep it (NOTE [Mixture epochs drawn whole])."""
+        return (
+            num_samples <= self.settings.max_num_samples
+            and 8 * num_samples <= self.epochs.max_bytes
+        )
 
     def prepared_plan(self, plan_id: str) -> Plan | None:
         """The plan if it is prepared in memory already (never reads the store)."""
@@ -587,7 +681,8 @@ class Catalog:
 
     # NOTE [When an epoch is drawn whole]
     #     Only an algorithm that ``draws_whole_epochs`` (``torch``; NOTE [Drawing
-    #     algorithms] in ``algorithms.py``) materialises epochs. For it, a page is cut
+    #     algorithms] in ``algorithms.py``) materialises epochs, and a mixture whose
+    #     epoch the cache can keep (NOTE [Mixture epochs drawn whole]). For it, a page is cut
     #     from the whole epoch stream, which comes from the epoch cache (drawn once
     #     however many requests page through it or arrive together; see NOTE [Single
     #     flight]).
@@ -607,30 +702,53 @@ class Catalog:
         """
         return self.epochs.in_flight((stream_key, epoch))
 
-    def page_at_hand(self, plan_id: str, request: StreamRequest) -> tuple[Plan, Int64Array] | None:
-        """The plan and its page when serving it costs no more than a slice of memory.
+    def page_at_hand(
+        self, plan_id: str, request: StreamRequest
+    ) -> tuple[Plan | MixturePlan, Int64Array, int] | None:
+        """The plan, its page and its epoch's length when serving the page costs no more
+        than a slice of memory.
 
         That is: the plan is prepared in memory, its algorithm draws whole epochs
         (``torch``) and the epoch is cached, it has no schedule (an epoch's view of a
         schedule may need its weights computed), and the page holds at most
-        :data:`INLINE_PAGE_VALUES` values. Then the HTTP layer answers on the event loop;
-        ``None`` means the work may block (a store read, a draw, a large page), and it
-        belongs in a worker thread.
+        :data:`INLINE_PAGE_VALUES` values; or the plan is a mixture in memory whose epoch
+        is cached (NOTE [Mixture epochs drawn whole]), under the same bound. Then the HTTP
+        layer answers on the event loop; ``None`` means the work may block (a store read,
+        a draw, a large page), and it belongs in a worker thread.
         """
         plan = self.prepared_plan(plan_id)
+        if plan is None:
+            mixture = self._mixtures.get(plan_id)
+            return None if mixture is None else self._mixture_page_at_hand(mixture, request)
         if (
-            plan is None
-            or not plan.prepared.config.drawing_algorithm.draws_whole_epochs
+            not plan.prepared.config.drawing_algorithm.draws_whole_epochs
             or plan.prepared.config.schedule is not None
         ):
             return None
-        bounds = request.bounds(plan.prepared.num_samples)
+        num_samples = plan.prepared.num_samples
+        bounds = request.bounds(num_samples)
         if (
             bounds.stop - bounds.first > INLINE_PAGE_VALUES
             or (plan.id, request.epoch) not in self.epochs
         ):
             return None
-        return plan, self.indices(plan, request)
+        return plan, self.indices(plan, request), num_samples
+
+    def _mixture_page_at_hand(
+        self, plan: MixturePlan, request: StreamRequest
+    ) -> tuple[MixturePlan, Int64Array, int] | None:
+        """:meth:`page_at_hand` of a mixture: the epoch's length is its cached stream's."""
+        key = (plan.id, request.epoch)
+        stream = self.epochs.peek(key)
+        if stream is None:
+            return None
+        num_samples = int(stream.shape[0])
+        bounds = request.bounds(num_samples)
+        if bounds.stop - bounds.first > INLINE_PAGE_VALUES:
+            return None
+        epoch = MixtureEpoch(plan.drawer, num_samples)
+        page = self._stream_page(epoch, plan.mixture.mixing.algorithm, True, key, request)
+        return plan, page, num_samples
 
     def page_at_floor(
         self,
@@ -638,7 +756,7 @@ class Catalog:
         fields: Mapping[str, Any],
         binary: bool,
         stream_key: Hashable | None = None,
-    ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
+    ) -> tuple[Plan | MixturePlan, Int64Array | None, bytes | None, int, int] | None:
         """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``): the same page under the same conditions, found with the
         same lookups (the plan and the epoch refreshed, the hit counted) and timed and
@@ -653,14 +771,20 @@ class Catalog:
         is the rest of the epoch from ``start``, cut to the page: its bounds are computed
         here without making the :class:`StreamRequest` (whose rules its fields' bounds
         already keep). What :meth:`page_at_hand` finds of a plan on every request (its
-        algorithm, its schedule, its metrics' children) is found once per plan here.
+        algorithm, its schedule, its metrics' children) is found once per plan here. A
+        mixture plan is found as a plan is, without a lock; its epoch's length is its
+        cached stream's (NOTE [Mixture epochs drawn whole]), so the stream is looked up
+        first.
 
         ``stream_key`` names another stream drawn as the plan draws (a run's: NOTE [Run
         pages at the floor] in ``run_catalog.py``); by default the plan's own.
         """
-        plan = self._plans.get_unlocked(plan_id)  # on the event loop, which never waits
+        # On the event loop, which never waits: the plans, then the mixtures.
+        plan: Plan | MixturePlan | None = self._plans.get_unlocked(plan_id)
         if plan is None:
-            return None
+            plan = self._mixtures.get_unlocked(plan_id)
+            if plan is None:
+                return None
         facts = self._floor_facts.get(plan_id)
         if facts is None or facts.plan is not plan:
             facts = _FloorFacts(plan, self.metrics)
@@ -669,7 +793,15 @@ class Catalog:
             self._floor_facts[plan_id] = facts
         if not facts.at_hand:
             return None
+        key = (plan_id if stream_key is None else stream_key, fields["epoch"])
+        began = time.perf_counter()
+        stream = None
         num_samples = facts.num_samples  # no schedule: every epoch's view is the plan itself
+        if num_samples is None:  # a mixture: the epoch is as long as its stream
+            stream = self.epochs.get(key)
+            if stream is None:
+                return None
+            num_samples = int(stream.shape[0])
         request = None
         if fields["world_size"] == 1 and fields["rank"] == 0:
             # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
@@ -688,23 +820,24 @@ class Catalog:
         if size > INLINE_PAGE_VALUES:
             return None
         self.check_page(size)
-        key = (plan_id if stream_key is None else stream_key, fields["epoch"])
-        began = time.perf_counter()
-        stream = self.epochs.get(key)
         if stream is None:
-            return None
+            began = time.perf_counter()
+            stream = self.epochs.get(key)
+            if stream is None:
+                return None
         page = numbers = None
         if request is None:
             first += start
             stop += start
-            space = fields["space"]
+            # A mixture's numbers are the same in either space: written once for both.
+            space: Space = fields["space"] if facts.population is not None else "population"
             numbers = self.epoch_texts.numbers(
                 (key, space, binary), stream, space, facts.population, first, stop, binary
             )
             if numbers is None:
                 page = in_space(stream[first:stop], space, facts.population)
         else:
-            page = plan.prepared.indices(request, epoch_stream=stream)
+            page = cut_page(stream, num_samples, request, facts.population)
             size = int(page.shape[0])
         facts.count(time.perf_counter() - began, size)
         return plan, page, numbers, size, length
@@ -824,53 +957,80 @@ class Catalog:
         here, once for the request (:meth:`StreamRequest.bounds`): the core and the
         response read the same.
         """
-        bounds = request.bounds(prepared.num_samples)
+        config = prepared.config
+        return self._stream_page(
+            prepared,
+            config.algorithm,
+            config.drawing_algorithm.draws_whole_epochs,
+            (stream_key, request.epoch),
+            request,
+        )
+
+    def _stream_page(
+        self,
+        streams: EpochStreams,
+        algorithm: str,
+        whole: bool,
+        key: Hashable,
+        request: StreamRequest,
+    ) -> Int64Array:
+        """:meth:`stream_page` of ``streams`` (a plan's epoch or a mixture's), whose
+        metrics' label is ``algorithm`` and whose epochs are drawn whole when ``whole``;
+        ``key`` names the epoch in the epoch cache."""
+        bounds = request.bounds(streams.num_samples)
         self.check_page(bounds.stop - bounds.first)
         began = time.perf_counter()
-        page = self._page(prepared, (stream_key, request.epoch), request, bounds)
+        page = self._page(streams, algorithm, whole, key, request, bounds)
         if self.metrics is not None:
-            draw_seconds, indices_served = self.metrics.stream_children(prepared.config.algorithm)
+            draw_seconds, indices_served = self.metrics.stream_children(algorithm)
             draw_seconds.observe(time.perf_counter() - began)
             indices_served.inc(int(page.shape[0]))
         return page
 
     def _page(
         self,
-        prepared: PreparedPlan,
+        streams: EpochStreams,
+        algorithm: str,
+        whole: bool,
         key: Hashable,
         request: StreamRequest,
         bounds: PageBounds,
     ) -> Int64Array:
         """See NOTE [When an epoch is drawn whole]."""
-        if not prepared.config.drawing_algorithm.draws_whole_epochs:
-            return prepared.indices(request)
+        if not whole:
+            return streams.indices(request)
         stream = self.epochs.get(key)
         if stream is None:
             span = (bounds.stop - bounds.first) * request.world_size
             if (
-                prepared.draws_by_range
-                and 2 * span < prepared.num_samples
+                streams.draws_by_range
+                and 2 * span < streams.num_samples
                 and self.epochs.first_touch(key)
             ):
-                return prepared.indices(request)
+                return streams.indices(request)
             epoch = request.epoch
-            stream = self.epochs.get_or_draw(key, lambda: self._draw_epoch(prepared, epoch))
+            stream = self.epochs.get_or_draw(
+                key, lambda: self._draw_epoch(streams, algorithm, epoch)
+            )
         if request.world_size == 1:
             # One rank: the page is a contiguous slice of the epoch, shared without a copy.
             page = stream[request.start + bounds.first : request.start + bounds.stop]
-            return in_space(page, request.space, prepared.population)
-        return prepared.indices(request, epoch_stream=stream)
+            return in_space(page, request.space, streams.population)
+        return streams.indices(request, epoch_stream=stream)
 
     def epoch_stream(self, plan: Plan, epoch: int) -> Int64Array:
         """The whole epoch stream of a ``torch`` plan (read-only), drawn once while cached."""
         prepared = plan.prepared.at_epoch(epoch)
-        return self.epochs.get_or_draw((plan.id, epoch), lambda: self._draw_epoch(prepared, epoch))
+        algorithm = prepared.config.algorithm
+        return self.epochs.get_or_draw(
+            (plan.id, epoch), lambda: self._draw_epoch(prepared, algorithm, epoch)
+        )
 
-    def _draw_epoch(self, prepared: PreparedPlan, epoch: int) -> Int64Array:
+    def _draw_epoch(self, streams: EpochStreams, algorithm: str, epoch: int) -> Int64Array:
         # Called once per single flight (NOTE [Single flight]): what the draws metric counts.
         if self.metrics is not None:
-            self.metrics.epoch_draws.labels(prepared.config.algorithm).inc()
-        return prepared.draw_epoch(epoch)
+            self.metrics.epoch_draws.labels(algorithm).inc()
+        return streams.draw_epoch(epoch)
 
     def weights(self, plan: Plan, epoch: int = 0) -> npt.NDArray[np.float64]:
         """Per-sample weights of epoch ``epoch`` (the same for every epoch without a schedule)."""

@@ -110,6 +110,13 @@ class EpochCache:
         with self._lock:
             return self._lookup(key)
 
+    def peek(self, key: Hashable) -> Int64Array | None:
+        """The cached (or held) stream, or ``None``, neither counted as a hit nor
+        refreshed: a look before deciding whether to serve from it."""
+        with self._lock:
+            stream = self._entries.peek(key)
+            return self._held.get(key) if stream is None else stream
+
     def _lookup(self, key: Hashable) -> Int64Array | None:
         """The cached (or held) stream, counted and refreshed as a hit, or ``None``; lock held."""
         stream = self._entries.get(key)

@@ -24,7 +24,9 @@ from torch.utils.data import WeightedRandomSampler
 from sampleplan.service.api import floor as floor_module
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
+from tests.helpers.asgi import call_app as _call
 from tests.helpers.asgi import http_scope
+from tests.helpers.asgi import whole_answer as _whole
 from tests.helpers.logs import timeless_lines
 
 LABELS = [0] * 40 + [1] * 7 + [2] * 3
@@ -96,22 +98,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     pair = Pair(tmp_path_factory.mktemp("floor"), max_page=60, log_level="info")
     yield pair
     pair.close()
-
-
-async def _call(app: FastAPI, scope: dict[str, Any], messages: list[dict[str, Any]]) -> None:
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-
-
-def _whole(messages: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], [tuple(h) for h in start["headers"]], body
 
 
 def _without_ids(answer: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Any:

@@ -1,4 +1,5 @@
-"""A raw ASGI ``http`` scope, as a server makes it, for tests that call an app directly."""
+"""A raw ASGI ``http`` scope, as a server makes it, for tests that call an app directly,
+and the app's answer to it as raw messages."""
 
 from __future__ import annotations
 
@@ -24,3 +25,22 @@ def http_scope(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> 
         "headers": [(b"host", b"127.0.0.1:8000"), *headers],
         "state": {},
     }
+
+
+async def call_app(app: Any, scope: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """Call ``app`` with ``scope`` and no body, appending what it sends to ``messages``."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+
+
+def whole_answer(messages: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The status, the headers in order and the whole body an app sent."""
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], [tuple(h) for h in start["headers"]], body

@@ -164,8 +164,20 @@ class MixtureDrawer(Drawer):
         elements = source_elements(m.orders, m.lengths, self.take_seed(epoch), sources, takes)
         return m.offsets[sources] + elements
 
-    def draw_epoch(self, epoch: int) -> Int64Array:
-        return self.draw_range(epoch, 0, self.num_samples_at(epoch))
+    def draw_epoch(self, epoch: int, *, chunk: int = 1 << 20) -> Int64Array:
+        """The whole epoch: :meth:`draw_range` of ``[0, num_samples_at(epoch))``, drawn
+        ``chunk`` positions at a time (a range is the same values however it is cut; a
+        chunk bounds the memory of a draw over many sources), with the request's deadline
+        checked between chunks (NOTE [Deadlines])."""
+        length = self.num_samples_at(epoch)
+        if length <= chunk:
+            return self.draw_range(epoch, 0, length)
+        out = np.empty(length, dtype=np.int64)
+        for lo in range(0, length, chunk):
+            check_deadline()
+            hi = min(lo + chunk, length)
+            out[lo:hi] = self.draw_range(epoch, lo, hi)
+        return out
 
 
 class MixingAlgorithm(ABC):

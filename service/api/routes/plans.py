@@ -325,8 +325,10 @@ async def serve_indices(
     """
     at_hand = catalog.page_at_hand(plan_id, request)
     if at_hand is not None:
-        plan, indices = at_hand
-        return _indices_response(media_type, plan, indices, request, head_only)
+        found, indices, num_samples = at_hand
+        return stream_page_response(
+            media_type, indices, request, num_samples, head_only, ids={"plan_id": found.id}
+        )
 
     def fetch() -> Response:
         plan = catalog.get_any_plan(plan_id)
@@ -368,7 +370,8 @@ def indices_at_hand(
 ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
     """:func:`get_indices` at the floor (NOTE [Serving at the floor] in
     ``service/api/floor.py``): the page's raw headers and body when it is a slice of a
-    cached epoch, else ``None``.
+    cached epoch (a plan's or a mixture's, NOTE [Mixture epochs drawn whole] in
+    ``catalog.py``), else ``None``.
 
     As :func:`fast_indices` (and for ``HEAD`` too), with the ``Accept`` header's value; a
     :class:`~sampleplan.core.errors.SamplingError` (a 406 among them) sends the request
