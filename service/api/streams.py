@@ -399,33 +399,30 @@ _BATCH_HEAD = (
     b'"epoch":%d,"rank":%d,"world_size":%d,"offset":%d,"length":%d,'
     b'"batch_size":%d,"space":"%s","batches":['
 )
-#: Each plain (name, id) pair's opening of a head, ``{"name":"id",``; bounded.
-_OPENINGS: dict[tuple[str, str], bytes] = {}
+#: The opening of a head, ``{"name":"id",...,``, by its ids of plain characters; bounded.
+_OPENINGS: dict[tuple[tuple[str, str], ...], bytes] = {}
 _MAX_OPENINGS = 4096
-
-
-def _opening(name: str, value: str) -> bytes | None:
-    """The head's opening for one id of plain characters, or ``None``."""
-    opening = _OPENINGS.get((name, value))
-    if opening is None:
-        if not (_PLAIN_ID.fullmatch(name) and _PLAIN_ID.fullmatch(value)):
-            return None
-        opening = b'{"%s":"%s",' % (name.encode("ascii"), value.encode("ascii"))
-        if len(_OPENINGS) >= _MAX_OPENINGS:
-            _OPENINGS.clear()
-        _OPENINGS[name, value] = opening
-    return opening
 
 
 def _opening_of(ids: Mapping[str, str]) -> bytes | None:
     """The opening of a page head whose meta starts with ``ids``, when the head can be
     formatted (ints are written in decimal by every JSON writer, bools as
-    ``true``/``false``, a space is a plain word): ``ids`` is one id of plain characters;
-    else ``None``, and ``json_head`` writes the head."""
-    if len(ids) == 1:
-        ((name, value),) = ids.items()
-        return _opening(name, value)
-    return None
+    ``true``/``false``, a space is a plain word): every id (a plan's, a run's and its
+    plan's) of plain characters, which JSON writes as they are; else ``None``, and
+    ``json_head`` writes the head."""
+    key = tuple(ids.items())
+    opening = _OPENINGS.get(key)
+    if opening is None:
+        if not all(_PLAIN_ID.fullmatch(name) and _PLAIN_ID.fullmatch(value) for name, value in key):
+            return None
+        pairs = (
+            b'"%s":"%s",' % (name.encode("ascii"), value.encode("ascii")) for name, value in key
+        )
+        opening = b"{" + b"".join(pairs)
+        if len(_OPENINGS) >= _MAX_OPENINGS:
+            _OPENINGS.clear()
+        _OPENINGS[key] = opening
+    return opening
 
 
 def _page_head(ids: Mapping[str, str], fields: Mapping[str, Any], stream_length: int) -> bytes:
