@@ -850,7 +850,7 @@ class Catalog:
     #     floor]). So the epoch's batches are kept too, as one matrix ``(num_batches,
     #     batch_size)`` of population positions (``PreparedPlan.draw_batch_epoch``), in
     #     the epoch cache under ``("batches", plan_id, epoch)`` (a plan's streams are
-    #     under ``(plan_id, epoch)``, a run's under ``(("run", ...), epoch)``: no key of
+    #     under ``(plan_id, epoch)``, a run's under ``("run <id> <created>", epoch)``: no key of
     #     one is a key of another), drawn once however many requests ask together (NOTE
     #     [Single flight]; counted by ``sampleplan_epoch_draws_total{algorithm="batches"}``).
     #     Rows are batches as drawn one by one, so a page cut from the matrix

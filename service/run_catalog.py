@@ -1090,9 +1090,13 @@ class _Live:
         self.stream_key = _stream_key(_incarnation(run))
 
 
-def _stream_key(incarnation: tuple[str, str]) -> tuple[str, str, str]:
-    """What a run's epochs are cached under (beside plans' ids, which are plain strings)."""
-    return ("run", *incarnation)
+def _stream_key(incarnation: tuple[str, str]) -> str:
+    """What a run's epochs are cached under, beside plans' ids: ``run <id> <created>``,
+    which no plan's id is (a run id has no space). A string, whose hash Python keeps: the
+    floor looks a page's epoch up by it several times per page, and a tuple's hash is
+    computed anew each time."""
+    run_id, created = incarnation
+    return f"run {run_id} {created}"
 
 
 def _check_kept(run: RunRecord, epoch: int) -> None:
