@@ -552,56 +552,146 @@ def bare_app_process(folder: Path, json_body: bytes, octet_body: bytes) -> Itera
             process.wait(timeout=30)
 
 
-def floor_scenarios(url: str, folder: Path, *, duration: float, passes: int = 2) -> list[Row]:
+@dataclass
+class FloorPages:
+    """Pages of one kind for the ``floor`` scenario: its rows' name, the path of its pages
+    before the offset, and the largest offset of a whole page."""
+
+    kind: str
+    prefix: str
+    last: int
+
+
+#: The kinds of pages the ``floor`` scenario measures, in its order.
+FLOOR_KINDS = ("page", "batches", "mixture", "run")
+
+#: Batches of 32 per batch page: 1024 values, the size of an index page.
+BATCH_SIZE = 32
+
+
+def warm_floor_pages(url: str, kinds: Sequence[str] = FLOOR_KINDS) -> list[FloorPages]:
+    """For each kind, a plan (or run) of 10 000 samples whose epoch is drawn and cached:
+    a plan's indices, a batch plan's batches, a mixture of three sources, a run's frozen
+    epoch 1 (its plan's weights changed by an update in epoch 0)."""
+    found = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for kind in kinds:
+            if kind == "page":
+                plan_id = warm_page_plan(url)
+                prefix = f"/v1/plans/{plan_id}/indices?epoch=0&limit={PAGE_SIZE}&offset="
+                found.append(FloorPages(kind, prefix, POPULATION - PAGE_SIZE))
+            elif kind == "batches":
+                batching = {"kind": "m_per_class", "m": 4, "batch_size": BATCH_SIZE}
+                body = {"labels": _labels(), "seed": 3, "batching": batching}
+                plan = client.post("/v1/plans", json=body).raise_for_status().json()
+                batches = f"/v1/plans/{plan['id']}/batches"
+                client.get(batches, params={"epoch": 0}).raise_for_status()  # drawn whole
+                rows = BATCH_SIZE  # a page of 1024 values
+                prefix = f"{batches}?epoch=0&limit={rows}&offset="
+                found.append(FloorPages(kind, prefix, plan["config"]["num_batches"] - rows))
+            elif kind == "mixture":
+                sizes = (5000, 3000, 2000)
+                datasets = [
+                    client.post("/v1/datasets", json={"labels": _labels(n)})
+                    .raise_for_status()
+                    .json()["id"]
+                    for n in sizes
+                ]
+                sources = [
+                    {"name": f"source-{i}", "dataset_id": dataset_id, "weight": weight}
+                    for i, (dataset_id, weight) in enumerate(
+                        zip(datasets, (0.5, 0.3, 0.2), strict=True)
+                    )
+                ]
+                body = {
+                    "sources": sources,
+                    "mixing": {"algorithm": "mixture-v1"},
+                    "num_samples": POPULATION,
+                    "seed": 4,
+                }
+                plan = client.post("/v1/plans", json=body).raise_for_status().json()
+                indices = f"/v1/plans/{plan['id']}/indices"
+                client.get(indices, params={"epoch": 0}).raise_for_status()  # drawn whole
+                prefix = f"{indices}?epoch=0&limit={PAGE_SIZE}&offset="
+                found.append(FloorPages(kind, prefix, POPULATION - PAGE_SIZE))
+            elif kind == "run":
+                body = {"labels": _labels(), "seed": 5}
+                plan = client.post("/v1/plans", json=body).raise_for_status().json()
+                run = f"/v1/runs/floor-{uuid.uuid4().hex[:8]}"
+                client.put(run, json={"plan_id": plan["id"]}).raise_for_status()
+                update = {"epoch": 0, "rank": 0, "step": 0, "op": "mul"}
+                update |= {"indices": list(range(0, POPULATION, 7)), "values": [3.0]}
+                update["values"] = update["values"] * len(update["indices"])
+                client.post(f"{run}/updates", json=update).raise_for_status()
+                # Epoch 1 frozen with the update, drawn whole and cached.
+                client.get(f"{run}/indices", params={"epoch": 1}).raise_for_status()
+                prefix = f"{run}/indices?epoch=1&limit={PAGE_SIZE}&offset="
+                found.append(FloorPages(kind, prefix, POPULATION - PAGE_SIZE))
+            else:
+                raise ValueError(f"no floor pages of kind {kind!r}")
+    return found
+
+
+def floor_scenarios(
+    url: str,
+    folder: Path,
+    *,
+    duration: float,
+    passes: int = 2,
+    kinds: Sequence[str] = FLOOR_KINDS,
+) -> list[Row]:
     """``floor``: pages of a warm epoch at random offsets against a bare ASGI app.
 
-    The bare app (``benchmarks/bare_app.py``) runs on the same server stack and answers a
-    body of a page's size and type; bare app and service are measured in turn, JSON and
-    binary, twice over (bare, service, bare, service for each), so that the ratio of the
-    two compares like with like on a machine whose speed drifts. A page row's ``x of
-    bare`` is its requests per second over the bare app's; the target is 0.5x with a p99
-    of at most 50 ms and no failed request. ``passes`` sets how many times over.
+    For each kind of page (:func:`warm_floor_pages`), the bare app
+    (``benchmarks/bare_app.py``) runs on the same server stack and answers a body of a
+    page's size and type; bare app and service are measured in turn, JSON and binary,
+    twice over (bare, service, bare, service for each), so that the ratio of the two
+    compares like with like on a machine whose speed drifts. A page row's ``x of bare`` is
+    its requests per second over the bare app's; the target is 0.5x with a p99 of at most
+    50 ms and no failed request. ``passes`` sets how many times over.
     """
-    plan_id = warm_page_plan(url)
-    prefix = f"/v1/plans/{plan_id}/indices?epoch=0&limit={PAGE_SIZE}&offset="
-    last = str(POPULATION - PAGE_SIZE)
-    kinds = (("json", None), ("octet", OCTET))
-    bodies = {}
-    for name, accept in kinds:
-        page = httpx.get(url + prefix + "0", headers={"Accept": accept or "*/*"}, timeout=60)
-        page.raise_for_status()
-        bodies[name] = page.content
+    types = (("json", None), ("octet", OCTET))
     script = _LUA_RANDOM_OFFSETS + _lua_done("mismatches")
-    runs: dict[str, list[WrkResult]] = {}
-    with bare_app_process(folder, bodies["json"], bodies["octet"]) as bare:
-        for _ in range(passes):
-            for name, accept in kinds:
-                headers = [f"Accept: {accept}"] if accept else []
-                for who, base in (("bare", bare), ("page", url)):
-                    runs.setdefault(f"{who}-{name}", []).append(
-                        run_wrk(
-                            base,
-                            [prefix + "0"],
-                            folder,
-                            duration=duration / passes,
-                            headers=headers,
-                            script=script,
-                            script_args=[prefix, last],
-                        )
-                    )
     rows = []
-    for name, _accept in kinds:
-        bare_result = combined(runs[f"bare-{name}"])
-        page_result = combined(runs[f"page-{name}"])
-        bare_row = wrk_row(f"floor bare-{name}", bare_result, None, targeted=False)
-        bare_row.note = f"bare ASGI app, {len(bodies[name])} B body; " + bare_row.note
-        page_row = wrk_row(f"floor page-{name}", page_result, None, targeted=False)
-        of_bare = page_result.per_second / bare_result.per_second
-        page_row.target = f">= {FLOOR_RATIO:g}x bare, p99 <= {FLOOR_P99 * 1000:.0f} ms"
-        page_row.ratio = min(of_bare / FLOOR_RATIO, FLOOR_P99 / max(page_result.p99, 1e-9))
-        page_row.note = f"{of_bare:.2f}x of bare; random offsets; " + page_row.note
-        page_row.extra["of_bare"] = of_bare
-        rows += [bare_row, page_row]
+    for pages in warm_floor_pages(url, kinds):
+        bodies = {}
+        for name, accept in types:
+            page = httpx.get(
+                url + pages.prefix + "0", headers={"Accept": accept or "*/*"}, timeout=60
+            )
+            page.raise_for_status()
+            bodies[name] = page.content
+        runs: dict[str, list[WrkResult]] = {}
+        with bare_app_process(folder, bodies["json"], bodies["octet"]) as bare:
+            for _ in range(passes):
+                for name, accept in types:
+                    headers = [f"Accept: {accept}"] if accept else []
+                    for who, base in (("bare", bare), ("page", url)):
+                        runs.setdefault(f"{who}-{name}", []).append(
+                            run_wrk(
+                                base,
+                                [pages.prefix + "0"],
+                                folder,
+                                duration=duration / passes,
+                                headers=headers,
+                                script=script,
+                                script_args=[pages.prefix, str(pages.last)],
+                            )
+                        )
+        # The plans' index pages keep their rows' first names.
+        bare_name = "bare" if pages.kind == "page" else f"bare-{pages.kind}"
+        for name, _accept in types:
+            bare_result = combined(runs[f"bare-{name}"])
+            page_result = combined(runs[f"page-{name}"])
+            bare_row = wrk_row(f"floor {bare_name}-{name}", bare_result, None, targeted=False)
+            bare_row.note = f"bare ASGI app, {len(bodies[name])} B body; " + bare_row.note
+            page_row = wrk_row(f"floor {pages.kind}-{name}", page_result, None, targeted=False)
+            of_bare = page_result.per_second / bare_result.per_second
+            page_row.target = f">= {FLOOR_RATIO:g}x bare, p99 <= {FLOOR_P99 * 1000:.0f} ms"
+            page_row.ratio = min(of_bare / FLOOR_RATIO, FLOOR_P99 / max(page_result.p99, 1e-9))
+            page_row.note = f"{of_bare:.2f}x of bare; random offsets; " + page_row.note
+            page_row.extra["of_bare"] = of_bare
+            rows += [bare_row, page_row]
     return rows
 
 
@@ -857,11 +947,13 @@ def run(
     replicas: Sequence[int] = (1, 2, 3),
     scenarios: Sequence[str] = SCENARIOS,
     passes: int = 2,
+    floor_kinds: Sequence[str] = FLOOR_KINDS,
 ) -> list[Row]:
     """Every scenario asked for, each against servers of its own; the table's rows.
 
     ``passes``: how many times the page and floor scenarios alternate what they compare
-    (each run ``duration / passes`` seconds, wrk's whole seconds at least)."""
+    (each run ``duration / passes`` seconds, wrk's whole seconds at least);
+    ``floor_kinds``: the kinds of pages the floor scenario measures."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sampleplan-load-") as tmp:
         folder = Path(tmp)
@@ -873,7 +965,9 @@ def run(
                         url, folder, duration=duration, check_seconds=check_seconds, passes=passes
                     )
                 if "floor" in scenarios:  # before the fan-out fills the epoch cache
-                    rows += floor_scenarios(url, folder, duration=duration, passes=passes)
+                    rows += floor_scenarios(
+                        url, folder, duration=duration, passes=passes, kinds=floor_kinds
+                    )
                 if "fan-out" in scenarios:
                     rows.append(fan_out(url, folder, draws=fanout_draws))
         if "workers" in scenarios:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow  # starts processes: `make test-quick` leaves it out
@@ -45,6 +46,7 @@ def test_the_page_floor_and_fan_out_scenarios_answer_correct_data_under_load(
         fanout_draws=300_000,
         scenarios=("pages", "floor", "fan-out"),
         passes=1,  # one 1 s wrk run per kind and side, not two: the checks are the same
+        floor_kinds=("page",),  # the others' pages: test_every_kind_of_floor_page_is_warm
     )
     by_name = {row.scenario: row for row in rows}
     floor = {f"floor {who}-{kind}" for who in ("bare", "page") for kind in ("json", "octet")}
@@ -68,6 +70,21 @@ def test_the_page_floor_and_fan_out_scenarios_answer_correct_data_under_load(
     table = load.render(rows)
     for words in ["req/s", "p50 ms", "p99 ms", "ratio", "page-json", "fan-out", "floor page"]:
         assert words in table
+
+
+def test_every_kind_of_floor_page_is_warm(load: ModuleType, server: str) -> None:
+    """What the floor scenario measures: for every kind, pages of a cached epoch, the last
+    offset a whole page, as big as an index page."""
+    found = load.warm_floor_pages(server)
+    assert [pages.kind for pages in found] == list(load.FLOOR_KINDS)
+    with httpx.Client(base_url=server, timeout=60) as client:
+        for pages in found:
+            for offset in (0, pages.last):
+                page = client.get(pages.prefix + str(offset)).json()
+                values = page.get("indices", page.get("batches"))
+                assert page["offset"] == offset and len(values) in (1000, load.BATCH_SIZE)
+            beyond = client.get(pages.prefix + str(pages.last + 1)).json()
+            assert len(beyond.get("indices", beyond.get("batches"))) < len(values)
 
 
 def test_wrk_reports_pages_that_differ(load: ModuleType, server: str, tmp_path: Path) -> None:
