@@ -191,7 +191,31 @@ def _access_line(
 ) -> str:
     """The access line of a request that ended at ``created``: its fields in the order
     JsonFormatter.format writes its record's (the record's extras follow the request id,
-    which is written once)."""
+    which is written once).
+
+    Formatted from :data:`_ACCESS_LINE` when every text in it is one JSON writes as it is
+    and the duration a float it writes as ``repr`` does (the commonest line, in a third
+    of the time a JSON writer takes with the dict it needs); else written by the
+    formatter's JSON writer, whose line this is byte for byte either way (tested)."""
+    duration = round(elapsed * 1000, 3)
+    if (
+        0.0 <= duration < _PLAIN_DURATION
+        and _PLAIN_TEXT.fullmatch(f"{request_id}{method}{path}{route}{client}") is not None
+    ):
+        return _ACCESS_LINE % (
+            formatter.time_text(created),
+            _LEVEL_TEXT[level],
+            method,
+            path,
+            status,
+            request_id,
+            method,
+            path,
+            route,
+            status,
+            duration,
+            "null" if client is None else f'"{client}"',
+        )
     return formatter.dumps(
         {
             "time": formatter.time_text(created),
@@ -201,6 +225,21 @@ def _access_line(
             **_access_fields(request_id, method, path, route, status, elapsed, client),
         }
     )
+
+
+#: An access line of plain texts (:func:`_access_line`): what JSON writes of its fields.
+_ACCESS_LINE = (
+    '{"time":"%s","level":"%s","logger":"'
+    + access_logger.name
+    + '","message":"%s %s %d","request_id":"%s","method":"%s","path":"%s","route":"%s",'
+    '"status":%d,"duration_ms":%r,"client":%s}'
+)
+#: Texts a JSON writer writes as they are, between quotes: no quote, no backslash, no
+#: control character (escaped), no lone surrogate (which orjson refuses).
+_PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f\ud800-\udfff]*')
+#: Durations in milliseconds written by ``repr`` as a JSON writer writes them: below
+#: 1e15 (``round(x, 3)`` of a duration is 0 or at least 0.001, never in an exponent).
+_PLAIN_DURATION = 1e15
 
 
 def _access_fields(
