@@ -12,14 +12,16 @@ target / measured), and whether every answer was right (column ``exact``). Scena
     turn, and on ``/healthz``.
     A second, short pass with the same load compares every page answered against the
     same page fetched alone (wrk's response hook; ``differ`` in the table).
-``floor bare-*`` / ``floor page-*``
-    Pages of 1000 indices of a warm epoch at random offsets (wrk's Lua draws each
-    request's offset), JSON and binary, 64 connections, one worker, against a bare ASGI
-    app (``benchmarks/bare_app.py``) on the same server stack answering a body of the same
-    size and type; bare app and service alternate (bare, service, twice for each type).
+``floor bare-*`` / ``floor page-*``, ``floor batches-*``, ``floor mixture-*``, ``floor run-*``
+    Pages of a warm epoch at random offsets (wrk's Lua draws each request's offset),
+    JSON and binary, 64 connections, one worker, against a bare ASGI app
+    (``benchmarks/bare_app.py``) on the same server stack answering a body of the same
+    size and type; bare app and service alternate (bare, service, five times for each
+    type, 2 s each). Four kinds of pages of about 1000 values: a plan's indices, a batch
+    plan's batches (32 of 32), a mixture's indices, a run's indices of a frozen epoch.
     A page row's ``x of bare`` is its requests per second over the bare app's: the target
     is 0.5x, with a p99 of at most 50 ms and no failed request. ``--only floor`` runs it
-    alone (a minute).
+    alone (about four minutes).
 ``workers-2``
     ``page-json`` against ``sampleplan serve --workers 2``.
 ``uvloop``
@@ -637,7 +639,7 @@ def floor_scenarios(
     folder: Path,
     *,
     duration: float,
-    passes: int = 2,
+    passes: int = 5,
     kinds: Sequence[str] = FLOOR_KINDS,
 ) -> list[Row]:
     """``floor``: pages of a warm epoch at random offsets against a bare ASGI app.
@@ -645,10 +647,10 @@ def floor_scenarios(
     For each kind of page (:func:`warm_floor_pages`), the bare app
     (``benchmarks/bare_app.py``) runs on the same server stack and answers a body of a
     page's size and type; bare app and service are measured in turn, JSON and binary,
-    twice over (bare, service, bare, service for each), so that the ratio of the two
-    compares like with like on a machine whose speed drifts. A page row's ``x of bare`` is
-    its requests per second over the bare app's; the target is 0.5x with a p99 of at most
-    50 ms and no failed request. ``passes`` sets how many times over.
+    ``passes`` times over (bare, service, bare, service, ... for each), so that the ratio
+    of the two compares like with like on a machine whose speed drifts. A page row's ``x
+    of bare`` is its requests per second over the bare app's; the target is 0.5x with a
+    p99 of at most 50 ms and no failed request.
     """
     types = (("json", None), ("octet", OCTET))
     script = _LUA_RANDOM_OFFSETS + _lua_done("mismatches")
@@ -947,12 +949,15 @@ def run(
     replicas: Sequence[int] = (1, 2, 3),
     scenarios: Sequence[str] = SCENARIOS,
     passes: int = 2,
+    floor_passes: int = 5,
     floor_kinds: Sequence[str] = FLOOR_KINDS,
 ) -> list[Row]:
     """Every scenario asked for, each against servers of its own; the table's rows.
 
-    ``passes``: how many times the page and floor scenarios alternate what they compare
-    (each run ``duration / passes`` seconds, wrk's whole seconds at least);
+    ``passes``: how many times the page scenarios alternate what they compare (each run
+    ``duration / passes`` seconds, wrk's whole seconds at least), ``floor_passes`` the
+    same for the floor scenario, whose ratios are its result: more, shorter runs, so
+    that a machine whose speed drifts weighs on the bare app and the service alike;
     ``floor_kinds``: the kinds of pages the floor scenario measures."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sampleplan-load-") as tmp:
@@ -966,7 +971,7 @@ def run(
                     )
                 if "floor" in scenarios:  # before the fan-out fills the epoch cache
                     rows += floor_scenarios(
-                        url, folder, duration=duration, passes=passes, kinds=floor_kinds
+                        url, folder, duration=duration, passes=floor_passes, kinds=floor_kinds
                     )
                 if "fan-out" in scenarios:
                     rows.append(fan_out(url, folder, draws=fanout_draws))
