@@ -194,13 +194,19 @@ def _access_line(
     which is written once).
 
     Formatted from :data:`_ACCESS_LINE` when every text in it is one JSON writes as it is
-    and the duration a float it writes as ``repr`` does (the commonest line, in a third
+    (printable: no control character, which it escapes, no lone surrogate, which orjson
+    refuses; and no quote or backslash) and the duration a float it writes as ``repr``
+    does (the commonest line, in a third
     of the time a JSON writer takes with the dict it needs); else written by the
     formatter's JSON writer, whose line this is byte for byte either way (tested)."""
     duration = round(elapsed * 1000, 3)
+    texts = f"{request_id}{method}{path}{route}{client}"
+    # Printable (no control character, no lone surrogate), and no quote or backslash.
     if (
         0.0 <= duration < _PLAIN_DURATION
-        and _PLAIN_TEXT.fullmatch(f"{request_id}{method}{path}{route}{client}") is not None
+        and texts.isprintable()
+        and '"' not in texts
+        and "\\" not in texts
     ):
         return _ACCESS_LINE % (
             formatter.time_text(created),
@@ -234,9 +240,6 @@ _ACCESS_LINE = (
     + '","message":"%s %s %d","request_id":"%s","method":"%s","path":"%s","route":"%s",'
     '"status":%d,"duration_ms":%r,"client":%s}'
 )
-#: Texts a JSON writer writes as they are, between quotes: no quote, no backslash, no
-#: control character (escaped), no lone surrogate (which orjson refuses).
-_PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f\ud800-\udfff]*')
 #: Durations in milliseconds written by ``repr`` as a JSON writer writes them: below
 #: 1e15 (``round(x, 3)`` of a duration is 0 or at least 0.001, never in an exponent).
 _PLAIN_DURATION = 1e15
