@@ -9,7 +9,8 @@ the run was last read; a deletion or a drop by another process of the same SQLit
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
+from sampleplan.service.storage import generation as generation_module
 from sampleplan.service.storage.generation import RunGeneration
 from tests.api.test_floor import _call, _whole
 from tests.helpers.asgi import http_scope
@@ -237,24 +239,31 @@ def test_on_postgresql_every_run_page_reads_the_run(
         assert reads.count == 2
 
 
-def _advance(path: str, times: int) -> None:
-    generation = RunGeneration(__import__("pathlib").Path(path))
-    for _ in range(times):
-        generation.advance()
-    generation.close()
+#: Another process advancing a generation (it imports the module alone, quickly).
+_ADVANCE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("generation", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+generation = module.RunGeneration(module.Path(sys.argv[2]))
+for _ in range(int(sys.argv[3])):
+    generation.advance()
+generation.close()
+"""
 
 
 def test_the_generation_is_shared_and_no_advance_is_lost(tmp_path: Any) -> None:
     path = tmp_path / "db.sqlite3-runs"
     watcher = RunGeneration(path)
     assert watcher.current() == 0
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_advance, args=(str(path), 300)) for _ in range(2)]
+    source = generation_module.__file__
+    command = [sys.executable, "-c", _ADVANCE, source, str(path), "300"]
+    workers = [subprocess.Popen(command) for _ in range(2)]
+    mine = RunGeneration(path)
+    for _ in range(300):
+        mine.advance()
     for worker in workers:
-        worker.start()
-    _advance(str(path), 300)
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
-    assert watcher.current() == 900
+        assert worker.wait(60) == 0
+    assert watcher.current() == mine.current() == 900
     watcher.close()
+    mine.close()
