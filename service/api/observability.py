@@ -191,37 +191,7 @@ def _access_line(
 ) -> str:
     """The access line of a request that ended at ``created``: its fields in the order
     JsonFormatter.format writes its record's (the record's extras follow the request id,
-    which is written once).
-
-    Formatted from :data:`_ACCESS_LINE` when every text in it is one JSON writes as it is
-    (printable: no control character, which it escapes, no lone surrogate, which orjson
-    refuses; and no quote or backslash) and the duration a float it writes as ``repr``
-    does (the commonest line, in a third
-    of the time a JSON writer takes with the dict it needs); else written by the
-    formatter's JSON writer, whose line this is byte for byte either way (tested)."""
-    duration = round(elapsed * 1000, 3)
-    texts = f"{request_id}{method}{path}{route}{client}"
-    # Printable (no control character, no lone surrogate), and no quote or backslash.
-    if (
-        0.0 <= duration < _PLAIN_DURATION
-        and texts.isprintable()
-        and '"' not in texts
-        and "\\" not in texts
-    ):
-        return _ACCESS_LINE % (
-            formatter.time_text(created),
-            _LEVEL_TEXT[level],
-            method,
-            path,
-            status,
-            request_id,
-            method,
-            path,
-            route,
-            status,
-            duration,
-            "null" if client is None else f'"{client}"',
-        )
+    which is written once)."""
     return formatter.dumps(
         {
             "time": formatter.time_text(created),
@@ -231,18 +201,6 @@ def _access_line(
             **_access_fields(request_id, method, path, route, status, elapsed, client),
         }
     )
-
-
-#: An access line of plain texts (:func:`_access_line`): what JSON writes of its fields.
-_ACCESS_LINE = (
-    '{"time":"%s","level":"%s","logger":"'
-    + access_logger.name
-    + '","message":"%s %s %d","request_id":"%s","method":"%s","path":"%s","route":"%s",'
-    '"status":%d,"duration_ms":%r,"client":%s}'
-)
-#: Durations in milliseconds written by ``repr`` as a JSON writer writes them: below
-#: 1e15 (``round(x, 3)`` of a duration is 0 or at least 0.001, never in an exponent).
-_PLAIN_DURATION = 1e15
 
 
 def _access_fields(

@@ -262,61 +262,6 @@ def test_access_lines_written_directly_are_the_lines_logging_writes(
     }
 
 
-def test_access_lines_formatted_plainly_are_the_json_writers_lines() -> None:
-    """An access line of plain texts is formatted from a template; every line, plain or
-    not, is the one the formatter's JSON writer writes of its fields."""
-    import logging
-    import random
-
-    from sampleplan.service.api.observability import _access_fields, _access_line, access_logger
-    from sampleplan.service.logs import JsonFormatter
-
-    class Counting(JsonFormatter):
-        written = 0
-
-        def dumps(self, entry: dict[str, object]) -> str:
-            self.written += 1
-            return super().dumps(entry)
-
-    formatter = Counting()
-    rng = random.Random(7)
-    texts = [
-        "/v1/plans/p/indices",
-        "/v1/runs/a.b-c_d/indices",
-        '/v1/plans/"quoted"/indices',
-        "/v1/plans/back\\slash",
-        "/v1/plans/tab\there",
-        "/v1/plans/\x00\x1f\x7f",
-        "/v1/plans/caf\u00e9/\u2028/\U0001f600",
-        "/v1/plans/\ud800",
-        "",
-    ]
-    durations = [0.0, 1e-7, 0.0004, 0.0005, 0.0012345, 0.1, 1.0, 123.456789, 1e10, 1e12, 1e13]
-    durations += [rng.uniform(0, 10) ** rng.choice((1, 3, 6)) for _ in range(400)]
-    clients = [None, "127.0.0.1", "::1", 'proxy"host', "h\\x"]
-    for i, elapsed in enumerate(durations):
-        path, route = rng.choice(texts), rng.choice(texts)
-        client = rng.choice(clients)
-        method = rng.choice(("GET", "POST", "HEAD"))
-        status = rng.choice((200, 202, 404, 422, 500))
-        created = 1765069800 + i / 7
-        level = rng.choice((logging.INFO, logging.DEBUG))
-        fields = _access_fields("rid-1", method, path, route, status, elapsed, client)
-        entry = {
-            "time": formatter.time_text(created),
-            "level": logging.getLevelName(level).lower(),
-            "logger": access_logger.name,
-            "message": f"{method} {path} {status}",
-            **fields,
-        }
-        line = _access_line(
-            formatter, created, level, "rid-1", method, path, route, status, elapsed, client
-        )
-        assert line == JsonFormatter._dumps(entry), (path, route, client, elapsed)
-    # Both ways were taken: the plain lines formatted, the others written.
-    assert formatter.written > 20 and len(durations) - formatter.written > 20
-
-
 def test_access_lines_on_an_event_loop_are_written_once_a_round(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
