@@ -29,7 +29,6 @@ NOTE [The runs' generation]
 from __future__ import annotations
 
 import fcntl
-import logging
 import mmap
 import os
 import threading
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = ["RunGeneration", "run_generation_for"]
-
-logger = logging.getLogger(__name__)
 
 #: The counter's width in bytes: an unsigned 64-bit integer in the machine's order.
 _WIDTH = 8
@@ -109,8 +106,7 @@ def _flocked(path: Path) -> Iterator[int]:
 def run_generation_for(engine: Engine) -> RunGeneration | None:
     """The runs' generation of ``engine``'s database: shared through a file beside a
     SQLite file, this process's own for an in-memory one, ``None`` for PostgreSQL (and
-    for a SQLite URI filename, or a file beside the database that cannot be made or
-    mapped: a warning says so)."""
+    for a SQLite URI filename)."""
     if engine.dialect.name != "sqlite":
         return None
     database = engine.url.database
@@ -119,14 +115,4 @@ def run_generation_for(engine: Engine) -> RunGeneration | None:
     if database.startswith("file:"):
         return None  # a URI filename: whose file it names is SQLite's to say
     path = Path(database).expanduser().resolve()
-    counter = path.with_name(path.name + "-runs")
-    try:
-        return RunGeneration(counter)
-    except OSError as error:
-        # Served as on PostgreSQL: every run page reads the run. Nothing is lost but speed.
-        logger.warning(
-            "the runs' generation cannot be kept in %s (%s): every page of a run reads the run",
-            counter,
-            error,
-        )
-        return None
+    return RunGeneration(path.with_name(path.name + "-runs"))

@@ -267,20 +267,3 @@ def test_the_generation_is_shared_and_no_advance_is_lost(tmp_path: Any) -> None:
     assert watcher.current() == mine.current() == 900
     watcher.close()
     mine.close()
-
-
-def test_a_generation_that_cannot_be_kept_leaves_every_page_reading_the_run(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A folder where the counter's file would be: the service starts, and reads runs.
-    (tmp_path / "db.sqlite3-runs").mkdir()
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}"))) as c:
-        assert c.app.state.runs.store.generation is None  # type: ignore[attr-defined]
-        assert "every page of a run reads the run" in caplog.text
-        _make_run(c)
-        reads = Reads(c, monkeypatch)
-        for offset in (0, 10):
-            assert (
-                c.get(f"/v1/runs/{RUN}/indices?epoch=1&limit=10&offset={offset}").status_code == 200
-            )
-        assert reads.count == 2
