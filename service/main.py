@@ -162,7 +162,6 @@ def create_app(
                 run_pages.runs = None
                 if floor.updates is not None:
                     floor.updates.runs = None
-            app.state.runs.store.close()
             store.close()
 
     app = FloorFirst(

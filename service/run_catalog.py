@@ -1032,7 +1032,8 @@ class RunCatalog:
     #     Each read of a run for its pages (``plan_of``) leaves what the floor needs in
     #     ``_live``: the run's incarnation, its first kept epoch and its plan, with the
     #     runs' generation read just before the run was read (NOTE [The runs'
-    #     generation] in ``storage/generation.py``). :meth:`page_at_floor` answers from
+    #     generation] in ``storage/generation.py``; nothing is left while a deletion or a
+    #     drop is under way). :meth:`page_at_floor` answers from
     #     memory only while the generation still holds that value (no run deleted, no
     #     epochs dropped since, by any process of the database), for a kept epoch, when
     #     the epoch's stream is cached under the incarnation: it was drawn from the

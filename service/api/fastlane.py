@@ -136,9 +136,16 @@ def _int_bounds(metadata: list[Any]) -> _Plain | object:
     return (low, high)
 
 
+#: The patterns :func:`_str_pattern` takes: one bracketed class of plain characters and
+#: ranges (no escape, no nested bracket), repeated a bounded number of times or more than
+#: once, anchored at both ends; Python's ``re`` and the model's regex engine read such a
+#: class alike.
+_SIMPLE_PATTERN = re.compile(r"\^\[[^\]\\\[]+\](?:\{\d+,\d+\}|\+)\$")
+
+
 def _str_pattern(info: FieldInfo) -> re.Pattern[str] | None:
-    """The pattern of a str field constrained by a pattern anchored at both ends (``^...$``)
-    and nothing else, compiled to be matched whole; else ``None``.
+    """The pattern of a str field constrained by a pattern alone, of the simple shape of
+    :data:`_SIMPLE_PATTERN` (a run id's), compiled to be matched whole; else ``None``.
 
     The model searches for the pattern in the value; anchored at both ends, that is
     matching the value whole (``$`` does not match before a final newline then, as the
@@ -146,7 +153,7 @@ def _str_pattern(info: FieldInfo) -> re.Pattern[str] | None:
     if info.annotation is not str or len(info.metadata) != 1:
         return None
     pattern = getattr(info.metadata[0], "pattern", None)
-    if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
+    if not isinstance(pattern, str) or _SIMPLE_PATTERN.fullmatch(pattern) is None:
         return None
     if set(vars(info.metadata[0])) != {"pattern"}:
         return None  # another constraint beside it

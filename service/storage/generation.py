@@ -9,21 +9,28 @@ NOTE [The runs' generation]
     --workers N``, or another replica. Reading the run from the database on every page
     is how a page learns of it, and it is most of a cached page's cost.
 
-    :class:`RunGeneration` is a counter of such changes, shared by every process using
-    one SQLite file: eight bytes in a file beside the database (``<database>-runs``),
-    mapped into memory, so that reading it is a load from memory. The store advances it
-    twice around every transaction that deletes a run or drops epochs: once before the
-    transaction commits and once after. A reader that reads the counter, then the run
-    from the database, may serve the run's pages from memory for as long as the counter
-    still holds the value it read first: a deletion committed after that read advanced
-    the counter before its transaction could be seen, and again once it was, so no page
-    is served from memory after a deletion (or a drop) took effect. Advances take the
-    file's lock (``flock``), so that two processes' increments never overwrite one
-    another; they are rare (a deletion, a drop of epochs once per epoch at most).
+    :class:`RunGeneration` counts such changes for every process using one SQLite file:
+    two unsigned 64-bit counters in a file beside the database (``<database>-runs``),
+    mapped into memory, so that reading them is a load from memory. A transaction that
+    deletes a run or drops epochs advances the first, *begun*, before it commits, and the
+    second, *ended*, once it has ended (committed or not). The generation is *begun*
+    while the two are equal, and there is none while a change is under way
+    (:meth:`RunGeneration.current` is then ``None``). A reader that reads the generation,
+    then the run from the database, may serve the run's pages from memory for as long as
+    the generation is still the one it read: a deletion committed after that read had
+    advanced *begun* before it could be seen. A process that dies between a change's two
+    advances leaves *begun* ahead of *ended* for good: no read is recorded any more, and
+    every run page reads the run, which is slower and still right. Advances take the
+    file's lock (``flock``) on a descriptor kept open, so that two processes' increments
+    never overwrite one another; they are rare (a deletion; a drop of epochs, once per
+    epoch at most).
 
-    An in-memory SQLite database has no other process: its counter lives in memory. A
-    PostgreSQL database's writers may be on other machines, which share no memory with
-    this one: it has no generation, and every page of a run reads the run.
+    Every process of the file must keep it: one that cannot make or map it fails at
+    start-up, since its deletions would not advance the counter the others trust. The
+    file must not be removed while processes use it. An in-memory SQLite database has no
+    other process: its counters live in memory. A PostgreSQL database's writers may be on
+    other machines, which share no memory with this one: it has no generation, and every
+    page of a run reads the run.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import fcntl
 import mmap
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,65 +50,65 @@ if TYPE_CHECKING:
 
 __all__ = ["RunGeneration", "run_generation_for"]
 
-#: The counter's width in bytes: an unsigned 64-bit integer in the machine's order.
-_WIDTH = 8
+#: The counters' width in bytes: two unsigned 64-bit integers in the machine's order,
+#: *begun* then *ended*.
+_WIDTH = 16
 
 
 class RunGeneration:
     """The runs' generation of one database; see NOTE [The runs' generation].
 
     ``path`` is the file shared with the other processes of the database, or ``None`` for
-    a counter of this process alone (an in-memory database)."""
+    counters of this process alone (an in-memory database)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._map: mmap.mmap | None = None
+        self._fd: int | None = None
         if path is None:
             self._view = memoryview(bytearray(_WIDTH)).cast("Q")
             return
-        with _flocked(path) as fd:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Closed when the generation is collected (the map keeps a descriptor of its own).
+        weakref.finalize(self, os.close, fd)
+        self._fd = fd
+        with self._flocked():
             if os.fstat(fd).st_size < _WIDTH:
-                os.ftruncate(fd, _WIDTH)  # zeros: generation 0
-            # The map keeps a descriptor of its own, closed with it.
-            self._map = mmap.mmap(fd, _WIDTH)
-        self._view = memoryview(self._map).cast("Q")
+                os.ftruncate(fd, _WIDTH)  # zeros: generation 0, no change under way
+            self._view = memoryview(mmap.mmap(fd, _WIDTH)).cast("Q")
 
-    def current(self) -> int:
-        """The generation now (an aligned 8-byte load from the shared memory)."""
-        return int(self._view[0])
+    def current(self) -> int | None:
+        """The generation now, or ``None`` while a change is under way (aligned 8-byte
+        loads from the shared memory, *ended* read after *begun*)."""
+        view = self._view
+        begun = view[0]
+        return begun if begun == view[1] else None
 
-    def advance(self) -> None:
-        """Count one change, under the file's lock (no other process's count is lost)."""
-        with self._lock:
-            if self.path is None:
-                self._view[0] += 1
-                return
-            with _flocked(self.path):
-                self._view[0] += 1
+    def begin(self) -> None:
+        """Before a change commits: *begun* advances."""
+        self._advance(0)
 
-    def close(self) -> None:
-        if self._map is None:
+    def end(self) -> None:
+        """Once a change has ended, committed or not: *ended* advances."""
+        self._advance(1)
+
+    def _advance(self, which: int) -> None:
+        with self._lock, self._flocked():
+            self._view[which] += 1
+
+    @contextmanager
+    def _flocked(self) -> Iterator[None]:
+        """The file's lock, taken and let go by name on the kept descriptor (a map made
+        of it holds a copy of it, which would keep a lock merely closed)."""
+        fd = self._fd
+        if fd is None:
+            yield
             return
-        self._view.release()
-        self._map.close()
-        self._map = None
-
-
-@contextmanager
-def _flocked(path: Path) -> Iterator[int]:
-    """A descriptor of ``path`` (made if missing) holding its lock."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            yield fd
+            yield
         finally:
-            # Let go by name: a map made of the descriptor holds a copy of it, and the
-            # lock would last as long as that copy.
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def run_generation_for(engine: Engine) -> RunGeneration | None:
@@ -115,4 +123,12 @@ def run_generation_for(engine: Engine) -> RunGeneration | None:
     if database.startswith("file:"):
         return None  # a URI filename: whose file it names is SQLite's to say
     path = Path(database).expanduser().resolve()
-    return RunGeneration(path.with_name(path.name + "-runs"))
+    counter = path.with_name(path.name + "-runs")
+    try:
+        return RunGeneration(counter)
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"the runs' generation of {path} cannot be kept in {counter} ({error.strerror}): "
+            "every process of a SQLite database keeps it (NOTE [The runs' generation])",
+        ) from error

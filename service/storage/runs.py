@@ -31,6 +31,7 @@ NOTE [Run transactions]
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -44,6 +45,8 @@ from sqlalchemy.exc import IntegrityError
 
 from sampleplan.service.storage.generation import RunGeneration, run_generation_for
 from sampleplan.service.storage.store import _storage_errors, metadata, pipelined
+
+logger = logging.getLogger(__name__)
 
 runs = sa.Table(
     "runs",
@@ -325,10 +328,6 @@ class RunStore:
         #: ``None`` on PostgreSQL.
         self.generation = run_generation_for(engine)
 
-    def close(self) -> None:
-        if self.generation is not None:
-            self.generation.close()
-
     # -- runs -----------------------------------------------------------------------------
 
     def create_run(self, run_id: str, plan_id: str) -> tuple[RunRecord, bool]:
@@ -397,9 +396,13 @@ class RunStore:
                 yield tx
                 tx.flush()
         finally:
-            # Once it has committed or rolled back (NOTE [The runs' generation]).
+            # Once it has committed or rolled back (NOTE [The runs' generation]). A failure
+            # here leaves the change under way for good: run pages then read the run.
             if tx is not None and tx.ends and self.generation is not None:
-                self.generation.advance()
+                try:
+                    self.generation.end()
+                except Exception:
+                    logger.exception("the runs' generation could not mark a change ended")
 
     @contextmanager
     def batch(self) -> Iterator[RunBatch]:
@@ -664,10 +667,13 @@ class RunTransaction(RunReads):
 
     def _ending(self) -> None:
         """Before a write that ends what a read of the run found (not yet committed)."""
+        if self._batch is not None:
+            # Its store would not advance the runs' generation once the batch ends.
+            raise RuntimeError("a batch of updates deletes no run and drops no epoch")
         if not self.ends:
             self.ends = True
             if self.generation is not None:
-                self.generation.advance()
+                self.generation.begin()
 
     def _reading_updates(self) -> None:
         if self._batch is not None:
