@@ -26,11 +26,12 @@ NOTE [The runs' generation]
     epoch at most).
 
     Every process of the file must keep it: one that cannot make or map it fails at
-    start-up, since its deletions would not advance the counter the others trust. The
-    file must not be removed while processes use it. An in-memory SQLite database has no
-    other process: its counters live in memory. A PostgreSQL database's writers may be on
-    other machines, which share no memory with this one: it has no generation, and every
-    page of a run reads the run.
+    start-up, since its deletions would not advance the counter the others trust, and a
+    release before this one must not share the file. The file must not be removed while
+    processes use it, and ``flock`` must lock where it lies (not every FUSE mount does).
+    An in-memory SQLite database has no other process: its counters live in memory. A
+    PostgreSQL database's writers may be on other machines, which share no memory with
+    this one: it has no generation, and every page of a run reads the run.
 """
 
 from __future__ import annotations
