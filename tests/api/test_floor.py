@@ -20,12 +20,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from torch.utils.data import WeightedRandomSampler
 
-from sampleplan.service.api import floor as floor_module
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from tests.helpers.asgi import call_app as _call
 from tests.helpers.asgi import http_scope
 from tests.helpers.asgi import whole_answer as _whole
+from tests.helpers.floor import answered_at_floor
 from tests.helpers.logs import timeless_lines
 from tests.helpers.metrics import moved
 
@@ -226,16 +226,7 @@ def test_the_floor_leaves_what_it_does_not_answer_to_the_stack_unchanged(
 def test_a_page_at_the_floor_is_the_samplers_stream(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    answered: list[str] = []
-    original = floor_module.Floor.answer
-
-    def spy(self: Any, scope: Any) -> Any:
-        found = original(self, scope)
-        if found is not None:
-            answered.append(scope["path"])
-        return found
-
-    monkeypatch.setattr(floor_module.Floor, "answer", spy)
+    answered = answered_at_floor(monkeypatch)
     floor, _ = pair.clients
     target = f"/v1/plans/{pair.plan_id}/indices"
     page = floor.get(target, params={"epoch": EPOCH, "offset": 10, "limit": 20})

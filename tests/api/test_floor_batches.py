@@ -23,10 +23,10 @@ from sampleplan.core.config import PlanConfig
 from sampleplan.core.labelsets import labels_or_label_sets
 from sampleplan.core.splitting import Split
 from sampleplan.core.streams import StreamRequest
-from sampleplan.service.api import floor as floor_module
 from sampleplan.service.catalog import build_plan
 from sampleplan.service.epoch_cache import EpochTexts
 from tests.api.test_floor import EPOCH, Pair, _whole
+from tests.helpers.floor import answered_at_floor
 from tests.helpers.logs import timeless_lines
 from tests.helpers.metrics import moved
 
@@ -169,17 +169,9 @@ def test_what_the_floor_leaves_is_answered_as_before(pair: Any, target: str) -> 
 @pytest.fixture
 def answered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The targets the floor answers from now on."""
-    found: list[str] = []
-    original = floor_module.Floor.answer
-
-    def spy(self: Any, scope: Any) -> Any:
-        answer = original(self, scope)
-        if answer is not None:
-            found.append(f"{scope['path']}?{scope['query_string'].decode()}")
-        return answer
-
-    monkeypatch.setattr(floor_module.Floor, "answer", spy)
-    return found
+    return answered_at_floor(
+        monkeypatch, lambda scope: f"{scope['path']}?{scope['query_string'].decode()}"
+    )
 
 
 def test_the_floor_answers_small_pages_of_cached_epochs_only(

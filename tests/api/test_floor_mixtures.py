@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 
 from sampleplan.core.mixtures import mixture_page
 from sampleplan.core.streams import StreamRequest
-from sampleplan.service.api import floor as floor_module
 from sampleplan.service.catalog import Catalog
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from sampleplan.service.mixture_plans import MixturePlan
 from tests.helpers.asgi import call_app, http_scope, whole_answer
+from tests.helpers.floor import answered_at_floor
 from tests.helpers.logs import timeless_lines
 from tests.helpers.metrics import moved
 
@@ -118,17 +118,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 @pytest.fixture
 def answered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths of the requests the floor answered."""
-    paths: list[str] = []
-    original = floor_module.Floor.answer
-
-    def spy(self: Any, scope: Any) -> Any:
-        found = original(self, scope)
-        if found is not None:
-            paths.append(scope["path"])
-        return found
-
-    monkeypatch.setattr(floor_module.Floor, "answer", spy)
-    return paths
+    return answered_at_floor(monkeypatch)
 
 
 QUERIES = [

@@ -20,13 +20,13 @@ import torch
 from fastapi.testclient import TestClient
 from torch.utils.data import WeightedRandomSampler
 
-from sampleplan.service.api import floor as floor_module
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
 from sampleplan.service.storage import generation as generation_module
 from sampleplan.service.storage.generation import RunGeneration
 from tests.api.test_floor import _call, _whole
 from tests.helpers.asgi import http_scope
+from tests.helpers.floor import answered_at_floor
 
 LABELS = [0] * 40 + [1] * 7 + [2] * 3
 SEED = 5
@@ -130,15 +130,7 @@ def test_run_pages_at_the_floor_are_the_stacks_byte_for_byte(
     headers = [(b"x-request-id", b"floor-run-compare")]
     if accept is not None:
         headers.append((b"accept", accept))
-    answered: list[str] = []
-    original = floor_module.Floor.answer
-
-    def spy(self: Any, scope: Any) -> Any:
-        found = original(self, scope)
-        answered.extend([scope["method"]] if found is not None else [])
-        return found
-
-    monkeypatch.setattr(floor_module.Floor, "answer", spy)
+    answered = answered_at_floor(monkeypatch, lambda scope: scope["method"])
     for method in ("GET", "HEAD"):
         ours, theirs = (_raw(c, method, f"/v1/runs/{RUN}/indices?{query}", headers) for c in apps)
         assert ours == theirs
