@@ -767,10 +767,9 @@ class Catalog:
         ``None``.
 
         ``fields`` are a stream query's (:class:`~sampleplan.service.api.streams.
-        StreamQuery`), validated as it validates them. A page of one rank (the commonest)
-        is the rest of the epoch from ``start``, cut to the page: its bounds are computed
-        here without making the :class:`StreamRequest` (whose rules its fields' bounds
-        already keep). What :meth:`page_at_hand` finds of a plan on every request (its
+        StreamQuery`), validated as it validates them; a page of one rank (the commonest)
+        has its bounds computed without making the :class:`StreamRequest`
+        (:func:`_bounds_at_floor`). What :meth:`page_at_hand` finds of a plan on every request (its
         algorithm, its schedule, its metrics' children) is found once per plan here. A
         mixture plan is found as a plan is, without a lock; its epoch's length is its
         cached stream's (NOTE [Mixture epochs drawn whole]), so the stream is looked up
@@ -802,20 +801,10 @@ class Catalog:
             if stream is None:
                 return None
             num_samples = int(stream.shape[0])
-        request = None
-        if fields["world_size"] == 1 and fields["rank"] == 0:
-            # StreamRequest.bounds of one rank: the deal is the epoch from ``start``.
-            start = fields["start"]
-            if start > num_samples:
-                return None  # the route refuses it
-            length = num_samples - start
-            first = min(fields["offset"], length)
-            limit = fields["limit"]
-            stop = length if limit is None else min(length, first + limit)
-        else:
-            request = StreamRequest(**fields)
-            bounds = request.bounds(num_samples)
-            length, first, stop = bounds.length, bounds.first, bounds.stop
+        found = _bounds_at_floor(fields, num_samples)
+        if found is None:
+            return None  # the route refuses it
+        request, length, first, stop = found
         size = stop - first
         if size > INLINE_PAGE_VALUES:
             return None
@@ -827,8 +816,6 @@ class Catalog:
                 return None
         page = numbers = None
         if request is None:
-            first += start
-            stop += start
             # A mixture's numbers are the same in either space: written once for both.
             space: Space = fields["space"] if facts.population is not None else "population"
             numbers = self.epoch_texts.numbers(
@@ -909,18 +896,10 @@ class Catalog:
         table = prepared.batch_table
         if table is None:
             return None  # the route refuses it
-        num_batches = table.num_batches
-        request = None
-        if fields["world_size"] == 1 and fields["rank"] == 0:
-            # StreamRequest.bounds of one rank with no start: every batch, in order.
-            length = num_batches
-            first = min(fields["offset"], length)
-            limit = fields["limit"]
-            stop = length if limit is None else min(length, first + limit)
-        else:
-            request = StreamRequest(**fields)
-            bounds = request.bounds(num_batches)
-            length, first, stop = bounds.length, bounds.first, bounds.stop
+        found = _bounds_at_floor(fields, table.num_batches)
+        if found is None:
+            return None  # the route refuses it
+        request, length, first, stop = found
         batch_size = table.batch_size
         size = (stop - first) * batch_size
         if size > INLINE_PAGE_VALUES:
@@ -1036,6 +1015,33 @@ class Catalog:
         """Per-sample weights of epoch ``epoch`` (the same for every epoch without a schedule)."""
         self.check_page(plan.prepared.population_size)
         return plan.prepared.weights_at(epoch)
+
+
+def _bounds_at_floor(
+    fields: Mapping[str, Any], num_samples: int
+) -> tuple[StreamRequest | None, int, int, int] | None:
+    """What :meth:`StreamRequest.bounds` says of a stream (or batches) query's validated
+    ``fields`` over an epoch of ``num_samples`` values (or batches), for the floor: the
+    request, the length of the rank's stream, and the page's first and stop positions;
+    ``None`` where the route refuses the request.
+
+    A page of one rank (the commonest) is the rest of the epoch from ``start`` (a batches
+    query has none: 0), cut to the page. Its bounds are computed here without making the
+    request, whose other rules its fields' bounds already keep; the request is then
+    ``None``, and the positions are the epoch's own, ``start`` added. Any other page's
+    bounds are the request's, positions in the rank's stream."""
+    if fields["world_size"] == 1 and fields["rank"] == 0:
+        start = fields.get("start", 0)
+        if start > num_samples:
+            return None
+        length = num_samples - start
+        first = min(fields["offset"], length)
+        limit = fields["limit"]
+        stop = length if limit is None else min(length, first + limit)
+        return None, length, start + first, start + stop
+    request = StreamRequest(**fields)
+    bounds = request.bounds(num_samples)
+    return request, bounds.length, bounds.first, bounds.stop
 
 
 def _batches_key(plan_id: str, epoch: int) -> tuple[str, str, int]:
