@@ -656,8 +656,9 @@ class Catalog:
         )
 
     def _keeps_whole(self, num_samples: int) -> bool:
-        """Whether a mixture's epoch of ``num_samples`` is drawn whole: when the epoch
-        cache can keep it (NOTE [Mixture epochs drawn whole])."""
+        """Whether an epoch of ``num_samples`` values (a mixture's stream, a plan's
+        batches) is drawn whole: when the epoch cache can keep it (NOTE [Mixture epochs
+        drawn whole], NOTE [An epoch of batches drawn whole])."""
         return (
             num_samples <= self.settings.max_num_samples
             and 8 * num_samples <= self.epochs.max_bytes
@@ -859,12 +860,9 @@ class Catalog:
         key = _batches_key(plan.id, request.epoch)
         matrix = self.epochs.get(key)
         if matrix is None:
-            values = table.num_batches * table.batch_size
             span = (bounds.stop - bounds.first) * request.world_size
-            if (
-                values > self.settings.max_num_samples
-                or 8 * values > self.epochs.max_bytes
-                or (2 * span < table.num_batches and self.epochs.first_touch(key))
+            if not self._keeps_whole(table.num_batches * table.batch_size) or (
+                2 * span < table.num_batches and self.epochs.first_touch(key)
             ):
                 return prepared.batches(request)
             epoch = request.epoch
