@@ -161,11 +161,17 @@ class _Rows:
 
 
 class _Lane:
-    __slots__ = ("answer", "reader", "rows", "template")
+    __slots__ = ("answer", "prefix", "reader", "rows", "suffix", "template")
 
     def __init__(self, route: APIRoute, answer: FloorAnswer) -> None:
         self.reader = RouteReader(route)
         self.template = route.path
+        # The template's text before its first parameter and after its last, which every
+        # path of the route holds and ends with (a server's root path before it): a path
+        # without them is not the lane's, told without matching the route's pattern
+        # (``/v1/plans/`` and ``/indices``).
+        self.prefix = route.path.partition("{")[0]
+        self.suffix = route.path.rpartition("}")[2] if "{" in route.path else ""
         self.answer = answer
         #: Each (thread, method)'s rows, found once.
         self.rows: dict[tuple[int, str], _Rows] = {}
@@ -219,10 +225,12 @@ class Floor:
         catalog = self.catalog
         if catalog is None:
             return None
+        path = scope["path"]
         for lane in self.lanes:
-            parameters = lane.reader.read_fresh(scope)
-            if parameters is not None:
-                break
+            if path.endswith(lane.suffix) and lane.prefix in path:
+                parameters = lane.reader.read_fresh(scope)
+                if parameters is not None:
+                    break
         else:
             return None
         if self.tokens:
