@@ -193,17 +193,23 @@ def _access_line(
     JsonFormatter.format writes its record's (the record's extras follow the request id,
     which is written once)."""
     return formatter.dumps(
-        {
-            "time": formatter.time_text(created),
-            "level": _LEVEL_TEXT[level],
-            "logger": access_logger.name,
-            "message": f"{method} {path} {status:d}",
-            **_access_fields(request_id, method, path, route, status, elapsed, client),
-        }
+        _access_entry(
+            formatter.time_text(created),
+            _LEVEL_TEXT[level],
+            request_id,
+            method,
+            path,
+            route,
+            status,
+            elapsed,
+            client,
+        )
     )
 
 
-def _access_fields(
+def _access_entry(
+    time_text: str,
+    level_text: str,
     request_id: str,
     method: str,
     path: str,
@@ -212,9 +218,15 @@ def _access_fields(
     elapsed: float,
     client: str | None,
 ) -> dict[str, Any]:
-    """An access line's own fields (its record's extras), ``elapsed`` in milliseconds to
-    three places."""
+    """An access line's fields, in its order: the four every line begins with, then the
+    line's own (its record's extras), ``elapsed`` in milliseconds to three places. One
+    literal: made for every request, it was a fifth of the line's cost as two dicts
+    merged."""
     return {
+        "time": time_text,
+        "level": level_text,
+        "logger": access_logger.name,
+        "message": f"{method} {path} {status:d}",
         "request_id": request_id,
         "method": method,
         "path": path,
@@ -223,6 +235,10 @@ def _access_fields(
         "duration_ms": round(elapsed * 1000, 3),
         "client": client,
     }
+
+
+#: The fields every line begins with, which a record has of its own (not extras).
+_LINE_OPENING = ("time", "level", "logger", "message")
 
 
 def _access_record_of(formatter: JsonFormatter, created: float, *fields: Any) -> logging.LogRecord:
@@ -243,7 +259,9 @@ def _access_record(
     """The record of an access line: what ``access_logger.log()`` makes, but for its
     search of the stack for the caller (a tenth of the line's cost): the caller is
     :meth:`RequestRecorder.record`."""
-    extra = _access_fields(request_id, method, path, route, status, elapsed, client)
+    extra = _access_entry("", "", request_id, method, path, route, status, elapsed, client)
+    for name in _LINE_OPENING:
+        del extra[name]
     return access_logger.makeRecord(
         access_logger.name,
         level,
