@@ -798,7 +798,7 @@ class Catalog:
         stream = None
         num_samples = facts.num_samples  # no schedule: every epoch's view is the plan itself
         if num_samples is None:  # a mixture: the epoch is as long as its stream
-            stream = self.epochs.get(key)
+            stream = self.epochs.get_unlocked(key)
             if stream is None:
                 return None
             num_samples = int(stream.shape[0])
@@ -812,7 +812,7 @@ class Catalog:
         self.check_page(size)
         if stream is None:
             began = time.perf_counter()
-            stream = self.epochs.get(key)
+            stream = self.epochs.get_unlocked(key)
             if stream is None:
                 return None
         page = numbers = None
@@ -904,7 +904,7 @@ class Catalog:
             return None
         self.check_page(size)
         key = _batches_key(plan_id, fields["epoch"])
-        matrix = self.epochs.get(key)
+        matrix = self.epochs.get_unlocked(key)
         if matrix is None:
             return None
         page = numbers = None

@@ -97,6 +97,8 @@ class EpochCache:
         self._in_flight: dict[Hashable, int] = {}
         self._held: dict[Hashable, Int64Array] = {}
         self._hits = 0
+        #: Hits of :meth:`get_unlocked`, which only the event loop's thread adds to.
+        self._unlocked_hits = 0
         self._misses = 0
         self._draws = 0
 
@@ -109,6 +111,21 @@ class EpochCache:
         """The cached stream, or ``None``; never draws. A hit refreshes the key."""
         with self._lock:
             return self._lookup(key)
+
+    def get_unlocked(self, key: Hashable) -> Int64Array | None:
+        """:meth:`get` without the lock, for the event loop's thread (the floor's pages,
+        NOTE [Serving at the floor] in ``service/api/floor.py``): two lookups, each one
+        call into C code another thread cannot interrupt (:meth:`LRUCache.get_unlocked`,
+        then the held streams). A stream moving from held to cached between the two is
+        not found, and the caller goes the locked way. Its hits are counted apart, by that
+        thread alone, and added in :meth:`stats`."""
+        stream = self._entries.get_unlocked(key)
+        if stream is None:
+            stream = self._held.get(key)
+            if stream is None:
+                return None
+        self._unlocked_hits += 1
+        return stream
 
     def peek(self, key: Hashable) -> Int64Array | None:
         """The cached (or held) stream, or ``None``, neither counted as a hit nor
@@ -216,7 +233,7 @@ class EpochCache:
     def stats(self) -> EpochCacheStats:
         with self._lock:
             return EpochCacheStats(
-                hits=self._hits,
+                hits=self._hits + self._unlocked_hits,
                 misses=self._misses,
                 draws=self._draws,
                 evictions=self._entries.evictions,
