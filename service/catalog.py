@@ -757,7 +757,7 @@ class Catalog:
         fields: Mapping[str, Any],
         binary: bool,
         stream_key: Hashable | None = None,
-    ) -> tuple[Plan | MixturePlan, Int64Array | None, bytes | None, int, int] | None:
+    ) -> tuple[Plan | MixturePlan, Int64Array | None, memoryview | None, int, int] | None:
         """:meth:`page_at_hand` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``): the same page under the same conditions, found with the
         same lookups (the plan and the epoch refreshed, the hit counted) and timed and
@@ -877,7 +877,7 @@ class Catalog:
 
     def batches_at_floor(
         self, plan_id: str, fields: Mapping[str, Any], binary: bool
-    ) -> tuple[Plan, Int64Array | None, bytes | None, int, int] | None:
+    ) -> tuple[Plan, Int64Array | None, memoryview | None, int, int] | None:
         """:meth:`batches` for the floor (NOTE [Serving at the floor] in
         ``service/api/floor.py``), when the page is a cut of a cached epoch of batches of
         at most :data:`INLINE_PAGE_VALUES` values, of a plan prepared in memory: the

@@ -270,7 +270,7 @@ TEXT_INDEX_VALUES = 1 << 18
 
 
 class _EpochText:
-    __slots__ = ("nbytes", "row", "starts", "stream", "text")
+    __slots__ = ("nbytes", "row", "starts", "stream", "text", "view")
 
     def __init__(self, stream: Int64Array, values: Int64Array, binary: bool) -> None:
         self.stream = weakref.ref(stream)
@@ -283,6 +283,7 @@ class _EpochText:
             self.text: bytes = native.astype("<i8", copy=False).tobytes()
             self.row *= 8
             self.nbytes = len(self.text)
+            self.view = memoryview(self.text)
             return
         self.text = orjson.dumps(native, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
         characters = np.frombuffer(self.text, dtype=np.uint8)
@@ -298,6 +299,7 @@ class _EpochText:
         bounds = np.concatenate((first, inner, [len(self.text) + 1])).astype(np.int64)
         self.starts = array.array("q", bounds.tobytes())
         self.nbytes = len(self.text) + 8 * len(self.starts)
+        self.view = memoryview(self.text)
 
 
 class EpochTexts:
@@ -318,13 +320,16 @@ class EpochTexts:
         first: int,
         stop: int,
         binary: bool = False,
-    ) -> bytes | None:
+    ) -> memoryview | None:
         """The JSON text of ``stream``'s values ``[first:stop]`` in ``space`` (mapped by
         ``population``, :func:`~sampleplan.core.streams.in_space`; ``key`` names the
         stream in that space and form), without brackets, or with ``binary`` their
         little-endian int64 bytes; ``None`` for an epoch too large to write whole.
         ``stream`` may be a matrix (an epoch of batches): then ``[first:stop]`` are its
-        rows, and the text is theirs (``[..],[..]``)."""
+        rows, and the text is theirs (``[..],[..]``).
+
+        A view of the text kept, not a copy: a page's body is made of it in one copy
+        (the head, the numbers and the closing joined), not two."""
         entry = self._entries.get_unlocked(key)  # on the event loop (the floor's)
         if entry is None or entry.stream() is not stream:
             if stream.size > TEXT_INDEX_VALUES:
@@ -334,7 +339,7 @@ class EpochTexts:
         starts = entry.starts
         if starts is None:
             row = entry.row
-            return entry.text[first * row : stop * row]
+            return entry.view[first * row : stop * row]
         if stop <= first:
-            return b""
-        return entry.text[starts[first] : starts[stop] - 1]
+            return entry.view[:0]
+        return entry.view[starts[first] : starts[stop] - 1]

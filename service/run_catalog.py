@@ -1046,7 +1046,7 @@ class RunCatalog:
 
     def page_at_floor(
         self, run_id: str, fields: Mapping[str, Any], binary: bool
-    ) -> tuple[RunPlan, Int64Array | None, bytes | None, int, int] | None:
+    ) -> tuple[RunPlan, Int64Array | None, memoryview | None, int, int] | None:
         """A page of the run's stream as :meth:`Catalog.page_at_floor` gives a plan's,
         answered from memory (NOTE [Run pages at the floor]); ``None`` when the route
         should read the run."""

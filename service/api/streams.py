@@ -259,7 +259,7 @@ _MEDIA_TYPES = {media_type: media_type.encode("latin-1") for media_type in ARRAY
 def _int64_page_at_floor(
     media_type: str,
     values: Int64Array | None,
-    numbers: bytes | None,
+    numbers: memoryview | None,
     shape: int | tuple[int, int],
     head: bytes | None,
     headers: tuple[tuple[bytes, bytes], ...],
@@ -273,20 +273,25 @@ def _int64_page_at_floor(
     ``numbers`` when given (their JSON text, or a binary page's bytes, NOTE [Numbers
     written once] in ``epoch_cache.py``), else written from ``values``."""
     size = shape if isinstance(shape, int) else shape[0] * shape[1]
+    written: bytes | memoryview
     if media_type == JSON:
         assert head is not None
         if numbers is None:
             assert values is not None
-            numbers = json_number_bytes(values)
-        body = b"".join((head, numbers, b"]}"))
+            written = json_number_bytes(values)
+        else:
+            written = numbers
+        body = b"".join((head, written, b"]}"))
         content_length = len(body)
     else:
         if numbers is None:
             assert values is not None
-            numbers = little_endian(values).tobytes()
+            written = little_endian(values).tobytes()
+        else:
+            written = numbers
         prefix = npy_header(_LITTLE_INT64, shape) if media_type == NPY else b""
-        content_length = len(prefix) + len(numbers)
-        body = b"" if head_only else prefix + numbers if prefix else numbers
+        content_length = len(prefix) + len(written)
+        body = b"" if head_only else prefix + written if prefix else bytes(written)
     return [
         *_INT64_HEADERS,
         (b"x-sampleplan-length", b"%d" % size),
@@ -300,7 +305,7 @@ def _int64_page_at_floor(
 def stream_page_at_floor(
     media_type: str,
     indices: Int64Array | None,
-    numbers: bytes | None,
+    numbers: memoryview | None,
     length: int,
     fields: Mapping[str, Any],
     stream_length: int,
@@ -333,7 +338,7 @@ def stream_page_at_floor(
 def batch_page_at_floor(
     media_type: str,
     batches: Int64Array | None,
-    numbers: bytes | None,
+    numbers: memoryview | None,
     rows: int,
     batch_size: int,
     fields: Mapping[str, Any],
