@@ -244,16 +244,18 @@ class RouteReader:
         self.defaults = {
             name: info.default for name, info in fields.items() if not info.is_required()
         }
-        #: Each query field, in the order of :attr:`pattern`'s groups, with what makes its
-        #: value of its plain text.
-        self.readers: tuple[tuple[str, Callable[[str], Any]], ...] = ()
+        #: The query's fields in the order of :attr:`pattern`'s groups, and what makes
+        #: each one's value of its plain text (two tuples, indexed by group: a match
+        #: usually holds a few of the fields, and only those are read).
+        self.names: tuple[str, ...] = ()
+        self.reads: tuple[Callable[[str], Any], ...] = ()
         #: A query of plain values in one match (NOTE [Parameters read plainly]), or
         #: ``None`` when a field's bounds are not all written as a pattern.
         self.pattern: re.Pattern[str] | None = None
         if self.plain is not None and self.plain_path:
             found = _query_pattern(self.plain)
             if found is not None:
-                self.pattern, self.readers = found
+                self.pattern, self.names, self.reads = found
 
     def read(self, scope: Scope) -> tuple[dict[str, Any], Scope] | None:
         """The validated parameters by name, and the scope the router would add."""
@@ -331,9 +333,10 @@ class RouteReader:
             matched = pattern.fullmatch(text)
             if matched is not None:  # each piece a known name, once, with a plain value
                 parameters = self.defaults.copy()
-                for (name, read), value in zip(self.readers, matched.groups(), strict=True):
+                names, reads = self.names, self.reads
+                for index, value in enumerate(matched.groups()):
                     if value is not None:
-                        parameters[name] = read(value)
+                        parameters[names[index]] = reads[index](value)
                 return parameters
         if "%" in text or "+" in text:
             return None
@@ -404,13 +407,13 @@ def _int_pattern(low: int, high: int) -> str | None:
 
 def _query_pattern(
     plain: Mapping[str, _Plain],
-) -> tuple[re.Pattern[str], tuple[tuple[str, Callable[[str], Any]], ...]] | None:
+) -> tuple[re.Pattern[str], tuple[str, ...], tuple[Callable[[str], Any], ...]] | None:
     """A pattern of the queries of plain values of ``plain``'s fields, in any order, each
-    field at most once, with a group for each field's value, and the fields in the
-    order of the groups with what reads each one's text (NOTE [Parameters read
-    plainly]); ``None`` when an int's bounds have no such pattern."""
+    field at most once, with a group for each field's value; the fields in the order
+    of the groups, and what reads each one's text (NOTE [Parameters read plainly]);
+    ``None`` when an int's bounds have no such pattern."""
     pieces = []
-    readers: list[tuple[str, Callable[[str], Any]]] = []
+    reads: list[Callable[[str], Any]] = []
     for name, shape in plain.items():
         read: Callable[[str], Any]
         if type(shape) is tuple:
@@ -426,12 +429,12 @@ def _query_pattern(
         # The value, then the piece's end, and no later piece of the same name.
         field = re.escape(name)
         pieces.append(f"{field}=({values})(?=&|\\Z)(?!(?s:.*)&{field}=)")
-        readers.append((name, read))
+        reads.append(read)
     # Pieces joined by "&", none empty: a query with anything else is read field by field.
     # (A group in a repeat keeps what it matched last: each field's value, as it is once.)
     alternatives = "|".join(pieces)
     pattern = re.compile(f"(?:(?:{alternatives})(?:&(?!\\Z)|\\Z))+")
-    return pattern, tuple(readers)
+    return pattern, tuple(plain), tuple(reads)
 
 
 class FastLane:
