@@ -53,8 +53,9 @@ class JsonFormatter(logging.Formatter):
     # (one attribute: threads sharing the formatter read a second and its text together)
     _last_second: tuple[int | None, str] = (None, "")
 
-    def _time(self, created: float) -> str:
-        """``isoformat(timespec="milliseconds")`` of ``created`` in UTC."""
+    def time_text(self, created: float) -> str:
+        """A line's ``time`` of a record made at ``created``: ``isoformat(timespec=
+        "milliseconds")`` of it in UTC. (The access log calls it for every line.)"""
         # Split as datetime.fromtimestamp splits a time (math.modf, the microseconds
         # rounded half to even), so that the second and the milliseconds are its own.
         fraction, whole = math.modf(created)
@@ -84,16 +85,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return self._dumps(entry)
-
-    def time_text(self, created: float) -> str:
-        """A line's ``time`` of a record made at ``created``."""
-        return self._time(created)
-
-    def dumps(self, entry: dict[str, Any]) -> str:
-        """A line of its fields, in order: the access log writes its lines with it, its
-        fields in the order :meth:`format` writes an access record's (NOTE [Access lines])."""
-        return self._dumps(entry)
+        return self.dumps(entry)
 
     def _entry(
         self,
@@ -105,7 +97,7 @@ class JsonFormatter(logging.Formatter):
         extras: Iterable[tuple[str, Any]],
     ) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "time": self._time(created),
+            "time": self.time_text(created),
             "level": levelname.lower(),
             "logger": name,
             "message": message,
@@ -118,7 +110,9 @@ class JsonFormatter(logging.Formatter):
         return entry
 
     @staticmethod
-    def _dumps(entry: dict[str, Any]) -> str:
+    def dumps(entry: dict[str, Any]) -> str:
+        """A line of its fields, in order: the access log writes its lines with it, its
+        fields in the order :meth:`format` writes an access record's (NOTE [Access lines])."""
         try:
             # orjson: a third of json.dumps' time, on a line written for every request.
             return orjson.dumps(entry, default=str).decode("utf-8")

@@ -232,7 +232,9 @@ def _access_entry(
         "path": path,
         "route": route,
         "status": status,
-        "duration_ms": round(elapsed * 1000, 3),
+        # Whole microseconds as milliseconds: round(elapsed * 1000, 3) gives the same
+        # number (but at an exact tie), at a fifth of the cost (its decimal rounding).
+        "duration_ms": round(elapsed * 1e6) / 1000,
         "client": client,
     }
 

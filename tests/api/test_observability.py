@@ -214,7 +214,7 @@ def test_json_log_times_are_isoformat_milliseconds_in_utc() -> None:
     moments += [0.0, 1e9 + 0.0005, 1765069800.9999996, 1765069799.0004, 4102444800.5]
     for created in moments:
         expected = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
-        assert formatter._time(created) == expected
+        assert formatter.time_text(created) == expected
 
 
 def test_access_lines_written_directly_are_the_lines_logging_writes(
