@@ -794,10 +794,10 @@ class Catalog:
         if not facts.at_hand:
             return None
         key = (plan_id if stream_key is None else stream_key, fields["epoch"])
-        began = time.perf_counter()
         stream = None
         num_samples = facts.num_samples  # no schedule: every epoch's view is the plan itself
         if num_samples is None:  # a mixture: the epoch is as long as its stream
+            began = time.perf_counter()
             stream = self.epochs.get_unlocked(key)
             if stream is None:
                 return None
@@ -809,7 +809,8 @@ class Catalog:
         size = stop - first
         if size > INLINE_PAGE_VALUES:
             return None
-        self.check_page(size)
+        if size > self.settings.max_page:
+            self.check_page(size)  # raises
         if stream is None:
             began = time.perf_counter()
             stream = self.epochs.get_unlocked(key)

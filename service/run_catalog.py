@@ -1058,7 +1058,7 @@ class RunCatalog:
             return None
         if fields["epoch"] < live.kept_from:
             return None  # the route answers 410
-        return self.catalog.page_at_floor(live.plan_id, fields, binary, stream_key=live.stream_key)
+        return self.catalog.page_at_floor(live.plan_id, fields, binary, live.stream_key)
 
     def _mixture_drawer(self, run: RunRecord, plan: MixturePlan) -> RunMixtureDrawer:
         """The drawer of a mixture run's streams (NOTE [Mixture runs]): each epoch's source

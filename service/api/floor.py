@@ -59,7 +59,12 @@ from starlette.types import Receive, Scope, Send
 
 from sampleplan.service.api.auth import bearer_token_of, token_matches
 from sampleplan.service.api.fastlane import RouteReader
-from sampleplan.service.api.observability import RequestRecorder, access_logger, request_id_of
+from sampleplan.service.api.observability import (
+    RequestRecorder,
+    access_logger,
+    new_request_id,
+    request_id_of,
+)
 from sampleplan.service.errors import SamplingError
 from sampleplan.service.logs import request_id_var
 from sampleplan.service.metrics import ServiceMetrics, observe_in_row, thread_row
@@ -237,7 +242,7 @@ class Floor:
             token = None if authorization is None else bearer_token_of(authorization)
             if token is None or not token_matches(token, self.tokens):
                 return None  # the token check refuses it
-        request_id = request_id_of(caller_id)
+        request_id = new_request_id() if caller_id is None else request_id_of(caller_id)
         request_id_var.set(request_id)
         try:
             answer = lane.answer(catalog, scope, accept, parameters)
