@@ -31,15 +31,21 @@ for _offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files that hold a slow test run first (each file's tests stay together, in order).
+    """Files that hold a slow or a long test run first (each file's tests stay together,
+    in order).
 
     Under xdist (`make test`: ``--dist loadfile --no-loadscope-reorder``) the workers take
     files in this order, so the long multi-process tests start at once, side by side,
     and the many short ones fill in after them rather than leaving one worker alone with
-    a minute-long test at the end.
+    a minute-long test at the end. A file marked long (tens of seconds in one process)
+    is such a test too, though `make test-quick` keeps it.
     """
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    first = {
+        item.path
+        for item in items
+        if item.get_closest_marker("slow") or item.get_closest_marker("long")
+    }
+    items.sort(key=lambda item: item.path not in first)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,10 @@ from sampleplan.integrations.transformers import SamplePlanTrainer
 from tests.helpers import reference
 from tests.helpers.hf import Recording, labels_64, tiny_model, training_arguments
 
+# Trainer runs in-process: 11 s in a warm suite, a minute with cold caches (the first
+# run after a boot); `make test` starts it early.
+pytestmark = pytest.mark.long
+
 SEED = 7
 N = 64
 ALPHA = 0.1

@@ -26,6 +26,9 @@ from sampleplan.service.storage import store as store_module
 from sampleplan.service.storage.runs import run_epochs, run_updates, runs
 from tests.helpers import reference
 
+# 40 s on a quiet machine (most of it the PostgreSQL cases): `make test` starts it early.
+pytestmark = pytest.mark.long
+
 LABELS = [0] * 300 + [1] * 40 + [2] * 160
 SEED = 11
 
