@@ -6,13 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from sampleplan.service.config import Settings
-from sampleplan.service.main import create_app
 from tests.helpers.databases import (
     POSTGRES_ADMIN_URL,
     create_database,
@@ -20,6 +17,16 @@ from tests.helpers.databases import (
     postgres_problem,
 )
 from tests.helpers.servers import LiveServer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sampleplan.service.config import Settings
+
+# The service (torch with it) is imported by the fixtures that build it, not here: under
+# xdist the controlling process loads this file before it starts the workers, and never
+# builds an app (2.5 s of imports it did before any worker could start).
 
 # Quiet logs: one access line per request would bury a failing test's output. Tests of
 # the logs ask for their level; SAMPLEPLAN_LOG_LEVEL=info in the environment brings them back.
@@ -63,23 +70,31 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(sqlite_url: str) -> Settings:
+    from sampleplan.service.config import Settings
+
     return Settings(database_url=sqlite_url)
 
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
+    from sampleplan.service.main import create_app
+
     return create_app(settings)
 
 
 @pytest.fixture
 def api(app: FastAPI) -> Iterator[TestClient]:
     """A TestClient with the lifespan running (the store is open)."""
+    from fastapi.testclient import TestClient
+
     with TestClient(app) as client:
         yield client
 
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
+    from sampleplan.service.main import create_app
+
     with LiveServer(create_app(settings)) as server:
         yield server
 
@@ -87,6 +102,9 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A live server on a SQLite database of its own, shared by a module's tests."""
+    from sampleplan.service.config import Settings
+    from sampleplan.service.main import create_app
+
     db = tmp_path_factory.mktemp("db") / "sampleplan.sqlite3"
     with LiveServer(create_app(Settings(database_url=f"sqlite:///{db}"))) as server:
         yield server
