@@ -16,12 +16,14 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import weakref
 from asyncio import _get_running_loop
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from threading import get_ident
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -139,6 +141,9 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         super().__init__()
         #: Each event loop's lines still to write (NOTE [Access lines written by the round]).
         self._batches: dict[asyncio.AbstractEventLoop, list[_Line]] = {}
+        #: Each thread's loop with a batch, and the batch (NOTE [The round's loop, known
+        #: without a system call]).
+        self._threads: dict[int, tuple[asyncio.AbstractEventLoop, list[_Line]]] = {}
         _HANDLERS.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -159,6 +164,12 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         On an event loop's thread the line is made and written at the end of the loop's
         present round, with the other lines of the round (NOTE [Access lines written by
         the round])."""
+        thread = get_ident()
+        known = self._threads.get(thread)
+        if known is not None and getattr(known[0], "_thread_id", None) == thread:
+            # NOTE [The round's loop, known without a system call]
+            known[1].append((make, arguments, record))
+            return
         loop = _get_running_loop()
         if loop is None:
             self._write(((make, arguments, record),))
@@ -168,12 +179,21 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         if batch is None:
             batch = batches[loop] = []
             loop.call_soon(self._write_batch, loop)
+        self._threads[thread] = (loop, batch)
         batch.append((make, arguments, record))
 
     def _write_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._batches.pop(loop, None)
+        threads = self._threads
+        for thread in [thread for thread, (known, _) in threads.items() if known is loop]:
+            del threads[thread]
         if batch:
             self._write(batch)
+
+    def forget_threads(self) -> None:
+        """Forget which thread's loop holds which batch (in a forked child, whose loops
+        are not its parent's; NOTE [The round's loop, known without a system call])."""
+        self._threads.clear()
 
     def flush_batches(self) -> None:
         """Write every loop's batch now (at exit: a loop that stopped before its round
@@ -213,6 +233,14 @@ def _write_batches_left() -> None:
         handler.flush_batches()
 
 
+def _forget_threads_in_child() -> None:
+    for handler in list(_HANDLERS):
+        handler.forget_threads()
+
+
+os.register_at_fork(after_in_child=_forget_threads_in_child)
+
+
 # NOTE [Access lines written by the round]
 #     Written one by one, an access line was a write to stderr per request (stderr is
 #     line buffered), a third of a page's time at the floor. On an event loop's thread,
@@ -228,6 +256,22 @@ def _write_batches_left() -> None:
 #     cost less than made each between a request's other steps. Logs of other threads
 #     are written at once, as before; so are all lines when nothing runs on an event
 #     loop. A batch left by a loop that stopped mid-round is written at exit.
+
+
+# NOTE [The round's loop, known without a system call]
+#     Which loop runs on this thread (``asyncio._get_running_loop``) costs a system call
+#     on Python 3.11: the loop is checked against the process id (``getpid``), for a
+#     child forked while its parent's loop ran. Once per access line, that was about a
+#     sixth of a line's cost in the server. A batch is known by its thread too, with its
+#     loop: a later line of the same thread joins it when that loop is running on this
+#     thread now (asyncio's loops record their thread, ``_thread_id``, while they run),
+#     which it is when the line comes from a request it serves. A thread runs one loop at
+#     a time, so the line is of that loop's round, and the batch's callback, which runs
+#     on that thread, cannot run meanwhile. Otherwise (a loop without ``_thread_id``,
+#     such as uvloop's; a loop stopped, or run by another thread since) the line asks
+#     for the running loop as before. A forked child forgets what its parent knew
+#     (``os.register_at_fork``): its copy of a loop that was running in the parent still
+#     records the thread, which is the child's thread too.
 
 
 # NOTE [Access lines]

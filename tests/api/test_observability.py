@@ -348,3 +348,102 @@ def test_a_batch_left_by_a_stopped_loop_is_written_at_exit(
     assert stderr.getvalue() == ""
     _write_batches_left()  # what runs at exit
     assert stderr.getvalue() == "last words\n"
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_rounds_lines_find_its_loop_once(monkeypatch: pytest.MonkeyPatch, loop_kind: str) -> None:
+    """NOTE [The round's loop, known without a system call]: on asyncio's loop only the
+    round's first line asks which loop runs (a getpid on Python 3.11), the others join
+    its batch by their thread; on a loop that does not record its thread (uvloop's) every
+    line asks. Either way each round's lines go out together, in order."""
+    import asyncio
+    import io
+    import logging
+
+    from sampleplan.service import logs
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        new_loop = uvloop.new_event_loop
+    else:
+        new_loop = asyncio.new_event_loop
+    asked: list[object] = []
+
+    def running_loop() -> asyncio.AbstractEventLoop | None:
+        loop = asyncio.events._get_running_loop()
+        asked.append(loop)
+        return loop
+
+    monkeypatch.setattr(logs, "_get_running_loop", running_loop)
+    stderr = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    handler = logs.StderrHandler()
+
+    async def two_rounds() -> list[str]:
+        seen = []
+        for round_ in range(2):
+            for number in range(3):
+                handler.emit_made(str, (f"line {round_}.{number}",), logging.makeLogRecord)
+            seen.append(stderr.getvalue())
+            await asyncio.sleep(0)
+        return seen
+
+    loop = new_loop()
+    try:
+        seen = loop.run_until_complete(two_rounds())
+    finally:
+        loop.close()
+    first = "".join(f"line 0.{n}\n" for n in range(3))
+    assert seen == ["", first]
+    assert stderr.getvalue() == first + "".join(f"line 1.{n}\n" for n in range(3))
+    assert len(asked) == (2 if loop_kind == "asyncio" else 6)
+
+    if loop_kind == "uvloop":
+        return  # uvloop runs the callbacks already scheduled before it stops
+    # A loop stopped with its batch open leaves the batch (written at exit); a line of
+    # another loop on the same thread joins that loop's own round, not the batch left.
+    stopped = new_loop()
+
+    async def line_then_stop() -> None:
+        handler.emit_made(str, ("left",), logging.makeLogRecord)
+        stopped.stop()
+
+    stopped.create_task(line_then_stop())
+    stopped.run_forever()
+    stopped.close()
+
+    async def one_line() -> str:
+        handler.emit_made(str, ("next",), logging.makeLogRecord)
+        await asyncio.sleep(0)
+        return stderr.getvalue()
+
+    loop = new_loop()
+    try:
+        written = loop.run_until_complete(one_line())
+    finally:
+        loop.close()
+    assert written.endswith("line 1.2\nnext\n") and "left" not in written
+    handler.flush_batches()
+    assert stderr.getvalue().endswith("next\nleft\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_forgets_its_parents_batches() -> None:
+    """A child forked in the middle of a round does not join its parent's batch: its copy
+    of the parent's loop still records the thread, which is the child's too."""
+    import asyncio
+    import logging
+
+    from sampleplan.service.logs import StderrHandler
+
+    handler = StderrHandler()
+
+    async def fork_mid_round() -> int:
+        handler.emit_made(str, ("parent",), logging.makeLogRecord)
+        pid = os.fork()
+        if pid == 0:  # the child: nothing known, so a line asks for the running loop
+            os._exit(0 if handler._threads == {} else 1)
+        _, status = os.waitpid(pid, 0)
+        return status
+
+    assert asyncio.run(fork_mid_round()) == 0
