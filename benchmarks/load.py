@@ -527,9 +527,24 @@ def page_scenarios(
     return rows
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """The CPU time process ``pid`` has used (user and system, all its threads), read
+    from ``/proc``; ``None`` where there is no ``/proc`` to read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # utime and stime, the 14th and 15th fields (the 12th and 13th after the command).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def bare_app_process(folder: Path, json_body: bytes, octet_body: bytes) -> Iterator[str]:
-    """``benchmarks/bare_app.py`` answering these bodies on a free loopback port; its URL."""
+def bare_app_process(
+    folder: Path, json_body: bytes, octet_body: bytes
+) -> Iterator[tuple[str, int]]:
+    """``benchmarks/bare_app.py`` answering these bodies on a free loopback port; its URL
+    and its process id."""
     port = free_port()
     (folder / "bare.json").write_bytes(json_body)
     (folder / "bare.octet").write_bytes(octet_body)
@@ -548,7 +563,7 @@ def bare_app_process(folder: Path, json_body: bytes, octet_body: bytes) -> Itera
                     if time.monotonic() > deadline or process.poll() is not None:
                         raise RuntimeError("the bare app did not start") from None
                     time.sleep(0.05)
-            yield url
+            yield url, process.pid
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -641,6 +656,7 @@ def floor_scenarios(
     duration: float,
     passes: int = 5,
     kinds: Sequence[str] = FLOOR_KINDS,
+    server_pid: int | None = None,
 ) -> list[Row]:
     """``floor``: pages of a warm epoch at random offsets against a bare ASGI app.
 
@@ -651,6 +667,14 @@ def floor_scenarios(
     of the two compares like with like on a machine whose speed drifts. A page row's ``x
     of bare`` is its requests per second over the bare app's; the target is 0.5x with a
     p99 of at most 50 ms and no failed request.
+
+    With ``server_pid`` (the service's process), each row also gives the CPU time its
+    server used per request (all its threads, from ``/proc``), and a page row the bare
+    app's over its own (``x by CPU``): what the ratio would be with each server held to
+    one core of its own. The load generator shares the machine's cores with the server,
+    and a virtual machine's neighbours take a share that changes from minute to minute,
+    so the requests per second move far more than the CPU a request takes; the CPU
+    figures tell a change in the service from a change in the machine.
     """
     types = (("json", None), ("octet", OCTET))
     script = _LUA_RANDOM_OFFSETS + _lua_done("mismatches")
@@ -664,12 +688,15 @@ def floor_scenarios(
             page.raise_for_status()
             bodies[name] = page.content
         runs: dict[str, list[WrkResult]] = {}
-        with bare_app_process(folder, bodies["json"], bodies["octet"]) as bare:
+        cpu: dict[str, float | None] = {}  # CPU seconds by row, None where unknown
+        with bare_app_process(folder, bodies["json"], bodies["octet"]) as (bare, bare_pid):
             for _ in range(passes):
                 for name, accept in types:
                     headers = [f"Accept: {accept}"] if accept else []
-                    for who, base in (("bare", bare), ("page", url)):
-                        runs.setdefault(f"{who}-{name}", []).append(
+                    for who, base, pid in (("bare", bare, bare_pid), ("page", url, server_pid)):
+                        row = f"{who}-{name}"
+                        before = None if pid is None else process_cpu_seconds(pid)
+                        runs.setdefault(row, []).append(
                             run_wrk(
                                 base,
                                 [pages.prefix + "0"],
@@ -680,21 +707,45 @@ def floor_scenarios(
                                 script_args=[pages.prefix, str(pages.last)],
                             )
                         )
+                        after = None if pid is None else process_cpu_seconds(pid)
+                        used = None if before is None or after is None else after - before
+                        spent = cpu.get(row, 0.0)
+                        cpu[row] = None if used is None or spent is None else spent + used
         # The plans' index pages keep their rows' first names.
         bare_name = "bare" if pages.kind == "page" else f"bare-{pages.kind}"
         for name, _accept in types:
             bare_result = combined(runs[f"bare-{name}"])
             page_result = combined(runs[f"page-{name}"])
             bare_row = wrk_row(f"floor {bare_name}-{name}", bare_result, None, targeted=False)
-            bare_row.note = f"bare ASGI app, {len(bodies[name])} B body; " + bare_row.note
             page_row = wrk_row(f"floor {pages.kind}-{name}", page_result, None, targeted=False)
+            bare_cpu = _cpu_per_request(cpu.get(f"bare-{name}"), bare_result)
+            page_cpu = _cpu_per_request(cpu.get(f"page-{name}"), page_result)
+            bare_note = f"bare ASGI app, {len(bodies[name])} B body; "
+            if bare_cpu is not None:
+                bare_note += f"{bare_cpu * 1e6:.1f} us CPU a request; "
+                bare_row.extra["cpu_us"] = bare_cpu * 1e6
+            bare_row.note = bare_note + bare_row.note
             of_bare = page_result.per_second / bare_result.per_second
             page_row.target = f">= {FLOOR_RATIO:g}x bare, p99 <= {FLOOR_P99 * 1000:.0f} ms"
             page_row.ratio = min(of_bare / FLOOR_RATIO, FLOOR_P99 / max(page_result.p99, 1e-9))
-            page_row.note = f"{of_bare:.2f}x of bare; random offsets; " + page_row.note
+            page_note = f"{of_bare:.2f}x of bare; "
+            if bare_cpu is not None and page_cpu is not None:
+                page_note += (
+                    f"{page_cpu * 1e6:.1f} us CPU a request, {bare_cpu / page_cpu:.2f}x by CPU; "
+                )
+                page_row.extra["cpu_us"] = page_cpu * 1e6
+                page_row.extra["of_bare_by_cpu"] = bare_cpu / page_cpu
+            page_row.note = page_note + "random offsets; " + page_row.note
             page_row.extra["of_bare"] = of_bare
             rows += [bare_row, page_row]
     return rows
+
+
+def _cpu_per_request(seconds: float | None, result: WrkResult) -> float | None:
+    """CPU seconds a request of ``result``'s runs, ``None`` when unknown."""
+    if seconds is None or result.requests <= 0:
+        return None
+    return seconds / result.requests
 
 
 def draws_total(url: str) -> float:
@@ -964,14 +1015,19 @@ def run(
         folder = Path(tmp)
         settings = {"log_level": "info", "max_page": max(fanout_draws, 10_000_000)}
         if {"pages", "floor", "fan-out"} & set(scenarios):
-            with server_process(folder, **settings) as (url, _pid):  # type: ignore[arg-type]
+            with server_process(folder, **settings) as (url, pid):  # type: ignore[arg-type]
                 if "pages" in scenarios:
                     rows += page_scenarios(
                         url, folder, duration=duration, check_seconds=check_seconds, passes=passes
                     )
                 if "floor" in scenarios:  # before the fan-out fills the epoch cache
                     rows += floor_scenarios(
-                        url, folder, duration=duration, passes=floor_passes, kinds=floor_kinds
+                        url,
+                        folder,
+                        duration=duration,
+                        passes=floor_passes,
+                        kinds=floor_kinds,
+                        server_pid=pid,
                     )
                 if "fan-out" in scenarios:
                     rows.append(fan_out(url, folder, draws=fanout_draws))

@@ -68,6 +68,11 @@ def test_the_page_floor_and_fan_out_scenarios_answer_correct_data_under_load(
             assert row.extra["requests"] > 0 and row.extra["failed"] == 0
         assert page.extra["of_bare"] == pytest.approx(page.per_second / bare.per_second)
         assert "x of bare" in page.note and ">= 0.5x bare" in page.target
+        # The CPU each server used a request (Linux's /proc), and their ratio.
+        assert bare.extra["cpu_us"] > 0 and page.extra["cpu_us"] > 0
+        by_cpu = bare.extra["cpu_us"] / page.extra["cpu_us"]
+        assert page.extra["of_bare_by_cpu"] == pytest.approx(by_cpu)
+        assert "us CPU a request" in bare.note and "x by CPU" in page.note
     table = load.render(rows)
     for words in ["req/s", "p50 ms", "p99 ms", "ratio", "page-json", "fan-out", "floor page"]:
         assert words in table
