@@ -191,20 +191,96 @@ def _access_line(
 ) -> str:
     """The access line of a request that ended at ``created``: its fields in the order
     JsonFormatter.format writes its record's (the record's extras follow the request id,
-    which is written once)."""
-    return formatter.dumps(
-        _access_entry(
-            formatter.time_text(created),
-            _LEVEL_TEXT[level],
-            request_id,
-            method,
-            path,
-            route,
-            status,
-            elapsed,
-            client,
+    which is written once), written around its time, request id and duration
+    (NOTE [An access line around what changes])."""
+    key = (level, method, path, route, status, client)
+    parts = _LINE_PARTS.get(key)
+    if parts is None:
+        parts = _line_parts(formatter, key)
+    milliseconds = _milliseconds(elapsed)
+    if (
+        parts is None
+        or not (request_id.isalnum() or _PLAIN_TEXT.fullmatch(request_id))
+        or not 0.0 <= milliseconds < 1e15
+    ):
+        return formatter.dumps(
+            _access_entry(
+                formatter.time_text(created),
+                _LEVEL_TEXT[level],
+                request_id,
+                method,
+                path,
+                route,
+                status,
+                elapsed,
+                client,
+            )
         )
+    before_id, before_duration, closing = parts
+    return (
+        '{"time":"'
+        + formatter.time_text(created)
+        + before_id
+        + request_id
+        + before_duration
+        + repr(milliseconds)
+        + closing
     )
+
+
+# NOTE [An access line around what changes]
+#     Of an access line's fields, three change from request to request: its time, its
+#     request id and its duration. The others (level, method, path, route, status,
+#     client) repeat, request after request, for the pages of one plan or run fetched by
+#     one host. The JSON writer writes them once for each such set
+#     (:func:`_line_parts`, the line of an empty time and request id and a zero duration,
+#     cut where those go: after ``{"time":"``, ``"request_id":"`` and ``"duration_ms":``,
+#     which are found once each in the text since a JSON string holds no bare quote),
+#     and a line is those parts with the three between them (0.97 us rather than 1.37
+#     us in-process). The three need no escape: a time is digits and ``-:.+T``; a request
+#     id is taken this way only when it holds none of the characters JSON escapes; a
+#     duration is a float written as Python's ``repr`` writes it, which is what the JSON
+#     writer writes for a number in milliseconds from 0 to below 10**15 (no exponent).
+#     Anything else is written whole, as before. Tests compare the two for hostile paths,
+#     request ids and durations.
+
+
+#: Each line's parts (NOTE [An access line around what changes]), by the fields that
+#: repeat; bounded (paths hold plan and run ids).
+_LINE_PARTS: dict[tuple[int, str, str, str, int, str | None], tuple[str, str, str]] = {}
+_MAX_LINE_PARTS = 4096
+
+#: Text JSON writes as it is (what a valid ``X-Request-ID`` may hold).
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9._:/+=@-]*")
+
+
+def _line_parts(
+    formatter: JsonFormatter, key: tuple[int, str, str, str, int, str | None]
+) -> tuple[str, str, str] | None:
+    """The text of an access line before its request id (after its time), before its
+    duration and after it, for the fields ``key``; ``None`` for fields whose line does
+    not cut so (kept whole)."""
+    level, method, path, route, status, client = key
+    text = formatter.dumps(
+        _access_entry("", _LEVEL_TEXT[level], "", method, path, route, status, 0.0, client)
+    )
+    opening, _, rest = text.partition('{"time":"')
+    before_id, found_id, rest = rest.partition('"request_id":"')
+    before_duration, found_duration, closing = rest.partition('"duration_ms":0.0')
+    if opening or not found_id or not found_duration:
+        return None
+    parts = (before_id + found_id, before_duration + '"duration_ms":', closing)
+    if len(_LINE_PARTS) >= _MAX_LINE_PARTS:
+        _LINE_PARTS.clear()
+    _LINE_PARTS[key] = parts
+    return parts
+
+
+def _milliseconds(elapsed: float) -> float:
+    """A line's ``duration_ms`` of ``elapsed`` seconds: whole microseconds as
+    milliseconds (``round(elapsed * 1000, 3)`` gives the same number but at an exact tie,
+    at five times the cost: its decimal rounding)."""
+    return round(elapsed * 1e6) / 1000
 
 
 def _access_entry(
@@ -232,9 +308,7 @@ def _access_entry(
         "path": path,
         "route": route,
         "status": status,
-        # Whole microseconds as milliseconds: round(elapsed * 1000, 3) gives the same
-        # number (but at an exact tie), at a fifth of the cost (its decimal rounding).
-        "duration_ms": round(elapsed * 1e6) / 1000,
+        "duration_ms": _milliseconds(elapsed),
         "client": client,
     }
 

@@ -447,3 +447,60 @@ def test_a_forked_child_forgets_its_parents_batches() -> None:
         return status
 
     assert asyncio.run(fork_mid_round()) == 0
+
+
+def test_access_lines_written_around_what_changes_are_the_lines_written_whole() -> None:
+    """NOTE [An access line around what changes]: a line made of its repeating parts
+    and its time, request id and duration is the JSON writer's line of its fields, for
+    paths, clients and request ids JSON must escape, and durations of every size."""
+    import logging
+    import random
+
+    from sampleplan.service.api import observability
+    from sampleplan.service.logs import JsonFormatter
+
+    formatter = JsonFormatter()
+    rng = random.Random(5)
+    paths = [
+        "/v1/plans/p/indices",
+        '/v1/plans/"quoted"/indices',
+        "/v1/plans/back\\slash/indices",
+        "/v1/plans/new\nline\t\x00\x1f\x7f/indices",
+        "/v1/plans/ünïcödé/日本/indices",
+        '/"request_id":"/"duration_ms":0.0/{"time":"',
+        "",
+    ]
+    request_ids = ["a" * 32, "0f" * 16, "caller-id_1.2:3/4+5=6@7", 'quote"d', "back\\slash", ""]
+    clients = ["127.0.0.1", "::1", None, 'odd"client']
+    durations = [0.0, 1e-7, 0.0012345, 0.5, 3.25, 12345.678, 1e9, 1e12 + 0.5]
+    durations += [rng.random() * 10.0 ** rng.randrange(-7, 10) for _ in range(300)]
+    created = 1765069800.123
+    for index, elapsed in enumerate(durations):
+        fields = (
+            rng.choice([logging.INFO, logging.DEBUG]),
+            rng.choice(request_ids),
+            rng.choice(["GET", "HEAD", "POST"]),
+            paths[index % len(paths)],
+            "/v1/plans/{plan_id}/indices",
+            rng.choice([200, 404, 422]),
+            elapsed,
+            clients[index % len(clients)],
+        )
+        level, request_id, method, path, route, status, elapsed, client = fields
+        whole = formatter.dumps(
+            observability._access_entry(
+                formatter.time_text(created),
+                observability._LEVEL_TEXT[level],
+                request_id,
+                method,
+                path,
+                route,
+                status,
+                elapsed,
+                client,
+            )
+        )
+        for _ in range(2):  # its parts made, then found
+            line = observability._access_line(formatter, created, *fields)
+            assert line == whole
+            assert json.loads(line)["request_id"] == request_id
