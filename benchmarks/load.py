@@ -20,8 +20,10 @@ target / measured), and whether every answer was right (column ``exact``). Scena
     type, 2 s each). Four kinds of pages of about 1000 values: a plan's indices, a batch
     plan's batches (32 of 32), a mixture's indices, a run's indices of a frozen epoch.
     A page row's ``x of bare`` is its requests per second over the bare app's: the target
-    is 0.5x, with a p99 of at most 50 ms and no failed request. ``--only floor`` runs it
-    alone (about four minutes).
+    is 0.5x, with a p99 of at most 50 ms and no failed request. Each row also gives the
+    CPU its server used a request (from ``/proc``) and a page row the bare app's over its
+    own (``x by CPU``), which moves far less with the machine's load. ``--only floor``
+    runs it alone (about four minutes).
 ``workers-2``
     ``page-json`` against ``sampleplan serve --workers 2``.
 ``uvloop``
