@@ -141,8 +141,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         super().__init__()
         #: Each event loop's lines still to write (NOTE [Access lines written by the round]).
         self._batches: dict[asyncio.AbstractEventLoop, list[_Line]] = {}
-        #: Each thread's loop with a batch, and the batch (NOTE [The round's loop, known
-        #: without a system call]).
+        #: Each thread's loop with a batch, and the batch; see
+        #: NOTE [The round's loop, known without a system call].
         self._threads: dict[int, tuple[asyncio.AbstractEventLoop, list[_Line]]] = {}
         _HANDLERS.add(self)
 
