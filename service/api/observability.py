@@ -203,18 +203,8 @@ def _access_line(
         or not (request_id.isalnum() or _PLAIN_TEXT.fullmatch(request_id))
         or not 0.0 <= milliseconds < 1e15
     ):
-        return formatter.dumps(
-            _access_entry(
-                formatter.time_text(created),
-                _LEVEL_TEXT[level],
-                request_id,
-                method,
-                path,
-                route,
-                status,
-                elapsed,
-                client,
-            )
+        return _whole_access_line(
+            formatter, created, level, request_id, method, path, route, status, elapsed, client
         )
     before_id, before_duration, closing = parts
     return (
@@ -225,6 +215,34 @@ def _access_line(
         + before_duration
         + repr(milliseconds)
         + closing
+    )
+
+
+def _whole_access_line(
+    formatter: JsonFormatter,
+    created: float,
+    level: int,
+    request_id: str,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    elapsed: float,
+    client: str | None,
+) -> str:
+    """:func:`_access_line` written whole, every field by the JSON writer."""
+    return formatter.dumps(
+        _access_entry(
+            formatter.time_text(created),
+            _LEVEL_TEXT[level],
+            request_id,
+            method,
+            path,
+            route,
+            status,
+            elapsed,
+            client,
+        )
     )
 
 
