@@ -44,8 +44,11 @@ from sampleplan.service.api.arrays import (
 )
 
 __all__ = [
+    "PLAN_OPENINGS",
+    "RUN_OPENINGS",
     "BatchesQuery",
     "BatchesSummaryQuery",
+    "PageOpenings",
     "StreamQuery",
     "StreamQueryFields",
     "StreamSummaryQuery",
@@ -250,10 +253,149 @@ def batch_page_response(
 
 
 #: The headers every array of int64 values carries first (``array_response``'s order).
-_INT64_HEADERS = ((b"x-sampleplan-dtype", b"<i8"),)
+_DTYPE = (b"x-sampleplan-dtype", b"<i8")
 _VARY = (b"vary", b"Accept")
 _LITTLE_INT64 = np.dtype("<i8")
 _MEDIA_TYPES = {media_type: media_type.encode("latin-1") for media_type in ARRAY_MEDIA_TYPES}
+_JSON_TYPE = (b"content-type", _MEDIA_TYPES[JSON])
+_CLOSING = b"]}"
+
+
+class PageOpenings:
+    """The openings of the JSON heads of floor pages whose meta starts with ids of
+    ``names`` (``{"run_id":"...","plan_id":"...",``), by the ids' values: each set of
+    ids written once (NOTE [A page at the floor in one step]).
+
+    The opening is ``b""`` for ids a JSON writer would escape (only plain characters are
+    written as they are), and the page's head is then written whole by ``json_head``."""
+
+    __slots__ = ("_found", "names")
+
+    #: How many sets of ids are kept before all are forgotten.
+    MAX_SIZE = 4096
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self._found: dict[tuple[str, ...], bytes] = {}
+
+    def of(self, values: tuple[str, ...]) -> bytes:
+        """The opening of a head whose ids are ``values`` (in the order of
+        :attr:`names`), or ``b""`` when it is not formatted."""
+        opening = self._found.get(values)
+        if opening is None:
+            if all(_PLAIN_ID.fullmatch(text) for text in (*self.names, *values)):
+                pairs = (
+                    b'"%s":"%s",' % (name.encode("ascii"), value.encode("ascii"))
+                    for name, value in zip(self.names, values, strict=True)
+                )
+                opening = b"{" + b"".join(pairs)
+            else:
+                opening = b""
+            if len(self._found) >= self.MAX_SIZE:
+                self._found.clear()
+            self._found[values] = opening
+        return opening
+
+    def ids(self, values: tuple[str, ...]) -> dict[str, str]:
+        """The ids as the meta of the page's response starts with them."""
+        return dict(zip(self.names, values, strict=True))
+
+
+#: The openings of plans' pages (a plan's, a mixture's, a batch plan's) and of runs'.
+PLAN_OPENINGS = PageOpenings("plan_id")
+RUN_OPENINGS = PageOpenings("run_id", "plan_id")
+
+
+# NOTE [A page at the floor in one step]
+#     A page at the floor was written by four functions in turn (the page, its JSON head,
+#     the head's opening, the int64 array's headers), with the page's ids in a dict made
+#     for each request and read back into a tuple to find the opening written for them.
+#     Under load the server's caches hold little of a request's code and data from one
+#     page to the next, and every function called, every object made or looked up, costs
+#     memory traffic beside its instructions: a page's part of the floor measured about
+#     four times its in-process time in the server. So a stream page is written by one
+#     function, :func:`stream_page_at_floor`: its head formatted in place after an
+#     opening found by the ids' values (:class:`PageOpenings`), its headers listed as
+#     they go out; the same bytes as ``stream_page_response`` (tests compare them).
+
+
+def stream_page_at_floor(
+    media_type: str,
+    indices: Int64Array | None,
+    numbers: memoryview | None,
+    length: int,
+    fields: Mapping[str, Any],
+    stream_length: int,
+    head_only: bool,
+    openings: PageOpenings,
+    ids: tuple[str, ...],
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The raw headers and the body of :func:`stream_page_response` of a 1-d page, byte
+    for byte, made with less work (for the floor, NOTE [Serving at the floor] in
+    ``service/api/floor.py``, NOTE [A page at the floor in one step]): from the stream
+    query's validated ``fields`` (what the request is made of), the page's number of
+    values and the rank's stream length, its ids' values ``ids`` (in the order of
+    ``openings.names``); the headers written straight to their raw form, the JSON head
+    formatted when the ids are plain, and the page's numbers taken from ``numbers`` when
+    given (their JSON text, or a binary page's bytes, NOTE [Numbers written once] in
+    ``epoch_cache.py``), else from ``indices``."""
+    offset = fields["offset"]
+    if media_type == JSON:
+        opening = openings.of(ids)
+        if opening:
+            head = opening + _HEAD % (
+                fields["epoch"],
+                fields["rank"],
+                fields["world_size"],
+                offset,
+                stream_length,
+                fields["space"].encode("ascii"),
+                fields["start"],
+                _JSON_BOOLS[fields["pad"]],
+                _JSON_BOOLS[fields["drop_last"]],
+            )
+        else:
+            head = json_head(
+                {
+                    **openings.ids(ids),
+                    "epoch": fields["epoch"],
+                    "rank": fields["rank"],
+                    "world_size": fields["world_size"],
+                    "offset": offset,
+                    "length": stream_length,
+                    "space": fields["space"],
+                    "start": fields["start"],
+                    "pad": fields["pad"],
+                    "drop_last": fields["drop_last"],
+                },
+                "indices",
+            )
+        if numbers is None:
+            assert indices is not None
+            body = b"".join((head, json_number_bytes(indices), _CLOSING))
+        else:
+            body = b"".join((head, numbers, _CLOSING))
+        return [
+            _DTYPE,
+            (b"x-sampleplan-length", b"%d" % length),
+            _VARY,
+            (b"x-sampleplan-stream-length", b"%d" % stream_length),
+            (b"x-sampleplan-offset", b"%d" % offset),
+            (b"content-length", b"%d" % len(body)),
+            _JSON_TYPE,
+        ], body
+    return _int64_page_at_floor(
+        media_type,
+        indices,
+        numbers,
+        length,
+        None,
+        (
+            (b"x-sampleplan-stream-length", b"%d" % stream_length),
+            (b"x-sampleplan-offset", b"%d" % offset),
+        ),
+        head_only,
+    )
 
 
 def _int64_page_at_floor(
@@ -281,7 +423,7 @@ def _int64_page_at_floor(
             written = json_number_bytes(values)
         else:
             written = numbers
-        body = b"".join((head, written, b"]}"))
+        body = b"".join((head, written, _CLOSING))
         content_length = len(body)
     else:
         if numbers is None:
@@ -293,46 +435,13 @@ def _int64_page_at_floor(
         content_length = len(prefix) + len(written)
         body = b"" if head_only else prefix + written if prefix else bytes(written)
     return [
-        *_INT64_HEADERS,
+        _DTYPE,
         (b"x-sampleplan-length", b"%d" % size),
         _VARY,
         *headers,
         (b"content-length", b"%d" % content_length),
         (b"content-type", _MEDIA_TYPES[media_type]),
     ], body
-
-
-def stream_page_at_floor(
-    media_type: str,
-    indices: Int64Array | None,
-    numbers: memoryview | None,
-    length: int,
-    fields: Mapping[str, Any],
-    stream_length: int,
-    head_only: bool,
-    *,
-    ids: Mapping[str, str],
-) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """The raw headers and the body of :func:`stream_page_response` of a 1-d page, byte
-    for byte, made with less work (for the floor, NOTE [Serving at the floor] in
-    ``service/api/floor.py``): from the stream query's validated ``fields`` (what the
-    request is made of), the page's number of values and the rank's stream length; the
-    headers written straight to their raw form, the JSON head formatted when its values
-    are plain, and a JSON page's numbers taken from ``numbers`` when given (their JSON
-    text, or a binary page's bytes, NOTE [Numbers written once] in ``epoch_cache.py``),
-    else from ``indices``."""
-    return _int64_page_at_floor(
-        media_type,
-        indices,
-        numbers,
-        length,
-        _page_head(ids, fields, stream_length) if media_type == JSON else None,
-        (
-            (b"x-sampleplan-stream-length", b"%d" % stream_length),
-            (b"x-sampleplan-offset", b"%d" % fields["offset"]),
-        ),
-        head_only,
-    )
 
 
 def batch_page_at_floor(
@@ -344,8 +453,7 @@ def batch_page_at_floor(
     fields: Mapping[str, Any],
     length: int,
     head_only: bool,
-    *,
-    ids: Mapping[str, str],
+    plan_id: str,
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """:func:`batch_page_response`'s raw headers and body, byte for byte, as
     :func:`stream_page_at_floor` makes a stream page's: from the batches query's
@@ -354,8 +462,8 @@ def batch_page_at_floor(
     else from ``batches``."""
     head = None
     if media_type == JSON:
-        opening = _opening_of(ids)
-        if opening is not None:
+        opening = PLAN_OPENINGS.of((plan_id,))
+        if opening:
             head = opening + _BATCH_HEAD % (
                 fields["epoch"],
                 fields["rank"],
@@ -367,7 +475,7 @@ def batch_page_at_floor(
             )
         else:
             meta = {
-                **ids,
+                "plan_id": plan_id,
                 "epoch": fields["epoch"],
                 "rank": fields["rank"],
                 "world_size": fields["world_size"],
@@ -393,7 +501,8 @@ def batch_page_at_floor(
 
 
 #: What a JSON page's head is formatted from without a JSON writer: an id of these
-#: characters (a plan's or a run's) needs no escape.
+#: characters (a plan's or a run's) needs no escape; ints are written in decimal by every
+#: JSON writer, bools as ``true``/``false``, and a space is a plain word.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._-]*")
 _JSON_BOOLS = {True: b"true", False: b"false"}
 _HEAD = (
@@ -404,58 +513,3 @@ _BATCH_HEAD = (
     b'"epoch":%d,"rank":%d,"world_size":%d,"offset":%d,"length":%d,'
     b'"batch_size":%d,"space":"%s","batches":['
 )
-#: The opening of a head, ``{"name":"id",...,``, by its ids of plain characters; bounded.
-_OPENINGS: dict[tuple[tuple[str, str], ...], bytes] = {}
-_MAX_OPENINGS = 4096
-
-
-def _opening_of(ids: Mapping[str, str]) -> bytes | None:
-    """The opening of a page head whose meta starts with ``ids``, when the head can be
-    formatted (ints are written in decimal by every JSON writer, bools as
-    ``true``/``false``, a space is a plain word): every id (a plan's, a run's and its
-    plan's) of plain characters, which JSON writes as they are; else ``None``, and
-    ``json_head`` writes the head."""
-    key = tuple(ids.items())
-    opening = _OPENINGS.get(key)
-    if opening is None:
-        if not all(_PLAIN_ID.fullmatch(name) and _PLAIN_ID.fullmatch(value) for name, value in key):
-            return None
-        pairs = (
-            b'"%s":"%s",' % (name.encode("ascii"), value.encode("ascii")) for name, value in key
-        )
-        opening = b"{" + b"".join(pairs)
-        if len(_OPENINGS) >= _MAX_OPENINGS:
-            _OPENINGS.clear()
-        _OPENINGS[key] = opening
-    return opening
-
-
-def _page_head(ids: Mapping[str, str], fields: Mapping[str, Any], stream_length: int) -> bytes:
-    """``json_head`` of :func:`stream_page_response`'s meta, formatted when
-    :func:`_opening_of` allows it."""
-    opening = _opening_of(ids)
-    if opening is not None:
-        return opening + _HEAD % (
-            fields["epoch"],
-            fields["rank"],
-            fields["world_size"],
-            fields["offset"],
-            stream_length,
-            fields["space"].encode("ascii"),
-            fields["start"],
-            _JSON_BOOLS[fields["pad"]],
-            _JSON_BOOLS[fields["drop_last"]],
-        )
-    meta = {
-        **ids,
-        "epoch": fields["epoch"],
-        "rank": fields["rank"],
-        "world_size": fields["world_size"],
-        "offset": fields["offset"],
-        "length": stream_length,
-        "space": fields["space"],
-        "start": fields["start"],
-        "pad": fields["pad"],
-        "drop_last": fields["drop_last"],
-    }
-    return json_head(meta, "indices")

@@ -120,7 +120,7 @@ def batches_at_hand(
         parameters,
         length,
         scope["method"] == "HEAD",
-        ids={"plan_id": plan.id},
+        plan.id,
     )
 
 

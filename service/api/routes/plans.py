@@ -44,6 +44,7 @@ from sampleplan.service.api.schemas import (
     WeightsOut,
 )
 from sampleplan.service.api.streams import (
+    PLAN_OPENINGS,
     StreamQuery,
     StreamQueryParams,
     StreamSummaryQueryParams,
@@ -391,7 +392,8 @@ def indices_at_hand(
         parameters,
         stream_length,
         scope["method"] == "HEAD",
-        ids={"plan_id": plan.id},
+        PLAN_OPENINGS,
+        (plan.id,),
     )
 
 

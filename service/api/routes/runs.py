@@ -34,6 +34,7 @@ from sampleplan.service.api.schemas import (
     RunWeightsOut,
 )
 from sampleplan.service.api.streams import (
+    RUN_OPENINGS,
     StreamQueryParams,
     stream_page_at_floor,
     stream_page_response,
@@ -395,7 +396,8 @@ class RunPagesAtHand:
             parameters,
             stream_length,
             scope["method"] == "HEAD",
-            ids={"run_id": run_id, "plan_id": plan.id},
+            RUN_OPENINGS,
+            (run_id, plan.id),
         )
 
 
