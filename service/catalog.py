@@ -802,23 +802,10 @@ class Catalog:
             if stream is None:
                 return None
             num_samples = int(stream.shape[0])
-        if fields["world_size"] == 1 and fields["rank"] == 0:
-            # _bounds_at_floor's page of one rank, in place (NOTE [A page at the floor in
-            # one step] in service/api/streams.py).
-            request = None
-            start = fields["start"]
-            if start > num_samples:
-                return None  # the route refuses it
-            length = num_samples - start
-            first = min(fields["offset"], length)
-            limit = fields["limit"]
-            stop = start + (length if limit is None else min(length, first + limit))
-            first += start
-        else:
-            found = _bounds_at_floor(fields, num_samples)
-            if found is None:
-                return None  # the route refuses it
-            request, length, first, stop = found
+        found = _bounds_at_floor(fields, num_samples)
+        if found is None:
+            return None  # the route refuses it
+        request, length, first, stop = found
         size = stop - first
         if size > INLINE_PAGE_VALUES:
             return None
@@ -841,13 +828,7 @@ class Catalog:
         else:
             page = cut_page(stream, num_samples, request, facts.population)
             size = int(page.shape[0])
-        draw_row, served_row = facts.draw_row, facts.served_row
-        if facts.thread == get_ident() and draw_row is not None and served_row is not None:
-            # facts.count in place: this thread's rows (NOTE [Counting per thread]).
-            observe_in_row(draw_row, facts.bounds, time.perf_counter() - began)
-            served_row[0] += size
-        else:
-            facts.count(time.perf_counter() - began, size)
+        facts.count(time.perf_counter() - began, size)
         return plan, page, numbers, size, length
 
     # NOTE [An epoch of batches drawn whole]
