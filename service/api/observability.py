@@ -67,13 +67,16 @@ def new_request_id() -> str:
     request, the generator's state and the formatting of a 128-bit number were cold by
     the next request (NOTE [A page at the floor in one step] in
     ``service/api/streams.py``). A forked child forgets the ids its parent had left."""
-    try:
-        return _SPARE_IDS.pop()
-    except IndexError:
-        _SPARE_IDS.extend(
-            ["%032x" % ((getrandbits(128) & ~_UUID4_FIXED) | _UUID4_BITS) for _ in range(_ID_BATCH)]
-        )
-        return _SPARE_IDS.pop()
+    while True:  # other threads may take the ids made before this one gets one
+        try:
+            return _SPARE_IDS.pop()
+        except IndexError:
+            _SPARE_IDS.extend(
+                [
+                    "%032x" % ((getrandbits(128) & ~_UUID4_FIXED) | _UUID4_BITS)
+                    for _ in range(_ID_BATCH)
+                ]
+            )
 
 
 #: How many request ids are made at once, and those not handed out yet (a list's pop and

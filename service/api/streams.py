@@ -252,7 +252,7 @@ def batch_page_response(
     )
 
 
-#: The headers every array of int64 values carries first (``array_response``'s order).
+#: The header every array of int64 values carries first (``array_response``'s order).
 _DTYPE = (b"x-sampleplan-dtype", b"<i8")
 _VARY = (b"vary", b"Accept")
 _LITTLE_INT64 = np.dtype("<i8")

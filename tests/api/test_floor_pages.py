@@ -10,13 +10,14 @@ floor leaves to the JSON writer.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 from starlette.responses import Response
 
 from sampleplan.core.streams import StreamRequest
-from sampleplan.service.api.arrays import JSON, NPY, OCTET_STREAM
+from sampleplan.service.api.arrays import JSON, NPY, OCTET_STREAM, json_number_bytes
 from sampleplan.service.api.streams import (
     PLAN_OPENINGS,
     RUN_OPENINGS,
@@ -44,13 +45,20 @@ def _raw(response: Response) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 @pytest.mark.parametrize("media_type", MEDIA_TYPES)
-@pytest.mark.parametrize("ids", RUN_IDS)
+@pytest.mark.parametrize(
+    ("openings", "ids"),
+    [(RUN_OPENINGS, ids) for ids in RUN_IDS]
+    + [(PLAN_OPENINGS, ("a1b2c3",)), (PLAN_OPENINGS, ('quo"te',))],
+)
 @pytest.mark.parametrize("head_only", [False, True])
-def test_a_run_page_at_the_floor_is_the_routes_response(
-    media_type: str, ids: tuple[str, str], head_only: bool
+@pytest.mark.parametrize("written", [False, True], ids=["from values", "numbers written"])
+def test_a_stream_page_at_the_floor_is_the_routes_response(
+    media_type: str, openings: PageOpenings, ids: tuple[str, ...], head_only: bool, written: bool
 ) -> None:
+    """A plan's or a run's page, its numbers written from the page or taken from the
+    epoch's text (NOTE [Numbers written once]: JSON text, or a binary page's bytes)."""
     stream = np.arange(100, 140, dtype=np.int64)[::-1].copy()
-    fields = {
+    fields: dict[str, Any] = {
         "epoch": 3,
         "rank": 0,
         "world_size": 1,
@@ -65,10 +73,22 @@ def test_a_run_page_at_the_floor_is_the_routes_response(
     bounds = request.bounds(stream.size)
     page = stream[fields["start"] + bounds.first : fields["start"] + bounds.stop]
     expected = stream_page_response(
-        media_type, page, request, stream.size, head_only, ids=RUN_OPENINGS.ids(ids)
+        media_type, page, request, stream.size, head_only, ids=openings.ids(ids)
     )
+    numbers = None
+    if written:
+        text = json_number_bytes(page) if media_type == JSON else page.astype("<i8").tobytes()
+        numbers = memoryview(text)
     found = stream_page_at_floor(
-        media_type, page, None, page.size, fields, bounds.length, head_only, RUN_OPENINGS, ids
+        media_type,
+        None if written else page,
+        numbers,
+        page.size,
+        fields,
+        bounds.length,
+        head_only,
+        openings,
+        ids,
     )
     headers, body = _raw(expected)
     assert found[0] == headers
@@ -82,8 +102,14 @@ def test_a_run_page_at_the_floor_is_the_routes_response(
 @pytest.mark.parametrize("plan_id", ["a1b2c3", 'quo"te', "naïve"])
 def test_a_batch_page_at_the_floor_is_the_routes_response(media_type: str, plan_id: str) -> None:
     batches = np.arange(24, dtype=np.int64).reshape(6, 4)
-    fields = {"epoch": 1, "rank": 1, "world_size": 2, "offset": 1, "limit": 2}
-    fields["space"] = "population"
+    fields: dict[str, Any] = {
+        "epoch": 1,
+        "rank": 1,
+        "world_size": 2,
+        "offset": 1,
+        "limit": 2,
+        "space": "population",
+    }
     request = StreamRequest(**fields)
     page = batches[2:4]
     expected = batch_page_response(media_type, page, request, 3, 4, False, ids={"plan_id": plan_id})
@@ -92,7 +118,7 @@ def test_a_batch_page_at_the_floor_is_the_routes_response(media_type: str, plan_
     assert found == _raw(expected)
 
 
-def test_openings_are_what_json_writes_and_none_where_it_escapes() -> None:
+def test_openings_are_what_json_writes_and_empty_where_it_escapes() -> None:
     openings = PageOpenings("run_id", "plan_id")
     opening = openings.of(("r-1.x_y", "abc"))
     assert json.loads(opening + b'"k":0}') == {"run_id": "r-1.x_y", "plan_id": "abc", "k": 0}

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from sampleplan.service.api import observability
 from sampleplan.service.api.observability import new_request_id
 from sampleplan.service.config import Settings
 from sampleplan.service.main import create_app
@@ -69,6 +70,11 @@ def test_generated_request_ids_are_version_4_uuids_apart_in_forked_workers() -> 
     for _ in range(200):
         parsed = uuid.UUID(hex=new_request_id())
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Ids are made in batches: the children are forked with ids of this process's batch
+    # left, which they must not hand out (nor each other's).
+    observability._SPARE_IDS.clear()
+    new_request_id()
+    assert observability._SPARE_IDS
     seen = _ids_of_a_forked_child() + _ids_of_a_forked_child()
     seen += [new_request_id() for _ in range(4)]
     assert len(set(seen)) == len(seen) == 12
