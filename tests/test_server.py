@@ -1,10 +1,14 @@
-"""``sampleplan serve``'s HTTP protocol: TCP_NODELAY whatever socket uvicorn bound.
+"""``sampleplan serve``'s HTTP protocol: TCP_NODELAY whatever socket uvicorn bound, and
+responses written by the round.
 
 NOTE [TCP_NODELAY with --workers] in service/server.py: with ``--workers N`` uvicorn binds
 ``socket.socket(family=AF_INET)`` (``proto`` 0), and asyncio then leaves Nagle's algorithm
 on for the connections it accepts. The servers here listen on such a socket. (uvicorn
 0.55 binds with ``proto=IPPROTO_TCP``; 0.54, which docker/requirements.txt pins, and the
 older ones that pyproject.toml allows do not.)
+
+NOTE [Responses written by the round] in service/server.py: what a connection writes is
+held until the end of the event loop's round, then written in one piece.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornProtocol
 from uvicorn.server import ServerState
 
-from sampleplan.service.server import HttpToolsProtocol
+from sampleplan.service.server import MAX_HELD_BYTES, HttpToolsProtocol, RoundWrites
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
@@ -88,3 +92,200 @@ def test_serve_hands_uvicorn_this_protocol(monkeypatch: pytest.MonkeyPatch) -> N
     cli(["serve", "--workers", "2"])
     module, _, name = seen["http"].partition(":")
     assert getattr(__import__(module, fromlist=[name]), name) is HttpToolsProtocol
+
+
+# -- responses written by the round ----------------------------------------------------------
+
+
+class _Recording(asyncio.Transport):
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_a_rounds_writes_leave_at_its_end_one_piece_a_connection_in_order() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first, second = _Recording(), _Recording()
+        one, two = RoundWrites(first, loop), RoundWrites(second, loop)
+        one.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        two.write(b"head ")
+        one.write(memoryview(b"body"))
+        two.write(b"")  # nothing: an empty write is no write
+        two.write(b"body")
+        assert first.written == second.written == []
+        assert one.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\nbody")
+        await asyncio.sleep(0)  # the round ends
+        assert first.written == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        assert second.written == [b"head body"]
+        assert one.get_write_buffer_size() == 0
+        one.write(b"next")  # a later round holds its own writes
+        assert first.written == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        await asyncio.sleep(0)
+        assert first.written[-1] == b"next"
+
+    asyncio.run(main())
+
+
+def test_large_writes_leave_at_once_after_what_is_held() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport = _Recording()
+        writes = RoundWrites(transport, loop)
+        large = b"x" * MAX_HELD_BYTES
+        writes.write(large)  # nothing held: written through
+        assert transport.written == [large]
+        writes.write(b"head")
+        writes.write(large)  # held bytes reach the bound: all written now, in order
+        assert transport.written == [large, b"head" + large]
+        await asyncio.sleep(0)
+        assert transport.written == [large, b"head" + large]  # nothing left for the round
+
+    asyncio.run(main())
+
+
+def test_a_held_write_is_a_copy_and_close_writes_it_abort_drops_it() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        closed, aborted = _Recording(), _Recording()
+        data = bytearray(b"ab")
+        writes = RoundWrites(closed, loop)
+        writes.write(data)
+        data[0] = ord("z")  # the caller's buffer is its own again once write returns
+        writes.close()
+        assert closed.written == [b"ab"] and closed.closed and writes.is_closing()
+        dropped = RoundWrites(aborted, loop)
+        dropped.write(b"never")
+        dropped.abort()
+        await asyncio.sleep(0)
+        assert aborted.written == [] and aborted.aborted
+
+    asyncio.run(main())
+
+
+class _Counting:
+    """A transport's stand-in that counts the writes it passes on."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.counted: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.counted.append(len(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _streamed(scope: Any, receive: Any, send: Any) -> None:
+    """``/big``: three pieces of 100 000 bytes; ``/close``: ``Connection: close``;
+    ``/continue``: the request's body echoed (after ``Expect: 100-continue``); else ``ok``."""
+    path = scope["path"]
+    if path == "/big":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for piece in (b"a", b"b", b"c"):
+            await send({"type": "http.response.body", "body": piece * 100_000, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = b"ok"
+    headers = [(b"content-length", b"2")]
+    if path == "/close":
+        headers.append((b"connection", b"close"))
+    elif path == "/continue":
+        message = await receive()
+        body = message["body"]
+        headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_served_connection_answers_in_one_write_a_response(loop_kind: str) -> None:
+    """A real server on this protocol: each small response leaves in one write of the
+    socket's transport, and keep-alive, ``HEAD``, a chunked body of 300 000 bytes,
+    ``Expect: 100-continue`` and ``Connection: close`` are answered as before; on
+    asyncio's loop and on uvloop's (``sampleplan serve --loop uvloop``)."""
+    new_loop = asyncio.new_event_loop
+    if loop_kind == "uvloop":
+        new_loop = pytest.importorskip("uvloop").new_event_loop
+
+    async def main() -> None:
+        config = Config(app=_streamed, lifespan="off", log_level="warning")
+        config.load()
+        state = ServerState()
+        made: list[HttpToolsProtocol] = []
+
+        def factory() -> HttpToolsProtocol:
+            protocol = HttpToolsProtocol(config=config, server_state=state, app_state={})
+            made.append(protocol)
+            return protocol
+
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(2) == b"ok"
+            # Count the socket transport's writes from here.
+            transport = made[0].transport
+            assert isinstance(transport, RoundWrites)
+            counting = _Counting(transport.transport)
+            transport.transport = counting  # type: ignore[assignment]
+            counted = counting.counted
+            writer.write(b"GET /two HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert await reader.readexactly(2) == b"ok"
+            assert counted == [len(head) + 2]  # head and body in one write
+            writer.write(b"HEAD /three HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"content-length: 2" in head.lower()
+            writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"transfer-encoding: chunked" in head.lower()
+            received = b""
+            while True:
+                size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                received += await reader.readexactly(size)
+                await reader.readexactly(2)
+                if size == 0:
+                    break
+            assert received == b"a" * 100_000 + b"b" * 100_000 + b"c" * 100_000
+            writer.write(
+                b"POST /continue HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(5) == b"hello"
+            writer.write(b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"connection: close" in head.lower()
+            assert await reader.read() == b"ok"  # then the server closes the connection
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main())
