@@ -4,8 +4,9 @@ It answers every request with one fixed body (given in files: ``--json`` for req
 without an ``Accept`` header naming ``application/octet-stream``, ``--octet`` for those)
 and nothing else: no routing, no middleware, no validation. It runs under the uvicorn
 configuration ``sampleplan serve`` uses (asyncio loop, the service's httptools protocol
-with ``TCP_NODELAY`` and responses written by the round, no access log), so the pages of a warm epoch can be measured as a
-fraction of what the server stack itself does with a body of the same size.
+with ``TCP_NODELAY`` and responses written by the round, no access log), so the pages of
+a warm epoch can be measured as a fraction of what the server stack itself does with a
+body of the same size.
 """
 
 from __future__ import annotations
