@@ -29,11 +29,14 @@ NOTE [Responses written by the round]
     once the round's ready callbacks have run, and writes each connection's pieces in
     order, one write each. So a response leaves in one segment, and a round's responses
     one after another, in a burst. A response waits at most for the rest of its round;
-    alone, it waits for nothing (its task's round is over when it has sent). A write that
-    takes a connection's held bytes to :data:`MAX_HELD_BYTES` or beyond (a large body,
-    streamed or not) writes them at once with it, so flow control and the streaming of
-    large bodies are as before. Closing writes what is held first; aborting drops it.
-    The bare app of ``make load``'s floor runs on this protocol too.
+    alone, it waits for nothing (its task's round is over when it has sent). A piece of
+    :data:`MAX_HELD_BYTES` or more is written at once after what is held, and held pieces
+    reaching it are written at once, so flow control and the streaming of large bodies
+    are as before. Closing writes what is held first (and so does the client's end of
+    its side, after which the socket's transport closes itself); aborting drops it; a
+    write after either goes to the transport as it is. One connection's failed write
+    is reported to the loop's exception handler, and the round's other connections are
+    written. The bare app of ``make load``'s floor runs on this protocol too.
 """
 
 from __future__ import annotations
@@ -68,25 +71,43 @@ class HttpToolsProtocol(_HttpToolsProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(RoundWrites(transport, self.loop))
 
+    def eof_received(self) -> None:
+        # The client closed its side: the socket's transport closes itself once this
+        # returns (uvicorn's returns None), and writes what its buffer holds first. What
+        # is held for the round goes to that buffer now.
+        transport = self.transport
+        if isinstance(transport, RoundWrites):
+            transport.flush()
+        super().eof_received()
+
 
 class _Round:
-    """The connections of one event loop with writes held in its present round."""
+    """The connections of one event loop with writes held in its present round (it holds
+    no reference to the loop, the key it is kept under)."""
 
-    __slots__ = ("held", "loop")
+    __slots__ = ("held",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.held: list[RoundWrites] = []
 
     def hold(self, writes: RoundWrites) -> None:
         if not self.held:
-            self.loop.call_soon(self.write)
+            writes.loop.call_soon(self.write)
         self.held.append(writes)
 
     def write(self) -> None:
         held, self.held = self.held, []
         for writes in held:
-            writes.flush()
+            try:
+                writes.flush()
+            except Exception as error:  # one connection's failure leaves the others' writes
+                writes.loop.call_exception_handler(
+                    {
+                        "message": "a connection's held writes failed",
+                        "exception": error,
+                        "transport": writes.transport,
+                    }
+                )
 
 
 #: Each event loop's round (a loop's connections share it).
@@ -98,29 +119,35 @@ class RoundWrites(asyncio.Transport):
     present round, then written in one piece (NOTE [Responses written by the round]);
     everything else is the transport's own."""
 
-    __slots__ = ("_held", "_round", "_size", "transport")
+    __slots__ = ("_closed", "_held", "_round", "_size", "loop", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.transport = transport
+        self.loop = loop
         found = _ROUNDS.get(loop)
         if found is None:
-            found = _ROUNDS[loop] = _Round(loop)
+            found = _ROUNDS[loop] = _Round()
         self._round = found
         #: The pieces held, in order, and their bytes; ``None`` when none are.
         self._held: list[bytes] | None = None
         self._size = 0
+        #: Closed, aborted or ended by this wrapper: later writes go to the transport,
+        #: which answers them as it answers writes after its end.
+        self._closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
+            return
+        if self._closed or len(data) >= MAX_HELD_BYTES:
+            # What is held first, then this as it is (a large piece is not copied).
+            self.flush()
+            self.transport.write(data)
             return
         if type(data) is not bytes:
             data = bytes(data)  # what the caller may change once write has returned
         held = self._held
         if held is None:
-            if len(data) >= MAX_HELD_BYTES:
-                self.transport.write(data)
-                return
             self._held = [data]
             self._size = len(data)
             self._round.hold(self)
@@ -144,15 +171,18 @@ class RoundWrites(asyncio.Transport):
         self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self) -> None:
+        self._closed = True
         self.flush()
         self.transport.close()
 
     def abort(self) -> None:
+        self._closed = True
         self._held = None
         self._size = 0
         self.transport.abort()
 
     def write_eof(self) -> None:
+        self._closed = True
         self.flush()
         self.transport.write_eof()
 

@@ -14,6 +14,7 @@ held until the end of the event loop's round, then written in one piece.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from typing import Any
 
@@ -22,6 +23,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornProtocol
 from uvicorn.server import ServerState
 
+from sampleplan.service import server as server_module
 from sampleplan.service.server import MAX_HELD_BYTES, HttpToolsProtocol, RoundWrites
 
 
@@ -154,10 +156,14 @@ def test_large_writes_leave_at_once_after_what_is_held() -> None:
         writes.write(large)  # nothing held: written through
         assert transport.written == [large]
         writes.write(b"head")
-        writes.write(large)  # held bytes reach the bound: all written now, in order
-        assert transport.written == [large, b"head" + large]
+        writes.write(large)  # what is held, then the large piece as it is, in order
+        assert transport.written == [large, b"head", large]
+        small = b"y" * (MAX_HELD_BYTES // 2)
+        writes.write(small)
+        writes.write(small)  # held pieces reaching the bound: written now, as one
+        assert transport.written == [large, b"head", large, small + small]
         await asyncio.sleep(0)
-        assert transport.written == [large, b"head" + large]  # nothing left for the round
+        assert transport.written == [large, b"head", large, small + small]  # none left
 
     asyncio.run(main())
 
@@ -194,6 +200,41 @@ class _Counting:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
+
+
+def test_a_failed_write_is_reported_and_the_rounds_other_connections_are_written() -> None:
+    class Failing(_Recording):
+        def write(self, data: Any) -> None:
+            raise RuntimeError("the socket is gone")
+
+    async def main() -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        first, failing, last = _Recording(), Failing(), _Recording()
+        for transport in (first, failing, last):
+            RoundWrites(transport, loop).write(b"answer")
+        await asyncio.sleep(0)
+        assert first.written == last.written == [b"answer"]
+        return reported
+
+    reported = asyncio.run(main())
+    assert [type(context["exception"]) for context in reported] == [RuntimeError]
+
+
+def test_writes_after_close_go_to_the_transport_and_rounds_keep_no_loop_alive() -> None:
+    async def main() -> None:
+        transport = _Recording()
+        writes = RoundWrites(transport, asyncio.get_running_loop())
+        writes.close()
+        writes.write(b"late")  # not held: the transport answers it as it answers it
+        assert transport.written == [b"late"]
+
+    rounds = len(server_module._ROUNDS)
+    for _ in range(3):
+        asyncio.run(main())
+    gc.collect()
+    assert len(server_module._ROUNDS) <= rounds
 
 
 async def _streamed(scope: Any, receive: Any, send: Any) -> None:
@@ -278,6 +319,14 @@ def test_a_served_connection_answers_in_one_write_a_response(loop_kind: str) -> 
             writer.write(b"hello")
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(5) == b"hello"
+            # A client that ends its side after its request still gets the whole answer
+            # (the transport closes itself then, once what is held is in its buffer).
+            half_reader, half_writer = await asyncio.open_connection("127.0.0.1", port)
+            half_writer.write(b"GET /half HTTP/1.1\r\nHost: t\r\n\r\n")
+            half_writer.write_eof()
+            answer = await half_reader.read()
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\nok")
+            half_writer.close()
             writer.write(b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             assert b"connection: close" in head.lower()
