@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,20 +34,29 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+def _protocols(
+    protocol_class: type[UvicornProtocol], app: Any
+) -> tuple[Callable[[], UvicornProtocol], list[UvicornProtocol]]:
+    """A protocol factory serving ``app`` as uvicorn's server makes them, and the list of
+    the protocols it makes (one a connection)."""
+    config = Config(app=app, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    made: list[UvicornProtocol] = []
+
+    def factory() -> UvicornProtocol:
+        protocol = protocol_class(config=config, server_state=state, app_state={})
+        made.append(protocol)
+        return protocol
+
+    return factory, made
+
+
 def _nodelay_of_a_served_connection(protocol_class: type[UvicornProtocol]) -> int:
     """Serve one request on a proto-0 listening socket; the option on the accepted socket."""
 
     async def main() -> int:
-        config = Config(app=_app, lifespan="off", log_level="warning")
-        config.load()
-        state = ServerState()
-        made: list[UvicornProtocol] = []
-
-        def factory() -> UvicornProtocol:
-            protocol = protocol_class(config=config, server_state=state, app_state={})
-            made.append(protocol)
-            return protocol
-
+        factory, made = _protocols(protocol_class, _app)
         listening = socket.socket(family=socket.AF_INET)  # as uvicorn's bind_socket does
         listening.bind(("127.0.0.1", 0))
         assert listening.proto == 0
@@ -270,16 +280,7 @@ def test_a_served_connection_answers_in_one_write_a_response(loop_kind: str) -> 
         new_loop = pytest.importorskip("uvloop").new_event_loop
 
     async def main() -> None:
-        config = Config(app=_streamed, lifespan="off", log_level="warning")
-        config.load()
-        state = ServerState()
-        made: list[HttpToolsProtocol] = []
-
-        def factory() -> HttpToolsProtocol:
-            protocol = HttpToolsProtocol(config=config, server_state=state, app_state={})
-            made.append(protocol)
-            return protocol
-
+        factory, made = _protocols(HttpToolsProtocol, _streamed)
         server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
