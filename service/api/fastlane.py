@@ -272,29 +272,48 @@ class RouteReader:
         if scope.get("root_path"):
             read = self.read(scope)
             return None if read is None else read[0]
-        match = self.path_regex.match(scope["path"])
+        path_params = self.path_params(scope["path"])
+        if path_params is None:
+            return None
+        return self.read_query(path_params, scope["query_string"])
+
+    def path_params(self, path: str) -> dict[str, Any] | None:
+        """The path parameters of ``path`` (a server's path, without a root path), as the
+        route's pattern and converters read them; ``None`` when the route does not
+        match it or refuses them. (A function of the path alone: the floor keeps it by
+        path, NOTE [A path's lanes found once] in ``floor.py``.)"""
+        match = self.path_regex.match(path)
         if match is None:
             return None
         name = self.one_text_param
         if name is not None:
             value = match.group(1)  # a str converter's value
-            if self.path_patterns:
-                pattern = self.path_patterns.get(name)
-                if pattern is not None and pattern.fullmatch(value) is None:
-                    return None  # the route refuses it
-            if self.pattern is not None:  # the commonest request, read in fewest steps
-                parameters = self._read_plainly(scope["query_string"])
-                if parameters is None:
-                    return self._modelled({name: value}, scope["query_string"])
-                parameters[name] = value
+            pattern = self.path_patterns.get(name)
+            if pattern is not None and pattern.fullmatch(value) is None:
+                return None  # the route refuses it
+            return {name: value}
+        convertors = self.route.param_convertors
+        path_params = {
+            name: convertors[name].convert(value) for name, value in match.groupdict().items()
+        }
+        for name, pattern in self.path_patterns.items():
+            value = path_params.get(name)
+            if type(value) is str and pattern.fullmatch(value) is None:
+                return None  # the route refuses it
+        return path_params
+
+    def read_query(
+        self, path_params: Mapping[str, Any], query_string: bytes
+    ) -> dict[str, Any] | None:
+        """The parameters of a request with ``path_params`` (:meth:`path_params`'s, left
+        as they are) and ``query_string``, as :meth:`read_fresh` reads them."""
+        if self.pattern is not None:  # the commonest request, read in fewest steps
+            parameters = self._read_plainly(query_string)
+            if parameters is not None:
+                parameters.update(path_params)
                 return parameters
-            path_params = {name: value}
-        else:
-            convertors = self.route.param_convertors
-            path_params = {
-                name: convertors[name].convert(value) for name, value in match.groupdict().items()
-            }
-        return self._validated(path_params, scope["query_string"])
+            return self._modelled(path_params, query_string)
+        return self._validated(dict(path_params), query_string)
 
     def _validated(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
         for name, pattern in self.path_patterns.items():
@@ -308,7 +327,9 @@ class RouteReader:
                 return read
         return self._modelled(path_params, query_string)
 
-    def _modelled(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
+    def _modelled(
+        self, path_params: Mapping[str, Any], query_string: bytes
+    ) -> dict[str, Any] | None:
         """The parameters as the route's model reads them (for a query not read plainly)."""
         query = self.query(query_string)
         if query is None:

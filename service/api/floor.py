@@ -184,7 +184,20 @@ class _Lane:
 
 class Floor:
     """Answers ``GET`` and ``HEAD`` requests of ``lanes`` whose answer is at hand; see
-    NOTE [Serving at the floor]."""
+    NOTE [Serving at the floor].
+
+    NOTE [A path's lanes found once]
+        Pages are asked for by the same few paths (a plan's or a run's ``/indices``),
+        each with another query. Which lanes a path is for, and its parameters as each
+        lane's route reads them (its pattern matched, an id checked against its own
+        pattern), depend on the path alone, so they are found once per path and kept
+        (:attr:`MAX_PATHS` paths, then all are forgotten: paths are the callers'); a
+        request then reads only its query. A path no lane reads is kept too, with no
+        lanes.
+    """
+
+    #: How many paths' lanes are kept before all are forgotten.
+    MAX_PATHS = 4096
 
     def __init__(
         self,
@@ -201,6 +214,23 @@ class Floor:
         self.tokens = tokens
         #: The app's catalog while the app runs (its lifespan sets it); ``None`` before.
         self.catalog: Catalog | None = None
+        #: Each path's lanes with its parameters (NOTE [A path's lanes found once]).
+        self._paths: dict[str, tuple[tuple[_Lane, dict[str, Any]], ...]] = {}
+
+    def _lanes_of(self, path: str) -> tuple[tuple[_Lane, dict[str, Any]], ...]:
+        """The lanes whose route matches ``path``, in order, each with the path's
+        parameters as its route reads them; kept (NOTE [A path's lanes found once])."""
+        found = []
+        for lane in self.lanes:
+            if path.endswith(lane.suffix) and lane.prefix in path:
+                path_params = lane.reader.path_params(path)
+                if path_params is not None:
+                    found.append((lane, path_params))
+        at = tuple(found)
+        if len(self._paths) >= self.MAX_PATHS:
+            self._paths.clear()
+        self._paths[path] = at
+        return at
 
     @staticmethod
     def serves(metrics: ServiceMetrics) -> bool:
@@ -231,11 +261,13 @@ class Floor:
         if catalog is None:
             return None
         path = scope["path"]
-        for lane in self.lanes:
-            if path.endswith(lane.suffix) and lane.prefix in path:
-                parameters = lane.reader.read_fresh(scope)
-                if parameters is not None:
-                    break
+        at = self._paths.get(path)
+        if at is None:
+            at = self._lanes_of(path)
+        for lane, path_params in at:
+            parameters = lane.reader.read_query(path_params, scope["query_string"])
+            if parameters is not None:
+                break
         else:
             return None
         if self.tokens:

@@ -223,6 +223,36 @@ def test_the_floor_leaves_what_it_does_not_answer_to_the_stack_unchanged(
     assert ours == theirs
 
 
+def test_a_paths_lanes_found_once_answer_as_the_stack_past_their_bound(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTE [A path's lanes found once]: each path's lanes are kept, at most MAX_PATHS
+    paths, then forgotten; pages of more paths than that, asked for again and again
+    (paths no lane reads and ids the route refuses among them), are answered as the stack
+    answers them, and the floor answers every page at hand."""
+    floor_app: Any = pair.clients[0].app
+    floor = floor_app.floor
+    monkeypatch.setattr(floor, "MAX_PATHS", 2)
+    floor._paths.clear()
+    plans = [pair.plan_id, pair.plan({"labels": LABELS, "seed": SEED + 1})]
+    paths = [f"/v1/plans/{plan_id}/indices" for plan_id in plans]
+    others = [f"/v1/plans/{plans[0]}/batches", "/v1/plans/no%20such/indices", "/v1/plan/x/indices"]
+    answered = answered_at_floor(monkeypatch)
+    for turn in range(3):
+        for path in [*paths, *others]:
+            target = f"{path}?epoch={EPOCH}&offset={turn}&limit=4"
+            headers = [(b"x-request-id", b"floor-paths-1")]
+            ours, theirs = (_whole(m) for m in pair.raw("GET", target, headers))
+            assert ours == theirs
+            assert len(floor._paths) <= 2
+    assert answered == paths * 3
+    # A path's lanes are its route's, with the path's parameters as the route reads them.
+    ((lane, path_params),) = floor._lanes_of(paths[0])
+    assert lane.template == "/v1/plans/{plan_id}/indices"
+    assert path_params == {"plan_id": plans[0]}
+    assert floor._lanes_of("/v1/plans/x/nothing") == ()
+
+
 def test_a_page_at_the_floor_is_the_samplers_stream(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
