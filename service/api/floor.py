@@ -193,7 +193,8 @@ class Floor:
         pattern), depend on the path alone, so they are found once per path and kept
         (:attr:`MAX_PATHS` paths, then all are forgotten: paths are the callers'); a
         request then reads only its query. A path no lane reads is kept too, with no
-        lanes.
+        lanes. Under a server's root path each lane's route reads the whole request, as
+        before (not kept).
     """
 
     #: How many paths' lanes are kept before all are forgotten.
@@ -232,6 +233,17 @@ class Floor:
         self._paths[path] = at
         return at
 
+    def _read_under_root(self, scope: Scope) -> tuple[_Lane, dict[str, Any]] | None:
+        """The lane of a request under a root path and its parameters, read by each
+        lane's route as it is (its pattern, after the root path); not kept."""
+        path = scope["path"]
+        for lane in self.lanes:
+            if path.endswith(lane.suffix) and lane.prefix in path:
+                parameters = lane.reader.read_fresh(scope)
+                if parameters is not None:
+                    return lane, parameters
+        return None
+
     @staticmethod
     def serves(metrics: ServiceMetrics) -> bool:
         """Whether a floor can count as the stack counts with ``metrics``: only when they
@@ -261,15 +273,22 @@ class Floor:
         if catalog is None:
             return None
         path = scope["path"]
-        at = self._paths.get(path)
-        if at is None:
-            at = self._lanes_of(path)
-        for lane, path_params in at:
-            parameters = lane.reader.read_query(path_params, scope["query_string"])
-            if parameters is not None:
-                break
+        if scope.get("root_path"):  # the server's: each route matches the path as it reads it
+            found = self._read_under_root(scope)
+            if found is None:
+                return None
+            lane, parameters = found
         else:
-            return None
+            at = self._paths.get(path)
+            if at is None:
+                at = self._lanes_of(path)
+            for lane, path_params in at:
+                read = lane.reader.read_query(path_params, scope["query_string"])
+                if read is not None:
+                    parameters = read
+                    break
+            else:
+                return None
         if self.tokens:
             token = None if authorization is None else bearer_token_of(authorization)
             if token is None or not token_matches(token, self.tokens):

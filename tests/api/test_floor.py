@@ -253,6 +253,31 @@ def test_a_paths_lanes_found_once_answer_as_the_stack_past_their_bound(
     assert floor._lanes_of("/v1/plans/x/nothing") == ()
 
 
+def test_under_a_servers_root_path_the_floor_answers_as_the_stack(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's root path (``uvicorn --root-path``) is in the scope's path: each lane's
+    route reads such a request whole (not by its path alone), and the floor answers its
+    pages as the stack does."""
+    answered = answered_at_floor(monkeypatch)
+    paths = []
+    for inner in (f"/v1/plans/{pair.plan_id}/indices", "/v1/plans/x/nothing"):
+        for turn in range(2):
+            messages = []
+            for client in pair.clients:
+                scope = http_scope("GET", f"/api{inner}?epoch={EPOCH}&offset={turn}&limit=5", [])
+                scope["root_path"] = "/api"
+                scope["headers"].append((b"x-request-id", b"floor-root-1"))
+                found: list[dict[str, Any]] = []
+                assert client.portal is not None
+                client.portal.call(_call, client.app, scope, found)
+                messages.append(_whole(found))
+            assert messages[0] == messages[1]
+            paths.append((inner, messages[0][0]))
+    assert [status for _, status in paths] == [200, 200, 404, 404]
+    assert answered == [f"/api/v1/plans/{pair.plan_id}/indices"] * 2
+
+
 def test_a_page_at_the_floor_is_the_samplers_stream(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
