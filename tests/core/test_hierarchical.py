@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sampleplan.core.hierarchical import (
@@ -120,9 +120,12 @@ def populations(draw: st.DrawFn) -> tuple[list[int], list[float]]:
         weights = [per_class[c] for c in codes]
     else:
         weights = draw(st.lists(_WEIGHT_VALUES, min_size=size, max_size=size))
-    if sum(weights) / size < sys.float_info.min:
+    if sum(weights) / max(size, max(codes) + 1) < 2 * sys.float_info.min:
         # All zero, or a mean below float64's normal range (one tiny weight among zeros):
-        # build() refuses those (tested on their own), so lift one weight.
+        # build() refuses those (tested on their own), so lift one weight. The mean it
+        # checks is the weights' or the classes' masses' (as many as the classes, empty
+        # ones too: one sample of weight float_info.min in class 1 of 2 is refused); twice
+        # the bound leaves room for the masses' rounding.
         weights[draw(st.integers(0, size - 1))] = draw(st.floats(0.01, 10.0))
     return codes, weights
 
@@ -217,6 +220,7 @@ def test_mulhi_is_the_exact_high_word(x: list[int], n: int) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(population=populations())
+@example(population=([1], [sys.float_info.min * 2]))  # class 0 empty: masses' mean normal
 def test_table_is_the_one_defined(population: tuple[list[int], list[float]]) -> None:
     codes, weights = population
     table = _build(codes, weights)
@@ -355,6 +359,10 @@ def test_the_alias_table_encodes_the_weights(masses: list[float]) -> None:
 def test_weights_whose_mean_is_subnormal_are_refused() -> None:
     with pytest.raises(ValueError, match="mean is subnormal"):
         _alias_table(np.array([0.0, sys.float_info.min]))
+    # One sample of the least normal weight, in class 1 of 2: its weights' mean is normal,
+    # its classes' masses' (0 and float_info.min) is not.
+    with pytest.raises(ValueError, match="mean is subnormal"):
+        _build([1], [sys.float_info.min])
 
 
 def test_equal_masses_whose_mean_rounds_up_still_have_a_heavy() -> None:
