@@ -42,7 +42,6 @@ import annotated_types
 import pydantic
 from fastapi.routing import APIRoute, APIRouter
 from pydantic.fields import FieldInfo
-from starlette.convertors import StringConvertor
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -231,14 +230,6 @@ class RouteReader:
         )
         #: The path parameters taken as they are (unconstrained strs); else the model's.
         self.plain_path = plain and all(shapes[name] is None for name in path_names)
-        #: The route's one path parameter, when it is one read by a str converter (which
-        #: takes the text as it is).
-        convertors = route.param_convertors
-        self.one_text_param = (
-            next(iter(convertors))
-            if len(convertors) == 1 and type(next(iter(convertors.values()))) is StringConvertor
-            else None
-        )
         self.path_regex = route.path_regex
         #: The fields absent from a request, at their defaults (required ones left out).
         self.defaults = {
@@ -262,20 +253,11 @@ class RouteReader:
         match, child_scope = self.route.matches(scope)
         if match is not Match.FULL:
             return None
-        parameters = self._validated(child_scope["path_params"], scope["query_string"])
-        return None if parameters is None else (parameters, child_scope)
-
-    def read_fresh(self, scope: Scope) -> dict[str, Any] | None:
-        """:meth:`read`'s parameters, for a scope as the server made it (no router has
-        added path parameters or a route to it): the path is matched against the route's
-        own pattern and converters, which is all the route's ``matches`` does then."""
-        if scope.get("root_path"):
-            read = self.read(scope)
-            return None if read is None else read[0]
-        path_params = self.path_params(scope["path"])
-        if path_params is None:
+        path_params = child_scope["path_params"]
+        if self._refuses(path_params):
             return None
-        return self.read_query(path_params, scope["query_string"])
+        parameters = self.read_query(path_params, scope["query_string"])
+        return None if parameters is None else (parameters, child_scope)
 
     def path_params(self, path: str) -> dict[str, Any] | None:
         """The path parameters of ``path`` (a server's path, without a root path), as the
@@ -285,47 +267,33 @@ class RouteReader:
         match = self.path_regex.match(path)
         if match is None:
             return None
-        name = self.one_text_param
-        if name is not None:
-            value = match.group(1)  # a str converter's value
-            pattern = self.path_patterns.get(name)
-            if pattern is not None and pattern.fullmatch(value) is None:
-                return None  # the route refuses it
-            return {name: value}
         convertors = self.route.param_convertors
         path_params = {
             name: convertors[name].convert(value) for name, value in match.groupdict().items()
         }
-        for name, pattern in self.path_patterns.items():
-            value = path_params.get(name)
-            if type(value) is str and pattern.fullmatch(value) is None:
-                return None  # the route refuses it
-        return path_params
+        return None if self._refuses(path_params) else path_params
 
     def read_query(
         self, path_params: Mapping[str, Any], query_string: bytes
     ) -> dict[str, Any] | None:
-        """The parameters of a request with ``path_params`` (:meth:`path_params`'s, left
-        as they are) and ``query_string``, as :meth:`read_fresh` reads them."""
-        if self.pattern is not None:  # the commonest request, read in fewest steps
+        """The parameters of a request with ``path_params`` (the route's, not refused;
+        left as they are) and ``query_string``: its plain values read field by field
+        (NOTE [Parameters read plainly]), else the model's reading."""
+        if self.plain is not None and self.plain_path:
             parameters = self._read_plainly(query_string)
             if parameters is not None:
                 parameters.update(path_params)
                 return parameters
-            return self._modelled(path_params, query_string)
-        return self._validated(dict(path_params), query_string)
+        return self._modelled(path_params, query_string)
 
-    def _validated(self, path_params: dict[str, Any], query_string: bytes) -> dict[str, Any] | None:
+    def _refuses(self, path_params: Mapping[str, Any]) -> bool:
+        """Whether the route refuses these path parameters: a str whose field's pattern
+        it does not match whole."""
         for name, pattern in self.path_patterns.items():
             value = path_params.get(name)
             if type(value) is str and pattern.fullmatch(value) is None:
-                return None  # the route refuses it
-        if self.plain is not None and self.plain_path:
-            read = self._read_plainly(query_string)
-            if read is not None:
-                read.update(path_params)
-                return read
-        return self._modelled(path_params, query_string)
+                return True
+        return False
 
     def _modelled(
         self, path_params: Mapping[str, Any], query_string: bytes

@@ -173,8 +173,9 @@ class _Lane:
         self.template = route.path
         # The template's text before its first parameter and after its last, which every
         # path of the route holds and ends with (a server's root path before it): a path
-        # without them is not the lane's, told without matching the route's pattern
-        # (``/v1/plans/`` and ``/indices``).
+        # under a root path without them is not the lane's, told without matching the
+        # route (``/v1/plans/`` and ``/indices``). Other paths' lanes are found once, by
+        # the route's pattern (NOTE [A path's lanes found once]).
         self.prefix = route.path.partition("{")[0]
         self.suffix = route.path.rpartition("}")[2] if "{" in route.path else ""
         self.answer = answer
@@ -221,13 +222,11 @@ class Floor:
     def _lanes_of(self, path: str) -> tuple[tuple[_Lane, dict[str, Any]], ...]:
         """The lanes whose route matches ``path``, in order, each with the path's
         parameters as its route reads them; kept (NOTE [A path's lanes found once])."""
-        found = []
-        for lane in self.lanes:
-            if path.endswith(lane.suffix) and lane.prefix in path:
-                path_params = lane.reader.path_params(path)
-                if path_params is not None:
-                    found.append((lane, path_params))
-        at = tuple(found)
+        at = tuple(
+            (lane, path_params)
+            for lane in self.lanes
+            if (path_params := lane.reader.path_params(path)) is not None
+        )
         if len(self._paths) >= self.MAX_PATHS:
             self._paths.clear()
         self._paths[path] = at
@@ -239,9 +238,9 @@ class Floor:
         path = scope["path"]
         for lane in self.lanes:
             if path.endswith(lane.suffix) and lane.prefix in path:
-                parameters = lane.reader.read_fresh(scope)
-                if parameters is not None:
-                    return lane, parameters
+                read = lane.reader.read(scope)
+                if read is not None:
+                    return lane, read[0]
         return None
 
     @staticmethod
