@@ -100,9 +100,6 @@ def test_the_guides_torchrun_script_runs_as_written(
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf-home"),
-        # A rank that aborts (SIGABRT) prints every thread's Python stack: CI has seen rank
-        # 1 abort at exit after training, "terminate called without an active exception".
-        "PYTHONFAULTHANDLER": "1",
     }
     command = [
         sys.executable,
@@ -116,7 +113,7 @@ def test_the_guides_torchrun_script_runs_as_written(
     done = subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
-    assert done.returncode == 0, done.stderr[-12000:]
+    assert done.returncode == 0, done.stderr[-3000:]
     with SamplePlanClient(module_server.url) as api:
         run = api.get_run("bert-ddp-1")
         plan = api.get_plan(run.plan_id)
